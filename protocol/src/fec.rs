@@ -1,0 +1,1 @@
+//! fec (work in progress)

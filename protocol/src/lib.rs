@@ -1,0 +1,11 @@
+//! satcast-protocol: the wire format, manifests and keys, the RaptorQ object codec and
+//! (later) the sans-IO state machines shared by the daemons and the simulator.
+//!
+//! Nothing in this crate performs I/O, reads a clock or draws thread randomness: time and
+//! randomness are passed in by the caller.
+#![warn(missing_docs)]
+
+pub mod fec;
+pub mod manifest;
+pub mod trust;
+pub mod wire;

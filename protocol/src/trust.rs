@@ -1,0 +1,1 @@
+//! trust (work in progress)
