@@ -5,7 +5,10 @@
 //! randomness are passed in by the caller.
 #![warn(missing_docs)]
 
+pub mod broadcast;
 pub mod fec;
 pub mod manifest;
+pub mod pacer;
+pub mod reception;
 pub mod trust;
 pub mod wire;

@@ -39,16 +39,7 @@ pub const SIGNED_MANIFEST_BYTES_MAX: u32 = 65_536;
 /// IPv4 and UDP header bytes that every datagram costs on the carrier.
 pub const IP_UDP_HEADER_BYTES: usize = 28;
 
-/// The 32-byte secret shared by the uplink and every receiver; it keys the datagram tag.
-#[derive(Clone, PartialEq, Eq)]
-pub struct NetworkKey(pub [u8; 32]);
-
-impl std::fmt::Debug for NetworkKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the secret itself, only enough to tell two keys apart.
-        write!(f, "NetworkKey({}…)", hex::encode(&blake3::hash(&self.0).as_bytes()[..4]))
-    }
-}
+pub use crate::trust::NetworkKey;
 
 /// Datagram type codes (the byte at offset 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,1 +1,10 @@
-//! work in progress
+//! satcast-receiver: the county receiver daemon. It joins the downlink, drives the
+//! reception machine over the durable store, and delivers finished objects atomically.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod daemon;
+pub mod droplog;
+pub mod logging;
+
+pub use config::ReceiverConfig;

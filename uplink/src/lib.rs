@@ -1,1 +1,12 @@
-//! work in progress
+//! satcast-uplink: the ministry uplink daemon and the operators' CLI. The daemon takes
+//! queued broadcasts, signs their manifests and airs them through the broadcast machine
+//! with a paced UDP sender.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod keys;
+pub mod prepare;
+pub mod queue;
+pub mod serve;
+
+pub use config::UplinkConfig;

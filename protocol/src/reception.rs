@@ -1,0 +1,575 @@
+//! The reception-side state machine for one county receiver.
+//!
+//! It authenticates datagrams, reassembles and verifies manifests under the trust rules,
+//! collects symbols through a [`ReceptionStore`], decodes each source block as soon as it
+//! can, checks every block against its signed BLAKE3 (a poisoned block is dropped and
+//! collected again, the others are kept) and finally the whole object. It performs no I/O
+//! of its own: the driver supplies the store, the time and the wall-clock time.
+//!
+//! Call order, for a driver:
+//! 1. [`Reception::set_delivered`] for every (kind, name) already delivered (from durable
+//!    trust state), before the first datagram;
+//! 2. [`Reception::handle_datagram`] for each datagram received;
+//! 3. [`Reception::poll_event`] until `None`; on [`ReceptionEvent::Complete`] make the
+//!    object durable and deliver it, then call [`Reception::set_delivered`];
+//! 4. [`Reception::handle_tick`] about once a second, to expire stale partial objects.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::fec::{self, Block, FecError, Oti};
+use crate::manifest::{Kind, Manifest};
+use crate::trust::{self, Accepted, RootPublicKey, TrustError};
+use crate::wire::{self, Body, ManifestAssembler, NetworkKey, WireError};
+
+/// The most events held for the driver; beyond it the oldest are dropped and counted.
+pub const EVENTS_MAX: usize = 4096;
+/// How many rejected manifests are remembered, so a forged one repeated on the carousel is
+/// verified (and logged) once, not every time.
+pub const REJECTED_REMEMBERED_MAX: usize = 1024;
+/// How long a rejected manifest is remembered; after that it is checked again, in case the
+/// reason was passing (a receiver clock that was wrong).
+pub const REJECTED_REMEMBER_FOR: Duration = Duration::from_secs(600);
+/// How many completed object ids are remembered, so their repeats are ignored cheaply.
+pub const COMPLETED_REMEMBERED_MAX: usize = 4096;
+
+/// Where received symbols and decoded blocks go. The in-memory [`MemoryStore`] serves tests
+/// and the simulator; the receiver daemon uses a durable one.
+pub trait ReceptionStore {
+    /// Keeps one symbol. Returns false if that ESI was already kept for the block.
+    fn add_symbol(&mut self, object_id: u64, sbn: u8, esi: u32, symbol: &[u8]) -> io::Result<bool>;
+    /// How many distinct symbols are kept for the block.
+    fn symbol_count(&self, object_id: u64, sbn: u8) -> u32;
+    /// Every symbol kept for the block.
+    fn symbols(&mut self, object_id: u64, sbn: u8) -> io::Result<Vec<(u32, Vec<u8>)>>;
+    /// Forgets the symbols of one block (decoded, or poisoned).
+    fn clear_block(&mut self, object_id: u64, sbn: u8) -> io::Result<()>;
+    /// Writes a decoded, verified block at its offset in the partial object.
+    fn write_block(&mut self, object_id: u64, sbn: u8, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Whether a verified block was written before (so a restart does not collect it again).
+    fn block_written(&self, object_id: u64, sbn: u8) -> bool;
+    /// BLAKE3 of the partial object's first `len` bytes, read back from where it is kept.
+    fn object_hash(&mut self, object_id: u64, len: u64) -> io::Result<[u8; 32]>;
+    /// Forgets everything about an object.
+    fn discard(&mut self, object_id: u64) -> io::Result<()>;
+}
+
+/// Why a manifest was not accepted.
+#[derive(Debug, Error)]
+pub enum RejectReason {
+    /// The trust chain, expiry, targeting or rollback check failed.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// The signed manifest carries an OTI this receiver cannot decode safely.
+    #[error("manifest oti: {0}")]
+    Oti(#[from] FecError),
+    /// The OTI disagrees with the manifest's size or number of block hashes.
+    #[error("manifest is inconsistent: {0}")]
+    Inconsistent(&'static str),
+    /// A genuine manifest arrived under another object id in the datagram header (a splice).
+    #[error("manifest for object {manifest:016x} arrived as object {header:016x}")]
+    ObjectIdMismatch {
+        /// The id in the signed manifest.
+        manifest: u64,
+        /// The id in the datagram header.
+        header: u64,
+    },
+    /// Too many partial objects are being received already.
+    #[error("{0} partial objects already in progress")]
+    TooManyPartial(usize),
+}
+
+/// What the reception machine reports to its driver.
+#[derive(Debug)]
+pub enum ReceptionEvent {
+    /// A datagram was refused before its body was used.
+    Dropped {
+        /// Why.
+        reason: WireError,
+    },
+    /// A manifest was refused.
+    Rejected {
+        /// The object it described.
+        object_id: u64,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A manifest was accepted; symbols for the object are now collected.
+    Accepted {
+        /// The accepted manifest.
+        manifest: Box<Manifest>,
+    },
+    /// A source block decoded and matched its signed hash.
+    BlockVerified {
+        /// The object.
+        object_id: u64,
+        /// The block.
+        sbn: u8,
+    },
+    /// A decoded block did not match its signed hash; its symbols were dropped and it is
+    /// collected again.
+    BlockPoisoned {
+        /// The object.
+        object_id: u64,
+        /// The block.
+        sbn: u8,
+    },
+    /// Every block verified and the whole object matches its signed hash: make it durable
+    /// and deliver it.
+    Complete {
+        /// The object's manifest.
+        manifest: Box<Manifest>,
+    },
+    /// The assembled object did not match its signed hash; it is collected again.
+    ObjectPoisoned {
+        /// The object.
+        object_id: u64,
+    },
+    /// A partial object's manifest expired; it was discarded.
+    Expired {
+        /// The object.
+        object_id: u64,
+    },
+    /// The store failed; the object stays partial and is retried as data arrives.
+    StoreFailed {
+        /// The object.
+        object_id: u64,
+        /// The I/O error, as text.
+        error: String,
+    },
+    /// A valid, fresh heartbeat arrived.
+    Heartbeat {
+        /// Its sequence number.
+        sequence: u64,
+        /// The uplink's wall clock when it was sent.
+        uplink_time_unix_ms: u64,
+    },
+    /// A heartbeat was refused (bad signature, or a replay of an older one).
+    HeartbeatRejected {
+        /// Why, as text.
+        reason: String,
+    },
+}
+
+/// Counters of what arrived, for status and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceptionStats {
+    /// Datagrams handed to the machine.
+    pub datagrams: u64,
+    /// Datagrams refused by the wire parser (bad tag, magic, length...).
+    pub dropped: u64,
+    /// DATA symbols kept.
+    pub symbols_kept: u64,
+    /// DATA symbols ignored: unknown or completed object, duplicate, wrong length, bad SBN.
+    pub symbols_ignored: u64,
+    /// Events dropped because the driver did not poll them in time.
+    pub events_lost: u64,
+}
+
+/// Settings for one receiver.
+#[derive(Debug, Clone)]
+pub struct ReceptionConfig {
+    /// This county's six-digit division code.
+    pub county_code: String,
+    /// The pinned root public key.
+    pub root: RootPublicKey,
+    /// The network key that tags every datagram.
+    pub network_key: NetworkKey,
+    /// The most objects received at once.
+    pub partial_objects_max: usize,
+}
+
+struct Incoming {
+    manifest: Manifest,
+    digest: [u8; 8],
+    oti: Oti,
+    blocks: Vec<Block>,
+    verified: Vec<bool>,
+    remaining: usize,
+}
+
+/// Progress of one partial object, for status displays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The object.
+    pub object_id: u64,
+    /// Its kind and name.
+    pub name: String,
+    /// Blocks verified so far.
+    pub blocks_verified: usize,
+    /// Blocks in all.
+    pub blocks: usize,
+}
+
+/// The reception-side machine. See the module documentation for the call order.
+pub struct Reception {
+    config: ReceptionConfig,
+    assembler: ManifestAssembler,
+    incoming: BTreeMap<u64, Incoming>,
+    rejected: VecDeque<([u8; 8], Instant)>,
+    completed: VecDeque<u64>,
+    delivered: HashMap<(Kind, String), Accepted>,
+    last_heartbeat: Option<(u64, Instant)>,
+    events: VecDeque<ReceptionEvent>,
+    stats: ReceptionStats,
+}
+
+impl std::fmt::Debug for Reception {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reception").field("county", &self.config.county_code).field("stats", &self.stats).finish()
+    }
+}
+
+impl Reception {
+    /// A receiver that knows nothing yet.
+    pub fn new(config: ReceptionConfig) -> Self {
+        Reception {
+            config,
+            assembler: ManifestAssembler::default(),
+            incoming: BTreeMap::new(),
+            rejected: VecDeque::new(),
+            completed: VecDeque::new(),
+            delivered: HashMap::new(),
+            last_heartbeat: None,
+            events: VecDeque::new(),
+            stats: ReceptionStats::default(),
+        }
+    }
+
+    /// Records the last version delivered for a (kind, name): older versions are refused.
+    pub fn set_delivered(&mut self, kind: Kind, name: &str, accepted: Accepted) {
+        self.delivered.insert((kind, name.to_owned()), accepted);
+        self.remember_completed(accepted.object_id);
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ReceptionStats {
+        self.stats
+    }
+
+    /// How long since the last valid heartbeat, if one arrived.
+    pub fn heartbeat_age(&self, now: Instant) -> Option<Duration> {
+        self.last_heartbeat.map(|(_, at)| now.saturating_duration_since(at))
+    }
+
+    /// Progress of every partial object.
+    pub fn progress(&self) -> Vec<Progress> {
+        self.incoming
+            .iter()
+            .map(|(id, inc)| Progress {
+                object_id: *id,
+                name: format!("{}/{}", inc.manifest.kind, inc.manifest.name),
+                blocks_verified: inc.verified.iter().filter(|v| **v).count(),
+                blocks: inc.blocks.len(),
+            })
+            .collect()
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<ReceptionEvent> {
+        self.events.pop_front()
+    }
+
+    fn push(&mut self, event: ReceptionEvent) {
+        if self.events.len() >= EVENTS_MAX {
+            self.events.pop_front();
+            self.stats.events_lost += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    fn remember_completed(&mut self, object_id: u64) {
+        if !self.completed.contains(&object_id) {
+            if self.completed.len() >= COMPLETED_REMEMBERED_MAX {
+                self.completed.pop_front();
+            }
+            self.completed.push_back(object_id);
+        }
+    }
+
+    /// Handles one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, wall_unix_secs: u64, bytes: &[u8], store: &mut dyn ReceptionStore) {
+        self.stats.datagrams += 1;
+        let datagram = match wire::parse(bytes, &self.config.network_key) {
+            Ok(datagram) => datagram,
+            Err(reason) => {
+                self.stats.dropped += 1;
+                self.push(ReceptionEvent::Dropped { reason });
+                return;
+            }
+        };
+        match datagram.body {
+            Body::Data { sbn, esi, symbol } => self.handle_symbol(datagram.object_id, sbn, esi, symbol, store),
+            Body::Manifest(fragment) => {
+                if self.completed.contains(&datagram.object_id) {
+                    return;
+                }
+                if let Some(inc) = self.incoming.get(&datagram.object_id) {
+                    if inc.digest == fragment.digest {
+                        return;
+                    }
+                }
+                if self.rejected.iter().any(|(d, at)| *d == fragment.digest && now.saturating_duration_since(*at) < REJECTED_REMEMBER_FOR) {
+                    return;
+                }
+                if let Some(signed) = self.assembler.add(datagram.object_id, &fragment) {
+                    self.handle_manifest(now, wall_unix_secs, datagram.object_id, &signed, store);
+                }
+            }
+            Body::Heartbeat(signed) => self.handle_heartbeat(now, wall_unix_secs, signed),
+        }
+    }
+
+    fn handle_heartbeat(&mut self, now: Instant, wall_unix_secs: u64, signed: &[u8]) {
+        match trust::verify_heartbeat(signed, &self.config.root, wall_unix_secs) {
+            Ok(heartbeat) => {
+                let fresh = self.last_heartbeat.is_none_or(|(last_ms, _)| heartbeat.uplink_time_unix_ms > last_ms);
+                if fresh {
+                    self.last_heartbeat = Some((heartbeat.uplink_time_unix_ms, now));
+                    self.push(ReceptionEvent::Heartbeat {
+                        sequence: heartbeat.sequence,
+                        uplink_time_unix_ms: heartbeat.uplink_time_unix_ms,
+                    });
+                } else {
+                    self.push(ReceptionEvent::HeartbeatRejected { reason: "replay of an older heartbeat".into() });
+                }
+            }
+            Err(error) => self.push(ReceptionEvent::HeartbeatRejected { reason: error.to_string() }),
+        }
+    }
+
+    fn reject(&mut self, now: Instant, object_id: u64, digest: [u8; 8], reason: RejectReason) {
+        if self.rejected.len() >= REJECTED_REMEMBERED_MAX {
+            self.rejected.pop_front();
+        }
+        self.rejected.retain(|(d, _)| *d != digest);
+        self.rejected.push_back((digest, now));
+        self.push(ReceptionEvent::Rejected { object_id, reason });
+    }
+
+    fn handle_manifest(&mut self, now: Instant, wall_unix_secs: u64, object_id: u64, signed: &[u8], store: &mut dyn ReceptionStore) {
+        let digest = wire::manifest_digest(signed);
+        let manifest = match trust::verify_signed(signed, &self.config.root, wall_unix_secs) {
+            Ok(manifest) => manifest,
+            Err(error) => return self.reject(now, object_id, digest, error.into()),
+        };
+        if manifest.object_id != object_id {
+            // A genuine manifest replayed under another object id in the header.
+            let reason = RejectReason::ObjectIdMismatch { manifest: manifest.object_id, header: object_id };
+            return self.reject(now, object_id, digest, reason);
+        }
+        let accepted = self.delivered.get(&(manifest.kind, manifest.name.clone())).copied();
+        if let Err(error) = trust::check_acceptance(&manifest, &self.config.county_code, wall_unix_secs, accepted) {
+            return self.reject(now, object_id, digest, error.into());
+        }
+        if accepted.is_some_and(|a| a.object_id == object_id) {
+            // Already delivered: the carousel repeating it.
+            self.remember_completed(object_id);
+            return;
+        }
+        let oti = match Oti::decode(&manifest.oti) {
+            Ok(oti) => oti,
+            Err(error) => return self.reject(now, object_id, digest, error.into()),
+        };
+        let blocks = fec::blocks(&oti);
+        if blocks.len() != manifest.block_hashes.len() {
+            return self.reject(now, object_id, digest, RejectReason::Inconsistent("block hashes do not match the oti's blocks"));
+        }
+        if oti.transfer_length != manifest.size_bytes {
+            return self.reject(now, object_id, digest, RejectReason::Inconsistent("size does not match the oti's transfer length"));
+        }
+        if self.incoming.contains_key(&object_id) {
+            // A re-signed manifest for an object in progress (for example after a key
+            // rotation): keep the progress, take the newer signature's digest.
+            if let Some(inc) = self.incoming.get_mut(&object_id) {
+                inc.digest = digest;
+            }
+            return;
+        }
+        if self.incoming.len() >= self.config.partial_objects_max {
+            return self.reject(now, object_id, digest, RejectReason::TooManyPartial(self.incoming.len()));
+        }
+        let verified: Vec<bool> = blocks.iter().map(|b| store.block_written(object_id, b.sbn)).collect();
+        let remaining = verified.iter().filter(|v| !**v).count();
+        self.push(ReceptionEvent::Accepted { manifest: Box::new(manifest.clone()) });
+        self.incoming.insert(object_id, Incoming { manifest, digest, oti, blocks, verified, remaining });
+        if remaining == 0 {
+            self.finish(object_id, store);
+        }
+    }
+
+    fn handle_symbol(&mut self, object_id: u64, sbn: u8, esi: u32, symbol: &[u8], store: &mut dyn ReceptionStore) {
+        let Some(inc) = self.incoming.get(&object_id) else {
+            self.stats.symbols_ignored += 1;
+            return;
+        };
+        let usable = usize::from(sbn) < inc.blocks.len()
+            && symbol.len() == usize::from(inc.oti.symbol_size)
+            && !inc.verified[usize::from(sbn)];
+        if !usable {
+            self.stats.symbols_ignored += 1;
+            return;
+        }
+        let source_symbols = inc.blocks[usize::from(sbn)].source_symbols;
+        match store.add_symbol(object_id, sbn, esi, symbol) {
+            Ok(true) => self.stats.symbols_kept += 1,
+            Ok(false) => {
+                self.stats.symbols_ignored += 1;
+                return;
+            }
+            Err(error) => {
+                self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
+                return;
+            }
+        }
+        if store.symbol_count(object_id, sbn) >= source_symbols {
+            self.try_decode(object_id, sbn, store);
+        }
+    }
+
+    fn try_decode(&mut self, object_id: u64, sbn: u8, store: &mut dyn ReceptionStore) {
+        let Some(inc) = self.incoming.get(&object_id) else { return };
+        let block = inc.blocks[usize::from(sbn)].clone();
+        let expected_hash = inc.manifest.block_hashes[usize::from(sbn)];
+        let oti = inc.oti;
+        let symbols = match store.symbols(object_id, sbn) {
+            Ok(symbols) => symbols,
+            Err(error) => return self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() }),
+        };
+        let data = match fec::decode_block(&oti, sbn, symbols) {
+            Ok(data) => data,
+            // Not yet decodable: the next symbol triggers another attempt.
+            Err(_) => return,
+        };
+        if fec::block_hash(&data) != expected_hash {
+            if let Err(error) = store.clear_block(object_id, sbn) {
+                self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
+            }
+            return self.push(ReceptionEvent::BlockPoisoned { object_id, sbn });
+        }
+        let stored = store.write_block(object_id, sbn, block.offset, &data).and_then(|()| store.clear_block(object_id, sbn));
+        if let Err(error) = stored {
+            return self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
+        }
+        let Some(inc) = self.incoming.get_mut(&object_id) else { return };
+        inc.verified[usize::from(sbn)] = true;
+        inc.remaining -= 1;
+        let remaining = inc.remaining;
+        self.push(ReceptionEvent::BlockVerified { object_id, sbn });
+        if remaining == 0 {
+            self.finish(object_id, store);
+        }
+    }
+
+    /// Every block verified: check the whole object as the store holds it.
+    fn finish(&mut self, object_id: u64, store: &mut dyn ReceptionStore) {
+        let Some(inc) = self.incoming.get(&object_id) else { return };
+        match store.object_hash(object_id, inc.manifest.size_bytes) {
+            Ok(hash) if hash == inc.manifest.object_hash => {
+                if let Some(inc) = self.incoming.remove(&object_id) {
+                    self.remember_completed(object_id);
+                    self.push(ReceptionEvent::Complete { manifest: Box::new(inc.manifest) });
+                }
+            }
+            Ok(_) => {
+                let discarded = store.discard(object_id);
+                if let Some(inc) = self.incoming.get_mut(&object_id) {
+                    inc.verified.iter_mut().for_each(|v| *v = false);
+                    inc.remaining = inc.verified.len();
+                }
+                if let Err(error) = discarded {
+                    self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
+                }
+                self.push(ReceptionEvent::ObjectPoisoned { object_id });
+            }
+            Err(error) => self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() }),
+        }
+    }
+
+    /// Expires partial objects whose manifest has expired.
+    pub fn handle_tick(&mut self, wall_unix_secs: u64, store: &mut dyn ReceptionStore) {
+        let expired: Vec<u64> = self
+            .incoming
+            .iter()
+            .filter(|(_, inc)| inc.manifest.expires_unix_secs <= wall_unix_secs)
+            .map(|(id, _)| *id)
+            .collect();
+        for object_id in expired {
+            self.incoming.remove(&object_id);
+            if let Err(error) = store.discard(object_id) {
+                self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
+            }
+            self.push(ReceptionEvent::Expired { object_id });
+        }
+    }
+}
+
+/// A [`ReceptionStore`] in memory, for tests and the simulator.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    symbols: HashMap<(u64, u8), BTreeMap<u32, Vec<u8>>>,
+    objects: HashMap<u64, Vec<u8>>,
+    written: HashMap<u64, Vec<u8>>,
+}
+
+impl MemoryStore {
+    /// The assembled bytes of an object, if any block was written.
+    pub fn object(&self, object_id: u64) -> Option<&[u8]> {
+        self.objects.get(&object_id).map(Vec::as_slice)
+    }
+}
+
+impl ReceptionStore for MemoryStore {
+    fn add_symbol(&mut self, object_id: u64, sbn: u8, esi: u32, symbol: &[u8]) -> io::Result<bool> {
+        let block = self.symbols.entry((object_id, sbn)).or_default();
+        if block.contains_key(&esi) {
+            return Ok(false);
+        }
+        block.insert(esi, symbol.to_vec());
+        Ok(true)
+    }
+
+    fn symbol_count(&self, object_id: u64, sbn: u8) -> u32 {
+        self.symbols.get(&(object_id, sbn)).map_or(0, |b| b.len() as u32)
+    }
+
+    fn symbols(&mut self, object_id: u64, sbn: u8) -> io::Result<Vec<(u32, Vec<u8>)>> {
+        Ok(self.symbols.get(&(object_id, sbn)).map(|b| b.iter().map(|(e, s)| (*e, s.clone())).collect()).unwrap_or_default())
+    }
+
+    fn clear_block(&mut self, object_id: u64, sbn: u8) -> io::Result<()> {
+        self.symbols.remove(&(object_id, sbn));
+        Ok(())
+    }
+
+    fn write_block(&mut self, object_id: u64, sbn: u8, offset: u64, data: &[u8]) -> io::Result<()> {
+        let object = self.objects.entry(object_id).or_default();
+        let end = offset as usize + data.len();
+        if object.len() < end {
+            object.resize(end, 0);
+        }
+        object[offset as usize..end].copy_from_slice(data);
+        self.written.entry(object_id).or_default().push(sbn);
+        Ok(())
+    }
+
+    fn block_written(&self, object_id: u64, sbn: u8) -> bool {
+        self.written.get(&object_id).is_some_and(|w| w.contains(&sbn))
+    }
+
+    fn object_hash(&mut self, object_id: u64, len: u64) -> io::Result<[u8; 32]> {
+        let object = self.objects.get(&object_id).map(Vec::as_slice).unwrap_or_default();
+        let len = (len as usize).min(object.len());
+        Ok(*blake3::hash(&object[..len]).as_bytes())
+    }
+
+    fn discard(&mut self, object_id: u64) -> io::Result<()> {
+        self.symbols.retain(|(id, _), _| *id != object_id);
+        self.objects.remove(&object_id);
+        self.written.remove(&object_id);
+        Ok(())
+    }
+}

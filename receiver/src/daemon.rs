@@ -1,0 +1,185 @@
+//! The receiver daemon's datapath: a socket, a clock and the durable store around the
+//! reception machine. All protocol decisions are the machine's; this module only moves
+//! bytes, makes finished objects durable, delivers them and logs what happened.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use satcast_protocol::reception::{Reception, ReceptionConfig, ReceptionEvent};
+use satcast_protocol::trust::{Accepted, NetworkKey, RootPublicKey};
+use satcast_store::{ReceiverStore, TrustState};
+use socket2::{Domain, Protocol, Socket, Type};
+use thiserror::Error;
+use tracing::{debug, info, info_span, warn};
+
+use crate::config::ReceiverConfig;
+use crate::droplog::DropLog;
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// A key file from the bundle could not be read or parsed.
+    #[error("cannot load {path}: {why}")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
+    /// The downlink socket could not be opened.
+    #[error("cannot open downlink socket: {0}")]
+    Socket(std::io::Error),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] satcast_store::StoreError),
+    /// Trust state is unreadable: fail closed.
+    #[error(transparent)]
+    TrustState(#[from] satcast_store::TrustStateError),
+}
+
+fn read_key_text(path: &PathBuf) -> Result<String, RunError> {
+    std::fs::read_to_string(path).map_err(|e| RunError::Key { path: path.clone(), why: e.to_string() })
+}
+
+fn wall_unix_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Opens the downlink socket: a unicast bind, or the multicast group joined on the
+/// configured interface with SO_REUSEADDR so several receivers can share a host in tests.
+pub fn open_downlink(config: &ReceiverConfig) -> std::io::Result<UdpSocket> {
+    let (bind, group) = match (config.downlink.bind, config.downlink.group) {
+        (Some(bind), _) => (bind, None),
+        (None, Some(group)) => (SocketAddr::from((Ipv4Addr::UNSPECIFIED, group.port())), Some(group)),
+        (None, None) => return Err(std::io::Error::other("no downlink address configured")),
+    };
+    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    // Best effort: the kernel caps this at net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(config.downlink.receive_buffer_bytes);
+    socket.bind(&bind.into())?;
+    if let Some(group) = group {
+        socket.join_multicast_v4(group.ip(), &config.downlink.interface)?;
+    }
+    let socket: UdpSocket = socket.into();
+    socket.set_read_timeout(Some(Duration::from_millis(250)))?;
+    Ok(socket)
+}
+
+/// Runs the receiver until `stop` is set. Returns an error only for conditions it cannot
+/// run through (keys, socket, unreadable trust state).
+pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError> {
+    let root = RootPublicKey::from_text(&read_key_text(&config.keys.root_public)?)
+        .map_err(|e| RunError::Key { path: config.keys.root_public.clone(), why: e.to_string() })?;
+    let network_key = NetworkKey::from_text(&read_key_text(&config.keys.network_key)?)
+        .map_err(|e| RunError::Key { path: config.keys.network_key.clone(), why: e.to_string() })?;
+    let mut store = ReceiverStore::open(&config.state_dir, &config.deliver_dir)?;
+    let mut trust_state = TrustState::load(&config.state_dir.join("trust.state"))?;
+    let socket = open_downlink(&config).map_err(RunError::Socket)?;
+    let _span = info_span!("receiver", county = %config.county_code).entered();
+    info!(local = ?socket.local_addr().ok(), "receiver started");
+
+    let mut reception = Reception::new(ReceptionConfig {
+        county_code: config.county_code.clone(),
+        root,
+        network_key,
+        partial_objects_max: config.limits.partial_objects_max,
+    });
+    for (kind, name, accepted) in trust_state.delivered() {
+        reception.set_delivered(kind, name, accepted);
+    }
+    let mut buf = vec![0u8; 65_536];
+    let mut drops = DropLog::new(Duration::from_secs(10));
+    let mut last_tick = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match socket.recv_from(&mut buf) {
+            Ok((len, _from)) => {
+                let Some(datagram) = buf.get(..len) else { continue };
+                reception.handle_datagram(Instant::now(), wall_unix_secs(), datagram, &mut store);
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => {
+                warn!(error = %e, "downlink receive failed");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            reception.handle_tick(wall_unix_secs(), &mut store);
+            drops.flush();
+        }
+        while let Some(event) = reception.poll_event() {
+            handle_event(event, &mut reception, &mut store, &mut trust_state, &mut drops);
+        }
+    }
+    drops.flush();
+    info!(stats = ?reception.stats(), "receiver stopped");
+    Ok(())
+}
+
+fn handle_event(
+    event: ReceptionEvent,
+    reception: &mut Reception,
+    store: &mut ReceiverStore,
+    trust_state: &mut TrustState,
+    drops: &mut DropLog,
+) {
+    match event {
+        ReceptionEvent::Dropped { reason } => drops.record(&reason),
+        ReceptionEvent::Rejected { object_id, reason } => {
+            warn!(object = %format!("{object_id:016x}"), reason = %reason, error = ?reason, "manifest rejected");
+        }
+        ReceptionEvent::Accepted { manifest } => info!(
+            object = %format!("{:016x}", manifest.object_id),
+            kind = %manifest.kind,
+            name = %manifest.name,
+            version = manifest.version,
+            size_bytes = manifest.size_bytes,
+            "manifest accepted, receiving"
+        ),
+        ReceptionEvent::BlockVerified { object_id, sbn } => {
+            debug!(object = %format!("{object_id:016x}"), sbn, "block verified");
+        }
+        ReceptionEvent::BlockPoisoned { object_id, sbn } => {
+            warn!(object = %format!("{object_id:016x}"), sbn, "block failed its hash; collecting it again");
+        }
+        ReceptionEvent::ObjectPoisoned { object_id } => {
+            warn!(object = %format!("{object_id:016x}"), "object failed its hash; collecting it again");
+        }
+        ReceptionEvent::Expired { object_id } => {
+            info!(object = %format!("{object_id:016x}"), "manifest expired; partial object discarded");
+        }
+        ReceptionEvent::StoreFailed { object_id, error } => {
+            warn!(object = %format!("{object_id:016x}"), error = %error, "store failed");
+        }
+        ReceptionEvent::Heartbeat { sequence, uplink_time_unix_ms } => {
+            debug!(sequence, uplink_time_unix_ms, "heartbeat");
+        }
+        ReceptionEvent::HeartbeatRejected { reason } => warn!(reason = %reason, "heartbeat rejected"),
+        ReceptionEvent::Complete { manifest } => {
+            let object = format!("{:016x}", manifest.object_id);
+            match store.commit(&manifest) {
+                Ok(path) => {
+                    let accepted = Accepted { version: manifest.version, object_id: manifest.object_id };
+                    if let Err(error) = trust_state.record(manifest.kind, &manifest.name, accepted) {
+                        warn!(object = %object, error = %error, "cannot record delivered version");
+                    }
+                    reception.set_delivered(manifest.kind, &manifest.name, accepted);
+                    info!(
+                        object = %object,
+                        kind = %manifest.kind,
+                        name = %manifest.name,
+                        version = manifest.version,
+                        path = %path.display(),
+                        hash = %hex::encode(manifest.object_hash),
+                        "delivered"
+                    );
+                }
+                Err(error) => warn!(object = %object, error = %error, "cannot deliver completed object"),
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The uplink's TOML configuration (see examples/uplink.toml for an annotated copy).
+//! Relative paths are resolved against the directory of the config file.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Why the configuration could not be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid config {path}: {why}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// The whole uplink configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// The broadcast queue and payload copies.
+    pub state_dir: PathBuf,
+    /// The key directory made by `satcast-uplink keys init`.
+    pub keys_dir: PathBuf,
+    /// The satellite carrier.
+    pub downlink: DownlinkConfig,
+    /// Carousel and airing settings.
+    #[serde(default)]
+    pub carousel: CarouselConfig,
+}
+
+/// Where and how fast datagrams go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownlinkConfig {
+    /// Multicast group and port (or a unicast address, for tests and relays).
+    pub destination: SocketAddr,
+    /// Local interface address multicast leaves from.
+    #[serde(default = "unspecified")]
+    pub interface: Ipv4Addr,
+    /// Multicast time to live.
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// The carrier's rate, IP and UDP headers included.
+    pub link_rate_bits_per_sec: u64,
+    /// The carrier's IP MTU; datagrams are sized to fit it.
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+}
+
+fn unspecified() -> Ipv4Addr {
+    Ipv4Addr::UNSPECIFIED
+}
+fn default_ttl() -> u32 {
+    8
+}
+fn default_mtu() -> u16 {
+    1500
+}
+
+/// Carousel and airing settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarouselConfig {
+    /// How often manifests are repeated.
+    #[serde(default = "default_manifest_interval")]
+    pub manifest_interval_ms: u64,
+    /// How often a signed heartbeat goes out.
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval_ms: u64,
+    /// Loss rate a receiver may suffer and still complete from one pass.
+    #[serde(default = "default_target_loss")]
+    pub target_loss: f64,
+    /// Passes over each object, each with fresh repair symbols.
+    #[serde(default = "default_passes")]
+    pub passes: u32,
+    /// How long receivers accept a manifest after it was created.
+    #[serde(default = "default_manifest_lifetime")]
+    pub manifest_lifetime_secs: u64,
+}
+
+fn default_manifest_interval() -> u64 {
+    1000
+}
+fn default_heartbeat_interval() -> u64 {
+    5000
+}
+fn default_target_loss() -> f64 {
+    0.1
+}
+fn default_passes() -> u32 {
+    2
+}
+fn default_manifest_lifetime() -> u64 {
+    7 * 24 * 3600
+}
+
+impl Default for CarouselConfig {
+    fn default() -> Self {
+        CarouselConfig {
+            manifest_interval_ms: default_manifest_interval(),
+            heartbeat_interval_ms: default_heartbeat_interval(),
+            target_loss: default_target_loss(),
+            passes: default_passes(),
+            manifest_lifetime_secs: default_manifest_lifetime(),
+        }
+    }
+}
+
+impl UplinkConfig {
+    /// Reads, parses and checks a config file, resolving relative paths against its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut config: UplinkConfig =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
+        let invalid = |why: &str| ConfigError::Invalid { path: path.to_owned(), why: why.to_owned() };
+        if config.downlink.link_rate_bits_per_sec < 10_000 {
+            return Err(invalid("downlink.link_rate_bits_per_sec must be at least 10000"));
+        }
+        if satcast_protocol::wire::symbol_size_for_mtu(config.downlink.mtu).is_none() {
+            return Err(invalid("downlink.mtu is too small for a useful symbol"));
+        }
+        if !(0.0..0.9).contains(&config.carousel.target_loss) {
+            return Err(invalid("carousel.target_loss must be in [0, 0.9)"));
+        }
+        if config.carousel.passes == 0 {
+            return Err(invalid("carousel.passes must be at least 1"));
+        }
+        if config.carousel.manifest_interval_ms == 0 || config.carousel.heartbeat_interval_ms == 0 {
+            return Err(invalid("carousel intervals must be positive"));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut config.state_dir, &mut config.keys_dir] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+}

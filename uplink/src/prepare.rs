@@ -1,0 +1,87 @@
+//! Turns a queued payload into a signed manifest and a block source for the broadcast
+//! machine: chooses the OTI, hashes every source block and the whole payload.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use satcast_protocol::broadcast::{AirPlan, BlockSource, NewObject};
+use satcast_protocol::fec::{self, Oti};
+use satcast_protocol::manifest::{Compression, Manifest};
+use satcast_protocol::trust::SigningKey;
+use thiserror::Error;
+
+use crate::queue::{Job, QueueError};
+
+/// Why a payload could not be prepared for airing.
+#[derive(Debug, Error)]
+pub enum PrepareError {
+    /// The payload could not be read.
+    #[error("cannot read payload {path}: {source}")]
+    Read {
+        /// The payload file.
+        path: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The job file is invalid.
+    #[error(transparent)]
+    Job(#[from] QueueError),
+    /// The payload cannot be FEC-encoded (empty, or too large).
+    #[error("cannot encode payload: {0}")]
+    Fec(#[from] fec::FecError),
+    /// The manifest is invalid (name, targets...).
+    #[error("invalid manifest: {0}")]
+    Manifest(#[from] satcast_protocol::manifest::ManifestError),
+}
+
+/// Reads block bytes from the payload file with positioned reads.
+#[derive(Debug)]
+pub struct FileSource(pub File);
+
+impl BlockSource for FileSource {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+}
+
+/// Builds, signs and wraps one queued job for the broadcast machine.
+pub fn prepare(
+    job: &Job,
+    payload: &Path,
+    symbol_size: u16,
+    signing_key: &SigningKey,
+    plan: AirPlan,
+    now_unix_secs: u64,
+    lifetime_secs: u64,
+) -> Result<NewObject, PrepareError> {
+    let read_err = |source| PrepareError::Read { path: payload.display().to_string(), source };
+    let mut file = File::open(payload).map_err(read_err)?;
+    let size_bytes = file.metadata().map_err(read_err)?.len();
+    let oti = Oti::new_for_object(size_bytes, symbol_size, fec::DEFAULT_BLOCK_BYTES_MAX)?;
+    let mut object_hasher = blake3::Hasher::new();
+    let mut block_hashes = Vec::new();
+    for block in fec::blocks(&oti) {
+        let mut data = vec![0u8; block.len as usize];
+        file.read_exact(&mut data).map_err(read_err)?;
+        object_hasher.update(&data);
+        block_hashes.push(fec::block_hash(&data));
+    }
+    let manifest = Manifest {
+        object_id: job.object_id()?,
+        kind: job.kind()?,
+        name: job.name.clone(),
+        version: job.version,
+        size_bytes,
+        compression: Compression::None,
+        oti: oti.encode(),
+        object_hash: *object_hasher.finalize().as_bytes(),
+        block_hashes,
+        targets: job.targets.clone(),
+        created_unix_secs: now_unix_secs,
+        expires_unix_secs: now_unix_secs + lifetime_secs,
+    };
+    let signed_manifest = signing_key.sign_manifest(&manifest)?.to_bytes();
+    Ok(NewObject { manifest, signed_manifest, plan, source: Box::new(FileSource(file)) })
+}
