@@ -357,6 +357,7 @@ impl Broadcaster {
                 continue;
             };
             let mut symbol = std::mem::take(&mut self.symbol);
+            symbol.clear();
             let built = airing.encoder(sbn).and_then(|e| e.symbol_into(esi, &mut symbol).map_err(std::io::Error::other));
             if let Err(error) = built {
                 self.objects.pop_front();

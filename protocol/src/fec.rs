@@ -67,9 +67,9 @@ pub const SYMBOL_ALIGNMENT: u8 = 4;
 pub const SYMBOL_BATCH_MAX: u32 = 1 << 16;
 
 /// The most repair symbols beyond K that [`decode_block`] keeps and hands to raptorq.
-/// RaptorQ fails with probability about 10^-2 at zero overhead and falls roughly a
-/// hundredfold per extra symbol, so more than this buys nothing but decoding time and
-/// memory (RFC 6330 section 5.6 and Annex).
+/// RaptorQ fails with probability about 10^-2 at zero overhead, 10^-4 with one extra
+/// symbol and 10^-6 with two (the recovery properties RFC 6330 claims), so more than this
+/// buys nothing but decoding time and memory.
 pub const DECODE_OVERHEAD_SYMBOLS_MAX: u32 = 64;
 
 /// Everything that can go wrong in this module. Every variant is returned before raptorq
@@ -288,14 +288,28 @@ impl Oti {
         let [_, _, _, f0, f1, f2, f3, f4] = self.transfer_length.to_be_bytes();
         let [t0, t1] = self.symbol_size.to_be_bytes();
         let [n0, n1] = self.sub_blocks.to_be_bytes();
-        [f0, f1, f2, f3, f4, 0, t0, t1, self.source_blocks, n0, n1, self.alignment]
+        [
+            f0,
+            f1,
+            f2,
+            f3,
+            f4,
+            0,
+            t0,
+            t1,
+            self.source_blocks,
+            n0,
+            n1,
+            self.alignment,
+        ]
     }
 
     /// Decodes and validates 12 bytes laid out as in [`Oti::encode`]. A returned `Oti`
     /// passes [`Oti::validate`].
     pub fn decode(bytes: &[u8]) -> Result<Oti, FecError> {
-        let array: [u8; OTI_LEN] =
-            bytes.try_into().map_err(|_| FecError::OtiLength { len: bytes.len() })?;
+        let array: [u8; OTI_LEN] = bytes
+            .try_into()
+            .map_err(|_| FecError::OtiLength { len: bytes.len() })?;
         let [f0, f1, f2, f3, f4, reserved, t0, t1, z, n0, n1, al] = array;
         if reserved != 0 {
             return Err(FecError::OtiReserved { value: reserved });
@@ -330,7 +344,9 @@ impl Oti {
             return Err(FecError::TransferLengthTooLarge { transfer_length: f });
         }
         if !matches!(self.alignment, 1 | 2 | 4 | 8) {
-            return Err(FecError::AlignmentInvalid { alignment: self.alignment });
+            return Err(FecError::AlignmentInvalid {
+                alignment: self.alignment,
+            });
         }
         if self.symbol_size == 0 {
             return Err(FecError::SymbolSizeZero);
@@ -342,10 +358,14 @@ impl Oti {
             });
         }
         if self.symbol_size > SYMBOL_SIZE_MAX {
-            return Err(FecError::SymbolSizeTooLarge { symbol_size: self.symbol_size });
+            return Err(FecError::SymbolSizeTooLarge {
+                symbol_size: self.symbol_size,
+            });
         }
         if self.sub_blocks != 1 {
-            return Err(FecError::SubBlockingUnsupported { sub_blocks: self.sub_blocks });
+            return Err(FecError::SubBlockingUnsupported {
+                sub_blocks: self.sub_blocks,
+            });
         }
         if self.source_blocks == 0 {
             return Err(FecError::SourceBlocksZero);
@@ -387,21 +407,29 @@ impl Oti {
             return Err(FecError::SymbolSizeZero);
         }
         if symbol_size % u16::from(SYMBOL_ALIGNMENT) != 0 {
-            return Err(FecError::SymbolSizeUnaligned { symbol_size, alignment: SYMBOL_ALIGNMENT });
+            return Err(FecError::SymbolSizeUnaligned {
+                symbol_size,
+                alignment: SYMBOL_ALIGNMENT,
+            });
         }
         if symbol_size > SYMBOL_SIZE_MAX {
             return Err(FecError::SymbolSizeTooLarge { symbol_size });
         }
         let t = u64::from(symbol_size);
         if block_bytes_max < t || block_bytes_max > BLOCK_BYTES_MAX_LIMIT {
-            return Err(FecError::BlockBytesMaxInvalid { block_bytes_max, symbol_size });
+            return Err(FecError::BlockBytesMaxInvalid {
+                block_bytes_max,
+                symbol_size,
+            });
         }
         // At least 1: block_bytes_max >= t was checked above.
         let k_max = (block_bytes_max / t).min(u64::from(SOURCE_SYMBOLS_MAX));
         let kt = transfer_length.div_ceil(t);
         let z = kt.div_ceil(k_max);
-        let source_blocks = u8::try_from(z)
-            .map_err(|_| FecError::ObjectTooLarge { transfer_length, source_blocks: z })?;
+        let source_blocks = u8::try_from(z).map_err(|_| FecError::ObjectTooLarge {
+            transfer_length,
+            source_blocks: z,
+        })?;
         let oti = Oti {
             transfer_length,
             symbol_size,
@@ -427,7 +455,10 @@ impl Oti {
     pub fn block(&self, sbn: u8) -> Result<Block, FecError> {
         let layout = self.layout()?;
         if sbn >= self.source_blocks {
-            return Err(FecError::SbnOutOfRange { sbn, source_blocks: self.source_blocks });
+            return Err(FecError::SbnOutOfRange {
+                sbn,
+                source_blocks: self.source_blocks,
+            });
         }
         let t = u64::from(self.symbol_size);
         let s = u64::from(sbn);
@@ -435,14 +466,22 @@ impl Oti {
         let (k, first_symbol) = if s < layout.zl {
             (layout.kl, s * layout.kl)
         } else {
-            (layout.ks, layout.zl * layout.kl + (s - layout.zl) * layout.ks)
+            (
+                layout.ks,
+                layout.zl * layout.kl + (s - layout.zl) * layout.ks,
+            )
         };
         let offset = first_symbol * t;
         // Every block starts before F: the last starts at or before (Kt - 1) * T < F.
         let len = (k * t).min(self.transfer_length.saturating_sub(offset));
         let source_symbols =
             u32::try_from(k).map_err(|_| FecError::BlockSymbolsTooMany { symbols: k })?;
-        Ok(Block { sbn, offset, len, source_symbols })
+        Ok(Block {
+            sbn,
+            offset,
+            len,
+            source_symbols,
+        })
     }
 }
 
@@ -452,7 +491,9 @@ pub fn blocks(oti: &Oti) -> Vec<Block> {
     if oti.validate().is_err() {
         return Vec::new();
     }
-    (0..oti.source_blocks).filter_map(|sbn| oti.block(sbn).ok()).collect()
+    (0..oti.source_blocks)
+        .filter_map(|sbn| oti.block(sbn).ok())
+        .collect()
 }
 
 /// BLAKE3 of one block's data, as named in the manifest, to detect a poisoned block.
@@ -490,7 +531,10 @@ impl BlockEncoder {
     pub fn new(oti: &Oti, sbn: u8, data: &[u8]) -> Result<BlockEncoder, FecError> {
         let block = oti.block(sbn)?;
         if data.len() as u64 != block.len {
-            return Err(FecError::DataLength { expected: block.len, actual: data.len() as u64 });
+            return Err(FecError::DataLength {
+                expected: block.len,
+                actual: data.len() as u64,
+            });
         }
         let symbol_size = usize::from(oti.symbol_size);
         let padded_len = (block.source_symbols as usize) * symbol_size;
@@ -498,7 +542,13 @@ impl BlockEncoder {
         padded.extend_from_slice(data);
         padded.resize(padded_len, 0);
         let encoder = SourceBlockEncoder::new(sbn, &oti.to_raptorq(), &padded);
-        Ok(BlockEncoder { sbn, source_symbols: block.source_symbols, symbol_size, padded, encoder })
+        Ok(BlockEncoder {
+            sbn,
+            source_symbols: block.source_symbols,
+            symbol_size,
+            padded,
+            encoder,
+        })
     }
 
     /// K: source symbols in this block.
@@ -512,7 +562,9 @@ impl BlockEncoder {
     /// ESI (internal symbol id ESI + K' - K, section 5.3.1).
     pub fn symbol_into(&self, esi: u32, out: &mut Vec<u8>) -> Result<(), FecError> {
         if esi > ESI_MAX {
-            return Err(FecError::EsiOutOfRange { esi: u64::from(esi) });
+            return Err(FecError::EsiOutOfRange {
+                esi: u64::from(esi),
+            });
         }
         if esi < self.source_symbols {
             let symbol = self.source_symbol(esi)?;
@@ -520,7 +572,9 @@ impl BlockEncoder {
         } else {
             // raptorq 2.x: repair_packets(r, n) yields ESIs K + r .. K + r + n.
             let packets = self.encoder.repair_packets(esi - self.source_symbols, 1);
-            let packet = packets.first().ok_or(FecError::EsiOutOfRange { esi: u64::from(esi) })?;
+            let packet = packets.first().ok_or(FecError::EsiOutOfRange {
+                esi: u64::from(esi),
+            })?;
             out.extend_from_slice(packet.data());
         }
         Ok(())
@@ -530,7 +584,11 @@ impl BlockEncoder {
     /// Meant for repair (ESI >= K), but ESIs below K give source symbols as in
     /// [`BlockEncoder::symbol_into`]. The whole range must lie within 0..=[`ESI_MAX`] and
     /// `count` must not exceed [`SYMBOL_BATCH_MAX`].
-    pub fn repair_symbols(&self, first_esi: u32, count: u32) -> Result<Vec<(u32, Vec<u8>)>, FecError> {
+    pub fn repair_symbols(
+        &self,
+        first_esi: u32,
+        count: u32,
+    ) -> Result<Vec<(u32, Vec<u8>)>, FecError> {
         if count > SYMBOL_BATCH_MAX {
             return Err(FecError::BatchTooLarge { count });
         }
@@ -550,7 +608,9 @@ impl BlockEncoder {
         let repair_first = first_esi.max(self.source_symbols);
         let repair_count = (first_esi + count).saturating_sub(repair_first);
         if repair_count > 0 {
-            let packets = self.encoder.repair_packets(repair_first - self.source_symbols, repair_count);
+            let packets = self
+                .encoder
+                .repair_packets(repair_first - self.source_symbols, repair_count);
             out.extend(packets.into_iter().map(|p| {
                 let (id, data) = p.split();
                 (id.encoding_symbol_id(), data)
@@ -564,7 +624,9 @@ impl BlockEncoder {
         self.padded
             .chunks_exact(self.symbol_size)
             .nth(esi as usize)
-            .ok_or(FecError::EsiOutOfRange { esi: u64::from(esi) })
+            .ok_or(FecError::EsiOutOfRange {
+                esi: u64::from(esi),
+            })
     }
 }
 
@@ -589,10 +651,16 @@ pub fn decode_block(
     let mut repair: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
     for (esi, data) in symbols {
         if esi > ESI_MAX {
-            return Err(FecError::EsiOutOfRange { esi: u64::from(esi) });
+            return Err(FecError::EsiOutOfRange {
+                esi: u64::from(esi),
+            });
         }
         if data.len() != symbol_size {
-            return Err(FecError::SymbolLength { esi, expected: symbol_size, actual: data.len() });
+            return Err(FecError::SymbolLength {
+                esi,
+                expected: symbol_size,
+                actual: data.len(),
+            });
         }
         if esi < k {
             source.entry(esi).or_insert(data);
@@ -604,7 +672,8 @@ pub fn decode_block(
     if have < u64::from(k) {
         return Err(FecError::NotEnoughSymbols { have, need: k });
     }
-    let len = usize::try_from(block.len).map_err(|_| FecError::BlockBytesTooLarge { bytes: block.len })?;
+    let len = usize::try_from(block.len)
+        .map_err(|_| FecError::BlockBytesTooLarge { bytes: block.len })?;
     if source.len() == k as usize {
         // Every source symbol is here (keys are exactly 0..K): no decoding needed.
         let mut out = Vec::with_capacity(k as usize * symbol_size);
@@ -627,7 +696,10 @@ pub fn decode_block(
             out.truncate(len);
             Ok(out)
         }
-        None => Err(FecError::DecodeFailed { symbols: used, need: k }),
+        None => Err(FecError::DecodeFailed {
+            symbols: used,
+            need: k,
+        }),
     }
 }
 
@@ -718,7 +790,13 @@ pub fn interleave(plan: &[(u8, u32, u32)]) -> Interleaved {
         let count = count.min(room);
         if count > 0 {
             remaining += u64::from(count);
-            heap.push(Stream { sbn, index, first_esi, count, emitted: 0 });
+            heap.push(Stream {
+                sbn,
+                index,
+                first_esi,
+                count,
+                emitted: 0,
+            });
         }
     }
     Interleaved { heap, remaining }
@@ -743,9 +821,18 @@ mod tests {
 
     #[test]
     fn invalid_hand_built_oti_gives_errors_not_panics() {
-        let bad = Oti { transfer_length: 10, symbol_size: 0, source_blocks: 1, sub_blocks: 1, alignment: 0 };
+        let bad = Oti {
+            transfer_length: 10,
+            symbol_size: 0,
+            source_blocks: 1,
+            sub_blocks: 1,
+            alignment: 0,
+        };
         assert!(blocks(&bad).is_empty());
-        assert_eq!(bad.block(0), Err(FecError::AlignmentInvalid { alignment: 0 }));
+        assert_eq!(
+            bad.block(0),
+            Err(FecError::AlignmentInvalid { alignment: 0 })
+        );
         assert!(BlockEncoder::new(&bad, 0, &[0; 10]).is_err());
         assert!(decode_block(&bad, 0, Vec::new()).is_err());
     }

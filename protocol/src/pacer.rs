@@ -42,7 +42,9 @@ impl Pacer {
     /// True if a datagram with this UDP payload may go now; if so its cost is taken.
     pub fn try_send(&mut self, now: Instant, udp_payload_bytes: usize) -> bool {
         self.refill(now);
-        let cost = Self::cost_units(udp_payload_bytes);
+        // A datagram larger than the burst allowance goes once the bucket is full, so it
+        // cannot stall the carrier forever.
+        let cost = Self::cost_units(udp_payload_bytes).min(self.burst_units);
         if self.credit_units >= cost {
             self.credit_units -= cost;
             true
@@ -53,7 +55,7 @@ impl Pacer {
 
     /// When a datagram of this size could go, if it cannot go now.
     pub fn ready_at(&self, udp_payload_bytes: usize) -> Instant {
-        let cost = Self::cost_units(udp_payload_bytes);
+        let cost = Self::cost_units(udp_payload_bytes).min(self.burst_units);
         let missing = cost.saturating_sub(self.credit_units);
         let nanos = missing.div_ceil(u128::from(self.rate_bits_per_sec));
         self.last + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))

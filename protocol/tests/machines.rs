@@ -1,0 +1,95 @@
+//! The broadcast and reception machines wired together in memory, in virtual time.
+
+use std::time::{Duration, Instant};
+
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use satcast_protocol::broadcast::{AirPlan, BlockSource, BroadcastConfig, Broadcaster, NewObject};
+use satcast_protocol::fec::{self, Oti};
+use satcast_protocol::manifest::{Compression, Kind, Manifest};
+use satcast_protocol::reception::{MemoryStore, Reception, ReceptionConfig, ReceptionEvent};
+use satcast_protocol::trust::{NetworkKey, RootKey, SigningKey};
+
+struct Bytes(Vec<u8>);
+impl BlockSource for Bytes {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let start = offset as usize;
+        buf.copy_from_slice(&self.0[start..start + buf.len()]);
+        Ok(())
+    }
+}
+
+fn seed() -> u64 {
+    let seed = std::env::var("MACHINES_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    println!("seed {seed}; replay with MACHINES_SEED={seed} cargo test -p satcast-protocol --test machines");
+    seed
+}
+
+#[test]
+fn one_receiver_gets_an_object_through_loss() {
+    let seed = seed();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let root = RootKey::generate(&mut rng);
+    let now_secs = 1_800_000_000;
+    let signing = SigningKey::generate(&mut rng, &root, 1, now_secs - 10, now_secs + 1000);
+    let network_key = NetworkKey::generate(&mut rng);
+    let mut payload = vec![0u8; 3_000_000];
+    rng.fill_bytes(&mut payload);
+    let oti = Oti::new_for_object(payload.len() as u64, 1436, 1 << 20).expect("oti");
+    let block_hashes = fec::blocks(&oti).iter().map(|b| fec::block_hash(&payload[b.offset as usize..(b.offset + b.len) as usize])).collect();
+    let manifest = Manifest {
+        object_id: 77,
+        kind: Kind::Software,
+        name: "app.bin".into(),
+        version: 3,
+        size_bytes: payload.len() as u64,
+        compression: Compression::None,
+        oti: oti.encode(),
+        object_hash: *blake3::hash(&payload).as_bytes(),
+        block_hashes,
+        targets: vec!["41".into()],
+        created_unix_secs: now_secs,
+        expires_unix_secs: now_secs + 3600,
+    };
+    let signed_manifest = signing.sign_manifest(&manifest).expect("sign").to_bytes();
+    let start = Instant::now();
+    let config = BroadcastConfig {
+        link_rate_bits_per_sec: 10_000_000,
+        datagram_bytes_max: 1472,
+        manifest_interval: Duration::from_secs(1),
+        heartbeat_interval: Duration::from_secs(5),
+    };
+    let mut uplink = Broadcaster::new(start, config, network_key.clone(), signing);
+    uplink
+        .add_object(NewObject { manifest, signed_manifest, plan: AirPlan { target_loss: 0.1, passes: 1 }, source: Box::new(Bytes(payload.clone())) })
+        .expect("add");
+    let mut county = Reception::new(ReceptionConfig { county_code: "410102".into(), root: root.public(), network_key, partial_objects_max: 4 });
+    let mut store = MemoryStore::default();
+    let mut now = start;
+    let mut buf = Vec::new();
+    let mut complete = false;
+    for _step in 0..200_000 {
+        if uplink.poll_transmit(now, 0, &mut buf) {
+            if rng.random_bool(0.05) {
+                continue;
+            }
+            county.handle_datagram(now, now_secs, &buf, &mut store);
+            while let Some(event) = county.poll_event() {
+                if let ReceptionEvent::Complete { .. } = event {
+                    complete = true;
+                }
+            }
+        } else {
+            match uplink.poll_timeout() {
+                Some(t) if t > now => now = t,
+                Some(_) => now += Duration::from_micros(10),
+                None => break,
+            }
+        }
+        if complete {
+            break;
+        }
+    }
+    assert!(complete, "stats {:?} / {:?}", uplink.stats(), county.stats());
+    assert_eq!(store.object(77).map(|o| &o[..payload.len()]), Some(payload.as_slice()));
+}
