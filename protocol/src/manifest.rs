@@ -31,7 +31,8 @@ pub const TARGET_DIGITS_MAX: usize = 6;
 pub const ECHO_CHARS_MAX: usize = 32;
 
 /// The bincode configuration of the canonical encoding, limited to `LIMIT` bytes.
-pub(crate) type CanonicalConfig<const LIMIT: usize> = Configuration<BigEndian, Fixint, Limit<LIMIT>>;
+pub(crate) type CanonicalConfig<const LIMIT: usize> =
+    Configuration<BigEndian, Fixint, Limit<LIMIT>>;
 
 /// The canonical bincode configuration for manifests: big endian, fixed-width integers
 /// (so every value has exactly one encoding), at most [`MANIFEST_BYTES_MAX`] bytes.
@@ -86,11 +87,16 @@ pub(crate) fn decode_canonical<T: Decode<()> + Encode, const LIMIT: usize>(
     bytes: &[u8],
 ) -> Result<T, CanonicalError> {
     if bytes.len() > LIMIT {
-        return Err(CanonicalError::TooLarge { len: bytes.len(), max: LIMIT });
+        return Err(CanonicalError::TooLarge {
+            len: bytes.len(),
+            max: LIMIT,
+        });
     }
     let (value, read) = bincode::decode_from_slice(bytes, canonical_config_limited::<LIMIT>())?;
     if read != bytes.len() {
-        return Err(CanonicalError::TrailingBytes { trailing: bytes.len() - read });
+        return Err(CanonicalError::TrailingBytes {
+            trailing: bytes.len() - read,
+        });
     }
     // Fixed-width integers leave little room for aliasing, but checking costs one encode
     // and makes "one value, one byte string" a tested property instead of an assumption.
@@ -281,7 +287,9 @@ impl Manifest {
     /// Whether this manifest is for the receiver with division code `county_code`: some
     /// target is a prefix of it ("" is a prefix of every code).
     pub fn targets_code(&self, county_code: &str) -> bool {
-        self.targets.iter().any(|target| county_code.starts_with(target.as_str()))
+        self.targets
+            .iter()
+            .any(|target| county_code.starts_with(target.as_str()))
     }
 }
 
@@ -291,17 +299,25 @@ pub fn parse_targets(s: &str) -> Result<Vec<String>, ManifestError> {
     let mut targets: Vec<String> = Vec::new();
     for item in s.split(',') {
         let item = item.trim();
-        let target = if item.eq_ignore_ascii_case("all") { "" } else { item };
+        let target = if item.eq_ignore_ascii_case("all") {
+            ""
+        } else {
+            item
+        };
         // An empty item would otherwise silently mean nationwide: only "all" may.
         if item.is_empty() {
-            return Err(ManifestError::Target { target: String::new() });
+            return Err(ManifestError::Target {
+                target: String::new(),
+            });
         }
         validate_target(target)?;
         if !targets.iter().any(|t| t == target) {
             targets.push(target.to_owned());
         }
         if targets.len() > TARGETS_MAX {
-            return Err(ManifestError::TargetCount { count: targets.len() });
+            return Err(ManifestError::TargetCount {
+                count: targets.len(),
+            });
         }
     }
     Ok(targets)
@@ -329,7 +345,9 @@ fn validate_target(target: &str) -> Result<(), ManifestError> {
     if well_formed {
         Ok(())
     } else {
-        Err(ManifestError::Target { target: echo(target) })
+        Err(ManifestError::Target {
+            target: echo(target),
+        })
     }
 }
 

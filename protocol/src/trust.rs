@@ -17,8 +17,7 @@ use bincode::{Decode, Encode};
 use ed25519_dalek::Signer as _;
 
 use crate::manifest::{
-    CanonicalError, MANIFEST_BYTES_MAX, Manifest, ManifestError, decode_canonical,
-    encode_canonical,
+    CanonicalError, MANIFEST_BYTES_MAX, Manifest, ManifestError, decode_canonical, encode_canonical,
 };
 
 /// Signature context of a [`CertificateBody`].
@@ -239,7 +238,9 @@ pub struct NetworkKey(pub [u8; 32]);
 
 impl fmt::Debug for RootKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RootKey").field("public", &self.public()).finish_non_exhaustive()
+        f.debug_struct("RootKey")
+            .field("public", &self.public())
+            .finish_non_exhaustive()
     }
 }
 
@@ -276,13 +277,16 @@ fn verify(public_key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
     let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(public_key) else {
         return false;
     };
-    key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature)).is_ok()
+    key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature))
+        .is_ok()
 }
 
 impl RootKey {
     /// Generates a root key. Do this on the offline machine.
     pub fn generate(rng: &mut impl rand::CryptoRng) -> RootKey {
-        RootKey { key: ed25519_dalek::SigningKey::from_bytes(&secret_bytes(rng)) }
+        RootKey {
+            key: ed25519_dalek::SigningKey::from_bytes(&secret_bytes(rng)),
+        }
     }
 
     /// The public key receivers pin.
@@ -299,9 +303,17 @@ impl RootKey {
         not_before_unix_secs: u64,
         not_after_unix_secs: u64,
     ) -> KeyCertificate {
-        let body = CertificateBody { public_key, serial, not_before_unix_secs, not_after_unix_secs };
+        let body = CertificateBody {
+            public_key,
+            serial,
+            not_before_unix_secs,
+            not_after_unix_secs,
+        };
         let message = signed_message(CERTIFICATE_CONTEXT, &body.to_bytes());
-        KeyCertificate { body, root_signature: self.key.sign(&message).to_bytes() }
+        KeyCertificate {
+            body,
+            root_signature: self.key.sign(&message).to_bytes(),
+        }
     }
 
     /// The text form: `satcast-root-secret-v1 <64 hex digits>`.
@@ -312,7 +324,9 @@ impl RootKey {
     /// Parses [`RootKey::to_text`] output.
     pub fn from_text(text: &str) -> Result<RootKey, KeyTextError> {
         let secret = parse_key_text::<32>(ROOT_SECRET_LABEL, text)?;
-        Ok(RootKey { key: ed25519_dalek::SigningKey::from_bytes(&secret) })
+        Ok(RootKey {
+            key: ed25519_dalek::SigningKey::from_bytes(&secret),
+        })
     }
 }
 
@@ -366,12 +380,22 @@ impl KeyCertificate {
         if !verify(&root.0, &message, &self.root_signature) {
             return Err(TrustError::BadCertificateSignature);
         }
-        let CertificateBody { not_before_unix_secs, not_after_unix_secs, .. } = self.body;
+        let CertificateBody {
+            not_before_unix_secs,
+            not_after_unix_secs,
+            ..
+        } = self.body;
         if not_before_unix_secs > now_unix_secs.saturating_add(CLOCK_SKEW_MAX_SECS) {
-            return Err(TrustError::KeyNotYetValid { not_before_unix_secs, now_unix_secs });
+            return Err(TrustError::KeyNotYetValid {
+                not_before_unix_secs,
+                now_unix_secs,
+            });
         }
         if now_unix_secs > not_after_unix_secs {
-            return Err(TrustError::KeyExpired { not_after_unix_secs, now_unix_secs });
+            return Err(TrustError::KeyExpired {
+                not_after_unix_secs,
+                now_unix_secs,
+            });
         }
         Ok(())
     }
@@ -387,8 +411,12 @@ impl SigningKey {
         not_after_unix_secs: u64,
     ) -> SigningKey {
         let key = ed25519_dalek::SigningKey::from_bytes(&secret_bytes(rng));
-        let certificate =
-            root.issue(key.verifying_key().to_bytes(), serial, not_before_unix_secs, not_after_unix_secs);
+        let certificate = root.issue(
+            key.verifying_key().to_bytes(),
+            serial,
+            not_before_unix_secs,
+            not_after_unix_secs,
+        );
         SigningKey { key, certificate }
     }
 
@@ -407,8 +435,15 @@ impl SigningKey {
     pub fn sign_manifest(&self, manifest: &Manifest) -> Result<SignedManifest, ManifestError> {
         manifest.validate()?;
         let bytes = manifest.to_bytes();
-        let signature = self.key.sign(&signed_message(MANIFEST_CONTEXT, &bytes)).to_bytes();
-        Ok(SignedManifest { manifest: bytes, certificate: self.certificate, signature })
+        let signature = self
+            .key
+            .sign(&signed_message(MANIFEST_CONTEXT, &bytes))
+            .to_bytes();
+        Ok(SignedManifest {
+            manifest: bytes,
+            certificate: self.certificate,
+            signature,
+        })
     }
 
     /// Signs a heartbeat.
@@ -429,7 +464,10 @@ impl SigningKey {
 
     /// Rebuilds a signing key from its secret text and certificate text, checking that
     /// they belong together. Does not check the root signature or validity period.
-    pub fn from_text(secret_text: &str, certificate_text: &str) -> Result<SigningKey, KeyTextError> {
+    pub fn from_text(
+        secret_text: &str,
+        certificate_text: &str,
+    ) -> Result<SigningKey, KeyTextError> {
         let secret = parse_key_text::<32>(SIGNING_SECRET_LABEL, secret_text)?;
         let certificate = KeyCertificate::from_text(certificate_text)?;
         let key = ed25519_dalek::SigningKey::from_bytes(&secret);
@@ -484,7 +522,11 @@ impl SignedHeartbeat {
 
     /// Checks the certificate chain to `root`, the key's validity at `now_unix_secs` and the
     /// signature. Freshness and sequence are the receiver's business.
-    pub fn verify(&self, root: &RootPublicKey, now_unix_secs: u64) -> Result<Heartbeat, TrustError> {
+    pub fn verify(
+        &self,
+        root: &RootPublicKey,
+        now_unix_secs: u64,
+    ) -> Result<Heartbeat, TrustError> {
         self.certificate.verify(root, now_unix_secs)?;
         let message = signed_message(HEARTBEAT_CONTEXT, &self.heartbeat.to_bytes());
         if !verify(&self.certificate.body.public_key, &message, &self.signature) {
@@ -603,8 +645,14 @@ fn parse_hex_text(label: &'static str, text: &str) -> Result<Vec<u8>, KeyTextErr
     Ok(hex::decode(hex_part)?)
 }
 
-fn parse_key_text<const N: usize>(label: &'static str, text: &str) -> Result<[u8; N], KeyTextError> {
+fn parse_key_text<const N: usize>(
+    label: &'static str,
+    text: &str,
+) -> Result<[u8; N], KeyTextError> {
     let bytes = parse_hex_text(label, text)?;
     let actual = bytes.len();
-    bytes.try_into().map_err(|_| KeyTextError::Length { expected: N, actual })
+    bytes.try_into().map_err(|_| KeyTextError::Length {
+        expected: N,
+        actual,
+    })
 }

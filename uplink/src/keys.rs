@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::SeedableRng as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 use satcast_protocol::trust::{
     KeyCertificate, KeyTextError, NetworkKey, RootKey, RootPublicKey, SigningKey,
@@ -161,15 +161,55 @@ pub fn init(dir: &Path, now_unix_secs: u64, validity_days: u32) -> Result<(), Ke
     let uplink_cert = uplink_params.signed_by(&uplink_key, &ca_cert, &ca_key)?;
 
     create_dir(dir)?;
-    write_new(dir, ROOT_SECRET_FILE, root.to_text().as_bytes(), Secrecy::Secret)?;
-    write_new(dir, ROOT_PUBLIC_FILE, root.public().to_text().as_bytes(), Secrecy::Public)?;
-    write_new(dir, SIGNING_SECRET_FILE, signing.secret_to_text().as_bytes(), Secrecy::Secret)?;
-    write_new(dir, SIGNING_CERT_FILE, signing.certificate().to_text().as_bytes(), Secrecy::Public)?;
-    write_new(dir, NETWORK_KEY_FILE, network.to_text().as_bytes(), Secrecy::Secret)?;
+    write_new(
+        dir,
+        ROOT_SECRET_FILE,
+        root.to_text().as_bytes(),
+        Secrecy::Secret,
+    )?;
+    write_new(
+        dir,
+        ROOT_PUBLIC_FILE,
+        root.public().to_text().as_bytes(),
+        Secrecy::Public,
+    )?;
+    write_new(
+        dir,
+        SIGNING_SECRET_FILE,
+        signing.secret_to_text().as_bytes(),
+        Secrecy::Secret,
+    )?;
+    write_new(
+        dir,
+        SIGNING_CERT_FILE,
+        signing.certificate().to_text().as_bytes(),
+        Secrecy::Public,
+    )?;
+    write_new(
+        dir,
+        NETWORK_KEY_FILE,
+        network.to_text().as_bytes(),
+        Secrecy::Secret,
+    )?;
     write_new(dir, CA_CERT_FILE, ca_cert.pem().as_bytes(), Secrecy::Public)?;
-    write_new(dir, CA_KEY_FILE, ca_key.serialize_pem().as_bytes(), Secrecy::Secret)?;
-    write_new(dir, UPLINK_CERT_FILE, uplink_cert.pem().as_bytes(), Secrecy::Public)?;
-    write_new(dir, UPLINK_KEY_FILE, uplink_key.serialize_pem().as_bytes(), Secrecy::Secret)?;
+    write_new(
+        dir,
+        CA_KEY_FILE,
+        ca_key.serialize_pem().as_bytes(),
+        Secrecy::Secret,
+    )?;
+    write_new(
+        dir,
+        UPLINK_CERT_FILE,
+        uplink_cert.pem().as_bytes(),
+        Secrecy::Public,
+    )?;
+    write_new(
+        dir,
+        UPLINK_KEY_FILE,
+        uplink_key.serialize_pem().as_bytes(),
+        Secrecy::Secret,
+    )?;
     sync_dir(dir)
 }
 
@@ -180,7 +220,9 @@ pub fn init(dir: &Path, now_unix_secs: u64, validity_days: u32) -> Result<(), Ke
 /// in `out`. The client certificate's validity starts from the system clock.
 pub fn receiver(dir: &Path, county_code: &str, out: &Path) -> Result<(), KeysError> {
     if county_code.len() != 6 || !county_code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(KeysError::CountyCode(county_code.chars().take(32).collect()));
+        return Err(KeysError::CountyCode(
+            county_code.chars().take(32).collect(),
+        ));
     }
     let names = [
         ROOT_PUBLIC_FILE,
@@ -205,8 +247,7 @@ pub fn receiver(dir: &Path, county_code: &str, out: &Path) -> Result<(), KeysErr
     let ca_issuer = ca_params(now_unix_secs)?.self_signed(&ca_key)?;
 
     let client_key = KeyPair::generate()?;
-    let mut params =
-        CertificateParams::new(vec![format!("{county_code}.{COUNTY_DNS_SUFFIX}")])?;
+    let mut params = CertificateParams::new(vec![format!("{county_code}.{COUNTY_DNS_SUFFIX}")])?;
     params.distinguished_name = common_name(county_code);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -215,12 +256,37 @@ pub fn receiver(dir: &Path, county_code: &str, out: &Path) -> Result<(), KeysErr
     let client_cert = params.signed_by(&client_key, &ca_issuer, &ca_key)?;
 
     create_dir(out)?;
-    write_new(out, ROOT_PUBLIC_FILE, root.to_text().as_bytes(), Secrecy::Public)?;
-    write_new(out, NETWORK_KEY_FILE, network.to_text().as_bytes(), Secrecy::Secret)?;
+    write_new(
+        out,
+        ROOT_PUBLIC_FILE,
+        root.to_text().as_bytes(),
+        Secrecy::Public,
+    )?;
+    write_new(
+        out,
+        NETWORK_KEY_FILE,
+        network.to_text().as_bytes(),
+        Secrecy::Secret,
+    )?;
     write_new(out, CA_CERT_FILE, ca_cert_pem.as_bytes(), Secrecy::Public)?;
-    write_new(out, CLIENT_CERT_FILE, client_cert.pem().as_bytes(), Secrecy::Public)?;
-    write_new(out, CLIENT_KEY_FILE, client_key.serialize_pem().as_bytes(), Secrecy::Secret)?;
-    write_new(out, RECEIVER_CONFIG_FILE, receiver_config(county_code).as_bytes(), Secrecy::Public)?;
+    write_new(
+        out,
+        CLIENT_CERT_FILE,
+        client_cert.pem().as_bytes(),
+        Secrecy::Public,
+    )?;
+    write_new(
+        out,
+        CLIENT_KEY_FILE,
+        client_key.serialize_pem().as_bytes(),
+        Secrecy::Secret,
+    )?;
+    write_new(
+        out,
+        RECEIVER_CONFIG_FILE,
+        receiver_config(county_code).as_bytes(),
+        Secrecy::Public,
+    )?;
     sync_dir(out)
 }
 
@@ -234,10 +300,15 @@ pub fn load_signing_key(dir: &Path) -> Result<SigningKey, KeysError> {
     let cert = read_key_file(&cert_path)?;
     // Attribute a certificate problem to the certificate file, anything else to the secret.
     if let Err(source) = KeyCertificate::from_text(&cert) {
-        return Err(KeysError::KeyText { path: cert_path, source });
+        return Err(KeysError::KeyText {
+            path: cert_path,
+            source,
+        });
     }
-    SigningKey::from_text(&secret, &cert)
-        .map_err(|source| KeysError::KeyText { path: secret_path, source })
+    SigningKey::from_text(&secret, &cert).map_err(|source| KeysError::KeyText {
+        path: secret_path,
+        source,
+    })
 }
 
 /// Loads the network key (`network.key`) from `dir`.
@@ -250,8 +321,10 @@ pub fn load_network_key(dir: &Path) -> Result<NetworkKey, KeysError> {
 /// Loads a root public key file (`root.public`) from `path`.
 pub fn load_root_public(path: &Path) -> Result<RootPublicKey, KeysError> {
     let text = read_key_file(path)?;
-    RootPublicKey::from_text(&text)
-        .map_err(|source| KeysError::KeyText { path: path.to_owned(), source })
+    RootPublicKey::from_text(&text).map_err(|source| KeysError::KeyText {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The annotated example receiver configuration for `county_code`; paths are relative to
@@ -293,7 +366,10 @@ enum Secrecy {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> KeysError + '_ {
-    move |source| KeysError::Io { path: path.to_owned(), source }
+    move |source| KeysError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 fn os_rng() -> Result<rand::rngs::StdRng, KeysError> {
@@ -334,8 +410,9 @@ fn ca_params(now_unix_secs: u64) -> Result<CertificateParams, KeysError> {
 fn set_tls_validity(params: &mut CertificateParams, now_unix_secs: u64) -> Result<(), KeysError> {
     let epoch = rcgen::date_time_ymd(1970, 1, 1);
     let at = |unix_secs: u64| {
-        let offset =
-            Duration::from_secs(unix_secs).try_into().map_err(|_| KeysError::Time(unix_secs))?;
+        let offset = Duration::from_secs(unix_secs)
+            .try_into()
+            .map_err(|_| KeysError::Time(unix_secs))?;
         epoch.checked_add(offset).ok_or(KeysError::Time(unix_secs))
     };
     params.not_before = at(now_unix_secs.saturating_sub(TLS_CERT_BACKDATE_SECS))?;
@@ -387,7 +464,11 @@ fn write_new(dir: &Path, name: &str, contents: &[u8], secrecy: Secrecy) -> Resul
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(if secrecy == Secrecy::Secret { 0o600 } else { 0o644 });
+        options.mode(if secrecy == Secrecy::Secret {
+            0o600
+        } else {
+            0o644
+        });
     }
     #[cfg(not(unix))]
     let _ = secrecy;
@@ -400,7 +481,9 @@ fn write_new(dir: &Path, name: &str, contents: &[u8], secrecy: Secrecy) -> Resul
 
 fn sync_dir(dir: &Path) -> Result<(), KeysError> {
     #[cfg(unix)]
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))?;
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
@@ -409,9 +492,15 @@ fn sync_dir(dir: &Path) -> Result<(), KeysError> {
 fn read_key_file(path: &Path) -> Result<String, KeysError> {
     let file = fs::File::open(path).map_err(io_error(path))?;
     let mut bytes = Vec::new();
-    file.take(KEY_FILE_BYTES_MAX + 1).read_to_end(&mut bytes).map_err(io_error(path))?;
+    file.take(KEY_FILE_BYTES_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error(path))?;
     if bytes.len() as u64 > KEY_FILE_BYTES_MAX {
-        return Err(KeysError::NotKeyFile { path: path.to_owned() });
+        return Err(KeysError::NotKeyFile {
+            path: path.to_owned(),
+        });
     }
-    String::from_utf8(bytes).map_err(|_| KeysError::NotKeyFile { path: path.to_owned() })
+    String::from_utf8(bytes).map_err(|_| KeysError::NotKeyFile {
+        path: path.to_owned(),
+    })
 }

@@ -1,0 +1,40 @@
+//! The receiver refuses bad configuration with a clear error instead of starting half-set-up.
+
+use satcast_receiver::ReceiverConfig;
+
+const KEYS: &str = "[keys]\nroot_public = \"r\"\nnetwork_key = \"n\"\nca_cert = \"c\"\nclient_cert = \"cc\"\nclient_key = \"ck\"\n";
+
+fn load(text: &str) -> Result<ReceiverConfig, String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("receiver.toml");
+    std::fs::write(&path, text).expect("write");
+    ReceiverConfig::load(&path).map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_valid_config_resolves_paths_against_its_folder() {
+    let text = format!("county_code = \"410102\"\nstate_dir = \"state\"\ndeliver_dir = \"/srv/deliver\"\n[downlink]\nbind = \"127.0.0.1:5600\"\n{KEYS}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("receiver.toml");
+    std::fs::write(&path, text).expect("write");
+    let config = ReceiverConfig::load(&path).expect("valid");
+    assert_eq!(config.state_dir, dir.path().join("state"));
+    assert_eq!(config.deliver_dir, std::path::PathBuf::from("/srv/deliver"));
+    assert_eq!(config.keys.root_public, dir.path().join("r"));
+    assert_eq!(config.limits.partial_objects_max, 8);
+}
+
+#[test]
+fn bad_values_are_named_in_the_error() {
+    let base = |code: &str, downlink: &str| format!("county_code = \"{code}\"\nstate_dir = \"s\"\ndeliver_dir = \"d\"\n[downlink]\n{downlink}\n{KEYS}");
+    let err = load(&base("4101", "bind = \"127.0.0.1:1\"")).expect_err("short code");
+    assert!(err.contains("county_code"), "{err}");
+    let err = load(&base("410102", "")).expect_err("no downlink");
+    assert!(err.contains("group") && err.contains("bind"), "{err}");
+    let err = load(&base("410102", "group = \"10.0.0.1:5600\"")).expect_err("unicast group");
+    assert!(err.contains("not a multicast"), "{err}");
+    let err = load(&base("410102", "bind = \"127.0.0.1:1\"\nbogus = 1")).expect_err("unknown key");
+    assert!(err.contains("bogus"), "{err}");
+    let err = load("this is not toml").expect_err("garbage");
+    assert!(err.contains("invalid config"), "{err}");
+}
