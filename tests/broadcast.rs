@@ -7,12 +7,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use satcast::{Daemon, free_udp_addr, make_county, run_ok, seed, wait_until, write_uplink_config};
+use std::sync::atomic::Ordering;
+
+use satcast::{Cluster, ClusterOptions, seed, wait_until};
 use satcast_protocol::fec::{self, Oti};
 use satcast_protocol::manifest::{Compression, Kind, Manifest};
 use satcast_protocol::trust::{NetworkKey, RootKey, SigningKey};
 use satcast_protocol::wire;
-use satcast_sim::relay::{Destination, LossModel, Relay};
+use satcast_sim::relay::LossModel;
 
 const PAYLOAD_BYTES: usize = 10 * 1024 * 1024 + 12_345;
 
@@ -57,26 +59,26 @@ fn ten_megabytes_arrive_byte_exact_through_loss_and_forgeries() {
     let seed = seed("E2E_SEED", "broadcast");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
-    let dir = dir.path();
-    run_ok("satcast-uplink", &["keys", "init", "--dir", "keys"], dir);
-    let receiver_addr = free_udp_addr();
-    let county = make_county(dir, "410102", receiver_addr);
-    let county_dir = county.parent().expect("bundle dir").to_owned();
-    let relay = Relay::start("127.0.0.1:0".parse().expect("addr"), vec![Destination { addr: receiver_addr, loss: LossModel::Bernoulli(0.05) }], seed)
-        .expect("relay");
-    let uplink_config = write_uplink_config(dir, relay.listen, 40_000_000);
+    let options = ClusterOptions {
+        counties: vec!["410102".into()],
+        loss: vec![LossModel::Bernoulli(0.05)],
+        link_rate_bits_per_sec: 40_000_000,
+        passes: 3,
+        seed,
+    };
+    let mut cluster = Cluster::start(dir.path(), &options).expect("cluster");
+    let county = &cluster.counties[0];
+    let receiver_addr = county.addr;
+    let receiver_log = || county.daemon.as_ref().map(|d| d.log_text()).unwrap_or_default();
 
     let mut payload = vec![0u8; PAYLOAD_BYTES];
     rng.fill_bytes(&mut payload);
-    std::fs::write(dir.join("update.bin"), &payload).expect("payload");
-
-    let mut receiver = Daemon::start("satcast-receiver", &["run", "--config", county.to_str().expect("utf-8")], dir, &dir.join("receiver.log"));
-    let mut uplink = Daemon::start("satcast-uplink", &["serve", "--config", uplink_config.to_str().expect("utf-8")], dir, &dir.join("uplink.log"));
-    assert!(wait_until(Duration::from_secs(10), || receiver.log_text().contains("receiver started")), "receiver did not start:\n{}", receiver.log_text());
+    let payload_path = dir.path().join("update.bin");
+    std::fs::write(&payload_path, &payload).expect("payload");
 
     // Forgeries, sent straight at the receiver while the genuine broadcast airs.
     let attacker = UdpSocket::bind("127.0.0.1:0").expect("attacker socket");
-    let network_key = NetworkKey::from_text(&read_key(&county_dir.join("network.key"))).expect("network key");
+    let network_key = NetworkKey::from_text(&read_key(&county.dir.join("network.key"))).expect("network key");
     // 1. Datagrams from someone without the network key: bad tags.
     let mut buf = Vec::new();
     for i in 0..200u32 {
@@ -91,34 +93,35 @@ fn ten_megabytes_arrive_byte_exact_through_loss_and_forgeries() {
     let rogue = rogue_signer.sign_manifest(&forged_manifest(0xBAD, 99)).expect("sign").to_bytes();
     send_manifest(&attacker, receiver_addr, &network_key, 0xBAD, &rogue);
 
-    let object_id = run_ok(
-        "satcast-uplink",
-        &["send", "update.bin", "--config", "uplink.toml", "--kind", "software", "--to", "41", "--version", "2"],
-        dir,
-    );
-    let delivered = county_dir.join("deliver/software/update.bin");
+    let object_id = cluster.send(&payload_path, "software", "41", 2).expect("send");
+    let delivered = county.delivered_path("software", "update.bin");
     let arrived = wait_until(Duration::from_secs(120), || delivered.exists());
-    assert!(arrived, "not delivered.\nreceiver log:\n{}\nuplink log:\n{}", receiver.log_text(), uplink.log_text());
+    let uplink_log = || cluster.uplink.as_ref().map(|d| d.log_text()).unwrap_or_default();
+    assert!(arrived, "not delivered.\nreceiver log:\n{}\nuplink log:\n{}", receiver_log(), uplink_log());
     let got = std::fs::read(&delivered).expect("delivered file");
     assert!(got == payload, "delivered file differs from the payload");
 
     // 3. A genuine, correctly signed manifest of an older version: a replay attempt.
-    let signing = SigningKey::from_text(&read_key(&dir.join("keys/signing.secret")), &read_key(&dir.join("keys/signing.cert"))).expect("signing key");
+    let keys = dir.path().join("keys");
+    let signing = SigningKey::from_text(&read_key(&keys.join("signing.secret")), &read_key(&keys.join("signing.cert"))).expect("signing key");
     let replay = signing.sign_manifest(&forged_manifest(0x01D, 1)).expect("sign").to_bytes();
     send_manifest(&attacker, receiver_addr, &network_key, 0x01D, &replay);
 
-    let log_has = |needle: &str| wait_until(Duration::from_secs(10), || receiver.log_text().contains(needle));
-    assert!(log_has("bad tag"), "no bad-tag rejection in the log:\n{}", receiver.log_text());
-    assert!(log_has("BadCertificateSignature"), "no unknown-key rejection in the log:\n{}", receiver.log_text());
-    assert!(log_has("Rollback"), "no rollback rejection in the log:\n{}", receiver.log_text());
-    assert!(!county_dir.join("deliver/software").read_dir().expect("deliver dir").any(|e| e.map(|e| e.file_name() != "update.bin").unwrap_or(true)), "something else was delivered");
+    let log_has = |needle: &str| wait_until(Duration::from_secs(10), || receiver_log().contains(needle));
+    assert!(log_has("bad tag"), "no bad-tag rejection in the log:\n{}", receiver_log());
+    assert!(log_has("BadCertificateSignature"), "no unknown-key rejection in the log:\n{}", receiver_log());
+    assert!(log_has("Rollback"), "no rollback rejection in the log:\n{}", receiver_log());
+    let others: Vec<_> = std::fs::read_dir(county.dir.join("deliver/software"))
+        .expect("deliver dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name() != "update.bin")
+        .collect();
+    assert!(others.is_empty(), "something else was delivered: {others:?}");
 
-    let dropped = relay.stats.dropped.load(std::sync::atomic::Ordering::Relaxed);
-    let forwarded = relay.stats.forwarded.load(std::sync::atomic::Ordering::Relaxed);
+    let dropped = cluster.relay.stats.dropped.load(Ordering::Relaxed);
+    let forwarded = cluster.relay.stats.forwarded.load(Ordering::Relaxed);
     let loss = dropped as f64 / (dropped + forwarded) as f64;
-    println!("object {} delivered; relay dropped {dropped} of {} datagrams ({:.1}%)", object_id.trim(), dropped + forwarded, loss * 100.0);
+    println!("object {object_id} delivered; relay dropped {dropped} of {} datagrams ({:.1}%)", dropped + forwarded, loss * 100.0);
     assert!(loss >= 0.04, "the relay must drop about 5% (dropped {loss})");
-    receiver.stop();
-    uplink.stop();
-    relay.stop();
+    cluster.stop();
 }

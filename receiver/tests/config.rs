@@ -38,3 +38,11 @@ fn bad_values_are_named_in_the_error() {
     let err = load("this is not toml").expect_err("garbage");
     assert!(err.contains("invalid config"), "{err}");
 }
+
+#[test]
+fn the_annotated_example_parses() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/receiver.toml");
+    let config = ReceiverConfig::load(&path).expect("examples/receiver.toml is valid");
+    assert_eq!(config.county_code, "410102");
+    assert!(config.downlink.group.is_some());
+}

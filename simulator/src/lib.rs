@@ -1,4 +1,7 @@
 //! satcast-sim: the link simulator, the UDP impairment relay and the demo.
 #![warn(missing_docs)]
 
+pub mod cluster;
+pub mod demo;
+pub mod divisions;
 pub mod relay;

@@ -37,6 +37,8 @@ pub struct RelayStats {
     pub forwarded: AtomicU64,
     /// Datagrams dropped by a loss model (summed over destinations).
     pub dropped: AtomicU64,
+    /// Bytes received from the uplink, IP and UDP headers included: what the carrier carried.
+    pub bytes_on_air: AtomicU64,
 }
 
 /// A running relay's handle.
@@ -66,6 +68,7 @@ impl Relay {
             while !thread_stop.load(Ordering::Relaxed) {
                 let Ok(len) = socket.recv(&mut buf) else { continue };
                 thread_stats.received.fetch_add(1, Ordering::Relaxed);
+                thread_stats.bytes_on_air.fetch_add(len as u64 + 28, Ordering::Relaxed);
                 for destination in &destinations {
                     let lost = match destination.loss {
                         LossModel::None => false,

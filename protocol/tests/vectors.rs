@@ -1,0 +1,529 @@
+//! The test vectors of docs/protocol.md, kept honest.
+//!
+//! The document holds fenced blocks such as ```` ```hex data-source-datagram ````. This test
+//! regenerates every vector from the inputs the document lists (the same constants are
+//! below), checks that each block in the document is byte for byte what our code produces
+//! (hex wrapped at 32 bytes per line), and parses each block back with our parsers,
+//! asserting the field values the document states. A mismatch prints the regenerated block.
+//!
+//! After a deliberate change to the wire format, print every block for pasting into the
+//! document with
+//!
+//! ```text
+//! cargo test -p satcast-protocol --test vectors -- --ignored --nocapture
+//! ```
+
+use std::collections::BTreeMap;
+
+use satcast_protocol::fec::{self, BlockEncoder, Oti};
+use satcast_protocol::manifest::{Compression, Kind, Manifest};
+use satcast_protocol::trust::{
+    self, CERTIFICATE_CONTEXT, HEARTBEAT_CONTEXT, Heartbeat, KeyCertificate, MANIFEST_CONTEXT,
+    NetworkKey, RootKey, RootPublicKey, SignedHeartbeat, SignedManifest, SigningKey,
+};
+use satcast_protocol::wire::{self, Body, ManifestAssembler, WireError};
+
+/// The document under test.
+const DOC: &str = include_str!("../../docs/protocol.md");
+
+// ---- Inputs, as listed in docs/protocol.md, section "Test vectors". ----
+
+/// Receiver clock for every verification: 2025-06-15T15:06:40Z.
+const NOW_UNIX_SECS: u64 = 1_750_000_000;
+/// Division code of the receiver the vectors are checked as.
+const COUNTY_CODE: &str = "410102";
+/// The payload: 70 ASCII bytes.
+const PAYLOAD: &[u8; 70] = b"satcast test vector payload: 70 bytes, two source blocks (3+2 symbols)";
+/// Symbol size T.
+const SYMBOL_SIZE: u16 = 16;
+/// Block size limit given to `Oti::new_for_object`: 48 bytes, at most 3 symbols per block.
+const BLOCK_BYTES_MAX: u64 = 48;
+const OBJECT_ID: u64 = 0x0123_4567_89ab_cdef;
+/// The source symbol of data-source-datagram: the last one of block 1, half padding.
+const SOURCE_SBN: u8 = 1;
+const SOURCE_ESI: u32 = 1;
+/// The repair symbol of data-repair-datagram: the first repair symbol of block 0 (K = 3).
+const REPAIR_SBN: u8 = 0;
+const REPAIR_ESI: u32 = 3;
+const CERT_SERIAL: u64 = 1;
+/// 2025-01-01T00:00:00Z.
+const CERT_NOT_BEFORE: u64 = 1_735_689_600;
+/// 2025-12-31T23:59:59Z.
+const CERT_NOT_AFTER: u64 = 1_767_225_599;
+const MANIFEST_NAME: &str = "divisions.csv";
+const MANIFEST_VERSION: u64 = 7;
+const MANIFEST_TARGETS: [&str; 3] = ["41", "4201", "110101"];
+const MANIFEST_CREATED: u64 = 1_750_000_000;
+/// Seven days after creation.
+const MANIFEST_EXPIRES: u64 = 1_750_604_800;
+/// The `datagram_bytes_max` given to `wire::manifest_fragments`: 154 manifest bytes each.
+const MANIFEST_DATAGRAM_BYTES: usize = 200;
+/// Fragments the signed manifest is split into at that size.
+const MANIFEST_FRAGMENTS: usize = 3;
+const HEARTBEAT_SEQUENCE: u64 = 42;
+const HEARTBEAT_UPLINK_MS: u64 = 1_750_000_000_123;
+
+/// Every vector block the document must contain, in document order.
+const EXPECTED_NAMES: [&str; 12] = [
+    "key-files",
+    "payload",
+    "oti",
+    "data-source-datagram",
+    "data-repair-datagram",
+    "certificate",
+    "manifest",
+    "signed-manifest",
+    "manifest-datagram-0",
+    "manifest-datagram-1",
+    "manifest-datagram-2",
+    "heartbeat-datagram",
+];
+
+fn pattern(first: u8) -> [u8; 32] {
+    std::array::from_fn(|i| first + i as u8)
+}
+
+/// The keys, loaded through the key text formats as a daemon loads them.
+struct Keys {
+    network: NetworkKey,
+    root: RootKey,
+    root_public: RootPublicKey,
+    signing: SigningKey,
+    /// The key files, one per line, in the order the document lists them.
+    text: String,
+}
+
+fn keys() -> Keys {
+    let network_text = format!("{} {}\n", trust::NETWORK_KEY_LABEL, hex::encode(pattern(0x00)));
+    let root_text = format!("{} {}\n", trust::ROOT_SECRET_LABEL, hex::encode(pattern(0x20)));
+    let signing_text = format!("{} {}\n", trust::SIGNING_SECRET_LABEL, hex::encode(pattern(0x40)));
+    let network = NetworkKey::from_text(&network_text).expect("network key text");
+    let root = RootKey::from_text(&root_text).expect("root secret text");
+    let root_public = root.public();
+    // The signing key's public half, to certify it: Ed25519 derives it from the secret.
+    let signing_public = ed25519_dalek::SigningKey::from_bytes(&pattern(0x40))
+        .verifying_key()
+        .to_bytes();
+    let certificate = root.issue(signing_public, CERT_SERIAL, CERT_NOT_BEFORE, CERT_NOT_AFTER);
+    let certificate_text = certificate.to_text();
+    let signing = SigningKey::from_text(&signing_text, &certificate_text).expect("signing key text");
+    assert_eq!(network.to_text(), network_text);
+    assert_eq!(root.to_text(), root_text);
+    assert_eq!(signing.secret_to_text(), signing_text);
+    let root_public_text = root_public.to_text();
+    let text = [network_text, root_text, root_public_text, signing_text, certificate_text].concat();
+    Keys { network, root, root_public, signing, text }
+}
+
+fn oti() -> Oti {
+    Oti::new_for_object(PAYLOAD.len() as u64, SYMBOL_SIZE, BLOCK_BYTES_MAX).expect("oti")
+}
+
+fn block_data(oti: &Oti, sbn: u8) -> &'static [u8] {
+    let block = oti.block(sbn).expect("block");
+    &PAYLOAD[block.offset as usize..(block.offset + block.len) as usize]
+}
+
+fn manifest(oti: &Oti) -> Manifest {
+    Manifest {
+        object_id: OBJECT_ID,
+        kind: Kind::CodeTable,
+        name: MANIFEST_NAME.to_owned(),
+        version: MANIFEST_VERSION,
+        size_bytes: PAYLOAD.len() as u64,
+        compression: Compression::None,
+        oti: oti.encode(),
+        object_hash: *blake3::hash(PAYLOAD).as_bytes(),
+        block_hashes: fec::blocks(oti).iter().map(|b| fec::block_hash(block_data(oti, b.sbn))).collect(),
+        targets: MANIFEST_TARGETS.iter().map(|t| (*t).to_owned()).collect(),
+        created_unix_secs: MANIFEST_CREATED,
+        expires_unix_secs: MANIFEST_EXPIRES,
+    }
+}
+
+fn symbol(oti: &Oti, sbn: u8, esi: u32) -> Vec<u8> {
+    let encoder = BlockEncoder::new(oti, sbn, block_data(oti, sbn)).expect("encoder");
+    let mut out = Vec::new();
+    encoder.symbol_into(esi, &mut out).expect("symbol");
+    out
+}
+
+/// One fenced block of the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Vector {
+    /// ```` ```hex NAME ````: bytes, 32 per line.
+    Hex(Vec<u8>),
+    /// ```` ```text NAME ````: lines of text.
+    Text(String),
+}
+
+impl Vector {
+    fn render(&self, name: &str) -> String {
+        match self {
+            Vector::Hex(bytes) => {
+                let mut out = format!("```hex {name}\n");
+                for line in bytes.chunks(32) {
+                    out.push_str(&hex::encode(line));
+                    out.push('\n');
+                }
+                out.push_str("```\n");
+                out
+            }
+            Vector::Text(text) => format!("```text {name}\n{text}```\n"),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Vector::Hex(bytes) => bytes,
+            Vector::Text(text) => text.as_bytes(),
+        }
+    }
+}
+
+/// Every vector, regenerated from the inputs with our code, in document order.
+fn generate() -> Vec<(String, Vector)> {
+    let keys = keys();
+    let oti = oti();
+    let manifest = manifest(&oti);
+    let signed = keys.signing.sign_manifest(&manifest).expect("sign manifest").to_bytes();
+    let mut out = vec![
+        ("key-files".to_owned(), Vector::Text(keys.text.clone())),
+        ("payload".to_owned(), Vector::Hex(PAYLOAD.to_vec())),
+        ("oti".to_owned(), Vector::Hex(oti.encode().to_vec())),
+    ];
+    for (name, sbn, esi) in [
+        ("data-source-datagram", SOURCE_SBN, SOURCE_ESI),
+        ("data-repair-datagram", REPAIR_SBN, REPAIR_ESI),
+    ] {
+        let mut datagram = Vec::new();
+        wire::write_data(&mut datagram, &keys.network, OBJECT_ID, sbn, esi, &symbol(&oti, sbn, esi));
+        out.push((name.to_owned(), Vector::Hex(datagram)));
+    }
+    out.push(("certificate".to_owned(), Vector::Hex(keys.signing.certificate().to_bytes())));
+    out.push(("manifest".to_owned(), Vector::Hex(manifest.to_bytes())));
+    out.push(("signed-manifest".to_owned(), Vector::Hex(signed.clone())));
+    for (i, fragment) in wire::manifest_fragments(&signed, MANIFEST_DATAGRAM_BYTES).iter().enumerate() {
+        let mut datagram = Vec::new();
+        wire::write_manifest_fragment(&mut datagram, &keys.network, OBJECT_ID, fragment);
+        out.push((format!("manifest-datagram-{i}"), Vector::Hex(datagram)));
+    }
+    let heartbeat = Heartbeat { sequence: HEARTBEAT_SEQUENCE, uplink_time_unix_ms: HEARTBEAT_UPLINK_MS };
+    let mut datagram = Vec::new();
+    wire::write_heartbeat(&mut datagram, &keys.network, &keys.signing.sign_heartbeat(heartbeat).to_bytes());
+    out.push(("heartbeat-datagram".to_owned(), Vector::Hex(datagram)));
+    out
+}
+
+/// Every ```` ```hex NAME ```` and ```` ```text NAME ```` block of the document, by name,
+/// as written. Other fenced blocks (plain ```` ```text ````, tables) are skipped.
+fn document_blocks() -> BTreeMap<String, String> {
+    let mut blocks = BTreeMap::new();
+    let mut lines = DOC.lines();
+    while let Some(line) = lines.next() {
+        let Some(info) = line.strip_prefix("```") else { continue };
+        let mut words = info.split_whitespace();
+        let (Some(format @ ("hex" | "text")), Some(name)) = (words.next(), words.next()) else {
+            // Skip over the body of any other fenced block.
+            if !info.trim().is_empty() {
+                for inner in lines.by_ref() {
+                    if inner.trim_end() == "```" {
+                        break;
+                    }
+                }
+            }
+            continue;
+        };
+        let mut block = format!("```{format} {name}\n");
+        for inner in lines.by_ref() {
+            block.push_str(inner);
+            block.push('\n');
+            if inner.trim_end() == "```" {
+                break;
+            }
+        }
+        let previous = blocks.insert(name.to_owned(), block);
+        assert!(previous.is_none(), "docs/protocol.md has two blocks named {name}");
+    }
+    blocks
+}
+
+/// The bytes of the document's block `name`, decoded from hex (or the text's bytes).
+fn document_bytes(name: &str) -> Vec<u8> {
+    let blocks = document_blocks();
+    let block = blocks.get(name).unwrap_or_else(|| panic!("docs/protocol.md has no block named {name}"));
+    let mut lines: Vec<&str> = block.lines().collect();
+    let header = lines.remove(0);
+    lines.pop();
+    if header.starts_with("```hex") {
+        let digits: String = lines.concat().split_whitespace().collect();
+        hex::decode(&digits).unwrap_or_else(|e| panic!("block {name} is not hex: {e}"))
+    } else {
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>().into_bytes()
+    }
+}
+
+#[test]
+fn document_matches_regenerated_vectors() {
+    let generated = generate();
+    let names: Vec<&str> = generated.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, EXPECTED_NAMES, "the generator and EXPECTED_NAMES disagree");
+    let blocks = document_blocks();
+    let mut problems = Vec::new();
+    for (name, vector) in &generated {
+        let regenerated = vector.render(name);
+        match blocks.get(name) {
+            None => problems.push(format!("missing vector {name}; regenerated:\n{regenerated}")),
+            Some(written) if *written != regenerated => {
+                problems.push(format!("vector {name} differs from the code; regenerated:\n{regenerated}"))
+            }
+            Some(_) => {}
+        }
+    }
+    for name in blocks.keys() {
+        if !names.contains(&name.as_str()) {
+            problems.push(format!("block {name} in docs/protocol.md is not a known vector"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "docs/protocol.md is out of date with the code. If the change is deliberate, update the \
+         document (all blocks: cargo test -p satcast-protocol --test vectors -- --ignored --nocapture).\n\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn key_files_load() {
+    let keys = keys();
+    let text = String::from_utf8(document_bytes("key-files")).expect("utf-8");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5);
+    let network = NetworkKey::from_text(lines[0]).expect("network key");
+    assert_eq!(network.0, pattern(0x00));
+    let root = RootKey::from_text(lines[1]).expect("root secret");
+    let root_public = RootPublicKey::from_text(lines[2]).expect("root public");
+    assert_eq!(root.public(), root_public);
+    assert_eq!(root_public, keys.root_public);
+    let signing = SigningKey::from_text(lines[3], lines[4]).expect("signing key and certificate");
+    assert_eq!(signing.certificate(), keys.signing.certificate());
+    assert_eq!(lines[3], format!("satcast-signing-secret-v1 {}", hex::encode(pattern(0x40))));
+    // CRLF and surrounding blanks are tolerated; another label is not.
+    assert!(NetworkKey::from_text(&format!("  {}\r\n", lines[0])).is_ok());
+    assert!(NetworkKey::from_text(lines[1]).is_err());
+}
+
+#[test]
+fn oti_fields() {
+    let bytes = document_bytes("oti");
+    assert_eq!(bytes.len(), fec::OTI_LEN);
+    let oti = Oti::decode(&bytes).expect("oti decodes");
+    assert_eq!(oti.transfer_length, 70);
+    assert_eq!(oti.symbol_size, 16);
+    assert_eq!(oti.source_blocks, 2);
+    assert_eq!(oti.sub_blocks, 1);
+    assert_eq!(oti.alignment, 4);
+    assert_eq!(bytes, [0, 0, 0, 0, 70, 0, 0, 16, 2, 0, 1, 4]);
+    // Partition[Kt = 5, Z = 2] = (KL 3, KS 2, ZL 1, ZS 1).
+    let blocks: Vec<(u8, u64, u64, u32)> =
+        fec::blocks(&oti).iter().map(|b| (b.sbn, b.offset, b.len, b.source_symbols)).collect();
+    assert_eq!(blocks, [(0, 0, 48, 3), (1, 48, 22, 2)]);
+    assert_eq!(document_bytes("payload"), PAYLOAD);
+}
+
+#[test]
+fn data_datagrams_parse_and_decode() {
+    let keys = keys();
+    let oti = oti();
+    let source = document_bytes("data-source-datagram");
+    assert_eq!(source.len(), 14 + 4 + 16 + 16);
+    assert_eq!(&source[..18], &[b'S', b'C', b'S', b'T', 1, 1, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0, 0, 0x01]);
+    let parsed = wire::parse(&source, &keys.network).expect("source datagram parses");
+    assert_eq!(parsed.object_id, OBJECT_ID);
+    let Body::Data { sbn, esi, symbol } = parsed.body else { panic!("not DATA: {parsed:?}") };
+    assert_eq!((sbn, esi), (SOURCE_SBN, SOURCE_ESI));
+    // The last source symbol of block 1: payload bytes 64..70 and 10 bytes of zero padding.
+    let mut expected = PAYLOAD[64..70].to_vec();
+    expected.resize(16, 0);
+    assert_eq!(symbol, expected.as_slice());
+    // The tag: the first 16 bytes of BLAKE3 keyed with the network key over all before it.
+    let tag = blake3::keyed_hash(&pattern(0x00), &source[..source.len() - 16]);
+    assert_eq!(&source[source.len() - 16..], &tag.as_bytes()[..16]);
+
+    let repair = document_bytes("data-repair-datagram");
+    assert_eq!(&repair[14..18], &[0, 0, 0, 3]);
+    let parsed = wire::parse(&repair, &keys.network).expect("repair datagram parses");
+    assert_eq!(parsed.object_id, OBJECT_ID);
+    let Body::Data { sbn, esi, symbol } = parsed.body else { panic!("not DATA: {parsed:?}") };
+    assert_eq!((sbn, esi), (REPAIR_SBN, REPAIR_ESI));
+    let block = oti.block(REPAIR_SBN).expect("block 0");
+    assert!(esi >= block.source_symbols, "a repair symbol has ESI >= K");
+    // raptorq itself, without our ESI arithmetic, gives the same first repair symbol.
+    let encoder = raptorq::SourceBlockEncoder::new(REPAIR_SBN, &oti.to_raptorq(), block_data(&oti, REPAIR_SBN));
+    let packets = encoder.repair_packets(0, 1);
+    assert_eq!(packets[0].payload_id().source_block_number(), REPAIR_SBN);
+    assert_eq!(packets[0].payload_id().encoding_symbol_id(), REPAIR_ESI);
+    assert_eq!(packets[0].data(), symbol);
+    // The repair symbol stands in for a lost source symbol: decode block 0 from ESIs 0, 1, 3.
+    let symbols = [0, 1].map(|esi| (esi, block_data(&oti, 0)[esi as usize * 16..][..16].to_vec()));
+    let decoded = fec::decode_block(&oti, 0, symbols.into_iter().chain([(esi, symbol.to_vec())])).expect("decodes");
+    assert_eq!(decoded, block_data(&oti, 0));
+
+    // A changed byte anywhere fails the tag before the body is looked at.
+    let mut forged = repair.clone();
+    forged[20] ^= 1;
+    assert_eq!(wire::parse(&forged, &keys.network), Err(WireError::Tag));
+}
+
+#[test]
+fn certificate_fields() {
+    let keys = keys();
+    let bytes = document_bytes("certificate");
+    assert_eq!(bytes.len(), 120);
+    let certificate = KeyCertificate::from_bytes(&bytes).expect("canonical certificate");
+    assert_eq!(certificate.body.public_key, keys.signing.public_key());
+    assert_eq!(&bytes[..32], &keys.signing.public_key());
+    assert_eq!(certificate.body.serial, CERT_SERIAL);
+    assert_eq!(&bytes[32..40], &CERT_SERIAL.to_be_bytes());
+    assert_eq!(certificate.body.not_before_unix_secs, CERT_NOT_BEFORE);
+    assert_eq!(&bytes[40..48], &CERT_NOT_BEFORE.to_be_bytes());
+    assert_eq!(certificate.body.not_after_unix_secs, CERT_NOT_AFTER);
+    assert_eq!(&bytes[48..56], &CERT_NOT_AFTER.to_be_bytes());
+    // The root signs the context string followed by the 56-byte body.
+    let message = [CERTIFICATE_CONTEXT, &bytes[..56]].concat();
+    let root = ed25519_dalek::VerifyingKey::from_bytes(&keys.root_public.0).expect("root key");
+    let signature = ed25519_dalek::Signature::from_slice(&bytes[56..]).expect("signature");
+    root.verify_strict(&message, &signature).expect("root signature");
+    certificate.verify(&keys.root_public, NOW_UNIX_SECS).expect("valid now");
+    assert!(certificate.verify(&keys.root_public, CERT_NOT_AFTER + 1).is_err());
+}
+
+/// Reads the canonical encoding by hand, following the rules the document states, so the
+/// document's description of bincode is checked and not only bincode against itself.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        head
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_be_bytes(self.take(8).try_into().expect("8 bytes"))
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_be_bytes(self.take(4).try_into().expect("4 bytes"))
+    }
+    fn string(&mut self) -> String {
+        let len = self.u64() as usize;
+        String::from_utf8(self.take(len).to_vec()).expect("utf-8")
+    }
+}
+
+#[test]
+fn manifest_fields() {
+    let bytes = document_bytes("manifest");
+    let manifest = Manifest::from_bytes(&bytes).expect("canonical, valid manifest");
+    let oti = oti();
+    assert_eq!(manifest, self::manifest(&oti));
+    let mut r = Reader(&bytes);
+    assert_eq!(r.u64(), OBJECT_ID);
+    assert_eq!(r.u32(), 2, "kind codetable is variant 2");
+    assert_eq!(r.string(), MANIFEST_NAME);
+    assert_eq!(r.u64(), MANIFEST_VERSION);
+    assert_eq!(r.u64(), 70, "size_bytes");
+    assert_eq!(r.u32(), 0, "compression none is variant 0");
+    assert_eq!(r.take(12), document_bytes("oti"));
+    assert_eq!(r.take(32), blake3::hash(PAYLOAD).as_bytes());
+    assert_eq!(r.u64(), 2, "two block hashes");
+    assert_eq!(r.take(32), blake3::hash(&PAYLOAD[..48]).as_bytes());
+    assert_eq!(r.take(32), blake3::hash(&PAYLOAD[48..]).as_bytes());
+    assert_eq!(r.u64(), 3, "three targets");
+    for target in MANIFEST_TARGETS {
+        assert_eq!(r.string(), target);
+    }
+    assert_eq!(r.u64(), MANIFEST_CREATED);
+    assert_eq!(r.u64(), MANIFEST_EXPIRES);
+    assert!(r.0.is_empty(), "nothing after expires_unix_secs");
+    assert_eq!(bytes.len(), 229);
+}
+
+#[test]
+fn signed_manifest_verifies_and_reassembles() {
+    let keys = keys();
+    let bytes = document_bytes("signed-manifest");
+    let mut r = Reader(&bytes);
+    let manifest_len = r.u64() as usize;
+    assert_eq!(r.take(manifest_len), document_bytes("manifest"));
+    assert_eq!(r.take(120), document_bytes("certificate"));
+    let signature = r.take(64);
+    assert!(r.0.is_empty());
+    let message = [MANIFEST_CONTEXT, &document_bytes("manifest")].concat();
+    let signer = ed25519_dalek::VerifyingKey::from_bytes(&keys.signing.public_key()).expect("key");
+    signer
+        .verify_strict(&message, &ed25519_dalek::Signature::from_slice(signature).expect("signature"))
+        .expect("manifest signature");
+    let signed = SignedManifest::from_bytes(&bytes).expect("canonical signed manifest");
+    let manifest = signed.verify(&keys.root_public, NOW_UNIX_SECS).expect("chain and signature");
+    trust::check_acceptance(&manifest, COUNTY_CODE, NOW_UNIX_SECS, None).expect("accepted");
+    assert!(manifest.targets_code(COUNTY_CODE));
+    assert!(!manifest.targets_code("420102"));
+
+    let hash = blake3::hash(&bytes);
+    let digest = &hash.as_bytes()[..8];
+    let room = MANIFEST_DATAGRAM_BYTES - 14 - 16 - 16;
+    let mut fragments = Vec::new();
+    for i in 0..MANIFEST_FRAGMENTS {
+        fragments.push(document_bytes(&format!("manifest-datagram-{i}")));
+    }
+    let mut assembler = ManifestAssembler::default();
+    let mut done = None;
+    // Out of order, the last first: reassembly does not depend on order.
+    for (i, datagram) in fragments.iter().enumerate().rev() {
+        assert!(datagram.len() <= MANIFEST_DATAGRAM_BYTES);
+        assert_eq!(&datagram[..6], &[b'S', b'C', b'S', b'T', 1, 2]);
+        let parsed = wire::parse(datagram, &keys.network).expect("fragment parses");
+        assert_eq!(parsed.object_id, OBJECT_ID);
+        let Body::Manifest(fragment) = parsed.body else { panic!("not MANIFEST: {parsed:?}") };
+        assert_eq!(fragment.digest, digest);
+        assert_eq!(fragment.total_len as usize, bytes.len());
+        assert_eq!(fragment.offset as usize, i * room);
+        assert_eq!(fragment.bytes, &bytes[i * room..bytes.len().min((i + 1) * room)]);
+        assert!(done.is_none());
+        done = assembler.add(parsed.object_id, &fragment);
+    }
+    assert_eq!(done.as_deref(), Some(bytes.as_slice()));
+    assert_eq!(bytes.len(), 421);
+}
+
+#[test]
+fn heartbeat_fields() {
+    let keys = keys();
+    let datagram = document_bytes("heartbeat-datagram");
+    assert_eq!(&datagram[..14], &[b'S', b'C', b'S', b'T', 1, 3, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let parsed = wire::parse(&datagram, &keys.network).expect("heartbeat parses");
+    assert_eq!(parsed.object_id, 0);
+    let Body::Heartbeat(body) = parsed.body else { panic!("not HEARTBEAT: {parsed:?}") };
+    assert_eq!(body.len(), 200);
+    let mut r = Reader(body);
+    assert_eq!(r.u64(), HEARTBEAT_SEQUENCE);
+    assert_eq!(r.u64(), HEARTBEAT_UPLINK_MS);
+    assert_eq!(r.take(120), document_bytes("certificate"));
+    let message = [HEARTBEAT_CONTEXT, &body[..16]].concat();
+    let signer = ed25519_dalek::VerifyingKey::from_bytes(&keys.signing.public_key()).expect("key");
+    signer
+        .verify_strict(&message, &ed25519_dalek::Signature::from_slice(r.take(64)).expect("signature"))
+        .expect("heartbeat signature");
+    let heartbeat = trust::verify_heartbeat(body, &keys.root_public, NOW_UNIX_SECS).expect("verifies");
+    assert_eq!(heartbeat, Heartbeat { sequence: HEARTBEAT_SEQUENCE, uplink_time_unix_ms: HEARTBEAT_UPLINK_MS });
+    assert_eq!(SignedHeartbeat::from_bytes(body).expect("canonical").certificate, *keys.signing.certificate());
+}
+
+/// Prints every vector block as it belongs in docs/protocol.md.
+#[test]
+#[ignore = "prints the vectors for docs/protocol.md; run with -- --ignored --nocapture"]
+fn print_vectors() {
+    for (name, vector) in generate() {
+        println!("{} ({} bytes)\n\n{}", name, vector.bytes().len(), vector.render(&name));
+    }
+}

@@ -1,0 +1,325 @@
+//! A local cluster of real daemons on loopback: one `satcast-uplink`, the impairment relay
+//! and N `satcast-receiver` processes, each county in its own folder with its own key
+//! bundle. The demo and the end-to-end tests both run on it.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::relay::{Destination, LossModel, Relay};
+
+/// Why the cluster could not be set up or driven.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    /// A satcast binary is not built next to this one.
+    #[error("{0} is missing: build the workspace first (cargo build --workspace, or --release)")]
+    MissingBinary(PathBuf),
+    /// A command ran and failed.
+    #[error("{command} failed: {output}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// What it printed.
+        output: String,
+    },
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
+    let what = what.into();
+    move |source| ClusterError::Io { what, source }
+}
+
+/// Finds a workspace binary: beside the running executable, or one folder up (test
+/// executables live in target/<profile>/deps/).
+pub fn bin(name: &str) -> Result<PathBuf, ClusterError> {
+    let exe = std::env::current_exe().map_err(io("locating the running executable"))?;
+    let mut candidates = Vec::new();
+    if let Some(dir) = exe.parent() {
+        candidates.push(dir.join(name));
+        if let Some(up) = dir.parent() {
+            candidates.push(up.join(name));
+        }
+    }
+    candidates
+        .iter()
+        .find(|path| path.exists())
+        .cloned()
+        .ok_or_else(|| ClusterError::MissingBinary(candidates.into_iter().next().unwrap_or_else(|| PathBuf::from(name))))
+}
+
+/// Runs a satcast CLI command to completion in `cwd`; returns its standard output.
+pub fn run(program: &str, args: &[&str], cwd: &Path) -> Result<String, ClusterError> {
+    let output = Command::new(bin(program)?).args(args).current_dir(cwd).output().map_err(io(format!("running {program}")))?;
+    if !output.status.success() {
+        return Err(ClusterError::Command {
+            command: format!("{program} {}", args.join(" ")),
+            output: format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A daemon process; killed when dropped. Its standard error goes to a log file.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    /// The daemon's log file.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `program` with `args` in `cwd`, logging to `log`.
+    pub fn start(program: &str, args: &[&str], cwd: &Path, log: &Path) -> Result<Daemon, ClusterError> {
+        let file = std::fs::File::create(log).map_err(io(format!("creating {}", log.display())))?;
+        let child = Command::new(bin(program)?)
+            .args(args)
+            .current_dir(cwd)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .map_err(io(format!("starting {program}")))?;
+        Ok(Daemon { child, log: log.to_owned() })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The log so far, without terminal colour codes.
+    pub fn log_text(&self) -> String {
+        strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops the daemon with SIGTERM, waits up to five seconds, then kills it.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+    }
+
+    /// Kills the daemon at once (SIGKILL), as a power cut would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Removes terminal colour sequences from a log.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A loopback UDP address that was free a moment ago.
+pub fn free_udp_addr() -> Result<SocketAddr, ClusterError> {
+    let socket = UdpSocket::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
+    socket.local_addr().map_err(io("finding a free port"))
+}
+
+/// Waits until `check` returns true or `timeout` passes; returns whether it did.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}
+
+/// One county receiver of the cluster.
+#[derive(Debug)]
+pub struct County {
+    /// Six-digit division code.
+    pub code: String,
+    /// Its bundle folder (config, keys, state, deliver).
+    pub dir: PathBuf,
+    /// Its config file.
+    pub config: PathBuf,
+    /// The unicast address it receives on.
+    pub addr: SocketAddr,
+    /// The running daemon, if started.
+    pub daemon: Option<Daemon>,
+}
+
+impl County {
+    /// Where a delivered object of this kind and name appears.
+    pub fn delivered_path(&self, kind: &str, name: &str) -> PathBuf {
+        self.dir.join("deliver").join(kind).join(name)
+    }
+
+    /// Starts (or restarts) the receiver daemon.
+    pub fn start(&mut self) -> Result<(), ClusterError> {
+        let config = self.config.to_string_lossy().into_owned();
+        let log = self.dir.join("receiver.log");
+        // Keep earlier runs' logs: append a marker rather than truncating.
+        if log.exists() {
+            let old = std::fs::read(&log).map_err(io("reading the old log"))?;
+            std::fs::write(self.dir.join("receiver.previous.log"), old).map_err(io("saving the old log"))?;
+        }
+        self.daemon = Some(Daemon::start("satcast-receiver", &["run", "--config", &config], &self.dir, &log)?);
+        Ok(())
+    }
+}
+
+/// Settings for a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// County codes to run receivers for.
+    pub counties: Vec<String>,
+    /// Loss on the relay's way to each county (same order), or one value for all.
+    pub loss: Vec<LossModel>,
+    /// The carrier rate the uplink holds.
+    pub link_rate_bits_per_sec: u64,
+    /// Carousel passes per object.
+    pub passes: u32,
+    /// Seed for the relay's loss draws.
+    pub seed: u64,
+}
+
+/// A running cluster. Dropping it kills every daemon.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The cluster's folder (uplink keys, config, state, logs; one folder per county).
+    pub dir: PathBuf,
+    /// The uplink's config file.
+    pub uplink_config: PathBuf,
+    /// The running uplink.
+    pub uplink: Option<Daemon>,
+    /// The relay between uplink and counties.
+    pub relay: Relay,
+    /// The counties.
+    pub counties: Vec<County>,
+}
+
+impl Cluster {
+    /// Creates keys, bundles and configs under `dir` and starts every daemon.
+    pub fn start(dir: &Path, options: &ClusterOptions) -> Result<Cluster, ClusterError> {
+        run("satcast-uplink", &["keys", "init", "--dir", "keys"], dir)?;
+        let mut counties = Vec::new();
+        let mut destinations = Vec::new();
+        for (i, code) in options.counties.iter().enumerate() {
+            let addr = free_udp_addr()?;
+            let config = make_county(dir, code, addr)?;
+            let loss = options.loss.get(i).or(options.loss.last()).copied().unwrap_or(LossModel::None);
+            destinations.push(Destination { addr, loss });
+            let county_dir = config.parent().map(Path::to_owned).unwrap_or_else(|| dir.to_owned());
+            counties.push(County { code: code.clone(), dir: county_dir, config, addr, daemon: None });
+        }
+        let relay = Relay::start(SocketAddr::from(([127, 0, 0, 1], 0)), destinations, options.seed).map_err(io("starting the relay"))?;
+        let uplink_config = write_uplink_config(dir, relay.listen, options.link_rate_bits_per_sec, options.passes)?;
+        let mut cluster = Cluster { dir: dir.to_owned(), uplink_config, uplink: None, relay, counties };
+        for county in &mut cluster.counties {
+            county.start()?;
+        }
+        cluster.start_uplink()?;
+        let ready = wait_until(Duration::from_secs(20), || {
+            cluster.counties.iter().all(|c| c.daemon.as_ref().is_some_and(|d| d.log_text().contains("receiver started")))
+        });
+        if !ready {
+            let logs: Vec<String> = cluster.counties.iter().filter_map(|c| c.daemon.as_ref().map(|d| d.log_text())).collect();
+            return Err(ClusterError::Command { command: "satcast-receiver run".into(), output: logs.join("\n") });
+        }
+        Ok(cluster)
+    }
+
+    /// Starts (or restarts) the uplink daemon.
+    pub fn start_uplink(&mut self) -> Result<(), ClusterError> {
+        let config = self.uplink_config.to_string_lossy().into_owned();
+        self.uplink = Some(Daemon::start("satcast-uplink", &["serve", "--config", &config], &self.dir, &self.dir.join("uplink.log"))?);
+        Ok(())
+    }
+
+    /// Queues a file for broadcast with `satcast-uplink send`; returns the broadcast id.
+    pub fn send(&self, file: &Path, kind: &str, to: &str, version: u64) -> Result<String, ClusterError> {
+        let config = self.uplink_config.to_string_lossy().into_owned();
+        let file = file.to_string_lossy().into_owned();
+        let version = version.to_string();
+        let out = run("satcast-uplink", &["send", &file, "--config", &config, "--kind", kind, "--to", to, "--version", &version], &self.dir)?;
+        Ok(out.trim().to_owned())
+    }
+
+    /// Stops every daemon gracefully.
+    pub fn stop(&mut self) {
+        if let Some(uplink) = &mut self.uplink {
+            uplink.stop();
+        }
+        for county in &mut self.counties {
+            if let Some(daemon) = &mut county.daemon {
+                daemon.stop();
+            }
+        }
+    }
+}
+
+/// Writes an uplink config airing to `destination`.
+pub fn write_uplink_config(dir: &Path, destination: SocketAddr, rate_bits_per_sec: u64, passes: u32) -> Result<PathBuf, ClusterError> {
+    let path = dir.join("uplink.toml");
+    let text = format!(
+        "state_dir = \"state\"\nkeys_dir = \"keys\"\n\n[downlink]\ndestination = \"{destination}\"\nlink_rate_bits_per_sec = {rate_bits_per_sec}\n\n[carousel]\nmanifest_interval_ms = 500\nheartbeat_interval_ms = 1000\ntarget_loss = 0.15\npasses = {passes}\n"
+    );
+    std::fs::write(&path, text).map_err(io("writing the uplink config"))?;
+    Ok(path)
+}
+
+/// Makes a county bundle with `satcast-uplink keys receiver` and points its config at a
+/// unicast `bind` address instead of the multicast group. Returns the config path.
+pub fn make_county(dir: &Path, county_code: &str, bind: SocketAddr) -> Result<PathBuf, ClusterError> {
+    let out = dir.join(format!("county-{county_code}"));
+    let out_arg = out.to_string_lossy().into_owned();
+    run("satcast-uplink", &["keys", "receiver", "--dir", "keys", "--id", county_code, "--out", &out_arg], dir)?;
+    let config = out.join("receiver.toml");
+    let text = std::fs::read_to_string(&config).map_err(io("reading the county config"))?;
+    let text: Vec<String> = text
+        .lines()
+        .filter(|line| !line.starts_with("interface = "))
+        .map(|line| if line.starts_with("group = ") { format!("bind = \"{bind}\"") } else { line.to_owned() })
+        .collect();
+    std::fs::write(&config, text.join("\n") + "\n").map_err(io("writing the county config"))?;
+    Ok(config)
+}
