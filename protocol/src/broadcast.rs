@@ -1,23 +1,40 @@
 //! The broadcast-side state machine: decides which datagram goes on the carrier next.
 //!
 //! It owns the pacer, the manifest and heartbeat carousel and, per object, the airing
-//! schedule: passes over windows of source blocks, each pass interleaving the blocks of a
-//! window so that a rain-fade burst costs every block a little instead of one block
-//! everything. It performs no I/O: block bytes come from a [`BlockSource`] the driver
-//! supplies, time and wall-clock time are passed in.
+//! schedule. An object is aired in rounds. Round 0 (the first pass) sends every source
+//! symbol plus a proactive repair fraction; each round interleaves the source blocks of a
+//! window so a rain-fade burst costs every block a little instead of one block everything;
+//! each round ends with a ROUND marker. Then:
+//!
+//! - with feedback, the machine waits for progress reports, and sizes the next round per
+//!   block to the worst reporting receiver's need, inflated by the observed loss, with
+//!   fresh ESIs; until every targeted receiver has completed (or refused), the deadline
+//!   passes, or the object is cancelled. If nobody reports, a few blind rounds sized from
+//!   the target loss follow, then the object idles until reports arrive (a WAN outage);
+//! - without feedback (carousel mode), a fixed number of passes is aired, each sized so a
+//!   receiver losing the target loss rate still completes from one pass.
+//!
+//! Objects are scheduled by priority class, emergency > high > normal > bulk: the best
+//! class with something to send takes every datagram, so an emergency object preempts the
+//! rest at once; objects of one class take turns datagram by datagram.
+//!
+//! It performs no I/O: block bytes come from a [`BlockSource`] the driver supplies; time
+//! and wall-clock time are passed in; feedback arrives through [`Broadcaster::handle_feedback`].
 //!
 //! Call order, for a driver:
-//! 1. [`Broadcaster::add_object`] / [`Broadcaster::cancel`] as operators ask;
+//! 1. [`Broadcaster::add_object`], [`Broadcaster::cancel`] and
+//!    [`Broadcaster::handle_feedback`] as they happen;
 //! 2. [`Broadcaster::poll_transmit`] until it returns `false`, sending each datagram;
 //! 3. [`Broadcaster::poll_event`] until `None`;
-//! 4. sleep until [`Broadcaster::poll_timeout`] (or until new work arrives), then go to 2.
+//! 4. sleep until [`Broadcaster::poll_timeout`] (or until new input arrives), then go to 2.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
 use crate::fec::{self, Block, BlockEncoder, Oti};
+use crate::feedback::{Feedback, FeedbackMessage};
 use crate::manifest::Manifest;
 use crate::pacer::Pacer;
 use crate::trust::{Heartbeat, SigningKey};
@@ -27,12 +44,62 @@ use crate::wire::{self, NetworkKey, PacketType};
 /// so this bounds the uplink's memory per object; at 80 Mbit/s it spans about 7 seconds of
 /// air time, longer than a typical rain-fade burst.
 pub const INTERLEAVE_BYTES_MAX: u64 = 64 * 1024 * 1024;
-/// The most objects airing at once.
+/// The most objects the machine holds at once (airing, waiting or idle).
 pub const AIRING_OBJECTS_MAX: usize = 1024;
 /// The most events held for the driver; older ones are dropped beyond this.
 pub const EVENTS_MAX: usize = 4096;
+/// The most targeted receivers per object.
+pub const TARGETS_MAX: usize = 100_000;
+/// Copies of each ROUND marker, spaced by [`ROUND_MARKER_SPACING`], so one lost datagram
+/// does not cost a round trip.
+pub const ROUND_MARKER_COPIES: u32 = 3;
+/// Spacing between copies of a ROUND marker.
+pub const ROUND_MARKER_SPACING: Duration = Duration::from_millis(50);
+/// Extra copies of a new object's manifest, after its first, before the regular carousel
+/// interval takes over: a county that misses them all keeps the symbols it hears meanwhile
+/// (see `reception::EARLY_SYMBOL_BYTES_MAX`), but each copy it catches saves it a round.
+pub const FIRST_MANIFEST_REPEATS: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(300)];
+/// Idle objects repeat their manifest this many times less often than airing ones.
+pub const IDLE_MANIFEST_SLOWDOWN: u32 = 10;
 
-/// Settings of the carrier and the carousel.
+/// Scheduling class. Ordered so that `Emergency` is the smallest (goes first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Disaster-relief notices: preempt everything.
+    Emergency,
+    /// Urgent.
+    High,
+    /// The default.
+    Normal,
+    /// Large, patient transfers.
+    Bulk,
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Priority::Emergency => "emergency",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Bulk => "bulk",
+        })
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "emergency" => Ok(Priority::Emergency),
+            "high" => Ok(Priority::High),
+            "normal" => Ok(Priority::Normal),
+            "bulk" => Ok(Priority::Bulk),
+            other => Err(format!("unknown priority {other:?} (emergency, high, normal or bulk)")),
+        }
+    }
+}
+
+/// Settings of the carrier, the carousel and the repair rounds.
 #[derive(Debug, Clone)]
 pub struct BroadcastConfig {
     /// The carrier rate the pacer holds, IP and UDP headers included.
@@ -43,9 +110,33 @@ pub struct BroadcastConfig {
     pub manifest_interval: Duration,
     /// How often a signed heartbeat is sent.
     pub heartbeat_interval: Duration,
+    /// Repair symbols added to the first pass, as a fraction of the source symbols.
+    pub proactive_repair: f64,
+    /// How long after a round's end to wait for progress reports: the downlink delay, the
+    /// receivers' report jitter window and the WAN delay, with some slack.
+    pub feedback_wait: Duration,
+    /// Loss rate assumed when no receiver reports (blind rounds, carousel passes).
+    pub target_loss: f64,
+    /// Blind rounds aired when nobody reports before the object idles.
+    pub blind_rounds_max: u32,
 }
 
-/// How much to air for one object when no feedback is available.
+impl Default for BroadcastConfig {
+    fn default() -> Self {
+        BroadcastConfig {
+            link_rate_bits_per_sec: 20_000_000,
+            datagram_bytes_max: 1472,
+            manifest_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(5),
+            proactive_repair: 0.02,
+            feedback_wait: Duration::from_millis(2500),
+            target_loss: 0.1,
+            blind_rounds_max: 2,
+        }
+    }
+}
+
+/// How much to air for one object in carousel mode (no feedback).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AirPlan {
     /// The loss rate a receiver may suffer and still complete from one pass.
@@ -55,17 +146,28 @@ pub struct AirPlan {
     pub passes: u32,
 }
 
-impl AirPlan {
-    /// Symbols per block in one pass so that a receiver losing `target_loss` of them still
-    /// gets K with high probability: K/q plus three standard deviations, plus two for the
-    /// RaptorQ decoding overhead (RFC 6330 section 5.6: K+2 symbols fail about once in 10^6).
-    pub fn symbols_per_pass(&self, source_symbols: u32) -> u32 {
-        let k = f64::from(source_symbols);
-        let p = self.target_loss.clamp(0.0, 0.9);
-        let q = 1.0 - p;
-        let n = k / q + 3.0 * (k * p).sqrt() / q + 2.0;
-        (n.ceil() as u32).max(source_symbols)
+/// Symbols per block so that a receiver losing `loss` of them still gets K with high
+/// probability: K/q plus three standard deviations, plus two for the RaptorQ decoding
+/// overhead (RFC 6330 section 5.6: K+2 symbols fail about once in a million).
+pub fn symbols_for_loss(source_symbols: u32, loss: f64) -> u32 {
+    let k = f64::from(source_symbols);
+    let p = loss.clamp(0.0, 0.9);
+    let q = 1.0 - p;
+    let n = k / q + 3.0 * (k * p).sqrt() / q + 2.0;
+    (n.ceil() as u32).max(source_symbols)
+}
+
+/// Fresh symbols to send for a block whose worst reporting receiver needs `need` more and
+/// loses `loss` of what is sent: need/q plus two standard deviations, so one round
+/// usually suffices without paying for certainty.
+pub fn repair_symbols_for_need(need: u32, loss: f64) -> u32 {
+    if need == 0 {
+        return 0;
     }
+    let n = f64::from(need);
+    let p = loss.clamp(0.0, 0.9);
+    let q = 1.0 - p;
+    (n / q + 2.0 * (n * p).sqrt() / q).ceil() as u32
 }
 
 /// Reads source-block bytes of one object, from wherever the driver keeps them.
@@ -74,21 +176,44 @@ pub trait BlockSource: Send {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
 }
 
+/// How completion is judged for an object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// Receivers report over the WAN; airing goes on until these counties (six-digit
+    /// codes) have all completed or refused.
+    Feedback {
+        /// The targeted counties.
+        targets: Vec<String>,
+    },
+    /// No feedback: air this plan and stop.
+    Carousel(AirPlan),
+}
+
 /// One object to air.
 pub struct NewObject {
     /// The manifest, already signed into `signed_manifest`.
     pub manifest: Manifest,
     /// Canonical signed-manifest bytes as they go on the carousel.
     pub signed_manifest: Vec<u8>,
-    /// How much to air.
-    pub plan: AirPlan,
     /// Where the payload bytes come from.
     pub source: Box<dyn BlockSource>,
+    /// Scheduling class.
+    pub priority: Priority,
+    /// Do not air before this instant.
+    pub not_before: Option<Instant>,
+    /// Stop airing at this instant, complete or not.
+    pub deadline: Option<Instant>,
+    /// Feedback or carousel.
+    pub delivery: Delivery,
 }
 
 impl std::fmt::Debug for NewObject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewObject").field("object_id", &self.manifest.object_id).field("plan", &self.plan).finish()
+        f.debug_struct("NewObject")
+            .field("object_id", &self.manifest.object_id)
+            .field("priority", &self.priority)
+            .field("delivery", &self.delivery)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,19 +223,67 @@ pub enum BroadcastError {
     /// The manifest's OTI is not valid.
     #[error("invalid oti: {0}")]
     Oti(#[from] fec::FecError),
-    /// An object with this id is already airing.
+    /// An object with this id is already held.
     #[error("object {0:016x} is already airing")]
     Duplicate(u64),
-    /// Too many objects are airing.
+    /// Too many objects are held.
     #[error("{} objects already airing", AIRING_OBJECTS_MAX)]
     TooMany,
+    /// The manifest disagrees with its OTI (size or number of block hashes): every
+    /// receiver would refuse it.
+    #[error("manifest is inconsistent with its oti: {0}")]
+    Inconsistent(&'static str),
+    /// More targets than [`TARGETS_MAX`], or none.
+    #[error("an object needs 1 to {max} targeted receivers, not {count}", max = TARGETS_MAX)]
+    Targets {
+        /// How many were given.
+        count: usize,
+    },
 }
 
 /// What the broadcast machine reports to its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BroadcastEvent {
-    /// Every planned symbol of the object has been aired.
-    Finished {
+    /// A round of symbols starts.
+    RoundStarted {
+        /// The object.
+        object_id: u64,
+        /// The round (0 is the first pass).
+        round: u32,
+        /// Symbols planned for the round.
+        symbols: u64,
+    },
+    /// Every symbol of a round has been aired; the ROUND marker goes out.
+    RoundEnded {
+        /// The object.
+        object_id: u64,
+        /// The round.
+        round: u32,
+    },
+    /// Every targeted receiver has completed or refused the object; airing stopped.
+    Completed {
+        /// The object.
+        object_id: u64,
+        /// Counties that refused it (with their reasons).
+        refused: Vec<(String, String)>,
+    },
+    /// No receiver reported a need and blind rounds are used up: the object idles until a
+    /// report arrives (for example when the WAN returns).
+    Idle {
+        /// The object.
+        object_id: u64,
+        /// Targeted counties that have not completed.
+        incomplete: Vec<String>,
+    },
+    /// The deadline passed; airing stopped.
+    DeadlinePassed {
+        /// The object.
+        object_id: u64,
+        /// Targeted counties that had not completed.
+        incomplete: Vec<String>,
+    },
+    /// A carousel-mode object aired all its passes.
+    CarouselFinished {
         /// The object.
         object_id: u64,
     },
@@ -132,8 +305,45 @@ pub struct AirStats {
     pub manifest_datagrams: u64,
     /// HEARTBEAT datagrams sent.
     pub heartbeat_datagrams: u64,
+    /// ROUND datagrams sent.
+    pub round_datagrams: u64,
     /// Bytes on the carrier, IP and UDP headers included.
     pub bytes_on_air: u64,
+}
+
+/// A county's latest progress report for an object.
+#[derive(Debug, Clone)]
+struct Report {
+    received_at: Instant,
+    needs: Vec<u32>,
+    symbols_received: u64,
+}
+
+#[derive(Debug, Default)]
+struct FeedbackState {
+    targets: BTreeSet<String>,
+    complete: BTreeSet<String>,
+    refused: BTreeMap<String, String>,
+    reports: HashMap<String, Report>,
+    blind_rounds: u32,
+}
+
+impl FeedbackState {
+    fn outstanding(&self) -> impl Iterator<Item = &String> {
+        self.targets.iter().filter(|c| !self.complete.contains(*c) && !self.refused.contains_key(*c))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// Before `not_before`.
+    Scheduled,
+    /// Sending the symbols of `round`.
+    Sending,
+    /// Round ended at `since`; waiting for reports until `until`.
+    AwaitingFeedback { since: Instant, until: Instant },
+    /// Nothing to send until a report with a need arrives.
+    Idle,
 }
 
 struct Airing {
@@ -141,22 +351,37 @@ struct Airing {
     signed_manifest: Vec<u8>,
     oti: Oti,
     blocks: Vec<Block>,
-    /// Consecutive SBN ranges interleaved together.
+    /// Consecutive block-index ranges interleaved together.
     windows: Vec<std::ops::Range<usize>>,
-    plan: AirPlan,
     source: Box<dyn BlockSource>,
-    pass: u32,
+    priority: Priority,
+    not_before: Option<Instant>,
+    deadline: Option<Instant>,
+    carousel: Option<AirPlan>,
+    feedback: FeedbackState,
+    phase: Phase,
+    round: u32,
+    /// Symbols per block in the current round.
+    round_counts: Vec<u32>,
     window: usize,
     /// The next fresh ESI of each block.
     next_esi: Vec<u32>,
     schedule: fec::Interleaved,
     encoders: HashMap<u8, BlockEncoder>,
+    symbols_sent: u64,
+    next_manifest_at: Instant,
 }
 
 impl Airing {
-    fn new(object: NewObject) -> Result<Self, BroadcastError> {
+    fn new(now: Instant, object: NewObject) -> Result<Self, BroadcastError> {
         let oti = Oti::decode(&object.manifest.oti)?;
         let blocks = fec::blocks(&oti);
+        if oti.transfer_length != object.manifest.size_bytes {
+            return Err(BroadcastError::Inconsistent("size differs from the transfer length"));
+        }
+        if blocks.len() != object.manifest.block_hashes.len() {
+            return Err(BroadcastError::Inconsistent("block hash count differs from the number of blocks"));
+        }
         let mut windows = Vec::new();
         let mut start = 0;
         let mut bytes = 0u64;
@@ -169,54 +394,82 @@ impl Airing {
             bytes += block.len;
         }
         windows.push(start..blocks.len());
-        let next_esi = vec![0; blocks.len()];
-        let mut airing = Airing {
+        let (carousel, feedback) = match object.delivery {
+            Delivery::Carousel(plan) => (Some(plan), FeedbackState::default()),
+            Delivery::Feedback { targets } => {
+                if targets.is_empty() || targets.len() > TARGETS_MAX {
+                    return Err(BroadcastError::Targets { count: targets.len() });
+                }
+                (None, FeedbackState { targets: targets.into_iter().collect(), ..FeedbackState::default() })
+            }
+        };
+        let block_count = blocks.len();
+        Ok(Airing {
             manifest: object.manifest,
             signed_manifest: object.signed_manifest,
             oti,
             blocks,
             windows,
-            plan: object.plan,
             source: object.source,
-            pass: 0,
+            priority: object.priority,
+            not_before: object.not_before,
+            deadline: object.deadline,
+            carousel,
+            feedback,
+            phase: Phase::Scheduled,
+            round: 0,
+            round_counts: vec![0; block_count],
             window: 0,
-            next_esi,
+            next_esi: vec![0; block_count],
             schedule: fec::interleave(&[]),
             encoders: HashMap::new(),
-        };
-        airing.schedule = airing.window_schedule();
-        Ok(airing)
+            symbols_sent: 0,
+            next_manifest_at: now,
+        })
     }
 
-    /// The interleaved (sbn, esi) order for the current pass over the current window.
+    fn object_id(&self) -> u64 {
+        self.manifest.object_id
+    }
+
+    /// Starts a round with `counts` symbols per block (fresh ESIs continue from where the
+    /// last round stopped; round 0 starts at ESI 0, the source symbols).
+    fn start_round(&mut self, round: u32, counts: Vec<u32>) -> u64 {
+        self.round = round;
+        self.round_counts = counts;
+        self.window = 0;
+        self.encoders.clear();
+        self.phase = Phase::Sending;
+        self.schedule = self.window_schedule();
+        self.round_counts.iter().map(|c| u64::from(*c)).sum()
+    }
+
+    /// The interleaved (sbn, esi) order for the current round over the current window.
     fn window_schedule(&mut self) -> fec::Interleaved {
         let mut plan = Vec::new();
         for index in self.windows[self.window].clone() {
-            let block = &self.blocks[index];
-            let count = self.plan.symbols_per_pass(block.source_symbols);
             let first = self.next_esi[index];
-            let count = count.min(wire::ESI_MAX.saturating_sub(first));
+            let count = self.round_counts[index].min(wire::ESI_MAX.saturating_sub(first));
             self.next_esi[index] = first + count;
-            plan.push((block.sbn, first, count));
+            if count > 0 {
+                plan.push((self.blocks[index].sbn, first, count));
+            }
         }
         fec::interleave(&plan)
     }
 
-    /// The next (sbn, esi) to send, moving to the next window or pass as each runs out.
+    /// The next (sbn, esi) of the round, moving window by window; None at the round's end.
     fn next_symbol(&mut self) -> Option<(u8, u32)> {
         loop {
             if let Some(next) = self.schedule.next() {
                 return Some(next);
             }
+            if self.window + 1 >= self.windows.len() {
+                self.encoders.clear();
+                return None;
+            }
             self.encoders.clear();
             self.window += 1;
-            if self.window == self.windows.len() {
-                self.window = 0;
-                self.pass += 1;
-                if self.pass >= self.plan.passes {
-                    return None;
-                }
-            }
             self.schedule = self.window_schedule();
         }
     }
@@ -231,6 +484,59 @@ impl Airing {
         }
         self.encoders.get(&sbn).ok_or_else(|| std::io::Error::other("encoder vanished"))
     }
+
+    fn first_pass_counts(&self, config: &BroadcastConfig) -> Vec<u32> {
+        self.blocks
+            .iter()
+            .map(|b| match self.carousel {
+                Some(plan) => symbols_for_loss(b.source_symbols, plan.target_loss),
+                None => {
+                    let extra = (f64::from(b.source_symbols) * config.proactive_repair.clamp(0.0, 1.0)).ceil() as u32;
+                    b.source_symbols.saturating_add(extra)
+                }
+            })
+            .collect()
+    }
+
+    /// The next round's symbols per block from the reports received since the last round
+    /// ended, or None if no outstanding receiver reported a need.
+    fn repair_counts(&self, since: Instant) -> Option<Vec<u32>> {
+        let mut worst_need = vec![0u32; self.blocks.len()];
+        let mut worst_loss: f64 = 0.0;
+        let mut any = false;
+        for county in self.feedback.outstanding() {
+            let Some(report) = self.feedback.reports.get(county) else { continue };
+            if report.received_at < since || report.needs.len() != self.blocks.len() {
+                continue;
+            }
+            if report.needs.iter().all(|n| *n == 0) {
+                continue;
+            }
+            any = true;
+            for (worst, need) in worst_need.iter_mut().zip(&report.needs) {
+                *worst = (*worst).max(*need);
+            }
+            if self.symbols_sent > 0 {
+                let loss = 1.0 - report.symbols_received as f64 / self.symbols_sent as f64;
+                worst_loss = worst_loss.max(loss);
+            }
+        }
+        // A receiver that joined late reports a high "loss"; cap it so the inflation stays
+        // sane (its need is already in worst_need).
+        let loss = worst_loss.clamp(0.0, 0.5);
+        any.then(|| worst_need.iter().map(|n| repair_symbols_for_need(*n, loss)).collect())
+    }
+
+    fn blind_counts(&self, config: &BroadcastConfig) -> Vec<u32> {
+        self.blocks
+            .iter()
+            .map(|b| symbols_for_loss(b.source_symbols, config.target_loss) - b.source_symbols + 2)
+            .collect()
+    }
+
+    fn incomplete(&self) -> Vec<String> {
+        self.feedback.outstanding().cloned().collect()
+    }
 }
 
 /// The broadcast-side machine. See the module documentation for the call order.
@@ -240,11 +546,10 @@ pub struct Broadcaster {
     signing_key: SigningKey,
     pacer: Pacer,
     objects: VecDeque<Airing>,
-    /// Control datagrams (manifest fragments) waiting to go before any data.
-    control: VecDeque<Vec<u8>>,
+    /// Control datagrams (manifest fragments, round markers) and when each is due.
+    control: VecDeque<(Instant, Vec<u8>, PacketType)>,
     /// A datagram built but held back by the pacer.
     pending: Option<(Vec<u8>, PacketType)>,
-    next_manifest_at: Instant,
     next_heartbeat_at: Instant,
     heartbeat_sequence: u64,
     events: VecDeque<BroadcastEvent>,
@@ -262,7 +567,7 @@ impl Broadcaster {
     /// A machine with nothing to air yet; it sends heartbeats from `now` on.
     pub fn new(now: Instant, config: BroadcastConfig, network_key: NetworkKey, signing_key: SigningKey) -> Self {
         // Allow a burst of a few datagrams so timer granularity does not cost rate.
-        let burst_bytes = (config.datagram_bytes_max as u64 + 28) * 4;
+        let burst_bytes = (config.datagram_bytes_max as u64 + wire::IP_UDP_HEADER_BYTES as u64) * 4;
         Broadcaster {
             pacer: Pacer::new(now, config.link_rate_bits_per_sec, burst_bytes),
             config,
@@ -271,7 +576,6 @@ impl Broadcaster {
             objects: VecDeque::new(),
             control: VecDeque::new(),
             pending: None,
-            next_manifest_at: now,
             next_heartbeat_at: now,
             heartbeat_sequence: 0,
             events: VecDeque::new(),
@@ -280,31 +584,33 @@ impl Broadcaster {
         }
     }
 
-    /// Starts airing an object: its manifest goes out at once, then its symbols.
-    pub fn add_object(&mut self, object: NewObject) -> Result<(), BroadcastError> {
+    /// Takes an object to air: its manifest goes out at once (or at `not_before`), then
+    /// its symbols as its priority allows.
+    pub fn add_object(&mut self, now: Instant, object: NewObject) -> Result<(), BroadcastError> {
         let object_id = object.manifest.object_id;
-        if self.objects.iter().any(|a| a.manifest.object_id == object_id) {
+        if self.objects.iter().any(|a| a.object_id() == object_id) {
             return Err(BroadcastError::Duplicate(object_id));
         }
         if self.objects.len() >= AIRING_OBJECTS_MAX {
             return Err(BroadcastError::TooMany);
         }
-        let airing = Airing::new(object)?;
-        self.queue_manifest(&airing);
+        let airing = Airing::new(now, object)?;
         self.objects.push_back(airing);
+        self.advance(now);
         Ok(())
     }
 
-    /// Stops airing an object at once. False if it was not airing.
+    /// Stops airing an object at once. False if it was not held.
     pub fn cancel(&mut self, object_id: u64) -> bool {
         let before = self.objects.len();
-        self.objects.retain(|a| a.manifest.object_id != object_id);
+        self.objects.retain(|a| a.object_id() != object_id);
+        self.control.retain(|(_, buf, _)| buf.get(6..14) != Some(object_id.to_be_bytes().as_slice()));
         before != self.objects.len()
     }
 
-    /// Ids of the objects airing now, in airing order.
+    /// Ids of the objects held now (airing, scheduled or idle).
     pub fn airing(&self) -> Vec<u64> {
-        self.objects.iter().map(|a| a.manifest.object_id).collect()
+        self.objects.iter().map(Airing::object_id).collect()
     }
 
     /// What has gone on the air so far.
@@ -312,12 +618,53 @@ impl Broadcaster {
         self.stats
     }
 
-    fn queue_manifest(&mut self, airing: &Airing) {
-        let mut buf = Vec::new();
-        for fragment in wire::manifest_fragments(&airing.signed_manifest, self.config.datagram_bytes_max) {
-            wire::write_manifest_fragment(&mut buf, &self.network_key, airing.manifest.object_id, &fragment);
-            self.control.push_back(buf.clone());
+    /// DATA symbols aired for one object so far.
+    pub fn symbols_sent(&self, object_id: u64) -> Option<u64> {
+        self.objects.iter().find(|a| a.object_id() == object_id).map(|a| a.symbols_sent)
+    }
+
+    /// Takes one feedback message. The caller has authenticated `feedback.county_code`.
+    pub fn handle_feedback(&mut self, now: Instant, feedback: &Feedback) {
+        let county = &feedback.county_code;
+        let (object_id, update): (u64, Box<dyn FnOnce(&mut FeedbackState)>) = match &feedback.message {
+            FeedbackMessage::Hello { .. } => return,
+            FeedbackMessage::Progress { object_id, needs, symbols_received, .. } => {
+                let report = Report { received_at: now, needs: needs.clone(), symbols_received: *symbols_received };
+                let county = county.clone();
+                (*object_id, Box::new(move |f: &mut FeedbackState| {
+                    f.reports.insert(county, report);
+                }))
+            }
+            FeedbackMessage::Complete { object_id, .. } => {
+                let county = county.clone();
+                (*object_id, Box::new(move |f: &mut FeedbackState| {
+                    f.reports.remove(&county);
+                    f.complete.insert(county);
+                }))
+            }
+            FeedbackMessage::Rejected { object_id, reason } => {
+                let (county, reason) = (county.clone(), reason.clone());
+                (*object_id, Box::new(move |f: &mut FeedbackState| {
+                    f.reports.remove(&county);
+                    f.refused.insert(county, reason);
+                }))
+            }
+        };
+        let Some(airing) = self.objects.iter_mut().find(|a| a.object_id() == object_id) else { return };
+        if airing.carousel.is_some() || !airing.feedback.targets.contains(county) {
+            return;
         }
+        update(&mut airing.feedback);
+        // A need reported while idle (the WAN came back, a county rebooted) wakes the object.
+        if airing.phase == Phase::Idle {
+            if let Some(counts) = airing.repair_counts(now) {
+                let round = airing.round + 1;
+                let symbols = airing.start_round(round, counts);
+                let object_id = airing.object_id();
+                self.push_event(BroadcastEvent::RoundStarted { object_id, round, symbols });
+            }
+        }
+        self.advance(now);
     }
 
     fn push_event(&mut self, event: BroadcastEvent) {
@@ -325,6 +672,116 @@ impl Broadcaster {
             self.events.pop_front();
         }
         self.events.push_back(event);
+    }
+
+    /// Queues the manifest of the object at `index` to go out at `at`.
+    fn queue_manifest(&mut self, at: Instant, index: usize) {
+        let Some(airing) = self.objects.get(index) else { return };
+        let mut buf = Vec::new();
+        let object_id = airing.object_id();
+        for fragment in wire::manifest_fragments(&airing.signed_manifest, self.config.datagram_bytes_max) {
+            wire::write_manifest_fragment(&mut buf, &self.network_key, object_id, &fragment);
+            self.control.push_back((at, buf.clone(), PacketType::Manifest));
+        }
+    }
+
+    fn queue_round_markers(&mut self, now: Instant, object_id: u64, round: u32) {
+        let mut buf = Vec::new();
+        wire::write_round(&mut buf, &self.network_key, object_id, round);
+        for copy in 0..ROUND_MARKER_COPIES {
+            self.control.push_back((now + ROUND_MARKER_SPACING * copy, buf.clone(), PacketType::Round));
+        }
+    }
+
+    /// Moves every object through its phases as time and feedback allow.
+    fn advance(&mut self, now: Instant) {
+        let mut index = 0;
+        while index < self.objects.len() {
+            let airing = &mut self.objects[index];
+            let object_id = airing.object_id();
+            let feedback_mode = airing.carousel.is_none();
+            // Completion and deadline end an object wherever it is.
+            if feedback_mode && airing.feedback.outstanding().next().is_none() {
+                let refused = airing.feedback.refused.iter().map(|(c, r)| (c.clone(), r.clone())).collect();
+                self.objects.remove(index);
+                self.push_event(BroadcastEvent::Completed { object_id, refused });
+                continue;
+            }
+            if airing.deadline.is_some_and(|d| now >= d) {
+                let incomplete = airing.incomplete();
+                self.objects.remove(index);
+                self.push_event(BroadcastEvent::DeadlinePassed { object_id, incomplete });
+                continue;
+            }
+            match airing.phase {
+                Phase::Scheduled if airing.not_before.is_none_or(|t| now >= t) => {
+                    let counts = airing.first_pass_counts(&self.config);
+                    let symbols = airing.start_round(0, counts);
+                    // The manifest opens the object, and a second copy follows shortly so
+                    // one lost datagram does not leave a county deaf until the carousel.
+                    airing.next_manifest_at = now + self.config.manifest_interval;
+                    for delay in [Duration::ZERO].iter().chain(&FIRST_MANIFEST_REPEATS) {
+                        self.queue_manifest(now + *delay, index);
+                    }
+                    self.push_event(BroadcastEvent::RoundStarted { object_id, round: 0, symbols });
+                }
+                Phase::AwaitingFeedback { since, until } => {
+                    let everyone_reported = airing
+                        .feedback
+                        .outstanding()
+                        .all(|c| airing.feedback.reports.get(c).is_some_and(|r| r.received_at >= since));
+                    if now >= until || everyone_reported {
+                        let next = airing.round + 1;
+                        if let Some(counts) = airing.repair_counts(since) {
+                            let symbols = airing.start_round(next, counts);
+                            self.push_event(BroadcastEvent::RoundStarted { object_id, round: next, symbols });
+                        } else if airing.feedback.blind_rounds < self.config.blind_rounds_max
+                            && !airing.feedback.reports.values().any(|r| r.received_at >= since)
+                        {
+                            // Nobody spoke at all: the WAN may be down. Send some repair blind.
+                            airing.feedback.blind_rounds += 1;
+                            let counts = airing.blind_counts(&self.config);
+                            let symbols = airing.start_round(next, counts);
+                            self.push_event(BroadcastEvent::RoundStarted { object_id, round: next, symbols });
+                        } else {
+                            airing.phase = Phase::Idle;
+                            let incomplete = airing.incomplete();
+                            self.push_event(BroadcastEvent::Idle { object_id, incomplete });
+                        }
+                    }
+                }
+                _ => {}
+            }
+            index += 1;
+        }
+    }
+
+    /// Ends the current round of the object at `index`: markers out, then wait for
+    /// feedback, or the next carousel pass, or done.
+    fn end_round(&mut self, now: Instant, index: usize) {
+        let Some(airing) = self.objects.get_mut(index) else { return };
+        let object_id = airing.object_id();
+        let round = airing.round;
+        match airing.carousel {
+            Some(plan) => {
+                if round + 1 >= plan.passes {
+                    self.objects.remove(index);
+                    self.push_event(BroadcastEvent::RoundEnded { object_id, round });
+                    self.push_event(BroadcastEvent::CarouselFinished { object_id });
+                    return;
+                }
+                let counts = airing.blocks.iter().map(|b| symbols_for_loss(b.source_symbols, plan.target_loss)).collect();
+                let symbols = airing.start_round(round + 1, counts);
+                self.push_event(BroadcastEvent::RoundEnded { object_id, round });
+                self.push_event(BroadcastEvent::RoundStarted { object_id, round: round + 1, symbols });
+            }
+            None => {
+                // Reports are counted from when the marker goes out.
+                airing.phase = Phase::AwaitingFeedback { since: now, until: now + self.config.feedback_wait };
+                self.push_event(BroadcastEvent::RoundEnded { object_id, round });
+            }
+        }
+        self.queue_round_markers(now, object_id, round);
     }
 
     /// Builds the next datagram to send, if any is due, without consulting the pacer.
@@ -338,41 +795,47 @@ impl Broadcaster {
             wire::write_heartbeat(&mut buf, &self.network_key, &signed);
             return Some((buf, PacketType::Heartbeat));
         }
-        if now >= self.next_manifest_at {
-            self.next_manifest_at = now + self.config.manifest_interval;
-            let objects = std::mem::take(&mut self.objects);
-            for airing in &objects {
-                self.queue_manifest(airing);
+        self.advance(now);
+        for index in 0..self.objects.len() {
+            let airing = &mut self.objects[index];
+            if airing.phase != Phase::Scheduled && now >= airing.next_manifest_at {
+                let slowdown = if airing.phase == Phase::Idle { IDLE_MANIFEST_SLOWDOWN } else { 1 };
+                airing.next_manifest_at = now + self.config.manifest_interval * slowdown;
+                self.queue_manifest(now, index);
             }
-            self.objects = objects;
         }
-        if let Some(buf) = self.control.pop_front() {
-            return Some((buf, PacketType::Manifest));
-        }
-        while let Some(airing) = self.objects.front_mut() {
-            let object_id = airing.manifest.object_id;
-            let Some((sbn, esi)) = airing.next_symbol() else {
-                self.objects.pop_front();
-                self.push_event(BroadcastEvent::Finished { object_id });
-                continue;
-            };
-            let mut symbol = std::mem::take(&mut self.symbol);
-            symbol.clear();
-            let built = airing.encoder(sbn).and_then(|e| e.symbol_into(esi, &mut symbol).map_err(std::io::Error::other));
-            if let Err(error) = built {
-                self.objects.pop_front();
-                self.symbol = symbol;
-                self.push_event(BroadcastEvent::SourceFailed { object_id, error: error.to_string() });
-                continue;
+        if let Some(position) = self.control.iter().position(|(due, _, _)| *due <= now) {
+            if let Some((_, buf, kind)) = self.control.remove(position) {
+                return Some((buf, kind));
             }
-            let mut buf = Vec::new();
-            wire::write_data(&mut buf, &self.network_key, object_id, sbn, esi, &symbol);
+        }
+        // The best class with something to send; within it, the first in turn order.
+        let best = self.objects.iter().filter(|a| a.phase == Phase::Sending).map(|a| a.priority).min()?;
+        let index = self.objects.iter().position(|a| a.phase == Phase::Sending && a.priority == best)?;
+        let airing = &mut self.objects[index];
+        let object_id = airing.object_id();
+        let Some((sbn, esi)) = airing.next_symbol() else {
+            self.end_round(now, index);
+            return self.build_next(now, wall_unix_ms);
+        };
+        let mut symbol = std::mem::take(&mut self.symbol);
+        symbol.clear();
+        let built = airing.encoder(sbn).and_then(|e| e.symbol_into(esi, &mut symbol).map_err(std::io::Error::other));
+        if let Err(error) = built {
             self.symbol = symbol;
-            // Round-robin between airing objects of equal standing: rotate after each symbol.
-            self.objects.rotate_left(1);
-            return Some((buf, PacketType::Data));
+            self.objects.remove(index);
+            self.push_event(BroadcastEvent::SourceFailed { object_id, error: error.to_string() });
+            return self.build_next(now, wall_unix_ms);
         }
-        None
+        airing.symbols_sent += 1;
+        let mut buf = Vec::new();
+        wire::write_data(&mut buf, &self.network_key, object_id, sbn, esi, &symbol);
+        self.symbol = symbol;
+        // Objects of one class take turns: the one just served goes to the back.
+        if let Some(served) = self.objects.remove(index) {
+            self.objects.push_back(served);
+        }
+        Some((buf, PacketType::Data))
     }
 
     /// Writes the next datagram into `out` if one is due and the pacer allows it now.
@@ -390,6 +853,7 @@ impl Broadcaster {
             PacketType::Data => self.stats.data_datagrams += 1,
             PacketType::Manifest => self.stats.manifest_datagrams += 1,
             PacketType::Heartbeat => self.stats.heartbeat_datagrams += 1,
+            PacketType::Round => self.stats.round_datagrams += 1,
         }
         out.clear();
         out.extend_from_slice(&buf);
@@ -398,15 +862,30 @@ impl Broadcaster {
 
     /// When to call [`Broadcaster::poll_transmit`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let timers = self.next_heartbeat_at;
-        let timers = if self.objects.is_empty() { timers } else { timers.min(self.next_manifest_at) };
-        match &self.pending {
-            Some((buf, _)) => Some(self.pacer.ready_at(buf.len()).min(timers)),
-            None if !self.objects.is_empty() || !self.control.is_empty() => {
-                Some(self.pacer.ready_at(self.config.datagram_bytes_max))
-            }
-            None => Some(timers),
+        let mut wake = self.next_heartbeat_at;
+        if let Some((buf, _)) = &self.pending {
+            return Some(self.pacer.ready_at(buf.len()).min(wake));
         }
+        if self.objects.iter().any(|a| a.phase == Phase::Sending) {
+            return Some(self.pacer.ready_at(self.config.datagram_bytes_max).min(wake));
+        }
+        for (due, _, _) in &self.control {
+            wake = wake.min(*due);
+        }
+        for airing in &self.objects {
+            if airing.phase != Phase::Scheduled {
+                wake = wake.min(airing.next_manifest_at);
+            }
+            match airing.phase {
+                Phase::Scheduled => wake = wake.min(airing.not_before.unwrap_or(wake)),
+                Phase::AwaitingFeedback { until, .. } => wake = wake.min(until),
+                _ => {}
+            }
+            if let Some(deadline) = airing.deadline {
+                wake = wake.min(deadline);
+            }
+        }
+        Some(wake)
     }
 
     /// The next event for the driver.

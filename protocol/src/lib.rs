@@ -7,6 +7,7 @@
 
 pub mod broadcast;
 pub mod fec;
+pub mod feedback;
 pub mod manifest;
 pub mod pacer;
 pub mod reception;

@@ -21,7 +21,7 @@ pub const MANIFEST_BYTES_MAX: usize = 65536;
 pub const NAME_BYTES_MAX: usize = 128;
 /// Most source blocks per object: the RFC 6330 section 3.2 source block number is a u8,
 /// so an object has at most 256 blocks.
-pub const BLOCK_HASHES_MAX: usize = 256;
+pub const BLOCK_HASHES_MAX: usize = 255;
 /// Most target prefixes in one manifest.
 pub const TARGETS_MAX: usize = 64;
 /// Longest division code (and target prefix) in digits: province (2), city (4), county (6).

@@ -12,15 +12,26 @@
 //! 2. [`Reception::handle_datagram`] for each datagram received;
 //! 3. [`Reception::poll_event`] until `None`; on [`ReceptionEvent::Complete`] make the
 //!    object durable and deliver it, then call [`Reception::set_delivered`];
-//! 4. [`Reception::handle_tick`] about once a second, to expire stale partial objects.
+//! 4. [`Reception::handle_tick`] about once a second, to expire stale partial objects;
+//! 5. [`Reception::handle_timeout`] when [`Reception::poll_timeout`] comes due, then
+//!    [`Reception::poll_feedback`] until `None`, sending each message to the uplink.
+//!
+//! Feedback: after each ROUND marker the receiver reports, per block, how many more symbols
+//! it needs, at a random moment within the report window so 2000 counties do not report at
+//! once. It also reports by itself when an object it is missing goes quiet (the marker may
+//! have been lost), and reports Complete once the driver has made the object durable.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::io;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
 use crate::fec::{self, Block, FecError, Oti};
+use crate::feedback::{Feedback, FeedbackMessage};
 use crate::manifest::{Kind, Manifest};
 use crate::trust::{self, Accepted, RootPublicKey, TrustError};
 use crate::wire::{self, Body, ManifestAssembler, NetworkKey, WireError};
@@ -35,6 +46,13 @@ pub const REJECTED_REMEMBERED_MAX: usize = 1024;
 pub const REJECTED_REMEMBER_FOR: Duration = Duration::from_secs(600);
 /// How many completed object ids are remembered, so their repeats are ignored cheaply.
 pub const COMPLETED_REMEMBERED_MAX: usize = 4096;
+/// The most symbol bytes kept for objects whose manifest has not arrived yet, so a lost
+/// manifest costs nothing: about two seconds at 80 Mbit/s, twice the manifest interval.
+/// Only datagrams with a valid tag get here; the oldest are dropped beyond this.
+pub const EARLY_SYMBOL_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// The most feedback messages waiting for the driver; the oldest progress reports are
+/// dropped beyond it (the next round asks again).
+pub const FEEDBACK_QUEUE_MAX: usize = 1024;
 
 /// Where received symbols and decoded blocks go. The in-memory [`MemoryStore`] serves tests
 /// and the simulator; the receiver daemon uses a durable one.
@@ -180,6 +198,28 @@ pub struct ReceptionConfig {
     pub network_key: NetworkKey,
     /// The most objects received at once.
     pub partial_objects_max: usize,
+    /// Progress reports go out at a random moment within this window after a ROUND marker.
+    pub report_window: Duration,
+    /// An incomplete object that received nothing for this long is reported on the
+    /// receiver's own initiative (its ROUND markers may all have been lost).
+    pub quiet_report_after: Duration,
+    /// Seed of the report jitter (the daemon draws it from the OS; the simulator from its seed).
+    pub seed: u64,
+}
+
+impl ReceptionConfig {
+    /// A configuration with the default report timing.
+    pub fn new(county_code: String, root: RootPublicKey, network_key: NetworkKey) -> Self {
+        ReceptionConfig {
+            county_code,
+            root,
+            network_key,
+            partial_objects_max: 8,
+            report_window: Duration::from_secs(1),
+            quiet_report_after: Duration::from_secs(5),
+            seed: 0,
+        }
+    }
 }
 
 struct Incoming {
@@ -189,6 +229,15 @@ struct Incoming {
     blocks: Vec<Block>,
     verified: Vec<bool>,
     remaining: usize,
+    /// Distinct symbols kept per block, as the store counts them.
+    kept: Vec<u32>,
+    /// DATA symbols of this object received, useful or not: the uplink's loss estimate.
+    symbols_received: u64,
+    /// The last ROUND marker seen.
+    round: u32,
+    last_symbol_at: Instant,
+    last_report_at: Option<Instant>,
+    report_due: Option<Instant>,
 }
 
 /// Progress of one partial object, for status displays.
@@ -210,7 +259,13 @@ pub struct Reception {
     assembler: ManifestAssembler,
     incoming: BTreeMap<u64, Incoming>,
     rejected: VecDeque<([u8; 8], Instant)>,
-    completed: VecDeque<u64>,
+    /// Completed objects and their hashes, so a repeated ROUND marker re-sends Complete.
+    completed: VecDeque<(u64, [u8; 32])>,
+    feedback: VecDeque<Feedback>,
+    /// Symbols that arrived before their object's manifest: (object id, sbn, esi, symbol).
+    early: VecDeque<(u64, u8, u32, Vec<u8>)>,
+    early_bytes: usize,
+    rng: ChaCha8Rng,
     delivered: HashMap<(Kind, String), Accepted>,
     last_heartbeat: Option<(u64, Instant)>,
     events: VecDeque<ReceptionEvent>,
@@ -227,22 +282,105 @@ impl Reception {
     /// A receiver that knows nothing yet.
     pub fn new(config: ReceptionConfig) -> Self {
         Reception {
-            config,
             assembler: ManifestAssembler::default(),
             incoming: BTreeMap::new(),
             rejected: VecDeque::new(),
             completed: VecDeque::new(),
+            feedback: VecDeque::new(),
+            early: VecDeque::new(),
+            early_bytes: 0,
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
             delivered: HashMap::new(),
             last_heartbeat: None,
             events: VecDeque::new(),
             stats: ReceptionStats::default(),
+            config,
         }
     }
 
-    /// Records the last version delivered for a (kind, name): older versions are refused.
+    /// Records the last version delivered for a (kind, name), from durable trust state at
+    /// start: older versions are refused.
     pub fn set_delivered(&mut self, kind: Kind, name: &str, accepted: Accepted) {
         self.delivered.insert((kind, name.to_owned()), accepted);
-        self.remember_completed(accepted.object_id);
+    }
+
+    /// The driver made a completed object durable and delivered it: remember its version
+    /// and tell the uplink.
+    pub fn mark_delivered(&mut self, manifest: &Manifest) {
+        let accepted = Accepted { version: manifest.version, object_id: manifest.object_id };
+        self.delivered.insert((manifest.kind, manifest.name.clone()), accepted);
+        self.remember_completed(manifest.object_id, manifest.object_hash);
+        self.send_feedback(FeedbackMessage::Complete { object_id: manifest.object_id, object_hash: manifest.object_hash });
+    }
+
+    fn send_feedback(&mut self, message: FeedbackMessage) {
+        if self.feedback.len() >= FEEDBACK_QUEUE_MAX {
+            // Progress is cheap to lose (the next round asks again); keep Complete and Rejected.
+            if let Some(i) = self.feedback.iter().position(|f| matches!(f.message, FeedbackMessage::Progress { .. })) {
+                self.feedback.remove(i);
+            } else {
+                self.feedback.pop_front();
+            }
+        }
+        self.feedback.push_back(Feedback { county_code: self.config.county_code.clone(), message });
+    }
+
+    /// The next feedback message for the uplink.
+    pub fn poll_feedback(&mut self) -> Option<Feedback> {
+        self.feedback.pop_front()
+    }
+
+    /// When [`Reception::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.incoming
+            .values()
+            .map(|inc| match inc.report_due {
+                Some(due) => due,
+                None => inc.last_symbol_at.max(inc.last_report_at.unwrap_or(inc.last_symbol_at)) + self.config.quiet_report_after,
+            })
+            .min()
+    }
+
+    /// Sends the progress reports that are due, and schedules reports for objects that
+    /// went quiet.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for (object_id, inc) in self.incoming.iter_mut() {
+            match inc.report_due {
+                Some(at) if at <= now => due.push(*object_id),
+                None => {
+                    let quiet_since = inc.last_symbol_at.max(inc.last_report_at.unwrap_or(inc.last_symbol_at));
+                    if now >= quiet_since + self.config.quiet_report_after {
+                        let jitter = self.rng.random_range(0..=self.config.report_window.as_millis() as u64);
+                        inc.report_due = Some(now + Duration::from_millis(jitter));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for object_id in due {
+            self.report_progress(now, object_id);
+        }
+    }
+
+    fn report_progress(&mut self, now: Instant, object_id: u64) {
+        let Some(inc) = self.incoming.get_mut(&object_id) else { return };
+        inc.report_due = None;
+        inc.last_report_at = Some(now);
+        let (round, symbols_received) = (inc.round, inc.symbols_received);
+        let needs = inc
+            .blocks
+            .iter()
+            .zip(&inc.verified)
+            .zip(&inc.kept)
+            .map(|((block, verified), kept)| match (*verified, *kept >= block.source_symbols) {
+                (true, _) => 0,
+                // K symbols that did not decode yet: RaptorQ almost always needs one or two more.
+                (false, true) => 2,
+                (false, false) => block.source_symbols - kept,
+            })
+            .collect();
+        self.send_feedback(FeedbackMessage::Progress { object_id, round, needs, symbols_received });
     }
 
     /// Counters so far.
@@ -281,13 +419,17 @@ impl Reception {
         self.events.push_back(event);
     }
 
-    fn remember_completed(&mut self, object_id: u64) {
-        if !self.completed.contains(&object_id) {
+    fn remember_completed(&mut self, object_id: u64, object_hash: [u8; 32]) {
+        if !self.is_completed(object_id) {
             if self.completed.len() >= COMPLETED_REMEMBERED_MAX {
                 self.completed.pop_front();
             }
-            self.completed.push_back(object_id);
+            self.completed.push_back((object_id, object_hash));
         }
+    }
+
+    fn is_completed(&self, object_id: u64) -> bool {
+        self.completed.iter().any(|(id, _)| *id == object_id)
     }
 
     /// Handles one received datagram.
@@ -302,9 +444,9 @@ impl Reception {
             }
         };
         match datagram.body {
-            Body::Data { sbn, esi, symbol } => self.handle_symbol(datagram.object_id, sbn, esi, symbol, store),
+            Body::Data { sbn, esi, symbol } => self.handle_symbol(now, datagram.object_id, sbn, esi, symbol, store),
             Body::Manifest(fragment) => {
-                if self.completed.contains(&datagram.object_id) {
+                if self.is_completed(datagram.object_id) {
                     return;
                 }
                 if let Some(inc) = self.incoming.get(&datagram.object_id) {
@@ -320,7 +462,29 @@ impl Reception {
                 }
             }
             Body::Heartbeat(signed) => self.handle_heartbeat(now, wall_unix_secs, signed),
+            Body::Round { round } => self.handle_round(now, datagram.object_id, round),
         }
+    }
+
+    fn handle_round(&mut self, now: Instant, object_id: u64, round: u32) {
+        if let Some(&(_, object_hash)) = self.completed.iter().find(|(id, _)| *id == object_id) {
+            // The uplink still asks: our Complete may have been lost on the WAN. Say it
+            // again, once per round (the marker comes in several copies).
+            let already = self.feedback.iter().any(|f| matches!(f.message, FeedbackMessage::Complete { object_id: id, .. } if id == object_id));
+            if !already && round > 0 {
+                self.send_feedback(FeedbackMessage::Complete { object_id, object_hash });
+            }
+            return;
+        }
+        let window_ms = self.config.report_window.as_millis() as u64;
+        let Some(inc) = self.incoming.get_mut(&object_id) else { return };
+        if round < inc.round || (round == inc.round && (inc.report_due.is_some() || inc.last_report_at.is_some_and(|at| at >= inc.last_symbol_at))) {
+            // A copy of a marker already answered (or being answered).
+            return;
+        }
+        inc.round = round;
+        let jitter = self.rng.random_range(0..=window_ms);
+        inc.report_due = Some(now + Duration::from_millis(jitter));
     }
 
     fn handle_heartbeat(&mut self, now: Instant, wall_unix_secs: u64, signed: &[u8]) {
@@ -363,11 +527,16 @@ impl Reception {
         }
         let accepted = self.delivered.get(&(manifest.kind, manifest.name.clone())).copied();
         if let Err(error) = trust::check_acceptance(&manifest, &self.config.county_code, wall_unix_secs, accepted) {
+            // A genuine manifest for this county that it must refuse: tell the uplink, so
+            // it does not wait for this county. Untargeted ones are none of its business.
+            if !matches!(error, TrustError::NotTargeted) && !self.rejected.iter().any(|(d, _)| *d == digest) {
+                self.send_feedback(FeedbackMessage::Rejected { object_id, reason: error.to_string() });
+            }
             return self.reject(now, object_id, digest, error.into());
         }
         if accepted.is_some_and(|a| a.object_id == object_id) {
             // Already delivered: the carousel repeating it.
-            self.remember_completed(object_id);
+            self.remember_completed(object_id, manifest.object_hash);
             return;
         }
         let oti = match Oti::decode(&manifest.oti) {
@@ -394,18 +563,51 @@ impl Reception {
         }
         let verified: Vec<bool> = blocks.iter().map(|b| store.block_written(object_id, b.sbn)).collect();
         let remaining = verified.iter().filter(|v| !**v).count();
+        let kept = blocks.iter().map(|b| store.symbol_count(object_id, b.sbn)).collect();
         self.push(ReceptionEvent::Accepted { manifest: Box::new(manifest.clone()) });
-        self.incoming.insert(object_id, Incoming { manifest, digest, oti, blocks, verified, remaining });
+        let incoming = Incoming {
+            manifest,
+            digest,
+            oti,
+            blocks,
+            verified,
+            remaining,
+            kept,
+            symbols_received: 0,
+            round: 0,
+            last_symbol_at: now,
+            last_report_at: None,
+            report_due: None,
+        };
+        self.incoming.insert(object_id, incoming);
         if remaining == 0 {
-            self.finish(object_id, store);
+            return self.finish(object_id, store);
+        }
+        // Symbols that came before the manifest now count.
+        let (early, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.early).into_iter().partition(|e| e.0 == object_id);
+        self.early = rest;
+        self.early_bytes = self.early.iter().map(|e| e.3.len()).sum();
+        for (_, sbn, esi, symbol) in early {
+            self.handle_symbol(now, object_id, sbn, esi, &symbol, store);
         }
     }
 
-    fn handle_symbol(&mut self, object_id: u64, sbn: u8, esi: u32, symbol: &[u8], store: &mut dyn ReceptionStore) {
-        let Some(inc) = self.incoming.get(&object_id) else {
-            self.stats.symbols_ignored += 1;
+    fn handle_symbol(&mut self, now: Instant, object_id: u64, sbn: u8, esi: u32, symbol: &[u8], store: &mut dyn ReceptionStore) {
+        let Some(inc) = self.incoming.get_mut(&object_id) else {
+            if !self.is_completed(object_id) && symbol.len() <= usize::from(fec::SYMBOL_SIZE_MAX) {
+                while self.early_bytes + symbol.len() > EARLY_SYMBOL_BYTES_MAX {
+                    let Some(oldest) = self.early.pop_front() else { break };
+                    self.early_bytes -= oldest.3.len();
+                }
+                self.early_bytes += symbol.len();
+                self.early.push_back((object_id, sbn, esi, symbol.to_vec()));
+            } else {
+                self.stats.symbols_ignored += 1;
+            }
             return;
         };
+        inc.symbols_received += 1;
+        inc.last_symbol_at = now;
         let usable = usize::from(sbn) < inc.blocks.len()
             && symbol.len() == usize::from(inc.oti.symbol_size)
             && !inc.verified[usize::from(sbn)];
@@ -415,7 +617,12 @@ impl Reception {
         }
         let source_symbols = inc.blocks[usize::from(sbn)].source_symbols;
         match store.add_symbol(object_id, sbn, esi, symbol) {
-            Ok(true) => self.stats.symbols_kept += 1,
+            Ok(true) => {
+                self.stats.symbols_kept += 1;
+                if let Some(kept) = self.incoming.get_mut(&object_id).and_then(|inc| inc.kept.get_mut(usize::from(sbn))) {
+                    *kept += 1;
+                }
+            }
             Ok(false) => {
                 self.stats.symbols_ignored += 1;
                 return;
@@ -448,6 +655,9 @@ impl Reception {
             if let Err(error) = store.clear_block(object_id, sbn) {
                 self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
             }
+            if let Some(kept) = self.incoming.get_mut(&object_id).and_then(|inc| inc.kept.get_mut(usize::from(sbn))) {
+                *kept = 0;
+            }
             return self.push(ReceptionEvent::BlockPoisoned { object_id, sbn });
         }
         let stored = store.write_block(object_id, sbn, block.offset, &data).and_then(|()| store.clear_block(object_id, sbn));
@@ -470,7 +680,7 @@ impl Reception {
         match store.object_hash(object_id, inc.manifest.size_bytes) {
             Ok(hash) if hash == inc.manifest.object_hash => {
                 if let Some(inc) = self.incoming.remove(&object_id) {
-                    self.remember_completed(object_id);
+                    self.remember_completed(object_id, inc.manifest.object_hash);
                     self.push(ReceptionEvent::Complete { manifest: Box::new(inc.manifest) });
                 }
             }
@@ -478,6 +688,7 @@ impl Reception {
                 let discarded = store.discard(object_id);
                 if let Some(inc) = self.incoming.get_mut(&object_id) {
                     inc.verified.iter_mut().for_each(|v| *v = false);
+                    inc.kept.iter_mut().for_each(|k| *k = 0);
                     inc.remaining = inc.verified.len();
                 }
                 if let Err(error) = discarded {

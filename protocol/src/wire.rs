@@ -7,7 +7,7 @@
 //! offset  size  field
 //! 0       4     magic "SCST"
 //! 4       1     version (1)
-//! 5       1     type (1 DATA, 2 MANIFEST, 3 HEARTBEAT)
+//! 5       1     type (1 DATA, 2 MANIFEST, 3 HEARTBEAT, 4 ROUND)
 //! 6       8     object id (0 in HEARTBEAT)
 //! 14      n     body
 //! 14+n    16    tag: first 16 bytes of BLAKE3 keyed by the network key over bytes 0..14+n
@@ -34,8 +34,9 @@ pub const FRAGMENT_HEADER_LEN: usize = 16;
 pub const DATAGRAM_BYTES_MAX: usize = 65_507;
 /// The largest encoding symbol identifier (RFC 6330 section 3.2: 24 bits).
 pub const ESI_MAX: u32 = (1 << 24) - 1;
-/// The largest signed manifest, reassembled from fragments.
-pub const SIGNED_MANIFEST_BYTES_MAX: u32 = 65_536;
+/// The largest signed manifest, reassembled from fragments: the trust layer's own bound,
+/// so anything it can sign can cross the wire.
+pub const SIGNED_MANIFEST_BYTES_MAX: u32 = crate::trust::SIGNED_MANIFEST_BYTES_MAX as u32;
 /// IPv4 and UDP header bytes that every datagram costs on the carrier.
 pub const IP_UDP_HEADER_BYTES: usize = 28;
 
@@ -51,7 +52,12 @@ pub enum PacketType {
     Manifest = 2,
     /// A signed heartbeat: uplink time and sequence.
     Heartbeat = 3,
+    /// End of a round of symbols for one object: receivers report what they still need.
+    Round = 4,
 }
+
+/// Bytes of a ROUND body: the round number.
+pub const ROUND_BODY_LEN: usize = 4;
 
 /// Why a datagram was refused. Each variant names what an operator sees in the log.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -116,6 +122,11 @@ pub enum Body<'a> {
     Manifest(ManifestFragment<'a>),
     /// A canonical signed heartbeat (see `trust`).
     Heartbeat(&'a [u8]),
+    /// The end of a round of symbols for the object: round 0 is the first pass.
+    Round {
+        /// The round that just ended.
+        round: u32,
+    },
 }
 
 /// One piece of a signed manifest that may span several datagrams.
@@ -172,8 +183,11 @@ pub fn parse<'a>(bytes: &'a [u8], key: &NetworkKey) -> Result<Datagram<'a>, Wire
     let body = match signed[5] {
         1 => parse_data(body)?,
         2 => Body::Manifest(parse_fragment(body)?),
+        3 if object_id != 0 => return Err(WireError::Body { kind: "heartbeat", len: body.len() }),
         3 if !body.is_empty() => Body::Heartbeat(body),
         3 => return Err(WireError::Body { kind: "heartbeat", len: 0 }),
+        4 if body.len() == ROUND_BODY_LEN => Body::Round { round: be_u32(body) },
+        4 => return Err(WireError::Body { kind: "round", len: body.len() }),
         other => return Err(WireError::Type(other)),
     };
     Ok(Datagram { object_id, body })
@@ -244,6 +258,13 @@ pub fn write_manifest_fragment(out: &mut Vec<u8>, key: &NetworkKey, object_id: u
 pub fn write_heartbeat(out: &mut Vec<u8>, key: &NetworkKey, signed_heartbeat: &[u8]) {
     begin(out, PacketType::Heartbeat, 0);
     out.extend_from_slice(signed_heartbeat);
+    seal(out, key);
+}
+
+/// Writes a ROUND datagram: the end of round `round` of symbols for `object_id`.
+pub fn write_round(out: &mut Vec<u8>, key: &NetworkKey, object_id: u64, round: u32) {
+    begin(out, PacketType::Round, object_id);
+    out.extend_from_slice(&round.to_be_bytes());
     seal(out, key);
 }
 

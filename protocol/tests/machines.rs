@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use satcast_protocol::broadcast::{AirPlan, BlockSource, BroadcastConfig, Broadcaster, NewObject};
+use satcast_protocol::broadcast::{AirPlan, BlockSource, BroadcastConfig, Broadcaster, Delivery, NewObject, Priority};
 use satcast_protocol::fec::{self, Oti};
 use satcast_protocol::manifest::{Compression, Kind, Manifest};
 use satcast_protocol::reception::{MemoryStore, Reception, ReceptionConfig, ReceptionEvent};
@@ -58,17 +58,29 @@ fn one_receiver_gets_an_object_through_loss() {
         datagram_bytes_max: 1472,
         manifest_interval: Duration::from_secs(1),
         heartbeat_interval: Duration::from_secs(5),
+        ..BroadcastConfig::default()
     };
     let mut uplink = Broadcaster::new(start, config, network_key.clone(), signing);
     uplink
-        .add_object(NewObject { manifest, signed_manifest, plan: AirPlan { target_loss: 0.1, passes: 1 }, source: Box::new(Bytes(payload.clone())) })
+        .add_object(
+            start,
+            NewObject {
+                manifest,
+                signed_manifest,
+                source: Box::new(Bytes(payload.clone())),
+                priority: Priority::Normal,
+                not_before: None,
+                deadline: None,
+                delivery: Delivery::Carousel(AirPlan { target_loss: 0.1, passes: 2 }),
+            },
+        )
         .expect("add");
-    let mut county = Reception::new(ReceptionConfig { county_code: "410102".into(), root: root.public(), network_key, partial_objects_max: 4 });
+    let mut county = Reception::new(ReceptionConfig::new("410102".into(), root.public(), network_key));
     let mut store = MemoryStore::default();
     let mut now = start;
     let mut buf = Vec::new();
     let mut complete = false;
-    for _step in 0..200_000 {
+    for _step in 0..50_000 {
         if uplink.poll_transmit(now, 0, &mut buf) {
             if rng.random_bool(0.05) {
                 continue;

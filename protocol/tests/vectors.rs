@@ -62,9 +62,11 @@ const MANIFEST_DATAGRAM_BYTES: usize = 200;
 const MANIFEST_FRAGMENTS: usize = 3;
 const HEARTBEAT_SEQUENCE: u64 = 42;
 const HEARTBEAT_UPLINK_MS: u64 = 1_750_000_000_123;
+/// The round ended by round-datagram.
+const ROUND: u32 = 1;
 
 /// Every vector block the document must contain, in document order.
-const EXPECTED_NAMES: [&str; 12] = [
+const EXPECTED_NAMES: [&str; 13] = [
     "key-files",
     "payload",
     "oti",
@@ -77,6 +79,7 @@ const EXPECTED_NAMES: [&str; 12] = [
     "manifest-datagram-1",
     "manifest-datagram-2",
     "heartbeat-datagram",
+    "round-datagram",
 ];
 
 fn pattern(first: u8) -> [u8; 32] {
@@ -212,6 +215,9 @@ fn generate() -> Vec<(String, Vector)> {
     let mut datagram = Vec::new();
     wire::write_heartbeat(&mut datagram, &keys.network, &keys.signing.sign_heartbeat(heartbeat).to_bytes());
     out.push(("heartbeat-datagram".to_owned(), Vector::Hex(datagram)));
+    let mut datagram = Vec::new();
+    wire::write_round(&mut datagram, &keys.network, OBJECT_ID, ROUND);
+    out.push(("round-datagram".to_owned(), Vector::Hex(datagram)));
     out
 }
 
@@ -225,11 +231,9 @@ fn document_blocks() -> BTreeMap<String, String> {
         let mut words = info.split_whitespace();
         let (Some(format @ ("hex" | "text")), Some(name)) = (words.next(), words.next()) else {
             // Skip over the body of any other fenced block.
-            if !info.trim().is_empty() {
-                for inner in lines.by_ref() {
-                    if inner.trim_end() == "```" {
-                        break;
-                    }
+            for inner in lines.by_ref() {
+                if inner.trim_end() == "```" {
+                    break;
                 }
             }
             continue;
@@ -302,6 +306,7 @@ fn key_files_load() {
     let network = NetworkKey::from_text(lines[0]).expect("network key");
     assert_eq!(network.0, pattern(0x00));
     let root = RootKey::from_text(lines[1]).expect("root secret");
+    assert_eq!(keys.root.to_text().trim_end(), lines[1]);
     let root_public = RootPublicKey::from_text(lines[2]).expect("root public");
     assert_eq!(root.public(), root_public);
     assert_eq!(root_public, keys.root_public);
@@ -359,7 +364,9 @@ fn data_datagrams_parse_and_decode() {
     let block = oti.block(REPAIR_SBN).expect("block 0");
     assert!(esi >= block.source_symbols, "a repair symbol has ESI >= K");
     // raptorq itself, without our ESI arithmetic, gives the same first repair symbol.
-    let encoder = raptorq::SourceBlockEncoder::new(REPAIR_SBN, &oti.to_raptorq(), block_data(&oti, REPAIR_SBN));
+    let mut padded = block_data(&oti, REPAIR_SBN).to_vec();
+    padded.resize(block.source_symbols as usize * 16, 0);
+    let encoder = raptorq::SourceBlockEncoder::new(REPAIR_SBN, &oti.to_raptorq(), &padded);
     let packets = encoder.repair_packets(0, 1);
     assert_eq!(packets[0].payload_id().source_block_number(), REPAIR_SBN);
     assert_eq!(packets[0].payload_id().encoding_symbol_id(), REPAIR_ESI);
@@ -467,7 +474,7 @@ fn signed_manifest_verifies_and_reassembles() {
     let manifest = signed.verify(&keys.root_public, NOW_UNIX_SECS).expect("chain and signature");
     trust::check_acceptance(&manifest, COUNTY_CODE, NOW_UNIX_SECS, None).expect("accepted");
     assert!(manifest.targets_code(COUNTY_CODE));
-    assert!(!manifest.targets_code("420102"));
+    assert!(!manifest.targets_code("430102"));
 
     let hash = blake3::hash(&bytes);
     let digest = &hash.as_bytes()[..8];
@@ -517,6 +524,17 @@ fn heartbeat_fields() {
     let heartbeat = trust::verify_heartbeat(body, &keys.root_public, NOW_UNIX_SECS).expect("verifies");
     assert_eq!(heartbeat, Heartbeat { sequence: HEARTBEAT_SEQUENCE, uplink_time_unix_ms: HEARTBEAT_UPLINK_MS });
     assert_eq!(SignedHeartbeat::from_bytes(body).expect("canonical").certificate, *keys.signing.certificate());
+}
+
+#[test]
+fn round_fields() {
+    let keys = keys();
+    let datagram = document_bytes("round-datagram");
+    assert_eq!(datagram.len(), 14 + 4 + 16);
+    assert_eq!(&datagram[..18], &[b'S', b'C', b'S', b'T', 1, 4, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0, 0, 0, 1]);
+    let parsed = wire::parse(&datagram, &keys.network).expect("round parses");
+    assert_eq!(parsed.object_id, OBJECT_ID);
+    assert_eq!(parsed.body, Body::Round { round: ROUND });
 }
 
 /// Prints every vector block as it belongs in docs/protocol.md.

@@ -82,12 +82,10 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError
     let _span = info_span!("receiver", county = %config.county_code).entered();
     info!(local = ?socket.local_addr().ok(), "receiver started");
 
-    let mut reception = Reception::new(ReceptionConfig {
-        county_code: config.county_code.clone(),
-        root,
-        network_key,
-        partial_objects_max: config.limits.partial_objects_max,
-    });
+    let mut reception_config = ReceptionConfig::new(config.county_code.clone(), root, network_key);
+    reception_config.partial_objects_max = config.limits.partial_objects_max;
+    reception_config.seed = rand::random();
+    let mut reception = Reception::new(reception_config);
     for (kind, name, accepted) in trust_state.delivered() {
         reception.set_delivered(kind, name, accepted);
     }
@@ -167,7 +165,7 @@ fn handle_event(
                     if let Err(error) = trust_state.record(manifest.kind, &manifest.name, accepted) {
                         warn!(object = %object, error = %error, "cannot record delivered version");
                     }
-                    reception.set_delivered(manifest.kind, &manifest.name, accepted);
+                    reception.mark_delivered(&manifest);
                     info!(
                         object = %object,
                         kind = %manifest.kind,

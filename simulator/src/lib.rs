@@ -1,7 +1,10 @@
 //! satcast-sim: the link simulator, the UDP impairment relay and the demo.
 #![warn(missing_docs)]
 
+pub mod bound;
 pub mod cluster;
 pub mod demo;
 pub mod divisions;
+pub mod harness;
+pub mod loss;
 pub mod relay;

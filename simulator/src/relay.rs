@@ -7,17 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// How one destination loses datagrams.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LossModel {
-    /// Every datagram arrives.
-    None,
-    /// Each datagram is lost independently with this probability.
-    Bernoulli(f64),
-}
+pub use crate::loss::LossModel;
+use crate::loss::LossState;
 
 /// One receiver the relay forwards to.
 #[derive(Debug, Clone)]
@@ -64,17 +58,14 @@ impl Relay {
         let (thread_stats, thread_stop) = (stats.clone(), stop.clone());
         let thread = std::thread::Builder::new().name("relay".into()).spawn(move || {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut paths: Vec<LossState> = destinations.iter().map(|d| LossState::new(d.loss)).collect();
             let mut buf = vec![0u8; 65_536];
             while !thread_stop.load(Ordering::Relaxed) {
                 let Ok(len) = socket.recv(&mut buf) else { continue };
                 thread_stats.received.fetch_add(1, Ordering::Relaxed);
                 thread_stats.bytes_on_air.fetch_add(len as u64 + 28, Ordering::Relaxed);
-                for destination in &destinations {
-                    let lost = match destination.loss {
-                        LossModel::None => false,
-                        LossModel::Bernoulli(p) => rng.random_bool(p.clamp(0.0, 1.0)),
-                    };
-                    if lost {
+                for (destination, path) in destinations.iter().zip(&mut paths) {
+                    if path.lose(&mut rng) {
                         thread_stats.dropped.fetch_add(1, Ordering::Relaxed);
                     } else if out.send_to(&buf[..len], destination.addr).is_ok() {
                         thread_stats.forwarded.fetch_add(1, Ordering::Relaxed);

@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use satcast_protocol::broadcast::{AirPlan, BlockSource, NewObject};
+use satcast_protocol::broadcast::{BlockSource, Delivery, NewObject, Priority};
 use satcast_protocol::fec::{self, Oti};
 use satcast_protocol::manifest::{Compression, Manifest};
 use satcast_protocol::trust::SigningKey;
@@ -52,7 +52,7 @@ pub fn prepare(
     payload: &Path,
     symbol_size: u16,
     signing_key: &SigningKey,
-    plan: AirPlan,
+    delivery: Delivery,
     now_unix_secs: u64,
     lifetime_secs: u64,
 ) -> Result<NewObject, PrepareError> {
@@ -83,5 +83,13 @@ pub fn prepare(
         expires_unix_secs: now_unix_secs + lifetime_secs,
     };
     let signed_manifest = signing_key.sign_manifest(&manifest)?.to_bytes();
-    Ok(NewObject { manifest, signed_manifest, plan, source: Box::new(FileSource(file)) })
+    Ok(NewObject {
+        manifest,
+        signed_manifest,
+        source: Box::new(FileSource(file)),
+        priority: Priority::Normal,
+        not_before: None,
+        deadline: None,
+        delivery,
+    })
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Broadcaster};
+use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Broadcaster, Delivery};
 use satcast_protocol::wire;
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
@@ -77,6 +77,8 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
             datagram_bytes_max,
             manifest_interval: Duration::from_millis(config.carousel.manifest_interval_ms),
             heartbeat_interval: Duration::from_millis(config.carousel.heartbeat_interval_ms),
+            target_loss: config.carousel.target_loss,
+            ..BroadcastConfig::default()
         },
         network_key,
         keys::load_signing_key(&config.keys_dir)?,
@@ -106,8 +108,11 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
                 }
                 let payload = queue.payload_path(&job.object_id);
                 let now_secs = wall_unix_ms() / 1000;
-                let prepared = prepare(&job, &payload, symbol_size, &signing_key, plan, now_secs, config.carousel.manifest_lifetime_secs);
-                match prepared.map(|object| broadcaster.add_object(object)) {
+                // Acknowledgements over QUIC come with the receiver-daemon issue; until then
+                // every broadcast airs as a carousel sized from the target loss.
+                let delivery = Delivery::Carousel(plan);
+                let prepared = prepare(&job, &payload, symbol_size, &signing_key, delivery, now_secs, config.carousel.manifest_lifetime_secs);
+                match prepared.map(|object| broadcaster.add_object(Instant::now(), object)) {
                     Ok(Ok(())) => {
                         info!(object = %job.object_id, kind = %job.kind, name = %job.name, version = job.version, targets = ?job.targets, "airing");
                         airing.insert(job.object_id.clone());
@@ -131,7 +136,9 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         }
         while let Some(event) = broadcaster.poll_event() {
             match event {
-                BroadcastEvent::Finished { object_id } => {
+                BroadcastEvent::CarouselFinished { object_id }
+                | BroadcastEvent::Completed { object_id, .. }
+                | BroadcastEvent::DeadlinePassed { object_id, .. } => {
                     let id = format!("{object_id:016x}");
                     info!(object = %id, stats = ?broadcaster.stats(), "aired");
                     airing.remove(&id);
@@ -139,6 +146,10 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
                         warn!(object = %id, %error, "cannot move finished job to done/");
                     }
                 }
+                BroadcastEvent::RoundStarted { object_id, round, symbols } => {
+                    info!(object = %format!("{object_id:016x}"), round, symbols, "round started");
+                }
+                BroadcastEvent::RoundEnded { .. } | BroadcastEvent::Idle { .. } => {}
                 BroadcastEvent::SourceFailed { object_id, error } => {
                     let id = format!("{object_id:016x}");
                     warn!(object = %id, %error, "payload unreadable; broadcast withdrawn");
