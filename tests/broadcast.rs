@@ -65,6 +65,7 @@ fn ten_megabytes_arrive_byte_exact_through_loss_and_forgeries() {
         link_rate_bits_per_sec: 40_000_000,
         passes: 3,
         seed,
+        extra_uplink_config: String::new(),
     };
     let mut cluster = Cluster::start(dir.path(), &options).expect("cluster");
     let county = &cluster.counties[0];

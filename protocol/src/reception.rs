@@ -57,6 +57,9 @@ pub const FEEDBACK_QUEUE_MAX: usize = 1024;
 /// Where received symbols and decoded blocks go. The in-memory [`MemoryStore`] serves tests
 /// and the simulator; the receiver daemon uses a durable one.
 pub trait ReceptionStore {
+    /// An object was accepted: keep its signed manifest, so a restart can re-verify and
+    /// resume it from what was already kept.
+    fn begin_object(&mut self, manifest: &Manifest, signed_manifest: &[u8]) -> io::Result<()>;
     /// Keeps one symbol. Returns false if that ESI was already kept for the block.
     fn add_symbol(&mut self, object_id: u64, sbn: u8, esi: u32, symbol: &[u8]) -> io::Result<bool>;
     /// How many distinct symbols are kept for the block.
@@ -409,6 +412,11 @@ impl Reception {
         self.last_heartbeat.map(|(_, at)| now.saturating_duration_since(at))
     }
 
+    /// Distinct symbols kept for an object's unverified blocks, and its verified blocks.
+    pub fn held(&self, object_id: u64) -> Option<(u64, usize)> {
+        self.incoming.get(&object_id).map(|inc| (inc.kept.iter().map(|k| u64::from(*k)).sum(), inc.verified.iter().filter(|v| **v).count()))
+    }
+
     /// Progress of every partial object.
     pub fn progress(&self) -> Vec<Progress> {
         self.incoming
@@ -507,6 +515,12 @@ impl Reception {
         inc.report_due = Some(now + Duration::from_millis(jitter));
     }
 
+    /// Re-accepts a signed manifest kept by the store before a restart: it is verified
+    /// again under today's clock and trust state, and its kept symbols and blocks count.
+    pub fn resume(&mut self, now: Instant, wall_unix_secs: u64, object_id: u64, signed_manifest: &[u8], store: &mut dyn ReceptionStore) {
+        self.handle_manifest(now, wall_unix_secs, object_id, signed_manifest, store);
+    }
+
     fn handle_heartbeat(&mut self, now: Instant, wall_unix_secs: u64, signed: &[u8]) {
         match trust::verify_heartbeat(signed, &self.config.root, wall_unix_secs) {
             Ok(heartbeat) => {
@@ -582,6 +596,9 @@ impl Reception {
             return self.reject(now, object_id, digest, RejectReason::TooManyPartial(self.incoming.len()));
         }
         let verified: Vec<bool> = blocks.iter().map(|b| store.block_written(object_id, b.sbn)).collect();
+        if let Err(error) = store.begin_object(&manifest, signed) {
+            return self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
+        }
         let remaining = verified.iter().filter(|v| !**v).count();
         let kept = blocks.iter().map(|b| store.symbol_count(object_id, b.sbn)).collect();
         self.push(ReceptionEvent::Accepted { manifest: Box::new(manifest.clone()) });
@@ -775,6 +792,10 @@ pub struct CountingStore {
 }
 
 impl ReceptionStore for CountingStore {
+    fn begin_object(&mut self, _manifest: &Manifest, _signed_manifest: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+
     fn add_symbol(&mut self, object_id: u64, sbn: u8, esi: u32, _symbol: &[u8]) -> io::Result<bool> {
         Ok(self.esis.entry((object_id, sbn)).or_default().insert(esi))
     }
@@ -826,6 +847,10 @@ impl MemoryStore {
 }
 
 impl ReceptionStore for MemoryStore {
+    fn begin_object(&mut self, _manifest: &Manifest, _signed_manifest: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+
     fn add_symbol(&mut self, object_id: u64, sbn: u8, esi: u32, symbol: &[u8]) -> io::Result<bool> {
         let block = self.symbols.entry((object_id, sbn)).or_default();
         if block.contains_key(&esi) {

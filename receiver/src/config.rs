@@ -114,15 +114,32 @@ pub struct LimitsConfig {
     /// The most objects received at once.
     #[serde(default = "default_partial_objects")]
     pub partial_objects_max: usize,
+    /// Spooled symbols and partial objects together, in bytes.
+    #[serde(default = "default_spool_bytes")]
+    pub spool_bytes_max: u64,
+    /// Finished objects in the cache, in bytes. The latest version of every name is kept
+    /// whatever this says; superseded versions are evicted, oldest first, to make room.
+    #[serde(default = "default_cache_bytes")]
+    pub cache_bytes_max: u64,
 }
 
 fn default_partial_objects() -> usize {
     8
 }
+fn default_spool_bytes() -> u64 {
+    satcast_store::ReceiverLimits::default().spool_bytes_max
+}
+fn default_cache_bytes() -> u64 {
+    satcast_store::ReceiverLimits::default().cache_bytes_max
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { partial_objects_max: default_partial_objects() }
+        LimitsConfig {
+            partial_objects_max: default_partial_objects(),
+            spool_bytes_max: default_spool_bytes(),
+            cache_bytes_max: default_cache_bytes(),
+        }
     }
 }
 

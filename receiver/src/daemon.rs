@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use satcast_protocol::manifest::Manifest;
 use satcast_protocol::reception::{Reception, ReceptionConfig, ReceptionEvent};
 use satcast_protocol::trust::{Accepted, NetworkKey, RootPublicKey};
-use satcast_store::{ReceiverStore, TrustState};
+use satcast_store::{IndexOpen, ReceiverLimits, ReceiverStore, TrustState};
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tracing::{debug, info, info_span, warn};
@@ -76,7 +77,11 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError
         .map_err(|e| RunError::Key { path: config.keys.root_public.clone(), why: e.to_string() })?;
     let network_key = NetworkKey::from_text(&read_key_text(&config.keys.network_key)?)
         .map_err(|e| RunError::Key { path: config.keys.network_key.clone(), why: e.to_string() })?;
-    let mut store = ReceiverStore::open(&config.state_dir, &config.deliver_dir)?;
+    let limits = ReceiverLimits { spool_bytes_max: config.limits.spool_bytes_max, cache_bytes_max: config.limits.cache_bytes_max };
+    let (mut store, report) = ReceiverStore::open(&config.state_dir, &config.deliver_dir, limits, wall_unix_secs())?;
+    if let IndexOpen::Quarantined { moved_to, why } = &report.index {
+        warn!(moved_to = %moved_to.display(), %why, cache_entries_rebuilt = report.cache_entries_rebuilt, "index would not open: quarantined it and rebuilt it from the files");
+    }
     let mut trust_state = TrustState::load(&config.state_dir.join("trust.state"))?;
     let socket = open_downlink(&config).map_err(RunError::Socket)?;
     let _span = info_span!("receiver", county = %config.county_code).entered();
@@ -89,6 +94,16 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError
     for (kind, name, accepted) in trust_state.delivered() {
         reception.set_delivered(kind, name, accepted);
     }
+    // Objects that were arriving when the daemon stopped: verified again, then resumed
+    // from their spool.
+    for (object_id, signed) in store.resumable() {
+        reception.resume(Instant::now(), wall_unix_secs(), object_id, &signed, &mut store);
+        if let Some((symbols_spooled, blocks_verified)) = reception.held(object_id) {
+            info!(object = %format!("{object_id:016x}"), symbols_spooled, blocks_verified, "resumed partial object");
+        }
+    }
+    info!(partial_objects = report.partial_objects, orphans_removed = report.orphans_removed, "store opened");
+    let mut pending_commits: Vec<Manifest> = Vec::new();
     let mut buf = vec![0u8; 65_536];
     let mut drops = DropLog::new(Duration::from_secs(10));
     let mut last_tick = Instant::now();
@@ -108,14 +123,60 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError
             last_tick = Instant::now();
             reception.handle_tick(wall_unix_secs(), &mut store);
             drops.flush();
+            if let Err(error) = store.sync() {
+                warn!(%error, "cannot sync the spool");
+            }
+            // A commit that failed (full disk, cache limit) is retried: room may have returned.
+            for manifest in std::mem::take(&mut pending_commits) {
+                deliver(manifest, &mut reception, &mut store, &mut trust_state, &mut pending_commits);
+            }
+        }
+        if reception.poll_timeout().is_some_and(|t| t <= Instant::now()) {
+            reception.handle_timeout(Instant::now());
         }
         while let Some(event) = reception.poll_event() {
-            handle_event(event, &mut reception, &mut store, &mut trust_state, &mut drops);
+            handle_event(event, &mut reception, &mut store, &mut trust_state, &mut drops, &mut pending_commits);
         }
+        while let Some(feedback) = reception.poll_feedback() {
+            if let Err(error) = store.outbox_push(&feedback) {
+                warn!(%error, "cannot queue feedback");
+            }
+        }
+    }
+    if let Err(error) = store.sync() {
+        warn!(%error, "cannot sync the spool at stop");
     }
     drops.flush();
     info!(stats = ?reception.stats(), "receiver stopped");
     Ok(())
+}
+
+/// Makes a completed object durable, delivers it and records its version; on failure it
+/// goes back to `pending` to be retried.
+fn deliver(manifest: Manifest, reception: &mut Reception, store: &mut ReceiverStore, trust_state: &mut TrustState, pending: &mut Vec<Manifest>) {
+    let object = format!("{:016x}", manifest.object_id);
+    match store.commit(&manifest) {
+        Ok(path) => {
+            let accepted = Accepted { version: manifest.version, object_id: manifest.object_id };
+            if let Err(error) = trust_state.record(manifest.kind, &manifest.name, accepted) {
+                warn!(object = %object, error = %error, "cannot record delivered version");
+            }
+            reception.mark_delivered(&manifest);
+            info!(
+                object = %object,
+                kind = %manifest.kind,
+                name = %manifest.name,
+                version = manifest.version,
+                path = %path.display(),
+                hash = %hex::encode(manifest.object_hash),
+                "delivered"
+            );
+        }
+        Err(error) => {
+            warn!(object = %object, error = %error, "cannot deliver completed object yet; will retry");
+            pending.push(manifest);
+        }
+    }
 }
 
 fn handle_event(
@@ -124,6 +185,7 @@ fn handle_event(
     store: &mut ReceiverStore,
     trust_state: &mut TrustState,
     drops: &mut DropLog,
+    pending: &mut Vec<Manifest>,
 ) {
     match event {
         ReceptionEvent::Dropped { reason } => drops.record(&reason),
@@ -157,27 +219,6 @@ fn handle_event(
             debug!(sequence, uplink_time_unix_ms, "heartbeat");
         }
         ReceptionEvent::HeartbeatRejected { reason } => warn!(reason = %reason, "heartbeat rejected"),
-        ReceptionEvent::Complete { manifest } => {
-            let object = format!("{:016x}", manifest.object_id);
-            match store.commit(&manifest) {
-                Ok(path) => {
-                    let accepted = Accepted { version: manifest.version, object_id: manifest.object_id };
-                    if let Err(error) = trust_state.record(manifest.kind, &manifest.name, accepted) {
-                        warn!(object = %object, error = %error, "cannot record delivered version");
-                    }
-                    reception.mark_delivered(&manifest);
-                    info!(
-                        object = %object,
-                        kind = %manifest.kind,
-                        name = %manifest.name,
-                        version = manifest.version,
-                        path = %path.display(),
-                        hash = %hex::encode(manifest.object_hash),
-                        "delivered"
-                    );
-                }
-                Err(error) => warn!(object = %object, error = %error, "cannot deliver completed object"),
-            }
-        }
+        ReceptionEvent::Complete { manifest } => deliver(*manifest, reception, store, trust_state, pending),
     }
 }

@@ -220,6 +220,8 @@ pub struct ClusterOptions {
     pub passes: u32,
     /// Seed for the relay's loss draws.
     pub seed: u64,
+    /// Extra TOML appended to the uplink's config (for example a `[fec]` section).
+    pub extra_uplink_config: String,
 }
 
 /// A running cluster. Dropping it kills every daemon.
@@ -253,6 +255,11 @@ impl Cluster {
         }
         let relay = Relay::start(SocketAddr::from(([127, 0, 0, 1], 0)), destinations, options.seed).map_err(io("starting the relay"))?;
         let uplink_config = write_uplink_config(dir, relay.listen, options.link_rate_bits_per_sec, options.passes)?;
+        if !options.extra_uplink_config.is_empty() {
+            let mut text = std::fs::read_to_string(&uplink_config).map_err(io("reading the uplink config"))?;
+            text.push_str(&options.extra_uplink_config);
+            std::fs::write(&uplink_config, text).map_err(io("writing the uplink config"))?;
+        }
         let mut cluster = Cluster { dir: dir.to_owned(), uplink_config, uplink: None, relay, counties };
         for county in &mut cluster.counties {
             county.start()?;

@@ -152,6 +152,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoSummary, ClusterError> {
         link_rate_bits_per_sec: options.link_rate_bits_per_sec,
         passes: 3,
         seed: options.seed,
+        extra_uplink_config: String::new(),
     };
     if options.progress {
         eprintln!("satcast demo: seed {} ({} counties, loss up to {:.0}%, {} Mbit/s); replay with --seed {}", options.seed, counties.len(), options.loss_max * 100.0, options.link_rate_bits_per_sec / 1_000_000, options.seed);

@@ -1,26 +1,45 @@
 //! An in-memory harness in the style of quinn-proto's test pair: one broadcast machine,
-//! N reception machines, per-receiver loss, a GEO downlink delay, a WAN for feedback, all
-//! in virtual time on one thread. The same seed gives the same run, bit for bit: every
-//! datagram and event is folded into [`Harness::digest`].
+//! N reception machines, per-receiver loss, regional fades, scheduled outages, a GEO
+//! downlink delay, a WAN for feedback, all in virtual time on one thread. The same seed
+//! gives the same run, bit for bit: every datagram and event is folded into
+//! [`Harness::digest`].
+//!
+//! Two fidelities drive the same machines ([`HarnessOptions::fidelity`]):
+//! - [`Fidelity::Full`]: each receiver authenticates every datagram itself, keeps symbol
+//!   bytes in a [`MemoryStore`], decodes with RaptorQ, and each completed object is
+//!   compared byte for byte with the payload;
+//! - [`Fidelity::Counting`]: each datagram is authenticated once (one `wire::parse`) and
+//!   handed to every receiver through `Reception::handle_parsed`; receivers count ESIs in a
+//!   [`CountingStore`] and "decode" with the RFC 6330 failure probability. This is what
+//!   makes 2000 receivers and tens of megabytes run in seconds.
 //!
 //! Faults are one-line edits of harness state: `harness.receivers[3].offline = true`,
-//! `harness.wan_up = false`, `harness.receivers[0].loss = LossState::new(...)`.
+//! `harness.wan_up = false`, `harness.receivers[0].loss = LossState::new(...)`,
+//! `harness.receivers[5].outages.push(from..until)`,
+//! `harness.receivers[5].wan_outages.push(from..until)`.
+//!
+//! Cost model: per step the harness does O(receivers) cheap checks (a cached wake-up time
+//! each, not a call into every machine), and per datagram one loss draw and one machine
+//! call per powered receiver.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use satcast_protocol::broadcast::{BlockSource, BroadcastConfig, BroadcastEvent, Broadcaster, Delivery, NewObject, Priority};
-use satcast_protocol::fec::{self, Oti};
+use satcast_protocol::broadcast::{AirPlan, BlockSource, BroadcastConfig, BroadcastEvent, Broadcaster, Delivery, NewObject, Priority};
+use satcast_protocol::fec::{self, FecError, Oti};
 use satcast_protocol::feedback::Feedback;
 use satcast_protocol::manifest::{Compression, Kind, Manifest};
-use satcast_protocol::reception::{MemoryStore, Reception, ReceptionConfig, ReceptionEvent};
+use satcast_protocol::reception::{CountingStore, Fidelity, MemoryStore, Reception, ReceptionConfig, ReceptionEvent, ReceptionStore};
 use satcast_protocol::trust::{NetworkKey, RootKey, SigningKey};
 use satcast_protocol::wire::{self, Body};
+use thiserror::Error;
 
-use crate::loss::{LossModel, LossState};
+use crate::loss::{FadeModel, FadeState, LossModel, LossState, SimRng};
 
 /// The wall clock at virtual time zero (2026-11-26), for manifest and key validity.
 pub const WALL_CLOCK_START_UNIX_SECS: u64 = 1_795_000_000;
@@ -44,10 +63,20 @@ pub struct HarnessOptions {
     pub symbol_size: u16,
     /// Largest source block.
     pub block_bytes_max: u64,
+    /// Full decoding or symbol counting (see the module documentation).
+    pub fidelity: Fidelity,
+    /// A rain fade per province (the code's first two digits): one shared state per
+    /// province, on top of each county's own loss. None: no fades.
+    pub regional_fade: Option<FadeModel>,
+    /// Scheduled outages of receivers' power or WAN links.
+    pub outages: Vec<Outage>,
+    /// Passes of an object added without feedback (carousel mode); each pass is sized for
+    /// `broadcast.target_loss`.
+    pub carousel_passes: u32,
 }
 
 impl HarnessOptions {
-    /// Defaults for a GEO link at 20 Mbit/s with `receivers` of the given loss.
+    /// Defaults for a GEO link at 20 Mbit/s with `receivers` of the given loss, full fidelity.
     pub fn new(seed: u64, receivers: Vec<(String, LossModel)>) -> Self {
         HarnessOptions {
             seed,
@@ -58,6 +87,74 @@ impl HarnessOptions {
             report_window: Duration::from_secs(1),
             symbol_size: 1436,
             block_bytes_max: fec::DEFAULT_BLOCK_BYTES_MAX,
+            fidelity: Fidelity::Full,
+            regional_fade: None,
+            outages: Vec::new(),
+            carousel_passes: 2,
+        }
+    }
+}
+
+/// What an outage takes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutageKind {
+    /// The receiver is powered off: it hears nothing, says nothing and its timers stop;
+    /// what it had spooled survives (as the daemon's durable spool does).
+    Power,
+    /// The receiver's WAN link is down: it still receives, but its feedback waits in its
+    /// outbox until the link returns.
+    Wan,
+}
+
+/// One scheduled outage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outage {
+    /// The receiver (index into [`HarnessOptions::receivers`]); None for every receiver.
+    pub receiver: Option<usize>,
+    /// What goes down.
+    pub kind: OutageKind,
+    /// Virtual time since the start when it goes down, and when it comes back.
+    pub period: Range<Duration>,
+}
+
+/// Why the harness could not take an object.
+#[derive(Debug, Error)]
+pub enum HarnessError {
+    /// The payload cannot be split into blocks with the harness's symbol and block sizes.
+    #[error("the payload cannot be encoded: {0}")]
+    Oti(#[from] FecError),
+    /// The manifest could not be signed.
+    #[error("the manifest cannot be signed: {0}")]
+    Sign(String),
+    /// The broadcast machine refused the object.
+    #[error("the uplink refused the object: {0}")]
+    Refused(String),
+}
+
+/// A receiver's store: symbol bytes (full fidelity) or ESI counts (counting fidelity).
+#[derive(Debug)]
+pub enum SimStore {
+    /// Symbols and decoded blocks in memory.
+    Memory(MemoryStore),
+    /// ESIs only.
+    Counting(CountingStore),
+}
+
+impl SimStore {
+    /// The assembled bytes of an object (full fidelity only).
+    pub fn object(&self, object_id: u64) -> Option<&[u8]> {
+        match self {
+            SimStore::Memory(store) => store.object(object_id),
+            SimStore::Counting(_) => None,
+        }
+    }
+
+    /// The store as the reception machine takes it. (The enum does not implement the
+    /// trait itself, so the simulator follows the trait as it grows.)
+    pub fn as_dyn(&mut self) -> &mut dyn ReceptionStore {
+        match self {
+            SimStore::Memory(store) => store,
+            SimStore::Counting(store) => store,
         }
     }
 }
@@ -70,15 +167,48 @@ pub struct SimReceiver {
     /// Its reception machine.
     pub reception: Reception,
     /// Its store.
-    pub store: MemoryStore,
-    /// Its downlink loss.
+    pub store: SimStore,
+    /// Its own downlink loss (on top of its province's fade, if any).
     pub loss: LossState,
-    /// Powered off: hears nothing, says nothing.
+    /// Powered off until set back: hears nothing, says nothing.
     pub offline: bool,
-    /// Objects completed byte-exact, with the virtual time of completion.
+    /// Periods (virtual time since the start) when it is powered off.
+    pub outages: Vec<Range<Duration>>,
+    /// Periods when its WAN link is down: feedback waits in its outbox.
+    pub wan_outages: Vec<Range<Duration>>,
+    /// Objects completed (byte-exact in full fidelity), with the virtual time of completion.
     pub completed: BTreeMap<u64, Duration>,
     /// Objects completed with the wrong bytes (must stay empty).
     pub corrupt: Vec<u64>,
+    /// Datagrams that reached it while powered.
+    pub datagrams_heard: u64,
+    /// Datagrams lost on its downlink while powered (own loss or its province's fade).
+    pub datagrams_lost: u64,
+    /// Its province's index in the harness's fade states.
+    region: usize,
+    /// Feedback waiting for the WAN.
+    outbox: Vec<Feedback>,
+    /// The machine's wake-up time as last asked; it can only be early (then the machine is
+    /// asked again), never late: only ROUND and MANIFEST datagrams and timeouts move it
+    /// earlier, and the harness asks again after those.
+    wake: Option<Instant>,
+}
+
+impl SimReceiver {
+    /// Whether it is powered at `at` (virtual time since the start).
+    pub fn powered(&self, at: Duration) -> bool {
+        !self.offline && !self.outages.iter().any(|o| o.contains(&at))
+    }
+
+    fn wan_link_up(&self, at: Duration) -> bool {
+        !self.wan_outages.iter().any(|o| o.contains(&at))
+    }
+
+    /// Share of the datagrams that reached it that were lost.
+    pub fn observed_loss(&self) -> f64 {
+        let offered = self.datagrams_heard + self.datagrams_lost;
+        if offered == 0 { 0.0 } else { self.datagrams_lost as f64 / offered as f64 }
+    }
 }
 
 /// What the harness knows about one object it aired.
@@ -87,11 +217,15 @@ pub struct SimObject {
     /// The manifest.
     pub manifest: Manifest,
     /// The payload.
-    pub payload: Rc<Vec<u8>>,
+    pub payload: Arc<Vec<u8>>,
     /// Source symbols per block.
     pub source_symbols: Vec<u32>,
     /// Counties targeted.
     pub targets: Vec<String>,
+    /// Per receiver index: whether it is targeted.
+    pub targeted: Vec<bool>,
+    /// Targeted receivers that have completed it.
+    pub completions: usize,
     /// When it was added (virtual).
     pub added_at: Duration,
     /// First and last DATA datagram on the air (virtual).
@@ -104,17 +238,38 @@ pub struct SimObject {
     pub events: Vec<(Duration, BroadcastEvent)>,
 }
 
-// The harness is single-threaded; BlockSource asks for Send because daemons move sources
-// across threads. The bytes are copied out on every read, never shared mutably.
-struct SendPayload(Vec<u8>);
+impl SimObject {
+    /// Rounds started (round 0, the first pass or first carousel pass, included).
+    pub fn rounds(&self) -> usize {
+        self.events.iter().filter(|(_, e)| matches!(e, BroadcastEvent::RoundStarted { .. })).count()
+    }
+}
 
-impl BlockSource for SendPayload {
+// BlockSource asks for Send because daemons move sources across threads; the payload is
+// shared read-only, so an Arc serves both the uplink and the byte-exact check.
+struct SharedPayload(Arc<Vec<u8>>);
+
+impl BlockSource for SharedPayload {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         let start = usize::try_from(offset).map_err(std::io::Error::other)?;
-        let bytes = self.0.get(start..start + buf.len()).ok_or_else(|| std::io::Error::other("read past the end"))?;
+        let end = start.checked_add(buf.len()).ok_or_else(|| std::io::Error::other("read past the end"))?;
+        let bytes = self.0.get(start..end).ok_or_else(|| std::io::Error::other("read past the end"))?;
         buf.copy_from_slice(bytes);
         Ok(())
     }
+}
+
+/// How to air an object (see [`Harness::try_add_object`]).
+#[derive(Debug, Clone)]
+pub struct ObjectOptions {
+    /// Division-code prefixes targeted ("" = every receiver).
+    pub prefixes: Vec<String>,
+    /// Scheduling class.
+    pub priority: Priority,
+    /// Stop airing this long after it is added.
+    pub deadline: Option<Duration>,
+    /// Feedback-driven repair, or a carousel of this plan.
+    pub carousel: Option<AirPlan>,
 }
 
 /// The harness. See the module documentation.
@@ -128,15 +283,18 @@ pub struct Harness {
     pub receivers: Vec<SimReceiver>,
     /// Objects added, by id.
     pub objects: BTreeMap<u64, SimObject>,
-    /// Whether feedback crosses the WAN. While it is down, feedback waits in each
+    /// Whether feedback crosses the WAN at all. While it is down, feedback waits in each
     /// receiver's outbox (as the daemon's durable outbox does), newer progress replacing
     /// older for the same object, and goes out when it returns.
     pub wan_up: bool,
-    outbox: Vec<Feedback>,
     options: HarnessOptions,
     downlink: VecDeque<(Instant, Rc<Vec<u8>>)>,
     wan: VecDeque<(Instant, Feedback)>,
     rng: ChaCha8Rng,
+    /// Loss and fade draws: cheap, and separate from the key and payload stream.
+    loss_rng: SimRng,
+    /// One fade state per province (all clear-forever when there is no fade model).
+    fades: Vec<FadeState>,
     signing: SigningKey,
     network_key: NetworkKey,
     next_object_id: u64,
@@ -160,24 +318,54 @@ impl Harness {
         let signing = SigningKey::generate(&mut rng, &root, 1, wall - 3600, wall + 365 * 86_400);
         let uplink_signing = SigningKey::generate(&mut rng, &root, 2, wall - 3600, wall + 365 * 86_400);
         let network_key = NetworkKey::generate(&mut rng);
+        let mut loss_rng = SimRng::seed_from_u64(rng.next_u64());
         let start = Instant::now();
         let uplink = Broadcaster::new(start, options.broadcast.clone(), network_key.clone(), uplink_signing);
+        // Provinces in code order, so region indices (and their draws) are deterministic.
+        let mut regions: BTreeMap<&str, usize> = BTreeMap::new();
+        for (code, _) in &options.receivers {
+            let next = regions.len();
+            regions.entry(code.get(..2).unwrap_or(code)).or_insert(next);
+        }
+        let fade_model = options.regional_fade.unwrap_or(FadeModel { share: 0.0, mean_fade: Duration::from_secs(1) });
+        let fades = (0..regions.len()).map(|_| FadeState::new(fade_model, &mut loss_rng)).collect();
         let receivers = options
             .receivers
             .iter()
-            .map(|(code, loss)| {
+            .enumerate()
+            .map(|(index, (code, loss))| {
                 let mut config = ReceptionConfig::new(code.clone(), root.public(), network_key.clone());
                 config.report_window = options.report_window;
                 config.seed = rng.next_u64();
                 config.partial_objects_max = 16;
+                config.fidelity = options.fidelity;
+                let store = match options.fidelity {
+                    Fidelity::Full => SimStore::Memory(MemoryStore::default()),
+                    Fidelity::Counting => SimStore::Counting(CountingStore::default()),
+                };
+                let scheduled = |kind: OutageKind| {
+                    options
+                        .outages
+                        .iter()
+                        .filter(|o| o.kind == kind && o.receiver.is_none_or(|r| r == index))
+                        .map(|o| o.period.clone())
+                        .collect()
+                };
                 SimReceiver {
                     code: code.clone(),
                     reception: Reception::new(config),
-                    store: MemoryStore::default(),
+                    store,
                     loss: LossState::new(*loss),
                     offline: false,
+                    outages: scheduled(OutageKind::Power),
+                    wan_outages: scheduled(OutageKind::Wan),
                     completed: BTreeMap::new(),
                     corrupt: Vec::new(),
+                    datagrams_heard: 0,
+                    datagrams_lost: 0,
+                    region: regions.get(code.get(..2).unwrap_or(code)).copied().unwrap_or(0),
+                    outbox: Vec::new(),
+                    wake: None,
                 }
             })
             .collect();
@@ -188,17 +376,23 @@ impl Harness {
             receivers,
             objects: BTreeMap::new(),
             wan_up: true,
-            outbox: Vec::new(),
             options,
             downlink: VecDeque::new(),
             wan: VecDeque::new(),
             rng,
+            loss_rng,
+            fades,
             signing,
             network_key,
             next_object_id: 1,
             digest: blake3::Hasher::new(),
             steps: 0,
         }
+    }
+
+    /// The options it was built with.
+    pub fn options(&self) -> &HarnessOptions {
+        &self.options
     }
 
     /// Virtual time since the start.
@@ -223,16 +417,29 @@ impl Harness {
     }
 
     /// Signs and hands an object to the uplink, aimed at every receiver whose code starts
-    /// with one of `prefixes` ("" = all). Returns its object id.
+    /// with one of `prefixes` ("" = all). Without feedback it airs as a carousel of
+    /// [`HarnessOptions::carousel_passes`] passes. Returns its object id. Panics if the
+    /// payload cannot be aired (tests); see [`Harness::try_add_object`].
     pub fn add_object(&mut self, payload: Vec<u8>, prefixes: &[&str], priority: Priority, deadline: Option<Duration>, feedback: bool) -> u64 {
+        let carousel = (!feedback)
+            .then_some(AirPlan { target_loss: self.options.broadcast.target_loss, passes: self.options.carousel_passes });
+        let options = ObjectOptions { prefixes: prefixes.iter().map(|p| p.to_string()).collect(), priority, deadline, carousel };
+        match self.try_add_object(payload, &options) {
+            Ok(object_id) => object_id,
+            Err(error) => panic!("harness object refused: {error}"),
+        }
+    }
+
+    /// Signs and hands an object to the uplink. Returns its object id.
+    pub fn try_add_object(&mut self, payload: Vec<u8>, options: &ObjectOptions) -> Result<u64, HarnessError> {
+        let oti = Oti::new_for_object(payload.len() as u64, self.options.symbol_size, self.options.block_bytes_max)?;
         let object_id = self.next_object_id;
-        self.next_object_id += 1;
-        let oti = match Oti::new_for_object(payload.len() as u64, self.options.symbol_size, self.options.block_bytes_max) {
-            Ok(oti) => oti,
-            Err(error) => panic!("harness payload cannot be encoded: {error}"),
-        };
         let blocks = fec::blocks(&oti);
-        let block_hashes = blocks.iter().map(|b| fec::block_hash(&payload[b.offset as usize..(b.offset + b.len) as usize])).collect();
+        let block_hashes = blocks
+            .iter()
+            .map(|b| payload.get(b.offset as usize..(b.offset + b.len) as usize).map(fec::block_hash))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(HarnessError::Refused("blocks do not cover the payload".into()))?;
         let wall = self.wall_unix_secs();
         let manifest = Manifest {
             object_id,
@@ -244,38 +451,31 @@ impl Harness {
             oti: oti.encode(),
             object_hash: *blake3::hash(&payload).as_bytes(),
             block_hashes,
-            targets: prefixes.iter().map(|p| p.to_string()).collect(),
+            targets: options.prefixes.clone(),
             created_unix_secs: wall,
             expires_unix_secs: wall + 7 * 86_400,
         };
-        let signed_manifest = match self.signing.sign_manifest(&manifest) {
-            Ok(signed) => signed.to_bytes(),
-            Err(error) => panic!("harness manifest is invalid: {error}"),
+        let signed_manifest = self.signing.sign_manifest(&manifest).map_err(|e| HarnessError::Sign(e.to_string()))?.to_bytes();
+        let targeted: Vec<bool> =
+            self.receivers.iter().map(|r| options.prefixes.iter().any(|p| r.code.starts_with(p.as_str()))).collect();
+        let targets: Vec<String> =
+            self.receivers.iter().zip(&targeted).filter(|(_, t)| **t).map(|(r, _)| r.code.clone()).collect();
+        let delivery = match options.carousel {
+            None => Delivery::Feedback { targets: targets.clone() },
+            Some(plan) => Delivery::Carousel(plan),
         };
-        let targets: Vec<String> = self
-            .receivers
-            .iter()
-            .filter(|r| prefixes.iter().any(|p| r.code.starts_with(p)))
-            .map(|r| r.code.clone())
-            .collect();
-        let delivery = if feedback {
-            Delivery::Feedback { targets: targets.clone() }
-        } else {
-            Delivery::Carousel(satcast_protocol::broadcast::AirPlan { target_loss: self.options.broadcast.target_loss, passes: 2 })
-        };
-        let payload = Rc::new(payload);
+        let payload = Arc::new(payload);
         let object = NewObject {
             manifest: manifest.clone(),
             signed_manifest,
-            source: Box::new(SendPayload(payload.as_ref().clone())),
-            priority,
+            source: Box::new(SharedPayload(payload.clone())),
+            priority: options.priority,
             not_before: None,
-            deadline: deadline.map(|d| self.now + d),
+            deadline: options.deadline.map(|d| self.now + d),
             delivery,
         };
-        if let Err(error) = self.uplink.add_object(self.now, object) {
-            panic!("uplink refused the object: {error}");
-        }
+        self.uplink.add_object(self.now, object).map_err(|e| HarnessError::Refused(e.to_string()))?;
+        self.next_object_id += 1;
         let source_symbols = blocks.iter().map(|b| b.source_symbols).collect();
         self.objects.insert(
             object_id,
@@ -284,6 +484,8 @@ impl Harness {
                 payload,
                 source_symbols,
                 targets,
+                targeted,
+                completions: 0,
                 added_at: self.elapsed(),
                 first_data_at: None,
                 last_data_at: None,
@@ -291,13 +493,12 @@ impl Harness {
                 events: Vec::new(),
             },
         );
-        object_id
+        Ok(object_id)
     }
 
-    /// Whether every targeted, online receiver has completed the object.
+    /// Whether every targeted receiver has completed the object.
     pub fn all_complete(&self, object_id: u64) -> bool {
-        let Some(object) = self.objects.get(&object_id) else { return false };
-        self.receivers.iter().filter(|r| object.targets.contains(&r.code)).all(|r| r.completed.contains_key(&object_id))
+        self.objects.get(&object_id).is_some_and(|o| o.completions == o.targets.len())
     }
 
     /// Runs until `done` holds, `virtual_limit` of virtual time passes, or `steps_max`
@@ -340,41 +541,66 @@ impl Harness {
     }
 
     fn deliver_downlink(&mut self) {
-        while self.downlink.front().is_some_and(|(at, _)| *at <= self.now) {
-            let Some((_, datagram)) = self.downlink.pop_front() else { break };
-            let wall = self.wall_unix_secs();
-            for receiver in &mut self.receivers {
-                if receiver.offline || receiver.loss.lose(&mut self.rng) {
+        let at = self.elapsed();
+        let wall = self.wall_unix_secs();
+        let fade = self.options.regional_fade.is_some();
+        let mut faded = vec![false; self.fades.len()];
+        while self.downlink.front().is_some_and(|(due, _)| *due <= self.now) {
+            let Some((_, bytes)) = self.downlink.pop_front() else { break };
+            // Counting fidelity authenticates once for everyone; full fidelity lets each
+            // receiver do it, as the daemon does.
+            let parsed = match self.options.fidelity {
+                Fidelity::Counting => wire::parse(&bytes, &self.network_key).ok(),
+                Fidelity::Full => None,
+            };
+            let moves_timers = match &parsed {
+                Some(d) => !matches!(d.body, Body::Data { .. }),
+                None => true,
+            };
+            if fade {
+                for (state, f) in self.fades.iter_mut().zip(faded.iter_mut()) {
+                    *f = state.faded_at(at, &mut self.loss_rng);
+                }
+            }
+            for (index, receiver) in self.receivers.iter_mut().enumerate() {
+                if !receiver.powered(at) {
                     continue;
                 }
-                receiver.reception.handle_datagram(self.now, wall, &datagram, &mut receiver.store);
-                drain_reception_events(receiver, &self.objects, self.now - self.start);
+                // Draw the county's own loss even in a fade, so its burst state keeps going.
+                let lost = receiver.loss.lose(&mut self.loss_rng) || faded.get(receiver.region).copied().unwrap_or(false);
+                if lost {
+                    receiver.datagrams_lost += 1;
+                    continue;
+                }
+                receiver.datagrams_heard += 1;
+                match (&parsed, self.options.fidelity) {
+                    (Some(datagram), _) => receiver.reception.handle_parsed(self.now, wall, datagram, receiver.store.as_dyn()),
+                    (None, Fidelity::Counting) => continue,
+                    (None, Fidelity::Full) => receiver.reception.handle_datagram(self.now, wall, &bytes, receiver.store.as_dyn()),
+                }
+                drain_reception_events(index, receiver, &mut self.objects, at);
+                if moves_timers {
+                    receiver.wake = receiver.reception.poll_timeout();
+                }
+                let wan_up = self.wan_up && receiver.wan_link_up(at);
+                route_feedback(receiver, wan_up, &mut self.wan, self.now + self.options.wan_delay);
             }
         }
     }
 
     fn drive_receivers(&mut self) {
+        let at = self.elapsed();
         for receiver in &mut self.receivers {
-            if receiver.offline {
+            if !receiver.powered(at) {
                 // Powered off: nothing runs, nothing is said.
-                while receiver.reception.poll_feedback().is_some() {}
                 continue;
             }
-            if receiver.reception.poll_timeout().is_some_and(|t| t <= self.now) {
+            if receiver.wake.is_some_and(|t| t <= self.now) {
                 receiver.reception.handle_timeout(self.now);
+                receiver.wake = receiver.reception.poll_timeout();
             }
-            while let Some(feedback) = receiver.reception.poll_feedback() {
-                if self.wan_up {
-                    self.wan.push_back((self.now + self.options.wan_delay, feedback));
-                } else {
-                    hold(&mut self.outbox, feedback);
-                }
-            }
-        }
-        if self.wan_up {
-            for feedback in self.outbox.drain(..) {
-                self.wan.push_back((self.now + self.options.wan_delay, feedback));
-            }
+            let wan_up = self.wan_up && receiver.wan_link_up(at);
+            route_feedback(receiver, wan_up, &mut self.wan, self.now + self.options.wan_delay);
         }
     }
 
@@ -416,9 +642,18 @@ impl Harness {
         if let Some((t, _)) = self.wan.front() {
             next = next.min(*t);
         }
+        let at = self.elapsed();
         for receiver in &self.receivers {
-            if !receiver.offline {
-                if let Some(t) = receiver.reception.poll_timeout() {
+            // Outage edges are events too: a receiver coming back acts at once.
+            for period in receiver.outages.iter().chain(&receiver.wan_outages) {
+                for edge in [period.start, period.end] {
+                    if edge > at {
+                        next = next.min(self.start + edge);
+                    }
+                }
+            }
+            if let Some(t) = receiver.wake {
+                if receiver.powered(at) {
                     next = next.min(t);
                 }
             }
@@ -431,44 +666,69 @@ impl Harness {
     pub fn has_event(&self, object_id: u64, predicate: impl Fn(&BroadcastEvent) -> bool) -> bool {
         self.objects.get(&object_id).is_some_and(|o| o.events.iter().any(|(_, e)| predicate(e)))
     }
+
+    /// Datagrams on their way down (aired, not yet arrived).
+    pub fn downlink_in_flight(&self) -> usize {
+        self.downlink.len()
+    }
+}
+
+/// Sends a receiver's new feedback over the WAN, or holds it while its link is down; sends
+/// what it held once the link is back.
+fn route_feedback(receiver: &mut SimReceiver, wan_up: bool, wan: &mut VecDeque<(Instant, Feedback)>, arrives: Instant) {
+    if wan_up {
+        for feedback in receiver.outbox.drain(..) {
+            wan.push_back((arrives, feedback));
+        }
+    }
+    while let Some(feedback) = receiver.reception.poll_feedback() {
+        if wan_up {
+            wan.push_back((arrives, feedback));
+        } else {
+            hold(&mut receiver.outbox, feedback);
+        }
+    }
 }
 
 /// Keeps feedback for later, a newer progress report replacing an older one for the same
-/// county and object (an outbox coalesces what the uplink no longer needs).
+/// object (an outbox coalesces what the uplink no longer needs).
 fn hold(outbox: &mut Vec<Feedback>, feedback: Feedback) {
     use satcast_protocol::feedback::FeedbackMessage::Progress;
     if let Progress { object_id, .. } = &feedback.message {
         let object_id = *object_id;
-        outbox.retain(|f| !(f.county_code == feedback.county_code && matches!(&f.message, Progress { object_id: id, .. } if *id == object_id)));
+        outbox.retain(|f| !matches!(&f.message, Progress { object_id: id, .. } if *id == object_id));
     }
     outbox.push(feedback);
 }
 
 /// Handles a receiver's events as a daemon would: a complete object is checked against the
-/// payload (byte-exact) and marked delivered, which queues its Complete feedback.
-fn drain_reception_events(receiver: &mut SimReceiver, objects: &BTreeMap<u64, SimObject>, at: Duration) {
+/// payload (byte-exact, in full fidelity) and marked delivered, which queues its Complete
+/// feedback.
+fn drain_reception_events(index: usize, receiver: &mut SimReceiver, objects: &mut BTreeMap<u64, SimObject>, at: Duration) {
     while let Some(event) = receiver.reception.poll_event() {
         if let ReceptionEvent::Complete { manifest } = event {
             let object_id = manifest.object_id;
-            let exact = match (receiver.store.object(object_id), objects.get(&object_id)) {
-                (Some(bytes), Some(object)) => bytes.get(..object.payload.len()) == Some(object.payload.as_slice()),
-                _ => false,
+            let exact = match (&receiver.store, objects.get(&object_id)) {
+                (SimStore::Counting(_), Some(_)) => true,
+                (store, Some(object)) => {
+                    store.object(object_id).and_then(|bytes| bytes.get(..object.payload.len())) == Some(object.payload.as_slice())
+                }
+                (_, None) => false,
             };
             if exact {
-                receiver.completed.insert(object_id, at);
+                if receiver.completed.insert(object_id, at).is_none() {
+                    if let Some(object) = objects.get_mut(&object_id) {
+                        if object.targeted.get(index).copied().unwrap_or(false) {
+                            object.completions += 1;
+                        }
+                    }
+                }
             } else {
                 receiver.corrupt.push(object_id);
             }
-            let _ = receiver.store_discard(object_id);
+            // Frees the memory of a delivered object (the daemon moves it to its cache).
+            let _ = receiver.store.as_dyn().discard(object_id);
             receiver.reception.mark_delivered(&manifest);
         }
-    }
-}
-
-impl SimReceiver {
-    /// Frees the memory of a delivered object (the daemon moves it to its cache).
-    fn store_discard(&mut self, object_id: u64) -> std::io::Result<()> {
-        use satcast_protocol::reception::ReceptionStore;
-        self.store.discard(object_id)
     }
 }

@@ -1,11 +1,15 @@
-//! satcast-store: durable state. Files are the truth: partial objects, the
+//! satcast-store: durable state. Files are the truth: spools, partial objects, the
 //! content-addressed cache and delivered files are written by temp file, fsync, rename and
 //! directory fsync, so a power cut leaves either the old state or the new, never a mix.
+//! sled is only an index over them, rebuilt from the files if it fails to open.
 #![warn(missing_docs)]
 
 pub mod fsutil;
+pub mod index;
 pub mod receiver;
+pub mod spool;
 pub mod trust_state;
 
-pub use receiver::{ReceiverStore, StoreError};
+pub use index::{IndexError, IndexOpen};
+pub use receiver::{CacheEntry, DiskUse, OpenReport, ReceiverLimits, ReceiverStore, StoreError};
 pub use trust_state::{TrustState, TrustStateError};

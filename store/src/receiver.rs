@@ -1,32 +1,60 @@
-//! The receiver's object store: partial objects, the content-addressed cache
-//! (objects/<blake3>) and atomic delivery into deliver/<kind>/<name>.
+//! The receiver's object store: the symbol spool, partial objects, the content-addressed
+//! cache (objects/<blake3>), atomic delivery into deliver/<kind>/<name>, and the durable
+//! outbox of feedback not yet acknowledged by the uplink.
 //!
-//! Layout under the state directory:
-//! - `partial/<object id>.part`: decoded, verified blocks written at their offsets;
-//! - `objects/<blake3 hex>`: finished objects, verified and fsynced;
-//! and under the deliver directory:
-//! - `<kind>/<name>`: the delivered file, replaced by atomic rename;
-//! - `.incoming/`: temp files on the way into place (same file system as the targets).
+//! Layout under the state directory (files are the truth; `index/` can be rebuilt):
+//! - `spool/<object id>/manifest`: the signed manifest, so a restart can resume the object;
+//! - `spool/<object id>/<sbn>.sym`: symbols of blocks not yet decoded (see `spool`);
+//! - `partial/<object id>.part`: decoded, verified blocks at their offsets;
+//! - `objects/<blake3 hex>` and `objects/<blake3 hex>.manifest`: finished objects;
+//! - `index/`: sled: verified blocks per partial object, cache entries, the outbox;
 //!
-//! Symbols of blocks not yet decoded are kept in memory here; the durable spool that lets a
-//! restart resume mid-block is the store issue's work.
+//! and under the deliver directory `<kind>/<name>`, replaced by atomic rename, and
+//! `.incoming/` for copies on their way into place (same file system as the targets).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use bincode::{Decode, Encode};
+use satcast_protocol::fec::{self, Oti};
+use satcast_protocol::feedback::{Feedback, FeedbackMessage};
 use satcast_protocol::manifest::Manifest;
 use satcast_protocol::reception::ReceptionStore;
+use satcast_protocol::trust::SignedManifest;
 use thiserror::Error;
 
-use crate::fsutil::fsync_dir;
+use crate::fsutil::{fsync_dir, write_atomic};
+use crate::index::{Index, IndexError, IndexOpen, Tree};
+use crate::spool::{RECORD_HEADER_LEN, Spool};
+
+/// The most feedback messages kept for the uplink; beyond it the oldest progress report
+/// goes (completions are never dropped: the uplink re-asks for progress every round).
+pub const OUTBOX_ENTRIES_MAX: usize = 10_000;
+/// The most cache entries listed or considered for eviction at once.
+pub const CACHE_ENTRIES_MAX: usize = 100_000;
+
+/// Bounds on what the receiver keeps on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiverLimits {
+    /// Spooled symbols and partial objects together (config `limits.spool_bytes_max`).
+    pub spool_bytes_max: u64,
+    /// Finished objects in the cache (config `limits.cache_bytes_max`).
+    pub cache_bytes_max: u64,
+}
+
+impl Default for ReceiverLimits {
+    fn default() -> Self {
+        ReceiverLimits { spool_bytes_max: 8 << 30, cache_bytes_max: 16 << 30 }
+    }
+}
 
 /// Why the store could not do what was asked.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    /// A directory could not be created or opened.
+    /// A directory could not be created or read.
     #[error("cannot prepare {path}: {source}")]
     Prepare {
         /// The directory.
@@ -34,7 +62,22 @@ pub enum StoreError {
         /// The I/O error.
         source: io::Error,
     },
-    /// The finished object could not be moved into the cache.
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// The cache limit leaves no room for this object even after evicting every
+    /// superseded version; the object stays partial and is committed when room returns.
+    #[error("cache full: {needed} bytes needed, {used} of {limit} used by latest versions that are never evicted")]
+    CacheFull {
+        /// Bytes the new object needs.
+        needed: u64,
+        /// Bytes the cache holds.
+        used: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The finished object could not be moved into the cache (a full disk, for example);
+    /// nothing already cached was touched.
     #[error("cannot cache object {object_id:016x}: {source}")]
     Cache {
         /// The object.
@@ -52,47 +95,233 @@ pub enum StoreError {
     },
 }
 
+/// A finished object in the cache.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct CacheEntry {
+    /// Its object id.
+    pub object_id: u64,
+    /// Its kind, as text.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: u64,
+    /// Its size.
+    pub size_bytes: u64,
+    /// BLAKE3 of the payload (also its file name).
+    pub hash: [u8; 32],
+}
+
+#[derive(Debug, Clone, Default, Encode, Decode)]
+struct ObjectEntry {
+    verified: Vec<u8>,
+}
+
+/// What opening the store found and did, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// How the index opened (quarantined and rebuilt, perhaps).
+    pub index: IndexOpen,
+    /// Partial objects found, to resume.
+    pub partial_objects: usize,
+    /// Cache entries rebuilt from the files.
+    pub cache_entries_rebuilt: usize,
+    /// Leftovers removed (spools without a manifest, stray partial files).
+    pub orphans_removed: usize,
+}
+
+/// Disk use against the limits, for status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskUse {
+    /// Spooled symbols and partial objects.
+    pub spool_bytes: u64,
+    /// Cached objects.
+    pub cache_bytes: u64,
+    /// The limits.
+    pub limits: ReceiverLimits,
+}
+
+struct Partial {
+    manifest: Manifest,
+    spool: Spool,
+    verified: BTreeSet<u8>,
+}
+
+impl std::fmt::Debug for Partial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partial").field("object_id", &self.manifest.object_id).field("verified", &self.verified).finish()
+    }
+}
+
 /// The receiver's durable object store. See the module documentation for the layout.
 #[derive(Debug)]
 pub struct ReceiverStore {
+    spool_dir: PathBuf,
     partial_dir: PathBuf,
     objects_dir: PathBuf,
     deliver_dir: PathBuf,
     incoming_dir: PathBuf,
-    symbols: HashMap<(u64, u8), BTreeMap<u32, Vec<u8>>>,
-    written: HashMap<u64, HashSet<u8>>,
+    index: Index,
+    objects: Tree,
+    cache: Tree,
+    outbox: Tree,
+    partials: HashMap<u64, Partial>,
+    limits: ReceiverLimits,
+    next_outbox_seq: u64,
 }
 
 fn prepare(path: &Path) -> Result<(), StoreError> {
     fs::create_dir_all(path).map_err(|source| StoreError::Prepare { path: path.to_owned(), source })
 }
 
+fn read_dir(path: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
+    Ok(fs::read_dir(path).map_err(|source| StoreError::Prepare { path: path.to_owned(), source })?.flatten().collect())
+}
+
+/// The manifest inside signed-manifest bytes, without verifying the signature (the
+/// reception machine verifies it again when it resumes the object).
+fn unverified_manifest(signed: &[u8]) -> Option<Manifest> {
+    let signed = SignedManifest::from_bytes(signed).ok()?;
+    Manifest::from_bytes(&signed.manifest).ok()
+}
+
+fn object_key(object_id: u64) -> [u8; 8] {
+    object_id.to_be_bytes()
+}
+
 impl ReceiverStore {
-    /// Opens (creating if needed) the store. Partial objects left by an earlier run are
-    /// removed: without a durable spool their blocks cannot be trusted to be complete.
-    pub fn open(state_dir: &Path, deliver_dir: &Path) -> Result<Self, StoreError> {
-        let store = ReceiverStore {
-            partial_dir: state_dir.join("partial"),
-            objects_dir: state_dir.join("objects"),
-            deliver_dir: deliver_dir.to_owned(),
-            incoming_dir: deliver_dir.join(".incoming"),
-            symbols: HashMap::new(),
-            written: HashMap::new(),
-        };
-        for dir in [&store.partial_dir, &store.objects_dir, &store.deliver_dir, &store.incoming_dir] {
+    /// Opens (creating if needed) the store: resumes partial objects from their spools,
+    /// removes leftovers, and rebuilds the index from the files if it had to be replaced.
+    pub fn open(state_dir: &Path, deliver_dir: &Path, limits: ReceiverLimits, now_unix_secs: u64) -> Result<(Self, OpenReport), StoreError> {
+        let spool_dir = state_dir.join("spool");
+        let partial_dir = state_dir.join("partial");
+        let objects_dir = state_dir.join("objects");
+        let incoming_dir = deliver_dir.join(".incoming");
+        for dir in [&spool_dir, &partial_dir, &objects_dir, &deliver_dir.to_owned(), &incoming_dir] {
             prepare(dir)?;
         }
-        for dir in [&store.partial_dir, &store.incoming_dir] {
-            let entries = fs::read_dir(dir).map_err(|source| StoreError::Prepare { path: dir.clone(), source })?;
-            for entry in entries.flatten() {
+        for entry in read_dir(&incoming_dir)? {
+            let _ = fs::remove_file(entry.path());
+        }
+        let (index, how) = Index::open(&state_dir.join("index"), now_unix_secs)?;
+        let rebuild = !matches!(how, IndexOpen::Opened);
+        let mut store = ReceiverStore {
+            objects: index.tree("objects")?,
+            cache: index.tree("cache")?,
+            outbox: index.tree("outbox")?,
+            index,
+            spool_dir,
+            partial_dir,
+            objects_dir,
+            deliver_dir: deliver_dir.to_owned(),
+            incoming_dir,
+            partials: HashMap::new(),
+            limits,
+            next_outbox_seq: 0,
+        };
+        let mut report = OpenReport { index: how, partial_objects: 0, cache_entries_rebuilt: 0, orphans_removed: 0 };
+        store.next_outbox_seq = store.outbox.scan::<Vec<u8>>(&[], usize::MAX)?.last().map_or(0, |(k, _)| key_seq(k) + 1);
+        store.load_partials(&mut report)?;
+        if rebuild {
+            report.cache_entries_rebuilt = store.rebuild_cache()?;
+        }
+        store.index.flush()?;
+        Ok((store, report))
+    }
+
+    fn load_partials(&mut self, report: &mut OpenReport) -> Result<(), StoreError> {
+        let mut live = BTreeSet::new();
+        for entry in read_dir(&self.spool_dir)? {
+            let dir = entry.path();
+            let parsed = u64::from_str_radix(&entry.file_name().to_string_lossy(), 16).ok();
+            let manifest = fs::read(dir.join("manifest")).ok().and_then(|b| unverified_manifest(&b));
+            let (Some(object_id), Some(manifest)) = (parsed, manifest) else {
+                let _ = fs::remove_dir_all(&dir);
+                report.orphans_removed += 1;
+                continue;
+            };
+            let spool = match Spool::open(&dir, usize::from(Oti::decode(&manifest.oti).map_or(0, |o| o.symbol_size))) {
+                Ok(spool) => spool,
+                Err(_) => {
+                    let _ = fs::remove_dir_all(&dir);
+                    report.orphans_removed += 1;
+                    continue;
+                }
+            };
+            let verified = match self.objects.get::<ObjectEntry>(&object_key(object_id))? {
+                Some(entry) => entry.verified.into_iter().collect(),
+                // Index lost: the partial file's blocks that match their signed hashes count.
+                None => self.rehash_partial(&manifest),
+            };
+            self.objects.put(&object_key(object_id), &ObjectEntry { verified: verified.iter().copied().collect() })?;
+            live.insert(object_id);
+            self.partials.insert(object_id, Partial { manifest, spool, verified });
+            report.partial_objects += 1;
+        }
+        for entry in read_dir(&self.partial_dir)? {
+            let id = entry.file_name().to_string_lossy().strip_suffix(".part").and_then(|n| u64::from_str_radix(n, 16).ok());
+            if !id.is_some_and(|id| live.contains(&id)) {
                 let _ = fs::remove_file(entry.path());
+                report.orphans_removed += 1;
             }
         }
-        Ok(store)
+        for (key, _) in self.objects.scan::<ObjectEntry>(&[], usize::MAX)? {
+            if key.len() == 8 && !live.contains(&key_seq(&key)) {
+                self.objects.remove(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn rehash_partial(&self, manifest: &Manifest) -> BTreeSet<u8> {
+        let Ok(oti) = Oti::decode(&manifest.oti) else { return BTreeSet::new() };
+        let Ok(file) = File::open(self.partial_path(manifest.object_id)) else { return BTreeSet::new() };
+        let mut verified = BTreeSet::new();
+        for (block, expected) in fec::blocks(&oti).iter().zip(&manifest.block_hashes) {
+            let mut data = vec![0u8; block.len as usize];
+            if file.read_exact_at(&mut data, block.offset).is_ok() && fec::block_hash(&data) == *expected {
+                verified.insert(block.sbn);
+            }
+        }
+        verified
+    }
+
+    fn rebuild_cache(&mut self) -> Result<usize, StoreError> {
+        let mut rebuilt = 0;
+        for entry in read_dir(&self.objects_dir)? {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "manifest") {
+                continue;
+            }
+            let Some(manifest) = fs::read(&path).ok().and_then(|b| unverified_manifest(&b)) else { continue };
+            let object = self.objects_dir.join(hex::encode(manifest.object_hash));
+            if fs::metadata(&object).map(|m| m.len()).ok() != Some(manifest.size_bytes) {
+                continue;
+            }
+            self.cache.put(&manifest.object_hash, &cache_entry(&manifest))?;
+            rebuilt += 1;
+        }
+        Ok(rebuilt)
+    }
+
+    /// Signed manifests of the partial objects found at open, for the reception machine to
+    /// verify again and resume.
+    pub fn resumable(&self) -> Vec<(u64, Vec<u8>)> {
+        let mut out: Vec<(u64, Vec<u8>)> = self
+            .partials
+            .keys()
+            .filter_map(|id| fs::read(self.spool_dir.join(format!("{id:016x}")).join("manifest")).ok().map(|b| (*id, b)))
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
     }
 
     fn partial_path(&self, object_id: u64) -> PathBuf {
         self.partial_dir.join(format!("{object_id:016x}.part"))
+    }
+
+    fn object_spool_dir(&self, object_id: u64) -> PathBuf {
+        self.spool_dir.join(format!("{object_id:016x}"))
     }
 
     /// Where a delivered object of this kind and name lives.
@@ -100,73 +329,250 @@ impl ReceiverStore {
         self.deliver_dir.join(manifest.kind.to_string()).join(&manifest.name)
     }
 
-    /// Makes a completed object durable: fsyncs the partial file, renames it into the
-    /// content-addressed cache, then delivers a copy into deliver/<kind>/<name> by atomic
-    /// rename. Returns the delivered path. Only after this returns may it be acknowledged.
+    /// Spool and cache use against the limits.
+    pub fn disk_use(&self) -> DiskUse {
+        DiskUse { spool_bytes: self.spool_bytes(), cache_bytes: self.cache_bytes(), limits: self.limits }
+    }
+
+    fn spool_bytes(&self) -> u64 {
+        self.partials
+            .iter()
+            .map(|(id, p)| p.spool.bytes() + fs::metadata(self.partial_path(*id)).map_or(0, |m| m.len()))
+            .sum()
+    }
+
+    fn cache_bytes(&self) -> u64 {
+        self.cached().iter().map(|e| e.size_bytes).sum()
+    }
+
+    /// Every cached object.
+    pub fn cached(&self) -> Vec<CacheEntry> {
+        self.cache.scan::<CacheEntry>(&[], CACHE_ENTRIES_MAX).map(|v| v.into_iter().map(|(_, e)| e).collect()).unwrap_or_default()
+    }
+
+    /// Bytes the index uses on disk (for the disk-ratio measurement).
+    pub fn index_bytes(&self) -> u64 {
+        self.index.size_on_disk()
+    }
+
+    /// Makes everything written so far survive a power cut: spool files and the index.
+    pub fn sync(&mut self) -> io::Result<()> {
+        for partial in self.partials.values_mut() {
+            partial.spool.sync()?;
+        }
+        self.index.flush().map_err(io::Error::other)
+    }
+
+    /// Frees cache room for `needed` bytes by evicting superseded versions (never the
+    /// latest version of a name), oldest version first.
+    fn make_room(&mut self, needed: u64) -> Result<(), StoreError> {
+        let entries = self.cached();
+        let mut used: u64 = entries.iter().map(|e| e.size_bytes).sum();
+        if used + needed <= self.limits.cache_bytes_max {
+            return Ok(());
+        }
+        let mut latest: HashMap<(&str, &str), u64> = HashMap::new();
+        for e in &entries {
+            let v = latest.entry((e.kind.as_str(), e.name.as_str())).or_insert(e.version);
+            *v = (*v).max(e.version);
+        }
+        let mut superseded: Vec<&CacheEntry> = entries.iter().filter(|e| latest.get(&(e.kind.as_str(), e.name.as_str())) != Some(&e.version)).collect();
+        superseded.sort_by_key(|e| e.version);
+        for entry in superseded {
+            if used + needed <= self.limits.cache_bytes_max {
+                break;
+            }
+            let file = self.objects_dir.join(hex::encode(entry.hash));
+            let _ = fs::remove_file(file.with_extension("manifest"));
+            match fs::remove_file(&file) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => continue,
+                _ => {}
+            }
+            self.cache.remove(&entry.hash)?;
+            used -= entry.size_bytes;
+        }
+        if used + needed > self.limits.cache_bytes_max {
+            return Err(StoreError::CacheFull { needed, used, limit: self.limits.cache_bytes_max });
+        }
+        Ok(())
+    }
+
+    /// Makes a completed object durable and delivers it: fsyncs the partial file, renames
+    /// it into the content-addressed cache, then delivers a copy into deliver/<kind>/<name>
+    /// by atomic rename. Returns the delivered path. Only after this returns may the object
+    /// be acknowledged. On error nothing already cached is touched, the partial object
+    /// stays, and the call can be retried.
     pub fn commit(&mut self, manifest: &Manifest) -> Result<PathBuf, StoreError> {
         let object_id = manifest.object_id;
-        let cache_err = |source| StoreError::Cache { object_id, source };
-        let partial = self.partial_path(object_id);
         let cached = self.objects_dir.join(hex::encode(manifest.object_hash));
-        {
-            let file = OpenOptions::new().write(true).open(&partial).map_err(cache_err)?;
-            // Blocks are padded by the FEC codec only in memory, but trim anyway so the
-            // cached file is exactly the transmitted payload.
-            file.set_len(manifest.size_bytes).map_err(cache_err)?;
-            file.sync_all().map_err(cache_err)?;
+        if !cached.exists() {
+            self.make_room(manifest.size_bytes)?;
+            let cache_err = |source| StoreError::Cache { object_id, source };
+            let partial = self.partial_path(object_id);
+            {
+                let file = OpenOptions::new().write(true).open(&partial).map_err(cache_err)?;
+                file.set_len(manifest.size_bytes).map_err(cache_err)?;
+                file.sync_all().map_err(cache_err)?;
+            }
+            let spool_manifest = self.object_spool_dir(object_id).join("manifest");
+            let signed = fs::read(&spool_manifest).map_err(cache_err)?;
+            write_atomic(&cached.with_extension("manifest"), &signed).map_err(cache_err)?;
+            fs::rename(&partial, &cached).map_err(cache_err)?;
+            fsync_dir(&self.objects_dir).map_err(cache_err)?;
+            self.cache.put(&manifest.object_hash, &cache_entry(manifest))?;
         }
-        fs::rename(&partial, &cached).map_err(cache_err)?;
-        fsync_dir(&self.objects_dir).map_err(cache_err)?;
-        self.symbols.retain(|(id, _), _| *id != object_id);
-        self.written.remove(&object_id);
+        self.partials.remove(&object_id);
+        let _ = fs::remove_dir_all(self.object_spool_dir(object_id));
+        self.objects.remove(&object_key(object_id))?;
+        self.index.flush()?;
+        self.deliver(manifest, &cached)
+    }
 
+    fn deliver(&self, manifest: &Manifest, cached: &Path) -> Result<PathBuf, StoreError> {
         let target = self.delivered_path(manifest);
         let deliver_err = |source| StoreError::Deliver { path: target.clone(), source };
         let kind_dir = target.parent().map(Path::to_owned).unwrap_or_else(|| self.deliver_dir.clone());
         fs::create_dir_all(&kind_dir).map_err(deliver_err)?;
-        let tmp = self.incoming_dir.join(format!("{object_id:016x}"));
+        let tmp = self.incoming_dir.join(format!("{:016x}", manifest.object_id));
         // A copy, not a link: a local system that edits the delivered file must not alter
         // the verified cache.
-        fs::copy(&cached, &tmp).map_err(deliver_err)?;
+        fs::copy(cached, &tmp).map_err(deliver_err)?;
         File::open(&tmp).and_then(|f| f.sync_all()).map_err(deliver_err)?;
         fs::rename(&tmp, &target).map_err(deliver_err)?;
         fsync_dir(&kind_dir).map_err(deliver_err)?;
         Ok(target)
     }
+
+    /// Queues feedback for the uplink, durably. A newer progress report replaces an older
+    /// one for the same object: the uplink only needs the latest.
+    pub fn outbox_push(&mut self, feedback: &Feedback) -> Result<(), StoreError> {
+        if let FeedbackMessage::Progress { object_id, .. } = feedback.message {
+            for (key, old) in self.outbox.scan::<Vec<u8>>(&[], OUTBOX_ENTRIES_MAX)? {
+                if Feedback::from_bytes(&old).is_ok_and(|f| matches!(f.message, FeedbackMessage::Progress { object_id: id, .. } if id == object_id)) {
+                    self.outbox.remove(&key)?;
+                }
+            }
+        }
+        if self.outbox.len() >= OUTBOX_ENTRIES_MAX {
+            let oldest_progress = self
+                .outbox
+                .scan::<Vec<u8>>(&[], OUTBOX_ENTRIES_MAX)?
+                .into_iter()
+                .find(|(_, b)| Feedback::from_bytes(b).is_ok_and(|f| matches!(f.message, FeedbackMessage::Progress { .. })));
+            if let Some((key, _)) = oldest_progress {
+                self.outbox.remove(&key)?;
+            }
+        }
+        self.outbox.put(&self.next_outbox_seq.to_be_bytes(), &feedback.to_bytes())?;
+        self.next_outbox_seq += 1;
+        if !matches!(feedback.message, FeedbackMessage::Progress { .. }) {
+            self.index.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` queued messages, oldest first, with their sequence numbers.
+    pub fn outbox_peek(&self, limit: usize) -> Result<Vec<(u64, Feedback)>, StoreError> {
+        Ok(self
+            .outbox
+            .scan::<Vec<u8>>(&[], limit)?
+            .into_iter()
+            .filter_map(|(k, b)| Feedback::from_bytes(&b).ok().map(|f| (key_seq(&k), f)))
+            .collect())
+    }
+
+    /// The uplink has the message with this sequence number.
+    pub fn outbox_ack(&mut self, seq: u64) -> Result<(), StoreError> {
+        self.outbox.remove(&seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Messages waiting for the uplink.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+}
+
+fn key_seq(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    if key.len() == 8 {
+        bytes.copy_from_slice(key);
+    }
+    u64::from_be_bytes(bytes)
+}
+
+fn cache_entry(manifest: &Manifest) -> CacheEntry {
+    CacheEntry {
+        object_id: manifest.object_id,
+        kind: manifest.kind.to_string(),
+        name: manifest.name.clone(),
+        version: manifest.version,
+        size_bytes: manifest.size_bytes,
+        hash: manifest.object_hash,
+    }
+}
+
+fn not_receiving(object_id: u64) -> io::Error {
+    io::Error::other(format!("object {object_id:016x} was not begun"))
 }
 
 impl ReceptionStore for ReceiverStore {
-    fn add_symbol(&mut self, object_id: u64, sbn: u8, esi: u32, symbol: &[u8]) -> io::Result<bool> {
-        let block = self.symbols.entry((object_id, sbn)).or_default();
-        if block.contains_key(&esi) {
-            return Ok(false);
+    fn begin_object(&mut self, manifest: &Manifest, signed_manifest: &[u8]) -> io::Result<()> {
+        let object_id = manifest.object_id;
+        if self.partials.contains_key(&object_id) {
+            return Ok(());
         }
-        block.insert(esi, symbol.to_vec());
-        Ok(true)
+        let oti = Oti::decode(&manifest.oti).map_err(io::Error::other)?;
+        let dir = self.object_spool_dir(object_id);
+        fs::create_dir_all(&dir)?;
+        write_atomic(&dir.join("manifest"), signed_manifest)?;
+        let spool = Spool::open(&dir, usize::from(oti.symbol_size))?;
+        self.objects.put(&object_key(object_id), &ObjectEntry::default()).map_err(io::Error::other)?;
+        self.partials.insert(object_id, Partial { manifest: manifest.clone(), spool, verified: BTreeSet::new() });
+        Ok(())
+    }
+
+    fn add_symbol(&mut self, object_id: u64, sbn: u8, esi: u32, symbol: &[u8]) -> io::Result<bool> {
+        let record = (RECORD_HEADER_LEN + symbol.len()) as u64;
+        if self.spool_bytes() + record > self.limits.spool_bytes_max {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("spool limit of {} bytes reached (limits.spool_bytes_max)", self.limits.spool_bytes_max),
+            ));
+        }
+        let partial = self.partials.get_mut(&object_id).ok_or_else(|| not_receiving(object_id))?;
+        partial.spool.append(sbn, esi, symbol)
     }
 
     fn symbol_count(&self, object_id: u64, sbn: u8) -> u32 {
-        self.symbols.get(&(object_id, sbn)).map_or(0, |b| b.len() as u32)
+        self.partials.get(&object_id).map_or(0, |p| p.spool.count(sbn))
     }
 
     fn symbols(&mut self, object_id: u64, sbn: u8) -> io::Result<Vec<(u32, Vec<u8>)>> {
-        Ok(self.symbols.get(&(object_id, sbn)).map(|b| b.iter().map(|(e, s)| (*e, s.clone())).collect()).unwrap_or_default())
+        self.partials.get(&object_id).ok_or_else(|| not_receiving(object_id))?.spool.read_block(sbn)
     }
 
     fn clear_block(&mut self, object_id: u64, sbn: u8) -> io::Result<()> {
-        self.symbols.remove(&(object_id, sbn));
-        Ok(())
+        self.partials.get_mut(&object_id).ok_or_else(|| not_receiving(object_id))?.spool.clear(sbn)
     }
 
     fn write_block(&mut self, object_id: u64, sbn: u8, offset: u64, data: &[u8]) -> io::Result<()> {
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(self.partial_path(object_id))?;
         file.write_all_at(data, offset)?;
-        self.written.entry(object_id).or_default().insert(sbn);
-        Ok(())
+        // A decoded block is worth a round trip of symbols: make it durable before the
+        // index says it is there.
+        file.sync_data()?;
+        let partial = self.partials.get_mut(&object_id).ok_or_else(|| not_receiving(object_id))?;
+        partial.verified.insert(sbn);
+        let entry = ObjectEntry { verified: partial.verified.iter().copied().collect() };
+        self.objects.put(&object_key(object_id), &entry).map_err(io::Error::other)?;
+        // The machine clears the block's spool next: the index must say the block is
+        // verified before its symbols are gone, or a crash in between loses them.
+        self.index.flush().map_err(io::Error::other)
     }
 
     fn block_written(&self, object_id: u64, sbn: u8) -> bool {
-        self.written.get(&object_id).is_some_and(|w| w.contains(&sbn))
+        self.partials.get(&object_id).is_some_and(|p| p.verified.contains(&sbn))
     }
 
     fn object_hash(&mut self, object_id: u64, len: u64) -> io::Result<[u8; 32]> {
@@ -184,8 +590,12 @@ impl ReceptionStore for ReceiverStore {
     }
 
     fn discard(&mut self, object_id: u64) -> io::Result<()> {
-        self.symbols.retain(|(id, _), _| *id != object_id);
-        self.written.remove(&object_id);
+        self.partials.remove(&object_id);
+        self.objects.remove(&object_key(object_id)).map_err(io::Error::other)?;
+        match fs::remove_dir_all(self.object_spool_dir(object_id)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
         match fs::remove_file(self.partial_path(object_id)) {
             Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
             _ => Ok(()),

@@ -49,6 +49,28 @@ pub struct UplinkConfig {
     /// Carousel and airing settings.
     #[serde(default)]
     pub carousel: CarouselConfig,
+    /// FEC settings.
+    #[serde(default)]
+    pub fec: FecConfig,
+}
+
+/// FEC settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FecConfig {
+    /// Largest source block in bytes: what a receiver must hold in memory to decode one.
+    #[serde(default = "default_block_bytes")]
+    pub block_bytes_max: u64,
+}
+
+fn default_block_bytes() -> u64 {
+    satcast_protocol::fec::DEFAULT_BLOCK_BYTES_MAX
+}
+
+impl Default for FecConfig {
+    fn default() -> Self {
+        FecConfig { block_bytes_max: default_block_bytes() }
+    }
 }
 
 /// Where and how fast datagrams go.
@@ -144,6 +166,9 @@ impl UplinkConfig {
         }
         if !(0.0..0.9).contains(&config.carousel.target_loss) {
             return Err(invalid("carousel.target_loss must be in [0, 0.9)"));
+        }
+        if !(64 * 1024..=satcast_protocol::fec::BLOCK_BYTES_MAX_LIMIT).contains(&config.fec.block_bytes_max) {
+            return Err(invalid("fec.block_bytes_max must be between 64 KiB and 64 MiB"));
         }
         if config.carousel.passes == 0 {
             return Err(invalid("carousel.passes must be at least 1"));

@@ -51,6 +51,7 @@ pub fn prepare(
     job: &Job,
     payload: &Path,
     symbol_size: u16,
+    block_bytes_max: u64,
     signing_key: &SigningKey,
     delivery: Delivery,
     now_unix_secs: u64,
@@ -59,7 +60,7 @@ pub fn prepare(
     let read_err = |source| PrepareError::Read { path: payload.display().to_string(), source };
     let mut file = File::open(payload).map_err(read_err)?;
     let size_bytes = file.metadata().map_err(read_err)?.len();
-    let oti = Oti::new_for_object(size_bytes, symbol_size, fec::DEFAULT_BLOCK_BYTES_MAX)?;
+    let oti = Oti::new_for_object(size_bytes, symbol_size, block_bytes_max)?;
     let mut object_hasher = blake3::Hasher::new();
     let mut block_hashes = Vec::new();
     for block in fec::blocks(&oti) {

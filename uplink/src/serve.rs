@@ -111,7 +111,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
                 // Acknowledgements over QUIC come with the receiver-daemon issue; until then
                 // every broadcast airs as a carousel sized from the target loss.
                 let delivery = Delivery::Carousel(plan);
-                let prepared = prepare(&job, &payload, symbol_size, &signing_key, delivery, now_secs, config.carousel.manifest_lifetime_secs);
+                let prepared = prepare(&job, &payload, symbol_size, config.fec.block_bytes_max, &signing_key, delivery, now_secs, config.carousel.manifest_lifetime_secs);
                 match prepared.map(|object| broadcaster.add_object(Instant::now(), object)) {
                     Ok(Ok(())) => {
                         info!(object = %job.object_id, kind = %job.kind, name = %job.name, version = job.version, targets = ?job.targets, "airing");

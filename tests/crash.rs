@@ -1,0 +1,95 @@
+//! Power cuts: the receiver killed with SIGKILL at random moments while it takes in an
+//! object. After every restart it resumes from its spool (what it had is never needed
+//! again), the deliver folder never holds a partial file, and the object completes.
+//!
+//! CI runs 50 kills. For a longer soak: `CRASH_KILLS=1000 cargo test --release --test crash`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use satcast::{Cluster, ClusterOptions, seed, wait_until};
+use satcast_sim::relay::LossModel;
+
+/// (blocks verified, symbols spooled) from every "resumed partial object" line of a log.
+fn resumes(log: &str) -> Vec<(u64, u64)> {
+    let field = |line: &str, name: &str| -> Option<u64> {
+        let start = line.find(&format!("{name}="))? + name.len() + 1;
+        line[start..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    log.lines()
+        .filter(|l| l.contains("resumed partial object"))
+        .filter_map(|l| Some((field(l, "blocks_verified")?, field(l, "symbols_spooled")?)))
+        .collect()
+}
+
+fn assert_no_partial_delivery(deliver: &Path, payload: &[u8]) {
+    let Ok(entries) = std::fs::read_dir(deliver) else { return };
+    for entry in entries.flatten() {
+        let bytes = std::fs::read(entry.path()).expect("read delivered file");
+        assert!(bytes == payload, "{} is in the deliver folder but is not the complete payload ({} bytes)", entry.path().display(), bytes.len());
+    }
+}
+
+#[test]
+fn a_receiver_killed_fifty_times_resumes_from_its_spool_and_completes() {
+    let seed = seed("CRASH_SEED", "crash");
+    let kills: usize = std::env::var("CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = ClusterOptions {
+        counties: vec!["410102".into()],
+        loss: vec![LossModel::Bernoulli(0.01)],
+        link_rate_bits_per_sec: 5_000_000,
+        passes: 40,
+        seed,
+        // Small blocks, so kills land between block decodes as well as within them.
+        extra_uplink_config: "\n[fec]\nblock_bytes_max = 262144\n".into(),
+    };
+    let mut cluster = Cluster::start(dir.path(), &options).expect("cluster");
+    let mut payload = vec![0u8; 8_000_000];
+    rng.fill_bytes(&mut payload);
+    let payload_path = dir.path().join("agent.bin");
+    std::fs::write(&payload_path, &payload).expect("payload");
+    cluster.send(&payload_path, "software", "41", 7).expect("send");
+
+    let county = &mut cluster.counties[0];
+    let delivered = county.delivered_path("software", "agent.bin");
+    let deliver_dir = delivered.parent().expect("kind folder").to_owned();
+    let mut progress = Vec::new();
+    let mut done_early = false;
+    for kill in 0..kills {
+        std::thread::sleep(Duration::from_millis(rng.random_range(20..250)));
+        county.daemon.as_mut().expect("running").kill();
+        assert_no_partial_delivery(&deliver_dir, &payload);
+        if delivered.exists() {
+            done_early = true;
+            println!("delivered after {kill} kills");
+            break;
+        }
+        county.start().expect("restart");
+        let log = || county.daemon.as_ref().map(|d| d.log_text()).unwrap_or_default();
+        assert!(wait_until(Duration::from_secs(10), || log().contains("receiver started")), "restart {kill} failed:\n{}", log());
+        if let Some(last) = resumes(&log()).last() {
+            progress.push(*last);
+        }
+    }
+    let county = &cluster.counties[0];
+    let log = || county.daemon.as_ref().map(|d| d.log_text()).unwrap_or_default();
+    let arrived = done_early || wait_until(Duration::from_secs(120), || delivered.exists());
+    assert!(arrived, "never delivered.\nlast log:\n{}", log());
+    assert_no_partial_delivery(&deliver_dir, &payload);
+    println!("resumes (blocks verified, symbols spooled): {progress:?}");
+    assert!(!done_early, "the object arrived before {kills} kills: make it larger");
+    assert!(progress.len() >= kills / 2, "the receiver should have resumed a partial object after most kills");
+    for pair in progress.windows(2) {
+        let ((blocks_a, symbols_a), (blocks_b, symbols_b)) = (pair[0], pair[1]);
+        assert!(
+            blocks_b > blocks_a || (blocks_b == blocks_a && symbols_b >= symbols_a),
+            "progress went backwards across a kill: {:?} then {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
