@@ -51,5 +51,5 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    satcast_fuzz::harness::reception_with_memory(data, &|| Some(LIVE_BYTES.load(Ordering::Relaxed)));
+    let _ = satcast_fuzz::harness::reception_with_memory(data, &|| Some(LIVE_BYTES.load(Ordering::Relaxed)));
 });

@@ -628,7 +628,27 @@ impl Stores {
     }
 }
 
+/// What happened during one [`reception`] run, so seeds can be checked to reach deep states.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceptionCounts {
+    /// Manifests accepted.
+    pub accepted: usize,
+    /// Manifests rejected.
+    pub rejected: usize,
+    /// Blocks verified.
+    pub blocks_verified: usize,
+    /// Blocks or objects poisoned.
+    pub poisoned: usize,
+    /// Objects completed.
+    pub completed: usize,
+    /// Heartbeats accepted.
+    pub heartbeats: usize,
+    /// Feedback messages sent to the uplink.
+    pub feedback: usize,
+}
+
 struct Sim {
+    counts: ReceptionCounts,
     rec: Reception,
     stores: Stores,
     now: Instant,
@@ -897,6 +917,7 @@ impl Sim {
             sent += 1;
             assert!(sent <= reception::FEEDBACK_QUEUE_MAX, "feedback queue past its bound");
             let bytes = feedback.to_bytes();
+            self.counts.feedback += 1;
             let read = Feedback::from_bytes(&bytes);
             assert!(read.is_ok(), "the uplink cannot read {feedback:?}: {read:?}");
         }
@@ -911,10 +932,12 @@ impl Sim {
             assert!(events <= reception::EVENTS_MAX, "event queue past its bound");
             match event {
                 ReceptionEvent::Accepted { manifest } => {
+                    self.counts.accepted += 1;
                     assert!(self.signed.contains(&*manifest), "accepted a manifest never signed");
                     assert!(manifest.targets_code(COUNTY_CODE), "accepted a manifest for another county");
                 }
                 ReceptionEvent::Complete { manifest } => {
+                    self.counts.completed += 1;
                     assert!(self.signed.contains(&*manifest), "completed a manifest never signed");
                     if !self.stores.counting {
                         let stored = self.stores.memory.object(manifest.object_id).unwrap_or_default();
@@ -927,6 +950,10 @@ impl Sim {
                     }
                     self.rec.mark_delivered(&manifest);
                 }
+                ReceptionEvent::Rejected { .. } => self.counts.rejected += 1,
+                ReceptionEvent::BlockVerified { .. } => self.counts.blocks_verified += 1,
+                ReceptionEvent::BlockPoisoned { .. } | ReceptionEvent::ObjectPoisoned { .. } => self.counts.poisoned += 1,
+                ReceptionEvent::Heartbeat { .. } => self.counts.heartbeats += 1,
                 _ => {}
             }
         }
@@ -941,13 +968,13 @@ impl Sim {
 /// accepted or completed that was not signed, completed objects exactly right, every
 /// feedback message readable by the uplink, at most `partial_objects_max` partial objects.
 pub fn reception(data: &[u8]) {
-    reception_with_memory(data, &|| None);
+    let _ = reception_with_memory(data, &|| None);
 }
 
 /// [`reception`], also checking after every operation that the heap bytes reported by
 /// `live_bytes` (the fuzz target counts them with its allocator) grew by at most
-/// [`RECEPTION_LIVE_BYTES_MAX`] since the start.
-pub fn reception_with_memory(data: &[u8], live_bytes: &dyn Fn() -> Option<usize>) {
+/// [`RECEPTION_LIVE_BYTES_MAX`] since the start. Returns what happened.
+pub fn reception_with_memory(data: &[u8], live_bytes: &dyn Fn() -> Option<usize>) -> ReceptionCounts {
     let keys = keys();
     let mut input = Input::new(data);
     let setup = input.u8();
@@ -960,6 +987,7 @@ pub fn reception_with_memory(data: &[u8], live_bytes: &dyn Fn() -> Option<usize>
     config.fidelity = if counting { Fidelity::Counting } else { Fidelity::Full };
     let baseline = live_bytes();
     let mut sim = Sim {
+        counts: ReceptionCounts::default(),
         partial_max: config.partial_objects_max,
         rec: Reception::new(config),
         stores: Stores { counting, memory: MemoryStore::default(), count: CountingStore::default() },
@@ -997,4 +1025,5 @@ pub fn reception_with_memory(data: &[u8], live_bytes: &dyn Fn() -> Option<usize>
         }
     }
     sim.send_feedback();
+    sim.counts
 }

@@ -31,6 +31,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use bincode::{Decode, Encode};
 use thiserror::Error;
 
 use crate::fec::{self, Block, BlockEncoder, Oti};
@@ -189,6 +190,22 @@ pub enum Delivery {
     Carousel(AirPlan),
 }
 
+/// Where an object's airing stood, so an uplink restarted mid-broadcast continues the same
+/// broadcast: same object id, fresh ESIs only, and the counties that already completed
+/// are not waited for again.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Checkpoint {
+    /// The round in progress (0 is the first pass).
+    pub round: u32,
+    /// The next fresh ESI of each block. ESIs are reserved a window at a time before any
+    /// of them is aired, so none below these can have gone out unrecorded.
+    pub next_esi: Vec<u32>,
+    /// Counties that completed.
+    pub complete: Vec<String>,
+    /// Counties that refused, with their reasons.
+    pub refused: Vec<(String, String)>,
+}
+
 /// One object to air.
 pub struct NewObject {
     /// The manifest, already signed into `signed_manifest`.
@@ -205,6 +222,8 @@ pub struct NewObject {
     pub deadline: Option<Instant>,
     /// Feedback or carousel.
     pub delivery: Delivery,
+    /// Continue an interrupted broadcast from here instead of starting afresh.
+    pub resume: Option<Checkpoint>,
 }
 
 impl std::fmt::Debug for NewObject {
@@ -370,6 +389,7 @@ struct Airing {
     encoders: HashMap<u8, BlockEncoder>,
     symbols_sent: u64,
     next_manifest_at: Instant,
+    resume: Option<Checkpoint>,
 }
 
 impl Airing {
@@ -425,7 +445,36 @@ impl Airing {
             encoders: HashMap::new(),
             symbols_sent: 0,
             next_manifest_at: now,
+            resume: object.resume,
         })
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            round: self.round,
+            next_esi: self.next_esi.clone(),
+            complete: self.feedback.complete.iter().cloned().collect(),
+            refused: self.feedback.refused.iter().map(|(c, r)| (c.clone(), r.clone())).collect(),
+        }
+    }
+
+    /// Takes up an interrupted broadcast: fresh ESIs continue after the checkpoint's, and
+    /// counties that completed stay complete.
+    fn restore(&mut self, checkpoint: Checkpoint) {
+        if checkpoint.next_esi.len() == self.next_esi.len() {
+            self.next_esi = checkpoint.next_esi.iter().map(|e| (*e).min(wire::ESI_MAX)).collect();
+        }
+        self.round = checkpoint.round;
+        for county in checkpoint.complete {
+            if self.feedback.targets.contains(&county) {
+                self.feedback.complete.insert(county);
+            }
+        }
+        for (county, reason) in checkpoint.refused {
+            if self.feedback.targets.contains(&county) {
+                self.feedback.refused.insert(county, reason);
+            }
+        }
     }
 
     fn object_id(&self) -> u64 {
@@ -618,6 +667,11 @@ impl Broadcaster {
         self.stats
     }
 
+    /// Where an object's airing stands, to persist for a restart.
+    pub fn checkpoint(&self, object_id: u64) -> Option<Checkpoint> {
+        self.objects.iter().find(|a| a.object_id() == object_id).map(Airing::checkpoint)
+    }
+
     /// DATA symbols aired for one object so far.
     pub fn symbols_sent(&self, object_id: u64) -> Option<u64> {
         self.objects.iter().find(|a| a.object_id() == object_id).map(|a| a.symbols_sent)
@@ -714,6 +768,30 @@ impl Broadcaster {
                 continue;
             }
             match airing.phase {
+                Phase::Scheduled if airing.not_before.is_none_or(|t| now >= t) && airing.resume.is_some() => {
+                    let Some(checkpoint) = airing.resume.take() else { continue };
+                    airing.restore(checkpoint);
+                    let round = airing.round;
+                    airing.next_manifest_at = now + self.config.manifest_interval;
+                    for delay in [Duration::ZERO].iter().chain(&FIRST_MANIFEST_REPEATS) {
+                        self.queue_manifest(now + *delay, index);
+                    }
+                    let airing = &mut self.objects[index];
+                    match airing.carousel {
+                        // The interrupted pass is aired again, with fresh symbols.
+                        Some(plan) => {
+                            let counts = airing.blocks.iter().map(|b| symbols_for_loss(b.source_symbols, plan.target_loss)).collect();
+                            let symbols = airing.start_round(round, counts);
+                            self.push_event(BroadcastEvent::RoundStarted { object_id, round, symbols });
+                        }
+                        // Ask the counties where they stand: end the interrupted round.
+                        None => {
+                            airing.phase = Phase::AwaitingFeedback { since: now, until: now + self.config.feedback_wait };
+                            self.queue_round_markers(now, object_id, round);
+                            self.push_event(BroadcastEvent::RoundEnded { object_id, round });
+                        }
+                    }
+                }
                 Phase::Scheduled if airing.not_before.is_none_or(|t| now >= t) => {
                     let counts = airing.first_pass_counts(&self.config);
                     let symbols = airing.start_round(0, counts);

@@ -473,6 +473,7 @@ impl Harness {
             not_before: None,
             deadline: options.deadline.map(|d| self.now + d),
             delivery,
+            resume: None,
         };
         self.uplink.add_object(self.now, object).map_err(|e| HarnessError::Refused(e.to_string()))?;
         self.next_object_id += 1;

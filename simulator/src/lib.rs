@@ -1,10 +1,13 @@
-//! satcast-sim: the link simulator, the UDP impairment relay and the demo.
+//! satcast-sim: the link simulator (`run`, `bench`), the UDP impairment relay and the demo.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod bound;
 pub mod cluster;
 pub mod demo;
 pub mod divisions;
 pub mod harness;
 pub mod loss;
+pub mod plot;
 pub mod relay;
+pub mod run;

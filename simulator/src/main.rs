@@ -1,4 +1,5 @@
-//! `satcast-sim`: the demo and the UDP impairment relay.
+//! `satcast-sim`: the demo, the UDP impairment relay, and the virtual-time simulation
+//! (`run` for one scenario, `bench` for the efficiency table).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +8,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use satcast_sim::demo::{self, DemoOptions};
+use satcast_sim::bench::{self, BenchOptions};
+use satcast_sim::harness::OutageKind;
+use satcast_sim::plot;
 use satcast_sim::relay::{Destination, LossModel, Relay};
+use satcast_sim::run::{self, DeliverySpec, LossSpec, OutageSpec, RunOptions};
+use satcast_protocol::reception::Fidelity;
 
 #[derive(Parser)]
 #[command(name = "satcast-sim", version, about = "satcast simulator, impairment relay and demo")]
@@ -58,6 +64,165 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Simulate one uplink and N county receivers in virtual time (the same state
+    /// machines as the daemons) and measure delivery efficiency against the lower bound.
+    Run(Box<RunArgs>),
+    /// Print a table of delivery efficiency and repair rounds over receiver counts and
+    /// loss models, plus the carousel mode.
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModelArg {
+    /// Each datagram lost independently (Bernoulli) at each county.
+    Independent,
+    /// Gilbert-Elliott loss bursts per county.
+    Bursts,
+    /// A rain fade per province, shared by its counties.
+    Fade,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FidelityArg {
+    /// Symbol counting with the RFC 6330 decoding-failure probability.
+    Fast,
+    /// Real RaptorQ decoding and a byte-exact check.
+    Full,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Seed of every random choice (default: random, printed with a replay line).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// County receivers, drawn from the national division table (1 to 2978).
+    #[arg(long, default_value_t = 200)]
+    receivers: usize,
+    /// Object size: 50MB, 5MB, 1GiB, 1500...
+    #[arg(long, default_value = "5MB", value_parser = run::parse_size)]
+    size: u64,
+    /// Loss model of every county.
+    #[arg(long, value_enum, default_value_t = ModelArg::Independent)]
+    model: ModelArg,
+    /// Long-run loss rate (for the fade model: the share of time a province is faded).
+    #[arg(long, default_value_t = 0.05)]
+    loss: f64,
+    /// Bursts model: mean burst length in datagrams.
+    #[arg(long, default_value_t = 20.0)]
+    burst_datagrams: f64,
+    /// Fade model: mean fade length in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    fade_ms: u64,
+    /// Fade model: independent loss per county on top of the fades.
+    #[arg(long, default_value_t = 0.0)]
+    background_loss: f64,
+    /// Power outage FROM..TO[@SHARE] (e.g. 10s..40s@0.05: 5% of the counties are off from
+    /// 10 s to 40 s). Repeatable.
+    #[arg(long = "outage", value_parser = |s: &str| run::parse_outage(s, OutageKind::Power))]
+    outages: Vec<OutageSpec>,
+    /// WAN outage FROM..TO[@SHARE]: feedback waits until the link returns. Repeatable.
+    #[arg(long = "wan-outage", value_parser = |s: &str| run::parse_outage(s, OutageKind::Wan))]
+    wan_outages: Vec<OutageSpec>,
+    /// One-way GEO downlink delay, milliseconds.
+    #[arg(long, default_value_t = 270)]
+    geo_delay_ms: u64,
+    /// One-way WAN delay of feedback, milliseconds.
+    #[arg(long, default_value_t = 50)]
+    wan_delay_ms: u64,
+    /// Carrier rate in Mbit/s, IP and UDP headers included (default 20).
+    #[arg(long, conflicts_with = "rate_bps")]
+    rate_mbps: Option<f64>,
+    /// Carrier rate in bit/s (instead of --rate-mbps).
+    #[arg(long)]
+    rate_bps: Option<u64>,
+    /// Bytes per symbol: a DATA datagram carries this plus 34 bytes.
+    #[arg(long, default_value_t = 1436)]
+    symbol_size: u16,
+    /// fast: symbol counting; full: RaptorQ decoding, byte-exact check.
+    #[arg(long, value_enum, default_value_t = FidelityArg::Fast)]
+    fidelity: FidelityArg,
+    /// No feedback: air a carousel (Delivery::Carousel) instead of repair rounds.
+    #[arg(long)]
+    carousel: bool,
+    /// Carousel passes.
+    #[arg(long, default_value_t = 2)]
+    carousel_passes: u32,
+    /// Loss rate each carousel pass is sized for (default: the model's mean loss).
+    #[arg(long)]
+    carousel_target_loss: Option<f64>,
+    /// Repair symbols added to the first pass, as a fraction of the source symbols.
+    #[arg(long, default_value_t = 0.02)]
+    proactive_repair: f64,
+    /// Give up after this many seconds of virtual time.
+    #[arg(long, default_value_t = 3600)]
+    time_limit_secs: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Leave wall_seconds out of the report, so equal seeds give equal output.
+    #[arg(long)]
+    no_wall: bool,
+    /// Write an SVG plot (completion over time; symbols sent against the bound) to FILE.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Seed of every run (default: random, printed with a replay line).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Object size of every run.
+    #[arg(long, default_value = "50MB", value_parser = run::parse_size)]
+    size: u64,
+    /// Receiver counts, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [20usize, 200, 2000])]
+    receivers: Vec<usize>,
+    /// Print the table as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn run_options(args: &RunArgs) -> anyhow::Result<RunOptions> {
+    let mut options = RunOptions::new(args.seed.unwrap_or_else(rand::random));
+    options.receivers = args.receivers;
+    options.size_bytes = args.size;
+    options.loss = match args.model {
+        ModelArg::Independent => LossSpec::Independent { loss: args.loss },
+        ModelArg::Bursts => LossSpec::Bursts { loss: args.loss, mean_burst_datagrams: args.burst_datagrams },
+        ModelArg::Fade => LossSpec::RegionalFade {
+            share: args.loss,
+            mean_fade: Duration::from_millis(args.fade_ms),
+            background: args.background_loss,
+        },
+    };
+    anyhow::ensure!(
+        args.background_loss == 0.0 || matches!(args.model, ModelArg::Fade),
+        "--background-loss only applies to --model fade"
+    );
+    options.outages = args.outages.iter().chain(&args.wan_outages).cloned().collect();
+    options.geo_delay = Duration::from_millis(args.geo_delay_ms);
+    options.wan_delay = Duration::from_millis(args.wan_delay_ms);
+    if let Some(mbps) = args.rate_mbps {
+        anyhow::ensure!(mbps.is_finite() && mbps > 0.0, "--rate-mbps must be a positive number");
+        options.link_rate_bits_per_sec = (mbps * 1e6).round() as u64;
+    }
+    if let Some(bps) = args.rate_bps {
+        options.link_rate_bits_per_sec = bps;
+    }
+    options.symbol_size = args.symbol_size;
+    options.fidelity = match args.fidelity {
+        FidelityArg::Fast => Fidelity::Counting,
+        FidelityArg::Full => Fidelity::Full,
+    };
+    if args.carousel {
+        let target_loss = args.carousel_target_loss.unwrap_or(options.loss.mean_loss());
+        options.delivery = DeliverySpec::Carousel { passes: args.carousel_passes, target_loss };
+    }
+    options.proactive_repair = args.proactive_repair;
+    options.time_limit = Duration::from_secs(args.time_limit_secs);
+    options.validate()?;
+    Ok(options)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,6 +247,42 @@ fn main() -> anyhow::Result<()> {
             }
             if !summary.success() {
                 std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Run(args) => {
+            let options = run_options(&args)?;
+            eprintln!("seed {}; replay with: {}", options.seed, options.replay_command());
+            let mut report = run::run(&options).context("the simulation could not run")?;
+            if args.no_wall {
+                report.wall_seconds = None;
+            }
+            if let Some(path) = &args.plot {
+                std::fs::write(path, plot::svg(&report)).with_context(|| format!("cannot write the plot to {}", path.display()))?;
+            }
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", run::summary(&report));
+            }
+            if !report.success() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Bench(args) => {
+            let mut options = BenchOptions::new(args.seed.unwrap_or_else(rand::random));
+            options.size_bytes = args.size;
+            options.receiver_counts = args.receivers.clone();
+            eprintln!("seed {}; replay with: {}", options.seed, options.replay_command());
+            let report = bench::bench_with_progress(&options, &mut |row| {
+                eprintln!("  {:>5} receivers, {:<44} efficiency {:.4}, {} repair rounds ({:.1} s)", row.receivers, row.model, row.efficiency, row.repair_rounds, row.wall_seconds);
+            })
+            .context("the bench could not run")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", bench::table(&report));
             }
             Ok(())
         }

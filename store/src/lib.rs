@@ -9,7 +9,9 @@ pub mod index;
 pub mod receiver;
 pub mod spool;
 pub mod trust_state;
+pub mod uplink;
 
 pub use index::{IndexError, IndexOpen};
 pub use receiver::{CacheEntry, DiskUse, OpenReport, ReceiverLimits, ReceiverStore, StoreError};
 pub use trust_state::{TrustState, TrustStateError};
+pub use uplink::{BroadcastRecord, LedgerEntry, LedgerState, ReceiverRecord, UplinkStore};

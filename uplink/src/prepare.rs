@@ -6,10 +6,10 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use satcast_protocol::broadcast::{BlockSource, Delivery, NewObject, Priority};
+use satcast_protocol::broadcast::{BlockSource, Checkpoint, Delivery, NewObject, Priority};
 use satcast_protocol::fec::{self, Oti};
 use satcast_protocol::manifest::{Compression, Manifest};
-use satcast_protocol::trust::SigningKey;
+use satcast_protocol::trust::{SignedManifest, SigningKey};
 use thiserror::Error;
 
 use crate::queue::{Job, QueueError};
@@ -34,6 +34,27 @@ pub enum PrepareError {
     /// The manifest is invalid (name, targets...).
     #[error("invalid manifest: {0}")]
     Manifest(#[from] satcast_protocol::manifest::ManifestError),
+    /// The stored signed manifest of an interrupted broadcast cannot be read back.
+    #[error("stored manifest is unreadable: {0}")]
+    Stored(String),
+}
+
+/// Rebuilds an interrupted broadcast from its stored signed manifest, so counties see the
+/// same manifest and keep what they already have.
+pub fn resume(signed_manifest: Vec<u8>, payload: &Path, delivery: Delivery, checkpoint: Option<Checkpoint>) -> Result<NewObject, PrepareError> {
+    let signed = SignedManifest::from_bytes(&signed_manifest).map_err(|e| PrepareError::Stored(e.to_string()))?;
+    let manifest = Manifest::from_bytes(&signed.manifest).map_err(|e| PrepareError::Stored(e.to_string()))?;
+    let file = File::open(payload).map_err(|source| PrepareError::Read { path: payload.display().to_string(), source })?;
+    Ok(NewObject {
+        manifest,
+        signed_manifest,
+        source: Box::new(FileSource(file)),
+        priority: Priority::Normal,
+        not_before: None,
+        deadline: None,
+        delivery,
+        resume: checkpoint,
+    })
 }
 
 /// Reads block bytes from the payload file with positioned reads.
@@ -92,5 +113,6 @@ pub fn prepare(
         not_before: None,
         deadline: None,
         delivery,
+        resume: None,
     })
 }

@@ -8,15 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Broadcaster, Delivery};
+use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Broadcaster, Checkpoint, Delivery, NewObject};
 use satcast_protocol::wire;
+use satcast_store::{BroadcastRecord, IndexOpen, UplinkStore};
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::config::UplinkConfig;
 use crate::keys::{self, KeysError};
-use crate::prepare::prepare;
+use crate::prepare::{self, prepare};
 use crate::queue::{Queue, QueueError};
 
 /// How often the queue directory is scanned for new jobs.
@@ -36,6 +37,52 @@ pub enum ServeError {
     /// The downlink socket could not be opened.
     #[error("cannot open downlink socket: {0}")]
     Socket(std::io::Error),
+    /// The uplink's index could not be opened, even fresh.
+    #[error(transparent)]
+    Index(#[from] satcast_store::IndexError),
+}
+
+/// How often where each broadcast stands is written down for a restart.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// The national division table, so the registry names every county on a fresh machine.
+const AREAS_CSV: &str = include_str!("../../data/divisions/areas.csv");
+
+fn encode_checkpoint(checkpoint: &Checkpoint) -> Option<Vec<u8>> {
+    bincode::encode_to_vec(checkpoint, bincode::config::standard()).ok()
+}
+
+fn decode_checkpoint(bytes: &[u8]) -> Option<Checkpoint> {
+    bincode::decode_from_slice(bytes, bincode::config::standard().with_limit::<{ 1 << 24 }>()).ok().map(|(c, _)| c)
+}
+
+/// Opens the queued job as a new broadcast, or continues it if it had started airing.
+fn open_job(
+    store: &UplinkStore,
+    job: &crate::queue::Job,
+    payload: &std::path::Path,
+    config: &UplinkConfig,
+    signing_key: &satcast_protocol::trust::SigningKey,
+    symbol_size: u16,
+    plan: AirPlan,
+) -> Result<NewObject, String> {
+    let object_id = job.object_id().map_err(|e| e.to_string())?;
+    // Acknowledgements over QUIC come with the receiver-daemon issue; until then every
+    // broadcast airs as a carousel sized from the target loss.
+    let delivery = Delivery::Carousel(plan);
+    if let Some(record) = store.broadcast(object_id).map_err(|e| e.to_string())? {
+        if record.outcome.is_none() {
+            let checkpoint = record.checkpoint.as_deref().and_then(decode_checkpoint);
+            info!(object = %job.object_id, round = checkpoint.as_ref().map(|c| c.round), "resuming interrupted broadcast");
+            return prepare::resume(record.signed_manifest, payload, delivery, checkpoint).map_err(|e| e.to_string());
+        }
+    }
+    let now_secs = wall_unix_ms() / 1000;
+    let object = prepare(job, payload, symbol_size, config.fec.block_bytes_max, signing_key, delivery, now_secs, config.carousel.manifest_lifetime_secs)
+        .map_err(|e| e.to_string())?;
+    // Written before the first symbol airs, so a restart never signs it anew.
+    let record = BroadcastRecord { signed_manifest: object.signed_manifest.clone(), checkpoint: None, outcome: None };
+    store.put_broadcast(object_id, &record).and_then(|()| store.flush()).map_err(|e| e.to_string())?;
+    Ok(object)
 }
 
 pub(crate) fn wall_unix_ms() -> u64 {
@@ -64,6 +111,14 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
     let signing_key = keys::load_signing_key(&config.keys_dir)?;
     let network_key = keys::load_network_key(&config.keys_dir)?;
     let queue = Queue::open(&config.state_dir)?;
+    let (store, how) = UplinkStore::open(&config.state_dir, wall_unix_ms() / 1000)?;
+    if let IndexOpen::Quarantined { moved_to, why } = &how {
+        warn!(moved_to = %moved_to.display(), %why, "index would not open: quarantined it; interrupted broadcasts restart with fresh signatures");
+    }
+    if store.receivers()?.is_empty() {
+        let imported = store.import_divisions(AREAS_CSV)?;
+        info!(imported, "receiver registry filled from the national division table");
+    }
     let socket = open_socket(&config).map_err(ServeError::Socket)?;
     let destination = config.downlink.destination;
     let datagram_bytes_max = usize::from(config.downlink.mtu) - wire::IP_UDP_HEADER_BYTES;
@@ -88,6 +143,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
     let mut airing: HashSet<String> = HashSet::new();
     let mut failed: HashSet<String> = HashSet::new();
     let mut next_scan = Instant::now();
+    let mut next_checkpoint = Instant::now() + CHECKPOINT_INTERVAL;
     let mut buf = Vec::with_capacity(65_536);
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -107,26 +163,23 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
                     continue;
                 }
                 let payload = queue.payload_path(&job.object_id);
-                let now_secs = wall_unix_ms() / 1000;
-                // Acknowledgements over QUIC come with the receiver-daemon issue; until then
-                // every broadcast airs as a carousel sized from the target loss.
-                let delivery = Delivery::Carousel(plan);
-                let prepared = prepare(&job, &payload, symbol_size, config.fec.block_bytes_max, &signing_key, delivery, now_secs, config.carousel.manifest_lifetime_secs);
-                match prepared.map(|object| broadcaster.add_object(Instant::now(), object)) {
-                    Ok(Ok(())) => {
+                let added = open_job(&store, &job, &payload, &config, &signing_key, symbol_size, plan)
+                    .and_then(|object| broadcaster.add_object(Instant::now(), object).map_err(|e| e.to_string()));
+                match added {
+                    Ok(()) => {
                         info!(object = %job.object_id, kind = %job.kind, name = %job.name, version = job.version, targets = ?job.targets, "airing");
                         airing.insert(job.object_id.clone());
                     }
-                    Ok(Err(error)) => {
-                        warn!(object = %job.object_id, %error, "cannot air job");
-                        failed.insert(job.object_id.clone());
-                    }
                     Err(error) => {
-                        warn!(object = %job.object_id, %error, "cannot prepare job");
+                        warn!(object = %job.object_id, %error, "cannot air job");
                         failed.insert(job.object_id.clone());
                     }
                 }
             }
+        }
+        if now >= next_checkpoint {
+            next_checkpoint = now + CHECKPOINT_INTERVAL;
+            checkpoint_all(&store, &broadcaster);
         }
         while broadcaster.poll_transmit(Instant::now(), wall_unix_ms(), &mut buf) {
             if let Err(error) = socket.send_to(&buf, destination) {
@@ -141,6 +194,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
                 | BroadcastEvent::DeadlinePassed { object_id, .. } => {
                     let id = format!("{object_id:016x}");
                     info!(object = %id, stats = ?broadcaster.stats(), "aired");
+                    set_outcome(&store, object_id, "aired");
                     airing.remove(&id);
                     if let Err(error) = queue.finish(&id) {
                         warn!(object = %id, %error, "cannot move finished job to done/");
@@ -164,6 +218,36 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
             std::thread::sleep(sleep);
         }
     }
+    checkpoint_all(&store, &broadcaster);
     info!(stats = ?broadcaster.stats(), "uplink stopped");
     Ok(())
+}
+
+/// Writes down where every airing broadcast stands.
+fn checkpoint_all(store: &UplinkStore, broadcaster: &Broadcaster) {
+    for object_id in broadcaster.airing() {
+        let Some(checkpoint) = broadcaster.checkpoint(object_id).as_ref().and_then(encode_checkpoint) else { continue };
+        match store.broadcast(object_id) {
+            Ok(Some(mut record)) => {
+                record.checkpoint = Some(checkpoint);
+                if let Err(error) = store.put_broadcast(object_id, &record) {
+                    warn!(object = %format!("{object_id:016x}"), %error, "cannot checkpoint");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => warn!(%error, "cannot read a broadcast record"),
+        }
+    }
+    if let Err(error) = store.flush() {
+        warn!(%error, "cannot flush the index");
+    }
+}
+
+fn set_outcome(store: &UplinkStore, object_id: u64, outcome: &str) {
+    if let Ok(Some(mut record)) = store.broadcast(object_id) {
+        record.outcome = Some(outcome.to_owned());
+        if store.put_broadcast(object_id, &record).and_then(|()| store.flush()).is_err() {
+            warn!(object = %format!("{object_id:016x}"), "cannot record the outcome");
+        }
+    }
 }
