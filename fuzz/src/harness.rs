@@ -1015,7 +1015,8 @@ pub fn reception_with_memory(data: &[u8], live_bytes: &dyn Fn() -> Option<usize>
             op::ROUND => sim.round(&mut input),
             op::TIME => sim.time(&mut input),
             op::TICK => sim.tick(&mut input),
-            _ => sim.delivered(&mut input),
+            op::DELIVERED => sim.delivered(&mut input),
+            _ => unreachable!("operations are taken modulo OP_COUNT"),
         }
         sim.drain_events();
         assert!(sim.rec.progress().len() <= sim.partial_max, "more partial objects than configured");
