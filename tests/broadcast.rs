@@ -66,6 +66,7 @@ fn ten_megabytes_arrive_byte_exact_through_loss_and_forgeries() {
         passes: 3,
         seed,
         extra_uplink_config: String::new(),
+        acks: false,
     };
     let mut cluster = Cluster::start(dir.path(), &options).expect("cluster");
     let county = &cluster.counties[0];

@@ -46,6 +46,7 @@ fn a_receiver_killed_fifty_times_resumes_from_its_spool_and_completes() {
         seed,
         // Small blocks, so kills land between block decodes as well as within them.
         extra_uplink_config: "\n[fec]\nblock_bytes_max = 262144\n".into(),
+        acks: false,
     };
     let mut cluster = Cluster::start(dir.path(), &options).expect("cluster");
     let mut payload = vec![0u8; 8_000_000];
@@ -106,6 +107,7 @@ fn a_corrupted_index_is_quarantined_rebuilt_and_the_daemon_runs_on() {
         passes: 3,
         seed,
         extra_uplink_config: String::new(),
+        acks: false,
     };
     let mut cluster = Cluster::start(dir.path(), &options).expect("cluster");
     let mut first = vec![0u8; 500_000];
@@ -163,6 +165,7 @@ fn an_uplink_killed_mid_broadcast_continues_the_same_broadcast() {
         passes: 2,
         seed,
         extra_uplink_config: String::new(),
+        acks: false,
     };
     let mut cluster = Cluster::start(dir.path(), &options).expect("cluster");
     let mut payload = vec![0u8; 3_000_000];

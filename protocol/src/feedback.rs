@@ -10,6 +10,41 @@
 use bincode::{Decode, Encode};
 use thiserror::Error;
 
+/// ALPN of the acknowledgement channel: QUIC with mutual TLS over the terrestrial WAN. Each
+/// feedback message travels on its own bidirectional stream: the receiver writes the
+/// message bytes and finishes the stream; the uplink answers one [`AckReply`] byte only
+/// after the message is durably recorded, and the receiver drops it from its outbox then.
+pub const ACK_ALPN: &[u8] = b"satcast-ack/1";
+
+/// The uplink's answer to one feedback message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AckReply {
+    /// Recorded durably: the receiver may forget it.
+    Recorded = 0,
+    /// Refused for good (malformed, or about a county the certificate does not name):
+    /// resending cannot help; the receiver logs it and forgets it.
+    Refused = 1,
+    /// Not recorded now (the uplink is busy or stopping): resend later.
+    Busy = 2,
+}
+
+impl AckReply {
+    /// The reply a byte stands for; anything unknown is treated as [`AckReply::Busy`].
+    pub fn from_byte(byte: u8) -> AckReply {
+        match byte {
+            0 => AckReply::Recorded,
+            1 => AckReply::Refused,
+            _ => AckReply::Busy,
+        }
+    }
+}
+
+/// The DNS name a county's QUIC client certificate carries: `<code>.county.satcast`.
+pub fn county_dns_name(county_code: &str) -> String {
+    format!("{county_code}.county.satcast")
+}
+
 /// The feedback format version this build writes.
 pub const FEEDBACK_VERSION: u8 = 1;
 /// The largest encoded feedback message.

@@ -4,18 +4,19 @@
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use satcast_protocol::manifest::Manifest;
 use satcast_protocol::reception::{Reception, ReceptionConfig, ReceptionEvent};
 use satcast_protocol::trust::{Accepted, NetworkKey, RootPublicKey};
-use satcast_store::{IndexOpen, ReceiverLimits, ReceiverStore, TrustState};
+use satcast_store::{IndexOpen, Outbox, ReceiverLimits, ReceiverStore, TrustState};
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tracing::{debug, info, info_span, warn};
 
+use crate::acks::{self, ReceiverHello};
 use crate::config::ReceiverConfig;
 use crate::droplog::DropLog;
 
@@ -39,6 +40,27 @@ pub enum RunError {
     /// Trust state is unreadable: fail closed.
     #[error(transparent)]
     TrustState(#[from] satcast_store::TrustStateError),
+    /// The acknowledgement channel's TLS material is unusable.
+    #[error(transparent)]
+    Acks(#[from] crate::acks::AckSetupError),
+}
+
+/// Starts the acknowledgement client on its own thread (QUIC runs on tokio), if the config
+/// names an uplink.
+fn start_acks(config: &ReceiverConfig, outbox: Outbox, hello: Arc<ReceiverHello>, stop: Arc<AtomicBool>) -> Result<Option<std::thread::JoinHandle<()>>, RunError> {
+    let Some(ack) = config.ack.clone() else {
+        warn!("no [ack] section: acknowledgements stay in the outbox until one is configured");
+        return Ok(None);
+    };
+    let tls = acks::client_config(&config.keys)?;
+    let thread = std::thread::Builder::new()
+        .name("acks".into())
+        .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(acks::run(ack, tls, outbox, hello, stop)),
+            Err(error) => warn!(%error, "cannot start the acknowledgement runtime"),
+        })
+        .map_err(|e| RunError::Socket(std::io::Error::other(e)))?;
+    Ok(Some(thread))
 }
 
 fn read_key_text(path: &PathBuf) -> Result<String, RunError> {
@@ -104,6 +126,9 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError
     }
     info!(partial_objects = report.partial_objects, orphans_removed = report.orphans_removed, "store opened");
     let mut pending_commits: Vec<Manifest> = Vec::new();
+    let hello = Arc::new(ReceiverHello { county_code: config.county_code.clone(), state_dir: config.state_dir.clone(), last_heartbeat: Mutex::new(None) });
+    let acks = start_acks(&config, store.outbox(), hello.clone(), stop.clone())?;
+    let outbox = store.outbox();
     let mut buf = vec![0u8; 65_536];
     let mut drops = DropLog::new(Duration::from_secs(10));
     let mut last_tick = Instant::now();
@@ -135,13 +160,21 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError
             reception.handle_timeout(Instant::now());
         }
         while let Some(event) = reception.poll_event() {
+            if matches!(event, ReceptionEvent::Heartbeat { .. }) {
+                if let Ok(mut last) = hello.last_heartbeat.lock() {
+                    *last = Some(Instant::now());
+                }
+            }
             handle_event(event, &mut reception, &mut store, &mut trust_state, &mut drops, &mut pending_commits);
         }
         while let Some(feedback) = reception.poll_feedback() {
-            if let Err(error) = store.outbox_push(&feedback) {
+            if let Err(error) = outbox.push(&feedback) {
                 warn!(%error, "cannot queue feedback");
             }
         }
+    }
+    if let Some(acks) = acks {
+        let _ = acks.join();
     }
     if let Err(error) = store.sync() {
         warn!(%error, "cannot sync the spool at stop");

@@ -2,6 +2,7 @@
 //! reception machine over the durable store, and delivers finished objects atomically.
 #![warn(missing_docs)]
 
+pub mod acks;
 pub mod config;
 pub mod daemon;
 pub mod droplog;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::relay::{Destination, LossModel, Relay};
+use crate::wan::WanProxy;
 
 /// Why the cluster could not be set up or driven.
 #[derive(Debug, Error)]
@@ -222,6 +223,8 @@ pub struct ClusterOptions {
     pub seed: u64,
     /// Extra TOML appended to the uplink's config (for example a `[fec]` section).
     pub extra_uplink_config: String,
+    /// Run the QUIC acknowledgement channel, through a switchable WAN proxy.
+    pub acks: bool,
 }
 
 /// A running cluster. Dropping it kills every daemon.
@@ -237,17 +240,26 @@ pub struct Cluster {
     pub relay: Relay,
     /// The counties.
     pub counties: Vec<County>,
+    /// The WAN between the counties and the uplink's acknowledgement server, if any.
+    pub wan: Option<WanProxy>,
 }
 
 impl Cluster {
     /// Creates keys, bundles and configs under `dir` and starts every daemon.
     pub fn start(dir: &Path, options: &ClusterOptions) -> Result<Cluster, ClusterError> {
         run("satcast-uplink", &["keys", "init", "--dir", "keys"], dir)?;
+        let (ack_server, wan) = if options.acks {
+            let server = free_udp_addr()?;
+            let wan = WanProxy::start(server).map_err(io("starting the WAN proxy"))?;
+            (Some(server), Some(wan))
+        } else {
+            (None, None)
+        };
         let mut counties = Vec::new();
         let mut destinations = Vec::new();
         for (i, code) in options.counties.iter().enumerate() {
             let addr = free_udp_addr()?;
-            let config = make_county(dir, code, addr)?;
+            let config = make_county(dir, code, addr, wan.as_ref().map(|w| w.listen))?;
             let loss = options.loss.get(i).or(options.loss.last()).copied().unwrap_or(LossModel::None);
             destinations.push(Destination { addr, loss });
             let county_dir = config.parent().map(Path::to_owned).unwrap_or_else(|| dir.to_owned());
@@ -255,18 +267,27 @@ impl Cluster {
         }
         let relay = Relay::start(SocketAddr::from(([127, 0, 0, 1], 0)), destinations, options.seed).map_err(io("starting the relay"))?;
         let uplink_config = write_uplink_config(dir, relay.listen, options.link_rate_bits_per_sec, options.passes)?;
-        if !options.extra_uplink_config.is_empty() {
+        let mut extra = options.extra_uplink_config.clone();
+        if let Some(server) = ack_server {
+            extra.push_str(&format!("\n[acks]\nlisten = \"{server}\"\n"));
+        }
+        if !extra.is_empty() {
             let mut text = std::fs::read_to_string(&uplink_config).map_err(io("reading the uplink config"))?;
-            text.push_str(&options.extra_uplink_config);
+            text.push_str(&extra);
             std::fs::write(&uplink_config, text).map_err(io("writing the uplink config"))?;
         }
-        let mut cluster = Cluster { dir: dir.to_owned(), uplink_config, uplink: None, relay, counties };
+        let mut cluster = Cluster { dir: dir.to_owned(), uplink_config, uplink: None, relay, counties, wan };
         for county in &mut cluster.counties {
             county.start()?;
         }
         cluster.start_uplink()?;
         let ready = wait_until(Duration::from_secs(20), || {
-            cluster.counties.iter().all(|c| c.daemon.as_ref().is_some_and(|d| d.log_text().contains("receiver started")))
+            cluster.counties.iter().all(|c| {
+                c.daemon.as_ref().is_some_and(|d| {
+                    let log = d.log_text();
+                    log.contains("receiver started") && (!options.acks || log.contains("acknowledgement channel up"))
+                })
+            })
         });
         if !ready {
             let logs: Vec<String> = cluster.counties.iter().filter_map(|c| c.daemon.as_ref().map(|d| d.log_text())).collect();
@@ -315,18 +336,30 @@ pub fn write_uplink_config(dir: &Path, destination: SocketAddr, rate_bits_per_se
 }
 
 /// Makes a county bundle with `satcast-uplink keys receiver` and points its config at a
-/// unicast `bind` address instead of the multicast group. Returns the config path.
-pub fn make_county(dir: &Path, county_code: &str, bind: SocketAddr) -> Result<PathBuf, ClusterError> {
+/// unicast `bind` address instead of the multicast group, and at `ack` for
+/// acknowledgements (without one, the `[ack]` section is left out). Returns the config path.
+pub fn make_county(dir: &Path, county_code: &str, bind: SocketAddr, ack: Option<SocketAddr>) -> Result<PathBuf, ClusterError> {
     let out = dir.join(format!("county-{county_code}"));
     let out_arg = out.to_string_lossy().into_owned();
     run("satcast-uplink", &["keys", "receiver", "--dir", "keys", "--id", county_code, "--out", &out_arg], dir)?;
     let config = out.join("receiver.toml");
     let text = std::fs::read_to_string(&config).map_err(io("reading the county config"))?;
-    let text: Vec<String> = text
-        .lines()
-        .filter(|line| !line.starts_with("interface = "))
-        .map(|line| if line.starts_with("group = ") { format!("bind = \"{bind}\"") } else { line.to_owned() })
-        .collect();
+    let mut in_ack = false;
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_ack = line == "[ack]";
+        }
+        if in_ack && ack.is_none() || line.starts_with("interface = ") {
+            continue;
+        }
+        lines.push(match (line.starts_with("group = "), line.starts_with("uplink = "), ack) {
+            (true, _, _) => format!("bind = \"{bind}\""),
+            (_, true, Some(ack)) => format!("uplink = \"{ack}\""),
+            _ => line.to_owned(),
+        });
+    }
+    let text = lines;
     std::fs::write(&config, text.join("\n") + "\n").map_err(io("writing the county config"))?;
     Ok(config)
 }

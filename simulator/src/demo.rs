@@ -153,6 +153,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoSummary, ClusterError> {
         passes: 3,
         seed: options.seed,
         extra_uplink_config: String::new(),
+        acks: false,
     };
     if options.progress {
         eprintln!("satcast demo: seed {} ({} counties, loss up to {:.0}%, {} Mbit/s); replay with --seed {}", options.seed, counties.len(), options.loss_max * 100.0, options.link_rate_bits_per_sec / 1_000_000, options.seed);

@@ -276,7 +276,10 @@ fn main() -> anyhow::Result<()> {
             options.receiver_counts = args.receivers.clone();
             eprintln!("seed {}; replay with: {}", options.seed, options.replay_command());
             let report = bench::bench_with_progress(&options, &mut |row| {
-                eprintln!("  {:>5} receivers, {:<44} efficiency {:.4}, {} repair rounds ({:.1} s)", row.receivers, row.model, row.efficiency, row.repair_rounds, row.wall_seconds);
+                eprintln!(
+                    "  {:>5} receivers, {}, {}: efficiency {:.4}, {} repair rounds, {}/{} complete ({:.1} s)",
+                    row.receivers, row.model, row.delivery, row.efficiency, row.repair_rounds, row.completed, row.receivers, row.wall_seconds
+                );
             })
             .context("the bench could not run")?;
             if args.json {

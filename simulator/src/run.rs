@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, Priority};
+use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Priority};
 use satcast_protocol::fec::{self, Oti};
 use satcast_protocol::reception::Fidelity;
 use serde::Serialize;
@@ -448,6 +448,8 @@ pub struct RunReport {
     pub efficiency: f64,
     /// Rounds after the first pass (extra passes in carousel mode).
     pub repair_rounds: usize,
+    /// DATA symbols the uplink planned for each round, the first pass first.
+    pub round_symbols: Vec<u64>,
     /// Completion-time percentiles, virtual seconds.
     pub completion_seconds: Percentiles,
     /// The highest share of datagrams lost at one receiver while it was powered.
@@ -596,12 +598,14 @@ pub fn run_with_progress(options: &RunOptions, progress: &mut dyn FnMut(&Sample)
     completion_times.sort_by(f64::total_cmp);
     let source_symbols_per_block = object.source_symbols.clone();
     let bound = lower_bound_symbols(&source_symbols_per_block, options.loss.mean_loss(), object.targets.len());
-    let round_starts = object
+    let (round_starts, round_symbols): (Vec<f64>, Vec<u64>) = object
         .events
         .iter()
-        .filter(|(_, e)| matches!(e, satcast_protocol::broadcast::BroadcastEvent::RoundStarted { .. }))
-        .map(|(at, _)| at.as_secs_f64())
-        .collect::<Vec<_>>();
+        .filter_map(|(at, e)| match e {
+            BroadcastEvent::RoundStarted { symbols, .. } => Some((at.as_secs_f64(), *symbols)),
+            _ => None,
+        })
+        .unzip();
     let worst_observed_loss = harness.receivers.iter().map(|r| r.observed_loss()).fold(0.0, f64::max);
     Ok(RunReport {
         seed: options.seed,
@@ -622,6 +626,7 @@ pub fn run_with_progress(options: &RunOptions, progress: &mut dyn FnMut(&Sample)
         lower_bound_symbols: (bound * 10.0).round() / 10.0,
         efficiency: (object.symbols_sent as f64 / bound * 1e4).round() / 1e4,
         repair_rounds: round_starts.len().saturating_sub(1),
+        round_symbols,
         completion_seconds: Percentiles::of(&completion_times),
         worst_observed_loss: (worst_observed_loss * 1e4).round() / 1e4,
         virtual_seconds: round3(harness.elapsed().as_secs_f64()),
@@ -656,7 +661,8 @@ pub fn summary(report: &RunReport) -> String {
         "symbols sent    {} DATA symbols, lower bound {:.0}: efficiency {:.4}",
         report.symbols_sent, report.lower_bound_symbols, report.efficiency
     );
-    let _ = writeln!(out, "repair rounds   {}", report.repair_rounds);
+    let rounds: Vec<String> = report.round_symbols.iter().map(u64::to_string).collect();
+    let _ = writeln!(out, "repair rounds   {} (symbols per round: {})", report.repair_rounds, rounds.join(", "));
     let c = &report.completion_seconds;
     let _ = writeln!(out, "completion      p50 {}  p90 {}  p99 {}  max {} (virtual)", secs(c.p50), secs(c.p90), secs(c.p99), secs(c.max));
     let _ = writeln!(out, "worst county    {:.2}% of datagrams lost", report.worst_observed_loss * 100.0);

@@ -12,6 +12,6 @@ pub mod trust_state;
 pub mod uplink;
 
 pub use index::{IndexError, IndexOpen};
-pub use receiver::{CacheEntry, DiskUse, OpenReport, ReceiverLimits, ReceiverStore, StoreError};
+pub use receiver::{CacheEntry, DiskUse, OpenReport, Outbox, ReceiverLimits, ReceiverStore, StoreError};
 pub use trust_state::{TrustState, TrustStateError};
 pub use uplink::{BroadcastRecord, LedgerEntry, LedgerState, ReceiverRecord, UplinkStore};

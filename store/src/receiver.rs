@@ -164,10 +164,9 @@ pub struct ReceiverStore {
     index: Index,
     objects: Tree,
     cache: Tree,
-    outbox: Tree,
+    outbox: Outbox,
     partials: HashMap<u64, Partial>,
     limits: ReceiverLimits,
-    next_outbox_seq: u64,
 }
 
 fn prepare(path: &Path) -> Result<(), StoreError> {
@@ -208,7 +207,7 @@ impl ReceiverStore {
         let mut store = ReceiverStore {
             objects: index.tree("objects")?,
             cache: index.tree("cache")?,
-            outbox: index.tree("outbox")?,
+            outbox: Outbox::new(index.clone(), index.tree("outbox")?)?,
             index,
             spool_dir,
             partial_dir,
@@ -217,10 +216,8 @@ impl ReceiverStore {
             incoming_dir,
             partials: HashMap::new(),
             limits,
-            next_outbox_seq: 0,
         };
         let mut report = OpenReport { index: how, partial_objects: 0, cache_entries_rebuilt: 0, orphans_removed: 0 };
-        store.next_outbox_seq = store.outbox.scan::<Vec<u8>>(&[], usize::MAX)?.last().map_or(0, |(k, _)| key_seq(k) + 1);
         store.load_partials(&mut report)?;
         if rebuild {
             report.cache_entries_rebuilt = store.rebuild_cache()?;
@@ -443,28 +440,62 @@ impl ReceiverStore {
         Ok(target)
     }
 
+    /// The outbox of feedback for the uplink; clones share it (the acknowledgement client
+    /// drains it from its own thread).
+    pub fn outbox(&self) -> Outbox {
+        self.outbox.clone()
+    }
+}
+
+/// Feedback not yet acknowledged by the uplink, durable across restarts. Cloning gives
+/// another handle to the same outbox.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    index: Index,
+    tree: Tree,
+    next_seq: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Outbox {
+    fn new(index: Index, tree: Tree) -> Result<Outbox, StoreError> {
+        let next = tree.scan::<Vec<u8>>(&[], usize::MAX)?.last().map_or(0, |(k, _)| key_seq(k) + 1);
+        Ok(Outbox { index, tree, next_seq: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(next)) })
+    }
+
     /// Queues feedback for the uplink, durably. A newer progress report replaces an older
     /// one for the same object: the uplink only needs the latest.
-    pub fn outbox_push(&mut self, feedback: &Feedback) -> Result<(), StoreError> {
+    pub fn push(&self, feedback: &Feedback) -> Result<(), StoreError> {
+        // One completion or refusal per object is enough: a repeat (the county answering
+        // another round marker while the WAN is down) adds nothing.
+        if let FeedbackMessage::Complete { object_id, .. } | FeedbackMessage::Rejected { object_id, .. } = feedback.message {
+            let repeat = self.tree.scan::<Vec<u8>>(&[], OUTBOX_ENTRIES_MAX)?.iter().any(|(_, old)| {
+                Feedback::from_bytes(old).is_ok_and(|f| {
+                    matches!(f.message, FeedbackMessage::Complete { object_id: id, .. } | FeedbackMessage::Rejected { object_id: id, .. } if id == object_id)
+                })
+            });
+            if repeat {
+                return Ok(());
+            }
+        }
         if let FeedbackMessage::Progress { object_id, .. } = feedback.message {
-            for (key, old) in self.outbox.scan::<Vec<u8>>(&[], OUTBOX_ENTRIES_MAX)? {
+            for (key, old) in self.tree.scan::<Vec<u8>>(&[], OUTBOX_ENTRIES_MAX)? {
                 if Feedback::from_bytes(&old).is_ok_and(|f| matches!(f.message, FeedbackMessage::Progress { object_id: id, .. } if id == object_id)) {
-                    self.outbox.remove(&key)?;
+                    self.tree.remove(&key)?;
                 }
             }
         }
-        if self.outbox.len() >= OUTBOX_ENTRIES_MAX {
+        if self.tree.len() >= OUTBOX_ENTRIES_MAX {
             let oldest_progress = self
-                .outbox
+                .tree
                 .scan::<Vec<u8>>(&[], OUTBOX_ENTRIES_MAX)?
                 .into_iter()
                 .find(|(_, b)| Feedback::from_bytes(b).is_ok_and(|f| matches!(f.message, FeedbackMessage::Progress { .. })));
             if let Some((key, _)) = oldest_progress {
-                self.outbox.remove(&key)?;
+                self.tree.remove(&key)?;
             }
         }
-        self.outbox.put(&self.next_outbox_seq.to_be_bytes(), &feedback.to_bytes())?;
-        self.next_outbox_seq += 1;
+        let seq = self.next_seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.tree.put(&seq.to_be_bytes(), &feedback.to_bytes())?;
         if !matches!(feedback.message, FeedbackMessage::Progress { .. }) {
             self.index.flush()?;
         }
@@ -472,9 +503,9 @@ impl ReceiverStore {
     }
 
     /// Up to `limit` queued messages, oldest first, with their sequence numbers.
-    pub fn outbox_peek(&self, limit: usize) -> Result<Vec<(u64, Feedback)>, StoreError> {
+    pub fn peek(&self, limit: usize) -> Result<Vec<(u64, Feedback)>, StoreError> {
         Ok(self
-            .outbox
+            .tree
             .scan::<Vec<u8>>(&[], limit)?
             .into_iter()
             .filter_map(|(k, b)| Feedback::from_bytes(&b).ok().map(|f| (key_seq(&k), f)))
@@ -482,14 +513,19 @@ impl ReceiverStore {
     }
 
     /// The uplink has the message with this sequence number.
-    pub fn outbox_ack(&mut self, seq: u64) -> Result<(), StoreError> {
-        self.outbox.remove(&seq.to_be_bytes())?;
+    pub fn ack(&self, seq: u64) -> Result<(), StoreError> {
+        self.tree.remove(&seq.to_be_bytes())?;
         Ok(())
     }
 
     /// Messages waiting for the uplink.
-    pub fn outbox_len(&self) -> usize {
-        self.outbox.len()
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// Whether nothing waits for the uplink.
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
     }
 }
 

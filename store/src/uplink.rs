@@ -117,16 +117,18 @@ impl UplinkStore {
         Ok(self.broadcasts.scan::<BroadcastRecord>(&[], LIST_MAX)?.into_iter().map(|(k, v)| (key_u64(&k), v)).collect())
     }
 
-    /// Records what a county reported about a broadcast. A delivery is never downgraded
-    /// by a late progress report.
-    pub fn record(&self, object_id: u64, county: &str, state: LedgerState, now_unix_secs: u64) -> Result<(), IndexError> {
+    /// Records what a county reported about a broadcast; returns whether the ledger
+    /// changed. A delivery is final: it is never downgraded by a late progress report, and a
+    /// repeated acknowledgement changes nothing.
+    pub fn record(&self, object_id: u64, county: &str, state: LedgerState, now_unix_secs: u64) -> Result<bool, IndexError> {
         let key = ledger_key(object_id, county);
-        if matches!(state, LedgerState::InProgress { .. }) {
-            if let Some(LedgerEntry { state: LedgerState::Delivered { .. }, .. }) = self.ledger.get::<LedgerEntry>(&key)? {
-                return Ok(());
+        if let Some(LedgerEntry { state: old @ LedgerState::Delivered { .. }, .. }) = self.ledger.get::<LedgerEntry>(&key)? {
+            if matches!(state, LedgerState::InProgress { .. }) || old == state {
+                return Ok(false);
             }
         }
-        self.ledger.put(&key, &LedgerEntry { state, updated_unix_secs: now_unix_secs })
+        self.ledger.put(&key, &LedgerEntry { state, updated_unix_secs: now_unix_secs })?;
+        Ok(true)
     }
 
     /// Every ledger entry of a broadcast, by county.
@@ -211,5 +213,19 @@ mod tests {
         assert_eq!(ledger.len(), 2);
         assert_eq!(ledger[0].1.state, LedgerState::Delivered { hash: [1; 32] }, "a delivery is never downgraded");
         assert_eq!(store.broadcasts().expect("list")[0].0, 7);
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_delivery_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = UplinkStore::open(dir.path(), 1).expect("open");
+        assert!(store.record(7, "410102", LedgerState::Delivered { hash: [1; 32] }, 10).expect("first"));
+        assert!(!store.record(7, "410102", LedgerState::Delivered { hash: [1; 32] }, 11).expect("repeat"));
+        assert!(!store.record(7, "410102", LedgerState::InProgress { needed: 3 }, 12).expect("late progress"));
     }
 }

@@ -52,6 +52,16 @@ pub struct UplinkConfig {
     /// FEC settings.
     #[serde(default)]
     pub fec: FecConfig,
+    /// The QUIC acknowledgement server; without it every broadcast is a carousel.
+    pub acks: Option<AcksConfig>,
+}
+
+/// The QUIC acknowledgement server over the terrestrial WAN.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcksConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
 }
 
 /// FEC settings.

@@ -3,6 +3,7 @@
 //! with a paced UDP sender.
 #![warn(missing_docs)]
 
+pub mod acks;
 pub mod config;
 pub mod keys;
 pub mod prepare;

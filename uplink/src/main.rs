@@ -125,6 +125,7 @@ fn main() -> anyhow::Result<()> {
                 version: version.unwrap_or_else(unix_secs),
                 targets,
                 queued_unix_secs: unix_secs(),
+                feedback: true,
             };
             Queue::open(&config.state_dir)?.submit(&job, &file)?;
             println!("{}", job.object_id);

@@ -29,6 +29,13 @@ pub struct Job {
     pub targets: Vec<String>,
     /// When it was queued, seconds since the Unix epoch.
     pub queued_unix_secs: u64,
+    /// Air with feedback-driven repair (true) or as a carousel sized from the target loss.
+    #[serde(default = "yes")]
+    pub feedback: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Job {

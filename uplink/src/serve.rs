@@ -6,15 +6,18 @@ use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Broadcaster, Checkpoint, Delivery, NewObject};
+use satcast_protocol::feedback::{AckReply, Feedback, FeedbackMessage};
 use satcast_protocol::wire;
-use satcast_store::{BroadcastRecord, IndexOpen, UplinkStore};
+use satcast_store::{BroadcastRecord, IndexOpen, LedgerState, UplinkStore};
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tracing::{info, warn};
 
+use crate::acks::{self, AckRequest};
 use crate::config::UplinkConfig;
 use crate::keys::{self, KeysError};
 use crate::prepare::{self, prepare};
@@ -40,6 +43,9 @@ pub enum ServeError {
     /// The uplink's index could not be opened, even fresh.
     #[error(transparent)]
     Index(#[from] satcast_store::IndexError),
+    /// The acknowledgement server could not start.
+    #[error(transparent)]
+    Acks(#[from] acks::AckServerError),
 }
 
 /// How often where each broadcast stands is written down for a restart.
@@ -55,6 +61,80 @@ fn decode_checkpoint(bytes: &[u8]) -> Option<Checkpoint> {
     bincode::decode_from_slice(bytes, bincode::config::standard().with_limit::<{ 1 << 24 }>()).ok().map(|(c, _)| c)
 }
 
+/// Feedback-driven repair for the enrolled counties the job targets (those that have ever
+/// said hello), or a carousel when there is no acknowledgement server, the job asks for
+/// none, or no targeted county is enrolled yet.
+fn delivery_for(store: &UplinkStore, job: &crate::queue::Job, config: &UplinkConfig, plan: AirPlan) -> Delivery {
+    if config.acks.is_none() || !job.feedback {
+        return Delivery::Carousel(plan);
+    }
+    let targets: Vec<String> = store
+        .receivers()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(code, record)| record.last_seen_unix_secs.is_some() && job.targets.iter().any(|p| code.starts_with(p.as_str())))
+        .map(|(code, _)| code)
+        .collect();
+    if targets.is_empty() {
+        warn!(object = %job.object_id, "no enrolled county matches the targets yet: airing as a carousel");
+        return Delivery::Carousel(plan);
+    }
+    Delivery::Feedback { targets }
+}
+
+/// Records one authenticated feedback message: registry, ledger and the broadcast machine.
+fn record_feedback(store: &UplinkStore, broadcaster: &mut Broadcaster, feedback: &Feedback) -> Result<(), satcast_store::IndexError> {
+    let now_secs = wall_unix_ms() / 1000;
+    let county = feedback.county_code.as_str();
+    let mut record = store.receiver(county)?.unwrap_or_default();
+    record.last_seen_unix_secs = Some(now_secs);
+    if let FeedbackMessage::Hello { software_version, free_disk_bytes, heartbeat_age_ms } = &feedback.message {
+        record.software_version = Some(software_version.clone());
+        record.free_disk_bytes = Some(*free_disk_bytes);
+        record.heartbeat_age_secs = heartbeat_age_ms.map(|ms| ms / 1000);
+    }
+    store.put_receiver(county, &record)?;
+    match &feedback.message {
+        FeedbackMessage::Hello { .. } => {}
+        FeedbackMessage::Progress { object_id, needs, .. } => {
+            let needed = needs.iter().map(|n| u64::from(*n)).sum();
+            store.record(*object_id, county, LedgerState::InProgress { needed }, now_secs)?;
+        }
+        FeedbackMessage::Complete { object_id, object_hash } => {
+            if store.record(*object_id, county, LedgerState::Delivered { hash: *object_hash }, now_secs)? {
+                info!(object = %format!("{object_id:016x}"), county, "county complete");
+            }
+        }
+        FeedbackMessage::Rejected { object_id, reason } => {
+            if store.record(*object_id, county, LedgerState::Rejected { reason: reason.clone() }, now_secs)? {
+                warn!(object = %format!("{object_id:016x}"), county, %reason, "county refused the broadcast");
+            }
+        }
+    }
+    broadcaster.handle_feedback(Instant::now(), feedback);
+    Ok(())
+}
+
+/// Starts the QUIC acknowledgement server on its own thread, if configured.
+fn start_acks(config: &UplinkConfig, stop: Arc<AtomicBool>) -> Result<Option<Receiver<AckRequest>>, ServeError> {
+    let Some(acks) = config.acks.clone() else { return Ok(None) };
+    let keys = &config.keys_dir;
+    let tls = acks::server_config(&keys.join(keys::CA_CERT_FILE), &keys.join(keys::UPLINK_CERT_FILE), &keys.join(keys::UPLINK_KEY_FILE))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(acks::PENDING_FEEDBACK_MAX);
+    std::thread::Builder::new()
+        .name("acks".into())
+        .spawn(move || match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(runtime) => {
+                if let Err(error) = runtime.block_on(acks::serve(acks.listen, tls, tx, stop)) {
+                    warn!(%error, "acknowledgement server stopped");
+                }
+            }
+            Err(error) => warn!(%error, "cannot start the acknowledgement runtime"),
+        })
+        .map_err(|e| ServeError::Socket(std::io::Error::other(e)))?;
+    Ok(Some(rx))
+}
+
 /// Opens the queued job as a new broadcast, or continues it if it had started airing.
 fn open_job(
     store: &UplinkStore,
@@ -66,9 +146,7 @@ fn open_job(
     plan: AirPlan,
 ) -> Result<NewObject, String> {
     let object_id = job.object_id().map_err(|e| e.to_string())?;
-    // Acknowledgements over QUIC come with the receiver-daemon issue; until then every
-    // broadcast airs as a carousel sized from the target loss.
-    let delivery = Delivery::Carousel(plan);
+    let delivery = delivery_for(store, job, config, plan);
     if let Some(record) = store.broadcast(object_id).map_err(|e| e.to_string())? {
         if record.outcome.is_none() {
             let checkpoint = record.checkpoint.as_deref().and_then(decode_checkpoint);
@@ -142,6 +220,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
 
     let mut airing: HashSet<String> = HashSet::new();
     let mut failed: HashSet<String> = HashSet::new();
+    let acks = start_acks(&config, stop.clone())?;
     let mut next_scan = Instant::now();
     let mut next_checkpoint = Instant::now() + CHECKPOINT_INTERVAL;
     let mut buf = Vec::with_capacity(65_536);
@@ -177,6 +256,29 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
                 }
             }
         }
+        if let Some(acks) = &acks {
+            let mut replies = Vec::new();
+            while let Ok(request) = acks.try_recv() {
+                let reply = match record_feedback(&store, &mut broadcaster, &request.feedback) {
+                    Ok(()) => AckReply::Recorded,
+                    Err(error) => {
+                        warn!(%error, "cannot record feedback");
+                        AckReply::Busy
+                    }
+                };
+                replies.push((request.reply, reply));
+                if replies.len() >= 256 {
+                    break;
+                }
+            }
+            if !replies.is_empty() {
+                // Durable before the county is told, so an acknowledged message is never lost.
+                let flushed = store.flush().is_ok();
+                for (channel, reply) in replies {
+                    let _ = channel.send(if flushed { reply } else { AckReply::Busy });
+                }
+            }
+        }
         if now >= next_checkpoint {
             next_checkpoint = now + CHECKPOINT_INTERVAL;
             checkpoint_all(&store, &broadcaster);
@@ -193,8 +295,13 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
                 | BroadcastEvent::Completed { object_id, .. }
                 | BroadcastEvent::DeadlinePassed { object_id, .. } => {
                     let id = format!("{object_id:016x}");
-                    info!(object = %id, stats = ?broadcaster.stats(), "aired");
-                    set_outcome(&store, object_id, "aired");
+                    let outcome = match event {
+                        BroadcastEvent::Completed { .. } => "completed",
+                        BroadcastEvent::DeadlinePassed { .. } => "deadline",
+                        _ => "aired",
+                    };
+                    info!(object = %id, outcome, stats = ?broadcaster.stats(), "broadcast finished");
+                    set_outcome(&store, object_id, outcome);
                     airing.remove(&id);
                     if let Err(error) = queue.finish(&id) {
                         warn!(object = %id, %error, "cannot move finished job to done/");
@@ -203,7 +310,10 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
                 BroadcastEvent::RoundStarted { object_id, round, symbols } => {
                     info!(object = %format!("{object_id:016x}"), round, symbols, "round started");
                 }
-                BroadcastEvent::RoundEnded { .. } | BroadcastEvent::Idle { .. } => {}
+                BroadcastEvent::RoundEnded { .. } => {}
+                BroadcastEvent::Idle { object_id, incomplete } => {
+                    info!(object = %format!("{object_id:016x}"), incomplete = incomplete.len(), "no county reports a need: idle until one does");
+                }
                 BroadcastEvent::SourceFailed { object_id, error } => {
                     let id = format!("{object_id:016x}");
                     warn!(object = %id, %error, "payload unreadable; broadcast withdrawn");

@@ -1,0 +1,197 @@
+//! The acknowledgement client: drains the durable outbox to the uplink over QUIC with mutual
+//! TLS (the county's client certificate, the uplink's CA pinned). A message leaves the
+//! outbox only when the uplink answers that it recorded it, so a WAN outage of hours loses
+//! nothing: the client reconnects with exponential backoff and carries on where it stopped.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicClientConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use satcast_protocol::feedback::{ACK_ALPN, AckReply, Feedback, FeedbackMessage};
+use satcast_store::Outbox;
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use crate::config::{AckConfig, KeysConfig};
+
+/// First wait after a failed connection; doubled after each failure.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between connection attempts.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often a Hello goes out while connected (last seen, free disk, heartbeat age).
+pub const HELLO_INTERVAL: Duration = Duration::from_secs(60);
+/// Messages sent per batch before the outbox is looked at again.
+const BATCH_MAX: usize = 64;
+/// How long to wait for the uplink's answer to one message.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the client could not be set up.
+#[derive(Debug, Error)]
+pub enum AckSetupError {
+    /// A certificate or key file could not be read.
+    #[error("cannot read {path}: {why}")]
+    Pem {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// The TLS configuration was refused.
+    #[error("tls configuration: {0}")]
+    Tls(String),
+}
+
+/// Builds the client's TLS configuration from the county's bundle.
+pub fn client_config(keys: &KeysConfig) -> Result<quinn::ClientConfig, AckSetupError> {
+    let pem_err = |path: &Path| {
+        let path = path.display().to_string();
+        move |e: rustls::pki_types::pem::Error| AckSetupError::Pem { path, why: e.to_string() }
+    };
+    let ca = CertificateDer::from_pem_file(&keys.ca_cert).map_err(pem_err(&keys.ca_cert))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&keys.client_cert)
+        .map_err(pem_err(&keys.client_cert))?
+        .collect::<Result<_, _>>()
+        .map_err(pem_err(&keys.client_cert))?;
+    let key = PrivateKeyDer::from_pem_file(&keys.client_key).map_err(pem_err(&keys.client_key))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).map_err(|e| AckSetupError::Tls(e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| AckSetupError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| AckSetupError::Tls(e.to_string()))?;
+    tls.alpn_protocols = vec![ACK_ALPN.to_vec()];
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| AckSetupError::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(15)));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// What the client needs to say hello.
+pub trait HelloSource: Send + Sync {
+    /// A fresh Hello.
+    fn hello(&self) -> Feedback;
+}
+
+/// Runs the client until `stop` is set: connect, say hello, drain the outbox, and on any
+/// failure wait (exponential backoff) and start again.
+pub async fn run(ack: AckConfig, tls: quinn::ClientConfig, outbox: Outbox, hello: Arc<dyn HelloSource>, stop: Arc<AtomicBool>) {
+    let mut backoff = BACKOFF_MIN;
+    while !stop.load(Ordering::Relaxed) {
+        match session(&ack, &tls, &outbox, hello.as_ref(), &stop).await {
+            Ok(()) => backoff = BACKOFF_MIN,
+            Err(error) => {
+                warn!(uplink = %ack.uplink, %error, retry_in_secs = backoff.as_secs(), outbox = outbox.len(), "acknowledgement channel down");
+                sleep_unless_stopped(backoff, &stop).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+async fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) {
+    let step = Duration::from_millis(100);
+    let mut slept = Duration::ZERO;
+    while slept < duration && !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(step).await;
+        slept += step;
+    }
+}
+
+async fn resolve(uplink: &str) -> Result<SocketAddr, String> {
+    tokio::net::lookup_host(uplink).await.map_err(|e| e.to_string())?.next().ok_or_else(|| format!("{uplink} resolves to nothing"))
+}
+
+/// One connection: lasts until an error or a stop.
+async fn session(ack: &AckConfig, tls: &quinn::ClientConfig, outbox: &Outbox, hello: &dyn HelloSource, stop: &AtomicBool) -> Result<(), String> {
+    let addr = resolve(&ack.uplink).await?;
+    let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
+    endpoint.set_default_client_config(tls.clone());
+    let connecting = endpoint.connect(addr, &ack.server_name).map_err(|e| e.to_string())?;
+    let connection = tokio::time::timeout(REPLY_TIMEOUT, connecting).await.map_err(|_| "connection timed out".to_string())?.map_err(|e| e.to_string())?;
+    info!(uplink = %addr, outbox = outbox.len(), "acknowledgement channel up");
+    match send(&connection, &hello.hello()).await? {
+        AckReply::Recorded => {}
+        other => return Err(format!("hello answered {other:?}")),
+    }
+    let mut last_hello = tokio::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if last_hello.elapsed() >= HELLO_INTERVAL {
+            send(&connection, &hello.hello()).await?;
+            last_hello = tokio::time::Instant::now();
+        }
+        let batch = outbox.peek(BATCH_MAX).map_err(|e| e.to_string())?;
+        if batch.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        for (seq, feedback) in batch {
+            match send(&connection, &feedback).await? {
+                AckReply::Recorded => {
+                    debug!(seq, message = ?feedback.message, "acknowledged");
+                    outbox.ack(seq).map_err(|e| e.to_string())?;
+                }
+                AckReply::Refused => {
+                    warn!(seq, message = ?feedback.message, "the uplink refused this message; dropping it");
+                    outbox.ack(seq).map_err(|e| e.to_string())?;
+                }
+                AckReply::Busy => return Err("the uplink is busy".into()),
+            }
+        }
+    }
+    connection.close(0u32.into(), b"stopping");
+    endpoint.wait_idle().await;
+    Ok(())
+}
+
+/// Sends one message on its own stream and waits for the uplink's answer.
+async fn send(connection: &quinn::Connection, feedback: &Feedback) -> Result<AckReply, String> {
+    let exchange = async {
+        let (mut tx, mut rx) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        tx.write_all(&feedback.to_bytes()).await.map_err(|e| e.to_string())?;
+        tx.finish().map_err(|e| e.to_string())?;
+        let reply = rx.read_to_end(16).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(reply.first().map_or(AckReply::Busy, |b| AckReply::from_byte(*b)))
+    };
+    tokio::time::timeout(REPLY_TIMEOUT, exchange).await.map_err(|_| "no answer from the uplink".to_string())?
+}
+
+/// Says hello with what the datapath last saw.
+#[derive(Debug)]
+pub struct ReceiverHello {
+    /// This county.
+    pub county_code: String,
+    /// Where free disk is measured.
+    pub state_dir: std::path::PathBuf,
+    /// When the last valid heartbeat arrived, as the datapath records it.
+    pub last_heartbeat: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl HelloSource for ReceiverHello {
+    fn hello(&self) -> Feedback {
+        let age = self.last_heartbeat.lock().ok().and_then(|at| at.map(|at| at.elapsed()));
+        hello(&self.county_code, &self.state_dir, age)
+    }
+}
+
+/// A Hello built from the receiver's current state.
+pub fn hello(county_code: &str, state_dir: &Path, heartbeat_age: Option<Duration>) -> Feedback {
+    Feedback {
+        county_code: county_code.to_owned(),
+        message: FeedbackMessage::Hello {
+            software_version: env!("CARGO_PKG_VERSION").to_owned(),
+            free_disk_bytes: fs4::available_space(state_dir).unwrap_or(0),
+            heartbeat_age_ms: heartbeat_age.map(|d| d.as_millis() as u64),
+        },
+    }
+}
