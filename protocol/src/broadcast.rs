@@ -681,7 +681,7 @@ impl Broadcaster {
     pub fn handle_feedback(&mut self, now: Instant, feedback: &Feedback) {
         let county = &feedback.county_code;
         let (object_id, update): (u64, Box<dyn FnOnce(&mut FeedbackState)>) = match &feedback.message {
-            FeedbackMessage::Hello { .. } => return,
+            FeedbackMessage::Hello { .. } | FeedbackMessage::HookResult { .. } => return,
             FeedbackMessage::Progress { object_id, needs, symbols_received, .. } => {
                 let report = Report { received_at: now, needs: needs.clone(), symbols_received: *symbols_received };
                 let county = county.clone();

@@ -100,6 +100,16 @@ pub enum FeedbackMessage {
         /// Why, as text.
         reason: String,
     },
+    /// The post-receive hook for a delivered object ran (once; it is not retried).
+    HookResult {
+        /// The object.
+        object_id: u64,
+        /// Whether it succeeded (exit status 0 within its timeout).
+        success: bool,
+        /// What happened, as text: "exit status 3", "timed out after 60 s", the tail of
+        /// its error output.
+        detail: String,
+    },
 }
 
 /// Why feedback bytes could not be read.
@@ -171,6 +181,7 @@ impl Feedback {
                 Err(FeedbackError::Bounds("needs must list 1 to 256 blocks"))
             }
             FeedbackMessage::Rejected { reason, .. } if reason.len() > TEXT_BYTES_MAX => Err(FeedbackError::Bounds("reason too long")),
+            FeedbackMessage::HookResult { detail, .. } if detail.len() > TEXT_BYTES_MAX => Err(FeedbackError::Bounds("hook detail too long")),
             _ => Ok(()),
         }
     }

@@ -33,6 +33,10 @@ pub enum IndexError {
     Sled(#[from] sled::Error),
 }
 
+/// sled's page cache: its default (1 GiB) would dwarf a receiver's whole memory budget,
+/// and the index is small.
+pub const CACHE_BYTES_MAX: u64 = 8 * 1024 * 1024;
+
 /// What happened when the index was opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IndexOpen {
@@ -58,7 +62,7 @@ pub struct Index {
 
 fn open_sled(path: &Path) -> Result<sled::Db, String> {
     // A corrupt file must not take the daemon down: sled may panic instead of erroring.
-    match std::panic::catch_unwind(AssertUnwindSafe(|| sled::Config::new().path(path).mode(sled::Mode::LowSpace).open())) {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| sled::Config::new().path(path).mode(sled::Mode::LowSpace).cache_capacity(CACHE_BYTES_MAX).open())) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err("sled panicked while opening".into()),

@@ -57,6 +57,8 @@ pub struct LedgerEntry {
     pub state: LedgerState,
     /// When, seconds since the Unix epoch.
     pub updated_unix_secs: u64,
+    /// The post-receive hook's outcome, once reported: success and detail.
+    pub hook: Option<(bool, String)>,
 }
 
 /// One county receiver as the uplink knows it.
@@ -127,8 +129,21 @@ impl UplinkStore {
                 return Ok(false);
             }
         }
-        self.ledger.put(&key, &LedgerEntry { state, updated_unix_secs: now_unix_secs })?;
+        let hook = self.ledger.get::<LedgerEntry>(&key)?.and_then(|e| e.hook);
+        self.ledger.put(&key, &LedgerEntry { state, updated_unix_secs: now_unix_secs, hook })?;
         Ok(true)
+    }
+
+    /// Records a county's post-receive hook outcome for a broadcast.
+    pub fn record_hook(&self, object_id: u64, county: &str, success: bool, detail: &str, now_unix_secs: u64) -> Result<(), IndexError> {
+        let key = ledger_key(object_id, county);
+        let mut entry = self.ledger.get::<LedgerEntry>(&key)?.unwrap_or(LedgerEntry {
+            state: LedgerState::InProgress { needed: 0 },
+            updated_unix_secs: now_unix_secs,
+            hook: None,
+        });
+        entry.hook = Some((success, detail.to_owned()));
+        self.ledger.put(&key, &entry)
     }
 
     /// Every ledger entry of a broadcast, by county.

@@ -105,6 +105,14 @@ fn record_feedback(store: &UplinkStore, broadcaster: &mut Broadcaster, feedback:
                 info!(object = %format!("{object_id:016x}"), county, "county complete");
             }
         }
+        FeedbackMessage::HookResult { object_id, success, detail } => {
+            if *success {
+                info!(object = %format!("{object_id:016x}"), county, %detail, "post-receive hook succeeded");
+            } else {
+                warn!(object = %format!("{object_id:016x}"), county, %detail, "post-receive hook failed");
+            }
+            store.record_hook(*object_id, county, *success, detail, now_secs)?;
+        }
         FeedbackMessage::Rejected { object_id, reason } => {
             if store.record(*object_id, county, LedgerState::Rejected { reason: reason.clone() }, now_secs)? {
                 warn!(object = %format!("{object_id:016x}"), county, %reason, "county refused the broadcast");
