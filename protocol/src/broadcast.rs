@@ -657,6 +657,12 @@ impl Broadcaster {
         before != self.objects.len()
     }
 
+    /// Signs heartbeats with a new key from now on (after a rotation). Objects already held
+    /// keep the manifests they were signed with; they stay valid until that key expires.
+    pub fn set_signing_key(&mut self, signing_key: SigningKey) {
+        self.signing_key = signing_key;
+    }
+
     /// Ids of the objects held now (airing, scheduled or idle).
     pub fn airing(&self) -> Vec<u64> {
         self.objects.iter().map(Airing::object_id).collect()

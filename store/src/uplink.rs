@@ -20,7 +20,7 @@ pub const LIST_MAX: usize = 1_000_000;
 pub const RESTART_ESI_OFFSET_FACTOR: u32 = 8;
 
 /// A broadcast the uplink has started airing.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
 pub struct BroadcastRecord {
     /// The signed manifest as aired (re-used on restart, so counties see the same one).
     pub signed_manifest: Vec<u8>,
@@ -28,6 +28,22 @@ pub struct BroadcastRecord {
     pub checkpoint: Option<Vec<u8>>,
     /// How it ended, if it did ("completed", "deadline", "cancelled", "aired").
     pub outcome: Option<String>,
+    /// Kind, as text.
+    pub kind: String,
+    /// Name receivers deliver it under.
+    pub name: String,
+    /// Version of (kind, name).
+    pub version: u64,
+    /// Payload bytes.
+    pub size_bytes: u64,
+    /// Division-code prefixes it was sent to.
+    pub prefixes: Vec<String>,
+    /// Counties whose acknowledgement it waits for (empty for a carousel).
+    pub targets: Vec<String>,
+    /// Scheduling class, as text.
+    pub priority: String,
+    /// When it started airing, seconds since the Unix epoch.
+    pub started_unix_secs: u64,
 }
 
 /// What the uplink knows of one county and one broadcast.
@@ -218,7 +234,7 @@ mod tests {
             store.record(7, "410102", LedgerState::Delivered { hash: [1; 32] }, 10).expect("record");
             store.record(7, "410102", LedgerState::InProgress { needed: 5 }, 11).expect("late progress");
             store.record(7, "410103", LedgerState::InProgress { needed: 5 }, 11).expect("progress");
-            store.put_broadcast(7, &BroadcastRecord { signed_manifest: vec![1, 2], checkpoint: None, outcome: None }).expect("put");
+            store.put_broadcast(7, &BroadcastRecord { signed_manifest: vec![1, 2], ..BroadcastRecord::default() }).expect("put");
             store.flush().expect("flush");
         }
         let (store, how) = UplinkStore::open(dir.path(), 2).expect("reopen");

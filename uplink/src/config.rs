@@ -54,6 +54,28 @@ pub struct UplinkConfig {
     pub fec: FecConfig,
     /// The QUIC acknowledgement server; without it every broadcast is a carousel.
     pub acks: Option<AcksConfig>,
+    /// The control API the CLI talks to.
+    #[serde(default)]
+    pub control: ControlConfig,
+}
+
+/// The control API: HTTP and JSON, on loopback only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Address to listen on; keep it on loopback (the token is the only protection).
+    #[serde(default = "default_control_listen")]
+    pub listen: String,
+}
+
+fn default_control_listen() -> String {
+    "127.0.0.1:5710".into()
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig { listen: default_control_listen() }
+    }
 }
 
 /// The QUIC acknowledgement server over the terrestrial WAN.
@@ -185,6 +207,10 @@ impl UplinkConfig {
         }
         if config.carousel.manifest_interval_ms == 0 || config.carousel.heartbeat_interval_ms == 0 {
             return Err(invalid("carousel intervals must be positive"));
+        }
+        match config.control.listen.parse::<SocketAddr>() {
+            Ok(addr) if addr.ip().is_loopback() => {}
+            _ => return Err(invalid("control.listen must be a loopback address and port, like 127.0.0.1:5710")),
         }
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut config.state_dir, &mut config.keys_dir] {

@@ -290,6 +290,32 @@ pub fn receiver(dir: &Path, county_code: &str, out: &Path) -> Result<(), KeysErr
     sync_dir(out)
 }
 
+/// Replaces the online signing key with a new one certified by the root key in `dir`
+/// (root.secret must be there: bring it online for the rotation only). The old pair is kept
+/// as `signing.<serial>.secret` and `.cert`. Returns the new key's serial.
+pub fn rotate(dir: &Path, now_unix_secs: u64, validity_days: u32) -> Result<u64, KeysError> {
+    if !(1..=VALIDITY_DAYS_MAX).contains(&validity_days) {
+        return Err(KeysError::ValidityDays(validity_days));
+    }
+    let root_path = dir.join(ROOT_SECRET_FILE);
+    let root = RootKey::from_text(&read_key_file(&root_path)?).map_err(|source| KeysError::KeyText { path: root_path, source })?;
+    let old = load_signing_key(dir)?;
+    let old_serial = old.certificate().body.serial;
+    let serial = old_serial + 1;
+    let not_after = now_unix_secs + u64::from(validity_days) * 86_400;
+    let new = SigningKey::generate(&mut os_rng()?, &root, serial, now_unix_secs, not_after);
+    for (name, kept) in [(SIGNING_SECRET_FILE, format!("signing.{old_serial}.secret")), (SIGNING_CERT_FILE, format!("signing.{old_serial}.cert"))] {
+        let from = dir.join(name);
+        let to = dir.join(kept);
+        fs::rename(&from, &to).map_err(io_error(&from))?;
+    }
+    write_new(dir, SIGNING_SECRET_FILE, new.secret_to_text().as_bytes(), Secrecy::Secret)?;
+    // The certificate last: the daemon reloads when it changes, and finds the secret ready.
+    write_new(dir, SIGNING_CERT_FILE, new.certificate().to_text().as_bytes(), Secrecy::Public)?;
+    sync_dir(dir)?;
+    Ok(serial)
+}
+
 /// Loads the online signing key (`signing.secret` and `signing.cert`) from `dir`, checking
 /// that the two belong together. Validity against the clock is checked by the caller
 /// ([`KeyCertificate::verify`]).

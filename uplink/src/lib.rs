@@ -4,10 +4,13 @@
 #![warn(missing_docs)]
 
 pub mod acks;
+pub mod client;
 pub mod config;
+pub mod control;
 pub mod keys;
 pub mod prepare;
 pub mod queue;
+pub mod report;
 pub mod serve;
 
 pub use config::UplinkConfig;

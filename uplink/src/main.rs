@@ -1,19 +1,34 @@
 //! `satcast-uplink`: the uplink daemon and the operators' CLI.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use satcast_protocol::broadcast::Priority;
 use satcast_protocol::manifest::{Kind, parse_targets};
+use satcast_uplink::client::{Client, ClientError};
 use satcast_uplink::queue::{Job, Queue};
+use satcast_uplink::report::{BroadcastStatus, BroadcastSummary, ReceiverSummary};
 use satcast_uplink::{UplinkConfig, keys, serve};
 use tracing_subscriber::EnvFilter;
 
+/// Exit codes scripts can rely on.
+const EXIT_ERROR: u8 = 1;
+const EXIT_NOT_RUNNING: u8 = 3;
+const EXIT_UNKNOWN_ID: u8 = 4;
+const EXIT_INCOMPLETE: u8 = 5;
+
 #[derive(Parser)]
-#[command(name = "satcast-uplink", version, about = "satcast uplink daemon and operators' CLI")]
+#[command(
+    name = "satcast-uplink",
+    version,
+    about = "satcast uplink daemon and operators' CLI",
+    after_help = "Exit codes: 0 success; 1 error; 2 bad usage; 3 the daemon is not running; 4 unknown broadcast id; 5 `send --wait` ended before every targeted county had the file."
+)]
 struct Cli {
     /// Log as JSON lines instead of human text.
     #[arg(long, global = true)]
@@ -43,12 +58,90 @@ enum Command {
         /// Division-code prefixes, comma separated ("41,4201,110101"), or "all".
         #[arg(long)]
         to: String,
-        /// The name receivers deliver it under (default: the file's name).
+        /// The name counties deliver it under (default: the file's name).
         #[arg(long)]
         name: Option<String>,
         /// The version of (kind, name); must grow with every release (default: now, in seconds).
         #[arg(long)]
         version: Option<u64>,
+        /// emergency, high, normal or bulk.
+        #[arg(long, default_value = "normal")]
+        priority: Priority,
+        /// Do not air before this time: +30m, +2h, unix seconds, or 2026-11-27T08:00:00Z.
+        #[arg(long)]
+        not_before: Option<String>,
+        /// Stop airing at this time, complete or not (same formats).
+        #[arg(long)]
+        deadline: Option<String>,
+        /// Air as a carousel sized from the target loss, without waiting for acknowledgements.
+        #[arg(long)]
+        no_feedback: bool,
+        /// Show progress (counties complete / targeted) until the broadcast ends.
+        #[arg(long)]
+        wait: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List broadcasts.
+    List {
+        /// The uplink's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which counties have a broadcast, by province, and who lags.
+    Status {
+        /// The broadcast id.
+        id: String,
+        /// The uplink's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop airing a broadcast now.
+    Cancel {
+        /// The broadcast id.
+        id: String,
+        /// The uplink's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Air a finished broadcast again for the counties that do not have it.
+    Reair {
+        /// The broadcast id.
+        id: String,
+        /// The uplink's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only counties under these prefixes.
+        #[arg(long)]
+        to: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// County receivers: last seen, software version, free disk.
+    Receivers {
+        /// The uplink's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only counties not heard from for this long (90s, 30m, 2h, 7d), or never.
+        #[arg(long)]
+        silent_for: Option<String>,
+        /// Include counties that never connected.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Create and hand out keys.
     Keys {
@@ -81,13 +174,174 @@ enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Replace the online signing key with a new one certified by the root (which must be
+    /// in DIR for this); the running daemon picks it up and airs the new certificate with
+    /// every manifest and heartbeat.
+    Rotate {
+        /// The uplink's key directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// How long the new certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        validity_days: u32,
+    },
 }
 
 fn unix_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn main() -> anyhow::Result<()> {
+/// A span like 90s, 30m, 2h or 7d, in seconds.
+fn parse_span(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let number: u64 = number.parse().with_context(|| format!("{text:?} is not a span like 90s, 30m, 2h or 7d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => bail!("unknown unit {other:?} in {text:?} (s, m, h or d)"),
+    };
+    Ok(number.saturating_mul(scale))
+}
+
+/// A time like +30m, unix seconds, or 2026-11-27T08:00:00Z, as unix seconds.
+fn parse_time(text: &str) -> anyhow::Result<u64> {
+    if let Some(span) = text.strip_prefix('+') {
+        return Ok(unix_secs() + parse_span(span)?);
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(secs);
+    }
+    parse_rfc3339_utc(text).with_context(|| format!("{text:?} is not a time: use +30m, unix seconds, or 2026-11-27T08:00:00Z"))
+}
+
+/// YYYY-MM-DDTHH:MM:SSZ (UTC only) as unix seconds.
+fn parse_rfc3339_utc(text: &str) -> Option<u64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+fn ago(then: Option<u64>) -> String {
+    match then {
+        None => "never".into(),
+        Some(then) => {
+            let secs = unix_secs().saturating_sub(then);
+            match secs {
+                0..=119 => format!("{secs}s ago"),
+                120..=7199 => format!("{}m ago", secs / 60),
+                7200..=172_799 => format!("{}h ago", secs / 3600),
+                _ => format!("{}d ago", secs / 86_400),
+            }
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn print_list(list: &[BroadcastSummary]) {
+    println!("{:<16}  {:<9}  {:<28} {:>8}  {:<9}  {:<10} {:>9}  to", "id", "kind", "name", "version", "priority", "state", "delivered");
+    for b in list {
+        println!(
+            "{:<16}  {:<9}  {:<28} {:>8}  {:<9}  {:<10} {:>4}/{:<4}  {}",
+            b.id,
+            b.kind,
+            b.name.chars().take(28).collect::<String>(),
+            b.version,
+            b.priority,
+            b.state,
+            b.delivered,
+            b.targeted,
+            b.to.join(",")
+        );
+    }
+}
+
+fn print_status(status: &BroadcastStatus) {
+    let s = &status.summary;
+    println!("{} {}/{} version {} ({} bytes, {}): {}", s.id, s.kind, s.name, s.version, s.size_bytes, s.priority, s.state);
+    println!("to {}: {} counties targeted", s.to.join(","), s.targeted);
+    println!("delivered {}  in progress {}  silent {}  rejected {}", s.delivered, s.in_progress, s.silent, s.rejected);
+    if !status.provinces.is_empty() {
+        println!();
+        println!("{:<4} {:<16} {:>8} {:>9} {:>11} {:>7} {:>8}", "code", "province", "targeted", "delivered", "in progress", "silent", "rejected");
+        for p in &status.provinces {
+            println!("{:<4} {:<16} {:>8} {:>9} {:>11} {:>7} {:>8}", p.code, p.name, p.targeted, p.delivered, p.in_progress, p.silent, p.rejected);
+        }
+    }
+    if !status.lagging.is_empty() {
+        println!();
+        println!("lagging counties:");
+        for l in &status.lagging {
+            println!("  {} {:<20} {:<11} {:<30} last seen {}", l.code, l.name, l.state, l.detail, ago(l.last_seen_unix_secs));
+        }
+    }
+    for (county, detail) in &status.hooks_failed {
+        println!("hook failed at {county}: {detail}");
+    }
+}
+
+fn print_receivers(list: &[ReceiverSummary]) {
+    println!("{:<6}  {:<24} {:>10}  {:<9} {:>10}  heartbeat", "code", "name", "last seen", "version", "free disk");
+    for r in list {
+        let free = r.free_disk_bytes.map_or("-".into(), |b| format!("{:.1} GB", b as f64 / 1e9));
+        let heartbeat = r.heartbeat_age_secs.map_or("-".into(), |s| format!("{s}s old"));
+        println!(
+            "{:<6}  {:<24} {:>10}  {:<9} {:>10}  {}",
+            r.code,
+            r.name.chars().take(12).collect::<String>(),
+            ago(r.last_seen_unix_secs),
+            r.software_version.as_deref().unwrap_or("-"),
+            free,
+            heartbeat
+        );
+    }
+}
+
+/// Follows a broadcast until it ends, drawing a progress bar on standard error.
+fn wait(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    loop {
+        let status: BroadcastStatus = client.get(&format!("/v1/broadcasts/{id}"))?;
+        let s = &status.summary;
+        if !json {
+            let width = 30;
+            let filled = if s.targeted == 0 { 0 } else { s.delivered * width / s.targeted };
+            eprint!("\r[{}{}] {}/{} counties  {:<10}", "#".repeat(filled), " ".repeat(width - filled), s.delivered, s.targeted, s.state);
+        }
+        if matches!(s.state.as_str(), "completed" | "cancelled" | "deadline" | "aired") {
+            if !json {
+                eprintln!();
+            }
+            let complete = s.delivered >= s.targeted;
+            if json {
+                print_json(&status)?;
+            }
+            return Ok(if complete { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INCOMPLETE) });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -96,14 +350,29 @@ fn main() -> anyhow::Result<()> {
     } else {
         logs.init();
     }
-    match cli.command {
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            let code = match error.downcast_ref::<ClientError>() {
+                Some(ClientError::NotRunning(_)) => EXIT_NOT_RUNNING,
+                Some(ClientError::UnknownId(_)) => EXIT_UNKNOWN_ID,
+                _ => EXIT_ERROR,
+            };
+            eprintln!("error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Serve { config } => {
             let config = UplinkConfig::load(&config)?;
             let stop = Arc::new(AtomicBool::new(false));
             spawn_signal_watcher(stop.clone())?;
-            serve::serve(config, stop).context("uplink stopped with an error")
+            serve::serve(config, stop).context("uplink stopped with an error")?;
         }
-        Command::Send { file, config, kind, to, name, version } => {
+        Command::Send { file, config, kind, to, name, version, priority, not_before, deadline, no_feedback, wait: follow, json } => {
             let config = UplinkConfig::load(&config)?;
             let targets = parse_targets(&to).with_context(|| format!("bad --to {to:?}"))?;
             let size = std::fs::metadata(&file).with_context(|| format!("cannot read {}", file.display()))?.len();
@@ -125,23 +394,71 @@ fn main() -> anyhow::Result<()> {
                 version: version.unwrap_or_else(unix_secs),
                 targets,
                 queued_unix_secs: unix_secs(),
-                feedback: true,
+                feedback: !no_feedback,
+                priority: priority.to_string(),
+                not_before_unix_secs: not_before.as_deref().map(parse_time).transpose()?,
+                deadline_unix_secs: deadline.as_deref().map(parse_time).transpose()?,
             };
             Queue::open(&config.state_dir)?.submit(&job, &file)?;
-            println!("{}", job.object_id);
-            Ok(())
+            if json && !follow {
+                print_json(&serde_json::json!({ "id": job.object_id }))?;
+            } else if !json {
+                println!("{}", job.object_id);
+            }
+            if follow {
+                let client = Client::new(&config)?;
+                return wait(&client, &job.object_id, json);
+            }
+        }
+        Command::List { config, json } => {
+            let list: Vec<BroadcastSummary> = Client::new(&UplinkConfig::load(&config)?)?.get("/v1/broadcasts")?;
+            if json { print_json(&list)? } else { print_list(&list) }
+        }
+        Command::Status { id, config, json } => {
+            let status: BroadcastStatus = Client::new(&UplinkConfig::load(&config)?)?.get(&format!("/v1/broadcasts/{id}"))?;
+            if json { print_json(&status)? } else { print_status(&status) }
+        }
+        Command::Cancel { id, config, json } => {
+            let answer = Client::new(&UplinkConfig::load(&config)?)?.post(&format!("/v1/broadcasts/{id}/cancel"), serde_json::json!({}))?;
+            if json { print_json(&answer)? } else { println!("cancelled {id}") }
+        }
+        Command::Reair { id, config, to, json } => {
+            let body = match to {
+                Some(to) => serde_json::json!({ "to": to }),
+                None => serde_json::json!({}),
+            };
+            let answer = Client::new(&UplinkConfig::load(&config)?)?.post(&format!("/v1/broadcasts/{id}/reair"), body)?;
+            if json {
+                print_json(&answer)?;
+            } else {
+                println!("re-airing {id} for {} counties", answer.get("targets").and_then(|t| t.as_u64()).unwrap_or(0));
+            }
+        }
+        Command::Receivers { config, silent_for, all, json } => {
+            let mut path = String::from("/v1/receivers?");
+            if let Some(span) = silent_for {
+                path.push_str(&format!("silent_for={}&", parse_span(&span)?));
+            }
+            if all {
+                path.push_str("all=1");
+            }
+            let list: Vec<ReceiverSummary> = Client::new(&UplinkConfig::load(&config)?)?.get(path.trim_end_matches(['?', '&']))?;
+            if json { print_json(&list)? } else { print_receivers(&list) }
         }
         Command::Keys { command: KeysCommand::Init { dir, validity_days } } => {
             keys::init(&dir, unix_secs(), validity_days)?;
             println!("keys written to {}; move root.secret offline", dir.display());
-            Ok(())
         }
         Command::Keys { command: KeysCommand::Receiver { dir, id, out } } => {
             keys::receiver(&dir, &id, &out)?;
             println!("bundle for county {id} written to {}", out.display());
-            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Rotate { dir, validity_days } } => {
+            let serial = keys::rotate(&dir, unix_secs(), validity_days)?;
+            println!("new signing key (serial {serial}) written to {}; the running daemon airs it within seconds", dir.display());
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Sets `stop` on SIGTERM or SIGINT so the daemon finishes its current datagram and exits.

@@ -32,6 +32,19 @@ pub struct Job {
     /// Air with feedback-driven repair (true) or as a carousel sized from the target loss.
     #[serde(default = "yes")]
     pub feedback: bool,
+    /// Scheduling class: emergency, high, normal or bulk.
+    #[serde(default = "normal")]
+    pub priority: String,
+    /// Do not air before this time, seconds since the Unix epoch.
+    #[serde(default)]
+    pub not_before_unix_secs: Option<u64>,
+    /// Stop airing at this time, complete or not, seconds since the Unix epoch.
+    #[serde(default)]
+    pub deadline_unix_secs: Option<u64>,
+}
+
+fn normal() -> String {
+    "normal".into()
 }
 
 fn yes() -> bool {
@@ -42,6 +55,11 @@ impl Job {
     /// The object id as a number.
     pub fn object_id(&self) -> Result<u64, QueueError> {
         u64::from_str_radix(&self.object_id, 16).map_err(|_| QueueError::BadJob(format!("object id {:?}", self.object_id)))
+    }
+
+    /// The priority as a type.
+    pub fn priority(&self) -> Result<satcast_protocol::broadcast::Priority, QueueError> {
+        self.priority.parse().map_err(QueueError::BadJob)
     }
 
     /// The kind as a type.
@@ -125,6 +143,29 @@ impl Queue {
         }
         jobs.sort_by_key(|job| job.as_ref().map_or(0, |j| j.queued_unix_secs));
         Ok(jobs)
+    }
+
+    /// A job by id, queued or done.
+    pub fn find(&self, object_id: &str) -> Option<(Job, PathBuf)> {
+        for dir in [&self.queue_dir, &self.done_dir] {
+            let path = dir.join(format!("{object_id}.job"));
+            if let Some(job) = fs::read_to_string(&path).ok().and_then(|t| toml::from_str::<Job>(&t).ok()) {
+                return Some((job, dir.join(format!("{object_id}.payload"))));
+            }
+        }
+        None
+    }
+
+    /// Puts a done job back in the queue (to air it again).
+    pub fn requeue(&self, object_id: &str) -> Result<(), QueueError> {
+        for name in [format!("{object_id}.payload"), format!("{object_id}.job")] {
+            let from = self.done_dir.join(&name);
+            let to = self.queue_dir.join(&name);
+            if from.exists() {
+                fs::rename(&from, &to).map_err(io_err(&from))?;
+            }
+        }
+        satcast_store::fsutil::fsync_dir(&self.queue_dir).map_err(io_err(&self.queue_dir))
     }
 
     /// Moves a finished job and its payload to done/.

@@ -1,16 +1,19 @@
-//! The uplink daemon's datapath: the queue, a paced UDP sender and a clock around the
-//! broadcast machine. Every airing decision is the machine's; this module moves jobs in,
-//! datagrams out, and finished jobs to done/.
+//! The uplink daemon: the queue, a paced UDP sender, the acknowledgement server and the
+//! control API around the broadcast machine. Every airing decision is the machine's; this
+//! module moves jobs in, datagrams out, feedback into the ledger, and operators' commands
+//! to the machine.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Broadcaster, Checkpoint, Delivery, NewObject};
 use satcast_protocol::feedback::{AckReply, Feedback, FeedbackMessage};
+use satcast_protocol::manifest::Manifest;
+use satcast_protocol::trust::{SignedManifest, SigningKey};
 use satcast_protocol::wire;
 use satcast_store::{BroadcastRecord, IndexOpen, LedgerState, UplinkStore};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -19,14 +22,23 @@ use tracing::{info, warn};
 
 use crate::acks::{self, AckRequest};
 use crate::config::UplinkConfig;
+use crate::control::{self, Command, LiveStates};
 use crate::keys::{self, KeysError};
 use crate::prepare::{self, prepare};
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Job, Queue, QueueError};
 
 /// How often the queue directory is scanned for new jobs.
 const QUEUE_SCAN_INTERVAL: Duration = Duration::from_millis(250);
 /// The longest the loop sleeps, so a stop request is noticed promptly.
-const SLEEP_MAX: Duration = Duration::from_millis(50);
+const SLEEP_MAX: Duration = Duration::from_millis(20);
+/// How often where each broadcast stands is written down for a restart.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Feedback messages recorded per loop turn, so the carrier is never starved.
+const FEEDBACK_BATCH_MAX: usize = 256;
+/// How often the signing certificate's file is checked for a rotation.
+const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// The national division table, so the registry names every county on a fresh machine.
+const AREAS_CSV: &str = include_str!("../../data/divisions/areas.csv");
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, Error)]
@@ -46,12 +58,14 @@ pub enum ServeError {
     /// The acknowledgement server could not start.
     #[error(transparent)]
     Acks(#[from] acks::AckServerError),
+    /// The control API could not start.
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
 }
 
-/// How often where each broadcast stands is written down for a restart.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-/// The national division table, so the registry names every county on a fresh machine.
-const AREAS_CSV: &str = include_str!("../../data/divisions/areas.csv");
+pub(crate) fn wall_unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 
 fn encode_checkpoint(checkpoint: &Checkpoint) -> Option<Vec<u8>> {
     bincode::encode_to_vec(checkpoint, bincode::config::standard()).ok()
@@ -61,25 +75,452 @@ fn decode_checkpoint(bytes: &[u8]) -> Option<Checkpoint> {
     bincode::decode_from_slice(bytes, bincode::config::standard().with_limit::<{ 1 << 24 }>()).ok().map(|(c, _)| c)
 }
 
-/// Feedback-driven repair for the enrolled counties the job targets (those that have ever
-/// said hello), or a carousel when there is no acknowledgement server, the job asks for
-/// none, or no targeted county is enrolled yet.
-fn delivery_for(store: &UplinkStore, job: &crate::queue::Job, config: &UplinkConfig, plan: AirPlan) -> Delivery {
-    if config.acks.is_none() || !job.feedback {
-        return Delivery::Carousel(plan);
+/// An instant for a wall-clock time (in the past: now).
+fn instant_at(unix_secs: u64) -> Instant {
+    let now = wall_unix_ms() / 1000;
+    Instant::now() + Duration::from_secs(unix_secs.saturating_sub(now))
+}
+
+fn open_socket(config: &UplinkConfig) -> std::io::Result<UdpSocket> {
+    let destination = config.downlink.destination;
+    let socket = Socket::new(Domain::for_address(destination), Type::DGRAM, Some(Protocol::UDP))?;
+    if let SocketAddr::V4(v4) = destination {
+        if v4.ip().is_multicast() {
+            socket.set_multicast_ttl_v4(config.downlink.ttl)?;
+            socket.set_multicast_if_v4(&config.downlink.interface)?;
+            // Receivers on the uplink host itself (tests, monitoring) see the stream too.
+            socket.set_multicast_loop_v4(true)?;
+        }
     }
-    let targets: Vec<String> = store
-        .receivers()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(code, record)| record.last_seen_unix_secs.is_some() && job.targets.iter().any(|p| code.starts_with(p.as_str())))
-        .map(|(code, _)| code)
-        .collect();
-    if targets.is_empty() {
-        warn!(object = %job.object_id, "no enrolled county matches the targets yet: airing as a carousel");
-        return Delivery::Carousel(plan);
+    let _ = socket.set_send_buffer_size(4 * 1024 * 1024);
+    let bind: SocketAddr = if destination.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    socket.bind(&bind.into())?;
+    Ok(socket.into())
+}
+
+/// Starts the QUIC acknowledgement server on its own thread, if configured.
+fn start_acks(config: &UplinkConfig, stop: Arc<AtomicBool>) -> Result<Option<Receiver<AckRequest>>, ServeError> {
+    let Some(acks) = config.acks.clone() else { return Ok(None) };
+    let keys = &config.keys_dir;
+    let tls = acks::server_config(&keys.join(keys::CA_CERT_FILE), &keys.join(keys::UPLINK_CERT_FILE), &keys.join(keys::UPLINK_KEY_FILE))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(acks::PENDING_FEEDBACK_MAX);
+    std::thread::Builder::new()
+        .name("acks".into())
+        .spawn(move || match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(runtime) => {
+                if let Err(error) = runtime.block_on(acks::serve(acks.listen, tls, tx, stop)) {
+                    warn!(%error, "acknowledgement server stopped");
+                }
+            }
+            Err(error) => warn!(%error, "cannot start the acknowledgement runtime"),
+        })
+        .map_err(|e| ServeError::Socket(std::io::Error::other(e)))?;
+    Ok(Some(rx))
+}
+
+/// The daemon's state, owned by the datapath thread.
+struct Uplink {
+    config: UplinkConfig,
+    store: Arc<UplinkStore>,
+    queue: Queue,
+    broadcaster: Broadcaster,
+    signing_key: SigningKey,
+    socket: UdpSocket,
+    symbol_size: u16,
+    plan: AirPlan,
+    airing: HashSet<String>,
+    failed: HashSet<String>,
+    live: LiveStates,
+    /// When signing.cert last changed, to notice a rotation.
+    key_modified: Option<SystemTime>,
+}
+
+/// Runs the uplink until `stop` is set.
+pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeError> {
+    let signing_key = keys::load_signing_key(&config.keys_dir)?;
+    let network_key = keys::load_network_key(&config.keys_dir)?;
+    let queue = Queue::open(&config.state_dir)?;
+    let (store, how) = UplinkStore::open(&config.state_dir, wall_unix_ms() / 1000)?;
+    if let IndexOpen::Quarantined { moved_to, why } = &how {
+        warn!(moved_to = %moved_to.display(), %why, "index would not open: quarantined it; interrupted broadcasts restart with fresh signatures");
     }
-    Delivery::Feedback { targets }
+    if store.receivers()?.is_empty() {
+        let imported = store.import_divisions(AREAS_CSV)?;
+        info!(imported, "receiver registry filled from the national division table");
+    }
+    let store = Arc::new(store);
+    let socket = open_socket(&config).map_err(ServeError::Socket)?;
+    let datagram_bytes_max = usize::from(config.downlink.mtu) - wire::IP_UDP_HEADER_BYTES;
+    // Checked when the config was loaded.
+    let symbol_size = wire::symbol_size_for_mtu(config.downlink.mtu).unwrap_or(1024);
+    let plan = AirPlan { target_loss: config.carousel.target_loss, passes: config.carousel.passes };
+    let broadcaster = Broadcaster::new(
+        Instant::now(),
+        BroadcastConfig {
+            link_rate_bits_per_sec: config.downlink.link_rate_bits_per_sec,
+            datagram_bytes_max,
+            manifest_interval: Duration::from_millis(config.carousel.manifest_interval_ms),
+            heartbeat_interval: Duration::from_millis(config.carousel.heartbeat_interval_ms),
+            target_loss: config.carousel.target_loss,
+            ..BroadcastConfig::default()
+        },
+        network_key,
+        keys::load_signing_key(&config.keys_dir)?,
+    );
+    let live: LiveStates = Arc::new(Mutex::new(BTreeMap::new()));
+    let acks = start_acks(&config, stop.clone())?;
+    let token = control::ensure_token(&config.state_dir)?;
+    let commands = control::start(&config.control.listen, store.clone(), queue.clone(), live.clone(), token, stop.clone())?;
+    info!(destination = %config.downlink.destination, rate_bits_per_sec = config.downlink.link_rate_bits_per_sec, symbol_size, "uplink started");
+    let mut uplink = Uplink {
+        config,
+        store,
+        queue,
+        broadcaster,
+        signing_key,
+        socket,
+        symbol_size,
+        plan,
+        airing: HashSet::new(),
+        failed: HashSet::new(),
+        key_modified: None,
+        live,
+    };
+    uplink.key_modified = uplink.signing_cert_modified();
+    let mut next_key_check = Instant::now() + KEY_CHECK_INTERVAL;
+    let mut next_scan = Instant::now();
+    let mut next_checkpoint = Instant::now() + CHECKPOINT_INTERVAL;
+    let mut buf = Vec::with_capacity(65_536);
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= next_scan {
+            next_scan = now + QUEUE_SCAN_INTERVAL;
+            uplink.scan_queue()?;
+        }
+        if let Some(acks) = &acks {
+            uplink.record_feedback_batch(acks);
+        }
+        while let Ok(command) = commands.try_recv() {
+            uplink.command(command);
+        }
+        if now >= next_checkpoint {
+            next_checkpoint = now + CHECKPOINT_INTERVAL;
+            uplink.checkpoint_all();
+        }
+        if now >= next_key_check {
+            next_key_check = now + KEY_CHECK_INTERVAL;
+            uplink.reload_signing_key_if_rotated();
+        }
+        while uplink.broadcaster.poll_transmit(Instant::now(), wall_unix_ms(), &mut buf) {
+            if let Err(error) = uplink.socket.send_to(&buf, uplink.config.downlink.destination) {
+                // The datagram is lost like any other on the carrier; FEC covers it.
+                warn!(%error, "send failed");
+            }
+        }
+        uplink.handle_events();
+        let wake = uplink.broadcaster.poll_timeout().unwrap_or(next_scan).min(next_scan);
+        let sleep = wake.saturating_duration_since(Instant::now()).min(SLEEP_MAX);
+        if !sleep.is_zero() {
+            std::thread::sleep(sleep);
+        }
+    }
+    uplink.checkpoint_all();
+    info!(stats = ?uplink.broadcaster.stats(), "uplink stopped");
+    Ok(())
+}
+
+impl Uplink {
+    /// Takes up every queued job not airing yet.
+    fn scan_queue(&mut self) -> Result<(), ServeError> {
+        for job in self.queue.pending()? {
+            let job = match job {
+                Ok(job) => job,
+                Err(error) => {
+                    if self.failed.insert(error.to_string()) {
+                        warn!(%error, "skipping unreadable job");
+                    }
+                    continue;
+                }
+            };
+            if self.airing.contains(&job.object_id) || self.failed.contains(&job.object_id) {
+                continue;
+            }
+            let added = self.open_job(&job).and_then(|object| self.broadcaster.add_object(Instant::now(), object).map_err(|e| e.to_string()));
+            match added {
+                Ok(()) => {
+                    info!(object = %job.object_id, kind = %job.kind, name = %job.name, version = job.version, targets = ?job.targets, priority = %job.priority, "airing");
+                    self.airing.insert(job.object_id.clone());
+                }
+                Err(error) => {
+                    warn!(object = %job.object_id, %error, "cannot air job");
+                    self.failed.insert(job.object_id.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Feedback-driven repair for the enrolled counties the job targets (those that have
+    /// ever said hello), or a carousel when there is no acknowledgement server, the job
+    /// asks for none, or no targeted county is enrolled yet.
+    fn delivery_for(&self, job: &Job, only: Option<&[String]>) -> (Delivery, Vec<String>) {
+        if self.config.acks.is_none() || !job.feedback {
+            return (Delivery::Carousel(self.plan), Vec::new());
+        }
+        let targets: Vec<String> = match only {
+            Some(only) => only.to_vec(),
+            None => self
+                .store
+                .receivers()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(code, record)| record.last_seen_unix_secs.is_some() && job.targets.iter().any(|p| code.starts_with(p.as_str())))
+                .map(|(code, _)| code)
+                .collect(),
+        };
+        if targets.is_empty() {
+            warn!(object = %job.object_id, "no enrolled county matches the targets: airing as a carousel");
+            return (Delivery::Carousel(self.plan), Vec::new());
+        }
+        (Delivery::Feedback { targets: targets.clone() }, targets)
+    }
+
+    /// Opens a queued job as a new broadcast; continues it if it had started airing (a
+    /// restart); re-signs it with a fresh lifetime if an operator asked to re-air it.
+    fn open_job(&self, job: &Job) -> Result<NewObject, String> {
+        let object_id = job.object_id().map_err(|e| e.to_string())?;
+        let payload = self.queue.payload_path(&job.object_id);
+        let now_secs = wall_unix_ms() / 1000;
+        let priority = job.priority().map_err(|e| e.to_string())?;
+        let schedule = |mut object: NewObject| {
+            object.priority = priority;
+            object.not_before = job.not_before_unix_secs.map(instant_at);
+            object.deadline = job.deadline_unix_secs.map(instant_at);
+            object
+        };
+        if let Some(mut record) = self.store.broadcast(object_id).map_err(|e| e.to_string())? {
+            let checkpoint = record.checkpoint.as_deref().and_then(decode_checkpoint);
+            let only = (!record.targets.is_empty()).then(|| record.targets.clone());
+            let (delivery, targets) = self.delivery_for(job, only.as_deref());
+            if record.outcome.is_some() {
+                // Re-aired by an operator: same broadcast, a fresh lifetime.
+                let manifest = stored_manifest(&record.signed_manifest)?;
+                let manifest = Manifest {
+                    created_unix_secs: now_secs,
+                    expires_unix_secs: now_secs + self.config.carousel.manifest_lifetime_secs,
+                    ..manifest
+                };
+                record.signed_manifest = self.signing_key.sign_manifest(&manifest).map_err(|e| e.to_string())?.to_bytes();
+                record.outcome = None;
+            }
+            record.targets = targets;
+            self.store.put_broadcast(object_id, &record).and_then(|()| self.store.flush()).map_err(|e| e.to_string())?;
+            info!(object = %job.object_id, round = checkpoint.as_ref().map(|c| c.round), "resuming interrupted broadcast");
+            return prepare::resume(record.signed_manifest, &payload, delivery, checkpoint).map(schedule).map_err(|e| e.to_string());
+        }
+        let (delivery, targets) = self.delivery_for(job, None);
+        let object = prepare(job, &payload, self.symbol_size, self.config.fec.block_bytes_max, &self.signing_key, delivery, now_secs, self.config.carousel.manifest_lifetime_secs)
+            .map_err(|e| e.to_string())?;
+        // Written before the first symbol airs, so a restart never signs it anew.
+        let record = BroadcastRecord {
+            signed_manifest: object.signed_manifest.clone(),
+            kind: job.kind.clone(),
+            name: job.name.clone(),
+            version: job.version,
+            size_bytes: object.manifest.size_bytes,
+            prefixes: job.targets.clone(),
+            targets,
+            priority: job.priority.clone(),
+            started_unix_secs: now_secs,
+            ..BroadcastRecord::default()
+        };
+        self.store.put_broadcast(object_id, &record).and_then(|()| self.store.flush()).map_err(|e| e.to_string())?;
+        Ok(schedule(object))
+    }
+
+    /// Records a batch of acknowledgements durably, then answers them.
+    fn record_feedback_batch(&mut self, acks: &Receiver<AckRequest>) {
+        let mut replies = Vec::new();
+        while let Ok(request) = acks.try_recv() {
+            let reply = match record_feedback(&self.store, &mut self.broadcaster, &request.feedback) {
+                Ok(()) => AckReply::Recorded,
+                Err(error) => {
+                    warn!(%error, "cannot record feedback");
+                    AckReply::Busy
+                }
+            };
+            replies.push((request.reply, reply));
+            if replies.len() >= FEEDBACK_BATCH_MAX {
+                break;
+            }
+        }
+        if !replies.is_empty() {
+            // Durable before the county is told, so an acknowledged message is never lost.
+            let flushed = self.store.flush().is_ok();
+            for (channel, reply) in replies {
+                let _ = channel.send(if flushed { reply } else { AckReply::Busy });
+            }
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Cancel { object_id, reply } => {
+                let id = format!("{object_id:016x}");
+                let answer = if self.broadcaster.cancel(object_id) || self.queue.find(&id).is_some_and(|_| !self.airing.contains(&id) && self.store.broadcast(object_id).ok().flatten().is_none()) {
+                    self.airing.remove(&id);
+                    set_outcome(&self.store, object_id, "cancelled");
+                    if let Err(error) = self.queue.finish(&id) {
+                        warn!(object = %id, %error, "cannot move the cancelled job to done/");
+                    }
+                    info!(object = %id, "cancelled by an operator");
+                    Ok(serde_json::json!({ "cancelled": id }))
+                } else if self.store.broadcast(object_id).ok().flatten().is_some() {
+                    Err((409, format!("broadcast {id} is not airing")))
+                } else {
+                    Err((404, format!("unknown broadcast {id}")))
+                };
+                let _ = reply.send(answer);
+            }
+            Command::Reair { object_id, prefixes, reply } => {
+                let _ = reply.send(self.reair(object_id, prefixes));
+            }
+        }
+    }
+
+    /// Queues a finished broadcast again for the counties (under `prefixes`) that lack it.
+    fn reair(&mut self, object_id: u64, prefixes: Option<Vec<String>>) -> Result<serde_json::Value, (u16, String)> {
+        let id = format!("{object_id:016x}");
+        let Some(mut record) = self.store.broadcast(object_id).map_err(|e| (503, e.to_string()))? else {
+            return Err((404, format!("unknown broadcast {id}")));
+        };
+        if record.outcome.is_none() {
+            return Err((409, format!("broadcast {id} is still airing")));
+        }
+        let Some((job, _)) = self.queue.find(&id) else { return Err((404, format!("the job file of {id} is gone"))) };
+        let delivered: HashSet<String> = self
+            .store
+            .ledger(object_id)
+            .map_err(|e| (503, e.to_string()))?
+            .into_iter()
+            .filter(|(_, e)| matches!(e.state, LedgerState::Delivered { .. }))
+            .map(|(c, _)| c)
+            .collect();
+        let candidates: Vec<String> = if record.targets.is_empty() {
+            self.store
+                .receivers()
+                .map_err(|e| (503, e.to_string()))?
+                .into_iter()
+                .filter(|(code, r)| r.last_seen_unix_secs.is_some() && job.targets.iter().any(|p| code.starts_with(p.as_str())))
+                .map(|(code, _)| code)
+                .collect()
+        } else {
+            record.targets.clone()
+        };
+        let targets: Vec<String> = candidates
+            .into_iter()
+            .filter(|c| !delivered.contains(c))
+            .filter(|c| prefixes.as_ref().is_none_or(|p| p.iter().any(|p| c.starts_with(p.as_str()))))
+            .collect();
+        if targets.is_empty() {
+            return Err((409, format!("every targeted county under those prefixes already has {id}")));
+        }
+        record.targets = targets.clone();
+        self.store.put_broadcast(object_id, &record).and_then(|()| self.store.flush()).map_err(|e| (503, e.to_string()))?;
+        self.queue.requeue(&id).map_err(|e| (503, e.to_string()))?;
+        self.failed.remove(&id);
+        info!(object = %id, counties = targets.len(), "re-air requested");
+        Ok(serde_json::json!({ "reaired": id, "targets": targets.len() }))
+    }
+
+    fn handle_events(&mut self) {
+        while let Some(event) = self.broadcaster.poll_event() {
+            match event {
+                BroadcastEvent::CarouselFinished { object_id } | BroadcastEvent::Completed { object_id, .. } | BroadcastEvent::DeadlinePassed { object_id, .. } => {
+                    let id = format!("{object_id:016x}");
+                    let outcome = match event {
+                        BroadcastEvent::Completed { .. } => "completed",
+                        BroadcastEvent::DeadlinePassed { .. } => "deadline",
+                        _ => "aired",
+                    };
+                    info!(object = %id, outcome, stats = ?self.broadcaster.stats(), "broadcast finished");
+                    set_outcome(&self.store, object_id, outcome);
+                    self.airing.remove(&id);
+                    if let Err(error) = self.queue.finish(&id) {
+                        warn!(object = %id, %error, "cannot move finished job to done/");
+                    }
+                }
+                BroadcastEvent::RoundStarted { object_id, round, symbols } => {
+                    info!(object = %format!("{object_id:016x}"), round, symbols, "round started");
+                    self.set_live(object_id, "airing");
+                }
+                BroadcastEvent::RoundEnded { .. } => {}
+                BroadcastEvent::Idle { object_id, incomplete } => {
+                    info!(object = %format!("{object_id:016x}"), incomplete = incomplete.len(), "no county reports a need: idle until one does");
+                    self.set_live(object_id, "idle");
+                }
+                BroadcastEvent::SourceFailed { object_id, error } => {
+                    let id = format!("{object_id:016x}");
+                    warn!(object = %id, %error, "payload unreadable; broadcast withdrawn");
+                    self.airing.remove(&id);
+                    self.failed.insert(id);
+                }
+            }
+        }
+    }
+
+    fn signing_cert_modified(&self) -> Option<SystemTime> {
+        std::fs::metadata(self.config.keys_dir.join(keys::SIGNING_CERT_FILE)).and_then(|m| m.modified()).ok()
+    }
+
+    /// After `keys rotate`, signs with the new key: new broadcasts' manifests and every
+    /// heartbeat carry its certificate, which chains to the root counties pin.
+    fn reload_signing_key_if_rotated(&mut self) {
+        let modified = self.signing_cert_modified();
+        if modified.is_none() || modified == self.key_modified {
+            return;
+        }
+        match (keys::load_signing_key(&self.config.keys_dir), keys::load_signing_key(&self.config.keys_dir)) {
+            (Ok(for_heartbeats), Ok(for_manifests)) => {
+                self.key_modified = modified;
+                info!(serial = for_manifests.certificate().body.serial, "signing key rotated: airing its certificate from now on");
+                self.broadcaster.set_signing_key(for_heartbeats);
+                self.signing_key = for_manifests;
+            }
+            (Err(error), _) | (_, Err(error)) => warn!(%error, "signing key files changed but cannot be loaded yet; keeping the old key"),
+        }
+    }
+
+    fn set_live(&self, object_id: u64, state: &str) {
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(object_id, state.to_owned());
+        }
+    }
+
+    /// Writes down where every airing broadcast stands.
+    fn checkpoint_all(&self) {
+        for object_id in self.broadcaster.airing() {
+            let Some(checkpoint) = self.broadcaster.checkpoint(object_id).as_ref().and_then(encode_checkpoint) else { continue };
+            match self.store.broadcast(object_id) {
+                Ok(Some(mut record)) => {
+                    record.checkpoint = Some(checkpoint);
+                    if let Err(error) = self.store.put_broadcast(object_id, &record) {
+                        warn!(object = %format!("{object_id:016x}"), %error, "cannot checkpoint");
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => warn!(%error, "cannot read a broadcast record"),
+            }
+        }
+        if let Err(error) = self.store.flush() {
+            warn!(%error, "cannot flush the index");
+        }
+    }
+}
+
+fn stored_manifest(signed: &[u8]) -> Result<Manifest, String> {
+    let signed = SignedManifest::from_bytes(signed).map_err(|e| e.to_string())?;
+    Manifest::from_bytes(&signed.manifest).map_err(|e| e.to_string())
 }
 
 /// Records one authenticated feedback message: registry, ledger and the broadcast machine.
@@ -121,244 +562,6 @@ fn record_feedback(store: &UplinkStore, broadcaster: &mut Broadcaster, feedback:
     }
     broadcaster.handle_feedback(Instant::now(), feedback);
     Ok(())
-}
-
-/// Starts the QUIC acknowledgement server on its own thread, if configured.
-fn start_acks(config: &UplinkConfig, stop: Arc<AtomicBool>) -> Result<Option<Receiver<AckRequest>>, ServeError> {
-    let Some(acks) = config.acks.clone() else { return Ok(None) };
-    let keys = &config.keys_dir;
-    let tls = acks::server_config(&keys.join(keys::CA_CERT_FILE), &keys.join(keys::UPLINK_CERT_FILE), &keys.join(keys::UPLINK_KEY_FILE))?;
-    let (tx, rx) = std::sync::mpsc::sync_channel(acks::PENDING_FEEDBACK_MAX);
-    std::thread::Builder::new()
-        .name("acks".into())
-        .spawn(move || match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-            Ok(runtime) => {
-                if let Err(error) = runtime.block_on(acks::serve(acks.listen, tls, tx, stop)) {
-                    warn!(%error, "acknowledgement server stopped");
-                }
-            }
-            Err(error) => warn!(%error, "cannot start the acknowledgement runtime"),
-        })
-        .map_err(|e| ServeError::Socket(std::io::Error::other(e)))?;
-    Ok(Some(rx))
-}
-
-/// Opens the queued job as a new broadcast, or continues it if it had started airing.
-fn open_job(
-    store: &UplinkStore,
-    job: &crate::queue::Job,
-    payload: &std::path::Path,
-    config: &UplinkConfig,
-    signing_key: &satcast_protocol::trust::SigningKey,
-    symbol_size: u16,
-    plan: AirPlan,
-) -> Result<NewObject, String> {
-    let object_id = job.object_id().map_err(|e| e.to_string())?;
-    let delivery = delivery_for(store, job, config, plan);
-    if let Some(record) = store.broadcast(object_id).map_err(|e| e.to_string())? {
-        if record.outcome.is_none() {
-            let checkpoint = record.checkpoint.as_deref().and_then(decode_checkpoint);
-            info!(object = %job.object_id, round = checkpoint.as_ref().map(|c| c.round), "resuming interrupted broadcast");
-            return prepare::resume(record.signed_manifest, payload, delivery, checkpoint).map_err(|e| e.to_string());
-        }
-    }
-    let now_secs = wall_unix_ms() / 1000;
-    let object = prepare(job, payload, symbol_size, config.fec.block_bytes_max, signing_key, delivery, now_secs, config.carousel.manifest_lifetime_secs)
-        .map_err(|e| e.to_string())?;
-    // Written before the first symbol airs, so a restart never signs it anew.
-    let record = BroadcastRecord { signed_manifest: object.signed_manifest.clone(), checkpoint: None, outcome: None };
-    store.put_broadcast(object_id, &record).and_then(|()| store.flush()).map_err(|e| e.to_string())?;
-    Ok(object)
-}
-
-pub(crate) fn wall_unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-fn open_socket(config: &UplinkConfig) -> std::io::Result<UdpSocket> {
-    let destination = config.downlink.destination;
-    let socket = Socket::new(Domain::for_address(destination), Type::DGRAM, Some(Protocol::UDP))?;
-    if let SocketAddr::V4(v4) = destination {
-        if v4.ip().is_multicast() {
-            socket.set_multicast_ttl_v4(config.downlink.ttl)?;
-            socket.set_multicast_if_v4(&config.downlink.interface)?;
-            // Receivers on the uplink host itself (tests, monitoring) see the stream too.
-            socket.set_multicast_loop_v4(true)?;
-        }
-    }
-    let _ = socket.set_send_buffer_size(4 * 1024 * 1024);
-    let bind: SocketAddr = if destination.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    socket.bind(&bind.into())?;
-    Ok(socket.into())
-}
-
-/// Runs the uplink until `stop` is set.
-pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeError> {
-    let signing_key = keys::load_signing_key(&config.keys_dir)?;
-    let network_key = keys::load_network_key(&config.keys_dir)?;
-    let queue = Queue::open(&config.state_dir)?;
-    let (store, how) = UplinkStore::open(&config.state_dir, wall_unix_ms() / 1000)?;
-    if let IndexOpen::Quarantined { moved_to, why } = &how {
-        warn!(moved_to = %moved_to.display(), %why, "index would not open: quarantined it; interrupted broadcasts restart with fresh signatures");
-    }
-    if store.receivers()?.is_empty() {
-        let imported = store.import_divisions(AREAS_CSV)?;
-        info!(imported, "receiver registry filled from the national division table");
-    }
-    let socket = open_socket(&config).map_err(ServeError::Socket)?;
-    let destination = config.downlink.destination;
-    let datagram_bytes_max = usize::from(config.downlink.mtu) - wire::IP_UDP_HEADER_BYTES;
-    // Checked when the config was loaded.
-    let symbol_size = wire::symbol_size_for_mtu(config.downlink.mtu).unwrap_or(1024);
-    let plan = AirPlan { target_loss: config.carousel.target_loss, passes: config.carousel.passes };
-    let mut broadcaster = Broadcaster::new(
-        Instant::now(),
-        BroadcastConfig {
-            link_rate_bits_per_sec: config.downlink.link_rate_bits_per_sec,
-            datagram_bytes_max,
-            manifest_interval: Duration::from_millis(config.carousel.manifest_interval_ms),
-            heartbeat_interval: Duration::from_millis(config.carousel.heartbeat_interval_ms),
-            target_loss: config.carousel.target_loss,
-            ..BroadcastConfig::default()
-        },
-        network_key,
-        keys::load_signing_key(&config.keys_dir)?,
-    );
-    info!(%destination, rate_bits_per_sec = config.downlink.link_rate_bits_per_sec, symbol_size, "uplink started");
-
-    let mut airing: HashSet<String> = HashSet::new();
-    let mut failed: HashSet<String> = HashSet::new();
-    let acks = start_acks(&config, stop.clone())?;
-    let mut next_scan = Instant::now();
-    let mut next_checkpoint = Instant::now() + CHECKPOINT_INTERVAL;
-    let mut buf = Vec::with_capacity(65_536);
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now >= next_scan {
-            next_scan = now + QUEUE_SCAN_INTERVAL;
-            for job in queue.pending()? {
-                let job = match job {
-                    Ok(job) => job,
-                    Err(error) => {
-                        if failed.insert(error.to_string()) {
-                            warn!(%error, "skipping unreadable job");
-                        }
-                        continue;
-                    }
-                };
-                if airing.contains(&job.object_id) || failed.contains(&job.object_id) {
-                    continue;
-                }
-                let payload = queue.payload_path(&job.object_id);
-                let added = open_job(&store, &job, &payload, &config, &signing_key, symbol_size, plan)
-                    .and_then(|object| broadcaster.add_object(Instant::now(), object).map_err(|e| e.to_string()));
-                match added {
-                    Ok(()) => {
-                        info!(object = %job.object_id, kind = %job.kind, name = %job.name, version = job.version, targets = ?job.targets, "airing");
-                        airing.insert(job.object_id.clone());
-                    }
-                    Err(error) => {
-                        warn!(object = %job.object_id, %error, "cannot air job");
-                        failed.insert(job.object_id.clone());
-                    }
-                }
-            }
-        }
-        if let Some(acks) = &acks {
-            let mut replies = Vec::new();
-            while let Ok(request) = acks.try_recv() {
-                let reply = match record_feedback(&store, &mut broadcaster, &request.feedback) {
-                    Ok(()) => AckReply::Recorded,
-                    Err(error) => {
-                        warn!(%error, "cannot record feedback");
-                        AckReply::Busy
-                    }
-                };
-                replies.push((request.reply, reply));
-                if replies.len() >= 256 {
-                    break;
-                }
-            }
-            if !replies.is_empty() {
-                // Durable before the county is told, so an acknowledged message is never lost.
-                let flushed = store.flush().is_ok();
-                for (channel, reply) in replies {
-                    let _ = channel.send(if flushed { reply } else { AckReply::Busy });
-                }
-            }
-        }
-        if now >= next_checkpoint {
-            next_checkpoint = now + CHECKPOINT_INTERVAL;
-            checkpoint_all(&store, &broadcaster);
-        }
-        while broadcaster.poll_transmit(Instant::now(), wall_unix_ms(), &mut buf) {
-            if let Err(error) = socket.send_to(&buf, destination) {
-                // The datagram is lost like any other on the carrier; FEC covers it.
-                warn!(%error, "send failed");
-            }
-        }
-        while let Some(event) = broadcaster.poll_event() {
-            match event {
-                BroadcastEvent::CarouselFinished { object_id }
-                | BroadcastEvent::Completed { object_id, .. }
-                | BroadcastEvent::DeadlinePassed { object_id, .. } => {
-                    let id = format!("{object_id:016x}");
-                    let outcome = match event {
-                        BroadcastEvent::Completed { .. } => "completed",
-                        BroadcastEvent::DeadlinePassed { .. } => "deadline",
-                        _ => "aired",
-                    };
-                    info!(object = %id, outcome, stats = ?broadcaster.stats(), "broadcast finished");
-                    set_outcome(&store, object_id, outcome);
-                    airing.remove(&id);
-                    if let Err(error) = queue.finish(&id) {
-                        warn!(object = %id, %error, "cannot move finished job to done/");
-                    }
-                }
-                BroadcastEvent::RoundStarted { object_id, round, symbols } => {
-                    info!(object = %format!("{object_id:016x}"), round, symbols, "round started");
-                }
-                BroadcastEvent::RoundEnded { .. } => {}
-                BroadcastEvent::Idle { object_id, incomplete } => {
-                    info!(object = %format!("{object_id:016x}"), incomplete = incomplete.len(), "no county reports a need: idle until one does");
-                }
-                BroadcastEvent::SourceFailed { object_id, error } => {
-                    let id = format!("{object_id:016x}");
-                    warn!(object = %id, %error, "payload unreadable; broadcast withdrawn");
-                    airing.remove(&id);
-                    failed.insert(id);
-                }
-            }
-        }
-        let wake = broadcaster.poll_timeout().unwrap_or(next_scan).min(next_scan);
-        let sleep = wake.saturating_duration_since(Instant::now()).min(SLEEP_MAX);
-        if !sleep.is_zero() {
-            std::thread::sleep(sleep);
-        }
-    }
-    checkpoint_all(&store, &broadcaster);
-    info!(stats = ?broadcaster.stats(), "uplink stopped");
-    Ok(())
-}
-
-/// Writes down where every airing broadcast stands.
-fn checkpoint_all(store: &UplinkStore, broadcaster: &Broadcaster) {
-    for object_id in broadcaster.airing() {
-        let Some(checkpoint) = broadcaster.checkpoint(object_id).as_ref().and_then(encode_checkpoint) else { continue };
-        match store.broadcast(object_id) {
-            Ok(Some(mut record)) => {
-                record.checkpoint = Some(checkpoint);
-                if let Err(error) = store.put_broadcast(object_id, &record) {
-                    warn!(object = %format!("{object_id:016x}"), %error, "cannot checkpoint");
-                }
-            }
-            Ok(None) => {}
-            Err(error) => warn!(%error, "cannot read a broadcast record"),
-        }
-    }
-    if let Err(error) = store.flush() {
-        warn!(%error, "cannot flush the index");
-    }
 }
 
 fn set_outcome(store: &UplinkStore, object_id: u64, outcome: &str) {

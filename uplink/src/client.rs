@@ -1,0 +1,76 @@
+//! The CLI's side of the control API.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+use crate::config::UplinkConfig;
+use crate::control;
+
+/// Why a request to the daemon failed. Each maps to an exit code the CLI documents.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The daemon does not answer (not running, or the control address is wrong).
+    #[error("the uplink daemon is not running (nothing answers on {0}); start it with `satcast-uplink serve --config ...`")]
+    NotRunning(String),
+    /// The broadcast id is not known.
+    #[error("{0}")]
+    UnknownId(String),
+    /// The daemon refused the request.
+    #[error("{0}")]
+    Refused(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A client for one daemon.
+#[derive(Debug)]
+pub struct Client {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client for the daemon `config` describes (its control address and token file).
+    pub fn new(config: &UplinkConfig) -> Result<Client, ClientError> {
+        let listen = config.control.listen.clone();
+        let token = std::fs::read_to_string(control::token_path(&config.state_dir)).map_err(|_| ClientError::NotRunning(listen.clone()))?;
+        let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(15))).http_status_as_error(false).build().into();
+        Ok(Client { base: format!("http://{listen}"), token: token.trim().to_owned(), agent })
+    }
+
+    fn check(&self, result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<serde_json::Value, ClientError> {
+        let mut response = match result {
+            Ok(response) => response,
+            Err(ureq::Error::Io(_)) | Err(ureq::Error::ConnectionFailed) | Err(ureq::Error::HostNotFound) => {
+                return Err(ClientError::NotRunning(self.base.trim_start_matches("http://").to_owned()));
+            }
+            Err(error) => return Err(ClientError::Other(error.to_string())),
+        };
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.body_mut().read_json().map_err(|e| ClientError::Other(format!("unreadable answer: {e}")))?;
+        let message = body.get("error").and_then(|e| e.as_str()).unwrap_or("").to_owned();
+        match status {
+            200 => Ok(body),
+            404 => Err(ClientError::UnknownId(message)),
+            401 => Err(ClientError::Refused(format!("the daemon refused the token: {message}"))),
+            _ => Err(ClientError::Refused(message)),
+        }
+    }
+
+    /// GETs a path and decodes the answer.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let result = self.agent.get(format!("{}{path}", self.base)).header("Authorization", format!("Bearer {}", self.token)).call();
+        let value = self.check(result)?;
+        serde_json::from_value(value).map_err(|e| ClientError::Other(format!("unexpected answer: {e}")))
+    }
+
+    /// POSTs a JSON body to a path.
+    pub fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, ClientError> {
+        let result = self.agent.post(format!("{}{path}", self.base)).header("Authorization", format!("Bearer {}", self.token)).send_json(body);
+        self.check(result)
+    }
+}

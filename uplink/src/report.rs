@@ -1,0 +1,216 @@
+//! What operators ask all day: which counties have a broadcast, and which do not. Built
+//! from the broadcast records, the delivery ledger and the receiver registry; shared by
+//! the control API and the CLI's tables.
+
+use std::collections::BTreeMap;
+
+use satcast_store::{BroadcastRecord, LedgerEntry, LedgerState, ReceiverRecord};
+use serde::{Deserialize, Serialize};
+
+/// Province names from the national division table.
+const PROVINCES_CSV: &str = include_str!("../../data/divisions/provinces.csv");
+/// The most lagging counties listed in one status.
+pub const LAGGING_LISTED_MAX: usize = 200;
+
+/// One broadcast, in a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BroadcastSummary {
+    /// The broadcast id (16 hex digits).
+    pub id: String,
+    /// Kind.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: u64,
+    /// Payload bytes.
+    pub size_bytes: u64,
+    /// Scheduling class.
+    pub priority: String,
+    /// Prefixes it was sent to.
+    pub to: Vec<String>,
+    /// queued, airing, completed, cancelled, deadline or aired (a carousel that ran out).
+    pub state: String,
+    /// Counties waited for.
+    pub targeted: usize,
+    /// Counties that have it, verified and durable.
+    pub delivered: usize,
+    /// Counties that reported progress but do not have it yet.
+    pub in_progress: usize,
+    /// Counties never heard from about it.
+    pub silent: usize,
+    /// Counties that refused it.
+    pub rejected: usize,
+    /// When it started airing, seconds since the Unix epoch (0 while queued).
+    pub started_unix_secs: u64,
+}
+
+/// Counts for one province.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProvinceCounts {
+    /// Two-digit code.
+    pub code: String,
+    /// Its name.
+    pub name: String,
+    /// Counties waited for.
+    pub targeted: usize,
+    /// Delivered.
+    pub delivered: usize,
+    /// In progress.
+    pub in_progress: usize,
+    /// Silent.
+    pub silent: usize,
+    /// Refused.
+    pub rejected: usize,
+}
+
+/// A county that does not have the broadcast yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lagging {
+    /// Six-digit code.
+    pub code: String,
+    /// Its name.
+    pub name: String,
+    /// in_progress, silent or rejected.
+    pub state: String,
+    /// Symbols it last said it needed, or why it refused.
+    pub detail: String,
+    /// When it was last heard from at all, seconds since the Unix epoch.
+    pub last_seen_unix_secs: Option<u64>,
+}
+
+/// One broadcast in detail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BroadcastStatus {
+    /// The counts.
+    pub summary: BroadcastSummary,
+    /// By province.
+    pub provinces: Vec<ProvinceCounts>,
+    /// Counties that do not have it yet, worst first (at most [`LAGGING_LISTED_MAX`]).
+    pub lagging: Vec<Lagging>,
+    /// Counties whose post-receive hook failed, with the detail.
+    pub hooks_failed: Vec<(String, String)>,
+    /// Exactly the counties that have it.
+    pub delivered: Vec<String>,
+}
+
+/// One county receiver, in a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceiverSummary {
+    /// Six-digit code.
+    pub code: String,
+    /// Its name.
+    pub name: String,
+    /// Last heard from, seconds since the Unix epoch.
+    pub last_seen_unix_secs: Option<u64>,
+    /// Its software version.
+    pub software_version: Option<String>,
+    /// Free bytes on its state disk.
+    pub free_disk_bytes: Option<u64>,
+    /// Seconds since its last valid heartbeat, when it last said hello.
+    pub heartbeat_age_secs: Option<u64>,
+}
+
+fn province_names() -> BTreeMap<String, String> {
+    PROVINCES_CSV
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split(',');
+            Some((f.next()?.trim().to_owned(), f.next()?.trim().trim_matches('"').to_owned()))
+        })
+        .collect()
+}
+
+/// The detailed status of one broadcast.
+pub fn status(id: u64, record: &BroadcastRecord, state: &str, ledger: &[(String, LedgerEntry)], registry: &BTreeMap<String, ReceiverRecord>) -> BroadcastStatus {
+    let provinces_named = province_names();
+    let by_county: BTreeMap<&str, &LedgerEntry> = ledger.iter().map(|(c, e)| (c.as_str(), e)).collect();
+    let mut provinces: BTreeMap<String, ProvinceCounts> = BTreeMap::new();
+    let mut lagging = Vec::new();
+    let mut delivered = Vec::new();
+    let mut hooks_failed = Vec::new();
+    // Counties outside the targets that delivered anyway (a carousel) count as delivered.
+    let mut counties: Vec<&str> = record.targets.iter().map(String::as_str).collect();
+    for (county, entry) in ledger {
+        if matches!(entry.state, LedgerState::Delivered { .. }) && !record.targets.contains(county) {
+            counties.push(county);
+        }
+    }
+    for county in counties {
+        let code = county.get(..2).unwrap_or("").to_owned();
+        let counts = provinces.entry(code.clone()).or_insert_with(|| ProvinceCounts {
+            name: provinces_named.get(&code).cloned().unwrap_or_default(),
+            code,
+            ..ProvinceCounts::default()
+        });
+        counts.targeted += 1;
+        let name = registry.get(county).map(|r| r.name.clone()).unwrap_or_default();
+        let last_seen = registry.get(county).and_then(|r| r.last_seen_unix_secs);
+        let entry = by_county.get(county);
+        if let Some(LedgerEntry { hook: Some((false, detail)), .. }) = entry {
+            hooks_failed.push((county.to_owned(), detail.clone()));
+        }
+        match entry.map(|e| &e.state) {
+            Some(LedgerState::Delivered { .. }) => {
+                counts.delivered += 1;
+                delivered.push(county.to_owned());
+            }
+            Some(LedgerState::InProgress { needed }) => {
+                counts.in_progress += 1;
+                lagging.push(Lagging { code: county.into(), name, state: "in_progress".into(), detail: format!("needs {needed} symbols"), last_seen_unix_secs: last_seen });
+            }
+            Some(LedgerState::Rejected { reason }) => {
+                counts.rejected += 1;
+                lagging.push(Lagging { code: county.into(), name, state: "rejected".into(), detail: reason.clone(), last_seen_unix_secs: last_seen });
+            }
+            None => {
+                counts.silent += 1;
+                lagging.push(Lagging { code: county.into(), name, state: "silent".into(), detail: String::new(), last_seen_unix_secs: last_seen });
+            }
+        }
+    }
+    // Silent first (most in need of a phone call), then refused, then in progress.
+    lagging.sort_by_key(|l| (match l.state.as_str() { "silent" => 0, "rejected" => 1, _ => 2 }, l.code.clone()));
+    lagging.truncate(LAGGING_LISTED_MAX);
+    let provinces: Vec<ProvinceCounts> = provinces.into_values().collect();
+    let sum = |f: fn(&ProvinceCounts) -> usize| provinces.iter().map(f).sum::<usize>();
+    let summary = BroadcastSummary {
+        id: format!("{id:016x}"),
+        kind: record.kind.clone(),
+        name: record.name.clone(),
+        version: record.version,
+        size_bytes: record.size_bytes,
+        priority: record.priority.clone(),
+        to: record.prefixes.clone(),
+        state: state.to_owned(),
+        targeted: record.targets.len(),
+        delivered: sum(|p| p.delivered),
+        in_progress: sum(|p| p.in_progress),
+        silent: sum(|p| p.silent),
+        rejected: sum(|p| p.rejected),
+        started_unix_secs: record.started_unix_secs,
+    };
+    BroadcastStatus { summary, provinces, lagging, hooks_failed, delivered }
+}
+
+/// The registry as a list; `silent_for_secs` keeps only counties not heard from for that
+/// long (or never), `all` includes counties that never connected.
+pub fn receivers(registry: &BTreeMap<String, ReceiverRecord>, now_unix_secs: u64, silent_for_secs: Option<u64>, all: bool) -> Vec<ReceiverSummary> {
+    registry
+        .iter()
+        .filter(|(_, r)| all || r.last_seen_unix_secs.is_some())
+        .filter(|(_, r)| match silent_for_secs {
+            Some(secs) => r.last_seen_unix_secs.is_none_or(|seen| now_unix_secs.saturating_sub(seen) >= secs),
+            None => true,
+        })
+        .map(|(code, r)| ReceiverSummary {
+            code: code.clone(),
+            name: r.name.clone(),
+            last_seen_unix_secs: r.last_seen_unix_secs,
+            software_version: r.software_version.clone(),
+            free_disk_bytes: r.free_disk_bytes,
+            heartbeat_age_secs: r.heartbeat_age_secs,
+        })
+        .collect()
+}
