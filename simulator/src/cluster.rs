@@ -312,6 +312,25 @@ impl Cluster {
         Ok(out.trim().to_owned())
     }
 
+    /// Runs `satcast-uplink <args> --config <the cluster's uplink config>`; returns its
+    /// standard output, or its exit code and output.
+    pub fn uplink_cli(&self, args: &[&str]) -> Result<String, (i32, String)> {
+        let binary = bin("satcast-uplink").map_err(|e| (-1, e.to_string()))?;
+        let output = Command::new(binary)
+            .args(args)
+            .arg("--config")
+            .arg(&self.uplink_config)
+            .current_dir(&self.dir)
+            .output()
+            .map_err(|e| (-1, e.to_string()))?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() {
+            Ok(stdout)
+        } else {
+            Err((output.status.code().unwrap_or(-1), format!("{stdout}{}", String::from_utf8_lossy(&output.stderr))))
+        }
+    }
+
     /// Stops every daemon gracefully.
     pub fn stop(&mut self) {
         if let Some(uplink) = &mut self.uplink {
@@ -328,8 +347,9 @@ impl Cluster {
 /// Writes an uplink config airing to `destination`.
 pub fn write_uplink_config(dir: &Path, destination: SocketAddr, rate_bits_per_sec: u64, passes: u32) -> Result<PathBuf, ClusterError> {
     let path = dir.join("uplink.toml");
+    let control = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(io("finding a free control port"))?;
     let text = format!(
-        "state_dir = \"state\"\nkeys_dir = \"keys\"\n\n[downlink]\ndestination = \"{destination}\"\nlink_rate_bits_per_sec = {rate_bits_per_sec}\n\n[carousel]\nmanifest_interval_ms = 500\nheartbeat_interval_ms = 1000\ntarget_loss = 0.15\npasses = {passes}\n"
+        "state_dir = \"state\"\nkeys_dir = \"keys\"\n\n[downlink]\ndestination = \"{destination}\"\nlink_rate_bits_per_sec = {rate_bits_per_sec}\n\n[carousel]\nmanifest_interval_ms = 500\nheartbeat_interval_ms = 1000\ntarget_loss = 0.15\npasses = {passes}\n\n[control]\nlisten = \"{control}\"\n"
     );
     std::fs::write(&path, text).map_err(io("writing the uplink config"))?;
     Ok(path)
