@@ -267,6 +267,9 @@ pub struct SimReceiver {
     pub completed: BTreeMap<u64, Duration>,
     /// Objects completed with the wrong bytes (must stay empty).
     pub corrupt: Vec<u64>,
+    /// Per completed object: the object's DATA symbols aired up to the datagram that
+    /// completed it (what this county needed aired, with this loss and this sending order).
+    pub completed_after_symbols: BTreeMap<u64, u64>,
     /// Datagrams that reached it while powered.
     pub datagrams_heard: u64,
     /// Datagrams lost on its downlink while powered (own loss or its province's fade).
@@ -375,7 +378,9 @@ pub struct Harness {
     /// older for the same object, and goes out when it returns.
     pub wan_up: bool,
     options: HarnessOptions,
-    downlink: VecDeque<(Instant, Rc<Vec<u8>>)>,
+    /// Datagrams on their way down: arrival, bytes, and how many DATA symbols of the
+    /// datagram's object had been aired when it was sent.
+    downlink: VecDeque<(Instant, Rc<Vec<u8>>, u64)>,
     wan: VecDeque<(Instant, Feedback)>,
     rng: ChaCha8Rng,
     /// Loss and fade draws: cheap, and separate from the key and payload stream.
@@ -450,6 +455,7 @@ impl Harness {
                     wan_outages: scheduled(OutageKind::Wan),
                     completed: BTreeMap::new(),
                     corrupt: Vec::new(),
+                    completed_after_symbols: BTreeMap::new(),
                     datagrams_heard: 0,
                     datagrams_lost: 0,
                     region: regions.get(code.get(..2).unwrap_or(code)).copied().unwrap_or(0),
@@ -619,15 +625,19 @@ impl Harness {
         let wall_ms = self.wall_unix_secs() * 1000;
         while self.uplink.poll_transmit(self.now, wall_ms, buf) {
             self.digest.update(buf);
+            let mut aired = 0;
             if let Ok(datagram) = wire::parse(buf, &self.network_key) {
-                if let (Body::Data { .. }, Some(object)) = (&datagram.body, self.objects.get_mut(&datagram.object_id)) {
-                    let at = self.now - self.start;
-                    object.first_data_at.get_or_insert(at);
-                    object.last_data_at = Some(at);
-                    object.symbols_sent += 1;
+                if let Some(object) = self.objects.get_mut(&datagram.object_id) {
+                    if let Body::Data { .. } = datagram.body {
+                        let at = self.now - self.start;
+                        object.first_data_at.get_or_insert(at);
+                        object.last_data_at = Some(at);
+                        object.symbols_sent += 1;
+                    }
+                    aired = object.symbols_sent;
                 }
             }
-            self.downlink.push_back((self.now + self.options.downlink_delay, Rc::new(buf.clone())));
+            self.downlink.push_back((self.now + self.options.downlink_delay, Rc::new(buf.clone()), aired));
         }
     }
 
@@ -637,8 +647,8 @@ impl Harness {
         let fade = self.options.regional_fade.is_some();
         let arrives = self.now + self.options.wan_delay;
         let mut faded = vec![false; self.fades.len()];
-        while self.downlink.front().is_some_and(|(due, _)| *due <= self.now) {
-            let Some((_, bytes)) = self.downlink.pop_front() else { break };
+        while self.downlink.front().is_some_and(|(due, _, _)| *due <= self.now) {
+            let Some((_, bytes, aired)) = self.downlink.pop_front() else { break };
             // Counting fidelity authenticates once for everyone; full fidelity lets each
             // receiver do it, as the daemon does.
             let parsed = match self.options.fidelity {
@@ -670,7 +680,7 @@ impl Harness {
                     (None, Fidelity::Counting) => continue,
                     (None, Fidelity::Full) => receiver.reception.handle_datagram(self.now, wall, &bytes, receiver.store.as_dyn()),
                 }
-                drain_reception_events(index, receiver, &mut self.objects, at);
+                drain_reception_events(index, receiver, &mut self.objects, at, aired);
                 if moves_timers {
                     receiver.wake = receiver.reception.poll_timeout();
                 }
@@ -744,7 +754,7 @@ impl Harness {
         if let Some(t) = self.uplink.poll_timeout() {
             next = next.min(t);
         }
-        if let Some((t, _)) = self.downlink.front() {
+        if let Some((t, _, _)) = self.downlink.front() {
             next = next.min(*t);
         }
         if let Some((t, _)) = self.wan.front() {
@@ -799,7 +809,10 @@ fn hold(outbox: &mut Vec<Feedback>, feedback: Feedback) {
 /// Handles a receiver's events as a daemon would: a complete object is checked against the
 /// payload (byte-exact, in full fidelity) and marked delivered, which queues its Complete
 /// feedback.
-fn drain_reception_events(index: usize, receiver: &mut SimReceiver, objects: &mut BTreeMap<u64, SimObject>, at: Duration) {
+/// `aired` is the completing datagram's object's DATA symbols aired when it was sent (a
+/// datagram that completes an object is always that object's: a symbol, or the manifest
+/// that lets buffered symbols count).
+fn drain_reception_events(index: usize, receiver: &mut SimReceiver, objects: &mut BTreeMap<u64, SimObject>, at: Duration, aired: u64) {
     while let Some(event) = receiver.reception.poll_event() {
         if let ReceptionEvent::Complete { manifest } = event {
             let object_id = manifest.object_id;
@@ -812,6 +825,7 @@ fn drain_reception_events(index: usize, receiver: &mut SimReceiver, objects: &mu
             };
             if exact {
                 if receiver.completed.insert(object_id, at).is_none() {
+                    receiver.completed_after_symbols.insert(object_id, aired);
                     if let Some(object) = objects.get_mut(&object_id) {
                         if object.targeted.get(index).copied().unwrap_or(false) {
                             object.completions += 1;

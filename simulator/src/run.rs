@@ -437,6 +437,11 @@ pub struct RunReport {
     pub size_bytes: u64,
     /// DATA symbols on the air for the object.
     pub symbols_sent: u64,
+    /// DATA symbols aired up to the datagram that completed the last county: what this
+    /// loss realisation needed with this sending order. `symbols_sent` minus this is what
+    /// went out while the last completion was still travelling back (None if nobody
+    /// completed).
+    pub symbols_until_last_completion: Option<u64>,
     /// Source symbols in all (sum of the list below).
     pub source_symbols: u64,
     /// K of each source block.
@@ -621,6 +626,7 @@ pub fn run_with_progress(options: &RunOptions, progress: &mut dyn FnMut(&Sample)
         corrupt: harness.receivers.iter().filter(|r| r.corrupt.contains(&id)).count(),
         size_bytes: options.size_bytes,
         symbols_sent: object.symbols_sent,
+        symbols_until_last_completion: harness.receivers.iter().filter_map(|r| r.completed_after_symbols.get(&id).copied()).max(),
         source_symbols: source_symbols_per_block.iter().map(|k| u64::from(*k)).sum(),
         source_symbols_per_block,
         lower_bound_symbols: (bound * 10.0).round() / 10.0,
@@ -662,6 +668,13 @@ pub fn summary(report: &RunReport) -> String {
         report.symbols_sent, report.lower_bound_symbols, report.efficiency
     );
     let rounds: Vec<String> = report.round_symbols.iter().map(u64::to_string).collect();
+    if let Some(needed) = report.symbols_until_last_completion {
+        let _ = writeln!(
+            out,
+            "last completion after {needed} symbols aired ({} more went out before the uplink heard of it)",
+            report.symbols_sent.saturating_sub(needed)
+        );
+    }
     let _ = writeln!(out, "repair rounds   {} (symbols per round: {})", report.repair_rounds, rounds.join(", "));
     let c = &report.completion_seconds;
     let _ = writeln!(out, "completion      p50 {}  p90 {}  p99 {}  max {} (virtual)", secs(c.p50), secs(c.p90), secs(c.p99), secs(c.max));
