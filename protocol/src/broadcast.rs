@@ -326,6 +326,8 @@ pub struct AirStats {
     pub heartbeat_datagrams: u64,
     /// ROUND datagrams sent.
     pub round_datagrams: u64,
+    /// REVOCATION datagrams sent.
+    pub revocation_datagrams: u64,
     /// Bytes on the carrier, IP and UDP headers included.
     pub bytes_on_air: u64,
 }
@@ -601,6 +603,9 @@ pub struct Broadcaster {
     pending: Option<(Vec<u8>, PacketType)>,
     next_heartbeat_at: Instant,
     heartbeat_sequence: u64,
+    /// The root-signed revocation list, aired after every heartbeat so a receiver that was
+    /// offline learns it within one heartbeat interval.
+    revocation: Option<Vec<u8>>,
     events: VecDeque<BroadcastEvent>,
     stats: AirStats,
     symbol: Vec<u8>,
@@ -627,6 +632,7 @@ impl Broadcaster {
             pending: None,
             next_heartbeat_at: now,
             heartbeat_sequence: 0,
+            revocation: None,
             events: VecDeque::new(),
             stats: AirStats::default(),
             symbol: Vec::new(),
@@ -655,6 +661,11 @@ impl Broadcaster {
         self.objects.retain(|a| a.object_id() != object_id);
         self.control.retain(|(_, buf, _)| buf.get(6..14) != Some(object_id.to_be_bytes().as_slice()));
         before != self.objects.len()
+    }
+
+    /// Airs this signed revocation list (canonical bytes) from now on, after every heartbeat.
+    pub fn set_revocation(&mut self, signed_revocation: Option<Vec<u8>>) {
+        self.revocation = signed_revocation;
     }
 
     /// Signs heartbeats with a new key from now on (after a rotation). Objects already held
@@ -876,6 +887,11 @@ impl Broadcaster {
             let heartbeat = Heartbeat { sequence: self.heartbeat_sequence, uplink_time_unix_ms: wall_unix_ms };
             let signed = self.signing_key.sign_heartbeat(heartbeat).to_bytes();
             let mut buf = Vec::new();
+            if let Some(revocation) = &self.revocation {
+                let mut revocation_datagram = Vec::new();
+                wire::write_revocation(&mut revocation_datagram, &self.network_key, revocation);
+                self.control.push_front((now, revocation_datagram, PacketType::Revocation));
+            }
             wire::write_heartbeat(&mut buf, &self.network_key, &signed);
             return Some((buf, PacketType::Heartbeat));
         }
@@ -938,6 +954,7 @@ impl Broadcaster {
             PacketType::Manifest => self.stats.manifest_datagrams += 1,
             PacketType::Heartbeat => self.stats.heartbeat_datagrams += 1,
             PacketType::Round => self.stats.round_datagrams += 1,
+            PacketType::Revocation => self.stats.revocation_datagrams += 1,
         }
         out.clear();
         out.extend_from_slice(&buf);

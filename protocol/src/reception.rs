@@ -173,6 +173,19 @@ pub enum ReceptionEvent {
         /// Why, as text.
         reason: String,
     },
+    /// A newer root-signed revocation list arrived: persist it (trust state) so it holds
+    /// across restarts. Objects signed by a revoked key were dropped.
+    RevocationsUpdated {
+        /// The list's sequence.
+        sequence: u64,
+        /// Every revoked signing-key serial.
+        revoked_serials: Vec<u64>,
+    },
+    /// A revocation list was refused (not signed by the pinned root, or malformed).
+    RevocationRejected {
+        /// Why, as text.
+        reason: String,
+    },
 }
 
 /// Counters of what arrived, for status and logs.
@@ -250,6 +263,8 @@ struct Incoming {
     remaining: usize,
     /// Distinct symbols kept per block, as the store counts them.
     kept: Vec<u32>,
+    /// Serial of the key that signed the manifest, so a later revocation can drop it.
+    signer_serial: u64,
     /// DATA symbols of this object received, useful or not: the uplink's loss estimate.
     symbols_received: u64,
     /// The last ROUND marker seen.
@@ -284,6 +299,8 @@ pub struct Reception {
     /// Symbols that arrived before their object's manifest: (object id, sbn, esi, symbol).
     early: VecDeque<(u64, u8, u32, Vec<u8>)>,
     early_bytes: usize,
+    /// Revoked signing-key serials, and the sequence of the list that named them.
+    revoked: (u64, std::collections::BTreeSet<u64>),
     rng: ChaCha8Rng,
     delivered: HashMap<(Kind, String), Accepted>,
     last_heartbeat: Option<(u64, Instant)>,
@@ -308,6 +325,7 @@ impl Reception {
             feedback: VecDeque::new(),
             early: VecDeque::new(),
             early_bytes: 0,
+            revoked: (0, std::collections::BTreeSet::new()),
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             delivered: HashMap::new(),
             last_heartbeat: None,
@@ -321,6 +339,34 @@ impl Reception {
     /// start: older versions are refused.
     pub fn set_delivered(&mut self, kind: Kind, name: &str, accepted: Accepted) {
         self.delivered.insert((kind, name.to_owned()), accepted);
+    }
+
+    /// Restores the revocation list kept in durable trust state, at start.
+    pub fn set_revocations(&mut self, sequence: u64, revoked_serials: &[u64]) {
+        self.revoked = (sequence, revoked_serials.iter().copied().collect());
+    }
+
+    fn handle_revocation(&mut self, wall_unix_secs: u64, signed: &[u8], store: &mut dyn ReceptionStore) {
+        let revocation = match trust::verify_revocation(signed, &self.config.root) {
+            Ok(revocation) => revocation,
+            Err(error) => return self.push(ReceptionEvent::RevocationRejected { reason: error.to_string() }),
+        };
+        if revocation.sequence <= self.revoked.0 {
+            return;
+        }
+        let _ = wall_unix_secs;
+        self.revoked = (revocation.sequence, revocation.revoked_serials.iter().copied().collect());
+        // Objects accepted under a key now revoked are dropped, partial data and all.
+        let doomed: Vec<u64> = self.incoming.iter().filter(|(_, inc)| self.revoked.1.contains(&inc.signer_serial)).map(|(id, _)| *id).collect();
+        for object_id in doomed {
+            self.incoming.remove(&object_id);
+            if let Err(error) = store.discard(object_id) {
+                self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
+            }
+            let serial = self.revoked.1.iter().next().copied().unwrap_or(0);
+            self.push(ReceptionEvent::Rejected { object_id, reason: RejectReason::Trust(TrustError::KeyRevoked { serial }) });
+        }
+        self.push(ReceptionEvent::RevocationsUpdated { sequence: revocation.sequence, revoked_serials: revocation.revoked_serials });
     }
 
     /// The driver made a completed object durable and delivered it: remember its version
@@ -491,6 +537,7 @@ impl Reception {
             }
             Body::Heartbeat(signed) => self.handle_heartbeat(now, wall_unix_secs, signed),
             Body::Round { round } => self.handle_round(now, datagram.object_id, round),
+            Body::Revocation(signed) => self.handle_revocation(wall_unix_secs, signed, store),
         }
     }
 
@@ -522,6 +569,9 @@ impl Reception {
     }
 
     fn handle_heartbeat(&mut self, now: Instant, wall_unix_secs: u64, signed: &[u8]) {
+        if let Some(serial) = trust::heartbeat_signer_serial(signed).filter(|s| self.revoked.1.contains(s)) {
+            return self.push(ReceptionEvent::HeartbeatRejected { reason: TrustError::KeyRevoked { serial }.to_string() });
+        }
         match trust::verify_heartbeat(signed, &self.config.root, wall_unix_secs) {
             Ok(heartbeat) => {
                 let fresh = self.last_heartbeat.is_none_or(|(last_ms, _)| heartbeat.uplink_time_unix_ms > last_ms);
@@ -550,6 +600,10 @@ impl Reception {
 
     fn handle_manifest(&mut self, now: Instant, wall_unix_secs: u64, object_id: u64, signed: &[u8], store: &mut dyn ReceptionStore) {
         let digest = wire::manifest_digest(signed);
+        let signer_serial = trust::manifest_signer_serial(signed).unwrap_or(0);
+        if self.revoked.1.contains(&signer_serial) {
+            return self.reject(now, object_id, digest, TrustError::KeyRevoked { serial: signer_serial }.into());
+        }
         let manifest = match trust::verify_signed(signed, &self.config.root, wall_unix_secs) {
             Ok(manifest) => manifest,
             Err(error) => return self.reject(now, object_id, digest, error.into()),
@@ -610,6 +664,7 @@ impl Reception {
             verified,
             remaining,
             kept,
+            signer_serial,
             symbols_received: 0,
             round: 0,
             last_symbol_at: now,

@@ -26,6 +26,12 @@ pub const CERTIFICATE_CONTEXT: &[u8] = b"satcast/v1/certificate\0";
 pub const MANIFEST_CONTEXT: &[u8] = b"satcast/v1/manifest\0";
 /// Signature context of a [`Heartbeat`].
 pub const HEARTBEAT_CONTEXT: &[u8] = b"satcast/v1/heartbeat\0";
+/// Signature context of a revocation list (signed by the root key).
+pub const REVOCATION_CONTEXT: &[u8] = b"satcast/v1/revocation\0";
+/// The most signing-key serials one revocation list names; it must fit one datagram.
+pub const REVOKED_SERIALS_MAX: usize = 128;
+/// The largest encoded signed revocation list.
+pub const SIGNED_REVOCATION_BYTES_MAX: usize = 8 + 8 + 8 + REVOKED_SERIALS_MAX * 8 + 64 + 16;
 
 /// How far a receiver's clock may lag the uplink's: a manifest created, or a key valid
 /// from, at most this many seconds after the receiver's `now` is still accepted.
@@ -86,6 +92,18 @@ pub enum TrustError {
     /// signature was moved from another message).
     #[error("signature does not verify under the certified signing key")]
     BadSignature,
+    /// A revocation list names more serials than fit one datagram.
+    #[error("revocation list of {count} serials exceeds {max}", max = REVOKED_SERIALS_MAX)]
+    TooManyRevoked {
+        /// How many it names.
+        count: usize,
+    },
+    /// The signing key was revoked by the root (its serial is on the revocation list).
+    #[error("signing key serial {serial} is revoked")]
+    KeyRevoked {
+        /// The revoked serial.
+        serial: u64,
+    },
     /// The manifest has expired.
     #[error("manifest expired at {expires_unix_secs}, now is {now_unix_secs}")]
     ManifestExpired {
@@ -500,6 +518,86 @@ impl SignedManifest {
         }
         Ok(Manifest::from_bytes(&self.manifest)?)
     }
+}
+
+/// The root's list of revoked signing keys, cumulative: each new list names every serial
+/// revoked so far, with a higher sequence, so a receiver that missed earlier ones catches
+/// up from the latest alone.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Revocation {
+    /// Grows with every new list; a receiver ignores a list not newer than its own.
+    pub sequence: u64,
+    /// When the root signed it, seconds since the Unix epoch.
+    pub issued_unix_secs: u64,
+    /// Revoked signing-key serials.
+    pub revoked_serials: Vec<u64>,
+}
+
+/// A revocation list signed by the root key (offline), aired on the carousel.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SignedRevocation {
+    /// The list.
+    pub revocation: Revocation,
+    /// Root signature over [`REVOCATION_CONTEXT`] followed by the canonical list.
+    pub root_signature: [u8; 64],
+}
+
+impl Revocation {
+    /// The canonical encoding, as signed.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode_canonical::<Self, SIGNED_REVOCATION_BYTES_MAX>(self)
+    }
+}
+
+impl RootKey {
+    /// Signs a revocation list. More than [`REVOKED_SERIALS_MAX`] serials is an error: the
+    /// list must fit one datagram (rotate the root before that many keys are revoked).
+    pub fn sign_revocation(&self, revocation: Revocation) -> Result<SignedRevocation, TrustError> {
+        if revocation.revoked_serials.len() > REVOKED_SERIALS_MAX {
+            return Err(TrustError::TooManyRevoked { count: revocation.revoked_serials.len() });
+        }
+        let message = signed_message(REVOCATION_CONTEXT, &revocation.to_bytes());
+        Ok(SignedRevocation { root_signature: self.key.sign(&message).to_bytes(), revocation })
+    }
+}
+
+impl SignedRevocation {
+    /// The canonical encoding, as broadcast.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode_canonical::<Self, SIGNED_REVOCATION_BYTES_MAX>(self)
+    }
+
+    /// Decodes a canonical encoding without verifying anything. Never panics.
+    pub fn from_bytes(bytes: &[u8]) -> Result<SignedRevocation, CanonicalError> {
+        decode_canonical::<Self, SIGNED_REVOCATION_BYTES_MAX>(bytes)
+    }
+
+    /// Checks the root's signature and the bound on serials.
+    pub fn verify(&self, root: &RootPublicKey) -> Result<Revocation, TrustError> {
+        if self.revocation.revoked_serials.len() > REVOKED_SERIALS_MAX {
+            return Err(TrustError::TooManyRevoked { count: self.revocation.revoked_serials.len() });
+        }
+        let message = signed_message(REVOCATION_CONTEXT, &self.revocation.to_bytes());
+        if !verify(&root.0, &message, &self.root_signature) {
+            return Err(TrustError::BadCertificateSignature);
+        }
+        Ok(self.revocation.clone())
+    }
+}
+
+/// Decodes and verifies a signed revocation list.
+pub fn verify_revocation(bytes: &[u8], root: &RootPublicKey) -> Result<Revocation, TrustError> {
+    SignedRevocation::from_bytes(bytes)?.verify(root)
+}
+
+/// The serial of the key that signed these signed-manifest bytes, if they decode.
+pub fn manifest_signer_serial(bytes: &[u8]) -> Option<u64> {
+    SignedManifest::from_bytes(bytes).ok().map(|s| s.certificate.body.serial)
+}
+
+/// The serial of the key that signed these signed-heartbeat bytes, if they decode.
+pub fn heartbeat_signer_serial(bytes: &[u8]) -> Option<u64> {
+    SignedHeartbeat::from_bytes(bytes).ok().map(|s| s.certificate.body.serial)
 }
 
 impl Heartbeat {

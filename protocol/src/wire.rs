@@ -7,7 +7,7 @@
 //! offset  size  field
 //! 0       4     magic "SCST"
 //! 4       1     version (1)
-//! 5       1     type (1 DATA, 2 MANIFEST, 3 HEARTBEAT, 4 ROUND)
+//! 5       1     type (1 DATA, 2 MANIFEST, 3 HEARTBEAT, 4 ROUND, 5 REVOCATION)
 //! 6       8     object id (0 in HEARTBEAT)
 //! 14      n     body
 //! 14+n    16    tag: first 16 bytes of BLAKE3 keyed by the network key over bytes 0..14+n
@@ -54,6 +54,8 @@ pub enum PacketType {
     Heartbeat = 3,
     /// End of a round of symbols for one object: receivers report what they still need.
     Round = 4,
+    /// The root's signed list of revoked signing keys.
+    Revocation = 5,
 }
 
 /// Bytes of a ROUND body: the round number.
@@ -122,6 +124,8 @@ pub enum Body<'a> {
     Manifest(ManifestFragment<'a>),
     /// A canonical signed heartbeat (see `trust`).
     Heartbeat(&'a [u8]),
+    /// A canonical signed revocation list (see `trust`).
+    Revocation(&'a [u8]),
     /// The end of a round of symbols for the object: round 0 is the first pass.
     Round {
         /// The round that just ended.
@@ -188,6 +192,8 @@ pub fn parse<'a>(bytes: &'a [u8], key: &NetworkKey) -> Result<Datagram<'a>, Wire
         3 => return Err(WireError::Body { kind: "heartbeat", len: 0 }),
         4 if body.len() == ROUND_BODY_LEN => Body::Round { round: be_u32(body) },
         4 => return Err(WireError::Body { kind: "round", len: body.len() }),
+        5 if object_id == 0 && !body.is_empty() => Body::Revocation(body),
+        5 => return Err(WireError::Body { kind: "revocation", len: body.len() }),
         other => return Err(WireError::Type(other)),
     };
     Ok(Datagram { object_id, body })
@@ -258,6 +264,13 @@ pub fn write_manifest_fragment(out: &mut Vec<u8>, key: &NetworkKey, object_id: u
 pub fn write_heartbeat(out: &mut Vec<u8>, key: &NetworkKey, signed_heartbeat: &[u8]) {
     begin(out, PacketType::Heartbeat, 0);
     out.extend_from_slice(signed_heartbeat);
+    seal(out, key);
+}
+
+/// Writes a REVOCATION datagram carrying canonical signed-revocation bytes.
+pub fn write_revocation(out: &mut Vec<u8>, key: &NetworkKey, signed_revocation: &[u8]) {
+    begin(out, PacketType::Revocation, 0);
+    out.extend_from_slice(signed_revocation);
     seal(out, key);
 }
 

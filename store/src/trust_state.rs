@@ -52,6 +52,9 @@ pub enum TrustStateError {
 struct Entries {
     /// (kind as text, name) -> (version, object id).
     delivered: Vec<(String, String, u64, u64)>,
+    /// The root's revocation list: its sequence and the revoked signing-key serials.
+    revocation_sequence: u64,
+    revoked_serials: Vec<u64>,
 }
 
 /// Delivered versions per (kind, name), persisted in one file.
@@ -59,12 +62,14 @@ struct Entries {
 pub struct TrustState {
     path: PathBuf,
     delivered: BTreeMap<(Kind, String), Accepted>,
+    revocation_sequence: u64,
+    revoked_serials: Vec<u64>,
 }
 
 impl TrustState {
     /// Loads the state from `path`; a missing file is an empty state (first start).
     pub fn load(path: &Path) -> Result<Self, TrustStateError> {
-        let mut state = TrustState { path: path.to_owned(), delivered: BTreeMap::new() };
+        let mut state = TrustState { path: path.to_owned(), delivered: BTreeMap::new(), revocation_sequence: 0, revoked_serials: Vec::new() };
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(state),
@@ -85,6 +90,8 @@ impl TrustState {
         if entries.delivered.len() > TRUST_ENTRIES_MAX {
             return Err(corrupt("too many entries"));
         }
+        state.revocation_sequence = entries.revocation_sequence;
+        state.revoked_serials = entries.revoked_serials;
         for (kind, name, version, object_id) in entries.delivered {
             let kind: Kind = kind.parse().map_err(|_| corrupt("unknown kind"))?;
             state.delivered.insert((kind, name), Accepted { version, object_id });
@@ -97,10 +104,31 @@ impl TrustState {
         self.delivered.iter().map(|((kind, name), accepted)| (*kind, name.as_str(), *accepted))
     }
 
+    /// The revocation list last recorded: its sequence and revoked serials.
+    pub fn revocations(&self) -> (u64, &[u64]) {
+        (self.revocation_sequence, &self.revoked_serials)
+    }
+
+    /// Records a newer revocation list and writes the state durably before returning.
+    pub fn record_revocations(&mut self, sequence: u64, revoked_serials: &[u64]) -> Result<(), TrustStateError> {
+        if sequence <= self.revocation_sequence {
+            return Ok(());
+        }
+        self.revocation_sequence = sequence;
+        self.revoked_serials = revoked_serials.to_vec();
+        self.save()
+    }
+
     /// Records a delivery and writes the state durably before returning.
     pub fn record(&mut self, kind: Kind, name: &str, accepted: Accepted) -> Result<(), TrustStateError> {
         self.delivered.insert((kind, name.to_owned()), accepted);
+        self.save()
+    }
+
+    fn save(&self) -> Result<(), TrustStateError> {
         let entries = Entries {
+            revocation_sequence: self.revocation_sequence,
+            revoked_serials: self.revoked_serials.clone(),
             delivered: self
                 .delivered
                 .iter()

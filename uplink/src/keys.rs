@@ -71,6 +71,9 @@ const DAY_SECS: u64 = 86_400;
 /// Why a key operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
+    /// The revocation list cannot be read, verified or signed.
+    #[error("revocation list: {0}")]
+    Revocation(String),
     /// A file that would be written already exists; nothing is overwritten.
     #[error("{} already exists; refusing to overwrite key material", path.display())]
     Exists {
@@ -288,6 +291,40 @@ pub fn receiver(dir: &Path, county_code: &str, out: &Path) -> Result<(), KeysErr
         Secrecy::Public,
     )?;
     sync_dir(out)
+}
+
+/// The root-signed revocation list the daemon airs.
+pub const REVOCATIONS_FILE: &str = "revocations.signed";
+
+/// Revokes signing keys by serial: the root key in `dir` (bring it online for this only)
+/// signs a new cumulative list with a higher sequence, written to `revocations.signed`,
+/// which the running daemon airs after every heartbeat. Returns the list's sequence and
+/// every serial it names.
+pub fn revoke(dir: &Path, serials: &[u64], now_unix_secs: u64) -> Result<(u64, Vec<u64>), KeysError> {
+    let root_path = dir.join(ROOT_SECRET_FILE);
+    let root = RootKey::from_text(&read_key_file(&root_path)?).map_err(|source| KeysError::KeyText { path: root_path, source })?;
+    let path = dir.join(REVOCATIONS_FILE);
+    let previous = match fs::read(&path) {
+        Ok(bytes) => Some(
+            satcast_protocol::trust::verify_revocation(&bytes, &root.public())
+                .map_err(|e| KeysError::Revocation(format!("{}: {e}", path.display())))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => return Err(KeysError::Io { path, source }),
+    };
+    let mut revoked: Vec<u64> = previous.as_ref().map(|r| r.revoked_serials.clone()).unwrap_or_default();
+    revoked.extend_from_slice(serials);
+    revoked.sort_unstable();
+    revoked.dedup();
+    let revocation = satcast_protocol::trust::Revocation {
+        sequence: previous.map_or(1, |r| r.sequence + 1),
+        issued_unix_secs: now_unix_secs,
+        revoked_serials: revoked.clone(),
+    };
+    let sequence = revocation.sequence;
+    let signed = root.sign_revocation(revocation).map_err(|e| KeysError::Revocation(e.to_string()))?;
+    satcast_store::fsutil::write_atomic(&path, &signed.to_bytes()).map_err(io_error(&path))?;
+    Ok((sequence, revoked))
 }
 
 /// Replaces the online signing key with a new one certified by the root key in `dir`

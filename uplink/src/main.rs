@@ -174,6 +174,16 @@ enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Revoke signing keys by serial: the root (which must be in DIR for this) signs a new
+    /// revocation list; the running daemon airs it and counties refuse those keys from then on.
+    Revoke {
+        /// The uplink's key directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// A serial to revoke (repeat the flag for several).
+        #[arg(long = "serial", required = true)]
+        serials: Vec<u64>,
+    },
     /// Replace the online signing key with a new one certified by the root (which must be
     /// in DIR for this); the running daemon picks it up and airs the new certificate with
     /// every manifest and heartbeat.
@@ -452,6 +462,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Keys { command: KeysCommand::Receiver { dir, id, out } } => {
             keys::receiver(&dir, &id, &out)?;
             println!("bundle for county {id} written to {}", out.display());
+        }
+        Command::Keys { command: KeysCommand::Revoke { dir, serials } } => {
+            let (sequence, revoked) = keys::revoke(&dir, &serials, unix_secs())?;
+            println!("revocation list {sequence} now names serials {revoked:?}; the running daemon airs it within seconds");
         }
         Command::Keys { command: KeysCommand::Rotate { dir, validity_days } } => {
             let serial = keys::rotate(&dir, unix_secs(), validity_days)?;

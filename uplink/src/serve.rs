@@ -133,6 +133,8 @@ struct Uplink {
     live: LiveStates,
     /// When signing.cert last changed, to notice a rotation.
     key_modified: Option<SystemTime>,
+    /// When revocations.signed last changed, to air a new list.
+    revocations_modified: Option<SystemTime>,
 }
 
 /// Runs the uplink until `stop` is set.
@@ -184,8 +186,10 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         airing: HashSet::new(),
         failed: HashSet::new(),
         key_modified: None,
+        revocations_modified: None,
         live,
     };
+    uplink.reload_revocations_if_changed();
     uplink.key_modified = uplink.signing_cert_modified();
     let mut next_key_check = Instant::now() + KEY_CHECK_INTERVAL;
     let mut next_scan = Instant::now();
@@ -210,6 +214,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         if now >= next_key_check {
             next_key_check = now + KEY_CHECK_INTERVAL;
             uplink.reload_signing_key_if_rotated();
+            uplink.reload_revocations_if_changed();
         }
         while uplink.broadcaster.poll_transmit(Instant::now(), wall_unix_ms(), &mut buf) {
             if let Err(error) = uplink.socket.send_to(&buf, uplink.config.downlink.destination) {
@@ -488,6 +493,24 @@ impl Uplink {
                 self.signing_key = for_manifests;
             }
             (Err(error), _) | (_, Err(error)) => warn!(%error, "signing key files changed but cannot be loaded yet; keeping the old key"),
+        }
+    }
+
+    /// Airs the root-signed revocation list from keys/revocations.signed, if it changed.
+    fn reload_revocations_if_changed(&mut self) {
+        let path = self.config.keys_dir.join(keys::REVOCATIONS_FILE);
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        if modified.is_none() || modified == self.revocations_modified {
+            return;
+        }
+        match std::fs::read(&path) {
+            Ok(bytes) if satcast_protocol::trust::SignedRevocation::from_bytes(&bytes).is_ok() => {
+                self.revocations_modified = modified;
+                info!(path = %path.display(), "airing the revocation list after every heartbeat");
+                self.broadcaster.set_revocation(Some(bytes));
+            }
+            Ok(_) => warn!(path = %path.display(), "revocation list is malformed; not airing it"),
+            Err(error) => warn!(path = %path.display(), %error, "cannot read the revocation list"),
         }
     }
 

@@ -1,0 +1,158 @@
+//! Key lifecycle over the one-way link, at the reception machine: rotations a receiver
+//! slept through, revocation aired on the carousel, expired keys, and a receiver clock
+//! that is badly wrong.
+
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use satcast_protocol::fec::Oti;
+use satcast_protocol::manifest::{Compression, Kind, Manifest};
+use satcast_protocol::reception::{MemoryStore, Reception, ReceptionConfig, ReceptionEvent, RejectReason};
+use satcast_protocol::trust::{Heartbeat, NetworkKey, Revocation, RootKey, SigningKey, TrustError};
+use satcast_protocol::wire;
+
+const NOW: u64 = 1_795_000_000;
+const DAY: u64 = 86_400;
+
+struct World {
+    root: RootKey,
+    network_key: NetworkKey,
+    county: Reception,
+    store: MemoryStore,
+    now: Instant,
+}
+
+fn world(seed: u64) -> World {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let root = RootKey::generate(&mut rng);
+    let network_key = NetworkKey::generate(&mut rng);
+    let county = Reception::new(ReceptionConfig::new("410102".into(), root.public(), network_key.clone()));
+    World { root, network_key, county, store: MemoryStore::default(), now: Instant::now() }
+}
+
+fn key(world: &World, serial: u64, not_before: u64, not_after: u64) -> SigningKey {
+    SigningKey::generate(&mut ChaCha8Rng::seed_from_u64(serial), &world.root, serial, not_before, not_after)
+}
+
+fn manifest(object_id: u64, version: u64, created: u64) -> Manifest {
+    let oti = Oti::new_for_object(10_000, 1436, 1 << 20).expect("oti");
+    Manifest {
+        object_id,
+        kind: Kind::Software,
+        name: "agent.bin".into(),
+        version,
+        size_bytes: 10_000,
+        compression: Compression::None,
+        oti: oti.encode(),
+        object_hash: [1; 32],
+        block_hashes: vec![[2; 32]],
+        targets: vec!["41".into()],
+        created_unix_secs: created,
+        expires_unix_secs: created + 7 * DAY,
+    }
+}
+
+impl World {
+    fn air_manifest(&mut self, signer: &SigningKey, manifest: &Manifest, wall: u64) -> Vec<ReceptionEvent> {
+        let signed = signer.sign_manifest(manifest).expect("sign").to_bytes();
+        let mut buf = Vec::new();
+        for fragment in wire::manifest_fragments(&signed, 1472) {
+            wire::write_manifest_fragment(&mut buf, &self.network_key, manifest.object_id, &fragment);
+            self.county.handle_datagram(self.now, wall, &buf, &mut self.store);
+        }
+        self.events()
+    }
+
+    fn air_heartbeat(&mut self, signer: &SigningKey, sequence: u64, uplink_ms: u64, wall: u64) -> Vec<ReceptionEvent> {
+        let signed = signer.sign_heartbeat(Heartbeat { sequence, uplink_time_unix_ms: uplink_ms }).to_bytes();
+        let mut buf = Vec::new();
+        wire::write_heartbeat(&mut buf, &self.network_key, &signed);
+        self.county.handle_datagram(self.now, wall, &buf, &mut self.store);
+        self.events()
+    }
+
+    /// Airs a revocation list signed by `root`, or by the pinned root if None.
+    fn air_revocation(&mut self, root: Option<&RootKey>, sequence: u64, serials: Vec<u64>) -> Vec<ReceptionEvent> {
+        let root = root.unwrap_or(&self.root);
+        let signed = root.sign_revocation(Revocation { sequence, issued_unix_secs: NOW, revoked_serials: serials }).expect("sign").to_bytes();
+        let mut buf = Vec::new();
+        wire::write_revocation(&mut buf, &self.network_key, &signed);
+        self.county.handle_datagram(self.now, NOW, &buf, &mut self.store);
+        self.events()
+    }
+
+    fn events(&mut self) -> Vec<ReceptionEvent> {
+        std::iter::from_fn(|| self.county.poll_event()).collect()
+    }
+}
+
+fn accepted(events: &[ReceptionEvent]) -> bool {
+    events.iter().any(|e| matches!(e, ReceptionEvent::Accepted { .. }))
+}
+
+fn rejected_with(events: &[ReceptionEvent], check: impl Fn(&TrustError) -> bool) -> bool {
+    events.iter().any(|e| matches!(e, ReceptionEvent::Rejected { reason: RejectReason::Trust(t), .. } if check(t)))
+}
+
+#[test]
+fn a_receiver_offline_through_three_rotations_catches_up_from_the_pinned_root() {
+    let mut w = world(1);
+    let first = key(&w, 1, NOW - 400 * DAY, NOW - 200 * DAY);
+    let fourth = key(&w, 4, NOW - DAY, NOW + 300 * DAY);
+    // It last heard serial 1, long expired; serials 2 and 3 came and went while it was off.
+    assert!(rejected_with(&w.air_manifest(&first, &manifest(1, 1, NOW - 300 * DAY), NOW), |e| matches!(e, TrustError::KeyExpired { .. })));
+    assert!(accepted(&w.air_manifest(&fourth, &manifest(2, 2, NOW), NOW)), "serial 4 chains to the root it pins");
+    assert!(w.air_heartbeat(&fourth, 1, NOW * 1000, NOW).iter().any(|e| matches!(e, ReceptionEvent::Heartbeat { .. })));
+}
+
+#[test]
+fn a_revoked_key_is_refused_and_what_it_signed_is_dropped() {
+    let mut w = world(2);
+    let compromised = key(&w, 2, NOW - DAY, NOW + 300 * DAY);
+    let current = key(&w, 3, NOW - DAY, NOW + 300 * DAY);
+    assert!(accepted(&w.air_manifest(&compromised, &manifest(10, 1, NOW), NOW)), "before the revocation it verifies");
+    let events = w.air_revocation(None, 1, vec![2]);
+    assert!(events.iter().any(|e| matches!(e, ReceptionEvent::RevocationsUpdated { sequence: 1, revoked_serials } if revoked_serials == &vec![2])));
+    assert!(rejected_with(&events, |e| matches!(e, TrustError::KeyRevoked { serial: 2 })), "the object it signed is dropped: {events:?}");
+    assert!(w.county.progress().is_empty());
+    assert!(rejected_with(&w.air_manifest(&compromised, &manifest(11, 2, NOW), NOW), |e| matches!(e, TrustError::KeyRevoked { serial: 2 })));
+    assert!(w.air_heartbeat(&compromised, 1, NOW * 1000, NOW).iter().any(|e| matches!(e, ReceptionEvent::HeartbeatRejected { reason } if reason.contains("revoked"))));
+    assert!(accepted(&w.air_manifest(&current, &manifest(12, 3, NOW), NOW)), "other keys still work");
+    // An older list cannot un-revoke; a list from another root is refused.
+    assert!(w.air_revocation(None, 1, vec![]).is_empty());
+    let other_root = RootKey::generate(&mut ChaCha8Rng::seed_from_u64(99));
+    let events = w.air_revocation(Some(&other_root), 9, vec![3]);
+    assert!(events.iter().any(|e| matches!(e, ReceptionEvent::RevocationRejected { .. })), "{events:?}");
+    assert!(accepted(&w.air_manifest(&current, &manifest(13, 4, NOW), NOW)), "a forged list revokes nothing");
+}
+
+#[test]
+fn a_clock_set_back_to_1970_or_far_forward_accepts_nothing_and_says_why() {
+    let mut w = world(3);
+    let signer = key(&w, 1, NOW - DAY, NOW + 300 * DAY);
+    // 1970: the key is not valid yet, and the heartbeat says so.
+    let events = w.air_manifest(&signer, &manifest(20, 1, NOW), 0);
+    assert!(rejected_with(&events, |e| matches!(e, TrustError::KeyNotYetValid { .. })), "{events:?}");
+    let events = w.air_heartbeat(&signer, 1, NOW * 1000, 0);
+    assert!(events.iter().any(|e| matches!(e, ReceptionEvent::HeartbeatRejected { reason } if reason.contains("valid from"))), "{events:?}");
+    // Far forward: the key and the manifest have expired.
+    let events = w.air_manifest(&signer, &manifest(21, 1, NOW), NOW + 3650 * DAY);
+    assert!(rejected_with(&events, |e| matches!(e, TrustError::KeyExpired { .. })), "{events:?}");
+    // A manifest that expired in real time is still refused by a receiver whose clock says
+    // it has not: it would have been created in the receiver's future.
+    let old = manifest(22, 1, NOW);
+    let events = w.air_manifest(&signer, &old, NOW - 2 * DAY + 10);
+    assert!(!accepted(&events), "{events:?}");
+}
+
+#[test]
+fn replayed_and_stale_heartbeats_are_refused_or_aged() {
+    let mut w = world(4);
+    let signer = key(&w, 1, NOW - DAY, NOW + 300 * DAY);
+    assert!(w.air_heartbeat(&signer, 5, NOW * 1000, NOW).iter().any(|e| matches!(e, ReceptionEvent::Heartbeat { sequence: 5, .. })));
+    let replay = w.air_heartbeat(&signer, 4, NOW * 1000 - 5000, NOW);
+    assert!(replay.iter().any(|e| matches!(e, ReceptionEvent::HeartbeatRejected { reason } if reason.contains("replay"))), "{replay:?}");
+    w.now += Duration::from_secs(120);
+    assert_eq!(w.county.heartbeat_age(w.now), Some(Duration::from_secs(120)), "the age grows while nothing fresh arrives");
+}
