@@ -20,6 +20,20 @@ use tracing::{debug, info, warn};
 
 /// Feedback waiting for the datapath; beyond this, clients are told to come back later.
 pub const PENDING_FEEDBACK_MAX: usize = 4096;
+/// Connections held at once: every county plus room for reconnects.
+pub const CONNECTIONS_MAX: usize = 4096;
+/// Beyond this many connections, a client must prove its address (a QUIC Retry) before
+/// the server spends a handshake on it: a flood of spoofed Initials costs nothing.
+pub const UNVALIDATED_CONNECTIONS_MAX: usize = 256;
+/// Bytes of datagrams quinn buffers for handshakes not yet accepted, per connection and
+/// in total.
+const INCOMING_BUFFER_BYTES_MAX: u64 = 64 * 1024;
+const INCOMING_BUFFER_BYTES_TOTAL_MAX: u64 = 8 * 1024 * 1024;
+/// Feedback messages a county may send per second on average, and in a burst; beyond it
+/// the server answers Busy and the county's outbox waits. A county sends a few per round.
+pub const FEEDBACK_PER_SEC_MAX: f64 = 20.0;
+/// The burst allowance of [`FEEDBACK_PER_SEC_MAX`].
+pub const FEEDBACK_BURST_MAX: f64 = 200.0;
 /// Streams one connection may have open at once.
 const STREAMS_PER_CONNECTION_MAX: u32 = 16;
 /// Connections dropped after this long without a packet.
@@ -84,6 +98,9 @@ pub fn server_config(ca_cert: &Path, cert: &Path, key: &Path) -> Result<quinn::S
     tls.alpn_protocols = vec![ACK_ALPN.to_vec()];
     let quic = QuicServerConfig::try_from(tls).map_err(|e| AckServerError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.max_incoming(CONNECTIONS_MAX);
+    config.incoming_buffer_size(INCOMING_BUFFER_BYTES_MAX);
+    config.incoming_buffer_size_total(INCOMING_BUFFER_BYTES_TOTAL_MAX);
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(STREAMS_PER_CONNECTION_MAX.into());
     transport.max_concurrent_uni_streams(0u32.into());
@@ -103,10 +120,62 @@ fn certificate_names(connection: &quinn::Connection, county_code: &str) -> bool 
     cert.verify_is_valid_for_subject_name(&name).is_ok()
 }
 
+/// Fingerprints of revoked client certificates, reread when the file changes.
+#[derive(Debug)]
+pub struct RevokedClients {
+    path: std::path::PathBuf,
+    state: std::sync::Mutex<(Option<std::time::SystemTime>, std::collections::HashSet<String>)>,
+}
+
+impl RevokedClients {
+    /// Watches `path` (a missing file revokes nothing).
+    pub fn new(path: std::path::PathBuf) -> RevokedClients {
+        RevokedClients { path, state: std::sync::Mutex::new((None, std::collections::HashSet::new())) }
+    }
+
+    /// Whether this leaf certificate (DER) is revoked.
+    fn contains(&self, der: &[u8]) -> bool {
+        let Ok(mut state) = self.state.lock() else { return true };
+        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        if modified != state.0 {
+            let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+            *state = (modified, text.lines().filter_map(|l| l.split_whitespace().next().map(str::to_owned)).collect());
+        }
+        state.1.contains(&blake3::hash(der).to_hex().to_string())
+    }
+}
+
+/// Whether the peer's leaf certificate is on the revoked list.
+fn revoked(connection: &quinn::Connection, revoked: &RevokedClients) -> bool {
+    let Some(identity) = connection.peer_identity() else { return true };
+    let Ok(chain) = identity.downcast::<Vec<CertificateDer<'static>>>() else { return true };
+    chain.first().is_none_or(|leaf| revoked.contains(leaf))
+}
+
+/// Per-county token buckets: (tokens, last refill).
+type Limits = Arc<std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>>;
+
+/// Takes one token from the county's bucket; false if it has none left.
+fn allow(limits: &Limits, county: &str) -> bool {
+    let Ok(mut limits) = limits.lock() else { return true };
+    let now = std::time::Instant::now();
+    let (tokens, last) = limits.entry(county.to_owned()).or_insert((FEEDBACK_BURST_MAX, now));
+    *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * FEEDBACK_PER_SEC_MAX).min(FEEDBACK_BURST_MAX);
+    *last = now;
+    if *tokens >= 1.0 {
+        *tokens -= 1.0;
+        true
+    } else {
+        false
+    }
+}
+
 /// Binds `addr` and serves until `stop` is set, handing authenticated messages to `tx`.
-pub async fn serve(addr: SocketAddr, config: quinn::ServerConfig, tx: SyncSender<AckRequest>, stop: Arc<AtomicBool>) -> Result<(), AckServerError> {
+pub async fn serve(addr: SocketAddr, config: quinn::ServerConfig, tx: SyncSender<AckRequest>, revoked_clients: Arc<RevokedClients>, stop: Arc<AtomicBool>) -> Result<(), AckServerError> {
     let endpoint = quinn::Endpoint::server(config, addr).map_err(|source| AckServerError::Bind { addr, source })?;
     info!(local = ?endpoint.local_addr().ok(), "acknowledgement server listening");
+    let limits: Limits = Arc::default();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -116,20 +185,35 @@ pub async fn serve(addr: SocketAddr, config: quinn::ServerConfig, tx: SyncSender
             _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
         };
         let Some(incoming) = incoming else { break };
-        let tx = tx.clone();
+        let open = connections.load(Ordering::Relaxed);
+        if open >= CONNECTIONS_MAX {
+            incoming.refuse();
+            continue;
+        }
+        if open >= UNVALIDATED_CONNECTIONS_MAX && !incoming.remote_address_validated() {
+            let _ = incoming.retry();
+            continue;
+        }
+        let (tx, limits, connections, revoked_clients) = (tx.clone(), limits.clone(), connections.clone(), revoked_clients.clone());
         tokio::spawn(async move {
             let remote = incoming.remote_address();
+            connections.fetch_add(1, Ordering::Relaxed);
             match incoming.await {
-                Ok(connection) => connection_loop(connection, tx).await,
+                Ok(connection) if revoked(&connection, &revoked_clients) => {
+                    warn!(%remote, "client certificate is revoked: connection refused");
+                    connection.close(1u32.into(), b"certificate revoked");
+                }
+                Ok(connection) => connection_loop(connection, tx, limits).await,
                 Err(error) => warn!(%remote, %error, "acknowledgement connection refused"),
             }
+            connections.fetch_sub(1, Ordering::Relaxed);
         });
     }
     endpoint.close(0u32.into(), b"stopping");
     Ok(())
 }
 
-async fn connection_loop(connection: quinn::Connection, tx: SyncSender<AckRequest>) {
+async fn connection_loop(connection: quinn::Connection, tx: SyncSender<AckRequest>, limits: Limits) {
     let remote = connection.remote_address();
     // The county this connection speaks for, once its first message proved it.
     let mut county: Option<String> = None;
@@ -156,6 +240,10 @@ async fn connection_loop(connection: quinn::Connection, tx: SyncSender<AckReques
                     if !proven {
                         warn!(%remote, claimed = %feedback.county_code, "feedback about a county the client certificate does not name: refused");
                         AckReply::Refused
+                    } else if !allow(&limits, &feedback.county_code) {
+                        debug!(%remote, county = %feedback.county_code, "feedback rate limit: busy");
+                        county = Some(feedback.county_code.clone());
+                        AckReply::Busy
                     } else {
                         county = Some(feedback.county_code.clone());
                         forward(&tx, feedback).await

@@ -290,7 +290,50 @@ pub fn receiver(dir: &Path, county_code: &str, out: &Path) -> Result<(), KeysErr
         receiver_config(county_code).as_bytes(),
         Secrecy::Public,
     )?;
-    sync_dir(out)
+    sync_dir(out)?;
+    record_issued(dir, county_code, client_cert.der())
+}
+
+/// Which client certificates were issued to which county: `<code> <BLAKE3 of the DER>`
+/// per line, so a county's certificates can be revoked later.
+pub const ISSUED_FILE: &str = "issued-receivers.txt";
+/// Fingerprints of revoked client certificates, one per line (`<BLAKE3 hex> <code>`); the
+/// acknowledgement server refuses a connection presenting one.
+pub const REVOKED_RECEIVERS_FILE: &str = "revoked-receivers.txt";
+
+/// The fingerprint the issued and revoked lists use: BLAKE3 of the certificate's DER.
+pub fn certificate_fingerprint(der: &[u8]) -> String {
+    blake3::hash(der).to_hex().to_string()
+}
+
+fn append_line(path: &Path, line: &str) -> Result<(), KeysError> {
+    let mut file = fs::OpenOptions::new().create(true).append(true).open(path).map_err(io_error(path))?;
+    file.write_all(format!("{line}\n").as_bytes()).map_err(io_error(path))?;
+    file.sync_all().map_err(io_error(path))
+}
+
+fn record_issued(dir: &Path, county_code: &str, der: &[u8]) -> Result<(), KeysError> {
+    append_line(&dir.join(ISSUED_FILE), &format!("{county_code} {}", certificate_fingerprint(der)))
+}
+
+/// Revokes every client certificate issued to `county_code`: the acknowledgement server
+/// refuses them from then on (it rereads the list when it changes). Returns how many.
+pub fn revoke_receiver(dir: &Path, county_code: &str) -> Result<usize, KeysError> {
+    let issued_path = dir.join(ISSUED_FILE);
+    let issued = fs::read_to_string(&issued_path).map_err(io_error(&issued_path))?;
+    let revoked_path = dir.join(REVOKED_RECEIVERS_FILE);
+    let already = fs::read_to_string(&revoked_path).unwrap_or_default();
+    let mut count = 0;
+    for line in issued.lines() {
+        let mut fields = line.split_whitespace();
+        if let (Some(code), Some(fingerprint)) = (fields.next(), fields.next()) {
+            if code == county_code && !already.contains(fingerprint) {
+                append_line(&revoked_path, &format!("{fingerprint} {code}"))?;
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
 }
 
 /// The root-signed revocation list the daemon airs.

@@ -174,6 +174,16 @@ enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Revoke every QUIC client certificate issued to a county (a stolen county PC): the
+    /// acknowledgement server refuses them from then on. Issue a new bundle with `receiver`.
+    RevokeReceiver {
+        /// The uplink's key directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The county's six-digit division code.
+        #[arg(long)]
+        id: String,
+    },
     /// Revoke signing keys by serial: the root (which must be in DIR for this) signs a new
     /// revocation list; the running daemon airs it and counties refuse those keys from then on.
     Revoke {
@@ -462,6 +472,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Keys { command: KeysCommand::Receiver { dir, id, out } } => {
             keys::receiver(&dir, &id, &out)?;
             println!("bundle for county {id} written to {}", out.display());
+        }
+        Command::Keys { command: KeysCommand::RevokeReceiver { dir, id } } => {
+            let count = keys::revoke_receiver(&dir, &id)?;
+            println!("revoked {count} client certificate(s) of county {id}");
         }
         Command::Keys { command: KeysCommand::Revoke { dir, serials } } => {
             let (sequence, revoked) = keys::revoke(&dir, &serials, unix_secs())?;

@@ -104,11 +104,12 @@ fn start_acks(config: &UplinkConfig, stop: Arc<AtomicBool>) -> Result<Option<Rec
     let keys = &config.keys_dir;
     let tls = acks::server_config(&keys.join(keys::CA_CERT_FILE), &keys.join(keys::UPLINK_CERT_FILE), &keys.join(keys::UPLINK_KEY_FILE))?;
     let (tx, rx) = std::sync::mpsc::sync_channel(acks::PENDING_FEEDBACK_MAX);
+    let revoked = Arc::new(acks::RevokedClients::new(keys.join(keys::REVOKED_RECEIVERS_FILE)));
     std::thread::Builder::new()
         .name("acks".into())
         .spawn(move || match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
             Ok(runtime) => {
-                if let Err(error) = runtime.block_on(acks::serve(acks.listen, tls, tx, stop)) {
+                if let Err(error) = runtime.block_on(acks::serve(acks.listen, tls, tx, revoked, stop)) {
                     warn!(%error, "acknowledgement server stopped");
                 }
             }
