@@ -1,0 +1,239 @@
+//! Shared fixtures of the benchmarks: keys, payloads, the uplink's `prepare` step done with
+//! protocol types, and datagram streams produced by the real broadcast machine.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use criterion::Criterion;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use satcast_protocol::broadcast::{
+    AirPlan, BlockSource, BroadcastConfig, BroadcastEvent, Broadcaster, Delivery, NewObject, Priority,
+};
+use satcast_protocol::fec::{self, Oti};
+use satcast_protocol::manifest::{Compression, Kind, Manifest};
+use satcast_protocol::trust::{NetworkKey, RootKey, SigningKey};
+
+/// The symbol size of a 1500-byte MTU (`wire::symbol_size_for_mtu(1500)`).
+pub const SYMBOL_SIZE: u16 = 1436;
+/// The object size of the pipeline benchmarks.
+pub const OBJECT_BYTES: usize = 16 * 1024 * 1024;
+/// The loss rate the carousel pass is sized for, and the loss the receiver benchmark applies.
+pub const LOSS: f64 = 0.05;
+/// A link rate so high that the pacer never holds a datagram back: 1 Pbit/s.
+pub const LINK_RATE_UNPACED: u64 = 1_000_000_000_000_000;
+/// The county every benchmark receiver is.
+pub const COUNTY: &str = "410102";
+/// The object id of every benchmark object.
+pub const OBJECT_ID: u64 = 0x5a7c_a570_0000_0001;
+
+const SEED: u64 = 20_240_601;
+
+/// Criterion settings for a machine of 2 shared cores: few samples, short windows.
+pub fn criterion() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .without_plots()
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A root key, a certified signing key (rebuilt on demand: it is not `Clone`) and the
+/// network key, all from a fixed seed.
+pub struct Keys {
+    pub root: RootKey,
+    pub network: NetworkKey,
+    valid_from: u64,
+}
+
+impl Keys {
+    pub fn new() -> Keys {
+        let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+        let root = RootKey::generate(&mut rng);
+        let network = NetworkKey::generate(&mut rng);
+        Keys { root, network, valid_from: now_unix_secs() - 60 }
+    }
+
+    /// The same signing key every time.
+    pub fn signing(&self) -> SigningKey {
+        let mut rng = ChaCha8Rng::seed_from_u64(SEED ^ 1);
+        SigningKey::generate(&mut rng, &self.root, 1, self.valid_from, self.valid_from + 86_400)
+    }
+}
+
+/// `len` random bytes from a fixed seed.
+pub fn payload(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    ChaCha8Rng::seed_from_u64(SEED ^ 2).fill_bytes(&mut bytes);
+    bytes
+}
+
+/// The OTI the uplink chooses for an object of `len` bytes (`uplink.toml` defaults).
+pub fn oti_for(len: usize) -> Oti {
+    Oti::new_for_object(len as u64, SYMBOL_SIZE, fec::DEFAULT_BLOCK_BYTES_MAX).expect("oti")
+}
+
+/// One carousel pass sized for [`LOSS`]: what the broadcast machine airs for the object.
+pub fn delivery() -> Delivery {
+    Delivery::Carousel(AirPlan { target_loss: LOSS, passes: 1 })
+}
+
+/// DATA symbols the broadcast machine airs for one pass over an object with this OTI.
+pub fn symbols_per_pass(oti: &Oti) -> u64 {
+    fec::blocks(oti)
+        .iter()
+        .map(|b| u64::from(satcast_protocol::broadcast::symbols_for_loss(b.source_symbols, LOSS)))
+        .sum()
+}
+
+/// Reads block bytes from the payload file with positioned reads, as the uplink's
+/// `prepare::FileSource` does.
+pub struct FileSource(pub File);
+
+impl BlockSource for FileSource {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+}
+
+/// Serves block bytes from memory.
+pub struct MemorySource(pub Vec<u8>);
+
+impl BlockSource for MemorySource {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let start = usize::try_from(offset).map_err(io::Error::other)?;
+        let bytes = self.0.get(start..start + buf.len()).ok_or_else(|| io::Error::other("read past the end"))?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// The manifest of `payload`, as the uplink builds it.
+pub fn manifest_for(payload: &[u8], oti: &Oti) -> Manifest {
+    let block_hashes = fec::blocks(oti)
+        .iter()
+        .map(|b| fec::block_hash(&payload[b.offset as usize..(b.offset + b.len) as usize]))
+        .collect();
+    let now = now_unix_secs();
+    Manifest {
+        object_id: OBJECT_ID,
+        kind: Kind::Software,
+        name: "bench.bin".into(),
+        version: 1,
+        size_bytes: payload.len() as u64,
+        compression: Compression::None,
+        oti: oti.encode(),
+        object_hash: *blake3::hash(payload).as_bytes(),
+        block_hashes,
+        targets: vec!["41".into()],
+        created_unix_secs: now,
+        expires_unix_secs: now + 3600,
+    }
+}
+
+/// The uplink's `prepare::prepare`, step for step, with protocol types: open the queued
+/// file, choose the OTI, read and hash every block and the whole payload, sign the manifest,
+/// and wrap the open file as the block source.
+pub fn prepare_file(path: &Path, signing: &SigningKey) -> NewObject {
+    let mut file = File::open(path).expect("open payload");
+    let size_bytes = file.metadata().expect("metadata").len();
+    let oti = Oti::new_for_object(size_bytes, SYMBOL_SIZE, fec::DEFAULT_BLOCK_BYTES_MAX).expect("oti");
+    let mut object_hasher = blake3::Hasher::new();
+    let mut block_hashes = Vec::new();
+    for block in fec::blocks(&oti) {
+        let mut data = vec![0u8; block.len as usize];
+        file.read_exact(&mut data).expect("read payload");
+        object_hasher.update(&data);
+        block_hashes.push(fec::block_hash(&data));
+    }
+    let now = now_unix_secs();
+    let manifest = Manifest {
+        object_id: OBJECT_ID,
+        kind: Kind::Software,
+        name: "bench.bin".into(),
+        version: 1,
+        size_bytes,
+        compression: Compression::None,
+        oti: oti.encode(),
+        object_hash: *object_hasher.finalize().as_bytes(),
+        block_hashes,
+        targets: vec!["41".into()],
+        created_unix_secs: now,
+        expires_unix_secs: now + 3600,
+    };
+    let signed_manifest = signing.sign_manifest(&manifest).expect("sign").to_bytes();
+    new_object(manifest, signed_manifest, Box::new(FileSource(file)))
+}
+
+/// A carousel object for the broadcast machine.
+pub fn new_object(manifest: Manifest, signed_manifest: Vec<u8>, source: Box<dyn BlockSource>) -> NewObject {
+    NewObject {
+        manifest,
+        signed_manifest,
+        source,
+        priority: Priority::Normal,
+        not_before: None,
+        deadline: None,
+        delivery: delivery(),
+        resume: None,
+    }
+}
+
+/// A broadcast machine with pacing effectively off.
+pub fn unpaced_broadcaster(keys: &Keys) -> Broadcaster {
+    let config = BroadcastConfig { link_rate_bits_per_sec: LINK_RATE_UNPACED, ..BroadcastConfig::default() };
+    Broadcaster::new(Instant::now(), config, keys.network.clone(), keys.signing())
+}
+
+/// Drives the machine in real time until its carousel pass is over, handing every
+/// datagram to `send`. Returns the DATA datagrams seen (by `send`'s count).
+pub fn air(broadcaster: &mut Broadcaster, mut send: impl FnMut(&[u8])) {
+    let mut buf = Vec::with_capacity(1500);
+    // Bounded: one pass of a 16 MiB object is about 12,500 datagrams; a stall is a bug.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        while broadcaster.poll_transmit(Instant::now(), now_unix_ms(), &mut buf) {
+            send(&buf);
+        }
+        let mut finished = false;
+        while let Some(event) = broadcaster.poll_event() {
+            match event {
+                BroadcastEvent::CarouselFinished { .. } => finished = true,
+                BroadcastEvent::SourceFailed { error, .. } => panic!("source failed: {error}"),
+                _ => {}
+            }
+        }
+        if finished || broadcaster.airing().is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the broadcast machine stalled");
+    }
+}
+
+/// Every datagram of one carousel pass over `payload`, as the broadcast machine emits them.
+pub fn datagrams_for(keys: &Keys, payload: &[u8]) -> Vec<Vec<u8>> {
+    let oti = oti_for(payload.len());
+    let manifest = manifest_for(payload, &oti);
+    let signed_manifest = keys.signing().sign_manifest(&manifest).expect("sign").to_bytes();
+    let mut broadcaster = unpaced_broadcaster(keys);
+    broadcaster
+        .add_object(Instant::now(), new_object(manifest, signed_manifest, Box::new(MemorySource(payload.to_vec()))))
+        .expect("add object");
+    let mut out = Vec::new();
+    air(&mut broadcaster, |d| out.push(d.to_vec()));
+    out
+}
