@@ -3,9 +3,10 @@
 #
 #   bash fuzz/smoke.sh                  # every target, FUZZ_SECONDS (15) each
 #   FUZZ_SECONDS=60 bash fuzz/smoke.sh reception wire_sealed
+#   FUZZ_BUILD_ARGS=--no-default-features bash fuzz/smoke.sh   # protocol targets only
 #
-# Builds the fuzz crate once (cargo fuzz build: release, debug assertions and overflow checks,
-# AddressSanitizer), then runs each target for FUZZ_SECONDS seconds starting from its seeds
+# Builds the fuzz crate once (cargo fuzz build -O: release with AddressSanitizer, debug
+# assertions and overflow checks as fuzz/Cargo.toml's release profile says), then runs each target for FUZZ_SECONDS seconds starting from its seeds
 # (fuzz/corpus/<target>/) and its saved crashes (fuzz/regressions/<target>/), which libFuzzer
 # replays first. New coverage goes to fuzz/work/ (ignored by git), never into the committed
 # corpus. Exits non-zero if any target crashes, times out or runs out of memory, and prints
@@ -20,6 +21,8 @@ root=$PWD
 export RUSTC_BOOTSTRAP=1
 export CARGO_TERM_COLOR=never
 seconds=${FUZZ_SECONDS:-15}
+# -O: the release profile of fuzz/Cargo.toml decides where debug assertions are on.
+read -r -a build_args <<<"-O ${FUZZ_BUILD_ARGS:-}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
@@ -27,13 +30,17 @@ fi
 cargo fuzz --version
 
 build_start=$(date +%s)
-cargo fuzz build
+cargo fuzz build "${build_args[@]}"
 echo "fuzz: built every target in $(( $(date +%s) - build_start )) s"
 
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
     mapfile -t targets < <(cargo fuzz list)
+    if [[ " ${build_args[*]} " == *" --no-default-features "* ]]; then
+        # The config targets need the default "config" feature.
+        mapfile -t targets < <(printf '%s\n' "${targets[@]}" | grep -v '_config$')
+    fi
 fi
 
 work=$root/fuzz/work
@@ -50,7 +57,7 @@ for target in "${targets[@]}"; do
     log=$work/$target.log
     start=$(date +%s)
     # -timeout: an input that runs for 10 s is a hang, and a bug like a crash.
-    if cargo fuzz run "$target" "${corpora[@]}" -- \
+    if cargo fuzz run "${build_args[@]}" "$target" "${corpora[@]}" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         >"$log" 2>&1; then
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)

@@ -17,7 +17,8 @@ use std::path::Path;
 use satcast_fuzz::harness::{self, op};
 use satcast_protocol::feedback::{Feedback, FeedbackMessage};
 use satcast_protocol::fec::Oti;
-use satcast_protocol::trust::Heartbeat;
+use satcast_protocol::trust::{Heartbeat, Revocation};
+use satcast_protocol::wire;
 
 /// The fenced ```` ```hex name ```` and ```` ```text name ```` blocks of the document.
 fn vectors() -> BTreeMap<String, (bool, String)> {
@@ -150,6 +151,18 @@ fn main() {
     write("heartbeat", "vector", &heartbeat[14..heartbeat.len() - 16]);
     let fresh = harness::keys().signing.sign_heartbeat(Heartbeat { sequence: 1, uplink_time_unix_ms: 0 });
     write("heartbeat", "sequence-1", &fresh.to_bytes());
+    // Revocation lists (the document has no vector yet): signed by the fixed root.
+    let root = &harness::keys().root;
+    let revoke = |sequence, revoked_serials| {
+        root.sign_revocation(Revocation { sequence, issued_unix_secs: harness::NOW_UNIX_SECS, revoked_serials })
+            .expect("sign revocation")
+            .to_bytes()
+    };
+    write("revocation", "serials-2-3", &revoke(1, vec![2, 3]));
+    write("revocation", "empty", &revoke(2, vec![]));
+    let mut datagram = Vec::new();
+    wire::write_revocation(&mut datagram, &harness::keys().network, &revoke(1, vec![2, 3]));
+    write("wire_parse", "revocation-datagram", &datagram);
     write("oti", "vector", &hex(&vectors, "oti"));
     for (name, f, t, b) in [("mtu-1500", 10_000_000, 1436, 16 << 20), ("largest", 255 * 56_403 * 8, 8, 56_403 * 8)] {
         let oti = Oti::new_for_object(f, t, b).expect("seed oti");
@@ -248,9 +261,21 @@ fn main() {
     hostile.u8(op::HEARTBEAT).u8(1).chunk(&[0; 40]);
     hostile.u8(op::DELIVERED).u8(2).u8(0).u8(7).u8(1);
     good_manifest(&mut hostile, 11, 300, 1, 4, 0); // divisions.csv version 3 < delivered 7
+    hostile.u8(op::REVOCATION).u8(0).u8(1).u8(2).u8(1); // serial 2 revoked, sequence 1
+    hostile.u8(op::REVOCATION).u8(1).chunk(&[7; 30]); // garbage
+    hostile.u8(op::RESTORE_REVOCATIONS).u8(0).u8(0);
     hostile.u8(op::TIME).u8(0).u16(1000).u32(1_000_000);
     hostile.u8(op::TICK).u8(1);
     check_reception("hostile", &hostile.0, |c| c.accepted == 1 && c.rejected >= 2 && c.poisoned >= 1 && c.heartbeats == 1);
+
+    let mut revoked = Bytes::default();
+    revoked.u8(1).u8(5).u8(5).u8(4);
+    good_manifest(&mut revoked, 3, 500, 3, 8, 0);
+    burst(&mut revoked, 0, 0, 3);
+    revoked.u8(op::REVOCATION).u8(0).u8(2).u8(1).u8(3).u8(1); // serials 1 and 3: the key in use
+    burst(&mut revoked, 0, 3, 8); // too late: the object was dropped
+    good_manifest(&mut revoked, 4, 500, 3, 8, 0); // refused: signed by a revoked key
+    check_reception("revoked", &revoked.0, |c| c.accepted == 1 && c.completed == 0 && c.rejected >= 2);
 
     // Configs: the annotated examples, and a unicast receiver.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

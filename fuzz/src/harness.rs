@@ -24,8 +24,8 @@ use satcast_protocol::reception::{
     ReceptionStore,
 };
 use satcast_protocol::trust::{
-    self, Accepted, Heartbeat, KeyCertificate, NetworkKey, RootKey, RootPublicKey,
-    SignedHeartbeat, SignedManifest, SigningKey,
+    self, Accepted, Heartbeat, KeyCertificate, NetworkKey, Revocation, RootKey, RootPublicKey,
+    SignedHeartbeat, SignedManifest, SignedRevocation, SigningKey,
 };
 use satcast_protocol::wire::{self, Body, Datagram, ManifestAssembler};
 
@@ -37,6 +37,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("manifest", manifest),
     ("parse_targets", parse_targets),
     ("signed_manifest", signed_manifest),
+    ("revocation", revocation),
     ("certificate", certificate),
     ("heartbeat", heartbeat),
     ("key_text", key_text),
@@ -86,6 +87,8 @@ pub fn vector_manifest() -> Manifest {
 pub struct Keys {
     /// The network key every datagram is tagged with.
     pub network: NetworkKey,
+    /// The root key, to sign revocation lists.
+    pub root: RootKey,
     /// Its public half, pinned by the receivers under test.
     pub root_public: RootPublicKey,
     /// The certified signing key.
@@ -118,7 +121,7 @@ pub fn keys() -> &'static Keys {
             &certificate.to_text(),
         )
         .expect("signing key text");
-        Keys { network, root_public, signing, signing_raw }
+        Keys { network, root, root_public, signing, signing_raw }
     })
 }
 
@@ -232,6 +235,11 @@ fn check_datagram(bytes: &[u8], datagram: &Datagram<'_>) {
             wire::write_heartbeat(&mut out, key, signed);
         }
         Body::Round { round } => wire::write_round(&mut out, key, datagram.object_id, *round),
+        Body::Revocation(signed) => {
+            assert_eq!(datagram.object_id, 0, "revocation with an object id");
+            assert!(!signed.is_empty(), "empty revocation");
+            wire::write_revocation(&mut out, key, signed);
+        }
     }
     assert_eq!(out, bytes, "parsed datagram does not write back to the same bytes");
 }
@@ -331,6 +339,36 @@ pub fn signed_manifest(data: &[u8]) {
         if let (Ok(verified), Ok(decoded)) = (verified, decoded) {
             assert_eq!(verified, decoded);
         }
+    }
+}
+
+/// `SignedRevocation::from_bytes` + `verify` (canonical, within its bounds, agreeing with
+/// `verify_revocation`); the signer-serial peeks on the same bytes; and the input's revocation
+/// list re-signed by the genuine root, which verifies exactly when it is within its bounds.
+pub fn revocation(data: &[u8]) {
+    let root = &keys().root_public;
+    let both = trust::verify_revocation(data, root);
+    let _ = trust::manifest_signer_serial(data);
+    let _ = trust::heartbeat_signer_serial(data);
+    let Ok(signed) = SignedRevocation::from_bytes(data) else {
+        assert!(both.is_err());
+        return;
+    };
+    assert_eq!(signed.to_bytes(), data, "accepted revocation is not canonical");
+    let one = signed.verify(root);
+    assert_eq!(one.is_ok(), both.is_ok());
+    if let Ok(list) = one {
+        assert!(list.revoked_serials.len() <= trust::REVOKED_SERIALS_MAX);
+    }
+    let list = signed.revocation;
+    let within = list.revoked_serials.len() <= trust::REVOKED_SERIALS_MAX;
+    match keys().root.sign_revocation(list.clone()) {
+        Ok(resigned) => {
+            assert!(within);
+            let bytes = resigned.to_bytes();
+            assert_eq!(trust::verify_revocation(&bytes, root).expect("genuine revocation"), list);
+        }
+        Err(_) => assert!(!within),
     }
 }
 
@@ -583,8 +621,13 @@ pub mod op {
     pub const TICK: u8 = 8;
     /// The driver restores a delivered (kind, name) from durable state.
     pub const DELIVERED: u8 = 9;
+    /// A revocation list signed by the genuine root (sometimes naming the signing key in use,
+    /// serial 1), or a sealed raw revocation body.
+    pub const REVOCATION: u8 = 10;
+    /// The driver restores a revocation list from durable state.
+    pub const RESTORE_REVOCATIONS: u8 = 11;
     /// How many operations there are.
-    pub const OP_COUNT: u8 = 10;
+    pub const OP_COUNT: u8 = 12;
 }
 
 /// Names the manifest operation picks from: good ones and ones the manifest rules refuse.
@@ -600,12 +643,21 @@ struct Object {
 }
 
 impl Object {
-    /// The genuine symbol `esi` of block `sbn` (empty if the OTI was mangled out of use).
+    /// The genuine symbol `esi` of block `sbn` (empty if there is no such block).
     fn symbol(&mut self, sbn: u8, esi: u32) -> Vec<u8> {
         let mut out = Vec::new();
         let Some(slot) = self.encoders.get_mut(usize::from(sbn)) else { return out };
+        let Ok(block) = self.oti.block(sbn) else { return out };
+        if esi < block.source_symbols {
+            // A source symbol is the padded block's bytes: no encoder needed.
+            let t = usize::from(self.oti.symbol_size);
+            let start = block.offset as usize + esi as usize * t;
+            let end = (block.offset + block.len) as usize;
+            out.extend_from_slice(&self.payload[start.min(end)..(start + t).min(end)]);
+            out.resize(t, 0);
+            return out;
+        }
         if slot.is_none() {
-            let Ok(block) = self.oti.block(sbn) else { return out };
             let data = &self.payload[block.offset as usize..(block.offset + block.len) as usize];
             *slot = BlockEncoder::new(&self.oti, sbn, data).ok();
         }
@@ -657,6 +709,9 @@ struct Sim {
     objects: Vec<Object>,
     /// Every manifest signed so far: nothing else may ever be accepted or completed.
     signed: Vec<Manifest>,
+    /// Whether the machine's revocation list names the signing key (serial 1): then nothing
+    /// may be accepted, verified or completed.
+    revoked_ours: bool,
     buf: Vec<u8>,
 }
 
@@ -909,6 +964,29 @@ impl Sim {
         self.rec.set_delivered(kind, name, Accepted { version, object_id });
     }
 
+    fn revocation(&mut self, input: &mut Input<'_>) {
+        let mode = input.u8();
+        if mode & 1 == 0 {
+            let count = usize::from(input.u8() % 4);
+            let revoked_serials = (0..count).map(|_| u64::from(input.u8() % 4)).collect();
+            let list = Revocation { sequence: u64::from(input.u8() % 8), issued_unix_secs: self.wall, revoked_serials };
+            let Ok(signed) = keys().root.sign_revocation(list) else { return };
+            wire::write_revocation(&mut self.buf, &keys().network, &signed.to_bytes());
+        } else {
+            let body = input.chunk(1200).to_vec();
+            wire::write_revocation(&mut self.buf, &keys().network, &body);
+        }
+        self.send_buf();
+    }
+
+    fn restore_revocations(&mut self, input: &mut Input<'_>) {
+        let sequence = u64::from(input.u8() % 8);
+        let count = usize::from(input.u8() % 4);
+        let serials: Vec<u64> = (0..count).map(|_| u64::from(input.u8() % 4)).collect();
+        self.rec.set_revocations(sequence, &serials);
+        self.revoked_ours = serials.contains(&keys().signing.certificate().body.serial);
+    }
+
     /// What the uplink does with each message: it must be able to read everything a
     /// receiver sends.
     fn send_feedback(&mut self) {
@@ -933,11 +1011,13 @@ impl Sim {
             match event {
                 ReceptionEvent::Accepted { manifest } => {
                     self.counts.accepted += 1;
+                    assert!(!self.revoked_ours, "accepted a manifest signed by a revoked key");
                     assert!(self.signed.contains(&*manifest), "accepted a manifest never signed");
                     assert!(manifest.targets_code(COUNTY_CODE), "accepted a manifest for another county");
                 }
                 ReceptionEvent::Complete { manifest } => {
                     self.counts.completed += 1;
+                    assert!(!self.revoked_ours, "completed an object signed by a revoked key");
                     assert!(self.signed.contains(&*manifest), "completed a manifest never signed");
                     if !self.stores.counting {
                         let stored = self.stores.memory.object(manifest.object_id).unwrap_or_default();
@@ -951,7 +1031,13 @@ impl Sim {
                     self.rec.mark_delivered(&manifest);
                 }
                 ReceptionEvent::Rejected { .. } => self.counts.rejected += 1,
-                ReceptionEvent::BlockVerified { .. } => self.counts.blocks_verified += 1,
+                ReceptionEvent::BlockVerified { .. } => {
+                    self.counts.blocks_verified += 1;
+                    assert!(!self.revoked_ours, "verified a block of an object signed by a revoked key");
+                }
+                ReceptionEvent::RevocationsUpdated { revoked_serials, .. } => {
+                    self.revoked_ours = revoked_serials.contains(&keys().signing.certificate().body.serial);
+                }
                 ReceptionEvent::BlockPoisoned { .. } | ReceptionEvent::ObjectPoisoned { .. } => self.counts.poisoned += 1,
                 ReceptionEvent::Heartbeat { .. } => self.counts.heartbeats += 1,
                 _ => {}
@@ -963,9 +1049,10 @@ impl Sim {
 /// The reception machine fed a sequence of operations (see [`op`]) chosen by the input:
 /// raw datagrams, datagrams sealed with the network key, manifests signed with the genuine
 /// key (good ones and ones every check should refuse), genuine and corrupted symbols,
-/// heartbeats, ROUND markers, time, ticks and restored state. After every operation the
+/// heartbeats, ROUND markers, revocation lists, time, ticks and restored state. After every operation the
 /// driver's work is done and checked: no panic, every queue within its bound, nothing
-/// accepted or completed that was not signed, completed objects exactly right, every
+/// accepted or completed that was not signed (or whose key is revoked), completed objects
+/// exactly right, every
 /// feedback message readable by the uplink, at most `partial_objects_max` partial objects.
 pub fn reception(data: &[u8]) {
     let _ = reception_with_memory(data, &|| None);
@@ -996,6 +1083,7 @@ pub fn reception_with_memory(data: &[u8], live_bytes: &dyn Fn() -> Option<usize>
         objects: Vec::new(),
         // The vector seeds carry the genuine signed manifest of docs/protocol.md 12.7.
         signed: vec![vector_manifest()],
+        revoked_ours: false,
         buf: Vec::new(),
     };
     for _ in 0..RECEPTION_OPS_MAX {
@@ -1016,6 +1104,8 @@ pub fn reception_with_memory(data: &[u8], live_bytes: &dyn Fn() -> Option<usize>
             op::TIME => sim.time(&mut input),
             op::TICK => sim.tick(&mut input),
             op::DELIVERED => sim.delivered(&mut input),
+            op::REVOCATION => sim.revocation(&mut input),
+            op::RESTORE_REVOCATIONS => sim.restore_revocations(&mut input),
             _ => unreachable!("operations are taken modulo OP_COUNT"),
         }
         sim.drain_events();

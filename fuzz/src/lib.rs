@@ -2,6 +2,7 @@
 //! libFuzzer; the regression tests replay the corpus and the saved crashes through the same
 //! functions without libFuzzer (see README.md in this directory).
 
+#[cfg(feature = "config")]
 pub mod config;
 pub mod harness;
 
@@ -9,7 +10,11 @@ use std::path::{Path, PathBuf};
 
 /// Every target, protocol and config, by name.
 pub fn targets() -> impl Iterator<Item = (&'static str, fn(&[u8]))> {
-    harness::TARGETS.iter().chain(config::TARGETS).copied()
+    #[cfg(feature = "config")]
+    let config = config::TARGETS;
+    #[cfg(not(feature = "config"))]
+    let config: &[(&str, fn(&[u8]))] = &[];
+    harness::TARGETS.iter().chain(config).copied()
 }
 
 /// The files of `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/`, sorted.

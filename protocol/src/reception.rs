@@ -50,6 +50,11 @@ pub const COMPLETED_REMEMBERED_MAX: usize = 4096;
 /// manifest costs nothing: about two seconds at 80 Mbit/s, twice the manifest interval.
 /// Only datagrams with a valid tag get here; the oldest are dropped beyond this.
 pub const EARLY_SYMBOL_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// The most symbols kept for objects whose manifest has not arrived yet, whatever their
+/// size: tiny forged symbols must not turn the byte bound into millions of entries.
+pub const EARLY_SYMBOLS_MAX: usize = 16_384;
+/// Bytes each early symbol is charged beyond its own: the entry and its allocation.
+const EARLY_ENTRY_OVERHEAD_BYTES: usize = 64;
 /// The most feedback messages waiting for the driver; the oldest progress reports are
 /// dropped beyond it (the next round asks again).
 pub const FEEDBACK_QUEUE_MAX: usize = 1024;
@@ -292,7 +297,8 @@ pub struct Reception {
     config: ReceptionConfig,
     assembler: ManifestAssembler,
     incoming: BTreeMap<u64, Incoming>,
-    rejected: VecDeque<([u8; 8], Instant)>,
+    /// Refused manifests: (object id in the datagram header, digest, when).
+    rejected: VecDeque<(u64, [u8; 8], Instant)>,
     /// Completed objects and their hashes, so a repeated ROUND marker re-sends Complete.
     completed: VecDeque<(u64, [u8; 32])>,
     feedback: VecDeque<Feedback>,
@@ -528,7 +534,8 @@ impl Reception {
                         return;
                     }
                 }
-                if self.rejected.iter().any(|(d, at)| *d == fragment.digest && now.saturating_duration_since(*at) < REJECTED_REMEMBER_FOR) {
+                let object_id = datagram.object_id;
+                if self.rejected.iter().any(|(id, d, at)| *id == object_id && *d == fragment.digest && now.saturating_duration_since(*at) < REJECTED_REMEMBER_FOR) {
                     return;
                 }
                 if let Some(signed) = self.assembler.add(datagram.object_id, fragment) {
@@ -576,7 +583,12 @@ impl Reception {
             Ok(heartbeat) => {
                 let fresh = self.last_heartbeat.is_none_or(|(last_ms, _)| heartbeat.uplink_time_unix_ms > last_ms);
                 if fresh {
-                    self.last_heartbeat = Some((heartbeat.uplink_time_unix_ms, now));
+                    // Its age counts from when the uplink signed it, not from when it arrived:
+                    // a heartbeat captured earlier and replayed after a reboot (when the
+                    // receiver has forgotten the last one) shows as old, as it is.
+                    let age_at_arrival = Duration::from_millis((wall_unix_secs * 1000).saturating_sub(heartbeat.uplink_time_unix_ms));
+                    let signed_at = now.checked_sub(age_at_arrival).unwrap_or(now);
+                    self.last_heartbeat = Some((heartbeat.uplink_time_unix_ms, signed_at));
                     self.push(ReceptionEvent::Heartbeat {
                         sequence: heartbeat.sequence,
                         uplink_time_unix_ms: heartbeat.uplink_time_unix_ms,
@@ -589,12 +601,17 @@ impl Reception {
         }
     }
 
+    /// Refuses a manifest. The refusal is remembered for this (object id, digest) only, so
+    /// a genuine manifest an insider re-tagged under another object id cannot block the
+    /// genuine one; a passing refusal (too many partial objects) is not remembered at all.
     fn reject(&mut self, now: Instant, object_id: u64, digest: [u8; 8], reason: RejectReason) {
-        if self.rejected.len() >= REJECTED_REMEMBERED_MAX {
-            self.rejected.pop_front();
+        if !matches!(reason, RejectReason::TooManyPartial(_)) {
+            if self.rejected.len() >= REJECTED_REMEMBERED_MAX {
+                self.rejected.pop_front();
+            }
+            self.rejected.retain(|(id, d, _)| !(*id == object_id && *d == digest));
+            self.rejected.push_back((object_id, digest, now));
         }
-        self.rejected.retain(|(d, _)| *d != digest);
-        self.rejected.push_back((digest, now));
         self.push(ReceptionEvent::Rejected { object_id, reason });
     }
 
@@ -617,7 +634,7 @@ impl Reception {
         if let Err(error) = trust::check_acceptance(&manifest, &self.config.county_code, wall_unix_secs, accepted) {
             // A genuine manifest for this county that it must refuse: tell the uplink, so
             // it does not wait for this county. Untargeted ones are none of its business.
-            if !matches!(error, TrustError::NotTargeted) && !self.rejected.iter().any(|(d, _)| *d == digest) {
+            if !matches!(error, TrustError::NotTargeted) && !self.rejected.iter().any(|(id, d, _)| *id == object_id && *d == digest) {
                 self.send_feedback(FeedbackMessage::Rejected { object_id, reason: error.to_string() });
             }
             return self.reject(now, object_id, digest, error.into());
@@ -678,7 +695,7 @@ impl Reception {
         // Symbols that came before the manifest now count.
         let (early, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.early).into_iter().partition(|e| e.0 == object_id);
         self.early = rest;
-        self.early_bytes = self.early.iter().map(|e| e.3.len()).sum();
+        self.early_bytes = self.early.iter().map(|e| e.3.len() + EARLY_ENTRY_OVERHEAD_BYTES).sum();
         for (_, sbn, esi, symbol) in early {
             self.handle_symbol(now, object_id, sbn, esi, &symbol, store);
         }
@@ -687,11 +704,12 @@ impl Reception {
     fn handle_symbol(&mut self, now: Instant, object_id: u64, sbn: u8, esi: u32, symbol: &[u8], store: &mut dyn ReceptionStore) {
         let Some(inc) = self.incoming.get_mut(&object_id) else {
             if !self.is_completed(object_id) && symbol.len() <= usize::from(fec::SYMBOL_SIZE_MAX) {
-                while self.early_bytes + symbol.len() > EARLY_SYMBOL_BYTES_MAX {
+                let cost = symbol.len() + EARLY_ENTRY_OVERHEAD_BYTES;
+                while self.early_bytes + cost > EARLY_SYMBOL_BYTES_MAX || self.early.len() >= EARLY_SYMBOLS_MAX {
                     let Some(oldest) = self.early.pop_front() else { break };
-                    self.early_bytes -= oldest.3.len();
+                    self.early_bytes -= oldest.3.len() + EARLY_ENTRY_OVERHEAD_BYTES;
                 }
-                self.early_bytes += symbol.len();
+                self.early_bytes += cost;
                 self.early.push_back((object_id, sbn, esi, symbol.to_vec()));
             } else {
                 self.stats.symbols_ignored += 1;

@@ -123,6 +123,11 @@ fn signed_manifest() {
 }
 
 #[test]
+fn revocation() {
+    replay("revocation");
+}
+
+#[test]
 fn certificate() {
     replay("certificate");
 }
@@ -168,4 +173,6 @@ fn reception_seeds_reach_deep_states() {
     assert_eq!((vectors.accepted, vectors.heartbeats), (1, 1), "{vectors:?}");
     let hostile = harness::reception_with_memory(&seed("hostile"), &|| None);
     assert!(hostile.rejected >= 2 && hostile.poisoned >= 1, "{hostile:?}");
+    let revoked = harness::reception_with_memory(&seed("revoked"), &|| None);
+    assert_eq!((revoked.accepted, revoked.completed), (1, 0), "{revoked:?}");
 }

@@ -6,6 +6,11 @@
 //! (hex wrapped at 32 bytes per line), and parses each block back with our parsers,
 //! asserting the field values the document states. A mismatch prints the regenerated block.
 //!
+//! Beyond the bytes, the tests drive a [`Reception`] machine with the documented datagrams
+//! and check the behaviour the document states: revocation lists must be newer to count and
+//! drop what a revoked key signed, and the feedback vectors are exactly what a receiver
+//! sends after the ROUND vector and after delivering the object.
+//!
 //! After a deliberate change to the wire format, print every block for pasting into the
 //! document with
 //!
@@ -14,12 +19,18 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use satcast_protocol::fec::{self, BlockEncoder, Oti};
+use satcast_protocol::feedback::{
+    FEEDBACK_BYTES_MAX, FEEDBACK_VERSION, Feedback, FeedbackError, FeedbackMessage, NEEDS_MAX, TEXT_BYTES_MAX,
+};
 use satcast_protocol::manifest::{Compression, Kind, Manifest};
+use satcast_protocol::reception::{MemoryStore, Reception, ReceptionConfig, ReceptionEvent, RejectReason};
 use satcast_protocol::trust::{
     self, CERTIFICATE_CONTEXT, HEARTBEAT_CONTEXT, Heartbeat, KeyCertificate, MANIFEST_CONTEXT,
-    NetworkKey, RootKey, RootPublicKey, SignedHeartbeat, SignedManifest, SigningKey,
+    NetworkKey, REVOCATION_CONTEXT, REVOKED_SERIALS_MAX, Revocation, RootKey, RootPublicKey,
+    SignedHeartbeat, SignedManifest, SignedRevocation, SigningKey, TrustError,
 };
 use satcast_protocol::wire::{self, Body, ManifestAssembler, WireError};
 
@@ -64,9 +75,18 @@ const HEARTBEAT_SEQUENCE: u64 = 42;
 const HEARTBEAT_UPLINK_MS: u64 = 1_750_000_000_123;
 /// The round ended by round-datagram.
 const ROUND: u32 = 1;
+/// The revocation list of revocation-datagram: sequence 3, issued at `NOW_UNIX_SECS`,
+/// revoking serials 2 and 5 (not the vectors' signing key, serial 1).
+const REVOCATION_SEQUENCE: u64 = 3;
+const REVOCATION_ISSUED: u64 = 1_750_000_000;
+const REVOKED_SERIALS: [u64; 2] = [2, 5];
+/// The progress report of feedback-progress: after round 1, block 0 is verified and block 1
+/// holds one of its two source symbols; four DATA symbols of the object arrived.
+const PROGRESS_NEEDS: [u32; 2] = [0, 1];
+const PROGRESS_SYMBOLS_RECEIVED: u64 = 4;
 
 /// Every vector block the document must contain, in document order.
-const EXPECTED_NAMES: [&str; 13] = [
+const EXPECTED_NAMES: [&str; 16] = [
     "key-files",
     "payload",
     "oti",
@@ -80,6 +100,9 @@ const EXPECTED_NAMES: [&str; 13] = [
     "manifest-datagram-2",
     "heartbeat-datagram",
     "round-datagram",
+    "revocation-datagram",
+    "feedback-progress",
+    "feedback-complete",
 ];
 
 fn pattern(first: u8) -> [u8; 32] {
@@ -142,6 +165,47 @@ fn manifest(oti: &Oti) -> Manifest {
         created_unix_secs: MANIFEST_CREATED,
         expires_unix_secs: MANIFEST_EXPIRES,
     }
+}
+
+fn revocation() -> Revocation {
+    Revocation {
+        sequence: REVOCATION_SEQUENCE,
+        issued_unix_secs: REVOCATION_ISSUED,
+        revoked_serials: REVOKED_SERIALS.to_vec(),
+    }
+}
+
+fn progress() -> Feedback {
+    Feedback {
+        county_code: COUNTY_CODE.to_owned(),
+        message: FeedbackMessage::Progress {
+            object_id: OBJECT_ID,
+            round: ROUND,
+            needs: PROGRESS_NEEDS.to_vec(),
+            symbols_received: PROGRESS_SYMBOLS_RECEIVED,
+        },
+    }
+}
+
+fn complete() -> Feedback {
+    Feedback {
+        county_code: COUNTY_CODE.to_owned(),
+        message: FeedbackMessage::Complete { object_id: OBJECT_ID, object_hash: *blake3::hash(PAYLOAD).as_bytes() },
+    }
+}
+
+/// Recomputes the tag of a datagram whose header or body was edited, as a holder of the
+/// network key could.
+fn retag(datagram: &mut [u8]) {
+    let at = datagram.len() - 16;
+    let tag = blake3::keyed_hash(&pattern(0x00), &datagram[..at]);
+    datagram[at..].copy_from_slice(&tag.as_bytes()[..16]);
+}
+
+/// A receiver for county `COUNTY_CODE` pinning the vectors' root, with the report timing
+/// of the daemon (report window 1 s).
+fn receiver(keys: &Keys) -> Reception {
+    Reception::new(ReceptionConfig::new(COUNTY_CODE.to_owned(), keys.root_public, keys.network.clone()))
 }
 
 fn symbol(oti: &Oti, sbn: u8, esi: u32) -> Vec<u8> {
@@ -218,6 +282,12 @@ fn generate() -> Vec<(String, Vector)> {
     let mut datagram = Vec::new();
     wire::write_round(&mut datagram, &keys.network, OBJECT_ID, ROUND);
     out.push(("round-datagram".to_owned(), Vector::Hex(datagram)));
+    let signed_revocation = keys.root.sign_revocation(revocation()).expect("sign revocation").to_bytes();
+    let mut datagram = Vec::new();
+    wire::write_revocation(&mut datagram, &keys.network, &signed_revocation);
+    out.push(("revocation-datagram".to_owned(), Vector::Hex(datagram)));
+    out.push(("feedback-progress".to_owned(), Vector::Hex(progress().to_bytes())));
+    out.push(("feedback-complete".to_owned(), Vector::Hex(complete().to_bytes())));
     out
 }
 
@@ -524,6 +594,11 @@ fn heartbeat_fields() {
     let heartbeat = trust::verify_heartbeat(body, &keys.root_public, NOW_UNIX_SECS).expect("verifies");
     assert_eq!(heartbeat, Heartbeat { sequence: HEARTBEAT_SEQUENCE, uplink_time_unix_ms: HEARTBEAT_UPLINK_MS });
     assert_eq!(SignedHeartbeat::from_bytes(body).expect("canonical").certificate, *keys.signing.certificate());
+    // The object id of a HEARTBEAT must be 0, even under a valid tag.
+    let mut readdressed = datagram.clone();
+    readdressed[6..14].copy_from_slice(&OBJECT_ID.to_be_bytes());
+    retag(&mut readdressed);
+    assert_eq!(wire::parse(&readdressed, &keys.network), Err(WireError::Body { kind: "heartbeat", len: 200 }));
 }
 
 #[test]
@@ -535,6 +610,262 @@ fn round_fields() {
     let parsed = wire::parse(&datagram, &keys.network).expect("round parses");
     assert_eq!(parsed.object_id, OBJECT_ID);
     assert_eq!(parsed.body, Body::Round { round: ROUND });
+    // The body is exactly 4 bytes.
+    for len in [3, 5] {
+        let mut datagram = Vec::new();
+        wire::write_round(&mut datagram, &keys.network, OBJECT_ID, ROUND);
+        datagram.truncate(14);
+        datagram.extend_from_slice(&[0, 0, 0, 1, 0][..len]);
+        datagram.extend_from_slice(&[0; 16]);
+        retag(&mut datagram);
+        assert_eq!(wire::parse(&datagram, &keys.network), Err(WireError::Body { kind: "round", len }));
+    }
+    // Types other than 1 to 5 are refused after the tag.
+    let mut unknown = datagram.clone();
+    unknown[5] = 6;
+    retag(&mut unknown);
+    assert_eq!(wire::parse(&unknown, &keys.network), Err(WireError::Type(6)));
+}
+
+#[test]
+fn revocation_fields() {
+    let keys = keys();
+    let datagram = document_bytes("revocation-datagram");
+    assert_eq!(datagram.len(), 14 + 104 + 16);
+    assert_eq!(&datagram[..14], &[b'S', b'C', b'S', b'T', 1, 5, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let parsed = wire::parse(&datagram, &keys.network).expect("revocation parses");
+    assert_eq!(parsed.object_id, 0);
+    let Body::Revocation(body) = parsed.body else { panic!("not REVOCATION: {parsed:?}") };
+    assert_eq!(body.len(), 104);
+    let mut r = Reader(body);
+    assert_eq!(r.u64(), REVOCATION_SEQUENCE);
+    assert_eq!(r.u64(), REVOCATION_ISSUED);
+    assert_eq!(r.u64(), REVOKED_SERIALS.len() as u64, "serial count");
+    for serial in REVOKED_SERIALS {
+        assert_eq!(r.u64(), serial);
+    }
+    // The root signs the context string followed by the 40-byte canonical Revocation.
+    let message = [REVOCATION_CONTEXT, &body[..40]].concat();
+    let root = ed25519_dalek::VerifyingKey::from_bytes(&keys.root_public.0).expect("root key");
+    root.verify_strict(&message, &ed25519_dalek::Signature::from_slice(r.take(64)).expect("signature"))
+        .expect("root signature");
+    assert!(r.0.is_empty(), "nothing after the signature");
+    assert_eq!(trust::verify_revocation(body, &keys.root_public).expect("verifies"), revocation());
+    assert_eq!(SignedRevocation::from_bytes(body).expect("canonical").revocation, revocation());
+
+    // A list signed by any other key is refused, even one that holds a signing certificate.
+    let not_root = RootKey::from_text(&format!("{} {}", trust::ROOT_SECRET_LABEL, hex::encode(pattern(0x40))))
+        .expect("the signing secret as a key");
+    let forged = not_root.sign_revocation(revocation()).expect("sign").to_bytes();
+    assert!(matches!(trust::verify_revocation(&forged, &keys.root_public), Err(TrustError::BadCertificateSignature)));
+    // The object id of a REVOCATION must be 0.
+    let mut readdressed = datagram.clone();
+    readdressed[6..14].copy_from_slice(&OBJECT_ID.to_be_bytes());
+    retag(&mut readdressed);
+    assert_eq!(wire::parse(&readdressed, &keys.network), Err(WireError::Body { kind: "revocation", len: 104 }));
+    // At most REVOKED_SERIALS_MAX serials, when signing and when verifying.
+    let too_many = Revocation { revoked_serials: (0..=REVOKED_SERIALS_MAX as u64).collect(), ..revocation() };
+    assert!(matches!(keys.root.sign_revocation(too_many.clone()), Err(TrustError::TooManyRevoked { count }) if count == REVOKED_SERIALS_MAX + 1));
+    let unsigned = SignedRevocation { revocation: too_many, root_signature: [0; 64] }.to_bytes();
+    assert!(matches!(trust::verify_revocation(&unsigned, &keys.root_public), Err(TrustError::TooManyRevoked { .. })));
+    // The decoding limit: 24 + 8 * 130 + 64 = 1128 bytes.
+    let longest = SignedRevocation { revocation: Revocation { revoked_serials: vec![7; 130], ..revocation() }, root_signature: [0; 64] };
+    assert_eq!(longest.to_bytes().len(), 1128);
+    assert!(SignedRevocation::from_bytes(&longest.to_bytes()).is_ok());
+    let mut longer = longest.to_bytes();
+    longer.extend_from_slice(&[0; 8]);
+    assert!(SignedRevocation::from_bytes(&longer).is_err());
+}
+
+fn events(county: &mut Reception) -> Vec<ReceptionEvent> {
+    std::iter::from_fn(|| county.poll_event()).collect()
+}
+
+fn air(county: &mut Reception, store: &mut MemoryStore, now: Instant, datagram: &[u8]) {
+    county.handle_datagram(now, NOW_UNIX_SECS, datagram, store);
+}
+
+fn air_manifest(county: &mut Reception, store: &mut MemoryStore, now: Instant) {
+    for i in 0..MANIFEST_FRAGMENTS {
+        air(county, store, now, &document_bytes(&format!("manifest-datagram-{i}")));
+    }
+}
+
+fn revocation_datagram(keys: &Keys, sequence: u64, revoked_serials: Vec<u64>) -> Vec<u8> {
+    let list = Revocation { sequence, issued_unix_secs: REVOCATION_ISSUED, revoked_serials };
+    let mut datagram = Vec::new();
+    wire::write_revocation(&mut datagram, &keys.network, &keys.root.sign_revocation(list).expect("sign").to_bytes());
+    datagram
+}
+
+#[test]
+fn a_receiver_takes_only_newer_lists_and_drops_what_a_revoked_key_signed() {
+    let keys = keys();
+    let mut county = receiver(&keys);
+    let mut store = MemoryStore::default();
+    let now = Instant::now();
+    air_manifest(&mut county, &mut store, now);
+    assert!(events(&mut county).iter().any(|e| matches!(e, ReceptionEvent::Accepted { .. })));
+    air(&mut county, &mut store, now, &document_bytes("revocation-datagram"));
+    let got = events(&mut county);
+    assert!(
+        matches!(got.as_slice(), [ReceptionEvent::RevocationsUpdated { sequence: REVOCATION_SEQUENCE, revoked_serials }] if *revoked_serials == REVOKED_SERIALS),
+        "{got:?}"
+    );
+    assert_eq!(county.progress().len(), 1, "serial 1 is not revoked: the object is still received");
+    // The same list again (it follows every heartbeat), or an older one, is ignored silently.
+    air(&mut county, &mut store, now, &document_bytes("revocation-datagram"));
+    air(&mut county, &mut store, now, &revocation_datagram(&keys, REVOCATION_SEQUENCE - 1, vec![1]));
+    assert!(events(&mut county).is_empty());
+    assert_eq!(county.progress().len(), 1, "an older list cannot revoke anything");
+    // A newer list naming serial 1: the partial object it signed is dropped, its manifests
+    // and heartbeats are refused.
+    air(&mut county, &mut store, now, &revocation_datagram(&keys, REVOCATION_SEQUENCE + 1, vec![1, 2, 5]));
+    let got = events(&mut county);
+    assert!(got.iter().any(|e| matches!(e, ReceptionEvent::Rejected { object_id: OBJECT_ID, reason: RejectReason::Trust(TrustError::KeyRevoked { .. }) })), "{got:?}");
+    assert!(got.iter().any(|e| matches!(e, ReceptionEvent::RevocationsUpdated { sequence: 4, .. })), "{got:?}");
+    assert!(county.progress().is_empty(), "the partial object is dropped");
+    air_manifest(&mut county, &mut store, now);
+    let got = events(&mut county);
+    assert!(got.iter().any(|e| matches!(e, ReceptionEvent::Rejected { reason: RejectReason::Trust(TrustError::KeyRevoked { serial: 1 }), .. })), "{got:?}");
+    air(&mut county, &mut store, now, &document_bytes("heartbeat-datagram"));
+    let got = events(&mut county);
+    assert!(got.iter().any(|e| matches!(e, ReceptionEvent::HeartbeatRejected { reason } if reason.contains("revoked"))), "{got:?}");
+}
+
+#[test]
+fn feedback_progress_fields() {
+    let bytes = document_bytes("feedback-progress");
+    assert_eq!(bytes.len(), 55);
+    assert_eq!(bytes[0], FEEDBACK_VERSION);
+    let mut r = Reader(&bytes[1..]);
+    assert_eq!(r.string(), COUNTY_CODE);
+    assert_eq!(r.u32(), 1, "Progress is variant 1");
+    assert_eq!(r.u64(), OBJECT_ID);
+    assert_eq!(r.u32(), ROUND);
+    assert_eq!(r.u64(), PROGRESS_NEEDS.len() as u64, "one need per block");
+    for need in PROGRESS_NEEDS {
+        assert_eq!(r.u32(), need);
+    }
+    assert_eq!(r.u64(), PROGRESS_SYMBOLS_RECEIVED);
+    assert!(r.0.is_empty(), "nothing after symbols_received");
+    assert_eq!(Feedback::from_bytes(&bytes).expect("decodes"), progress());
+}
+
+#[test]
+fn feedback_complete_fields() {
+    let bytes = document_bytes("feedback-complete");
+    assert_eq!(bytes.len(), 59);
+    assert_eq!(bytes[0], FEEDBACK_VERSION);
+    let mut r = Reader(&bytes[1..]);
+    assert_eq!(r.string(), COUNTY_CODE);
+    assert_eq!(r.u32(), 2, "Complete is variant 2");
+    assert_eq!(r.u64(), OBJECT_ID);
+    assert_eq!(r.take(32), blake3::hash(PAYLOAD).as_bytes());
+    assert!(r.0.is_empty(), "nothing after object_hash");
+    assert_eq!(Feedback::from_bytes(&bytes).expect("decodes"), complete());
+}
+
+/// The variants without a vector, laid out as the document's tables say, and the bounds.
+#[test]
+fn feedback_layouts_and_bounds() {
+    let county = |message| Feedback { county_code: COUNTY_CODE.to_owned(), message };
+    let header = |variant: u32| [&[FEEDBACK_VERSION][..], &6u64.to_be_bytes(), COUNTY_CODE.as_bytes(), &variant.to_be_bytes()].concat();
+    let string = |s: &str| [&(s.len() as u64).to_be_bytes()[..], s.as_bytes()].concat();
+    let hello = |age| county(FeedbackMessage::Hello { software_version: "0.1.0".into(), free_disk_bytes: 5_000_000_000, heartbeat_age_ms: age });
+    let expected = [header(0), string("0.1.0"), 5_000_000_000u64.to_be_bytes().to_vec(), vec![1], 1500u64.to_be_bytes().to_vec()].concat();
+    assert_eq!(hello(Some(1500)).to_bytes(), expected, "Hello with a heartbeat age");
+    let expected = [header(0), string("0.1.0"), 5_000_000_000u64.to_be_bytes().to_vec(), vec![0]].concat();
+    assert_eq!(hello(None).to_bytes(), expected, "Hello without one");
+    let rejected = county(FeedbackMessage::Rejected { object_id: OBJECT_ID, reason: "expired".into() });
+    assert_eq!(rejected.to_bytes(), [header(3), OBJECT_ID.to_be_bytes().to_vec(), string("expired")].concat());
+    let hook = county(FeedbackMessage::HookResult { object_id: OBJECT_ID, success: false, detail: "exit status 3".into() });
+    assert_eq!(hook.to_bytes(), [header(4), OBJECT_ID.to_be_bytes().to_vec(), vec![0], string("exit status 3")].concat());
+    for feedback in [hello(Some(1500)), hello(None), rejected.clone(), hook, progress(), complete()] {
+        assert_eq!(Feedback::from_bytes(&feedback.to_bytes()).expect("roundtrip"), feedback);
+    }
+
+    let refused = |bytes: &[u8]| Feedback::from_bytes(bytes).err().map(|e| e.to_string()).unwrap_or_default();
+    let progress_bytes = document_bytes("feedback-progress");
+    assert!(matches!(Feedback::from_bytes(&[]), Err(FeedbackError::Empty)));
+    assert!(matches!(Feedback::from_bytes(&[[2].as_slice(), &progress_bytes[1..]].concat()), Err(FeedbackError::Version(2))));
+    assert!(matches!(Feedback::from_bytes(&vec![FEEDBACK_VERSION; FEEDBACK_BYTES_MAX + 1]), Err(FeedbackError::TooLarge(_))));
+    assert!(matches!(Feedback::from_bytes(&[progress_bytes.as_slice(), &[0]].concat()), Err(FeedbackError::TrailingBytes(1))));
+    assert!(matches!(Feedback::from_bytes(&progress_bytes[..progress_bytes.len() - 1]), Err(FeedbackError::Decode(_))));
+    // Unknown variant, Option tag and bool values are refused.
+    let mut unknown = complete().to_bytes();
+    unknown[15..19].copy_from_slice(&5u32.to_be_bytes());
+    assert!(matches!(Feedback::from_bytes(&unknown), Err(FeedbackError::Decode(_))));
+    let mut tag = hello(None).to_bytes();
+    *tag.last_mut().expect("tag") = 2;
+    assert!(matches!(Feedback::from_bytes(&tag), Err(FeedbackError::Decode(_))), "{}", refused(&tag));
+    let mut boolean = county(FeedbackMessage::HookResult { object_id: 1, success: true, detail: String::new() }).to_bytes();
+    boolean[27] = 2;
+    assert!(matches!(Feedback::from_bytes(&boolean), Err(FeedbackError::Decode(_))), "{}", refused(&boolean));
+    // Bounds.
+    let bounds = |feedback: Feedback| matches!(Feedback::from_bytes(&feedback.to_bytes()), Err(FeedbackError::Bounds(_)));
+    for code in ["41", "4101020", "41010a", ""] {
+        assert!(bounds(Feedback { county_code: code.into(), ..complete() }), "{code:?}");
+    }
+    let needs = |n: usize| county(FeedbackMessage::Progress { object_id: 1, round: 0, needs: vec![1; n], symbols_received: 0 });
+    assert!(bounds(needs(0)) && bounds(needs(NEEDS_MAX + 1)));
+    assert!(Feedback::from_bytes(&needs(NEEDS_MAX).to_bytes()).is_ok());
+    let text = |n: usize| "x".repeat(n);
+    assert!(bounds(county(FeedbackMessage::Rejected { object_id: 1, reason: text(TEXT_BYTES_MAX + 1) })));
+    assert!(bounds(county(FeedbackMessage::HookResult { object_id: 1, success: true, detail: text(TEXT_BYTES_MAX + 1) })));
+    assert!(bounds(county(FeedbackMessage::Hello { software_version: text(TEXT_BYTES_MAX + 1), free_disk_bytes: 0, heartbeat_age_ms: None })));
+    assert!(Feedback::from_bytes(&county(FeedbackMessage::Rejected { object_id: 1, reason: text(TEXT_BYTES_MAX) }).to_bytes()).is_ok());
+}
+
+/// The feedback vectors are what a receiver sends: Progress after the ROUND vector, with
+/// block 0 verified and one symbol of block 1; Complete once the object is delivered, and
+/// again for a later ROUND marker.
+#[test]
+fn a_receiver_sends_the_feedback_vectors() {
+    let keys = keys();
+    let oti = oti();
+    let mut county = receiver(&keys);
+    let mut store = MemoryStore::default();
+    let now = Instant::now();
+    air_manifest(&mut county, &mut store, now);
+    let data = |sbn: u8, esi: u32| {
+        let mut datagram = Vec::new();
+        wire::write_data(&mut datagram, &keys.network, OBJECT_ID, sbn, esi, &symbol(&oti, sbn, esi));
+        datagram
+    };
+    for datagram in [data(0, 0), data(0, 1), document_bytes("data-repair-datagram"), document_bytes("data-source-datagram")] {
+        air(&mut county, &mut store, now, &datagram);
+    }
+    assert!(events(&mut county).iter().any(|e| matches!(e, ReceptionEvent::BlockVerified { sbn: 0, .. })));
+    assert_eq!(county.poll_feedback(), None, "nothing is reported before a ROUND marker");
+    for _ in 0..3 {
+        air(&mut county, &mut store, now, &document_bytes("round-datagram"));
+    }
+    let due = county.poll_timeout().expect("a report is due");
+    assert!(due <= now + Duration::from_secs(1), "within the report window");
+    county.handle_timeout(now + Duration::from_secs(1));
+    assert_eq!(county.poll_feedback(), Some(Feedback::from_bytes(&document_bytes("feedback-progress")).expect("decodes")));
+    assert_eq!(county.poll_feedback(), None, "three copies of the marker, one report");
+
+    air(&mut county, &mut store, now, &data(1, 0));
+    let manifest = events(&mut county)
+        .into_iter()
+        .find_map(|e| match e {
+            ReceptionEvent::Complete { manifest } => Some(manifest),
+            _ => None,
+        })
+        .expect("the object completes");
+    assert_eq!(county.poll_feedback(), None, "no Complete before the driver made the object durable");
+    county.mark_delivered(&manifest);
+    let complete_vector = Feedback::from_bytes(&document_bytes("feedback-complete")).expect("decodes");
+    assert_eq!(county.poll_feedback(), Some(complete_vector.clone()));
+    // The uplink asks again (its copy may have been lost): Complete again, for a round > 0.
+    air(&mut county, &mut store, now, &document_bytes("round-datagram"));
+    assert_eq!(county.poll_feedback(), Some(complete_vector));
+    let mut round_zero = Vec::new();
+    wire::write_round(&mut round_zero, &keys.network, OBJECT_ID, 0);
+    air(&mut county, &mut store, now, &round_zero);
+    assert_eq!(county.poll_feedback(), None, "a round 0 marker does not");
 }
 
 /// Prints every vector block as it belongs in docs/protocol.md.

@@ -1,0 +1,1043 @@
+//! Hostile datagrams against a running receiver: the real uplink airs a genuine object
+//! through the relay while an attacker, from its own UDP socket, sends straight at the
+//! county's receive address. Anyone with a dish can transmit on the band and anyone on a
+//! county LAN can inject datagrams; some attackers are insiders who hold the network key
+//! (every county does), none holds the signing key.
+//!
+//! Every case asserts that the genuine object is still delivered byte-exact, that the
+//! receiver is still running, that its peak memory (VmHWM) stays under
+//! [`VMHWM_BOUND_KIB`], and that the log names what was rejected and why.
+//!
+//! Real datagrams are captured by a "tap": a second county whose daemon is stopped once
+//! the cluster is up and whose receive address is then bound by the test, so the relay
+//! hands it a copy of everything the uplink airs.
+//!
+//! The cases run one at a time (they share 2 cores with everything else, and memory and
+//! timing are measured). Replay one with the seed it prints:
+//! `HOSTILE_SEED=<seed> cargo test --test hostile -- --exact <case> --include-ignored`.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use satcast::{Cluster, ClusterOptions, County, wait_until};
+use satcast_protocol::fec::{self, Block, Oti};
+use satcast_protocol::manifest::Manifest;
+use satcast_protocol::trust::{NetworkKey, SignedManifest};
+use satcast_protocol::wire::{self, Body};
+use satcast_sim::relay::LossModel;
+
+/// The bound on the receiver's peak resident memory (VmHWM), in KiB: 128 MiB.
+const VMHWM_BOUND_KIB: u64 = 128 * 1024;
+/// Symbol size the uplink picks for its default MTU of 1500 (docs/protocol.md section 3).
+const SYMBOL_SIZE: usize = 1436;
+/// Source block size limit given to the uplink, so a 1 MB object has several blocks.
+const BLOCK_BYTES_MAX: u64 = 262_144;
+/// Datagram type codes (docs/protocol.md section 3).
+const TYPE_DATA: u8 = 1;
+const TYPE_MANIFEST: u8 = 2;
+const TYPE_HEARTBEAT: u8 = 3;
+const TYPE_ROUND: u8 = 4;
+/// The county under attack, and the tap.
+const COUNTY: &str = "410102";
+const TAP_COUNTY: &str = "410103";
+/// The most datagrams the tap keeps, per class (DATA, everything else).
+const TAP_DATA_MAX: usize = 4096;
+const TAP_CONTROL_MAX: usize = 20_000;
+
+/// One case at a time: see the module comment.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn seed(test: &str) -> u64 {
+    let seed = std::env::var("HOSTILE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    println!("seed {seed}; replay with HOSTILE_SEED={seed} cargo test --test hostile -- --exact {test} --include-ignored");
+    seed
+}
+
+fn datagram_type(d: &[u8]) -> u8 {
+    d.get(5).copied().unwrap_or(0)
+}
+
+fn datagram_object(d: &[u8]) -> u64 {
+    d.get(6..14).map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+}
+
+/// (VmRSS, VmHWM) of a process, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Bytes of disk a directory tree occupies (allocated blocks, not apparent sizes).
+fn disk_use_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![path.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+/// A copy of everything the uplink airs, from a county address the test took over.
+struct Tap {
+    captured: Arc<Mutex<Vec<Vec<u8>>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Tap {
+    /// Stops `county`'s daemon and receives on its address instead.
+    fn start(county: &mut County) -> Tap {
+        if let Some(mut daemon) = county.daemon.take() {
+            daemon.kill();
+        }
+        let mut socket = None;
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                socket = UdpSocket::bind(county.addr).ok();
+                socket.is_some()
+            }),
+            "cannot bind the tap at {}",
+            county.addr
+        );
+        let socket = socket.expect("tap socket");
+        socket.set_read_timeout(Some(Duration::from_millis(100))).expect("tap timeout");
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (thread_captured, thread_stop) = (captured.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            let (mut data, mut control) = (0usize, 0usize);
+            while !thread_stop.load(Ordering::Relaxed) {
+                let Ok(len) = socket.recv(&mut buf) else { continue };
+                let datagram = &buf[..len];
+                let keep = if datagram_type(datagram) == TYPE_DATA {
+                    data += 1;
+                    data <= TAP_DATA_MAX
+                } else {
+                    control += 1;
+                    control <= TAP_CONTROL_MAX
+                };
+                if keep {
+                    thread_captured.lock().unwrap_or_else(|e| e.into_inner()).push(datagram.to_vec());
+                }
+            }
+        });
+        Tap { captured, stop, thread: Some(thread) }
+    }
+
+    fn all(&self) -> Vec<Vec<u8>> {
+        self.captured.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Captured datagrams of one type (and object, if given), without duplicates.
+    fn of(&self, kind: u8, object_id: Option<u64>) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for d in self.all() {
+            if datagram_type(&d) == kind && object_id.is_none_or(|id| datagram_object(&d) == id) && !out.contains(&d) {
+                out.push(d);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The signed manifest of `object_id` put back together from captured MANIFEST datagrams,
+/// and the datagrams that carry it.
+fn reassemble(datagrams: &[Vec<u8>], key: &NetworkKey, object_id: u64) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
+    struct Partial {
+        digest: [u8; 8],
+        bytes: Vec<u8>,
+        have: Vec<bool>,
+        carriers: Vec<Vec<u8>>,
+    }
+    let mut partials: Vec<Partial> = Vec::new();
+    for d in datagrams {
+        let Ok(parsed) = wire::parse(d, key) else { continue };
+        let Body::Manifest(fragment) = parsed.body else { continue };
+        if parsed.object_id != object_id {
+            continue;
+        }
+        let total = fragment.total_len as usize;
+        let index = match partials.iter().position(|p| p.digest == fragment.digest && p.bytes.len() == total) {
+            Some(i) => i,
+            None => {
+                partials.push(Partial { digest: fragment.digest, bytes: vec![0; total], have: vec![false; total], carriers: Vec::new() });
+                partials.len() - 1
+            }
+        };
+        let partial = &mut partials[index];
+        let range = fragment.offset as usize..fragment.offset as usize + fragment.bytes.len();
+        partial.bytes[range.clone()].copy_from_slice(fragment.bytes);
+        partial.have[range].iter_mut().for_each(|h| *h = true);
+        partial.carriers.push(d.clone());
+    }
+    partials.into_iter().find(|p| p.have.iter().all(|h| *h)).map(|p| (p.bytes, p.carriers))
+}
+
+/// The signed-manifest datagrams of `signed` for header object id `object_id`.
+fn manifest_datagrams(key: &NetworkKey, object_id: u64, signed: &[u8]) -> Vec<Vec<u8>> {
+    wire::manifest_fragments(signed, 1472)
+        .iter()
+        .map(|fragment| {
+            let mut buf = Vec::new();
+            wire::write_manifest_fragment(&mut buf, key, object_id, fragment);
+            buf
+        })
+        .collect()
+}
+
+/// A genuine object queued on the uplink.
+struct Genuine {
+    id: u64,
+    payload: Vec<u8>,
+    delivered: PathBuf,
+    oti: Oti,
+    blocks: Vec<Block>,
+}
+
+struct Rig {
+    test: &'static str,
+    seed: u64,
+    rng: ChaCha8Rng,
+    started: Instant,
+    tap: Option<Tap>,
+    cluster: Cluster,
+    dir: tempfile::TempDir,
+    key: NetworkKey,
+    target: SocketAddr,
+    attacker: UdpSocket,
+    /// Peak VmHWM of earlier receiver processes of this case (before a restart).
+    earlier_hwm_kib: u64,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Rig {
+    /// A cluster with the county under attack (and a tap county, if asked); the uplink airs
+    /// at `rate` bits/s, carousel passes `passes`, blocks of at most [`BLOCK_BYTES_MAX`].
+    fn start(test: &'static str, tap: bool, rate: u64, passes: u32) -> Rig {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let started = Instant::now();
+        let seed = seed(test);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut counties = vec![COUNTY.to_owned()];
+        if tap {
+            counties.push(TAP_COUNTY.to_owned());
+        }
+        let options = ClusterOptions {
+            counties,
+            loss: vec![LossModel::Bernoulli(0.01), LossModel::None],
+            link_rate_bits_per_sec: rate,
+            passes,
+            seed,
+            extra_uplink_config: format!("\n[fec]\nblock_bytes_max = {BLOCK_BYTES_MAX}\n"),
+            acks: false,
+        };
+        let mut cluster = Cluster::start(dir.path(), &options).expect("cluster");
+        let tap = tap.then(|| Tap::start(&mut cluster.counties[1]));
+        let county = &cluster.counties[0];
+        let key_text = std::fs::read_to_string(county.dir.join("network.key")).expect("network key file");
+        let key = NetworkKey::from_text(&key_text).expect("network key");
+        let target = county.addr;
+        let attacker = UdpSocket::bind("127.0.0.1:0").expect("attacker socket");
+        Rig {
+            test,
+            seed,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            started,
+            tap,
+            cluster,
+            dir,
+            key,
+            target,
+            attacker,
+            earlier_hwm_kib: 0,
+            _serial: serial,
+        }
+    }
+
+    fn county(&self) -> &County {
+        &self.cluster.counties[0]
+    }
+
+    fn pid(&self) -> u32 {
+        self.county().daemon.as_ref().map_or(0, |d| d.pid())
+    }
+
+    fn log(&self) -> String {
+        self.county().daemon.as_ref().map(|d| d.log_text()).unwrap_or_default()
+    }
+
+    fn uplink_log(&self) -> String {
+        self.cluster.uplink.as_ref().map(|d| d.log_text()).unwrap_or_default()
+    }
+
+    fn tap(&self) -> &Tap {
+        self.tap.as_ref().expect("this case runs with a tap")
+    }
+
+    /// The receiver's state/status.json.
+    fn status(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.county().dir.join("state/status.json")).unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn reception_counter(&self, name: &str) -> u64 {
+        self.status()["reception"][name].as_u64().unwrap_or(0)
+    }
+
+    /// Waits (up to 3 s) for the status file to show at least `at_least` for a reception
+    /// counter; returns the last value seen.
+    fn wait_counter(&self, name: &str, at_least: u64) -> u64 {
+        let mut seen = 0;
+        wait_until(Duration::from_secs(3), || {
+            seen = self.reception_counter(name);
+            seen >= at_least
+        });
+        seen
+    }
+
+    fn send(&self, datagram: &[u8]) {
+        if let Err(error) = self.attacker.send_to(datagram, self.target) {
+            panic!("attacker send of {} bytes failed: {error}", datagram.len());
+        }
+    }
+
+    /// Sends every datagram, pausing a little every 32 so the receiver's socket buffer
+    /// does not overflow (counts stay exact).
+    fn send_paced<'a>(&self, datagrams: impl IntoIterator<Item = &'a Vec<u8>>) -> u64 {
+        let mut sent = 0;
+        for d in datagrams {
+            self.send(d);
+            sent += 1;
+            if sent % 32 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        sent
+    }
+
+    /// Queues a random payload of `len` bytes as (kind, name, version) for county prefix 41,
+    /// carousel mode, optionally not before `delay_secs` from now.
+    fn air(&mut self, kind: &str, name: &str, len: usize, version: u64, delay_secs: Option<u64>) -> Genuine {
+        let mut payload = vec![0u8; len];
+        self.rng.fill_bytes(&mut payload);
+        let path = self.dir.path().join(format!("{name}.v{version}"));
+        std::fs::write(&path, &payload).expect("payload");
+        let path_arg = path.to_string_lossy().into_owned();
+        let version_arg = version.to_string();
+        let mut args = vec!["send", &path_arg, "--kind", kind, "--to", "41", "--name", name, "--version", &version_arg, "--no-feedback"];
+        let delay_arg = delay_secs.map(|s| format!("+{s}s"));
+        if let Some(delay) = &delay_arg {
+            args.extend(["--not-before", delay]);
+        }
+        let out = self.cluster.uplink_cli(&args).unwrap_or_else(|(code, out)| panic!("send exited {code}: {out}"));
+        let id = u64::from_str_radix(out.trim(), 16).unwrap_or_else(|_| panic!("send printed {out:?}, not an id"));
+        let oti = Oti::new_for_object(len as u64, SYMBOL_SIZE as u16, BLOCK_BYTES_MAX).expect("oti");
+        let blocks = fec::blocks(&oti);
+        Genuine { id, payload, delivered: self.county().delivered_path(kind, name), oti, blocks }
+    }
+
+    /// Waits for `genuine` to be delivered byte-exact; returns how long it took.
+    fn wait_delivered(&self, genuine: &Genuine, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        let arrived = wait_until(timeout, || std::fs::read(&genuine.delivered).is_ok_and(|got| got == genuine.payload));
+        assert!(
+            arrived,
+            "{}: genuine object {:016x} not delivered byte-exact to {} within {timeout:?}\nreceiver log:\n{}\nuplink log:\n{}",
+            self.test,
+            genuine.id,
+            genuine.delivered.display(),
+            self.log(),
+            self.uplink_log()
+        );
+        start.elapsed()
+    }
+
+    /// A small genuine object aired and delivered first, so the tap holds real datagrams of
+    /// every type (DATA, MANIFEST, HEARTBEAT, ROUND).
+    fn prelude(&mut self) -> Genuine {
+        let prelude = self.air("codetable", "prelude.csv", 60_000, 1, None);
+        self.wait_delivered(&prelude, Duration::from_secs(20));
+        let have_all = wait_until(Duration::from_secs(5), || {
+            let all = self.tap().all();
+            [TYPE_DATA, TYPE_MANIFEST, TYPE_HEARTBEAT, TYPE_ROUND].iter().all(|t| all.iter().any(|d| datagram_type(d) == *t))
+        });
+        assert!(have_all, "the tap did not see every datagram type:\n{}", self.uplink_log());
+        prelude
+    }
+
+    /// Asserts each needle appears in the receiver's log (waiting up to 12 s: the drop log
+    /// summarises every 10 s).
+    fn assert_log(&self, needles: &[&str]) {
+        for needle in needles {
+            let found = wait_until(Duration::from_secs(12), || self.log().contains(needle));
+            assert!(found, "{}: the receiver log does not name {needle:?}:\n{}", self.test, self.log());
+        }
+    }
+
+    /// Restarts the receiver under attack (as a power cut would), keeping its peak memory.
+    fn restart_receiver(&mut self) {
+        let (_, hwm) = memory_kib(self.pid());
+        self.earlier_hwm_kib = self.earlier_hwm_kib.max(hwm);
+        let county = &mut self.cluster.counties[0];
+        if let Some(daemon) = county.daemon.as_mut() {
+            daemon.stop();
+        }
+        county.start().expect("restart receiver");
+        let started = wait_until(Duration::from_secs(10), || self.log().contains("receiver started"));
+        assert!(started, "the receiver did not restart:\n{}", self.log());
+    }
+
+    /// The checks every case ends with: still running, memory under the bound, and the log
+    /// names what was rejected and why. Prints the measurements.
+    fn finish(&mut self, needles: &[&str], delivered_after: Duration) {
+        self.assert_log(needles);
+        let running = self.cluster.counties[0].daemon.as_mut().is_some_and(|d| d.is_running());
+        assert!(running, "{}: the receiver is not running any more:\n{}", self.test, self.log());
+        let (rss, hwm) = memory_kib(self.pid());
+        let hwm = hwm.max(self.earlier_hwm_kib);
+        println!(
+            "{}: seed {}, runtime {:.1} s, genuine delivered {:.1} s after queueing, receiver VmHWM {:.1} MiB (bound {} MiB), VmRSS {:.1} MiB",
+            self.test,
+            self.seed,
+            self.started.elapsed().as_secs_f64(),
+            delivered_after.as_secs_f64(),
+            hwm as f64 / 1024.0,
+            VMHWM_BOUND_KIB / 1024,
+            rss as f64 / 1024.0
+        );
+        assert!(hwm > 0, "could not read the receiver's memory");
+        assert!(hwm < VMHWM_BOUND_KIB, "{}: receiver VmHWM {hwm} KiB exceeds the bound {VMHWM_BOUND_KIB} KiB", self.test);
+    }
+
+    /// Stops the receiver gracefully and returns its closing stats line.
+    fn stop_and_stats(&mut self) -> String {
+        if let Some(daemon) = self.cluster.counties[0].daemon.as_mut() {
+            daemon.stop();
+        }
+        let log = self.log();
+        log.lines().find(|l| l.contains("receiver stopped")).unwrap_or_default().to_owned()
+    }
+}
+
+/// `name: N` from a Debug-formatted stats line.
+fn stat(line: &str, name: &str) -> u64 {
+    let Some(at) = line.find(&format!("{name}: ")) else { return 0 };
+    line[at + name.len() + 2..].split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn every_truncation_of_a_real_datagram_is_dropped() {
+    let mut rig = Rig::start("every_truncation_of_a_real_datagram_is_dropped", true, 8_000_000, 3);
+    rig.prelude();
+    // One real datagram of each type, as aired.
+    let originals: Vec<Vec<u8>> = [TYPE_DATA, TYPE_MANIFEST, TYPE_HEARTBEAT, TYPE_ROUND]
+        .iter()
+        .map(|t| rig.tap().of(*t, None).into_iter().next().expect("captured"))
+        .collect();
+    let mut truncations = Vec::new();
+    for original in &originals {
+        for len in 0..original.len() {
+            truncations.push(original[..len].to_vec());
+        }
+    }
+    let dropped_before = rig.reception_counter("dropped");
+    let genuine = rig.air("software", "agent.bin", 1_000_000, 1, None);
+    let start = Instant::now();
+    let sent = rig.send_paced(&truncations);
+    println!("sent {sent} truncations of datagrams of {:?} bytes", originals.iter().map(Vec::len).collect::<Vec<_>>());
+    let delivered_after = start.elapsed() + rig.wait_delivered(&genuine, Duration::from_secs(30));
+    let dropped = rig.wait_counter("dropped", dropped_before + sent) - dropped_before;
+    assert!(dropped >= sent, "every truncation must be refused by the parser: {sent} sent, {dropped} refused");
+    rig.finish(&["datagram dropped", "error=Length(0)", "error=Tag"], delivered_after);
+}
+
+#[test]
+fn oversized_and_zero_length_datagrams_are_dropped() {
+    let mut rig = Rig::start("oversized_and_zero_length_datagrams_are_dropped", false, 8_000_000, 3);
+    let genuine = rig.air("software", "agent.bin", 1_000_000, 1, None);
+    let start = Instant::now();
+    let max = wire::DATAGRAM_BYTES_MAX;
+    let mut datagrams = vec![Vec::new(), vec![0x53], vec![0u8; 29]];
+    // 65507 bytes of garbage, then with the magic, then with magic and version.
+    let mut garbage = vec![0u8; max];
+    rig.rng.fill_bytes(&mut garbage);
+    datagrams.push(garbage.clone());
+    garbage[..4].copy_from_slice(&wire::MAGIC);
+    datagrams.push(garbage.clone());
+    garbage[4] = wire::VERSION;
+    datagrams.push(garbage.clone());
+    // Insiders (valid tag), at the largest size: a DATA symbol for the genuine object, a
+    // HEARTBEAT and a ROUND with oversized bodies, and a MANIFEST fragment claiming the
+    // largest signed manifest.
+    let mut buf = Vec::new();
+    let symbol = vec![0xA5u8; max - wire::HEADER_LEN - wire::PAYLOAD_ID_LEN - wire::TAG_LEN];
+    wire::write_data(&mut buf, &rig.key, genuine.id, 0, 0, &symbol);
+    assert_eq!(buf.len(), max);
+    datagrams.push(buf.clone());
+    let body = vec![0x5Au8; max - wire::HEADER_LEN - wire::TAG_LEN];
+    wire::write_heartbeat(&mut buf, &rig.key, &body);
+    datagrams.push(buf.clone());
+    let mut round = buf.clone();
+    round[5] = TYPE_ROUND;
+    round[6..14].copy_from_slice(&genuine.id.to_be_bytes());
+    let tag_at = round.len() - wire::TAG_LEN;
+    let tag = blake3::keyed_hash(&rig.key.0, &round[..tag_at]);
+    round[tag_at..].copy_from_slice(&tag.as_bytes()[..wire::TAG_LEN]);
+    datagrams.push(round);
+    // The largest signed manifest the trust layer would decode, as garbage with a correct
+    // digest: it reassembles, then must fail to decode.
+    let mut huge = vec![0u8; wire::SIGNED_MANIFEST_BYTES_MAX as usize];
+    rig.rng.fill_bytes(&mut huge);
+    let fragments = manifest_datagrams_sized(&rig.key, genuine.id ^ 1, &huge, max);
+    assert!(fragments.iter().all(|d| d.len() <= max));
+    datagrams.extend(fragments);
+    // Partial largest manifests with fresh digests: the assembler must bound them.
+    for i in 0..40u32 {
+        let mut fake = huge.clone();
+        fake[..4].copy_from_slice(&i.to_be_bytes());
+        datagrams.push(manifest_datagrams_sized(&rig.key, genuine.id ^ 2, &fake, max).remove(0));
+    }
+    let dropped_before = rig.reception_counter("dropped");
+    let mut sent = 0u64;
+    let mut refusable = 0u64;
+    for _ in 0..20 {
+        for d in &datagrams {
+            rig.send(d);
+            sent += 1;
+            // Everything below the magic-and-version garbage is refused by the parser.
+            refusable += u64::from(d.len() < 30 || wire::parse(d, &rig.key).is_err());
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    }
+    println!("sent {sent} datagrams of 0 to {max} bytes, {refusable} of them unparseable");
+    let delivered_after = start.elapsed() + rig.wait_delivered(&genuine, Duration::from_secs(30));
+    let dropped = rig.wait_counter("dropped", dropped_before + refusable) - dropped_before;
+    assert!(dropped >= refusable, "{refusable} unparseable datagrams sent, {dropped} refused");
+    rig.finish(
+        &[
+            "error=Length(0)",
+            "error=Magic",
+            "error=Tag",
+            "heartbeat rejected",
+            "round body of 65477 bytes is malformed",
+            "error=Trust(Malformed(",
+        ],
+        delivered_after,
+    );
+}
+
+/// Like [`manifest_datagrams`], with datagrams of up to `datagram_bytes_max`.
+fn manifest_datagrams_sized(key: &NetworkKey, object_id: u64, signed: &[u8], datagram_bytes_max: usize) -> Vec<Vec<u8>> {
+    wire::manifest_fragments(signed, datagram_bytes_max)
+        .iter()
+        .map(|fragment| {
+            let mut buf = Vec::new();
+            wire::write_manifest_fragment(&mut buf, key, object_id, fragment);
+            buf
+        })
+        .collect()
+}
+
+#[test]
+fn wrong_magic_is_dropped() {
+    let mut rig = Rig::start("wrong_magic_is_dropped", true, 8_000_000, 3);
+    rig.prelude();
+    let genuine = rig.air("software", "agent.bin", 1_000_000, 1, None);
+    let start = Instant::now();
+    let mut datagrams = Vec::new();
+    for original in rig.tap().all().iter().take(400) {
+        for magic in [*b"SCSU", *b"scst", [0; 4], *b"TSCS", [0xFF; 4]] {
+            let mut d = original.clone();
+            d[..4].copy_from_slice(&magic);
+            datagrams.push(d);
+        }
+    }
+    let dropped_before = rig.reception_counter("dropped");
+    let sent = rig.send_paced(&datagrams);
+    println!("sent {sent} real datagrams with a wrong magic");
+    let delivered_after = start.elapsed() + rig.wait_delivered(&genuine, Duration::from_secs(30));
+    let dropped = rig.wait_counter("dropped", dropped_before + sent) - dropped_before;
+    assert!(dropped >= sent, "{sent} sent with a wrong magic, {dropped} refused");
+    rig.finish(&["reason=bad magic error=Magic"], delivered_after);
+}
+
+#[test]
+fn wrong_version_is_dropped() {
+    let mut rig = Rig::start("wrong_version_is_dropped", true, 8_000_000, 3);
+    rig.prelude();
+    let genuine = rig.air("software", "agent.bin", 1_000_000, 1, None);
+    let start = Instant::now();
+    let mut datagrams = Vec::new();
+    for original in rig.tap().all().iter().take(300) {
+        for version in [0u8, 2, 0x7F, 0xFF] {
+            // As aired with the byte changed, and re-tagged as a newer sender would.
+            let mut d = original.clone();
+            d[4] = version;
+            datagrams.push(d.clone());
+            let tag_at = d.len() - wire::TAG_LEN;
+            let tag = blake3::keyed_hash(&rig.key.0, &d[..tag_at]);
+            d[tag_at..].copy_from_slice(&tag.as_bytes()[..wire::TAG_LEN]);
+            datagrams.push(d);
+        }
+    }
+    let dropped_before = rig.reception_counter("dropped");
+    let sent = rig.send_paced(&datagrams);
+    println!("sent {sent} real datagrams with a wrong version");
+    let delivered_after = start.elapsed() + rig.wait_delivered(&genuine, Duration::from_secs(30));
+    let dropped = rig.wait_counter("dropped", dropped_before + sent) - dropped_before;
+    assert!(dropped >= sent, "{sent} sent with a wrong version, {dropped} refused");
+    rig.finish(&["reason=unsupported version", "error=Version("], delivered_after);
+}
+
+#[test]
+fn bad_tags_are_dropped() {
+    let mut rig = Rig::start("bad_tags_are_dropped", true, 8_000_000, 3);
+    rig.prelude();
+    let genuine = rig.air("software", "agent.bin", 1_000_000, 1, None);
+    let start = Instant::now();
+    let mut datagrams = Vec::new();
+    let originals: Vec<Vec<u8>> = [TYPE_DATA, TYPE_MANIFEST, TYPE_HEARTBEAT, TYPE_ROUND]
+        .iter()
+        .map(|t| rig.tap().of(*t, None).into_iter().next().expect("captured"))
+        .collect();
+    for original in &originals {
+        // Every single-bit flip of the tag.
+        let tag_at = original.len() - wire::TAG_LEN;
+        for bit in 0..wire::TAG_LEN * 8 {
+            let mut d = original.clone();
+            d[tag_at + bit / 8] ^= 1 << (bit % 8);
+            datagrams.push(d);
+        }
+        // One byte changed anywhere after magic and version (type, object id, body).
+        for at in 5..tag_at {
+            let mut d = original.clone();
+            d[at] ^= 0x01;
+            datagrams.push(d);
+        }
+        // Re-addressed to the genuine object, tag kept.
+        let mut d = original.clone();
+        d[6..14].copy_from_slice(&genuine.id.to_be_bytes());
+        datagrams.push(d);
+    }
+    // Outsiders: symbols for the genuine object under a key they made up.
+    let mut buf = Vec::new();
+    for esi in 0..200u32 {
+        let mut wrong = [0u8; 32];
+        rig.rng.fill_bytes(&mut wrong);
+        wire::write_data(&mut buf, &NetworkKey(wrong), genuine.id, 0, esi, &[0xAB; SYMBOL_SIZE]);
+        datagrams.push(buf.clone());
+    }
+    let dropped_before = rig.reception_counter("dropped");
+    let sent = rig.send_paced(&datagrams);
+    println!("sent {sent} datagrams with bad tags");
+    let delivered_after = start.elapsed() + rig.wait_delivered(&genuine, Duration::from_secs(30));
+    let dropped = rig.wait_counter("dropped", dropped_before + sent) - dropped_before;
+    assert!(dropped >= sent, "{sent} sent with bad tags, {dropped} refused");
+    rig.finish(&["reason=bad tag error=Tag"], delivered_after);
+}
+
+#[test]
+fn a_forged_symbol_before_the_genuine_ones_poisons_a_block_that_is_collected_again() {
+    let mut rig = Rig::start("a_forged_symbol_before_the_genuine_ones_poisons_a_block_that_is_collected_again", false, 8_000_000, 3);
+    // The object airs in 3 s; an insider with the network key gets in first with a symbol
+    // of every block: ESI 0, right size, wrong bytes.
+    let genuine = rig.air("software", "agent.bin", 1_000_000, 1, Some(3));
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    for block in &genuine.blocks {
+        let mut forged = vec![0u8; usize::from(genuine.oti.symbol_size)];
+        rig.rng.fill_bytes(&mut forged);
+        wire::write_data(&mut buf, &rig.key, genuine.id, block.sbn, 0, &forged);
+        rig.send(&buf);
+    }
+    println!("forged ESI 0 of {} blocks of object {:016x} before it aired", genuine.blocks.len(), genuine.id);
+    let delivered_after = start.elapsed() + rig.wait_delivered(&genuine, Duration::from_secs(30));
+    rig.finish(&["block failed its hash; collecting it again"], delivered_after);
+    let poisoned = rig.log().lines().filter(|l| l.contains("block failed its hash")).count();
+    println!("{poisoned} blocks poisoned and collected again");
+    assert_eq!(poisoned, genuine.blocks.len(), "every forged block must fail its hash once:\n{}", rig.log());
+}
+
+#[test]
+fn symbols_of_the_wrong_size_are_ignored() {
+    let mut rig = Rig::start("symbols_of_the_wrong_size_are_ignored", false, 8_000_000, 3);
+    let genuine = rig.air("software", "agent.bin", 1_000_000, 1, Some(2));
+    let start = Instant::now();
+    let t = usize::from(genuine.oti.symbol_size);
+    let sizes = [1, 4, t - 4, t - 1, t + 1, t + 4, 2 * t, usize::from(fec::SYMBOL_SIZE_MAX)];
+    let mut datagrams = Vec::new();
+    let mut buf = Vec::new();
+    for block in &genuine.blocks {
+        for esi in 0..block.source_symbols + 8 {
+            let size = sizes[rig.rng.random_range(0..sizes.len())];
+            let symbol: Vec<u8> = (0..size).map(|_| rig.rng.random()).collect();
+            wire::write_data(&mut buf, &rig.key, genuine.id, block.sbn, esi, &symbol);
+            datagrams.push(buf.clone());
+        }
+    }
+    // Before the manifest (held as early symbols) and again while the object airs.
+    let sent_early = rig.send_paced(&datagrams);
+    assert!(wait_until(Duration::from_secs(5), || rig.log().contains("manifest accepted")), "the manifest never came:\n{}", rig.log());
+    let sent_late = rig.send_paced(&datagrams);
+    let sent = sent_early + sent_late;
+    println!("sent {sent} symbols of the wrong size for object {:016x} ({} blocks, T = {t})", genuine.id, genuine.blocks.len());
+    let delivered_after = start.elapsed() + rig.wait_delivered(&genuine, Duration::from_secs(30));
+    let ignored = rig.wait_counter("symbols_ignored", sent);
+    assert!(ignored >= sent, "{sent} wrong-size symbols sent, {ignored} ignored");
+    rig.finish(&[], delivered_after);
+    // The log counts ignored symbols only in the closing stats line.
+    let stats = rig.stop_and_stats();
+    assert!(stat(&stats, "symbols_ignored") >= sent, "the closing stats must count the ignored symbols: {stats:?}");
+}
+
+#[test]
+fn symbols_with_an_sbn_out_of_range_are_ignored() {
+    let mut rig = Rig::start("symbols_with_an_sbn_out_of_range_are_ignored", false, 8_000_000, 3);
+    let genuine = rig.air("software", "agent.bin", 1_000_000, 1, Some(2));
+    let start = Instant::now();
+    let z = genuine.blocks.len() as u16;
+    let t = usize::from(genuine.oti.symbol_size);
+    let mut datagrams = Vec::new();
+    let mut buf = Vec::new();
+    for sbn in z..=255 {
+        for esi in [0u32, 1, 2, 100, wire::ESI_MAX] {
+            let mut symbol = vec![0u8; t];
+            rig.rng.fill_bytes(&mut symbol);
+            wire::write_data(&mut buf, &rig.key, genuine.id, sbn as u8, esi, &symbol);
+            datagrams.push(buf.clone());
+        }
+    }
+    let sent_early = rig.send_paced(&datagrams);
+    assert!(wait_until(Duration::from_secs(5), || rig.log().contains("manifest accepted")), "the manifest never came:\n{}", rig.log());
+    let sent_late = rig.send_paced(&datagrams);
+    let sent = sent_early + sent_late;
+    println!("sent {sent} symbols with SBN {z}..=255 for object {:016x} of {z} blocks", genuine.id);
+    let delivered_after = start.elapsed() + rig.wait_delivered(&genuine, Duration::from_secs(30));
+    let ignored = rig.wait_counter("symbols_ignored", sent);
+    assert!(ignored >= sent, "{sent} out-of-range symbols sent, {ignored} ignored");
+    rig.finish(&[], delivered_after);
+    let stats = rig.stop_and_stats();
+    assert!(stat(&stats, "symbols_ignored") >= sent, "the closing stats must count the ignored symbols: {stats:?}");
+}
+
+#[test]
+fn a_million_object_ids_keep_memory_and_disk_bounded() {
+    flood_object_ids("a_million_object_ids_keep_memory_and_disk_bounded", false);
+}
+
+/// The same flood, asserting memory stops growing. The early-symbol buffer
+/// (reception::EARLY_SYMBOL_BYTES_MAX, 16 MiB) counts symbol bytes only, not the ~70 bytes
+/// each entry costs, so one-byte symbols grow memory by about 7 MiB per 100k ids until
+/// 16M entries (over 1 GiB).
+#[test]
+#[ignore = "bug: memory grows linearly with distinct object ids (~70 B per early symbol; the 16 MiB early-symbol cap counts symbol bytes only)"]
+fn a_million_object_ids_stop_growing_memory() {
+    flood_object_ids("a_million_object_ids_stop_growing_memory", true);
+}
+
+/// DATA for a million random object ids with a valid tag, as fast as the loop goes, while
+/// the genuine object airs; the county runs with tight disk limits.
+fn flood_object_ids(test: &'static str, check_plateau: bool) {
+    const IDS: u64 = 1_000_000;
+    const SPOOL_BYTES_MAX: u64 = 64 * 1024 * 1024;
+    const CACHE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+    /// Room for what the limits do not cover: the sled index, trust state, outbox, status.
+    const STATE_SLACK_BYTES: u64 = 32 * 1024 * 1024;
+    /// Growth allowed over the second half of the flood, once every bound should be reached.
+    const PLATEAU_GROWTH_MIB_MAX: u64 = 8;
+    let mut rig = Rig::start(test, false, 8_000_000, 3);
+    // Tight disk limits, so "within its limits" means something.
+    let config = rig.county().config.clone();
+    let mut text = std::fs::read_to_string(&config).expect("county config");
+    assert!(!text.contains("[limits]"), "the bundle config already has limits:\n{text}");
+    text.push_str(&format!("\n[limits]\nspool_bytes_max = {SPOOL_BYTES_MAX}\ncache_bytes_max = {CACHE_BYTES_MAX}\n"));
+    std::fs::write(&config, text).expect("write county config");
+    rig.restart_receiver();
+    let genuine = rig.air("software", "agent.bin", 1_000_000, 1, None);
+    let start = Instant::now();
+    // As fast as the loop goes: DATA for random object ids, valid tag, one-byte symbols
+    // (the most datagrams per byte of symbol).
+    let pid = rig.pid();
+    let mut buf = Vec::new();
+    let mut samples = Vec::new();
+    let mut delivered_after = None;
+    for i in 0..IDS {
+        let (sbn, esi) = (rig.rng.random::<u8>(), rig.rng.random_range(0..=wire::ESI_MAX));
+        wire::write_data(&mut buf, &rig.key, rig.rng.next_u64() | 1, sbn, esi, &[rig.rng.random::<u8>()]);
+        let _ = rig.attacker.send_to(&buf, rig.target);
+        if (i + 1) % 100_000 == 0 {
+            samples.push((i + 1, memory_kib(pid).0 / 1024));
+            if delivered_after.is_none() && std::fs::read(&genuine.delivered).is_ok_and(|got| got == genuine.payload) {
+                delivered_after = Some(start.elapsed());
+            }
+        }
+    }
+    let flood = start.elapsed();
+    let delivered_after = delivered_after.unwrap_or_else(|| start.elapsed() + rig.wait_delivered(&genuine, Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_secs(2));
+    let status = rig.status();
+    println!(
+        "sent {IDS} in {:.1} s; receiver took {} datagrams; VmRSS MiB after each 100k sent: {samples:?}",
+        flood.as_secs_f64(),
+        status["reception"]["datagrams"]
+    );
+    let state = rig.county().dir.join("state");
+    let disk = disk_use_bytes(&state);
+    let spool = status["disk"]["spool_bytes"].as_u64().unwrap_or(0);
+    let cache = status["disk"]["cache_bytes"].as_u64().unwrap_or(0);
+    println!("state dir uses {:.1} MiB on disk; spool {spool} B of {SPOOL_BYTES_MAX}, cache {cache} B of {CACHE_BYTES_MAX}", disk as f64 / 1048576.0);
+    assert!(spool <= SPOOL_BYTES_MAX && cache <= CACHE_BYTES_MAX, "limits exceeded: {}", status["disk"]);
+    assert!(disk <= SPOOL_BYTES_MAX + CACHE_BYTES_MAX + STATE_SLACK_BYTES, "the state dir uses {disk} bytes");
+    rig.finish(&[], delivered_after);
+    if !check_plateau {
+        return;
+    }
+    // Bounded means it stops growing: the second half of the flood must not cost what the
+    // first half did.
+    let half = samples[samples.len() / 2 - 1].1;
+    let end = samples[samples.len() - 1].1;
+    assert!(
+        end.saturating_sub(half) <= PLATEAU_GROWTH_MIB_MAX,
+        "receiver memory still grows with the number of object ids: VmRSS {half} MiB after {} ids, {end} MiB after {IDS}",
+        samples[samples.len() / 2 - 1].0
+    );
+}
+
+#[test]
+fn a_replayed_older_session_is_refused() {
+    let mut rig = Rig::start("a_replayed_older_session_is_refused", true, 8_000_000, 3);
+    // The older session: version 1 of the code table, captured off the air.
+    let older = rig.air("codetable", "divisions.csv", 200_000, 1, None);
+    rig.wait_delivered(&older, Duration::from_secs(20));
+    assert!(wait_until(Duration::from_secs(5), || rig.tap().of(TYPE_HEARTBEAT, None).len() >= 2), "no heartbeats captured");
+    let key = rig.key.clone();
+    let (_, old_manifest) = reassemble(&rig.tap().of(TYPE_MANIFEST, Some(older.id)), &key, older.id).expect("captured the older manifest");
+    let old_heartbeats = rig.tap().of(TYPE_HEARTBEAT, None);
+    let mut replay: Vec<Vec<u8>> = old_manifest.clone();
+    replay.extend(old_heartbeats.iter().cloned());
+    println!("captured {} manifest and {} heartbeat datagrams of version 1", old_manifest.len(), old_heartbeats.len());
+    // The newer version airs; the attacker replays the older session throughout.
+    let newer = rig.air("codetable", "divisions.csv", 300_000, 2, None);
+    let start = Instant::now();
+    let mut delivered_after = None;
+    for _ in 0..600 {
+        rig.send_paced(&replay);
+        if std::fs::read(&newer.delivered).is_ok_and(|got| got == newer.payload) {
+            delivered_after = Some(start.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let delivered_after = delivered_after.unwrap_or_else(|| rig.wait_delivered(&newer, Duration::from_secs(1)));
+    for _ in 0..5 {
+        rig.send_paced(&replay);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    rig.assert_log(&["heartbeat rejected reason=replay of an older heartbeat"]);
+    // After a power cut the completed-object memory is gone: rollback protection has to
+    // come from the durable trust state.
+    rig.restart_receiver();
+    let heard = wait_until(Duration::from_secs(10), || !rig.status()["heartbeat"]["age_ms"].is_null());
+    assert!(heard, "no genuine heartbeat after the restart:\n{}", rig.log());
+    for _ in 0..5 {
+        rig.send_paced(&replay);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    rig.finish(&["error=Trust(Rollback { accepted_version: 2, offered_version: 1 })", "heartbeat rejected reason=replay of an older heartbeat"], delivered_after);
+    assert_eq!(std::fs::read(&newer.delivered).expect("delivered"), newer.payload, "the older version came back");
+    assert!(!rig.log().contains(&format!("object={:016x} kind=codetable name=divisions.csv version=1", older.id)), "{}", rig.log());
+}
+
+/// One field of a genuine manifest changed by a forger.
+type ManifestChange = fn(&mut Manifest);
+
+#[test]
+fn a_signature_spliced_onto_a_changed_manifest_is_refused() {
+    let mut rig = Rig::start("a_signature_spliced_onto_a_changed_manifest_is_refused", true, 8_000_000, 3);
+    let genuine = rig.air("software", "agent.bin", 1_500_000, 1, None);
+    let start = Instant::now();
+    let key = rig.key.clone();
+    let mut signed = None;
+    let captured = wait_until(Duration::from_secs(10), || {
+        signed = reassemble(&rig.tap().of(TYPE_MANIFEST, Some(genuine.id)), &key, genuine.id).map(|(s, _)| s);
+        signed.is_some()
+    });
+    assert!(captured, "no manifest of {:016x} captured:\n{}", genuine.id, rig.uplink_log());
+    let original = SignedManifest::from_bytes(&signed.expect("captured")).expect("genuine signed manifest");
+    let manifest = Manifest::from_bytes(&original.manifest).expect("genuine manifest");
+    let changes: [(&str, ManifestChange); 7] = [
+        ("version", |m| m.version = 1_000_000),
+        ("name", |m| m.name = "agent.bim".into()),
+        ("targets", |m| m.targets = vec![String::new()]),
+        ("expires", |m| m.expires_unix_secs += 365 * 86_400),
+        ("object_hash", |m| m.object_hash[0] ^= 1),
+        ("block_hashes", |m| m.block_hashes[0][31] ^= 0x80),
+        ("kind", |m| m.kind = satcast_protocol::manifest::Kind::Policy),
+    ];
+    let mut datagrams = Vec::new();
+    for (field, change) in &changes {
+        let mut changed = manifest.clone();
+        change(&mut changed);
+        let spliced = SignedManifest { manifest: changed.to_bytes(), ..original.clone() }.to_bytes();
+        // Under the genuine object's id (still airing) and under a fresh one.
+        datagrams.extend(manifest_datagrams(&key, genuine.id, &spliced));
+        datagrams.extend(manifest_datagrams(&key, rig.rng.next_u64() | 1, &spliced));
+        println!("spliced the genuine signature onto a manifest with {field} changed");
+    }
+    let sent = rig.send_paced(&datagrams);
+    let delivered_after = start.elapsed() + rig.wait_delivered(&genuine, Duration::from_secs(30));
+    rig.finish(&["reason=signature does not verify under the certified signing key error=Trust(BadSignature)"], delivered_after);
+    let refused = rig.log().lines().filter(|l| l.contains("error=Trust(BadSignature)")).count();
+    // Each spliced manifest went under two header ids; the second copy has the same digest
+    // and is skipped as already refused.
+    println!("{sent} spliced datagrams sent, {refused} manifests refused with BadSignature");
+    assert!(refused >= changes.len(), "each spliced manifest must be refused:\n{}", rig.log());
+    assert_eq!(rig.log().lines().filter(|l| l.contains("manifest accepted")).count(), 1, "only the genuine manifest is accepted:\n{}", rig.log());
+}
+
+#[test]
+fn garbage_at_full_link_rate_is_dropped() {
+    /// The fastest carrier in the design.
+    const GARBAGE_BITS_PER_SEC: u64 = 80_000_000;
+    const GARBAGE_SECS: u64 = 4;
+    let mut rig = Rig::start("garbage_at_full_link_rate_is_dropped", false, 8_000_000, 3);
+    let genuine = rig.air("software", "agent.bin", 1_500_000, 1, None);
+    let start = Instant::now();
+    // Noise drawn up front, so the loop keeps up with the carrier rate.
+    let mut noise = vec![0u8; 1 << 20];
+    rig.rng.fill_bytes(&mut noise);
+    let mut buf = vec![0u8; 1472];
+    let (mut sent, mut bits) = (0u64, 0u64);
+    while start.elapsed() < Duration::from_secs(GARBAGE_SECS) {
+        let len = rig.rng.random_range(0..=1472usize);
+        let at = rig.rng.random_range(0..noise.len() - len);
+        buf[..len].copy_from_slice(&noise[at..at + len]);
+        // A third pure noise, a third with the magic, a third with magic and version.
+        match sent % 3 {
+            1 if len >= 4 => buf[..4].copy_from_slice(&wire::MAGIC),
+            2 if len >= 5 => {
+                buf[..4].copy_from_slice(&wire::MAGIC);
+                buf[4] = wire::VERSION;
+            }
+            _ => {}
+        }
+        let _ = rig.attacker.send_to(&buf[..len], rig.target);
+        sent += 1;
+        bits += (len as u64 + 28) * 8;
+        // Hold the rate: sleep when ahead of the carrier.
+        let due = Duration::from_micros(bits * 1_000_000 / GARBAGE_BITS_PER_SEC);
+        if let Some(ahead) = due.checked_sub(start.elapsed()) {
+            if ahead > Duration::from_millis(1) {
+                std::thread::sleep(ahead);
+            }
+        }
+    }
+    println!("sent {sent} garbage datagrams ({:.1} MB) in {GARBAGE_SECS} s", bits as f64 / 8e6);
+    let delivered_after = start.elapsed() + rig.wait_delivered(&genuine, Duration::from_secs(30));
+    let dropped = rig.wait_counter("dropped", sent);
+    println!("the receiver refused {dropped} of {sent}");
+    rig.finish(&["reason=bad magic error=Magic", "reason=bad tag error=Tag", "error=Length(", "datagrams dropped"], delivered_after);
+}
+
+/// After a reboot, a receiver has no last heartbeat to compare with: a heartbeat captured
+/// long ago, replayed while the real uplink is silent (jammed), is taken as fresh, so the
+/// heartbeat watch reports a live link.
+#[test]
+#[ignore = "bug: a replayed old heartbeat is accepted as fresh by a receiver that restarted (freshness is only relative to the last heartbeat, kept in memory)"]
+fn a_replayed_heartbeat_does_not_look_fresh_after_a_reboot() {
+    let mut rig = Rig::start("a_replayed_heartbeat_does_not_look_fresh_after_a_reboot", true, 8_000_000, 3);
+    let genuine = rig.air("codetable", "divisions.csv", 100_000, 1, None);
+    let delivered_after = rig.wait_delivered(&genuine, Duration::from_secs(20));
+    assert!(wait_until(Duration::from_secs(5), || !rig.tap().of(TYPE_HEARTBEAT, None).is_empty()), "no heartbeat captured");
+    let old = rig.tap().of(TYPE_HEARTBEAT, None);
+    // The link goes silent (the uplink stops; a jammer would do the same), and stays so.
+    if let Some(uplink) = rig.cluster.uplink.as_mut() {
+        uplink.stop();
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    rig.restart_receiver();
+    rig.send_paced(&old);
+    std::thread::sleep(Duration::from_millis(2500));
+    let age = rig.status()["heartbeat"]["age_ms"].clone();
+    rig.finish(&[], delivered_after);
+    assert!(age.is_null(), "a heartbeat captured over 5 s before was accepted as fresh (heartbeat age {age} ms):\n{}", rig.log());
+}
+
+/// An insider re-tags the genuine manifest under another object id in the header. It is
+/// refused (ObjectIdMismatch), but the refusal is remembered by digest alone, so the same
+/// signed bytes under their own id are then skipped for REJECTED_REMEMBER_FOR (600 s): a
+/// county that missed the first copies (rebooting, rain fade) never accepts the object
+/// while it airs.
+#[test]
+#[ignore = "bug: a genuine manifest refused once as ObjectIdMismatch (spliced under another id) is then ignored under its own id for 600 s; the object is not delivered"]
+fn a_genuine_manifest_spliced_under_another_id_does_not_block_the_genuine_one() {
+    let mut rig = Rig::start("a_genuine_manifest_spliced_under_another_id_does_not_block_the_genuine_one", true, 8_000_000, 12);
+    // The county is rebooting when the object starts airing.
+    let (_, hwm) = memory_kib(rig.pid());
+    rig.earlier_hwm_kib = hwm;
+    if let Some(daemon) = rig.cluster.counties[0].daemon.as_mut() {
+        daemon.stop();
+    }
+    let genuine = rig.air("software", "agent.bin", 1_000_000, 1, None);
+    let start = Instant::now();
+    let key = rig.key.clone();
+    let mut signed = None;
+    let captured = wait_until(Duration::from_secs(10), || {
+        signed = reassemble(&rig.tap().of(TYPE_MANIFEST, Some(genuine.id)), &key, genuine.id).map(|(s, _)| s);
+        signed.is_some()
+    });
+    assert!(captured, "no manifest of {:016x} captured:\n{}", genuine.id, rig.uplink_log());
+    let other_id = rig.rng.next_u64() | 1;
+    let spliced = manifest_datagrams(&key, other_id, &signed.expect("captured"));
+    // The insider sends the re-tagged copy every 2 ms while the county comes back up.
+    rig.cluster.counties[0].start().expect("restart receiver");
+    let mut up_at = None;
+    for _ in 0..2500 {
+        for d in &spliced {
+            let _ = rig.attacker.send_to(d, rig.target);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        if up_at.is_none() && rig.log().contains("receiver started") {
+            up_at = Some(Instant::now());
+        }
+        if up_at.is_some_and(|at| at.elapsed() > Duration::from_secs(1)) {
+            break;
+        }
+    }
+    assert!(up_at.is_some(), "the receiver did not restart:\n{}", rig.log());
+    println!("sent the genuine manifest of {:016x} re-tagged as {other_id:016x} while the county restarted", genuine.id);
+    rig.assert_log(&["error=ObjectIdMismatch"]);
+    let delivered_after = start.elapsed() + rig.wait_delivered(&genuine, Duration::from_secs(20));
+    rig.finish(&["error=ObjectIdMismatch"], delivered_after);
+}
