@@ -777,13 +777,26 @@ impl Reception {
         if let Err(error) = stored {
             return self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
         }
-        let Some(inc) = self.incoming.get_mut(&object_id) else { return };
+        if self.mark_verified(object_id, sbn) {
+            self.finish(object_id, store);
+        }
+    }
+
+    /// Records a verified block; true when it was the object's last.
+    fn mark_verified(&mut self, object_id: u64, sbn: u8) -> bool {
+        let Some(inc) = self.incoming.get_mut(&object_id) else { return false };
         inc.verified[usize::from(sbn)] = true;
         inc.remaining -= 1;
-        let remaining = inc.remaining;
+        let last = inc.remaining == 0;
         self.push(ReceptionEvent::BlockVerified { object_id, sbn });
-        if remaining == 0 {
-            self.finish(object_id, store);
+        last
+    }
+
+    /// The object is whole and verified: out of the incoming set, into the completed one.
+    fn complete(&mut self, object_id: u64) {
+        if let Some(inc) = self.incoming.remove(&object_id) {
+            self.remember_completed(object_id, inc.manifest.object_hash);
+            self.push(ReceptionEvent::Complete { manifest: Box::new(inc.manifest) });
         }
     }
 
@@ -800,16 +813,9 @@ impl Reception {
         if let Err(error) = store.clear_block(object_id, sbn) {
             return self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
         }
-        let Some(inc) = self.incoming.get_mut(&object_id) else { return };
-        inc.verified[usize::from(sbn)] = true;
-        inc.remaining -= 1;
-        let remaining = inc.remaining;
-        self.push(ReceptionEvent::BlockVerified { object_id, sbn });
-        if remaining == 0 {
-            if let Some(inc) = self.incoming.remove(&object_id) {
-                self.remember_completed(object_id, inc.manifest.object_hash);
-                self.push(ReceptionEvent::Complete { manifest: Box::new(inc.manifest) });
-            }
+        // Counting fidelity keeps no bytes: there is no whole-object hash to check.
+        if self.mark_verified(object_id, sbn) {
+            self.complete(object_id);
         }
     }
 
@@ -817,12 +823,7 @@ impl Reception {
     fn finish(&mut self, object_id: u64, store: &mut dyn ReceptionStore) {
         let Some(inc) = self.incoming.get(&object_id) else { return };
         match store.object_hash(object_id, inc.manifest.size_bytes) {
-            Ok(hash) if hash == inc.manifest.object_hash => {
-                if let Some(inc) = self.incoming.remove(&object_id) {
-                    self.remember_completed(object_id, inc.manifest.object_hash);
-                    self.push(ReceptionEvent::Complete { manifest: Box::new(inc.manifest) });
-                }
-            }
+            Ok(hash) if hash == inc.manifest.object_hash => self.complete(object_id),
             Ok(_) => {
                 let discarded = store.discard(object_id);
                 if let Some(inc) = self.incoming.get_mut(&object_id) {

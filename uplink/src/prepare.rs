@@ -45,7 +45,12 @@ pub fn resume(signed_manifest: Vec<u8>, payload: &Path, delivery: Delivery, chec
     let signed = SignedManifest::from_bytes(&signed_manifest).map_err(|e| PrepareError::Stored(e.to_string()))?;
     let manifest = Manifest::from_bytes(&signed.manifest).map_err(|e| PrepareError::Stored(e.to_string()))?;
     let file = File::open(payload).map_err(|source| PrepareError::Read { path: payload.display().to_string(), source })?;
-    Ok(NewObject {
+    Ok(new_object(manifest, signed_manifest, file, delivery, checkpoint))
+}
+
+/// A broadcast of normal priority with no schedule; the daemon sets those from the job.
+fn new_object(manifest: Manifest, signed_manifest: Vec<u8>, file: File, delivery: Delivery, resume: Option<Checkpoint>) -> NewObject {
+    NewObject {
         manifest,
         signed_manifest,
         source: Box::new(FileSource(file)),
@@ -53,8 +58,8 @@ pub fn resume(signed_manifest: Vec<u8>, payload: &Path, delivery: Delivery, chec
         not_before: None,
         deadline: None,
         delivery,
-        resume: checkpoint,
-    })
+        resume,
+    }
 }
 
 /// Reads block bytes from the payload file with positioned reads.
@@ -105,14 +110,5 @@ pub fn prepare(
         expires_unix_secs: now_unix_secs + lifetime_secs,
     };
     let signed_manifest = signing_key.sign_manifest(&manifest)?.to_bytes();
-    Ok(NewObject {
-        manifest,
-        signed_manifest,
-        source: Box::new(FileSource(file)),
-        priority: Priority::Normal,
-        not_before: None,
-        deadline: None,
-        delivery,
-        resume: None,
-    })
+    Ok(new_object(manifest, signed_manifest, file, delivery, None))
 }
