@@ -60,6 +60,8 @@ pub const ROUND_MARKER_SPACING: Duration = Duration::from_millis(50);
 /// interval takes over: a county that misses them all keeps the symbols it hears meanwhile
 /// (see `reception::EARLY_SYMBOL_BYTES_MAX`), but each copy it catches saves it a round.
 pub const FIRST_MANIFEST_REPEATS: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(300)];
+/// The most symbols beyond K a county may claim to need for a block.
+pub const NEED_OVERHEAD_SYMBOLS_MAX: u32 = 16;
 /// Idle objects repeat their manifest this many times less often than airing ones.
 pub const IDLE_MANIFEST_SLOWDOWN: u32 = 10;
 
@@ -564,8 +566,10 @@ impl Airing {
                 continue;
             }
             any = true;
-            for (worst, need) in worst_need.iter_mut().zip(&report.needs) {
-                *worst = (*worst).max(*need);
+            // A county cannot need more than a block's source symbols (plus RaptorQ's few
+            // extra): a larger claim is a bug or a lie, and must not buy air time.
+            for ((worst, need), block) in worst_need.iter_mut().zip(&report.needs).zip(&self.blocks) {
+                *worst = (*worst).max((*need).min(block.source_symbols + NEED_OVERHEAD_SYMBOLS_MAX));
             }
             if self.symbols_sent > 0 {
                 let loss = 1.0 - report.symbols_received as f64 / self.symbols_sent as f64;

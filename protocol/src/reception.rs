@@ -363,13 +363,17 @@ impl Reception {
         let _ = wall_unix_secs;
         self.revoked = (revocation.sequence, revocation.revoked_serials.iter().copied().collect());
         // Objects accepted under a key now revoked are dropped, partial data and all.
-        let doomed: Vec<u64> = self.incoming.iter().filter(|(_, inc)| self.revoked.1.contains(&inc.signer_serial)).map(|(id, _)| *id).collect();
-        for object_id in doomed {
+        let doomed: Vec<(u64, u64)> = self
+            .incoming
+            .iter()
+            .filter(|(_, inc)| self.revoked.1.contains(&inc.signer_serial))
+            .map(|(id, inc)| (*id, inc.signer_serial))
+            .collect();
+        for (object_id, serial) in doomed {
             self.incoming.remove(&object_id);
             if let Err(error) = store.discard(object_id) {
                 self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
             }
-            let serial = self.revoked.1.iter().next().copied().unwrap_or(0);
             self.push(ReceptionEvent::Rejected { object_id, reason: RejectReason::Trust(TrustError::KeyRevoked { serial }) });
         }
         self.push(ReceptionEvent::RevocationsUpdated { sequence: revocation.sequence, revoked_serials: revocation.revoked_serials });
@@ -793,7 +797,19 @@ impl Reception {
     }
 
     /// The object is whole and verified: out of the incoming set, into the completed one.
+    /// Unless a newer version of its (kind, name) was delivered while it arrived: then it
+    /// is refused as a rollback, and must not be delivered over the newer one.
     fn complete(&mut self, object_id: u64) {
+        let newer = self.incoming.get(&object_id).and_then(|inc| {
+            let delivered = self.delivered.get(&(inc.manifest.kind, inc.manifest.name.clone()))?;
+            (delivered.version >= inc.manifest.version && delivered.object_id != object_id).then_some((delivered.version, inc.manifest.version))
+        });
+        if let Some((accepted_version, offered_version)) = newer {
+            self.incoming.remove(&object_id);
+            let reason = RejectReason::Trust(TrustError::Rollback { accepted_version, offered_version });
+            self.send_feedback(FeedbackMessage::Rejected { object_id, reason: reason.to_string() });
+            return self.push(ReceptionEvent::Rejected { object_id, reason });
+        }
         if let Some(inc) = self.incoming.remove(&object_id) {
             self.remember_completed(object_id, inc.manifest.object_hash);
             self.push(ReceptionEvent::Complete { manifest: Box::new(inc.manifest) });

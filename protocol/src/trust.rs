@@ -36,12 +36,12 @@ pub const SIGNED_REVOCATION_BYTES_MAX: usize = 8 + 8 + 8 + REVOKED_SERIALS_MAX *
 /// How far a receiver's clock may lag the uplink's: a manifest created, or a key valid
 /// from, at most this many seconds after the receiver's `now` is still accepted.
 pub const CLOCK_SKEW_MAX_SECS: u64 = 300;
-/// Largest canonical [`KeyCertificate`] (it is 128 bytes; the margin costs nothing).
+/// Largest canonical [`KeyCertificate`] (it is 120 bytes; the margin costs nothing).
 pub const CERTIFICATE_BYTES_MAX: usize = 256;
 /// Largest canonical [`SignedManifest`]: the manifest, its length prefix, a certificate
 /// and a signature.
 pub const SIGNED_MANIFEST_BYTES_MAX: usize = MANIFEST_BYTES_MAX + 8 + CERTIFICATE_BYTES_MAX + 64;
-/// Largest canonical [`SignedHeartbeat`] (it is 208 bytes).
+/// Largest canonical [`SignedHeartbeat`] (it is 200 bytes).
 pub const SIGNED_HEARTBEAT_BYTES_MAX: usize = 512;
 /// Longest key text accepted by the `from_text` parsers, in bytes, checked before any
 /// decoding (a certificate line is about 280 bytes).

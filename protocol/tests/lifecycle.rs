@@ -156,3 +156,50 @@ fn replayed_and_stale_heartbeats_are_refused_or_aged() {
     w.now += Duration::from_secs(120);
     assert_eq!(w.county.heartbeat_age(w.now), Some(Duration::from_secs(120)), "the age grows while nothing fresh arrives");
 }
+
+/// Two versions of one name arrive at once and the older finishes last: it must not be
+/// delivered over the newer one.
+#[test]
+fn an_older_version_finishing_after_a_newer_one_is_refused() {
+    use satcast_protocol::fec::{self, BlockEncoder};
+    let mut w = world(5);
+    let signer = key(&w, 1, NOW - DAY, NOW + 300 * DAY);
+    let object = |object_id: u64, version: u64, fill: u8| {
+        let payload = vec![fill; 5_000];
+        let oti = Oti::new_for_object(payload.len() as u64, 1436, 1 << 20).expect("oti");
+        let manifest = Manifest {
+            size_bytes: payload.len() as u64,
+            oti: oti.encode(),
+            object_hash: *blake3::hash(&payload).as_bytes(),
+            block_hashes: vec![fec::block_hash(&payload)],
+            ..manifest(object_id, version, NOW)
+        };
+        (manifest, payload, oti)
+    };
+    let (old, old_payload, oti) = object(30, 1, 0x11);
+    let (new, new_payload, _) = object(31, 2, 0x22);
+    assert!(accepted(&w.air_manifest(&signer, &old, NOW)));
+    assert!(accepted(&w.air_manifest(&signer, &new, NOW)));
+    let mut air_symbols = |w: &mut World, manifest: &Manifest, payload: &[u8]| {
+        let encoder = BlockEncoder::new(&oti, 0, payload).expect("encoder");
+        let mut buf = Vec::new();
+        let mut symbol = Vec::new();
+        for esi in 0..encoder.source_symbols() + 2 {
+            symbol.clear();
+            encoder.symbol_into(esi, &mut symbol).expect("symbol");
+            wire::write_data(&mut buf, &w.network_key, manifest.object_id, 0, esi, &symbol);
+            w.county.handle_datagram(w.now, NOW, &buf, &mut w.store);
+        }
+        w.events()
+    };
+    let events = air_symbols(&mut w, &new, &new_payload);
+    let done = events.iter().find_map(|e| match e {
+        ReceptionEvent::Complete { manifest } => Some(manifest.clone()),
+        _ => None,
+    });
+    let done = done.expect("the newer version completes");
+    w.county.mark_delivered(&done);
+    let events = air_symbols(&mut w, &old, &old_payload);
+    assert!(!events.iter().any(|e| matches!(e, ReceptionEvent::Complete { .. })), "the older version must not complete: {events:?}");
+    assert!(rejected_with(&events, |e| matches!(e, TrustError::Rollback { accepted_version: 2, offered_version: 1 })), "{events:?}");
+}

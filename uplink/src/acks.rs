@@ -203,7 +203,7 @@ pub async fn serve(addr: SocketAddr, config: quinn::ServerConfig, tx: SyncSender
                     warn!(%remote, "client certificate is revoked: connection refused");
                     connection.close(1u32.into(), b"certificate revoked");
                 }
-                Ok(connection) => connection_loop(connection, tx, limits).await,
+                Ok(connection) => connection_loop(connection, tx, limits, revoked_clients).await,
                 Err(error) => warn!(%remote, %error, "acknowledgement connection refused"),
             }
             connections.fetch_sub(1, Ordering::Relaxed);
@@ -213,7 +213,7 @@ pub async fn serve(addr: SocketAddr, config: quinn::ServerConfig, tx: SyncSender
     Ok(())
 }
 
-async fn connection_loop(connection: quinn::Connection, tx: SyncSender<AckRequest>, limits: Limits) {
+async fn connection_loop(connection: quinn::Connection, tx: SyncSender<AckRequest>, limits: Limits, revoked_clients: Arc<RevokedClients>) {
     let remote = connection.remote_address();
     // The county this connection speaks for, once its first message proved it.
     let mut county: Option<String> = None;
@@ -225,6 +225,12 @@ async fn connection_loop(connection: quinn::Connection, tx: SyncSender<AckReques
                 return;
             }
         };
+        // A certificate revoked while its connection is open is shut out at its next message.
+        if revoked(&connection, &revoked_clients) {
+            warn!(%remote, "client certificate is revoked: connection closed");
+            connection.close(1u32.into(), b"certificate revoked");
+            return;
+        }
         let reply = match recv.read_to_end(FEEDBACK_BYTES_MAX).await {
             Err(error) => {
                 warn!(%remote, %error, "unreadable feedback stream");

@@ -559,6 +559,17 @@ fn record_feedback(store: &UplinkStore, broadcaster: &mut Broadcaster, feedback:
         record.heartbeat_age_secs = heartbeat_age_ms.map(|ms| ms / 1000);
     }
     store.put_receiver(county, &record)?;
+    // Reports about broadcasts this uplink never aired do not grow the ledger.
+    let known = |object_id: u64| store.broadcast(object_id).map(|r| r.is_some());
+    match &feedback.message {
+        FeedbackMessage::Progress { object_id, .. } | FeedbackMessage::Complete { object_id, .. } | FeedbackMessage::Rejected { object_id, .. } | FeedbackMessage::HookResult { object_id, .. }
+            if !known(*object_id)? =>
+        {
+            warn!(object = %format!("{object_id:016x}"), county, "feedback about an unknown broadcast ignored");
+            return Ok(());
+        }
+        _ => {}
+    }
     match &feedback.message {
         FeedbackMessage::Hello { .. } => {}
         FeedbackMessage::Progress { object_id, needs, .. } => {
@@ -566,6 +577,11 @@ fn record_feedback(store: &UplinkStore, broadcaster: &mut Broadcaster, feedback:
             store.record(*object_id, county, LedgerState::InProgress { needed }, now_secs)?;
         }
         FeedbackMessage::Complete { object_id, object_hash } => {
+            let expected = store.broadcast(*object_id)?.and_then(|r| stored_manifest(&r.signed_manifest).ok()).map(|m| m.object_hash);
+            if expected.is_some_and(|hash| hash != *object_hash) {
+                warn!(object = %format!("{object_id:016x}"), county, "county reports a completion with the wrong hash: not recorded");
+                return Ok(());
+            }
             if store.record(*object_id, county, LedgerState::Delivered { hash: *object_hash }, now_secs)? {
                 info!(object = %format!("{object_id:016x}"), county, "county complete");
             }
