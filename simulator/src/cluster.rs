@@ -261,7 +261,7 @@ impl Cluster {
             let addr = free_udp_addr()?;
             let config = make_county(dir, code, addr, wan.as_ref().map(|w| w.listen))?;
             let loss = options.loss.get(i).or(options.loss.last()).copied().unwrap_or(LossModel::None);
-            destinations.push(Destination { addr, loss });
+            destinations.push(Destination::lossy(addr, loss));
             let county_dir = config.parent().map(Path::to_owned).unwrap_or_else(|| dir.to_owned());
             counties.push(County { code: code.clone(), dir: county_dir, config, addr, daemon: None });
         }

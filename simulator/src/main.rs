@@ -60,6 +60,15 @@ enum Command {
         /// Independent loss probability per datagram and destination.
         #[arg(long, default_value_t = 0.0)]
         loss: f64,
+        /// Mean loss burst in datagrams: with it, --loss is a Gilbert-Elliott mean loss.
+        #[arg(long)]
+        burst: Option<f64>,
+        /// One-way delay added on the way to every destination, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Rate limit per destination in bits per second (default: none).
+        #[arg(long)]
+        rate_bps: Option<u64>,
         /// Seed for the loss draws (default: random, printed).
         #[arg(long)]
         seed: Option<u64>,
@@ -289,10 +298,18 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Relay { listen, to, loss, seed } => {
+        Command::Relay { listen, to, loss, burst, delay_ms, rate_bps, seed } => {
+            anyhow::ensure!((0.0..1.0).contains(&loss), "--loss must be in [0, 1)");
             let seed = seed.unwrap_or_else(rand::random);
             eprintln!("relay seed {seed}; replay with --seed {seed}");
-            let destinations = to.into_iter().map(|addr| Destination { addr, loss: LossModel::Bernoulli(loss) }).collect();
+            let model = match burst {
+                Some(mean_burst) => LossModel::GilbertElliott { mean_loss: loss, mean_burst },
+                None => LossModel::Bernoulli(loss),
+            };
+            let destinations = to
+                .into_iter()
+                .map(|addr| Destination { addr, loss: model, delay: Duration::from_millis(delay_ms), rate_bits_per_sec: rate_bps })
+                .collect();
             let relay = Relay::start(listen, destinations, seed).context("cannot start the relay")?;
             eprintln!("relaying from {}; Ctrl-C to stop", relay.listen);
             loop {
