@@ -192,3 +192,47 @@ fn a_flood_of_quic_initials_keeps_the_uplink_memory_bounded() {
     let tls = client_tls(&bundle.join("ca.cert.pem"), Some((&bundle.join("client.cert.pem"), &bundle.join("client.key.pem"))));
     assert_eq!(try_hello(&cluster, tls, "410102"), Ok(AckReply::Recorded));
 }
+
+#[test]
+fn a_county_flooding_feedback_is_told_to_come_back_later() {
+    let seed = seed("ACKS_SEED", "acks");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path(), &options(seed, &["410102"])).expect("cluster");
+    let config = ReceiverConfig::load(&cluster.counties[0].config).expect("config");
+    let ack = config.ack.clone().expect("ack");
+    let tls = satcast_receiver::acks::client_config(&config.keys).expect("tls");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let replies = runtime.block_on(async move {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+        endpoint.set_default_client_config(tls);
+        let connection = endpoint.connect(ack.uplink.parse().expect("addr"), &ack.server_name).expect("connect").await.expect("handshake");
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let connection = connection.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut replies = Vec::new();
+                for _ in 0..30 {
+                    let hello = Feedback { county_code: "410102".into(), message: FeedbackMessage::Hello { software_version: "flood".into(), free_disk_bytes: 1, heartbeat_age_ms: None } };
+                    let Ok((mut tx, mut rx)) = connection.open_bi().await else { break };
+                    if tx.write_all(&hello.to_bytes()).await.is_err() || tx.finish().is_err() {
+                        break;
+                    }
+                    if let Ok(reply) = rx.read_to_end(16).await {
+                        replies.extend(reply.first().map(|b| AckReply::from_byte(*b)));
+                    }
+                }
+                replies
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap_or_default());
+        }
+        all
+    });
+    let busy = replies.iter().filter(|r| **r == AckReply::Busy).count();
+    let recorded = replies.iter().filter(|r| **r == AckReply::Recorded).count();
+    println!("{} messages: {recorded} recorded, {busy} told to come back later", replies.len());
+    assert!(busy > 0, "a county sending {} messages at once must hit the rate limit", replies.len());
+    assert!(recorded >= 150, "the burst allowance lets a normal backlog through ({recorded} recorded)");
+}
