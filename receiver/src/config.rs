@@ -3,6 +3,9 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use satcast_protocol::manifest::Kind;
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -55,6 +58,75 @@ pub struct ReceiverConfig {
     /// Bounds on what this receiver keeps.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// A warning is logged once no valid heartbeat has arrived for this long (and once at
+    /// start if none arrives within it); an info line when heartbeats return.
+    #[serde(default = "default_heartbeat_warn_after_secs")]
+    pub heartbeat_warn_after_secs: u64,
+    /// Programs run after a delivery, per kind.
+    #[serde(default)]
+    pub hooks: HooksConfig,
+}
+
+/// The longest `heartbeat_warn_after_secs` accepted: a day. Longer is a typo, and would
+/// hide a dead link for longer than anyone wants.
+pub const HEARTBEAT_WARN_AFTER_SECS_MAX: u64 = 86_400;
+/// The longest hook timeout accepted: six hours (a software installation may be slow, but
+/// one hook holds every later one in the queue).
+pub const HOOK_TIMEOUT_SECS_MAX: u64 = 6 * 3600;
+/// The most arguments in a hook command, program included.
+pub const HOOK_ARGS_MAX: usize = 64;
+
+fn default_heartbeat_warn_after_secs() -> u64 {
+    60
+}
+
+/// Post-receive hooks, one optional table per kind: `[hooks.policy]`, `[hooks.software]`,
+/// `[hooks.codetable]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Run after a policy document is delivered.
+    pub policy: Option<HookConfig>,
+    /// Run after a software update is delivered.
+    pub software: Option<HookConfig>,
+    /// Run after a code table is delivered.
+    pub codetable: Option<HookConfig>,
+}
+
+impl HooksConfig {
+    /// The hook for a kind, if one is configured.
+    pub fn for_kind(&self, kind: Kind) -> Option<&HookConfig> {
+        match kind {
+            Kind::Policy => self.policy.as_ref(),
+            Kind::Software => self.software.as_ref(),
+            Kind::CodeTable => self.codetable.as_ref(),
+        }
+    }
+}
+
+/// One post-receive hook: a program run without a shell after each delivery of its kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// The program and its arguments, e.g. `["/usr/local/bin/reload-policy", "--quiet"]`.
+    /// No shell is involved. A program named with a relative path containing a slash is
+    /// resolved against the config file's folder; a bare name is looked up in PATH.
+    pub command: Vec<String>,
+    /// The hook is killed (its whole process group) after this many seconds and reported
+    /// as failed.
+    #[serde(default = "default_hook_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_hook_timeout_secs() -> u64 {
+    300
+}
+
+impl HookConfig {
+    /// How long the hook may run.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
 }
 
 /// The downlink socket: a multicast group, or a unicast bind for tests and relays.
@@ -164,7 +236,36 @@ impl ReceiverConfig {
         if config.limits.partial_objects_max == 0 {
             return Err(invalid("limits.partial_objects_max must be at least 1".into()));
         }
+        if !(1..=HEARTBEAT_WARN_AFTER_SECS_MAX).contains(&config.heartbeat_warn_after_secs) {
+            return Err(invalid(format!("heartbeat_warn_after_secs must be between 1 and {HEARTBEAT_WARN_AFTER_SECS_MAX}")));
+        }
         let base = path.parent().unwrap_or(Path::new("."));
+        for kind in Kind::ALL {
+            let hook = match kind {
+                Kind::Policy => config.hooks.policy.as_mut(),
+                Kind::Software => config.hooks.software.as_mut(),
+                Kind::CodeTable => config.hooks.codetable.as_mut(),
+            };
+            let Some(hook) = hook else { continue };
+            if hook.command.is_empty() || hook.command.first().is_some_and(|p| p.is_empty()) {
+                return Err(invalid(format!("hooks.{kind}.command must name a program")));
+            }
+            if hook.command.len() > HOOK_ARGS_MAX {
+                return Err(invalid(format!("hooks.{kind}.command has more than {HOOK_ARGS_MAX} arguments")));
+            }
+            if !(1..=HOOK_TIMEOUT_SECS_MAX).contains(&hook.timeout_secs) {
+                return Err(invalid(format!("hooks.{kind}.timeout_secs must be between 1 and {HOOK_TIMEOUT_SECS_MAX}")));
+            }
+            if let Some(program) = hook.command.first_mut() {
+                // "./reload.sh" and "bin/reload" mean next to the config, like every other
+                // path in it; "systemctl" means the one in PATH.
+                let as_path = Path::new(program.as_str());
+                if as_path.is_relative() && program.contains('/') {
+                    let relative: PathBuf = as_path.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
+                    *program = base.join(relative).to_string_lossy().into_owned();
+                }
+            }
+        }
         for p in [
             &mut config.state_dir,
             &mut config.deliver_dir,

@@ -6,6 +6,9 @@ pub mod acks;
 pub mod config;
 pub mod daemon;
 pub mod droplog;
+pub mod heartbeat;
+pub mod hooks;
 pub mod logging;
+pub mod status;
 
 pub use config::ReceiverConfig;

@@ -45,4 +45,37 @@ fn the_annotated_example_parses() {
     let config = ReceiverConfig::load(&path).expect("examples/receiver.toml is valid");
     assert_eq!(config.county_code, "410102");
     assert!(config.downlink.group.is_some());
+    assert_eq!(config.heartbeat_warn_after_secs, 60);
+    let policy = config.hooks.policy.as_ref().expect("the example shows a policy hook");
+    assert_eq!(policy.timeout_secs, 60);
+    assert!(config.hooks.software.is_none() && config.hooks.codetable.is_none());
+}
+
+#[test]
+fn hooks_and_heartbeat_settings_are_checked() {
+    let base = |extra_top: &str, tables: &str| {
+        format!("county_code = \"410102\"\n{extra_top}\nstate_dir = \"s\"\ndeliver_dir = \"d\"\n[downlink]\nbind = \"127.0.0.1:1\"\n{KEYS}{tables}")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("receiver.toml");
+    let hooks = "[hooks.codetable]\ncommand = [\"./reload.sh\", \"--all\"]\n[hooks.software]\ncommand = [\"systemctl\", \"restart\", \"x\"]\ntimeout_secs = 5\n";
+    std::fs::write(&path, base("heartbeat_warn_after_secs = 5", hooks)).expect("write");
+    let config = ReceiverConfig::load(&path).expect("valid");
+    assert_eq!(config.heartbeat_warn_after_secs, 5);
+    let codetable = config.hooks.codetable.as_ref().expect("codetable hook");
+    assert_eq!(codetable.command, vec![dir.path().join("reload.sh").to_string_lossy().into_owned(), "--all".into()], "relative to the config");
+    assert_eq!(codetable.timeout_secs, 300, "default timeout");
+    assert_eq!(config.hooks.software.as_ref().expect("software hook").command[0], "systemctl", "bare names stay for PATH");
+    assert!(config.hooks.policy.is_none());
+
+    let err = load(&base("", "[hooks.policy]\ncommand = []\n")).expect_err("empty command");
+    assert!(err.contains("hooks.policy.command"), "{err}");
+    let err = load(&base("", "[hooks.policy]\ncommand = [\"x\"]\ntimeout_secs = 0\n")).expect_err("zero timeout");
+    assert!(err.contains("timeout_secs"), "{err}");
+    let err = load(&base("", "[hooks.polcy]\ncommand = [\"x\"]\n")).expect_err("misspelt kind");
+    assert!(err.contains("polcy"), "{err}");
+    let err = load(&base("", "[hooks.policy]\ncommand = \"x --y\"\n")).expect_err("a string, not an array");
+    assert!(err.contains("invalid config"), "{err}");
+    let err = load(&base("heartbeat_warn_after_secs = 0", "")).expect_err("zero");
+    assert!(err.contains("heartbeat_warn_after_secs"), "{err}");
 }

@@ -1,0 +1,534 @@
+//! `satcast-receiver status`: the running daemon writes `state/status.json` every second
+//! (temp file and rename, so a reader never sees half of one); the command reads it, says
+//! whether the daemon is running, and prints a table or JSON. When the daemon is not
+//! running it still shows what is on disk, read straight from the files (the cache's
+//! manifests, the spools' manifests, trust state, hook records) without opening the index.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use satcast_protocol::fec::{self, Oti};
+use satcast_protocol::manifest::Manifest;
+use satcast_protocol::trust::SignedManifest;
+use satcast_store::TrustState;
+use serde::{Deserialize, Serialize};
+
+use crate::hooks::{HOOK_RESULTS_SHOWN_MAX, HookJob, HookRecord, HookStatus, HookSummary, hex_id};
+
+/// The status file, under the state directory.
+pub const STATUS_FILE: &str = "status.json";
+/// A status file older than this means the daemon is not running (it rewrites it every second).
+pub const STATUS_STALE_AFTER: Duration = Duration::from_secs(5);
+/// The most cache entries listed in status (the total is always given).
+pub const STATUS_CACHED_MAX: usize = 1000;
+/// The most files looked at per folder when reading state without the daemon.
+pub const OFFLINE_FILES_MAX: usize = 100_000;
+/// The largest status or manifest file read.
+pub const STATUS_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Bumped when a field changes meaning or goes away (new fields do not bump it).
+pub const STATUS_FORMAT: u32 = 1;
+
+/// Exit code of `status`: the daemon is running.
+pub const EXIT_RUNNING: i32 = 0;
+/// Exit code of `status`: the daemon is not running (no status, or older than 5 s).
+pub const EXIT_NOT_RUNNING: i32 = 3;
+
+/// What the daemon writes every second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// [`STATUS_FORMAT`].
+    pub format: u32,
+    /// The daemon's process id.
+    pub pid: u32,
+    /// This county.
+    pub county_code: String,
+    /// The receiver's version.
+    pub software_version: String,
+    /// When the daemon started.
+    pub started_unix_ms: u64,
+    /// When this was written.
+    pub updated_unix_ms: u64,
+    /// Set in the last status a daemon writes as it stops.
+    #[serde(default)]
+    pub stopped: bool,
+    /// Uplink heartbeats.
+    pub heartbeat: HeartbeatStatus,
+    /// Feedback waiting for the uplink.
+    pub outbox: OutboxStatus,
+    /// Disk use against the limits.
+    pub disk: DiskStatus,
+    /// What arrived.
+    pub reception: ReceptionStatus,
+    /// Objects being received.
+    pub partial: Vec<PartialStatus>,
+    /// Completed objects waiting to be delivered (a full disk, the cache limit, the hook queue).
+    pub deliveries_waiting: usize,
+    /// Finished objects in the cache (at most [`STATUS_CACHED_MAX`], newest version first).
+    pub cached: Vec<CachedStatus>,
+    /// How many objects the cache holds in all.
+    pub cached_total: usize,
+    /// Post-receive hooks.
+    pub hooks: HookStatus,
+}
+
+/// Uplink heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatStatus {
+    /// Milliseconds since the last valid heartbeat; none since start if absent.
+    pub age_ms: Option<u64>,
+    /// The configured `heartbeat_warn_after_secs`.
+    pub warn_after_secs: u64,
+    /// No heartbeat within that bound (the warning is standing).
+    pub stale: bool,
+}
+
+/// Feedback waiting for the uplink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxStatus {
+    /// Messages in the durable outbox.
+    pub messages: usize,
+}
+
+/// Disk use against the limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStatus {
+    /// Spooled symbols and partial objects.
+    pub spool_bytes: u64,
+    /// `limits.spool_bytes_max`.
+    pub spool_bytes_max: u64,
+    /// Cached objects.
+    pub cache_bytes: u64,
+    /// `limits.cache_bytes_max`.
+    pub cache_bytes_max: u64,
+    /// Free space on the state directory's file system.
+    pub free_bytes: Option<u64>,
+}
+
+/// Reception counters since the daemon started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceptionStatus {
+    /// Datagrams received.
+    pub datagrams: u64,
+    /// Refused by the wire parser (bad tag, magic, length...).
+    pub dropped: u64,
+    /// DATA symbols kept.
+    pub symbols_kept: u64,
+    /// DATA symbols ignored (unknown or completed object, duplicate...).
+    pub symbols_ignored: u64,
+    /// Events the datapath did not poll in time.
+    pub events_lost: u64,
+}
+
+/// One object being received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialStatus {
+    /// The object.
+    #[serde(with = "hex_id")]
+    pub object_id: u64,
+    /// kind/name.
+    pub name: String,
+    /// Its version, when known.
+    pub version: Option<u64>,
+    /// Its size, when known.
+    pub size_bytes: Option<u64>,
+    /// Source blocks verified so far (known only while the daemon runs).
+    pub blocks_verified: Option<usize>,
+    /// Source blocks in all.
+    pub blocks: Option<usize>,
+    /// Distinct symbols held for blocks not yet verified (known only while the daemon runs).
+    pub symbols_held: Option<u64>,
+}
+
+/// One finished object in the cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedStatus {
+    /// The object.
+    #[serde(with = "hex_id")]
+    pub object_id: u64,
+    /// Its kind.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: u64,
+    /// Its size.
+    pub size_bytes: u64,
+    /// BLAKE3, hex.
+    pub hash: String,
+    /// It is the version last delivered into deliver/<kind>/<name>.
+    pub delivered: bool,
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Writes the status file: temp file and rename, no fsync (it is rewritten every second
+/// and worthless after a power cut; a reader must only never see half of it).
+pub fn write(state_dir: &Path, status: &DaemonStatus) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
+    let tmp = state_dir.join(format!(".{STATUS_FILE}.tmp"));
+    {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(&bytes)?;
+    }
+    fs::rename(&tmp, state_dir.join(STATUS_FILE))
+}
+
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    fs::File::open(path)?.take(STATUS_BYTES_MAX).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Whether a daemon is running, judged from its status file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Liveness {
+    /// Fresh status from a live process.
+    Running {
+        /// The status.
+        status: Box<DaemonStatus>,
+        /// How old it is.
+        age: Duration,
+    },
+    /// No daemon; the last status it wrote, if any.
+    NotRunning {
+        /// Why we think so, in words.
+        reason: String,
+        /// The last status found.
+        last: Option<Box<DaemonStatus>>,
+    },
+}
+
+fn process_exists(pid: u32) -> bool {
+    // Without /proc (not Linux?) assume it exists: the age of the file decides alone.
+    !Path::new("/proc/self").exists() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Reads the status file and decides whether the daemon runs.
+pub fn liveness(state_dir: &Path, now: SystemTime) -> Liveness {
+    let path = state_dir.join(STATUS_FILE);
+    let bytes = match read_bounded(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            return Liveness::NotRunning { reason: format!("no {} (the daemon has not run with this state directory)", path.display()), last: None };
+        }
+        Err(error) => return Liveness::NotRunning { reason: format!("cannot read {}: {error}", path.display()), last: None },
+    };
+    let status: DaemonStatus = match serde_json::from_slice(&bytes) {
+        Ok(status) => status,
+        Err(error) => return Liveness::NotRunning { reason: format!("{} is unreadable: {error}", path.display()), last: None },
+    };
+    let age = Duration::from_millis(unix_ms(now).saturating_sub(status.updated_unix_ms));
+    let reason = if status.stopped {
+        Some(format!("the daemon (pid {}) stopped {} ago", status.pid, human_duration(age)))
+    } else if age > STATUS_STALE_AFTER {
+        Some(format!("status last updated {} ago by pid {}", human_duration(age), status.pid))
+    } else if !process_exists(status.pid) {
+        Some(format!("process {} is gone (it was killed {} ago or less)", status.pid, human_duration(age)))
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Liveness::NotRunning { reason, last: Some(Box::new(status)) },
+        None => Liveness::Running { status: Box::new(status), age },
+    }
+}
+
+/// What the files say, without the daemon: cached and partial objects, hook records.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OfflineState {
+    /// Finished objects (from objects/*.manifest).
+    pub cached: Vec<CachedStatus>,
+    /// How many in all.
+    pub cached_total: usize,
+    /// Objects being received (from spool/*/manifest).
+    pub partial: Vec<PartialStatus>,
+    /// Hooks waiting and the latest results.
+    pub hooks: HookStatus,
+}
+
+fn unverified_manifest(path: &Path) -> Option<Manifest> {
+    let bytes = read_bounded(path).ok()?;
+    let signed = SignedManifest::from_bytes(&bytes).ok()?;
+    Manifest::from_bytes(&signed.manifest).ok()
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir).map(|entries| entries.flatten().take(OFFLINE_FILES_MAX).map(|e| e.path()).collect()).unwrap_or_default()
+}
+
+/// Orders cache entries for display: by kind and name, newest version first.
+pub fn sort_cached(cached: &mut [CachedStatus]) {
+    cached.sort_by(|a, b| (&a.kind, &a.name, std::cmp::Reverse(a.version)).cmp(&(&b.kind, &b.name, std::cmp::Reverse(b.version))));
+}
+
+/// Reads the state directory's files. The manifests are shown as found (their signatures
+/// were checked when they were accepted; this is a display, not a decision).
+pub fn offline_state(state_dir: &Path) -> OfflineState {
+    let delivered: Vec<(String, String, u64)> = TrustState::load(&state_dir.join("trust.state"))
+        .map(|t| t.delivered().map(|(k, n, a)| (k.to_string(), n.to_owned(), a.object_id)).collect())
+        .unwrap_or_default();
+    let mut cached: Vec<CachedStatus> = files(&state_dir.join("objects"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "manifest"))
+        .filter_map(|p| unverified_manifest(p))
+        .map(|m| CachedStatus {
+            object_id: m.object_id,
+            kind: m.kind.to_string(),
+            delivered: delivered.iter().any(|(k, n, id)| *k == m.kind.as_str() && *n == m.name && *id == m.object_id),
+            name: m.name,
+            version: m.version,
+            size_bytes: m.size_bytes,
+            hash: hex::encode(m.object_hash),
+        })
+        .collect();
+    sort_cached(&mut cached);
+    let cached_total = cached.len();
+    cached.truncate(STATUS_CACHED_MAX);
+    let mut partial: Vec<PartialStatus> = files(&state_dir.join("spool"))
+        .iter()
+        .filter_map(|dir| unverified_manifest(&dir.join("manifest")))
+        .map(|m| PartialStatus {
+            object_id: m.object_id,
+            name: format!("{}/{}", m.kind, m.name),
+            version: Some(m.version),
+            size_bytes: Some(m.size_bytes),
+            blocks_verified: None,
+            blocks: Oti::decode(&m.oti).ok().map(|oti| fec::blocks(&oti).len()),
+            symbols_held: None,
+        })
+        .collect();
+    partial.sort_by_key(|p| p.object_id);
+    let hooks_dir = state_dir.join("hooks");
+    let queued = files(&hooks_dir.join("due")).iter().filter(|p| p.extension().is_some_and(|e| e == "json")).count();
+    let mut done: Vec<HookRecord> = files(&hooks_dir.join("done"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter_map(|p| read_bounded(p).ok().and_then(|b| serde_json::from_slice(&b).ok()))
+        .collect();
+    done.sort_by_key(|r| std::cmp::Reverse(r.outcome.finished_unix_ms));
+    let running = files(&hooks_dir.join("due"))
+        .iter()
+        .filter_map(|p| read_bounded(p).ok().and_then(|b| serde_json::from_slice::<HookJob>(&b).ok()))
+        .find(|j| j.state == crate::hooks::JobState::Running)
+        .map(|j| crate::hooks::RunningHook { object_id: j.object_id, name: format!("{}/{}", j.kind, j.name), started_unix_ms: 0 });
+    let hooks = HookStatus { queued, running, recent: done.iter().take(HOOK_RESULTS_SHOWN_MAX).map(HookSummary::from).collect() };
+    OfflineState { cached, cached_total, partial, hooks }
+}
+
+/// The JSON `status --json` prints: the daemon's status with `running` and its age, or,
+/// when it is not running, the reason, what the files say, and the last status written.
+pub fn json_report(liveness: &Liveness, offline: Option<&OfflineState>) -> serde_json::Value {
+    match liveness {
+        Liveness::Running { status, age } => {
+            let mut value = serde_json::to_value(status.as_ref()).unwrap_or(serde_json::Value::Null);
+            if let Some(object) = value.as_object_mut() {
+                object.insert("running".into(), true.into());
+                object.insert("status_age_ms".into(), (age.as_millis() as u64).into());
+            }
+            value
+        }
+        Liveness::NotRunning { reason, last } => {
+            let mut value = offline.and_then(|o| serde_json::to_value(o).ok()).unwrap_or_else(|| serde_json::json!({}));
+            if let Some(object) = value.as_object_mut() {
+                object.insert("running".into(), false.into());
+                object.insert("reason".into(), reason.clone().into());
+                object.insert("last_status".into(), last.as_ref().and_then(|s| serde_json::to_value(s.as_ref()).ok()).unwrap_or(serde_json::Value::Null));
+            }
+            value
+        }
+    }
+}
+
+/// "1.5 GiB".
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// "3 s", "2 min 5 s", "4 h 10 min", "2 d 3 h".
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        3600..86_400 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+        _ => format!("{} d {} h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+fn when(unix_ms_then: u64, now: SystemTime) -> String {
+    if unix_ms_then == 0 {
+        return "-".into();
+    }
+    format!("{} ago", human_duration(Duration::from_millis(unix_ms(now).saturating_sub(unix_ms_then))))
+}
+
+fn write_cached(out: &mut String, cached: &[CachedStatus], total: usize) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "\ncached objects: {total}{}", if total > cached.len() { format!(" ({} shown)", cached.len()) } else { String::new() });
+    if cached.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  {:<16}  {:<9}  {:<28}  {:>10}  {:>10}  {:<9}  HASH", "OBJECT", "KIND", "NAME", "VERSION", "SIZE", "DELIVERED");
+    for c in cached {
+        let hash = c.hash.get(..16).unwrap_or(&c.hash);
+        let delivered = if c.delivered { "yes" } else { "superseded" };
+        let _ = writeln!(out, "  {:016x}  {:<9}  {:<28}  {:>10}  {:>10}  {:<9}  {hash}…", c.object_id, c.kind, c.name, c.version, human_bytes(c.size_bytes), delivered);
+    }
+}
+
+fn write_partial(out: &mut String, partial: &[PartialStatus]) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "\nreceiving: {}", partial.len());
+    if partial.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  {:<16}  {:<38}  {:>10}  {:>10}  {:>9}  {:>8}", "OBJECT", "NAME", "VERSION", "SIZE", "BLOCKS", "SYMBOLS");
+    for p in partial {
+        let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        let blocks = match (p.blocks_verified, p.blocks) {
+            (Some(v), Some(b)) => format!("{v}/{b}"),
+            (None, Some(b)) => format!("?/{b}"),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:016x}  {:<38}  {:>10}  {:>10}  {:>9}  {:>8}",
+            p.object_id,
+            p.name,
+            opt(p.version),
+            p.size_bytes.map_or("-".into(), human_bytes),
+            blocks,
+            opt(p.symbols_held)
+        );
+    }
+}
+
+fn write_hooks(out: &mut String, hooks: &HookStatus, now: SystemTime) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "\nhooks: {} waiting", hooks.queued);
+    if let Some(running) = &hooks.running {
+        let _ = writeln!(out, "  running now: {} ({:016x}), started {}", running.name, running.object_id, when(running.started_unix_ms, now));
+    }
+    if hooks.recent.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  {:<16}  {:<38}  {:<6}  {:<14}  DETAIL", "OBJECT", "NAME", "RESULT", "FINISHED");
+    for h in &hooks.recent {
+        let result = if h.success { "ok" } else { "FAILED" };
+        let _ = writeln!(out, "  {:016x}  {:<38}  {:<6}  {:<14}  {}", h.object_id, h.name, result, when(h.finished_unix_ms, now), h.detail);
+    }
+}
+
+/// The human-readable status.
+pub fn human_report(liveness: &Liveness, offline: Option<&OfflineState>, now: SystemTime) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    match liveness {
+        Liveness::Running { status, age } => {
+            let s = status.as_ref();
+            let _ = writeln!(
+                out,
+                "satcast-receiver {} for county {}: RUNNING (pid {}, up {}, status {} ms old)",
+                s.software_version,
+                s.county_code,
+                s.pid,
+                human_duration(Duration::from_millis(s.updated_unix_ms.saturating_sub(s.started_unix_ms))),
+                age.as_millis()
+            );
+            let heartbeat = match s.heartbeat.age_ms {
+                Some(ms) => format!("last {} ago", human_duration(Duration::from_millis(ms))),
+                None => "none since start".into(),
+            };
+            let stale = if s.heartbeat.stale { "  ** STALE: the downlink is silent **" } else { "" };
+            let _ = writeln!(out, "  heartbeat   {heartbeat} (warns after {} s){stale}", s.heartbeat.warn_after_secs);
+            let _ = writeln!(out, "  outbox      {} message(s) waiting for the uplink", s.outbox.messages);
+            let free = s.disk.free_bytes.map_or(String::new(), |f| format!(", {} free", human_bytes(f)));
+            let _ = writeln!(
+                out,
+                "  disk        spool {} of {}, cache {} of {}{free}",
+                human_bytes(s.disk.spool_bytes),
+                human_bytes(s.disk.spool_bytes_max),
+                human_bytes(s.disk.cache_bytes),
+                human_bytes(s.disk.cache_bytes_max)
+            );
+            let r = &s.reception;
+            let _ = writeln!(
+                out,
+                "  reception   {} datagrams, {} refused, {} symbols kept, {} ignored",
+                r.datagrams, r.dropped, r.symbols_kept, r.symbols_ignored
+            );
+            if s.deliveries_waiting > 0 {
+                let _ = writeln!(out, "  waiting     {} completed object(s) not yet delivered (see the log)", s.deliveries_waiting);
+            }
+            write_partial(&mut out, &s.partial);
+            write_cached(&mut out, &s.cached, s.cached_total);
+            write_hooks(&mut out, &s.hooks, now);
+        }
+        Liveness::NotRunning { reason, .. } => {
+            let _ = writeln!(out, "satcast-receiver is NOT RUNNING: {reason}");
+            let _ = writeln!(out, "What is on disk:");
+            if let Some(offline) = offline {
+                write_partial(&mut out, &offline.partial);
+                write_cached(&mut out, &offline.cached, offline.cached_total);
+                write_hooks(&mut out, &offline.hooks, now);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_stale_status_means_not_running() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(matches!(liveness(dir.path(), SystemTime::now()), Liveness::NotRunning { last: None, .. }));
+        let status = DaemonStatus {
+            format: STATUS_FORMAT,
+            pid: std::process::id(),
+            county_code: "410102".into(),
+            software_version: "0".into(),
+            started_unix_ms: unix_ms(SystemTime::now()),
+            updated_unix_ms: unix_ms(SystemTime::now()),
+            stopped: false,
+            heartbeat: HeartbeatStatus { age_ms: None, warn_after_secs: 60, stale: false },
+            outbox: OutboxStatus { messages: 2 },
+            disk: DiskStatus { spool_bytes: 0, spool_bytes_max: 1, cache_bytes: 0, cache_bytes_max: 1, free_bytes: None },
+            reception: ReceptionStatus { datagrams: 0, dropped: 0, symbols_kept: 0, symbols_ignored: 0, events_lost: 0 },
+            partial: vec![],
+            deliveries_waiting: 0,
+            cached: vec![],
+            cached_total: 0,
+            hooks: HookStatus::default(),
+        };
+        write(dir.path(), &status).expect("write");
+        assert!(matches!(liveness(dir.path(), SystemTime::now()), Liveness::Running { .. }));
+        let later = SystemTime::now() + Duration::from_secs(6);
+        assert!(matches!(liveness(dir.path(), later), Liveness::NotRunning { last: Some(_), .. }));
+        let json = json_report(&liveness(dir.path(), SystemTime::now()), None);
+        assert_eq!(json["running"], true);
+        assert_eq!(json["outbox"]["messages"], 2);
+        fs::write(dir.path().join(STATUS_FILE), b"{ not json").expect("write");
+        assert!(matches!(liveness(dir.path(), SystemTime::now()), Liveness::NotRunning { .. }));
+    }
+
+    #[test]
+    fn sizes_and_durations_read_well() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(8 << 30), "8.0 GiB");
+        assert_eq!(human_duration(Duration::from_secs(125)), "2 min 5 s");
+    }
+}
