@@ -112,26 +112,37 @@ impl Spool {
         self.open.last_mut().map(|(_, f)| f).ok_or_else(|| io::Error::other("spool file vanished"))
     }
 
-    /// Every intact record of a block.
+    /// Every intact record of a block, read record by record (no second copy of the file).
     pub fn read_block(&self, sbn: u8) -> io::Result<Vec<(u32, Vec<u8>)>> {
-        let mut bytes = Vec::new();
-        match File::open(self.block_path(sbn)) {
-            Ok(mut file) => {
-                file.read_to_end(&mut bytes)?;
-            }
+        let file = match File::open(self.block_path(sbn)) {
+            Ok(file) => file,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(error) => return Err(error),
-        }
+        };
         let record_len = RECORD_HEADER_LEN + self.symbol_size;
-        let mut out = Vec::with_capacity(bytes.len() / record_len);
+        let len = file.metadata()?.len() as usize;
+        let mut reader = io::BufReader::with_capacity(1 << 16, file);
+        let mut out = Vec::with_capacity(len / record_len);
         let mut seen = HashSet::new();
-        for record in bytes.chunks_exact(record_len) {
-            let (header, symbol) = record.split_at(RECORD_HEADER_LEN);
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        loop {
+            match reader.read_exact(&mut header) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(error) => return Err(error),
+            }
+            let mut symbol = vec![0u8; self.symbol_size];
+            match reader.read_exact(&mut symbol) {
+                Ok(()) => {}
+                // A torn last record.
+                Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(error) => return Err(error),
+            }
             let mut esi = [0u8; 4];
             esi.copy_from_slice(&header[..4]);
             let esi = u32::from_be_bytes(esi);
-            if header[4..8] == check(esi, symbol) && seen.insert(esi) {
-                out.push((esi, symbol.to_vec()));
+            if header[4..8] == check(esi, &symbol) && seen.insert(esi) {
+                out.push((esi, symbol));
             }
         }
         Ok(out)
