@@ -68,7 +68,7 @@ for target in "${targets[@]}"; do
         echo "fuzz: $target FAILED; the end of its log ($log):"
         tail -n 60 "$log" | sed 's/^/    /'
         grep -h 'Test unit written to' "$log" | sed 's/^.*Test unit written to /    crashing input: /' || true
-        echo "    replay: RUSTC_BOOTSTRAP=1 cargo fuzz run $target <crashing input>"
+        echo "    replay: RUSTC_BOOTSTRAP=1 cargo fuzz run ${build_args[*]} $target <crashing input>"
         echo "    keep it: copy it to fuzz/regressions/$target/ (replayed by protocol/tests/fuzz_regressions.rs)"
     fi
 done

@@ -259,11 +259,11 @@ fn main() {
     hostile.u8(op::HEARTBEAT).u8(0).u16(1).u16(5);
     hostile.u8(op::HEARTBEAT).u8(0).u16(0).u16(0); // a replay: not newer
     hostile.u8(op::HEARTBEAT).u8(1).chunk(&[0; 40]);
-    hostile.u8(op::DELIVERED).u8(2).u8(0).u8(7).u8(1);
+    hostile.u8(op::RESTART).u8(1).u8(2).u8(0).u8(7).u8(1); // divisions.csv 7 was delivered
     good_manifest(&mut hostile, 11, 300, 1, 4, 0); // divisions.csv version 3 < delivered 7
     hostile.u8(op::REVOCATION).u8(0).u8(1).u8(2).u8(1); // serial 2 revoked, sequence 1
     hostile.u8(op::REVOCATION).u8(1).chunk(&[7; 30]); // garbage
-    hostile.u8(op::RESTORE_REVOCATIONS).u8(0).u8(0);
+    good_manifest(&mut hostile, 9, 300, 1, 4, 1); // object 9 again, after the restart
     hostile.u8(op::TIME).u8(0).u16(1000).u32(1_000_000);
     hostile.u8(op::TICK).u8(1);
     check_reception("hostile", &hostile.0, |c| c.accepted == 1 && c.rejected >= 2 && c.poisoned >= 1 && c.heartbeats == 1);
@@ -275,7 +275,9 @@ fn main() {
     revoked.u8(op::REVOCATION).u8(0).u8(2).u8(1).u8(3).u8(1); // serials 1 and 3: the key in use
     burst(&mut revoked, 0, 3, 8); // too late: the object was dropped
     good_manifest(&mut revoked, 4, 500, 3, 8, 0); // refused: signed by a revoked key
-    check_reception("revoked", &revoked.0, |c| c.accepted == 1 && c.completed == 0 && c.rejected >= 2);
+    revoked.u8(op::RESTART).u8(0); // the revocation list survives a restart
+    good_manifest(&mut revoked, 3, 500, 3, 8, 0);
+    check_reception("revoked", &revoked.0, |c| c.accepted == 1 && c.completed == 0 && c.rejected >= 3);
 
     // Configs: the annotated examples, and a unicast receiver.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

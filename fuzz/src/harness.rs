@@ -619,15 +619,14 @@ pub mod op {
     pub const TIME: u8 = 7;
     /// The driver's periodic work: tick, timeout, and sending the feedback.
     pub const TICK: u8 = 8;
-    /// The driver restores a delivered (kind, name) from durable state.
-    pub const DELIVERED: u8 = 9;
+    /// The receiver restarts over the same store and durable trust state (which the input
+    /// may add to).
+    pub const RESTART: u8 = 9;
     /// A revocation list signed by the genuine root (sometimes naming the signing key in use,
     /// serial 1), or a sealed raw revocation body.
     pub const REVOCATION: u8 = 10;
-    /// The driver restores a revocation list from durable state.
-    pub const RESTORE_REVOCATIONS: u8 = 11;
     /// How many operations there are.
-    pub const OP_COUNT: u8 = 12;
+    pub const OP_COUNT: u8 = 11;
 }
 
 /// Names the manifest operation picks from: good ones and ones the manifest rules refuse.
@@ -712,6 +711,11 @@ struct Sim {
     /// Whether the machine's revocation list names the signing key (serial 1): then nothing
     /// may be accepted, verified or completed.
     revoked_ours: bool,
+    /// The configuration, to restart with.
+    config: ReceptionConfig,
+    /// What the driver keeps in durable trust state: delivered versions and the revocation list.
+    durable_delivered: Vec<(Kind, String, Accepted)>,
+    durable_revocations: (u64, Vec<u64>),
     buf: Vec<u8>,
 }
 
@@ -956,12 +960,30 @@ impl Sim {
         self.send_feedback();
     }
 
-    fn delivered(&mut self, input: &mut Input<'_>) {
-        let kind = Kind::ALL[usize::from(input.u8() % 3)];
-        let name = NAMES[usize::from(input.u8()) % NAMES.len()];
-        let version = u64::from(input.u8() % 8);
-        let object_id = self.object_id(input);
-        self.rec.set_delivered(kind, name, Accepted { version, object_id });
+    /// The receiver restarts: a new machine over the same store, given the durable trust
+    /// state as the call order says (delivered versions, then the revocation list). The input
+    /// may add delivered entries an earlier run recorded, and replace the revocation list.
+    fn restart(&mut self, input: &mut Input<'_>) {
+        let mode = input.u8();
+        for _ in 0..mode % 3 {
+            let kind = Kind::ALL[usize::from(input.u8() % 3)];
+            let name = NAMES[usize::from(input.u8()) % NAMES.len()].to_owned();
+            let version = u64::from(input.u8() % 8);
+            let object_id = self.object_id(input);
+            self.durable_delivered.push((kind, name, Accepted { version, object_id }));
+        }
+        if mode & 4 != 0 {
+            let sequence = u64::from(input.u8() % 8);
+            let count = usize::from(input.u8() % 4);
+            self.durable_revocations = (sequence, (0..count).map(|_| u64::from(input.u8() % 4)).collect());
+        }
+        self.rec = Reception::new(self.config.clone());
+        for (kind, name, accepted) in &self.durable_delivered {
+            self.rec.set_delivered(*kind, name, *accepted);
+        }
+        let (sequence, serials) = &self.durable_revocations;
+        self.rec.set_revocations(*sequence, serials);
+        self.revoked_ours = serials.contains(&keys().signing.certificate().body.serial);
     }
 
     fn revocation(&mut self, input: &mut Input<'_>) {
@@ -977,14 +999,6 @@ impl Sim {
             wire::write_revocation(&mut self.buf, &keys().network, &body);
         }
         self.send_buf();
-    }
-
-    fn restore_revocations(&mut self, input: &mut Input<'_>) {
-        let sequence = u64::from(input.u8() % 8);
-        let count = usize::from(input.u8() % 4);
-        let serials: Vec<u64> = (0..count).map(|_| u64::from(input.u8() % 4)).collect();
-        self.rec.set_revocations(sequence, &serials);
-        self.revoked_ours = serials.contains(&keys().signing.certificate().body.serial);
     }
 
     /// What the uplink does with each message: it must be able to read everything a
@@ -1029,14 +1043,17 @@ impl Sim {
                         }
                     }
                     self.rec.mark_delivered(&manifest);
+                    let accepted = Accepted { version: manifest.version, object_id: manifest.object_id };
+                    self.durable_delivered.push((manifest.kind, manifest.name.clone(), accepted));
                 }
                 ReceptionEvent::Rejected { .. } => self.counts.rejected += 1,
                 ReceptionEvent::BlockVerified { .. } => {
                     self.counts.blocks_verified += 1;
                     assert!(!self.revoked_ours, "verified a block of an object signed by a revoked key");
                 }
-                ReceptionEvent::RevocationsUpdated { revoked_serials, .. } => {
+                ReceptionEvent::RevocationsUpdated { sequence, revoked_serials } => {
                     self.revoked_ours = revoked_serials.contains(&keys().signing.certificate().body.serial);
+                    self.durable_revocations = (sequence, revoked_serials);
                 }
                 ReceptionEvent::BlockPoisoned { .. } | ReceptionEvent::ObjectPoisoned { .. } => self.counts.poisoned += 1,
                 ReceptionEvent::Heartbeat { .. } => self.counts.heartbeats += 1,
@@ -1049,7 +1066,7 @@ impl Sim {
 /// The reception machine fed a sequence of operations (see [`op`]) chosen by the input:
 /// raw datagrams, datagrams sealed with the network key, manifests signed with the genuine
 /// key (good ones and ones every check should refuse), genuine and corrupted symbols,
-/// heartbeats, ROUND markers, revocation lists, time, ticks and restored state. After every operation the
+/// heartbeats, ROUND markers, revocation lists, time, ticks and restarts over the same store. After every operation the
 /// driver's work is done and checked: no panic, every queue within its bound, nothing
 /// accepted or completed that was not signed (or whose key is revoked), completed objects
 /// exactly right, every
@@ -1076,7 +1093,7 @@ pub fn reception_with_memory(data: &[u8], live_bytes: &dyn Fn() -> Option<usize>
     let mut sim = Sim {
         counts: ReceptionCounts::default(),
         partial_max: config.partial_objects_max,
-        rec: Reception::new(config),
+        rec: Reception::new(config.clone()),
         stores: Stores { counting, memory: MemoryStore::default(), count: CountingStore::default() },
         now: Instant::now(),
         wall: NOW_UNIX_SECS,
@@ -1084,6 +1101,9 @@ pub fn reception_with_memory(data: &[u8], live_bytes: &dyn Fn() -> Option<usize>
         // The vector seeds carry the genuine signed manifest of docs/protocol.md 12.7.
         signed: vec![vector_manifest()],
         revoked_ours: false,
+        config: config.clone(),
+        durable_delivered: Vec::new(),
+        durable_revocations: (0, Vec::new()),
         buf: Vec::new(),
     };
     for _ in 0..RECEPTION_OPS_MAX {
@@ -1103,9 +1123,8 @@ pub fn reception_with_memory(data: &[u8], live_bytes: &dyn Fn() -> Option<usize>
             op::ROUND => sim.round(&mut input),
             op::TIME => sim.time(&mut input),
             op::TICK => sim.tick(&mut input),
-            op::DELIVERED => sim.delivered(&mut input),
+            op::RESTART => sim.restart(&mut input),
             op::REVOCATION => sim.revocation(&mut input),
-            op::RESTORE_REVOCATIONS => sim.restore_revocations(&mut input),
             _ => unreachable!("operations are taken modulo OP_COUNT"),
         }
         sim.drain_events();
