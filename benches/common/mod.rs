@@ -237,3 +237,50 @@ pub fn datagrams_for(keys: &Keys, payload: &[u8]) -> Vec<Vec<u8>> {
     air(&mut broadcaster, |d| out.push(d.to_vec()));
     out
 }
+
+/// Whether this run only lists or tests the benchmarks (`--list`, `--test`, `--profile-time`),
+/// so the paired comparison below is skipped.
+pub fn quick_run() -> bool {
+    std::env::args().any(|a| a == "--list" || a == "--test" || a == "--profile-time" || a.starts_with("--profile-time="))
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+}
+
+/// Times `baseline` and `candidate` alternately, `rounds` times each (each closure does its
+/// own setup and returns only the time of the part that counts), and prints both
+/// throughputs and the ratio candidate / baseline: the median of the per-pair ratios, which
+/// slow drifts of a shared machine's load affect least.
+pub fn paired(label: &str, bytes: u64, rounds: usize, mut baseline: impl FnMut() -> Duration, mut candidate: impl FnMut() -> Duration) {
+    if quick_run() {
+        return;
+    }
+    let (mut base, mut cand, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let b = baseline().as_secs_f64();
+        let c = candidate().as_secs_f64();
+        base.push(b);
+        cand.push(c);
+        ratios.push(b / c);
+    }
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let (base_min, cand_min) = (min(&base), min(&cand));
+    let (base_median, cand_median) = (median(&mut base), median(&mut cand));
+    let ratio = median(&mut ratios);
+    println!(
+        "paired {label} ({rounds} alternating rounds): baseline median {:.1} ms = {:.1} MiB/s (best {:.1} ms), \
+         pipeline median {:.1} ms = {:.1} MiB/s (best {:.1} ms); throughput ratio pipeline/baseline: median of pairs {ratio:.3}, \
+         of best times {:.3}",
+        base_median * 1e3,
+        mib / base_median,
+        base_min * 1e3,
+        cand_median * 1e3,
+        mib / cand_median,
+        cand_min * 1e3,
+        base_min / cand_min
+    );
+}
