@@ -145,6 +145,9 @@ struct Partial {
     manifest: Manifest,
     spool: Spool,
     verified: BTreeSet<u8>,
+    /// Bytes of the partial file (its highest written offset), kept here so the spool
+    /// limit check on every symbol costs no system call.
+    partial_bytes: u64,
 }
 
 impl std::fmt::Debug for Partial {
@@ -252,7 +255,8 @@ impl ReceiverStore {
             };
             self.objects.put(&object_key(object_id), &ObjectEntry { verified: verified.iter().copied().collect() })?;
             live.insert(object_id);
-            self.partials.insert(object_id, Partial { manifest, spool, verified });
+            let partial_bytes = fs::metadata(self.partial_path(object_id)).map_or(0, |m| m.len());
+            self.partials.insert(object_id, Partial { manifest, spool, verified, partial_bytes });
             report.partial_objects += 1;
         }
         for entry in read_dir(&self.partial_dir)? {
@@ -334,7 +338,7 @@ impl ReceiverStore {
     fn spool_bytes(&self) -> u64 {
         self.partials
             .iter()
-            .map(|(id, p)| p.spool.bytes() + fs::metadata(self.partial_path(*id)).map_or(0, |m| m.len()))
+            .map(|(_, p)| p.spool.bytes() + p.partial_bytes)
             .sum()
     }
 
@@ -564,7 +568,7 @@ impl ReceptionStore for ReceiverStore {
         write_atomic(&dir.join("manifest"), signed_manifest)?;
         let spool = Spool::open(&dir, usize::from(oti.symbol_size))?;
         self.objects.put(&object_key(object_id), &ObjectEntry::default()).map_err(io::Error::other)?;
-        self.partials.insert(object_id, Partial { manifest: manifest.clone(), spool, verified: BTreeSet::new() });
+        self.partials.insert(object_id, Partial { manifest: manifest.clone(), spool, verified: BTreeSet::new(), partial_bytes: 0 });
         Ok(())
     }
 
@@ -600,6 +604,7 @@ impl ReceptionStore for ReceiverStore {
         file.sync_data()?;
         let partial = self.partials.get_mut(&object_id).ok_or_else(|| not_receiving(object_id))?;
         partial.verified.insert(sbn);
+        partial.partial_bytes = partial.partial_bytes.max(offset + data.len() as u64);
         let entry = ObjectEntry { verified: partial.verified.iter().copied().collect() };
         self.objects.put(&object_key(object_id), &entry).map_err(io::Error::other)?;
         // The machine clears the block's spool next: the index must say the block is
