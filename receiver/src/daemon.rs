@@ -309,7 +309,11 @@ impl Datapath {
             Ok(path) => {
                 let accepted = Accepted { version: manifest.version, object_id: manifest.object_id };
                 if let Err(error) = self.trust_state.record(manifest.kind, &manifest.name, accepted) {
-                    warn!(object = %object, error = %error, "cannot record delivered version");
+                    // Without the version on disk a restart would lose rollback protection
+                    // for it: not acknowledged yet, retried (the commit is idempotent).
+                    warn!(object = %object, error = %error, "cannot record the delivered version; will retry before acknowledging");
+                    self.pending_commits.push(manifest);
+                    return;
                 }
                 self.reception.mark_delivered(&manifest);
                 self.receiving.remove(&manifest.object_id);
