@@ -352,7 +352,7 @@ impl Reception {
         self.revoked = (sequence, revoked_serials.iter().copied().collect());
     }
 
-    fn handle_revocation(&mut self, wall_unix_secs: u64, signed: &[u8], store: &mut dyn ReceptionStore) {
+    fn handle_revocation(&mut self, signed: &[u8], store: &mut dyn ReceptionStore) {
         let revocation = match trust::verify_revocation(signed, &self.config.root) {
             Ok(revocation) => revocation,
             Err(error) => return self.push(ReceptionEvent::RevocationRejected { reason: error.to_string() }),
@@ -360,7 +360,6 @@ impl Reception {
         if revocation.sequence <= self.revoked.0 {
             return;
         }
-        let _ = wall_unix_secs;
         self.revoked = (revocation.sequence, revocation.revoked_serials.iter().copied().collect());
         // Objects accepted under a key now revoked are dropped, partial data and all.
         let doomed: Vec<(u64, u64)> = self
@@ -548,7 +547,7 @@ impl Reception {
             }
             Body::Heartbeat(signed) => self.handle_heartbeat(now, wall_unix_secs, signed),
             Body::Round { round } => self.handle_round(now, datagram.object_id, round),
-            Body::Revocation(signed) => self.handle_revocation(wall_unix_secs, signed, store),
+            Body::Revocation(signed) => self.handle_revocation(signed, store),
         }
     }
 
