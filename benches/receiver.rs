@@ -79,10 +79,7 @@ fn receiver(c: &mut Criterion) {
     let oti = common::oti_for(payload.len());
     let aired = common::datagrams_for(&keys, &payload);
     let mut coin = ChaCha8Rng::seed_from_u64(5);
-    let datagrams: Vec<Vec<u8>> = aired
-        .into_iter()
-        .filter(|d| d[5] != PacketType::Data as u8 || !coin.random_bool(common::LOSS))
-        .collect();
+    let datagrams: Vec<Vec<u8>> = aired.into_iter().filter(|d| d[5] != PacketType::Data as u8 || !coin.random_bool(common::LOSS)).collect();
     let mut symbols: Vec<(u8, u32, Vec<u8>)> = Vec::new();
     for datagram in &datagrams {
         if let Ok(wire::Datagram { body: Body::Data { sbn, esi, symbol }, .. }) = wire::parse(datagram, &keys.network) {
@@ -176,8 +173,9 @@ fn receiver(c: &mut Criterion) {
 
     let open_store = || {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (store, _) = ReceiverStore::open(&dir.path().join("state"), &dir.path().join("deliver"), ReceiverLimits::default(), common::now_unix_secs())
-            .expect("open store");
+        let (store, _) =
+            ReceiverStore::open(&dir.path().join("state"), &dir.path().join("deliver"), ReceiverLimits::default(), common::now_unix_secs())
+                .expect("open store");
         (dir, store)
     };
     let pipeline = |(dir, mut store): (tempfile::TempDir, ReceiverStore)| {
@@ -290,22 +288,27 @@ fn receiver(c: &mut Criterion) {
     });
     group.finish();
 
-    common::paired("receiver_16MiB pipeline vs raw_raptorq_decode", payload.len() as u64, 7, || {
-        let input = packets.clone();
-        let start = Instant::now();
-        let out = raw_decode(input);
-        let elapsed = start.elapsed();
-        drop(out);
-        elapsed
-    }, || {
-        let input = open_store();
-        let start = Instant::now();
-        let out = pipeline(input);
-        let elapsed = start.elapsed();
-        drop(out);
-        elapsed
-    });
-
+    common::paired(
+        "receiver_16MiB pipeline vs raw_raptorq_decode",
+        payload.len() as u64,
+        7,
+        || {
+            let input = packets.clone();
+            let start = Instant::now();
+            let out = raw_decode(input);
+            let elapsed = start.elapsed();
+            drop(out);
+            elapsed
+        },
+        || {
+            let input = open_store();
+            let start = Instant::now();
+            let out = pipeline(input);
+            let elapsed = start.elapsed();
+            drop(out);
+            elapsed
+        },
+    );
 }
 
 criterion_group! {

@@ -129,9 +129,7 @@ fn uplink(c: &mut Criterion) {
     };
     group.bench_function("pipeline", |b| b.iter(|| black_box(pipeline())));
 
-    group.bench_function("prepare_only", |b| {
-        b.iter(|| black_box(common::prepare_file(&path, &keys.signing()).signed_manifest.len()))
-    });
+    group.bench_function("prepare_only", |b| b.iter(|| black_box(common::prepare_file(&path, &keys.signing()).signed_manifest.len())));
 
     let manifest = common::manifest_for(&payload, &oti);
     let signed_manifest = keys.signing().sign_manifest(&manifest).expect("sign").to_bytes();
@@ -214,15 +212,21 @@ fn uplink(c: &mut Criterion) {
     });
     group.finish();
 
-    common::paired("uplink_16MiB pipeline vs raw_raptorq_encode", payload.len() as u64, 7, || {
-        let start = Instant::now();
-        black_box(raw_encode());
-        start.elapsed()
-    }, || {
-        let start = Instant::now();
-        black_box(pipeline());
-        start.elapsed()
-    });
+    common::paired(
+        "uplink_16MiB pipeline vs raw_raptorq_encode",
+        payload.len() as u64,
+        7,
+        || {
+            let start = Instant::now();
+            black_box(raw_encode());
+            start.elapsed()
+        },
+        || {
+            let start = Instant::now();
+            black_box(pipeline());
+            start.elapsed()
+        },
+    );
 
     drop(receiver);
 }

@@ -46,7 +46,9 @@ fn acknowledgements_held_through_a_wan_outage_all_arrive_once_it_returns() {
     assert!(!uplink_log(&cluster).contains("county complete"), "nothing can be acknowledged while the WAN is down");
 
     cluster.wan.as_ref().expect("wan").set_up(true);
-    let completed = wait_until(Duration::from_secs(90), || uplink_log(&cluster).contains("outcome=\"completed\"") || uplink_log(&cluster).contains("outcome=completed"));
+    let completed = wait_until(Duration::from_secs(90), || {
+        uplink_log(&cluster).contains("outcome=\"completed\"") || uplink_log(&cluster).contains("outcome=completed")
+    });
     let log = uplink_log(&cluster);
     assert!(completed, "the uplink must see every county complete once the WAN is back:\n{log}");
     for county in ["410102", "410103"] {
@@ -71,7 +73,8 @@ fn a_county_certificate_cannot_report_about_another_county() {
         let connection = endpoint.connect(addr, &ack.server_name).expect("connect").await.expect("handshake");
         let mut replies = Vec::new();
         for county in ["410103", "410102"] {
-            let feedback = Feedback { county_code: county.into(), message: FeedbackMessage::Complete { object_id: 42, object_hash: [7; 32] } };
+            let feedback =
+                Feedback { county_code: county.into(), message: FeedbackMessage::Complete { object_id: 42, object_hash: [7; 32] } };
             let (mut tx, mut rx) = connection.open_bi().await.expect("stream");
             tx.write_all(&feedback.to_bytes()).await.expect("write");
             tx.finish().expect("finish");
@@ -98,7 +101,10 @@ fn try_hello(cluster: &Cluster, tls: quinn::ClientConfig, county: &str) -> Resul
         let addr = ack.uplink.parse().map_err(|_| "uplink address")?;
         let exchange = async {
             let connection = endpoint.connect(addr, &ack.server_name).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
-            let hello = Feedback { county_code: county, message: FeedbackMessage::Hello { software_version: "test".into(), free_disk_bytes: 1, heartbeat_age_ms: None } };
+            let hello = Feedback {
+                county_code: county,
+                message: FeedbackMessage::Hello { software_version: "test".into(), free_disk_bytes: 1, heartbeat_age_ms: None },
+            };
             let (mut tx, mut rx) = connection.open_bi().await.map_err(|e| e.to_string())?;
             tx.write_all(&hello.to_bytes()).await.map_err(|e| e.to_string())?;
             tx.finish().map_err(|e| e.to_string())?;
@@ -115,10 +121,16 @@ fn client_tls(ca: &std::path::Path, cert_and_key: Option<(&std::path::Path, &std
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_file(ca).expect("ca")).expect("root");
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider).with_protocol_versions(&[&rustls::version::TLS13]).expect("tls13").with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots);
     let mut tls = match cert_and_key {
         Some((cert, key)) => builder
-            .with_client_auth_cert(vec![CertificateDer::from_pem_file(cert).expect("cert")], PrivateKeyDer::from_pem_file(key).expect("key"))
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_file(cert).expect("cert")],
+                PrivateKeyDer::from_pem_file(key).expect("key"),
+            )
             .expect("client auth"),
         None => builder.with_no_client_auth(),
     };
@@ -143,8 +155,10 @@ fn the_ack_channel_refuses_no_certificate_another_ca_and_a_revoked_certificate()
     let other = dir.path().join("other");
     std::fs::create_dir_all(&other).expect("mkdir");
     satcast::run("satcast-uplink", &["keys", "init", "--dir", "keys"], &other).expect("other keys");
-    satcast::run("satcast-uplink", &["keys", "receiver", "--dir", "keys", "--id", "410102", "--out", "bundle"], &other).expect("other bundle");
-    let foreign = try_hello(&cluster, client_tls(&ca, Some((&other.join("bundle/client.cert.pem"), &other.join("bundle/client.key.pem")))), "410102");
+    satcast::run("satcast-uplink", &["keys", "receiver", "--dir", "keys", "--id", "410102", "--out", "bundle"], &other)
+        .expect("other bundle");
+    let foreign =
+        try_hello(&cluster, client_tls(&ca, Some((&other.join("bundle/client.cert.pem"), &other.join("bundle/client.key.pem")))), "410102");
     assert!(foreign.is_err(), "a certificate from another CA must be refused: {foreign:?}");
 
     // The county PC was stolen: its certificate is revoked.
@@ -212,7 +226,10 @@ fn a_county_flooding_feedback_is_told_to_come_back_later() {
             tasks.push(tokio::spawn(async move {
                 let mut replies = Vec::new();
                 for _ in 0..30 {
-                    let hello = Feedback { county_code: "410102".into(), message: FeedbackMessage::Hello { software_version: "flood".into(), free_disk_bytes: 1, heartbeat_age_ms: None } };
+                    let hello = Feedback {
+                        county_code: "410102".into(),
+                        message: FeedbackMessage::Hello { software_version: "flood".into(), free_disk_bytes: 1, heartbeat_age_ms: None },
+                    };
                     let Ok((mut tx, mut rx)) = connection.open_bi().await else { break };
                     if tx.write_all(&hello.to_bytes()).await.is_err() || tx.finish().is_err() {
                         break;

@@ -105,7 +105,8 @@ fn ten_megabytes_arrive_byte_exact_through_loss_and_forgeries() {
 
     // 3. A genuine, correctly signed manifest of an older version: a replay attempt.
     let keys = dir.path().join("keys");
-    let signing = SigningKey::from_text(&read_key(&keys.join("signing.secret")), &read_key(&keys.join("signing.cert"))).expect("signing key");
+    let signing =
+        SigningKey::from_text(&read_key(&keys.join("signing.secret")), &read_key(&keys.join("signing.cert"))).expect("signing key");
     let replay = signing.sign_manifest(&forged_manifest(0x01D, 1)).expect("sign").to_bytes();
     send_manifest(&attacker, receiver_addr, &network_key, 0x01D, &replay);
 

@@ -28,7 +28,12 @@ fn assert_no_partial_delivery(deliver: &Path, payload: &[u8]) {
     let Ok(entries) = std::fs::read_dir(deliver) else { return };
     for entry in entries.flatten() {
         let bytes = std::fs::read(entry.path()).expect("read delivered file");
-        assert!(bytes == payload, "{} is in the deliver folder but is not the complete payload ({} bytes)", entry.path().display(), bytes.len());
+        assert!(
+            bytes == payload,
+            "{} is in the deliver folder but is not the complete payload ({} bytes)",
+            entry.path().display(),
+            bytes.len()
+        );
     }
 }
 
@@ -139,7 +144,10 @@ fn a_corrupted_index_is_quarantined_rebuilt_and_the_daemon_runs_on() {
     assert!(wait_until(Duration::from_secs(10), || log().contains("receiver started")), "did not start:\n{}", log());
     assert!(log().contains("quarantined"), "the log must say the index was quarantined:\n{}", log());
     assert!(log().contains("cache_entries_rebuilt=1"), "the cached object is back in the index:\n{}", log());
-    let quarantined = std::fs::read_dir(cluster.counties[0].dir.join("state")).expect("state").flatten().any(|e| e.file_name().to_string_lossy().starts_with("index.quarantined-"));
+    let quarantined = std::fs::read_dir(cluster.counties[0].dir.join("state"))
+        .expect("state")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("index.quarantined-"));
     assert!(quarantined, "the broken index is kept aside for inspection");
 
     let mut second = vec![0u8; 500_000];

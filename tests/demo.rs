@@ -19,5 +19,10 @@ fn the_demo_delivers_everything_byte_exact() {
     assert_eq!(summary["misdelivered"], 0);
     assert_eq!(summary["objects"].as_array().map(Vec::len), Some(3));
     assert!(summary["bytes_on_air"].as_u64().unwrap_or(0) > 0);
-    println!("demo: {} deliveries, {} bytes on the air, {:.1} s", summary["delivered"], summary["bytes_on_air"], summary["wall_seconds"].as_f64().unwrap_or(0.0));
+    println!(
+        "demo: {} deliveries, {} bytes on the air, {:.1} s",
+        summary["delivered"],
+        summary["bytes_on_air"],
+        summary["wall_seconds"].as_f64().unwrap_or(0.0)
+    );
 }

@@ -70,11 +70,7 @@ fn datagram_object(d: &[u8]) -> u64 {
 fn memory_kib(pid: u32) -> (u64, u64) {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
 }
@@ -814,7 +810,10 @@ fn flood_object_ids(test: &'static str, check_plateau: bool) {
     let disk = disk_use_bytes(&state);
     let spool = status["disk"]["spool_bytes"].as_u64().unwrap_or(0);
     let cache = status["disk"]["cache_bytes"].as_u64().unwrap_or(0);
-    println!("state dir uses {:.1} MiB on disk; spool {spool} B of {SPOOL_BYTES_MAX}, cache {cache} B of {CACHE_BYTES_MAX}", disk as f64 / 1048576.0);
+    println!(
+        "state dir uses {:.1} MiB on disk; spool {spool} B of {SPOOL_BYTES_MAX}, cache {cache} B of {CACHE_BYTES_MAX}",
+        disk as f64 / 1048576.0
+    );
     assert!(spool <= SPOOL_BYTES_MAX && cache <= CACHE_BYTES_MAX, "limits exceeded: {}", status["disk"]);
     assert!(disk <= SPOOL_BYTES_MAX + CACHE_BYTES_MAX + STATE_SLACK_BYTES, "the state dir uses {disk} bytes");
     rig.finish(&[], delivered_after);
@@ -872,7 +871,10 @@ fn a_replayed_older_session_is_refused() {
         rig.send_paced(&replay);
         std::thread::sleep(Duration::from_millis(100));
     }
-    rig.finish(&["error=Trust(Rollback { accepted_version: 2, offered_version: 1 })", "heartbeat rejected reason=replay of an older heartbeat"], delivered_after);
+    rig.finish(
+        &["error=Trust(Rollback { accepted_version: 2, offered_version: 1 })", "heartbeat rejected reason=replay of an older heartbeat"],
+        delivered_after,
+    );
     assert_eq!(std::fs::read(&newer.delivered).expect("delivered"), newer.payload, "the older version came back");
     assert!(!rig.log().contains(&format!("object={:016x} kind=codetable name=divisions.csv version=1", older.id)), "{}", rig.log());
 }
@@ -921,7 +923,12 @@ fn a_signature_spliced_onto_a_changed_manifest_is_refused() {
     // and is skipped as already refused.
     println!("{sent} spliced datagrams sent, {refused} manifests refused with BadSignature");
     assert!(refused >= changes.len(), "each spliced manifest must be refused:\n{}", rig.log());
-    assert_eq!(rig.log().lines().filter(|l| l.contains("manifest accepted")).count(), 1, "only the genuine manifest is accepted:\n{}", rig.log());
+    assert_eq!(
+        rig.log().lines().filter(|l| l.contains("manifest accepted")).count(),
+        1,
+        "only the genuine manifest is accepted:\n{}",
+        rig.log()
+    );
 }
 
 #[test]

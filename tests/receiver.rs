@@ -139,7 +139,9 @@ fn a_hook_runs_exactly_once_per_delivery_with_its_environment() {
     }
     // The result reached the uplink's ledger over the acknowledgement channel.
     assert!(
-        wait_until(Duration::from_secs(20), || uplink_log(&cluster).lines().any(|l| l.contains("post-receive hook succeeded") && l.contains(&object_id))),
+        wait_until(Duration::from_secs(20), || uplink_log(&cluster)
+            .lines()
+            .any(|l| l.contains("post-receive hook succeeded") && l.contains(&object_id))),
         "the uplink never heard of the hook:\n{}",
         uplink_log(&cluster)
     );
@@ -192,7 +194,11 @@ fn a_failing_hook_is_reported_and_not_retried() {
     let county = &mut cluster.counties[0];
     let runs_file = county.dir.join("runs.txt");
     script(county, "fail.sh", &format!("{ENV_HOOK}\necho 'reload refused: policy store is read-only' >&2\nexit 3"));
-    reconfigure(county, "", &format!("[hooks.policy]\ncommand = [\"{}\", \"{}\"]\n", county.dir.join("fail.sh").display(), runs_file.display()));
+    reconfigure(
+        county,
+        "",
+        &format!("[hooks.policy]\ncommand = [\"{}\", \"{}\"]\n", county.dir.join("fail.sh").display(), runs_file.display()),
+    );
     assert!(wait_until(Duration::from_secs(10), || log(&cluster.counties[0]).contains("acknowledgement channel up")));
     let (path, _) = payload(&mut rng, dir.path(), "notice.pdf", 200_000);
     let object_id = cluster.send(&path, "policy", "41", 2).expect("send");
@@ -203,7 +209,9 @@ fn a_failing_hook_is_reported_and_not_retried() {
     let line = log(county).lines().find(|l| l.contains("post-receive hook failed")).map(str::to_owned).unwrap_or_default();
     assert!(line.contains("exit status 3") && line.contains("policy store is read-only"), "the log says how it failed: {line}");
     let reported = wait_until(Duration::from_secs(20), || {
-        uplink_log(&cluster).lines().any(|l| l.contains("post-receive hook failed") && l.contains(&object_id) && l.contains("exit status 3"))
+        uplink_log(&cluster)
+            .lines()
+            .any(|l| l.contains("post-receive hook failed") && l.contains(&object_id) && l.contains("exit status 3"))
     });
     assert!(reported, "HookResult did not reach the uplink:\n{}", uplink_log(&cluster));
     // status.json is rewritten every second.
@@ -255,7 +263,10 @@ fn a_hanging_hook_is_killed_at_its_timeout_without_holding_up_deliveries() {
     assert!(wait_until(Duration::from_secs(30), || log(county).contains("timed out after 12 s")), "not killed:\n{}", log(county));
     let took = started.elapsed();
     assert!(took < Duration::from_secs(20), "killed {took:?} after it started; the timeout is 12 s");
-    assert!(wait_until(Duration::from_secs(5), || !Path::new(&format!("/proc/{pid}")).exists()), "the hook's child {pid} survived the kill");
+    assert!(
+        wait_until(Duration::from_secs(5), || !Path::new(&format!("/proc/{pid}")).exists()),
+        "the hook's child {pid} survived the kill"
+    );
     // The next hook runs once the hung one is gone, and succeeds.
     assert!(wait_until(Duration::from_secs(10), || log(county).contains("post-receive hook succeeded")), "{}", log(county));
     let (_, json) = status_json(county);
@@ -317,7 +328,10 @@ fn the_heartbeat_warning_comes_once_when_the_uplink_stops_and_clears_when_it_ret
     let mut cluster = Cluster::start(dir.path(), &options(seed, false, 5_000_000)).expect("cluster");
     reconfigure(&mut cluster.counties[0], "heartbeat_warn_after_secs = 3", "");
     let county = &cluster.counties[0];
-    assert!(wait_until(Duration::from_secs(10), || status_json(county).1["heartbeat"]["age_ms"].as_u64().is_some()), "no heartbeat arrived");
+    assert!(
+        wait_until(Duration::from_secs(10), || status_json(county).1["heartbeat"]["age_ms"].as_u64().is_some()),
+        "no heartbeat arrived"
+    );
     cluster.uplink.as_mut().expect("uplink").stop();
     let county = &cluster.counties[0];
     assert!(wait_until(Duration::from_secs(10), || log(county).contains("uplink heartbeats stopped")), "no warning:\n{}", log(county));

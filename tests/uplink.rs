@@ -39,11 +39,16 @@ fn a_broadcast_to_a_province_reaches_exactly_its_counties() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = cluster(seed, dir.path(), &["410102", "410103", "420102", "110101"], 20_000_000, "");
     let (path, bytes) = payload(dir.path(), "henan-notice.txt", 400_000, seed);
-    let id = cluster.uplink_cli(&["send", path.to_str().expect("utf-8"), "--kind", "policy", "--to", "41", "--version", "3"]).expect("send").trim().to_owned();
+    let id = cluster
+        .uplink_cli(&["send", path.to_str().expect("utf-8"), "--kind", "policy", "--to", "41", "--version", "3"])
+        .expect("send")
+        .trim()
+        .to_owned();
     let done = wait_until(Duration::from_secs(60), || status(&cluster, &id)["summary"]["state"] == "completed");
     let report = status(&cluster, &id);
     assert!(done, "not completed: {report:#}");
-    let mut delivered: Vec<String> = report["delivered"].as_array().expect("list").iter().filter_map(|c| c.as_str().map(str::to_owned)).collect();
+    let mut delivered: Vec<String> =
+        report["delivered"].as_array().expect("list").iter().filter_map(|c| c.as_str().map(str::to_owned)).collect();
     delivered.sort();
     assert_eq!(delivered, vec!["410102", "410103"], "exactly the counties of province 41");
     assert_eq!(report["summary"]["targeted"], 2);
@@ -60,7 +65,8 @@ fn a_broadcast_to_a_province_reaches_exactly_its_counties() {
     // The list and the receivers table agree; unknown ids get their own exit code.
     let list: serde_json::Value = serde_json::from_str(&cluster.uplink_cli(&["list", "--json"]).expect("list")).expect("json");
     assert_eq!(list[0]["delivered"], 2);
-    let receivers: serde_json::Value = serde_json::from_str(&cluster.uplink_cli(&["receivers", "--json"]).expect("receivers")).expect("json");
+    let receivers: serde_json::Value =
+        serde_json::from_str(&cluster.uplink_cli(&["receivers", "--json"]).expect("receivers")).expect("json");
     assert_eq!(receivers.as_array().map(Vec::len), Some(4), "the four enrolled counties");
     assert_eq!(cluster.uplink_cli(&["status", "0123456789abcdef"]).expect_err("unknown").0, 4);
 }
@@ -77,7 +83,11 @@ fn cancel_stops_airing_within_a_second_and_counties_drop_the_partial_object_when
     cluster.uplink.as_mut().expect("uplink").stop();
     cluster.start_uplink().expect("restart with the short lifetime");
     let (path, _) = payload(dir.path(), "big.bin", 4_000_000, seed);
-    let id = cluster.uplink_cli(&["send", path.to_str().expect("utf-8"), "--kind", "software", "--to", "41", "--version", "1"]).expect("send").trim().to_owned();
+    let id = cluster
+        .uplink_cli(&["send", path.to_str().expect("utf-8"), "--kind", "software", "--to", "41", "--version", "1"])
+        .expect("send")
+        .trim()
+        .to_owned();
     let county_log = |c: &Cluster| c.counties[0].daemon.as_ref().map(|d| d.log_text()).unwrap_or_default();
     assert!(wait_until(Duration::from_secs(20), || county_log(&cluster).contains("manifest accepted")), "never started receiving");
     std::thread::sleep(Duration::from_millis(1500));
@@ -108,15 +118,39 @@ fn an_emergency_sent_during_a_bulk_broadcast_completes_first() {
     let cluster = cluster(seed, dir.path(), &["410102", "410103"], 8_000_000, "");
     let (bulk, _) = payload(dir.path(), "mapdata.bin", 6_000_000, seed);
     let (alert, _) = payload(dir.path(), "flood-warning.txt", 100_000, seed + 1);
-    let bulk_id = cluster.uplink_cli(&["send", bulk.to_str().expect("utf-8"), "--kind", "software", "--to", "41", "--priority", "bulk", "--version", "1"]).expect("send bulk").trim().to_owned();
+    let bulk_id = cluster
+        .uplink_cli(&["send", bulk.to_str().expect("utf-8"), "--kind", "software", "--to", "41", "--priority", "bulk", "--version", "1"])
+        .expect("send bulk")
+        .trim()
+        .to_owned();
     std::thread::sleep(Duration::from_secs(2));
-    let alert_id = cluster.uplink_cli(&["send", alert.to_str().expect("utf-8"), "--kind", "policy", "--to", "41", "--priority", "emergency", "--version", "1"]).expect("send alert").trim().to_owned();
+    let alert_id = cluster
+        .uplink_cli(&[
+            "send",
+            alert.to_str().expect("utf-8"),
+            "--kind",
+            "policy",
+            "--to",
+            "41",
+            "--priority",
+            "emergency",
+            "--version",
+            "1",
+        ])
+        .expect("send alert")
+        .trim()
+        .to_owned();
     let both = wait_until(Duration::from_secs(90), || {
         status(&cluster, &bulk_id)["summary"]["state"] == "completed" && status(&cluster, &alert_id)["summary"]["state"] == "completed"
     });
     assert!(both, "both must complete: {:#}\n{:#}", status(&cluster, &bulk_id), status(&cluster, &alert_id));
     for county in &cluster.counties {
-        let modified = |kind: &str, name: &str| std::fs::metadata(county.delivered_path(kind, name)).and_then(|m| m.modified()).expect("delivered");
-        assert!(modified("policy", "flood-warning.txt") < modified("software", "mapdata.bin"), "{}: the emergency must arrive first", county.code);
+        let modified =
+            |kind: &str, name: &str| std::fs::metadata(county.delivered_path(kind, name)).and_then(|m| m.modified()).expect("delivered");
+        assert!(
+            modified("policy", "flood-warning.txt") < modified("software", "mapdata.bin"),
+            "{}: the emergency must arrive first",
+            county.code
+        );
     }
 }

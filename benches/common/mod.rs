@@ -11,9 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use criterion::Criterion;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use satcast_protocol::broadcast::{
-    AirPlan, BlockSource, BroadcastConfig, BroadcastEvent, Broadcaster, Delivery, NewObject, Priority,
-};
+use satcast_protocol::broadcast::{AirPlan, BlockSource, BroadcastConfig, BroadcastEvent, Broadcaster, Delivery, NewObject, Priority};
 use satcast_protocol::fec::{self, Oti};
 use satcast_protocol::manifest::{Compression, Kind, Manifest};
 use satcast_protocol::trust::{NetworkKey, RootKey, SigningKey};
@@ -35,11 +33,7 @@ const SEED: u64 = 20_240_601;
 
 /// Criterion settings for a machine of 2 shared cores: few samples, short windows.
 pub fn criterion() -> Criterion {
-    Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .without_plots()
+    Criterion::default().sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).without_plots()
 }
 
 /// Seconds since the Unix epoch.
@@ -94,10 +88,7 @@ pub fn delivery() -> Delivery {
 
 /// DATA symbols the broadcast machine airs for one pass over an object with this OTI.
 pub fn symbols_per_pass(oti: &Oti) -> u64 {
-    fec::blocks(oti)
-        .iter()
-        .map(|b| u64::from(satcast_protocol::broadcast::symbols_for_loss(b.source_symbols, LOSS)))
-        .sum()
+    fec::blocks(oti).iter().map(|b| u64::from(satcast_protocol::broadcast::symbols_for_loss(b.source_symbols, LOSS))).sum()
 }
 
 /// Reads block bytes from the payload file with positioned reads, as the uplink's
@@ -124,10 +115,7 @@ impl BlockSource for MemorySource {
 
 /// The manifest of `payload`, as the uplink builds it.
 pub fn manifest_for(payload: &[u8], oti: &Oti) -> Manifest {
-    let block_hashes = fec::blocks(oti)
-        .iter()
-        .map(|b| fec::block_hash(&payload[b.offset as usize..(b.offset + b.len) as usize]))
-        .collect();
+    let block_hashes = fec::blocks(oti).iter().map(|b| fec::block_hash(&payload[b.offset as usize..(b.offset + b.len) as usize])).collect();
     let now = now_unix_secs();
     Manifest {
         object_id: OBJECT_ID,

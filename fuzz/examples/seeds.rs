@@ -15,15 +15,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use satcast_fuzz::harness::{self, op};
-use satcast_protocol::feedback::{Feedback, FeedbackMessage};
 use satcast_protocol::fec::Oti;
+use satcast_protocol::feedback::{Feedback, FeedbackMessage};
 use satcast_protocol::trust::{Heartbeat, Revocation};
 use satcast_protocol::wire;
 
 /// The fenced ```` ```hex name ```` and ```` ```text name ```` blocks of the document.
 fn vectors() -> BTreeMap<String, (bool, String)> {
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/protocol.md"))
-        .expect("read docs/protocol.md");
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/protocol.md")).expect("read docs/protocol.md");
     let mut out = BTreeMap::new();
     let mut lines = doc.lines();
     while let Some(line) = lines.next() {
@@ -41,10 +40,7 @@ fn vectors() -> BTreeMap<String, (bool, String)> {
 fn hex(vectors: &BTreeMap<String, (bool, String)>, name: &str) -> Vec<u8> {
     let (is_hex, text) = vectors.get(name).unwrap_or_else(|| panic!("vector {name} missing"));
     assert!(is_hex, "{name} is not a hex block");
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digit"))
-        .collect()
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digit")).collect()
 }
 
 /// Writes one seed, replacing any older file of that name.
@@ -170,12 +166,7 @@ fn main() {
     }
 
     // Operator text.
-    for (name, text) in [
-        ("provinces", "41,4201,110101"),
-        ("all", "all"),
-        ("spaced", " 41 , ALL ,4101,41"),
-        ("odd-length", "410"),
-    ] {
+    for (name, text) in [("provinces", "41,4201,110101"), ("all", "all"), ("spaced", " 41 , ALL ,4101,41"), ("odd-length", "410")] {
         write("parse_targets", name, text.as_bytes());
     }
 
@@ -230,7 +221,15 @@ fn main() {
     // the same in counting fidelity, then forgeries and refusals.
     let mut received = Bytes::default();
     received.u8(0).u8(10).u8(10).u8(1);
-    for name in ["data-source-datagram", "manifest-datagram-0", "manifest-datagram-1", "manifest-datagram-2", "data-repair-datagram", "heartbeat-datagram", "round-datagram"] {
+    for name in [
+        "data-source-datagram",
+        "manifest-datagram-0",
+        "manifest-datagram-1",
+        "manifest-datagram-2",
+        "data-repair-datagram",
+        "heartbeat-datagram",
+        "round-datagram",
+    ] {
         received.u8(op::RAW).chunk(&hex(&vectors, name));
     }
     received.u8(op::TICK).u8(1);
@@ -283,9 +282,8 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let receiver = std::fs::read_to_string(root.join("examples/receiver.toml")).expect("examples/receiver.toml");
     write("receiver_config", "example", receiver.as_bytes());
-    let unicast = receiver
-        .replace("group = \"239.192.0.1:5600\"", "# group")
-        .replace("# bind = \"127.0.0.1:5600\"", "bind = \"127.0.0.1:5600\"");
+    let unicast =
+        receiver.replace("group = \"239.192.0.1:5600\"", "# group").replace("# bind = \"127.0.0.1:5600\"", "bind = \"127.0.0.1:5600\"");
     write("receiver_config", "unicast", unicast.as_bytes());
     let uplink = std::fs::read_to_string(root.join("examples/uplink.toml")).expect("examples/uplink.toml");
     write("uplink_config", "example", uplink.as_bytes());

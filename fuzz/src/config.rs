@@ -38,15 +38,9 @@ pub fn receiver_config(data: &[u8]) {
     }
     assert!(config.limits.partial_objects_max >= 1);
     let keys = &config.keys;
-    for p in [
-        &config.state_dir,
-        &config.deliver_dir,
-        &keys.root_public,
-        &keys.network_key,
-        &keys.ca_cert,
-        &keys.client_cert,
-        &keys.client_key,
-    ] {
+    for p in
+        [&config.state_dir, &config.deliver_dir, &keys.root_public, &keys.network_key, &keys.ca_cert, &keys.client_cert, &keys.client_key]
+    {
         assert!(p.is_absolute(), "relative path {p:?} left unresolved");
     }
 }

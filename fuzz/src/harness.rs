@@ -19,13 +19,10 @@ use ed25519_dalek::Signer as _;
 use satcast_protocol::fec::{self, BlockEncoder, FecError, Oti};
 use satcast_protocol::feedback::Feedback;
 use satcast_protocol::manifest::{self, Compression, Kind, Manifest};
-use satcast_protocol::reception::{
-    self, CountingStore, Fidelity, MemoryStore, Reception, ReceptionConfig, ReceptionEvent,
-    ReceptionStore,
-};
+use satcast_protocol::reception::{self, CountingStore, Fidelity, MemoryStore, Reception, ReceptionConfig, ReceptionEvent, ReceptionStore};
 use satcast_protocol::trust::{
-    self, Accepted, Heartbeat, KeyCertificate, NetworkKey, Revocation, RootKey, RootPublicKey,
-    SignedHeartbeat, SignedManifest, SignedRevocation, SigningKey,
+    self, Accepted, Heartbeat, KeyCertificate, NetworkKey, Revocation, RootKey, RootPublicKey, SignedHeartbeat, SignedManifest,
+    SignedRevocation, SigningKey,
 };
 use satcast_protocol::wire::{self, Body, Datagram, ManifestAssembler};
 
@@ -109,18 +106,13 @@ pub fn keys() -> &'static Keys {
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             format!("{label} {hex}\n")
         };
-        let network = NetworkKey::from_text(&text(trust::NETWORK_KEY_LABEL, &pattern(0x00)))
-            .expect("network key text");
+        let network = NetworkKey::from_text(&text(trust::NETWORK_KEY_LABEL, &pattern(0x00))).expect("network key text");
         let root = RootKey::from_text(&text(trust::ROOT_SECRET_LABEL, &pattern(0x20))).expect("root key text");
         let root_public = root.public();
         let signing_raw = ed25519_dalek::SigningKey::from_bytes(&pattern(0x40));
-        let certificate =
-            root.issue(signing_raw.verifying_key().to_bytes(), 1, CERT_NOT_BEFORE, CERT_NOT_AFTER);
-        let signing = SigningKey::from_text(
-            &text(trust::SIGNING_SECRET_LABEL, &pattern(0x40)),
-            &certificate.to_text(),
-        )
-        .expect("signing key text");
+        let certificate = root.issue(signing_raw.verifying_key().to_bytes(), 1, CERT_NOT_BEFORE, CERT_NOT_AFTER);
+        let signing =
+            SigningKey::from_text(&text(trust::SIGNING_SECRET_LABEL, &pattern(0x40)), &certificate.to_text()).expect("signing key text");
         Keys { network, root, root_public, signing, signing_raw }
     })
 }
@@ -223,10 +215,7 @@ fn check_datagram(bytes: &[u8], datagram: &Datagram<'_>) {
         Body::Manifest(fragment) => {
             assert!(!fragment.bytes.is_empty(), "empty manifest fragment");
             assert!(fragment.total_len <= wire::SIGNED_MANIFEST_BYTES_MAX);
-            assert!(
-                u64::from(fragment.offset) + fragment.bytes.len() as u64 <= u64::from(fragment.total_len),
-                "fragment past its total"
-            );
+            assert!(u64::from(fragment.offset) + fragment.bytes.len() as u64 <= u64::from(fragment.total_len), "fragment past its total");
             wire::write_manifest_fragment(&mut out, key, datagram.object_id, fragment);
         }
         Body::Heartbeat(signed) => {
@@ -508,13 +497,7 @@ pub fn fec_decode(data: &[u8]) {
     let f = 1 + u64::from(input.u16()) % (64 * u64::from(t));
     let kt = f.div_ceil(u64::from(t));
     let z = 1 + u64::from(input.u8()) % kt.min(16);
-    let oti = Oti {
-        transfer_length: f,
-        symbol_size: t,
-        source_blocks: z as u8,
-        sub_blocks: 1,
-        alignment,
-    };
+    let oti = Oti { transfer_length: f, symbol_size: t, source_blocks: z as u8, sub_blocks: 1, alignment };
     oti.validate().expect("the harness builds valid otis");
     let sbn_byte = input.u8();
     let sbn = sbn_byte % oti.source_blocks;
@@ -775,10 +758,8 @@ impl Sim {
         let Ok(oti) = Oti::new_for_object(f, t, block_bytes_max) else { return };
         let payload = payload(f as usize, input.u8());
         let blocks = fec::blocks(&oti);
-        let mut block_hashes: Vec<[u8; 32]> = blocks
-            .iter()
-            .map(|b| fec::block_hash(&payload[b.offset as usize..(b.offset + b.len) as usize]))
-            .collect();
+        let mut block_hashes: Vec<[u8; 32]> =
+            blocks.iter().map(|b| fec::block_hash(&payload[b.offset as usize..(b.offset + b.len) as usize])).collect();
         let mut object_hash = *blake3::hash(&payload).as_bytes();
         let mut size_bytes = f;
         let mut oti_bytes = oti.encode();
@@ -796,7 +777,11 @@ impl Sim {
             size_bytes += 1;
         }
         if flags & 8 != 0 {
-            if more & 2 != 0 { block_hashes.pop(); } else { block_hashes.push([0; 32]); }
+            if more & 2 != 0 {
+                block_hashes.pop();
+            } else {
+                block_hashes.push([0; 32]);
+            }
         }
         if flags & 16 != 0 {
             let at = usize::from(input.u8()) % oti_bytes.len();

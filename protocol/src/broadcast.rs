@@ -583,10 +583,7 @@ impl Airing {
     }
 
     fn blind_counts(&self, config: &BroadcastConfig) -> Vec<u32> {
-        self.blocks
-            .iter()
-            .map(|b| symbols_for_loss(b.source_symbols, config.target_loss) - b.source_symbols + 2)
-            .collect()
+        self.blocks.iter().map(|b| symbols_for_loss(b.source_symbols, config.target_loss) - b.source_symbols + 2).collect()
     }
 
     fn incomplete(&self) -> Vec<String> {
@@ -706,23 +703,32 @@ impl Broadcaster {
             FeedbackMessage::Progress { object_id, needs, symbols_received, .. } => {
                 let report = Report { received_at: now, needs: needs.clone(), symbols_received: *symbols_received };
                 let county = county.clone();
-                (*object_id, Box::new(move |f: &mut FeedbackState| {
-                    f.reports.insert(county, report);
-                }))
+                (
+                    *object_id,
+                    Box::new(move |f: &mut FeedbackState| {
+                        f.reports.insert(county, report);
+                    }),
+                )
             }
             FeedbackMessage::Complete { object_id, .. } => {
                 let county = county.clone();
-                (*object_id, Box::new(move |f: &mut FeedbackState| {
-                    f.reports.remove(&county);
-                    f.complete.insert(county);
-                }))
+                (
+                    *object_id,
+                    Box::new(move |f: &mut FeedbackState| {
+                        f.reports.remove(&county);
+                        f.complete.insert(county);
+                    }),
+                )
             }
             FeedbackMessage::Rejected { object_id, reason } => {
                 let (county, reason) = (county.clone(), reason.clone());
-                (*object_id, Box::new(move |f: &mut FeedbackState| {
-                    f.reports.remove(&county);
-                    f.refused.insert(county, reason);
-                }))
+                (
+                    *object_id,
+                    Box::new(move |f: &mut FeedbackState| {
+                        f.reports.remove(&county);
+                        f.refused.insert(county, reason);
+                    }),
+                )
             }
         };
         let Some(airing) = self.objects.iter_mut().find(|a| a.object_id() == object_id) else { return };
@@ -825,10 +831,8 @@ impl Broadcaster {
                     self.push_event(BroadcastEvent::RoundStarted { object_id, round: 0, symbols });
                 }
                 Phase::AwaitingFeedback { since, until } => {
-                    let everyone_reported = airing
-                        .feedback
-                        .outstanding()
-                        .all(|c| airing.feedback.reports.get(c).is_some_and(|r| r.received_at >= since));
+                    let everyone_reported =
+                        airing.feedback.outstanding().all(|c| airing.feedback.reports.get(c).is_some_and(|r| r.received_at >= since));
                     if now >= until || everyone_reported {
                         let next = airing.round + 1;
                         if let Some(counts) = airing.repair_counts(since) {

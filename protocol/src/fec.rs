@@ -14,10 +14,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
 
-use raptorq::{
-    EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder,
-    SourceBlockEncoder,
-};
+use raptorq::{EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder, SourceBlockEncoder};
 use thiserror::Error;
 
 /// Bytes of an encoded OTI: 8 bytes of Common FEC OTI and 4 of Scheme-Specific FEC OTI
@@ -288,28 +285,13 @@ impl Oti {
         let [_, _, _, f0, f1, f2, f3, f4] = self.transfer_length.to_be_bytes();
         let [t0, t1] = self.symbol_size.to_be_bytes();
         let [n0, n1] = self.sub_blocks.to_be_bytes();
-        [
-            f0,
-            f1,
-            f2,
-            f3,
-            f4,
-            0,
-            t0,
-            t1,
-            self.source_blocks,
-            n0,
-            n1,
-            self.alignment,
-        ]
+        [f0, f1, f2, f3, f4, 0, t0, t1, self.source_blocks, n0, n1, self.alignment]
     }
 
     /// Decodes and validates 12 bytes laid out as in [`Oti::encode`]. A returned `Oti`
     /// passes [`Oti::validate`].
     pub fn decode(bytes: &[u8]) -> Result<Oti, FecError> {
-        let array: [u8; OTI_LEN] = bytes
-            .try_into()
-            .map_err(|_| FecError::OtiLength { len: bytes.len() })?;
+        let array: [u8; OTI_LEN] = bytes.try_into().map_err(|_| FecError::OtiLength { len: bytes.len() })?;
         let [f0, f1, f2, f3, f4, reserved, t0, t1, z, n0, n1, al] = array;
         if reserved != 0 {
             return Err(FecError::OtiReserved { value: reserved });
@@ -344,28 +326,19 @@ impl Oti {
             return Err(FecError::TransferLengthTooLarge { transfer_length: f });
         }
         if !matches!(self.alignment, 1 | 2 | 4 | 8) {
-            return Err(FecError::AlignmentInvalid {
-                alignment: self.alignment,
-            });
+            return Err(FecError::AlignmentInvalid { alignment: self.alignment });
         }
         if self.symbol_size == 0 {
             return Err(FecError::SymbolSizeZero);
         }
         if self.symbol_size % u16::from(self.alignment) != 0 {
-            return Err(FecError::SymbolSizeUnaligned {
-                symbol_size: self.symbol_size,
-                alignment: self.alignment,
-            });
+            return Err(FecError::SymbolSizeUnaligned { symbol_size: self.symbol_size, alignment: self.alignment });
         }
         if self.symbol_size > SYMBOL_SIZE_MAX {
-            return Err(FecError::SymbolSizeTooLarge {
-                symbol_size: self.symbol_size,
-            });
+            return Err(FecError::SymbolSizeTooLarge { symbol_size: self.symbol_size });
         }
         if self.sub_blocks != 1 {
-            return Err(FecError::SubBlockingUnsupported {
-                sub_blocks: self.sub_blocks,
-            });
+            return Err(FecError::SubBlockingUnsupported { sub_blocks: self.sub_blocks });
         }
         if self.source_blocks == 0 {
             return Err(FecError::SourceBlocksZero);
@@ -374,10 +347,7 @@ impl Oti {
         let kt = f.div_ceil(t);
         let z = u64::from(self.source_blocks);
         if kt < z {
-            return Err(FecError::SourceBlocksExceedSymbols {
-                source_blocks: self.source_blocks,
-                symbols: kt,
-            });
+            return Err(FecError::SourceBlocksExceedSymbols { source_blocks: self.source_blocks, symbols: kt });
         }
         let (kl, ks, zl, _zs) = partition(kt, z).ok_or(FecError::SourceBlocksZero)?;
         if kl > u64::from(SOURCE_SYMBOLS_MAX) {
@@ -395,11 +365,7 @@ impl Oti {
     /// fewest blocks such that none holds more than min(K'max, block_bytes_max / T)
     /// source symbols. Errors if that needs more than 255 blocks (with
     /// [`DEFAULT_BLOCK_BYTES_MAX`], objects above about [`DEFAULT_OBJECT_BYTES_MAX`]).
-    pub fn new_for_object(
-        transfer_length: u64,
-        symbol_size: u16,
-        block_bytes_max: u64,
-    ) -> Result<Oti, FecError> {
+    pub fn new_for_object(transfer_length: u64, symbol_size: u16, block_bytes_max: u64) -> Result<Oti, FecError> {
         if transfer_length == 0 {
             return Err(FecError::TransferLengthZero);
         }
@@ -407,36 +373,21 @@ impl Oti {
             return Err(FecError::SymbolSizeZero);
         }
         if symbol_size % u16::from(SYMBOL_ALIGNMENT) != 0 {
-            return Err(FecError::SymbolSizeUnaligned {
-                symbol_size,
-                alignment: SYMBOL_ALIGNMENT,
-            });
+            return Err(FecError::SymbolSizeUnaligned { symbol_size, alignment: SYMBOL_ALIGNMENT });
         }
         if symbol_size > SYMBOL_SIZE_MAX {
             return Err(FecError::SymbolSizeTooLarge { symbol_size });
         }
         let t = u64::from(symbol_size);
         if block_bytes_max < t || block_bytes_max > BLOCK_BYTES_MAX_LIMIT {
-            return Err(FecError::BlockBytesMaxInvalid {
-                block_bytes_max,
-                symbol_size,
-            });
+            return Err(FecError::BlockBytesMaxInvalid { block_bytes_max, symbol_size });
         }
         // At least 1: block_bytes_max >= t was checked above.
         let k_max = (block_bytes_max / t).min(u64::from(SOURCE_SYMBOLS_MAX));
         let kt = transfer_length.div_ceil(t);
         let z = kt.div_ceil(k_max);
-        let source_blocks = u8::try_from(z).map_err(|_| FecError::ObjectTooLarge {
-            transfer_length,
-            source_blocks: z,
-        })?;
-        let oti = Oti {
-            transfer_length,
-            symbol_size,
-            source_blocks,
-            sub_blocks: 1,
-            alignment: SYMBOL_ALIGNMENT,
-        };
+        let source_blocks = u8::try_from(z).map_err(|_| FecError::ObjectTooLarge { transfer_length, source_blocks: z })?;
+        let oti = Oti { transfer_length, symbol_size, source_blocks, sub_blocks: 1, alignment: SYMBOL_ALIGNMENT };
         // Holds by construction (Z <= Kt, ceil(Kt/Z) <= k_max); checked anyway so this
         // function can never hand out an OTI that decode would reject.
         oti.validate()?;
@@ -455,33 +406,18 @@ impl Oti {
     pub fn block(&self, sbn: u8) -> Result<Block, FecError> {
         let layout = self.layout()?;
         if sbn >= self.source_blocks {
-            return Err(FecError::SbnOutOfRange {
-                sbn,
-                source_blocks: self.source_blocks,
-            });
+            return Err(FecError::SbnOutOfRange { sbn, source_blocks: self.source_blocks });
         }
         let t = u64::from(self.symbol_size);
         let s = u64::from(sbn);
         // The first ZL blocks have KL symbols, the rest KS (RFC 6330 section 4.4.1.2).
-        let (k, first_symbol) = if s < layout.zl {
-            (layout.kl, s * layout.kl)
-        } else {
-            (
-                layout.ks,
-                layout.zl * layout.kl + (s - layout.zl) * layout.ks,
-            )
-        };
+        let (k, first_symbol) =
+            if s < layout.zl { (layout.kl, s * layout.kl) } else { (layout.ks, layout.zl * layout.kl + (s - layout.zl) * layout.ks) };
         let offset = first_symbol * t;
         // Every block starts before F: the last starts at or before (Kt - 1) * T < F.
         let len = (k * t).min(self.transfer_length.saturating_sub(offset));
-        let source_symbols =
-            u32::try_from(k).map_err(|_| FecError::BlockSymbolsTooMany { symbols: k })?;
-        Ok(Block {
-            sbn,
-            offset,
-            len,
-            source_symbols,
-        })
+        let source_symbols = u32::try_from(k).map_err(|_| FecError::BlockSymbolsTooMany { symbols: k })?;
+        Ok(Block { sbn, offset, len, source_symbols })
     }
 }
 
@@ -491,9 +427,7 @@ pub fn blocks(oti: &Oti) -> Vec<Block> {
     if oti.validate().is_err() {
         return Vec::new();
     }
-    (0..oti.source_blocks)
-        .filter_map(|sbn| oti.block(sbn).ok())
-        .collect()
+    (0..oti.source_blocks).filter_map(|sbn| oti.block(sbn).ok()).collect()
 }
 
 /// BLAKE3 of one block's data, as named in the manifest, to detect a poisoned block.
@@ -531,10 +465,7 @@ impl BlockEncoder {
     pub fn new(oti: &Oti, sbn: u8, data: &[u8]) -> Result<BlockEncoder, FecError> {
         let block = oti.block(sbn)?;
         if data.len() as u64 != block.len {
-            return Err(FecError::DataLength {
-                expected: block.len,
-                actual: data.len() as u64,
-            });
+            return Err(FecError::DataLength { expected: block.len, actual: data.len() as u64 });
         }
         let symbol_size = usize::from(oti.symbol_size);
         let padded_len = (block.source_symbols as usize) * symbol_size;
@@ -542,13 +473,7 @@ impl BlockEncoder {
         padded.extend_from_slice(data);
         padded.resize(padded_len, 0);
         let encoder = SourceBlockEncoder::new(sbn, &oti.to_raptorq(), &padded);
-        Ok(BlockEncoder {
-            sbn,
-            source_symbols: block.source_symbols,
-            symbol_size,
-            padded,
-            encoder,
-        })
+        Ok(BlockEncoder { sbn, source_symbols: block.source_symbols, symbol_size, padded, encoder })
     }
 
     /// K: source symbols in this block.
@@ -562,9 +487,7 @@ impl BlockEncoder {
     /// ESI (internal symbol id ESI + K' - K, section 5.3.1).
     pub fn symbol_into(&self, esi: u32, out: &mut Vec<u8>) -> Result<(), FecError> {
         if esi > ESI_MAX {
-            return Err(FecError::EsiOutOfRange {
-                esi: u64::from(esi),
-            });
+            return Err(FecError::EsiOutOfRange { esi: u64::from(esi) });
         }
         if esi < self.source_symbols {
             let symbol = self.source_symbol(esi)?;
@@ -572,9 +495,7 @@ impl BlockEncoder {
         } else {
             // raptorq 2.x: repair_packets(r, n) yields ESIs K + r .. K + r + n.
             let packets = self.encoder.repair_packets(esi - self.source_symbols, 1);
-            let packet = packets.first().ok_or(FecError::EsiOutOfRange {
-                esi: u64::from(esi),
-            })?;
+            let packet = packets.first().ok_or(FecError::EsiOutOfRange { esi: u64::from(esi) })?;
             out.extend_from_slice(packet.data());
         }
         Ok(())
@@ -584,11 +505,7 @@ impl BlockEncoder {
     /// Meant for repair (ESI >= K), but ESIs below K give source symbols as in
     /// [`BlockEncoder::symbol_into`]. The whole range must lie within 0..=[`ESI_MAX`] and
     /// `count` must not exceed [`SYMBOL_BATCH_MAX`].
-    pub fn repair_symbols(
-        &self,
-        first_esi: u32,
-        count: u32,
-    ) -> Result<Vec<(u32, Vec<u8>)>, FecError> {
+    pub fn repair_symbols(&self, first_esi: u32, count: u32) -> Result<Vec<(u32, Vec<u8>)>, FecError> {
         if count > SYMBOL_BATCH_MAX {
             return Err(FecError::BatchTooLarge { count });
         }
@@ -608,9 +525,7 @@ impl BlockEncoder {
         let repair_first = first_esi.max(self.source_symbols);
         let repair_count = (first_esi + count).saturating_sub(repair_first);
         if repair_count > 0 {
-            let packets = self
-                .encoder
-                .repair_packets(repair_first - self.source_symbols, repair_count);
+            let packets = self.encoder.repair_packets(repair_first - self.source_symbols, repair_count);
             out.extend(packets.into_iter().map(|p| {
                 let (id, data) = p.split();
                 (id.encoding_symbol_id(), data)
@@ -621,12 +536,7 @@ impl BlockEncoder {
 
     /// Source symbol `esi` (< K) of the padded block.
     fn source_symbol(&self, esi: u32) -> Result<&[u8], FecError> {
-        self.padded
-            .chunks_exact(self.symbol_size)
-            .nth(esi as usize)
-            .ok_or(FecError::EsiOutOfRange {
-                esi: u64::from(esi),
-            })
+        self.padded.chunks_exact(self.symbol_size).nth(esi as usize).ok_or(FecError::EsiOutOfRange { esi: u64::from(esi) })
     }
 }
 
@@ -638,11 +548,7 @@ impl BlockEncoder {
 /// [`FecError::DecodeFailed`]: collect more and retry. All received source symbols and
 /// the lowest-ESI K + [`DECODE_OVERHEAD_SYMBOLS_MAX`] repair symbols are used; the rest
 /// are dropped, which bounds memory and decoding time.
-pub fn decode_block(
-    oti: &Oti,
-    sbn: u8,
-    symbols: impl IntoIterator<Item = (u32, Vec<u8>)>,
-) -> Result<Vec<u8>, FecError> {
+pub fn decode_block(oti: &Oti, sbn: u8, symbols: impl IntoIterator<Item = (u32, Vec<u8>)>) -> Result<Vec<u8>, FecError> {
     let block = oti.block(sbn)?;
     let k = block.source_symbols;
     let symbol_size = usize::from(oti.symbol_size);
@@ -651,16 +557,10 @@ pub fn decode_block(
     let mut repair: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
     for (esi, data) in symbols {
         if esi > ESI_MAX {
-            return Err(FecError::EsiOutOfRange {
-                esi: u64::from(esi),
-            });
+            return Err(FecError::EsiOutOfRange { esi: u64::from(esi) });
         }
         if data.len() != symbol_size {
-            return Err(FecError::SymbolLength {
-                esi,
-                expected: symbol_size,
-                actual: data.len(),
-            });
+            return Err(FecError::SymbolLength { esi, expected: symbol_size, actual: data.len() });
         }
         if esi < k {
             source.entry(esi).or_insert(data);
@@ -672,8 +572,7 @@ pub fn decode_block(
     if have < u64::from(k) {
         return Err(FecError::NotEnoughSymbols { have, need: k });
     }
-    let len = usize::try_from(block.len)
-        .map_err(|_| FecError::BlockBytesTooLarge { bytes: block.len })?;
+    let len = usize::try_from(block.len).map_err(|_| FecError::BlockBytesTooLarge { bytes: block.len })?;
     if source.len() == k as usize {
         // Every source symbol is here (keys are exactly 0..K): no decoding needed.
         let mut out = Vec::with_capacity(k as usize * symbol_size);
@@ -685,10 +584,8 @@ pub fn decode_block(
     }
     let take = repair_kept_max.saturating_sub(source.len());
     let used = (source.len() + repair.len().min(take)) as u64;
-    let packets = source
-        .into_iter()
-        .chain(repair.into_iter().take(take))
-        .map(|(esi, data)| EncodingPacket::new(PayloadId::new(sbn, esi), data));
+    let packets =
+        source.into_iter().chain(repair.into_iter().take(take)).map(|(esi, data)| EncodingPacket::new(PayloadId::new(sbn, esi), data));
     let block_bytes = u64::from(k) * u64::from(oti.symbol_size);
     let mut decoder = SourceBlockDecoder::new(sbn, &oti.to_raptorq(), block_bytes);
     match decoder.decode(packets) {
@@ -696,10 +593,7 @@ pub fn decode_block(
             out.truncate(len);
             Ok(out)
         }
-        None => Err(FecError::DecodeFailed {
-            symbols: used,
-            need: k,
-        }),
+        None => Err(FecError::DecodeFailed { symbols: used, need: k }),
     }
 }
 
@@ -720,9 +614,7 @@ impl Stream {
     fn ideal_cmp(&self, other: &Stream) -> Ordering {
         let lhs = (2 * u128::from(self.emitted) + 1) * u128::from(other.count);
         let rhs = (2 * u128::from(other.emitted) + 1) * u128::from(self.count);
-        lhs.cmp(&rhs)
-            .then(self.sbn.cmp(&other.sbn))
-            .then(self.index.cmp(&other.index))
+        lhs.cmp(&rhs).then(self.sbn.cmp(&other.sbn)).then(self.index.cmp(&other.index))
     }
 }
 
@@ -790,13 +682,7 @@ pub fn interleave(plan: &[(u8, u32, u32)]) -> Interleaved {
         let count = count.min(room);
         if count > 0 {
             remaining += u64::from(count);
-            heap.push(Stream {
-                sbn,
-                index,
-                first_esi,
-                count,
-                emitted: 0,
-            });
+            heap.push(Stream { sbn, index, first_esi, count, emitted: 0 });
         }
     }
     Interleaved { heap, remaining }
@@ -821,18 +707,9 @@ mod tests {
 
     #[test]
     fn invalid_hand_built_oti_gives_errors_not_panics() {
-        let bad = Oti {
-            transfer_length: 10,
-            symbol_size: 0,
-            source_blocks: 1,
-            sub_blocks: 1,
-            alignment: 0,
-        };
+        let bad = Oti { transfer_length: 10, symbol_size: 0, source_blocks: 1, sub_blocks: 1, alignment: 0 };
         assert!(blocks(&bad).is_empty());
-        assert_eq!(
-            bad.block(0),
-            Err(FecError::AlignmentInvalid { alignment: 0 })
-        );
+        assert_eq!(bad.block(0), Err(FecError::AlignmentInvalid { alignment: 0 }));
         assert!(BlockEncoder::new(&bad, 0, &[0; 10]).is_err());
         assert!(decode_block(&bad, 0, Vec::new()).is_err());
     }

@@ -181,7 +181,9 @@ impl Feedback {
                 Err(FeedbackError::Bounds("needs must list 1 to 256 blocks"))
             }
             FeedbackMessage::Rejected { reason, .. } if reason.len() > TEXT_BYTES_MAX => Err(FeedbackError::Bounds("reason too long")),
-            FeedbackMessage::HookResult { detail, .. } if detail.len() > TEXT_BYTES_MAX => Err(FeedbackError::Bounds("hook detail too long")),
+            FeedbackMessage::HookResult { detail, .. } if detail.len() > TEXT_BYTES_MAX => {
+                Err(FeedbackError::Bounds("hook detail too long"))
+            }
             _ => Ok(()),
         }
     }

@@ -31,8 +31,7 @@ pub const TARGET_DIGITS_MAX: usize = 6;
 pub const ECHO_CHARS_MAX: usize = 32;
 
 /// The bincode configuration of the canonical encoding, limited to `LIMIT` bytes.
-pub(crate) type CanonicalConfig<const LIMIT: usize> =
-    Configuration<BigEndian, Fixint, Limit<LIMIT>>;
+pub(crate) type CanonicalConfig<const LIMIT: usize> = Configuration<BigEndian, Fixint, Limit<LIMIT>>;
 
 /// The canonical bincode configuration for manifests: big endian, fixed-width integers
 /// (so every value has exactly one encoding), at most [`MANIFEST_BYTES_MAX`] bytes.
@@ -42,10 +41,7 @@ pub fn canonical_config() -> CanonicalConfig<MANIFEST_BYTES_MAX> {
 
 /// The canonical configuration with another size limit, for the signed envelopes.
 pub(crate) fn canonical_config_limited<const LIMIT: usize>() -> CanonicalConfig<LIMIT> {
-    bincode::config::standard()
-        .with_big_endian()
-        .with_fixed_int_encoding()
-        .with_limit::<LIMIT>()
+    bincode::config::standard().with_big_endian().with_fixed_int_encoding().with_limit::<LIMIT>()
 }
 
 /// Why bytes are not the canonical encoding of a value.
@@ -83,20 +79,13 @@ pub(crate) fn encode_canonical<T: Encode, const LIMIT: usize>(value: &T) -> Vec<
 }
 
 /// Decodes `bytes` as exactly one canonical `T` of at most `LIMIT` bytes.
-pub(crate) fn decode_canonical<T: Decode<()> + Encode, const LIMIT: usize>(
-    bytes: &[u8],
-) -> Result<T, CanonicalError> {
+pub(crate) fn decode_canonical<T: Decode<()> + Encode, const LIMIT: usize>(bytes: &[u8]) -> Result<T, CanonicalError> {
     if bytes.len() > LIMIT {
-        return Err(CanonicalError::TooLarge {
-            len: bytes.len(),
-            max: LIMIT,
-        });
+        return Err(CanonicalError::TooLarge { len: bytes.len(), max: LIMIT });
     }
     let (value, read) = bincode::decode_from_slice(bytes, canonical_config_limited::<LIMIT>())?;
     if read != bytes.len() {
-        return Err(CanonicalError::TrailingBytes {
-            trailing: bytes.len() - read,
-        });
+        return Err(CanonicalError::TrailingBytes { trailing: bytes.len() - read });
     }
     // Fixed-width integers leave little room for aliasing, but checking costs one encode
     // and makes "one value, one byte string" a tested property instead of an assumption.
@@ -149,10 +138,7 @@ impl FromStr for Kind {
     type Err = KindParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Kind::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == s)
-            .ok_or_else(|| KindParseError::Unknown(echo(s)))
+        Kind::ALL.into_iter().find(|kind| kind.as_str() == s).ok_or_else(|| KindParseError::Unknown(echo(s)))
     }
 }
 
@@ -276,10 +262,7 @@ impl Manifest {
             validate_target(target)?;
         }
         if self.created_unix_secs >= self.expires_unix_secs {
-            return Err(ManifestError::Lifetime {
-                created_unix_secs: self.created_unix_secs,
-                expires_unix_secs: self.expires_unix_secs,
-            });
+            return Err(ManifestError::Lifetime { created_unix_secs: self.created_unix_secs, expires_unix_secs: self.expires_unix_secs });
         }
         Ok(())
     }
@@ -287,9 +270,7 @@ impl Manifest {
     /// Whether this manifest is for the receiver with division code `county_code`: some
     /// target is a prefix of it ("" is a prefix of every code).
     pub fn targets_code(&self, county_code: &str) -> bool {
-        self.targets
-            .iter()
-            .any(|target| county_code.starts_with(target.as_str()))
+        self.targets.iter().any(|target| county_code.starts_with(target.as_str()))
     }
 }
 
@@ -299,25 +280,17 @@ pub fn parse_targets(s: &str) -> Result<Vec<String>, ManifestError> {
     let mut targets: Vec<String> = Vec::new();
     for item in s.split(',') {
         let item = item.trim();
-        let target = if item.eq_ignore_ascii_case("all") {
-            ""
-        } else {
-            item
-        };
+        let target = if item.eq_ignore_ascii_case("all") { "" } else { item };
         // An empty item would otherwise silently mean nationwide: only "all" may.
         if item.is_empty() {
-            return Err(ManifestError::Target {
-                target: String::new(),
-            });
+            return Err(ManifestError::Target { target: String::new() });
         }
         validate_target(target)?;
         if !targets.iter().any(|t| t == target) {
             targets.push(target.to_owned());
         }
         if targets.len() > TARGETS_MAX {
-            return Err(ManifestError::TargetCount {
-                count: targets.len(),
-            });
+            return Err(ManifestError::TargetCount { count: targets.len() });
         }
     }
     Ok(targets)
@@ -342,13 +315,7 @@ fn validate_target(target: &str) -> Result<(), ManifestError> {
         2 | 4 | TARGET_DIGITS_MAX => target.bytes().all(|b| b.is_ascii_digit()),
         _ => false,
     };
-    if well_formed {
-        Ok(())
-    } else {
-        Err(ManifestError::Target {
-            target: echo(target),
-        })
-    }
+    if well_formed { Ok(()) } else { Err(ManifestError::Target { target: echo(target) }) }
 }
 
 /// Shortens untrusted text for an error message.

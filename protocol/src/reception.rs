@@ -538,7 +538,9 @@ impl Reception {
                     }
                 }
                 let object_id = datagram.object_id;
-                if self.rejected.iter().any(|(id, d, at)| *id == object_id && *d == fragment.digest && now.saturating_duration_since(*at) < REJECTED_REMEMBER_FOR) {
+                if self.rejected.iter().any(|(id, d, at)| {
+                    *id == object_id && *d == fragment.digest && now.saturating_duration_since(*at) < REJECTED_REMEMBER_FOR
+                }) {
                     return;
                 }
                 if let Some(signed) = self.assembler.add(datagram.object_id, fragment) {
@@ -555,7 +557,8 @@ impl Reception {
         if let Some(&(_, object_hash)) = self.completed.iter().find(|(id, _)| *id == object_id) {
             // The uplink still asks: our Complete may have been lost on the WAN. Say it
             // again, once per round (the marker comes in several copies).
-            let already = self.feedback.iter().any(|f| matches!(f.message, FeedbackMessage::Complete { object_id: id, .. } if id == object_id));
+            let already =
+                self.feedback.iter().any(|f| matches!(f.message, FeedbackMessage::Complete { object_id: id, .. } if id == object_id));
             if !already && round > 0 {
                 self.send_feedback(FeedbackMessage::Complete { object_id, object_hash });
             }
@@ -563,7 +566,9 @@ impl Reception {
         }
         let window_ms = self.config.report_window.as_millis() as u64;
         let Some(inc) = self.incoming.get_mut(&object_id) else { return };
-        if round < inc.round || (round == inc.round && (inc.report_due.is_some() || inc.last_report_at.is_some_and(|at| at >= inc.last_symbol_at))) {
+        if round < inc.round
+            || (round == inc.round && (inc.report_due.is_some() || inc.last_report_at.is_some_and(|at| at >= inc.last_symbol_at)))
+        {
             // A copy of a marker already answered (or being answered).
             return;
         }
@@ -721,9 +726,8 @@ impl Reception {
         };
         inc.symbols_received += 1;
         inc.last_symbol_at = now;
-        let usable = usize::from(sbn) < inc.blocks.len()
-            && symbol.len() == usize::from(inc.oti.symbol_size)
-            && !inc.verified[usize::from(sbn)];
+        let usable =
+            usize::from(sbn) < inc.blocks.len() && symbol.len() == usize::from(inc.oti.symbol_size) && !inc.verified[usize::from(sbn)];
         if !usable {
             self.stats.symbols_ignored += 1;
             return;
@@ -801,7 +805,8 @@ impl Reception {
     fn complete(&mut self, object_id: u64) {
         let newer = self.incoming.get(&object_id).and_then(|inc| {
             let delivered = self.delivered.get(&(inc.manifest.kind, inc.manifest.name.clone()))?;
-            (delivered.version >= inc.manifest.version && delivered.object_id != object_id).then_some((delivered.version, inc.manifest.version))
+            (delivered.version >= inc.manifest.version && delivered.object_id != object_id)
+                .then_some((delivered.version, inc.manifest.version))
         });
         if let Some((accepted_version, offered_version)) = newer {
             self.incoming.remove(&object_id);
@@ -857,12 +862,8 @@ impl Reception {
 
     /// Expires partial objects whose manifest has expired.
     pub fn handle_tick(&mut self, wall_unix_secs: u64, store: &mut dyn ReceptionStore) {
-        let expired: Vec<u64> = self
-            .incoming
-            .iter()
-            .filter(|(_, inc)| inc.manifest.expires_unix_secs <= wall_unix_secs)
-            .map(|(id, _)| *id)
-            .collect();
+        let expired: Vec<u64> =
+            self.incoming.iter().filter(|(_, inc)| inc.manifest.expires_unix_secs <= wall_unix_secs).map(|(id, _)| *id).collect();
         for object_id in expired {
             self.incoming.remove(&object_id);
             if let Err(error) = store.discard(object_id) {

@@ -16,9 +16,7 @@ use std::fmt;
 use bincode::{Decode, Encode};
 use ed25519_dalek::Signer as _;
 
-use crate::manifest::{
-    CanonicalError, MANIFEST_BYTES_MAX, Manifest, ManifestError, decode_canonical, encode_canonical,
-};
+use crate::manifest::{CanonicalError, MANIFEST_BYTES_MAX, Manifest, ManifestError, decode_canonical, encode_canonical};
 
 /// Signature context of a [`CertificateBody`].
 pub const CERTIFICATE_CONTEXT: &[u8] = b"satcast/v1/certificate\0";
@@ -256,17 +254,13 @@ pub struct NetworkKey(pub [u8; 32]);
 
 impl fmt::Debug for RootKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RootKey")
-            .field("public", &self.public())
-            .finish_non_exhaustive()
+        f.debug_struct("RootKey").field("public", &self.public()).finish_non_exhaustive()
     }
 }
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("certificate", &self.certificate)
-            .finish_non_exhaustive()
+        f.debug_struct("SigningKey").field("certificate", &self.certificate).finish_non_exhaustive()
     }
 }
 
@@ -295,16 +289,13 @@ fn verify(public_key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
     let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(public_key) else {
         return false;
     };
-    key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature))
-        .is_ok()
+    key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature)).is_ok()
 }
 
 impl RootKey {
     /// Generates a root key. Do this on the offline machine.
     pub fn generate(rng: &mut impl rand::CryptoRng) -> RootKey {
-        RootKey {
-            key: ed25519_dalek::SigningKey::from_bytes(&secret_bytes(rng)),
-        }
+        RootKey { key: ed25519_dalek::SigningKey::from_bytes(&secret_bytes(rng)) }
     }
 
     /// The public key receivers pin.
@@ -314,24 +305,10 @@ impl RootKey {
 
     /// Certifies `public_key` as a signing key valid from `not_before_unix_secs` to
     /// `not_after_unix_secs` inclusive.
-    pub fn issue(
-        &self,
-        public_key: [u8; 32],
-        serial: u64,
-        not_before_unix_secs: u64,
-        not_after_unix_secs: u64,
-    ) -> KeyCertificate {
-        let body = CertificateBody {
-            public_key,
-            serial,
-            not_before_unix_secs,
-            not_after_unix_secs,
-        };
+    pub fn issue(&self, public_key: [u8; 32], serial: u64, not_before_unix_secs: u64, not_after_unix_secs: u64) -> KeyCertificate {
+        let body = CertificateBody { public_key, serial, not_before_unix_secs, not_after_unix_secs };
         let message = signed_message(CERTIFICATE_CONTEXT, &body.to_bytes());
-        KeyCertificate {
-            body,
-            root_signature: self.key.sign(&message).to_bytes(),
-        }
+        KeyCertificate { body, root_signature: self.key.sign(&message).to_bytes() }
     }
 
     /// The text form: `satcast-root-secret-v1 <64 hex digits>`.
@@ -342,9 +319,7 @@ impl RootKey {
     /// Parses [`RootKey::to_text`] output.
     pub fn from_text(text: &str) -> Result<RootKey, KeyTextError> {
         let secret = parse_key_text::<32>(ROOT_SECRET_LABEL, text)?;
-        Ok(RootKey {
-            key: ed25519_dalek::SigningKey::from_bytes(&secret),
-        })
+        Ok(RootKey { key: ed25519_dalek::SigningKey::from_bytes(&secret) })
     }
 }
 
@@ -398,22 +373,12 @@ impl KeyCertificate {
         if !verify(&root.0, &message, &self.root_signature) {
             return Err(TrustError::BadCertificateSignature);
         }
-        let CertificateBody {
-            not_before_unix_secs,
-            not_after_unix_secs,
-            ..
-        } = self.body;
+        let CertificateBody { not_before_unix_secs, not_after_unix_secs, .. } = self.body;
         if not_before_unix_secs > now_unix_secs.saturating_add(CLOCK_SKEW_MAX_SECS) {
-            return Err(TrustError::KeyNotYetValid {
-                not_before_unix_secs,
-                now_unix_secs,
-            });
+            return Err(TrustError::KeyNotYetValid { not_before_unix_secs, now_unix_secs });
         }
         if now_unix_secs > not_after_unix_secs {
-            return Err(TrustError::KeyExpired {
-                not_after_unix_secs,
-                now_unix_secs,
-            });
+            return Err(TrustError::KeyExpired { not_after_unix_secs, now_unix_secs });
         }
         Ok(())
     }
@@ -429,12 +394,7 @@ impl SigningKey {
         not_after_unix_secs: u64,
     ) -> SigningKey {
         let key = ed25519_dalek::SigningKey::from_bytes(&secret_bytes(rng));
-        let certificate = root.issue(
-            key.verifying_key().to_bytes(),
-            serial,
-            not_before_unix_secs,
-            not_after_unix_secs,
-        );
+        let certificate = root.issue(key.verifying_key().to_bytes(), serial, not_before_unix_secs, not_after_unix_secs);
         SigningKey { key, certificate }
     }
 
@@ -453,25 +413,14 @@ impl SigningKey {
     pub fn sign_manifest(&self, manifest: &Manifest) -> Result<SignedManifest, ManifestError> {
         manifest.validate()?;
         let bytes = manifest.to_bytes();
-        let signature = self
-            .key
-            .sign(&signed_message(MANIFEST_CONTEXT, &bytes))
-            .to_bytes();
-        Ok(SignedManifest {
-            manifest: bytes,
-            certificate: self.certificate,
-            signature,
-        })
+        let signature = self.key.sign(&signed_message(MANIFEST_CONTEXT, &bytes)).to_bytes();
+        Ok(SignedManifest { manifest: bytes, certificate: self.certificate, signature })
     }
 
     /// Signs a heartbeat.
     pub fn sign_heartbeat(&self, heartbeat: Heartbeat) -> SignedHeartbeat {
         let message = signed_message(HEARTBEAT_CONTEXT, &heartbeat.to_bytes());
-        SignedHeartbeat {
-            heartbeat,
-            certificate: self.certificate,
-            signature: self.key.sign(&message).to_bytes(),
-        }
+        SignedHeartbeat { heartbeat, certificate: self.certificate, signature: self.key.sign(&message).to_bytes() }
     }
 
     /// The secret's text form: `satcast-signing-secret-v1 <64 hex digits>`. The
@@ -482,10 +431,7 @@ impl SigningKey {
 
     /// Rebuilds a signing key from its secret text and certificate text, checking that
     /// they belong together. Does not check the root signature or validity period.
-    pub fn from_text(
-        secret_text: &str,
-        certificate_text: &str,
-    ) -> Result<SigningKey, KeyTextError> {
+    pub fn from_text(secret_text: &str, certificate_text: &str) -> Result<SigningKey, KeyTextError> {
         let secret = parse_key_text::<32>(SIGNING_SECRET_LABEL, secret_text)?;
         let certificate = KeyCertificate::from_text(certificate_text)?;
         let key = ed25519_dalek::SigningKey::from_bytes(&secret);
@@ -620,11 +566,7 @@ impl SignedHeartbeat {
 
     /// Checks the certificate chain to `root`, the key's validity at `now_unix_secs` and the
     /// signature. Freshness and sequence are the receiver's business.
-    pub fn verify(
-        &self,
-        root: &RootPublicKey,
-        now_unix_secs: u64,
-    ) -> Result<Heartbeat, TrustError> {
+    pub fn verify(&self, root: &RootPublicKey, now_unix_secs: u64) -> Result<Heartbeat, TrustError> {
         self.certificate.verify(root, now_unix_secs)?;
         let message = signed_message(HEARTBEAT_CONTEXT, &self.heartbeat.to_bytes());
         if !verify(&self.certificate.body.public_key, &message, &self.signature) {
@@ -655,11 +597,7 @@ impl NetworkKey {
 /// against the pinned `root` at `now_unix_secs` ([`SignedManifest::verify`]). The result is
 /// authentic but not yet accepted: look up the [`Accepted`] state for its (kind, name) and
 /// call [`check_acceptance`].
-pub fn verify_signed(
-    bytes: &[u8],
-    root: &RootPublicKey,
-    now_unix_secs: u64,
-) -> Result<Manifest, TrustError> {
+pub fn verify_signed(bytes: &[u8], root: &RootPublicKey, now_unix_secs: u64) -> Result<Manifest, TrustError> {
     SignedManifest::from_bytes(bytes)?.verify(root, now_unix_secs)
 }
 
@@ -667,36 +605,21 @@ pub fn verify_signed(
 /// at most [`CLOCK_SKEW_MAX_SECS`] ahead, not yet expired), it targets `county_code`, and
 /// it is not older than `accepted`, the last manifest accepted for its (kind, name). The
 /// same version with the same object id passes: the carousel repeats broadcasts.
-pub fn check_acceptance(
-    manifest: &Manifest,
-    county_code: &str,
-    now_unix_secs: u64,
-    accepted: Option<Accepted>,
-) -> Result<(), TrustError> {
+pub fn check_acceptance(manifest: &Manifest, county_code: &str, now_unix_secs: u64, accepted: Option<Accepted>) -> Result<(), TrustError> {
     if now_unix_secs >= manifest.expires_unix_secs {
-        return Err(TrustError::ManifestExpired {
-            expires_unix_secs: manifest.expires_unix_secs,
-            now_unix_secs,
-        });
+        return Err(TrustError::ManifestExpired { expires_unix_secs: manifest.expires_unix_secs, now_unix_secs });
     }
     if manifest.created_unix_secs > now_unix_secs.saturating_add(CLOCK_SKEW_MAX_SECS) {
-        return Err(TrustError::ManifestFromFuture {
-            created_unix_secs: manifest.created_unix_secs,
-            now_unix_secs,
-        });
+        return Err(TrustError::ManifestFromFuture { created_unix_secs: manifest.created_unix_secs, now_unix_secs });
     }
     if !manifest.targets_code(county_code) {
         return Err(TrustError::NotTargeted);
     }
     if let Some(accepted) = accepted {
         let older = manifest.version < accepted.version;
-        let equivocation =
-            manifest.version == accepted.version && manifest.object_id != accepted.object_id;
+        let equivocation = manifest.version == accepted.version && manifest.object_id != accepted.object_id;
         if older || equivocation {
-            return Err(TrustError::Rollback {
-                accepted_version: accepted.version,
-                offered_version: manifest.version,
-            });
+            return Err(TrustError::Rollback { accepted_version: accepted.version, offered_version: manifest.version });
         }
     }
     Ok(())
@@ -717,11 +640,7 @@ pub fn verify_manifest(
 }
 
 /// Decodes and verifies a [`SignedHeartbeat`] against the pinned `root` at `now_unix_secs`.
-pub fn verify_heartbeat(
-    bytes: &[u8],
-    root: &RootPublicKey,
-    now_unix_secs: u64,
-) -> Result<Heartbeat, TrustError> {
+pub fn verify_heartbeat(bytes: &[u8], root: &RootPublicKey, now_unix_secs: u64) -> Result<Heartbeat, TrustError> {
     SignedHeartbeat::from_bytes(bytes)?.verify(root, now_unix_secs)
 }
 
@@ -735,22 +654,13 @@ fn parse_hex_text(label: &'static str, text: &str) -> Result<Vec<u8>, KeyTextErr
     if text.len() > KEY_TEXT_BYTES_MAX {
         return Err(KeyTextError::TooLong { len: text.len() });
     }
-    let hex_part = text
-        .trim()
-        .strip_prefix(label)
-        .and_then(|rest| rest.strip_prefix(' '))
-        .ok_or(KeyTextError::Label { expected: label })?;
+    let hex_part =
+        text.trim().strip_prefix(label).and_then(|rest| rest.strip_prefix(' ')).ok_or(KeyTextError::Label { expected: label })?;
     Ok(hex::decode(hex_part)?)
 }
 
-fn parse_key_text<const N: usize>(
-    label: &'static str,
-    text: &str,
-) -> Result<[u8; N], KeyTextError> {
+fn parse_key_text<const N: usize>(label: &'static str, text: &str) -> Result<[u8; N], KeyTextError> {
     let bytes = parse_hex_text(label, text)?;
     let actual = bytes.len();
-    bytes.try_into().map_err(|_| KeyTextError::Length {
-        expected: N,
-        actual,
-    })
+    bytes.try_into().map_err(|_| KeyTextError::Length { expected: N, actual })
 }

@@ -204,11 +204,7 @@ fn parse_data(body: &[u8]) -> Result<Body<'_>, WireError> {
         return Err(WireError::Body { kind: "data", len: body.len() });
     }
     let payload_id = be_u32(body);
-    Ok(Body::Data {
-        sbn: (payload_id >> 24) as u8,
-        esi: payload_id & ESI_MAX,
-        symbol: &body[PAYLOAD_ID_LEN..],
-    })
+    Ok(Body::Data { sbn: (payload_id >> 24) as u8, esi: payload_id & ESI_MAX, symbol: &body[PAYLOAD_ID_LEN..] })
 }
 
 fn parse_fragment(body: &[u8]) -> Result<ManifestFragment<'_>, WireError> {
@@ -220,8 +216,7 @@ fn parse_fragment(body: &[u8]) -> Result<ManifestFragment<'_>, WireError> {
     let total_len = be_u32(&body[8..]);
     let offset = be_u32(&body[12..]);
     let bytes = &body[FRAGMENT_HEADER_LEN..];
-    let fits = total_len <= SIGNED_MANIFEST_BYTES_MAX
-        && u64::from(offset) + bytes.len() as u64 <= u64::from(total_len);
+    let fits = total_len <= SIGNED_MANIFEST_BYTES_MAX && u64::from(offset) + bytes.len() as u64 <= u64::from(total_len);
     if !fits {
         return Err(WireError::Fragment { offset, len: bytes.len(), total: total_len });
     }

@@ -11,9 +11,8 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::RngSeed;
 use satcast_protocol::fec::{
-    BLOCK_BYTES_MAX_LIMIT, BlockEncoder, DEFAULT_BLOCK_BYTES_MAX, DEFAULT_OBJECT_BYTES_MAX,
-    ESI_MAX, FecError, OTI_LEN, Oti, SYMBOL_BATCH_MAX, SYMBOL_SIZE_MAX, block_hash, blocks,
-    decode_block, interleave,
+    BLOCK_BYTES_MAX_LIMIT, BlockEncoder, DEFAULT_BLOCK_BYTES_MAX, DEFAULT_OBJECT_BYTES_MAX, ESI_MAX, FecError, OTI_LEN, Oti,
+    SYMBOL_BATCH_MAX, SYMBOL_SIZE_MAX, block_hash, blocks, decode_block, interleave,
 };
 
 /// The seed used when FEC_SEED is not set, so a plain `cargo test` is deterministic.
@@ -21,13 +20,8 @@ const SEED_DEFAULT: u64 = 0x5a7c_a57f_ec00_0001;
 
 /// The run's seed (FEC_SEED or the default), printed with the line that replays it.
 fn seed(test: &str) -> u64 {
-    let seed = std::env::var("FEC_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(SEED_DEFAULT);
-    println!(
-        "{test}: seed {seed}; replay: FEC_SEED={seed} cargo test -p satcast-protocol --test fec {test} -- --nocapture"
-    );
+    let seed = std::env::var("FEC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(SEED_DEFAULT);
+    println!("{test}: seed {seed}; replay: FEC_SEED={seed} cargo test -p satcast-protocol --test fec {test} -- --nocapture");
     seed
 }
 
@@ -90,13 +84,7 @@ fn oti_encodes_to_hand_checked_bytes_and_back() {
 
 #[test]
 fn oti_roundtrips_for_new_for_object() {
-    for (f, t) in [
-        (1u64, 4u16),
-        (1024, 1024),
-        (1025, 1024),
-        (100_000_000, 1400),
-        (DEFAULT_OBJECT_BYTES_MAX, 1024),
-    ] {
+    for (f, t) in [(1u64, 4u16), (1024, 1024), (1025, 1024), (100_000_000, 1400), (DEFAULT_OBJECT_BYTES_MAX, 1024)] {
         let oti = Oti::new_for_object(f, t, DEFAULT_BLOCK_BYTES_MAX).expect("valid object");
         assert_eq!(Oti::decode(&oti.encode()), Ok(oti), "F={f} T={t}");
     }
@@ -111,14 +99,7 @@ fn edited(edit: impl FnOnce(&mut [u8; OTI_LEN])) -> [u8; OTI_LEN] {
 
 /// Bytes of an OTI with the given fields (F truncated to 40 bits, as on the wire).
 fn oti_bytes(f: u64, t: u16, z: u8, n: u16, al: u8) -> [u8; OTI_LEN] {
-    Oti {
-        transfer_length: f,
-        symbol_size: t,
-        source_blocks: z,
-        sub_blocks: n,
-        alignment: al,
-    }
-    .encode()
+    Oti { transfer_length: f, symbol_size: t, source_blocks: z, sub_blocks: n, alignment: al }.encode()
 }
 
 #[test]
@@ -127,95 +108,29 @@ fn oti_decode_rejects_every_invalid_field() {
         (vec![], FecError::OtiLength { len: 0 }),
         (vec![0; 11], FecError::OtiLength { len: 11 }),
         (vec![0; 13], FecError::OtiLength { len: 13 }),
-        (
-            edited(|b| b[5] = 1).to_vec(),
-            FecError::OtiReserved { value: 1 },
-        ),
-        (
-            oti_bytes(0, 1024, 1, 1, 4).to_vec(),
-            FecError::TransferLengthZero,
-        ),
-        (
-            oti_bytes((1 << 40) - 1, 1024, 1, 1, 4).to_vec(),
-            FecError::TransferLengthTooLarge {
-                transfer_length: (1 << 40) - 1,
-            },
-        ),
-        (
-            oti_bytes(942_574_504_276, 1024, 1, 1, 4).to_vec(),
-            FecError::TransferLengthTooLarge {
-                transfer_length: 942_574_504_276,
-            },
-        ),
-        (
-            edited(|b| b[11] = 0).to_vec(),
-            FecError::AlignmentInvalid { alignment: 0 },
-        ),
-        (
-            edited(|b| b[11] = 3).to_vec(),
-            FecError::AlignmentInvalid { alignment: 3 },
-        ),
-        (
-            edited(|b| b[11] = 16).to_vec(),
-            FecError::AlignmentInvalid { alignment: 16 },
-        ),
-        (
-            oti_bytes(1000, 0, 1, 1, 4).to_vec(),
-            FecError::SymbolSizeZero,
-        ),
-        (
-            oti_bytes(1000, 1026, 1, 1, 4).to_vec(),
-            FecError::SymbolSizeUnaligned {
-                symbol_size: 1026,
-                alignment: 4,
-            },
-        ),
-        (
-            oti_bytes(100_000, SYMBOL_SIZE_MAX + 8, 1, 1, 8).to_vec(),
-            FecError::SymbolSizeTooLarge {
-                symbol_size: SYMBOL_SIZE_MAX + 8,
-            },
-        ),
-        (
-            oti_bytes(1000, 4, 1, 0, 4).to_vec(),
-            FecError::SubBlockingUnsupported { sub_blocks: 0 },
-        ),
-        (
-            oti_bytes(1000, 4, 1, 2, 4).to_vec(),
-            FecError::SubBlockingUnsupported { sub_blocks: 2 },
-        ),
-        (
-            oti_bytes(1000, 4, 0, 1, 4).to_vec(),
-            FecError::SourceBlocksZero,
-        ),
-        (
-            oti_bytes(10, 4, 4, 1, 4).to_vec(),
-            FecError::SourceBlocksExceedSymbols {
-                source_blocks: 4,
-                symbols: 3,
-            },
-        ),
-        (
-            oti_bytes(56_404 * 4, 4, 1, 1, 4).to_vec(),
-            FecError::BlockSymbolsTooMany { symbols: 56_404 },
-        ),
-        (
-            oti_bytes(2 * 56_404 * 4 - 4, 4, 2, 1, 4).to_vec(),
-            FecError::BlockSymbolsTooMany { symbols: 56_404 },
-        ),
-        (
-            oti_bytes(8193 * 8192, 8192, 1, 1, 8).to_vec(),
-            FecError::BlockBytesTooLarge { bytes: 8193 * 8192 },
-        ),
+        (edited(|b| b[5] = 1).to_vec(), FecError::OtiReserved { value: 1 }),
+        (oti_bytes(0, 1024, 1, 1, 4).to_vec(), FecError::TransferLengthZero),
+        (oti_bytes((1 << 40) - 1, 1024, 1, 1, 4).to_vec(), FecError::TransferLengthTooLarge { transfer_length: (1 << 40) - 1 }),
+        (oti_bytes(942_574_504_276, 1024, 1, 1, 4).to_vec(), FecError::TransferLengthTooLarge { transfer_length: 942_574_504_276 }),
+        (edited(|b| b[11] = 0).to_vec(), FecError::AlignmentInvalid { alignment: 0 }),
+        (edited(|b| b[11] = 3).to_vec(), FecError::AlignmentInvalid { alignment: 3 }),
+        (edited(|b| b[11] = 16).to_vec(), FecError::AlignmentInvalid { alignment: 16 }),
+        (oti_bytes(1000, 0, 1, 1, 4).to_vec(), FecError::SymbolSizeZero),
+        (oti_bytes(1000, 1026, 1, 1, 4).to_vec(), FecError::SymbolSizeUnaligned { symbol_size: 1026, alignment: 4 }),
+        (oti_bytes(100_000, SYMBOL_SIZE_MAX + 8, 1, 1, 8).to_vec(), FecError::SymbolSizeTooLarge { symbol_size: SYMBOL_SIZE_MAX + 8 }),
+        (oti_bytes(1000, 4, 1, 0, 4).to_vec(), FecError::SubBlockingUnsupported { sub_blocks: 0 }),
+        (oti_bytes(1000, 4, 1, 2, 4).to_vec(), FecError::SubBlockingUnsupported { sub_blocks: 2 }),
+        (oti_bytes(1000, 4, 0, 1, 4).to_vec(), FecError::SourceBlocksZero),
+        (oti_bytes(10, 4, 4, 1, 4).to_vec(), FecError::SourceBlocksExceedSymbols { source_blocks: 4, symbols: 3 }),
+        (oti_bytes(56_404 * 4, 4, 1, 1, 4).to_vec(), FecError::BlockSymbolsTooMany { symbols: 56_404 }),
+        (oti_bytes(2 * 56_404 * 4 - 4, 4, 2, 1, 4).to_vec(), FecError::BlockSymbolsTooMany { symbols: 56_404 }),
+        (oti_bytes(8193 * 8192, 8192, 1, 1, 8).to_vec(), FecError::BlockBytesTooLarge { bytes: 8193 * 8192 }),
     ];
     for (bytes, want) in cases {
         let got = Oti::decode(&bytes);
         assert_eq!(got, Err(want.clone()), "bytes {bytes:02x?}");
         let msg = want.to_string();
-        assert!(
-            !msg.starts_with(|c: char| c.is_uppercase()),
-            "message not lowercase: {msg}"
-        );
+        assert!(!msg.starts_with(|c: char| c.is_uppercase()), "message not lowercase: {msg}");
     }
     // The largest valid block: K'max symbols and exactly BLOCK_BYTES_MAX_LIMIT bytes.
     assert!(Oti::decode(&oti_bytes(56_403 * 4, 4, 1, 1, 4)).is_ok());
@@ -227,25 +142,16 @@ fn oti_decode_rejects_every_invalid_field() {
 fn new_for_object_picks_the_fewest_blocks() {
     // 16 KiB blocks of 1 KiB symbols: 100 symbols need 7 blocks (16 * 6 = 96 < 100).
     let oti = Oti::new_for_object(100 * 1024, 1024, 16 * 1024).expect("valid");
-    assert_eq!(
-        (oti.source_blocks, oti.sub_blocks, oti.alignment),
-        (7, 1, 4)
-    );
+    assert_eq!((oti.source_blocks, oti.sub_blocks, oti.alignment), (7, 1, 4));
     let sizes: Vec<u32> = blocks(&oti).iter().map(|b| b.source_symbols).collect();
     assert_eq!(sizes, vec![15, 15, 14, 14, 14, 14, 14]);
     // A block limit that is not a multiple of T rounds down to whole symbols.
-    assert_eq!(
-        Oti::new_for_object(100 * 1024, 1024, 16 * 1024 + 1000).map(|o| o.source_blocks),
-        Ok(7)
-    );
+    assert_eq!(Oti::new_for_object(100 * 1024, 1024, 16 * 1024 + 1000).map(|o| o.source_blocks), Ok(7));
     // K'max caps the block even when the byte limit would allow more.
     let oti = Oti::new_for_object(56_404 * 4, 4, BLOCK_BYTES_MAX_LIMIT).expect("valid");
     assert_eq!(oti.source_blocks, 2);
     // One block when it fits.
-    assert_eq!(
-        Oti::new_for_object(1, 4, DEFAULT_BLOCK_BYTES_MAX).map(|o| o.source_blocks),
-        Ok(1)
-    );
+    assert_eq!(Oti::new_for_object(1, 4, DEFAULT_BLOCK_BYTES_MAX).map(|o| o.source_blocks), Ok(1));
 }
 
 #[test]
@@ -254,43 +160,19 @@ fn new_for_object_rejects_what_it_cannot_describe() {
     assert_eq!(just_fits.map(|o| o.source_blocks), Ok(255));
     assert_eq!(
         Oti::new_for_object(DEFAULT_OBJECT_BYTES_MAX + 1, 1024, DEFAULT_BLOCK_BYTES_MAX),
-        Err(FecError::ObjectTooLarge {
-            transfer_length: DEFAULT_OBJECT_BYTES_MAX + 1,
-            source_blocks: 256
-        })
+        Err(FecError::ObjectTooLarge { transfer_length: DEFAULT_OBJECT_BYTES_MAX + 1, source_blocks: 256 })
     );
-    assert_eq!(
-        Oti::new_for_object(0, 1024, DEFAULT_BLOCK_BYTES_MAX),
-        Err(FecError::TransferLengthZero)
-    );
-    assert_eq!(
-        Oti::new_for_object(10, 0, DEFAULT_BLOCK_BYTES_MAX),
-        Err(FecError::SymbolSizeZero)
-    );
+    assert_eq!(Oti::new_for_object(0, 1024, DEFAULT_BLOCK_BYTES_MAX), Err(FecError::TransferLengthZero));
+    assert_eq!(Oti::new_for_object(10, 0, DEFAULT_BLOCK_BYTES_MAX), Err(FecError::SymbolSizeZero));
     assert_eq!(
         Oti::new_for_object(10, 1026, DEFAULT_BLOCK_BYTES_MAX),
-        Err(FecError::SymbolSizeUnaligned {
-            symbol_size: 1026,
-            alignment: 4
-        })
+        Err(FecError::SymbolSizeUnaligned { symbol_size: 1026, alignment: 4 })
     );
-    assert_eq!(
-        Oti::new_for_object(10, 8196, DEFAULT_BLOCK_BYTES_MAX),
-        Err(FecError::SymbolSizeTooLarge { symbol_size: 8196 })
-    );
-    assert_eq!(
-        Oti::new_for_object(10, 1024, 1023),
-        Err(FecError::BlockBytesMaxInvalid {
-            block_bytes_max: 1023,
-            symbol_size: 1024
-        })
-    );
+    assert_eq!(Oti::new_for_object(10, 8196, DEFAULT_BLOCK_BYTES_MAX), Err(FecError::SymbolSizeTooLarge { symbol_size: 8196 }));
+    assert_eq!(Oti::new_for_object(10, 1024, 1023), Err(FecError::BlockBytesMaxInvalid { block_bytes_max: 1023, symbol_size: 1024 }));
     assert_eq!(
         Oti::new_for_object(10, 1024, BLOCK_BYTES_MAX_LIMIT + 1),
-        Err(FecError::BlockBytesMaxInvalid {
-            block_bytes_max: BLOCK_BYTES_MAX_LIMIT + 1,
-            symbol_size: 1024
-        })
+        Err(FecError::BlockBytesMaxInvalid { block_bytes_max: BLOCK_BYTES_MAX_LIMIT + 1, symbol_size: 1024 })
     );
 }
 
@@ -298,20 +180,8 @@ fn new_for_object_rejects_what_it_cannot_describe() {
 fn block_rejects_sbn_out_of_range() {
     let (oti, _) = hand_oti();
     assert!(oti.block(1).is_ok());
-    assert_eq!(
-        oti.block(2),
-        Err(FecError::SbnOutOfRange {
-            sbn: 2,
-            source_blocks: 2
-        })
-    );
-    assert_eq!(
-        oti.block(255),
-        Err(FecError::SbnOutOfRange {
-            sbn: 255,
-            source_blocks: 2
-        })
-    );
+    assert_eq!(oti.block(2), Err(FecError::SbnOutOfRange { sbn: 2, source_blocks: 2 }));
+    assert_eq!(oti.block(255), Err(FecError::SbnOutOfRange { sbn: 255, source_blocks: 2 }));
 }
 
 /// Everything a valid OTI promises: blocks tile [0, F) in SBN order exactly as raptorq
@@ -319,13 +189,8 @@ fn block_rejects_sbn_out_of_range() {
 fn check_valid_oti(oti: &Oti) -> Result<(), TestCaseError> {
     prop_assert_eq!(Oti::decode(&oti.encode()), Ok(*oti));
     // raptorq's constructor asserts its own limits; it must accept every valid OTI.
-    let config = raptorq::ObjectTransmissionInformation::new(
-        oti.transfer_length,
-        oti.symbol_size,
-        oti.source_blocks,
-        oti.sub_blocks,
-        oti.alignment,
-    );
+    let config =
+        raptorq::ObjectTransmissionInformation::new(oti.transfer_length, oti.symbol_size, oti.source_blocks, oti.sub_blocks, oti.alignment);
     prop_assert_eq!(config, oti.to_raptorq());
     let list = blocks(oti);
     prop_assert_eq!(list.len(), usize::from(oti.source_blocks));
@@ -340,13 +205,9 @@ fn check_valid_oti(oti: &Oti) -> Result<(), TestCaseError> {
         prop_assert_eq!(b.offset, next);
         prop_assert!(b.len >= 1 && b.len <= u64::from(b.source_symbols) * t);
         prop_assert!(u64::from(b.source_symbols) * t <= BLOCK_BYTES_MAX_LIMIT);
-        prop_assert_eq!(
-            (start as u64, end as u64),
-            (b.offset, b.offset + u64::from(b.source_symbols) * t)
-        );
+        prop_assert_eq!((start as u64, end as u64), (b.offset, b.offset + u64::from(b.source_symbols) * t));
         prop_assert_eq!(oti.block(b.sbn), Ok(*b));
-        let _decoder =
-            raptorq::SourceBlockDecoder::new(b.sbn, &config, u64::from(b.source_symbols) * t);
+        let _decoder = raptorq::SourceBlockDecoder::new(b.sbn, &config, u64::from(b.source_symbols) * t);
         next += b.len;
     }
     prop_assert_eq!(next, oti.transfer_length);
@@ -360,11 +221,7 @@ fn check_valid_oti(oti: &Oti) -> Result<(), TestCaseError> {
 
 /// 10,000 cases, seeded from FEC_SEED, with no regression files written into the repo.
 fn proptest_config(test: &str) -> ProptestConfig {
-    ProptestConfig {
-        rng_seed: RngSeed::Fixed(seed(test)),
-        failure_persistence: None,
-        ..ProptestConfig::with_cases(10_000)
-    }
+    ProptestConfig { rng_seed: RngSeed::Fixed(seed(test)), failure_persistence: None, ..ProptestConfig::with_cases(10_000) }
 }
 
 /// OTI fields near the valid region, so a good share of cases pass validation and the
@@ -378,24 +235,18 @@ fn plausible_oti_bytes() -> impl Strategy<Value = [u8; OTI_LEN]> {
     let n = prop_oneof![9 => Just(1u16), 1 => any::<u16>()];
     let reserved = prop_oneof![19 => Just(0u8), 1 => any::<u8>()];
     let raw_f = prop_oneof![9 => Just(None), 1 => any::<u64>().prop_map(Some)];
-    (t, z, k, n, al, reserved, raw_f, any::<u64>()).prop_map(
-        |(t, z, k, n, al, reserved, raw_f, r)| {
-            // Usually round T to the alignment so the deeper checks are reached.
-            let t = if r % 8 != 0 && matches!(al, 1 | 2 | 4 | 8) {
-                (t / u16::from(al)).max(1) * u16::from(al)
-            } else {
-                t
-            };
-            let f = raw_f.unwrap_or_else(|| {
-                let (tt, zz) = (u64::from(t.max(1)), u64::from(z.max(1)));
-                let (slack, pad) = ((r >> 8) % zz, (r >> 24) % tt);
-                ((zz * k - slack) * tt).saturating_sub(pad).max(1)
-            });
-            let mut bytes = oti_bytes(f, t, z, n, al);
-            bytes[5] = reserved;
-            bytes
-        },
-    )
+    (t, z, k, n, al, reserved, raw_f, any::<u64>()).prop_map(|(t, z, k, n, al, reserved, raw_f, r)| {
+        // Usually round T to the alignment so the deeper checks are reached.
+        let t = if r % 8 != 0 && matches!(al, 1 | 2 | 4 | 8) { (t / u16::from(al)).max(1) * u16::from(al) } else { t };
+        let f = raw_f.unwrap_or_else(|| {
+            let (tt, zz) = (u64::from(t.max(1)), u64::from(z.max(1)));
+            let (slack, pad) = ((r >> 8) % zz, (r >> 24) % tt);
+            ((zz * k - slack) * tt).saturating_sub(pad).max(1)
+        });
+        let mut bytes = oti_bytes(f, t, z, n, al);
+        bytes[5] = reserved;
+        bytes
+    })
 }
 
 proptest! {
@@ -423,9 +274,7 @@ proptest! {
 #[test]
 fn plausible_oti_generator_reaches_valid_otis() {
     // The proptests below are only as good as the share of cases that pass validation.
-    let mut runner = proptest::test_runner::TestRunner::new(proptest_config(
-        "plausible_oti_generator_reaches_valid_otis",
-    ));
+    let mut runner = proptest::test_runner::TestRunner::new(proptest_config("plausible_oti_generator_reaches_valid_otis"));
     let strategy = plausible_oti_bytes();
     let mut valid = 0;
     for _ in 0..2000 {
@@ -482,13 +331,7 @@ enum Reception {
 
 /// Receives block `sbn` through `reception`: gathers K + 1 symbols, decodes, and on
 /// DecodeFailed gathers one more and retries (bounded). Returns the decoded block.
-fn receive_block(
-    oti: &Oti,
-    encoder: &BlockEncoder,
-    sbn: u8,
-    reception: Reception,
-    rng: &mut Rng,
-) -> Vec<u8> {
+fn receive_block(oti: &Oti, encoder: &BlockEncoder, sbn: u8, reception: Reception, rng: &mut Rng) -> Vec<u8> {
     let k = encoder.source_symbols();
     let (mut esi, loss) = match reception {
         Reception::Lossy { loss_permille } => (0u32, loss_permille),
@@ -531,12 +374,7 @@ fn roundtrip(test: &str, f: usize, t: u16, block_bytes_max: u64, reception: Rece
         assert_eq!(encoder.source_symbols(), block.source_symbols);
         let out = receive_block(&oti, &encoder, block.sbn, reception, &mut rng);
         assert_eq!(out.len() as u64, block.len, "block {} length", block.sbn);
-        assert_eq!(
-            block_hash(&out),
-            block_hash(part),
-            "block {} content",
-            block.sbn
-        );
+        assert_eq!(block_hash(&out), block_hash(part), "block {} content", block.sbn);
         rebuilt.extend_from_slice(&out);
         // raptorq's own whole-object decoder reads our symbols too.
         let k = block.source_symbols;
@@ -545,59 +383,31 @@ fn roundtrip(test: &str, f: usize, t: u16, block_bytes_max: u64, reception: Rece
             Reception::RepairOnlyFrom { first_esi } => first_esi,
         };
         for (esi, symbol) in encoder.repair_symbols(first, k + 8).expect("batch") {
-            whole.add_new_packet(raptorq::EncodingPacket::new(
-                raptorq::PayloadId::new(block.sbn, esi),
-                symbol,
-            ));
+            whole.add_new_packet(raptorq::EncodingPacket::new(raptorq::PayloadId::new(block.sbn, esi), symbol));
         }
     }
     assert!(rebuilt == data, "object differs");
-    assert!(
-        whole.get_result() == Some(data),
-        "raptorq::Decoder disagrees"
-    );
+    assert!(whole.get_result() == Some(data), "raptorq::Decoder disagrees");
     oti
 }
 
 #[test]
 fn roundtrip_one_byte() {
-    let oti = roundtrip(
-        "roundtrip_one_byte",
-        1,
-        256,
-        DEFAULT_BLOCK_BYTES_MAX,
-        Reception::Lossy { loss_permille: 300 },
-    );
+    let oti = roundtrip("roundtrip_one_byte", 1, 256, DEFAULT_BLOCK_BYTES_MAX, Reception::Lossy { loss_permille: 300 });
     assert_eq!(blocks(&oti).len(), 1);
-    roundtrip(
-        "roundtrip_one_byte",
-        1,
-        256,
-        DEFAULT_BLOCK_BYTES_MAX,
-        Reception::RepairOnlyFrom {
-            first_esi: 1_000_000,
-        },
-    );
+    roundtrip("roundtrip_one_byte", 1, 256, DEFAULT_BLOCK_BYTES_MAX, Reception::RepairOnlyFrom { first_esi: 1_000_000 });
 }
 
 #[test]
 fn roundtrip_exactly_one_symbol_and_one_more() {
     for f in [256, 257] {
+        roundtrip("roundtrip_exactly_one_symbol_and_one_more", f, 256, DEFAULT_BLOCK_BYTES_MAX, Reception::Lossy { loss_permille: 300 });
         roundtrip(
             "roundtrip_exactly_one_symbol_and_one_more",
             f,
             256,
             DEFAULT_BLOCK_BYTES_MAX,
-            Reception::Lossy { loss_permille: 300 },
-        );
-        roundtrip(
-            "roundtrip_exactly_one_symbol_and_one_more",
-            f,
-            256,
-            DEFAULT_BLOCK_BYTES_MAX,
-            Reception::RepairOnlyFrom {
-                first_esi: 1_000_000,
-            },
+            Reception::RepairOnlyFrom { first_esi: 1_000_000 },
         );
     }
 }
@@ -605,42 +415,20 @@ fn roundtrip_exactly_one_symbol_and_one_more() {
 #[test]
 fn roundtrip_many_uneven_blocks_with_loss() {
     // Kt = 782 symbols in blocks of at most 200: Z = 4, two blocks of 196 then two of 195.
-    let oti = roundtrip(
-        "roundtrip_many_uneven_blocks_with_loss",
-        50_003,
-        64,
-        64 * 200,
-        Reception::Lossy { loss_permille: 300 },
-    );
+    let oti = roundtrip("roundtrip_many_uneven_blocks_with_loss", 50_003, 64, 64 * 200, Reception::Lossy { loss_permille: 300 });
     let sizes: Vec<u32> = blocks(&oti).iter().map(|b| b.source_symbols).collect();
     assert_eq!(sizes, vec![196, 196, 195, 195]);
 }
 
 #[test]
 fn roundtrip_many_uneven_blocks_repair_only() {
-    roundtrip(
-        "roundtrip_many_uneven_blocks_repair_only",
-        50_001,
-        64,
-        64 * 150,
-        Reception::RepairOnlyFrom {
-            first_esi: 1_000_000,
-        },
-    );
+    roundtrip("roundtrip_many_uneven_blocks_repair_only", 50_001, 64, 64 * 150, Reception::RepairOnlyFrom { first_esi: 1_000_000 });
 }
 
 #[test]
 fn roundtrip_near_esi_max() {
     // The very last ESIs work and decode.
-    roundtrip(
-        "roundtrip_near_esi_max",
-        3000,
-        64,
-        DEFAULT_BLOCK_BYTES_MAX,
-        Reception::RepairOnlyFrom {
-            first_esi: ESI_MAX - 60,
-        },
-    );
+    roundtrip("roundtrip_near_esi_max", 3000, 64, DEFAULT_BLOCK_BYTES_MAX, Reception::RepairOnlyFrom { first_esi: ESI_MAX - 60 });
 }
 
 #[test]
@@ -653,16 +441,10 @@ fn symbols_match_raptorq_encoder_esi_for_esi() {
     assert_eq!(their_blocks.len(), blocks(&oti).len());
     for (block, their) in blocks(&oti).iter().zip(their_blocks) {
         let start = block.offset as usize;
-        let ours = BlockEncoder::new(&oti, block.sbn, &data[start..start + block.len as usize])
-            .expect("encoder");
+        let ours = BlockEncoder::new(&oti, block.sbn, &data[start..start + block.len as usize]).expect("encoder");
         let k = ours.source_symbols();
         let mut expected: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
-        for p in their
-            .source_packets()
-            .into_iter()
-            .chain(their.repair_packets(0, 5))
-            .chain(their.repair_packets(1000, 3))
-        {
+        for p in their.source_packets().into_iter().chain(their.repair_packets(0, 5)).chain(their.repair_packets(1000, 3)) {
             assert_eq!(p.payload_id().source_block_number(), block.sbn);
             expected.insert(p.payload_id().encoding_symbol_id(), p.data().to_vec());
         }
@@ -685,56 +467,22 @@ fn symbols_match_raptorq_encoder_esi_for_esi() {
 #[test]
 fn encoder_rejects_bad_arguments() {
     let oti = Oti::new_for_object(1000, 64, DEFAULT_BLOCK_BYTES_MAX).expect("valid");
-    assert_eq!(
-        BlockEncoder::new(&oti, 0, &[0; 999]).map(|_| ()),
-        Err(FecError::DataLength {
-            expected: 1000,
-            actual: 999
-        })
-    );
-    assert_eq!(
-        BlockEncoder::new(&oti, 1, &[0; 1000]).map(|_| ()),
-        Err(FecError::SbnOutOfRange {
-            sbn: 1,
-            source_blocks: 1
-        })
-    );
+    assert_eq!(BlockEncoder::new(&oti, 0, &[0; 999]).map(|_| ()), Err(FecError::DataLength { expected: 1000, actual: 999 }));
+    assert_eq!(BlockEncoder::new(&oti, 1, &[0; 1000]).map(|_| ()), Err(FecError::SbnOutOfRange { sbn: 1, source_blocks: 1 }));
     let encoder = BlockEncoder::new(&oti, 0, &[7; 1000]).expect("encoder");
     let mut out = Vec::new();
     encoder.symbol_into(ESI_MAX, &mut out).expect("last esi");
     assert_eq!(out.len(), 64);
-    assert_eq!(
-        encoder.symbol_into(ESI_MAX + 1, &mut out),
-        Err(FecError::EsiOutOfRange {
-            esi: u64::from(ESI_MAX) + 1
-        })
-    );
+    assert_eq!(encoder.symbol_into(ESI_MAX + 1, &mut out), Err(FecError::EsiOutOfRange { esi: u64::from(ESI_MAX) + 1 }));
     assert_eq!(out.len(), 64, "nothing appended on error");
     assert_eq!(encoder.repair_symbols(ESI_MAX, 1).map(|v| v.len()), Ok(1));
-    assert_eq!(
-        encoder.repair_symbols(ESI_MAX, 2),
-        Err(FecError::EsiOutOfRange {
-            esi: u64::from(ESI_MAX) + 1
-        })
-    );
-    assert_eq!(
-        encoder.repair_symbols(u32::MAX, 1),
-        Err(FecError::EsiOutOfRange {
-            esi: u64::from(u32::MAX)
-        })
-    );
+    assert_eq!(encoder.repair_symbols(ESI_MAX, 2), Err(FecError::EsiOutOfRange { esi: u64::from(ESI_MAX) + 1 }));
+    assert_eq!(encoder.repair_symbols(u32::MAX, 1), Err(FecError::EsiOutOfRange { esi: u64::from(u32::MAX) }));
     assert_eq!(encoder.repair_symbols(100, 0), Ok(vec![]));
-    assert_eq!(
-        encoder.repair_symbols(100, SYMBOL_BATCH_MAX + 1),
-        Err(FecError::BatchTooLarge {
-            count: SYMBOL_BATCH_MAX + 1
-        })
-    );
+    assert_eq!(encoder.repair_symbols(100, SYMBOL_BATCH_MAX + 1), Err(FecError::BatchTooLarge { count: SYMBOL_BATCH_MAX + 1 }));
     // The padding of the last (only) block is zeros.
     out.clear();
-    encoder
-        .symbol_into(15, &mut out)
-        .expect("last source symbol");
+    encoder.symbol_into(15, &mut out).expect("last source symbol");
     assert_eq!(&out[..40], &[7; 40][..]);
     assert_eq!(&out[40..], &[0; 24][..]);
 }
@@ -760,50 +508,19 @@ fn decode_block_errors() {
     // K - 1 distinct symbols, however many duplicates: not enough, raptorq not called.
     let mut few: Vec<_> = (0..19).map(sym).collect();
     few.extend((0..19).map(sym));
-    assert_eq!(
-        decode_block(&oti, 0, few.clone()),
-        Err(FecError::NotEnoughSymbols { have: 19, need: 20 })
-    );
-    assert_eq!(
-        decode_block(&oti, 0, Vec::new()),
-        Err(FecError::NotEnoughSymbols { have: 0, need: 20 })
-    );
+    assert_eq!(decode_block(&oti, 0, few.clone()), Err(FecError::NotEnoughSymbols { have: 19, need: 20 }));
+    assert_eq!(decode_block(&oti, 0, Vec::new()), Err(FecError::NotEnoughSymbols { have: 0, need: 20 }));
     // A wrong-length symbol anywhere is rejected, even among enough good ones.
     let mut bad = few.clone();
     bad.push((100, vec![0; 15]));
-    assert_eq!(
-        decode_block(&oti, 0, bad),
-        Err(FecError::SymbolLength {
-            esi: 100,
-            expected: 16,
-            actual: 15
-        })
-    );
+    assert_eq!(decode_block(&oti, 0, bad), Err(FecError::SymbolLength { esi: 100, expected: 16, actual: 15 }));
     let mut bad = few.clone();
     bad.push((101, vec![0; 17]));
-    assert_eq!(
-        decode_block(&oti, 0, bad),
-        Err(FecError::SymbolLength {
-            esi: 101,
-            expected: 16,
-            actual: 17
-        })
-    );
+    assert_eq!(decode_block(&oti, 0, bad), Err(FecError::SymbolLength { esi: 101, expected: 16, actual: 17 }));
     let mut bad = few.clone();
     bad.push((ESI_MAX + 1, vec![0; 16]));
-    assert_eq!(
-        decode_block(&oti, 0, bad),
-        Err(FecError::EsiOutOfRange {
-            esi: u64::from(ESI_MAX) + 1
-        })
-    );
-    assert_eq!(
-        decode_block(&oti, 1, few.clone()),
-        Err(FecError::SbnOutOfRange {
-            sbn: 1,
-            source_blocks: 1
-        })
-    );
+    assert_eq!(decode_block(&oti, 0, bad), Err(FecError::EsiOutOfRange { esi: u64::from(ESI_MAX) + 1 }));
+    assert_eq!(decode_block(&oti, 1, few.clone()), Err(FecError::SbnOutOfRange { sbn: 1, source_blocks: 1 }));
     // One more distinct symbol is enough, duplicates and all.
     few.push(sym(500));
     assert_eq!(decode_block(&oti, 0, few), Ok(data.clone()));
@@ -822,10 +539,7 @@ fn decode_failure_is_typed_and_retry_with_more_symbols_succeeds() {
     for window in all.chunks_exact(20).take(200) {
         match decode_block(&oti, 0, window.to_vec()) {
             Ok(out) => assert_eq!(out, data),
-            Err(FecError::DecodeFailed {
-                symbols: 20,
-                need: 20,
-            }) => {
+            Err(FecError::DecodeFailed { symbols: 20, need: 20 }) => {
                 found = true;
                 let mut more = window.to_vec();
                 let mut extra = all.iter().rev();
@@ -843,10 +557,7 @@ fn decode_failure_is_typed_and_retry_with_more_symbols_succeeds() {
             Err(e) => panic!("unexpected {e}"),
         }
     }
-    assert!(
-        found,
-        "no failing window in 200 tries; RaptorQ is better than expected"
-    );
+    assert!(found, "no failing window in 200 tries; RaptorQ is better than expected");
 }
 
 #[test]
@@ -860,28 +571,15 @@ fn block_hash_is_blake3() {
 
 #[test]
 fn interleave_yields_every_pair_once() {
-    let plan = [
-        (0u8, 0u32, 7u32),
-        (1, 100, 13),
-        (2, 5, 0),
-        (3, 0, 1),
-        (1, 500, 4),
-        (9, 1_000_000, 30),
-    ];
+    let plan = [(0u8, 0u32, 7u32), (1, 100, 13), (2, 5, 0), (3, 0, 1), (1, 500, 4), (9, 1_000_000, 30)];
     let got: Vec<(u8, u32)> = interleave(&plan).collect();
     let mut expected: Vec<(u8, u32)> = Vec::new();
     for &(sbn, first, count) in &plan {
         expected.extend((first..first + count).map(|esi| (sbn, esi)));
     }
     assert_eq!(got.len(), expected.len());
-    assert_eq!(
-        got.iter().collect::<HashSet<_>>(),
-        expected.iter().collect::<HashSet<_>>()
-    );
-    assert_eq!(
-        interleave(&plan).size_hint(),
-        (expected.len(), Some(expected.len()))
-    );
+    assert_eq!(got.iter().collect::<HashSet<_>>(), expected.iter().collect::<HashSet<_>>());
+    assert_eq!(interleave(&plan).size_hint(), (expected.len(), Some(expected.len())));
     // Deterministic, and each entry's ESIs come out in order.
     assert_eq!(interleave(&plan).collect::<Vec<_>>(), got);
     for sbn in [0u8, 3, 9] {
@@ -895,19 +593,10 @@ fn interleave_yields_every_pair_once() {
 fn interleave_spreads_a_small_block_over_a_large_one() {
     let got: Vec<(u8, u32)> = interleave(&[(0, 0, 10), (1, 0, 1000)]).collect();
     assert_eq!(got.len(), 1010);
-    let positions: Vec<usize> = got
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.0 == 0)
-        .map(|(i, _)| i)
-        .collect();
+    let positions: Vec<usize> = got.iter().enumerate().filter(|(_, p)| p.0 == 0).map(|(i, _)| i).collect();
     assert_eq!(positions.len(), 10);
     // Ideal: one every 101, the first about 50 in.
-    assert!(
-        (45..=56).contains(&positions[0]),
-        "first at {}",
-        positions[0]
-    );
+    assert!((45..=56).contains(&positions[0]), "first at {}", positions[0]);
     for w in positions.windows(2) {
         let gap = w[1] - w[0];
         assert!((99..=103).contains(&gap), "gap {gap} in {positions:?}");
@@ -919,9 +608,7 @@ fn interleave_spreads_a_small_block_over_a_large_one() {
 fn interleave_keeps_every_prefix_proportional() {
     let mut rng = Rng::new(seed("interleave_keeps_every_prefix_proportional"), 3);
     for _ in 0..50 {
-        let plan: Vec<(u8, u32, u32)> = (0..1 + rng.next_u64() % 20)
-            .map(|b| (b as u8, 0, 1 + (rng.next_u64() % 300) as u32))
-            .collect();
+        let plan: Vec<(u8, u32, u32)> = (0..1 + rng.next_u64() % 20).map(|b| (b as u8, 0, 1 + (rng.next_u64() % 300) as u32)).collect();
         let total: u64 = plan.iter().map(|p| u64::from(p.2)).sum();
         let mut emitted = vec![0u64; plan.len()];
         for (n, (sbn, _)) in interleave(&plan).enumerate() {
@@ -931,11 +618,7 @@ fn interleave_keeps_every_prefix_proportional() {
                 // emitted_b / count_b tracks n / total within about one symbol per block.
                 let ideal = n as f64 * f64::from(count) / total as f64;
                 let off = (emitted[b] as f64 - ideal).abs();
-                assert!(
-                    off <= 1.5,
-                    "plan {plan:?}: block {b} at {n}: {} vs {ideal:.2}",
-                    emitted[b]
-                );
+                assert!(off <= 1.5, "plan {plan:?}: block {b} at {n}: {} vs {ideal:.2}", emitted[b]);
             }
         }
         assert_eq!(emitted.iter().sum::<u64>(), total);

@@ -43,11 +43,7 @@ fn files(target: &str) -> Vec<PathBuf> {
 }
 
 fn target(name: &str) -> fn(&[u8]) {
-    harness::TARGETS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, f)| *f)
-        .unwrap_or_else(|| panic!("no fuzz target {name}"))
+    harness::TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f).unwrap_or_else(|| panic!("no fuzz target {name}"))
 }
 
 /// Runs one file through `name`'s target; the panic message, if any, is printed above.
@@ -70,10 +66,7 @@ fn replay(name: &str) {
         .filter(|file| !run_file(name, file))
         .map(|file| file.display().to_string())
         .collect();
-    assert!(
-        failed.is_empty(),
-        "{name}: these inputs fail (replay one with `cargo fuzz run {name} <file>` in fuzz/): {failed:#?}"
-    );
+    assert!(failed.is_empty(), "{name}: these inputs fail (replay one with `cargo fuzz run {name} <file>` in fuzz/): {failed:#?}");
 }
 
 /// Every target has a libFuzzer entry point and seeds, and every corpus or regression
@@ -89,10 +82,7 @@ fn every_target_has_an_entry_point_and_seeds() {
     for dir in ["corpus", "regressions"] {
         for entry in std::fs::read_dir(fuzz_dir().join(dir)).into_iter().flatten().flatten() {
             let dir_name = entry.file_name().to_string_lossy().into_owned();
-            assert!(
-                !entry.path().is_dir() || names.contains(&dir_name.as_str()),
-                "fuzz/{dir}/{dir_name} is not a fuzz target"
-            );
+            assert!(!entry.path().is_dir() || names.contains(&dir_name.as_str()), "fuzz/{dir}/{dir_name} is not a fuzz target");
         }
     }
 }

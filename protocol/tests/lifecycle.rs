@@ -75,7 +75,8 @@ impl World {
     /// Airs a revocation list signed by `root`, or by the pinned root if None.
     fn air_revocation(&mut self, root: Option<&RootKey>, sequence: u64, serials: Vec<u64>) -> Vec<ReceptionEvent> {
         let root = root.unwrap_or(&self.root);
-        let signed = root.sign_revocation(Revocation { sequence, issued_unix_secs: NOW, revoked_serials: serials }).expect("sign").to_bytes();
+        let signed =
+            root.sign_revocation(Revocation { sequence, issued_unix_secs: NOW, revoked_serials: serials }).expect("sign").to_bytes();
         let mut buf = Vec::new();
         wire::write_revocation(&mut buf, &self.network_key, &signed);
         self.county.handle_datagram(self.now, NOW, &buf, &mut self.store);
@@ -113,11 +114,22 @@ fn a_revoked_key_is_refused_and_what_it_signed_is_dropped() {
     let current = key(&w, 3, NOW - DAY, NOW + 300 * DAY);
     assert!(accepted(&w.air_manifest(&compromised, &manifest(10, 1, NOW), NOW)), "before the revocation it verifies");
     let events = w.air_revocation(None, 1, vec![2]);
-    assert!(events.iter().any(|e| matches!(e, ReceptionEvent::RevocationsUpdated { sequence: 1, revoked_serials } if revoked_serials == &vec![2])));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ReceptionEvent::RevocationsUpdated { sequence: 1, revoked_serials } if revoked_serials == &vec![2]))
+    );
     assert!(rejected_with(&events, |e| matches!(e, TrustError::KeyRevoked { serial: 2 })), "the object it signed is dropped: {events:?}");
     assert!(w.county.progress().is_empty());
-    assert!(rejected_with(&w.air_manifest(&compromised, &manifest(11, 2, NOW), NOW), |e| matches!(e, TrustError::KeyRevoked { serial: 2 })));
-    assert!(w.air_heartbeat(&compromised, 1, NOW * 1000, NOW).iter().any(|e| matches!(e, ReceptionEvent::HeartbeatRejected { reason } if reason.contains("revoked"))));
+    assert!(rejected_with(&w.air_manifest(&compromised, &manifest(11, 2, NOW), NOW), |e| matches!(
+        e,
+        TrustError::KeyRevoked { serial: 2 }
+    )));
+    assert!(
+        w.air_heartbeat(&compromised, 1, NOW * 1000, NOW)
+            .iter()
+            .any(|e| matches!(e, ReceptionEvent::HeartbeatRejected { reason } if reason.contains("revoked")))
+    );
     assert!(accepted(&w.air_manifest(&current, &manifest(12, 3, NOW), NOW)), "other keys still work");
     // An older list cannot un-revoke; a list from another root is refused.
     assert!(w.air_revocation(None, 1, vec![]).is_empty());
@@ -135,7 +147,10 @@ fn a_clock_set_back_to_1970_or_far_forward_accepts_nothing_and_says_why() {
     let events = w.air_manifest(&signer, &manifest(20, 1, NOW), 0);
     assert!(rejected_with(&events, |e| matches!(e, TrustError::KeyNotYetValid { .. })), "{events:?}");
     let events = w.air_heartbeat(&signer, 1, NOW * 1000, 0);
-    assert!(events.iter().any(|e| matches!(e, ReceptionEvent::HeartbeatRejected { reason } if reason.contains("valid from"))), "{events:?}");
+    assert!(
+        events.iter().any(|e| matches!(e, ReceptionEvent::HeartbeatRejected { reason } if reason.contains("valid from"))),
+        "{events:?}"
+    );
     // Far forward: the key and the manifest have expired.
     let events = w.air_manifest(&signer, &manifest(21, 1, NOW), NOW + 3650 * DAY);
     assert!(rejected_with(&events, |e| matches!(e, TrustError::KeyExpired { .. })), "{events:?}");

@@ -37,7 +37,8 @@ fn one_receiver_gets_an_object_through_loss() {
     let mut payload = vec![0u8; 3_000_000];
     rng.fill_bytes(&mut payload);
     let oti = Oti::new_for_object(payload.len() as u64, 1436, 1 << 20).expect("oti");
-    let block_hashes = fec::blocks(&oti).iter().map(|b| fec::block_hash(&payload[b.offset as usize..(b.offset + b.len) as usize])).collect();
+    let block_hashes =
+        fec::blocks(&oti).iter().map(|b| fec::block_hash(&payload[b.offset as usize..(b.offset + b.len) as usize])).collect();
     let manifest = Manifest {
         object_id: 77,
         kind: Kind::Software,
@@ -121,7 +122,8 @@ fn a_resumed_broadcast_airs_only_fresh_symbols() {
     let mut payload = vec![0u8; 2_000_000];
     rng.fill_bytes(&mut payload);
     let oti = Oti::new_for_object(payload.len() as u64, 1436, 1 << 19).expect("oti");
-    let block_hashes = fec::blocks(&oti).iter().map(|b| fec::block_hash(&payload[b.offset as usize..(b.offset + b.len) as usize])).collect();
+    let block_hashes =
+        fec::blocks(&oti).iter().map(|b| fec::block_hash(&payload[b.offset as usize..(b.offset + b.len) as usize])).collect();
     let manifest = Manifest {
         object_id: 5,
         kind: Kind::Software,

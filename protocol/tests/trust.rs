@@ -10,13 +10,11 @@ use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, RngSeed};
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha20Rng;
 use satcast_protocol::manifest::{
-    CanonicalError, Compression, Kind, MANIFEST_BYTES_MAX, Manifest, ManifestError, TARGETS_MAX,
-    parse_targets,
+    CanonicalError, Compression, Kind, MANIFEST_BYTES_MAX, Manifest, ManifestError, TARGETS_MAX, parse_targets,
 };
 use satcast_protocol::trust::{
-    Accepted, CLOCK_SKEW_MAX_SECS, Heartbeat, KeyCertificate, KeyTextError, MANIFEST_CONTEXT,
-    NetworkKey, RootKey, RootPublicKey, SignedHeartbeat, SignedManifest, SigningKey, TrustError,
-    check_acceptance, verify_heartbeat, verify_manifest, verify_signed,
+    Accepted, CLOCK_SKEW_MAX_SECS, Heartbeat, KeyCertificate, KeyTextError, MANIFEST_CONTEXT, NetworkKey, RootKey, RootPublicKey,
+    SignedHeartbeat, SignedManifest, SigningKey, TrustError, check_acceptance, verify_heartbeat, verify_manifest, verify_signed,
 };
 
 /// A fixed "now" far from both ends of the u64 range.
@@ -30,15 +28,8 @@ fn seeded_rng(test: &str) -> ChaCha20Rng {
     let seed = std::env::var("SATCAST_TEST_SEED")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
-    eprintln!(
-        "{test}: seed {seed}; replay with SATCAST_TEST_SEED={seed} cargo test -p satcast-protocol --test trust {test}"
-    );
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+    eprintln!("{test}: seed {seed}; replay with SATCAST_TEST_SEED={seed} cargo test -p satcast-protocol --test trust {test}");
     ChaCha20Rng::seed_from_u64(seed)
 }
 
@@ -48,14 +39,9 @@ fn proptest_config(test: &str) -> ProptestConfig {
     let defaults = ProptestConfig::default();
     let seed = match defaults.rng_seed {
         RngSeed::Fixed(seed) => seed,
-        RngSeed::Random => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
+        RngSeed::Random => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
     };
-    eprintln!(
-        "{test}: proptest seed {seed}; replay with PROPTEST_RNG_SEED={seed} cargo test -p satcast-protocol --test trust {test}"
-    );
+    eprintln!("{test}: proptest seed {seed}; replay with PROPTEST_RNG_SEED={seed} cargo test -p satcast-protocol --test trust {test}");
     ProptestConfig {
         cases: defaults.cases.max(10_000),
         rng_seed: RngSeed::Fixed(seed),
@@ -88,10 +74,7 @@ fn manifest() -> Manifest {
         compression: Compression::Zstd,
         oti: [0, 0, 0, 1, 226, 64, 0, 0, 4, 0, 1, 0],
         object_hash: *blake3::hash(b"payload").as_bytes(),
-        block_hashes: vec![
-            *blake3::hash(b"block 0").as_bytes(),
-            *blake3::hash(b"block 1").as_bytes(),
-        ],
+        block_hashes: vec![*blake3::hash(b"block 0").as_bytes(), *blake3::hash(b"block 1").as_bytes()],
         targets: vec!["41".to_owned(), "110101".to_owned()],
         created_unix_secs: NOW - 60,
         expires_unix_secs: NOW + 7 * DAY,
@@ -117,10 +100,7 @@ fn chain_signs_and_verifies() {
 
     // The two-step form, looking up the accepted state by (kind, name) in between.
     let authentic = verify_signed(&bytes, &root, NOW).expect("authentic");
-    assert_eq!(
-        (authentic.kind, authentic.name.as_str()),
-        (Kind::Policy, "flood-relief-2025.pdf")
-    );
+    assert_eq!((authentic.kind, authentic.name.as_str()), (Kind::Policy, "flood-relief-2025.pdf"));
     check_acceptance(&authentic, COUNTY, NOW, None).expect("acceptable");
 
     // Nationwide targets reach every county.
@@ -137,30 +117,20 @@ fn key_certified_by_another_root_is_unknown() {
     let attacker = uplink(&mut rng);
     let bytes = signed_bytes(&attacker.signing, &manifest());
     let result = verify_manifest(&bytes, &pinned.root.public(), COUNTY, NOW, None);
-    assert!(
-        matches!(result, Err(TrustError::BadCertificateSignature)),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(TrustError::BadCertificateSignature)), "{result:?}");
 
     // The attacker's key with the pinned key's certificate: the certificate is genuine but
     // the signature is not by the key it names.
     let mut signed = SignedManifest::from_bytes(&bytes).expect("decodes");
     signed.certificate = *pinned.signing.certificate();
     let result = verify_manifest(&signed.to_bytes(), &pinned.root.public(), COUNTY, NOW, None);
-    assert!(
-        matches!(result, Err(TrustError::BadSignature)),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(TrustError::BadSignature)), "{result:?}");
 
     // A certificate whose validity was edited after the root signed it.
-    let mut signed =
-        SignedManifest::from_bytes(&signed_bytes(&pinned.signing, &manifest())).expect("decodes");
+    let mut signed = SignedManifest::from_bytes(&signed_bytes(&pinned.signing, &manifest())).expect("decodes");
     signed.certificate.body.not_after_unix_secs = u64::MAX;
     let result = verify_manifest(&signed.to_bytes(), &pinned.root.public(), COUNTY, NOW, None);
-    assert!(
-        matches!(result, Err(TrustError::BadCertificateSignature)),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(TrustError::BadCertificateSignature)), "{result:?}");
 }
 
 #[test]
@@ -178,39 +148,14 @@ fn key_validity_period_is_enforced() {
     let late_bytes = signed_bytes(&up.signing, &late);
     verify_manifest(&late_bytes, &root, COUNTY, not_after, None).expect("last second valid");
     let result = verify_manifest(&late_bytes, &root, COUNTY, not_after + 1, None);
-    assert!(
-        matches!(result, Err(TrustError::KeyExpired { not_after_unix_secs, .. }) if not_after_unix_secs == not_after),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(TrustError::KeyExpired { not_after_unix_secs, .. }) if not_after_unix_secs == not_after), "{result:?}");
 
     // A key certified for the future: tolerated within the clock skew, refused beyond it.
     let future = SigningKey::generate(&mut rng, &up.root, 2, NOW + CLOCK_SKEW_MAX_SECS, NOW + DAY);
-    verify_manifest(
-        &signed_bytes(&future, &manifest()),
-        &root,
-        COUNTY,
-        NOW,
-        None,
-    )
-    .expect("within skew");
-    let future = SigningKey::generate(
-        &mut rng,
-        &up.root,
-        3,
-        NOW + CLOCK_SKEW_MAX_SECS + 1,
-        NOW + DAY,
-    );
-    let result = verify_manifest(
-        &signed_bytes(&future, &manifest()),
-        &root,
-        COUNTY,
-        NOW,
-        None,
-    );
-    assert!(
-        matches!(result, Err(TrustError::KeyNotYetValid { .. })),
-        "{result:?}"
-    );
+    verify_manifest(&signed_bytes(&future, &manifest()), &root, COUNTY, NOW, None).expect("within skew");
+    let future = SigningKey::generate(&mut rng, &up.root, 3, NOW + CLOCK_SKEW_MAX_SECS + 1, NOW + DAY);
+    let result = verify_manifest(&signed_bytes(&future, &manifest()), &root, COUNTY, NOW, None);
+    assert!(matches!(result, Err(TrustError::KeyNotYetValid { .. })), "{result:?}");
 
     // Sanity: the original still verifies at NOW.
     verify_manifest(&bytes, &root, COUNTY, NOW, None).expect("valid");
@@ -224,30 +169,15 @@ fn signature_spliced_onto_another_manifest_fails() {
     let mut evil = manifest();
     evil.object_hash = *blake3::hash(b"malware").as_bytes();
     evil.version = 4;
-    let forged = SignedManifest {
-        manifest: evil.to_bytes(),
-        ..genuine.clone()
-    };
+    let forged = SignedManifest { manifest: evil.to_bytes(), ..genuine.clone() };
     let result = verify_manifest(&forged.to_bytes(), &up.root.public(), COUNTY, NOW, None);
-    assert!(
-        matches!(result, Err(TrustError::BadSignature)),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(TrustError::BadSignature)), "{result:?}");
 
     // A heartbeat signature is no manifest signature, whatever the bytes (domain separation).
-    let heartbeat = up.signing.sign_heartbeat(Heartbeat {
-        sequence: 1,
-        uplink_time_unix_ms: NOW * 1000,
-    });
-    let forged = SignedManifest {
-        signature: heartbeat.signature,
-        ..genuine
-    };
+    let heartbeat = up.signing.sign_heartbeat(Heartbeat { sequence: 1, uplink_time_unix_ms: NOW * 1000 });
+    let forged = SignedManifest { signature: heartbeat.signature, ..genuine };
     let result = verify_manifest(&forged.to_bytes(), &up.root.public(), COUNTY, NOW, None);
-    assert!(
-        matches!(result, Err(TrustError::BadSignature)),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(TrustError::BadSignature)), "{result:?}");
 }
 
 #[test]
@@ -258,46 +188,24 @@ fn signed_but_invalid_manifest_is_rejected() {
     let up = uplink(&mut rng);
     let mut bad = manifest();
     bad.name = "../../etc/passwd".to_owned();
-    assert!(matches!(
-        up.signing.sign_manifest(&bad),
-        Err(ManifestError::NameCharacters { .. })
-    ));
+    assert!(matches!(up.signing.sign_manifest(&bad), Err(ManifestError::NameCharacters { .. })));
 
     let mut secret = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rng, &mut secret);
     let key = ed25519_dalek::SigningKey::from_bytes(&secret);
-    let certificate = up
-        .root
-        .issue(key.verifying_key().to_bytes(), 9, NOW - DAY, NOW + DAY);
+    let certificate = up.root.issue(key.verifying_key().to_bytes(), 9, NOW - DAY, NOW + DAY);
     let bytes = bad.to_bytes();
     let message = [MANIFEST_CONTEXT, &bytes].concat();
     let signature = ed25519_dalek::Signer::sign(&key, &message).to_bytes();
-    let signed = SignedManifest {
-        manifest: bytes,
-        certificate,
-        signature,
-    };
+    let signed = SignedManifest { manifest: bytes, certificate, signature };
     let result = verify_manifest(&signed.to_bytes(), &up.root.public(), COUNTY, NOW, None);
-    assert!(
-        matches!(
-            result,
-            Err(TrustError::InvalidManifest(
-                ManifestError::NameCharacters { .. }
-            ))
-        ),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(TrustError::InvalidManifest(ManifestError::NameCharacters { .. }))), "{result:?}");
 
     // And the same construction with a valid manifest verifies: the context format is
     // exactly MANIFEST_CONTEXT followed by the canonical bytes.
     let bytes = manifest().to_bytes();
-    let signature =
-        ed25519_dalek::Signer::sign(&key, &[MANIFEST_CONTEXT, &bytes].concat()).to_bytes();
-    let signed = SignedManifest {
-        manifest: bytes,
-        certificate,
-        signature,
-    };
+    let signature = ed25519_dalek::Signer::sign(&key, &[MANIFEST_CONTEXT, &bytes].concat()).to_bytes();
+    let signed = SignedManifest { manifest: bytes, certificate, signature };
     verify_manifest(&signed.to_bytes(), &up.root.public(), COUNTY, NOW, None).expect("valid");
 }
 
@@ -310,35 +218,16 @@ fn manifest_lifetime_is_enforced() {
     let bytes = signed_bytes(&up.signing, &m);
 
     let result = verify_manifest(&bytes, &root, COUNTY, m.expires_unix_secs, None);
-    assert!(
-        matches!(result, Err(TrustError::ManifestExpired { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(TrustError::ManifestExpired { .. })), "{result:?}");
     verify_manifest(&bytes, &root, COUNTY, m.expires_unix_secs - 1, None).expect("not yet expired");
 
     // Created in the future: within the skew is fine, beyond it is not.
     let mut future = manifest();
     future.created_unix_secs = NOW + CLOCK_SKEW_MAX_SECS;
-    verify_manifest(
-        &signed_bytes(&up.signing, &future),
-        &root,
-        COUNTY,
-        NOW,
-        None,
-    )
-    .expect("within skew");
+    verify_manifest(&signed_bytes(&up.signing, &future), &root, COUNTY, NOW, None).expect("within skew");
     future.created_unix_secs = NOW + CLOCK_SKEW_MAX_SECS + 1;
-    let result = verify_manifest(
-        &signed_bytes(&up.signing, &future),
-        &root,
-        COUNTY,
-        NOW,
-        None,
-    );
-    assert!(
-        matches!(result, Err(TrustError::ManifestFromFuture { .. })),
-        "{result:?}"
-    );
+    let result = verify_manifest(&signed_bytes(&up.signing, &future), &root, COUNTY, NOW, None);
+    assert!(matches!(result, Err(TrustError::ManifestFromFuture { .. })), "{result:?}");
 }
 
 #[test]
@@ -352,10 +241,7 @@ fn untargeted_county_is_refused() {
     }
     for county in ["420102", "110102", "140101"] {
         let result = verify_manifest(&bytes, &root, county, NOW, None);
-        assert!(
-            matches!(result, Err(TrustError::NotTargeted)),
-            "{county}: {result:?}"
-        );
+        assert!(matches!(result, Err(TrustError::NotTargeted)), "{county}: {result:?}");
     }
 }
 
@@ -368,70 +254,14 @@ fn rollback_and_equivocation_are_refused() {
     let bytes = signed_bytes(&up.signing, &m);
 
     // An old version replayed after version 4 was accepted.
-    let result = verify_manifest(
-        &bytes,
-        &root,
-        COUNTY,
-        NOW,
-        Some(Accepted {
-            version: 4,
-            object_id: 8,
-        }),
-    );
-    assert!(
-        matches!(
-            result,
-            Err(TrustError::Rollback {
-                accepted_version: 4,
-                offered_version: 3
-            })
-        ),
-        "{result:?}"
-    );
+    let result = verify_manifest(&bytes, &root, COUNTY, NOW, Some(Accepted { version: 4, object_id: 8 }));
+    assert!(matches!(result, Err(TrustError::Rollback { accepted_version: 4, offered_version: 3 })), "{result:?}");
     // Version 3 again but a different object: equivocation.
-    let result = verify_manifest(
-        &bytes,
-        &root,
-        COUNTY,
-        NOW,
-        Some(Accepted {
-            version: 3,
-            object_id: 6,
-        }),
-    );
-    assert!(
-        matches!(
-            result,
-            Err(TrustError::Rollback {
-                accepted_version: 3,
-                offered_version: 3
-            })
-        ),
-        "{result:?}"
-    );
+    let result = verify_manifest(&bytes, &root, COUNTY, NOW, Some(Accepted { version: 3, object_id: 6 }));
+    assert!(matches!(result, Err(TrustError::Rollback { accepted_version: 3, offered_version: 3 })), "{result:?}");
     // The same broadcast repeated on the carousel, and a newer version, are fine.
-    verify_manifest(
-        &bytes,
-        &root,
-        COUNTY,
-        NOW,
-        Some(Accepted {
-            version: 3,
-            object_id: 7,
-        }),
-    )
-    .expect("carousel repeat");
-    verify_manifest(
-        &bytes,
-        &root,
-        COUNTY,
-        NOW,
-        Some(Accepted {
-            version: 2,
-            object_id: 1,
-        }),
-    )
-    .expect("newer");
+    verify_manifest(&bytes, &root, COUNTY, NOW, Some(Accepted { version: 3, object_id: 7 })).expect("carousel repeat");
+    verify_manifest(&bytes, &root, COUNTY, NOW, Some(Accepted { version: 2, object_id: 1 })).expect("newer");
 }
 
 #[test]
@@ -443,42 +273,19 @@ fn malformed_bytes_are_typed_errors() {
 
     for len in [0, 1, bytes.len() / 2, bytes.len() - 1] {
         let result = verify_manifest(&bytes[..len], &root, COUNTY, NOW, None);
-        assert!(
-            matches!(
-                result,
-                Err(TrustError::Malformed(CanonicalError::Decode(_)))
-            ),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(TrustError::Malformed(CanonicalError::Decode(_)))), "{result:?}");
     }
     let mut trailing = bytes.clone();
     trailing.push(0);
     let result = verify_manifest(&trailing, &root, COUNTY, NOW, None);
-    assert!(
-        matches!(
-            result,
-            Err(TrustError::Malformed(CanonicalError::TrailingBytes {
-                trailing: 1
-            }))
-        ),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(TrustError::Malformed(CanonicalError::TrailingBytes { trailing: 1 }))), "{result:?}");
     let huge = vec![0u8; MANIFEST_BYTES_MAX + 1024];
     let result = verify_manifest(&huge, &root, COUNTY, NOW, None);
-    assert!(
-        matches!(
-            result,
-            Err(TrustError::Malformed(CanonicalError::TooLarge { .. }))
-        ),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(TrustError::Malformed(CanonicalError::TooLarge { .. }))), "{result:?}");
     // A length prefix claiming 2^64-1 bytes must fail without allocating.
     let bomb = [0xffu8; 16];
     let result = verify_manifest(&bomb, &root, COUNTY, NOW, None);
-    assert!(
-        matches!(result, Err(TrustError::Malformed(_))),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(TrustError::Malformed(_))), "{result:?}");
     assert!(Manifest::from_bytes(&bomb).is_err());
 }
 
@@ -493,34 +300,17 @@ fn canonical_encodings_roundtrip() {
     assert_eq!(bytes[..8], 7u64.to_be_bytes());
 
     let signed = up.signing.sign_manifest(&m).expect("valid");
-    assert_eq!(
-        SignedManifest::from_bytes(&signed.to_bytes()).expect("decodes"),
-        signed
-    );
+    assert_eq!(SignedManifest::from_bytes(&signed.to_bytes()).expect("decodes"), signed);
 
     let certificate = *up.signing.certificate();
-    assert_eq!(
-        KeyCertificate::from_bytes(&certificate.to_bytes()).expect("decodes"),
-        certificate
-    );
+    assert_eq!(KeyCertificate::from_bytes(&certificate.to_bytes()).expect("decodes"), certificate);
 
-    let heartbeat = up.signing.sign_heartbeat(Heartbeat {
-        sequence: 42,
-        uplink_time_unix_ms: 1,
-    });
-    assert_eq!(
-        SignedHeartbeat::from_bytes(&heartbeat.to_bytes()).expect("decodes"),
-        heartbeat
-    );
+    let heartbeat = up.signing.sign_heartbeat(Heartbeat { sequence: 42, uplink_time_unix_ms: 1 });
+    assert_eq!(SignedHeartbeat::from_bytes(&heartbeat.to_bytes()).expect("decodes"), heartbeat);
 
     let mut trailing = bytes;
     trailing.push(0);
-    assert!(matches!(
-        Manifest::from_bytes(&trailing),
-        Err(ManifestError::Encoding(CanonicalError::TrailingBytes {
-            trailing: 1
-        }))
-    ));
+    assert!(matches!(Manifest::from_bytes(&trailing), Err(ManifestError::Encoding(CanonicalError::TrailingBytes { trailing: 1 }))));
 }
 
 #[test]
@@ -528,48 +318,24 @@ fn heartbeats_verify_and_forgeries_fail() {
     let mut rng = seeded_rng("heartbeats_verify_and_forgeries_fail");
     let up = uplink(&mut rng);
     let root = up.root.public();
-    let beat = Heartbeat {
-        sequence: 9,
-        uplink_time_unix_ms: NOW * 1000,
-    };
+    let beat = Heartbeat { sequence: 9, uplink_time_unix_ms: NOW * 1000 };
     let signed = up.signing.sign_heartbeat(beat);
-    assert_eq!(
-        verify_heartbeat(&signed.to_bytes(), &root, NOW).expect("verifies"),
-        beat
-    );
+    assert_eq!(verify_heartbeat(&signed.to_bytes(), &root, NOW).expect("verifies"), beat);
 
     // A replayed signature on a later sequence number.
-    let forged = SignedHeartbeat {
-        heartbeat: Heartbeat {
-            sequence: 10,
-            ..beat
-        },
-        ..signed
-    };
+    let forged = SignedHeartbeat { heartbeat: Heartbeat { sequence: 10, ..beat }, ..signed };
     let result = verify_heartbeat(&forged.to_bytes(), &root, NOW);
-    assert!(
-        matches!(result, Err(TrustError::BadSignature)),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(TrustError::BadSignature)), "{result:?}");
 
     let other = uplink(&mut rng);
     let result = verify_heartbeat(&other.signing.sign_heartbeat(beat).to_bytes(), &root, NOW);
-    assert!(
-        matches!(result, Err(TrustError::BadCertificateSignature)),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(TrustError::BadCertificateSignature)), "{result:?}");
 
     let result = verify_heartbeat(&signed.to_bytes(), &root, NOW + 31 * DAY);
-    assert!(
-        matches!(result, Err(TrustError::KeyExpired { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(TrustError::KeyExpired { .. })), "{result:?}");
 
     let result = verify_heartbeat(&signed.to_bytes()[..10], &root, NOW);
-    assert!(
-        matches!(result, Err(TrustError::Malformed(_))),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(TrustError::Malformed(_))), "{result:?}");
 }
 
 #[test]
@@ -582,73 +348,34 @@ fn manifest_rules() {
         m.validate()
     };
     for name in ["", "a".repeat(129).as_str()] {
-        assert!(matches!(
-            with(&|m| m.name = name.to_owned()),
-            Err(ManifestError::NameLength { .. })
-        ));
+        assert!(matches!(with(&|m| m.name = name.to_owned()), Err(ManifestError::NameLength { .. })));
     }
     for name in [".hidden", "..", "a/b", "a\\b", "a b", "caf\u{e9}", "x\0"] {
-        assert!(
-            matches!(
-                with(&|m| m.name = name.to_owned()),
-                Err(ManifestError::NameCharacters { .. })
-            ),
-            "{name:?}"
-        );
+        assert!(matches!(with(&|m| m.name = name.to_owned()), Err(ManifestError::NameCharacters { .. })), "{name:?}");
     }
     with(&|m| m.name = "a".repeat(128)).expect("128 bytes is fine");
     with(&|m| m.name = "Code_Table-2025.v2.csv".to_owned()).expect("fine");
-    assert!(matches!(
-        with(&|m| m.block_hashes.clear()),
-        Err(ManifestError::BlockHashCount { count: 0 })
-    ));
-    assert!(matches!(
-        with(&|m| m.block_hashes = vec![[0; 32]; 256]),
-        Err(ManifestError::BlockHashCount { count: 256 })
-    ));
+    assert!(matches!(with(&|m| m.block_hashes.clear()), Err(ManifestError::BlockHashCount { count: 0 })));
+    assert!(matches!(with(&|m| m.block_hashes = vec![[0; 32]; 256]), Err(ManifestError::BlockHashCount { count: 256 })));
     with(&|m| m.block_hashes = vec![[0; 32]; 255]).expect("255 blocks");
-    assert!(matches!(
-        with(&|m| m.targets.clear()),
-        Err(ManifestError::TargetCount { count: 0 })
-    ));
-    assert!(matches!(
-        with(&|m| m.targets = vec!["41".to_owned(); TARGETS_MAX + 1]),
-        Err(ManifestError::TargetCount { .. })
-    ));
+    assert!(matches!(with(&|m| m.targets.clear()), Err(ManifestError::TargetCount { count: 0 })));
+    assert!(matches!(with(&|m| m.targets = vec!["41".to_owned(); TARGETS_MAX + 1]), Err(ManifestError::TargetCount { .. })));
     for target in ["4", "410", "41010", "4101020", "4a", " 41", "all"] {
-        assert!(
-            matches!(
-                with(&|m| m.targets = vec![target.to_owned()]),
-                Err(ManifestError::Target { .. })
-            ),
-            "{target:?}"
-        );
+        assert!(matches!(with(&|m| m.targets = vec![target.to_owned()]), Err(ManifestError::Target { .. })), "{target:?}");
     }
-    assert!(matches!(
-        with(&|m| m.expires_unix_secs = m.created_unix_secs),
-        Err(ManifestError::Lifetime { .. })
-    ));
+    assert!(matches!(with(&|m| m.expires_unix_secs = m.created_unix_secs), Err(ManifestError::Lifetime { .. })));
 }
 
 #[test]
 fn targets_from_the_command_line() {
-    assert_eq!(
-        parse_targets("41,4201,110101").expect("parses"),
-        ["41", "4201", "110101"]
-    );
+    assert_eq!(parse_targets("41,4201,110101").expect("parses"), ["41", "4201", "110101"]);
     assert_eq!(parse_targets("all").expect("parses"), [""]);
     assert_eq!(parse_targets(" 41 , 41,ALL").expect("parses"), ["41", ""]);
     for bad in ["", "41,,42", "4", "41;42", "abc", "41,1101011"] {
-        assert!(
-            matches!(parse_targets(bad), Err(ManifestError::Target { .. })),
-            "{bad:?}"
-        );
+        assert!(matches!(parse_targets(bad), Err(ManifestError::Target { .. })), "{bad:?}");
     }
     let many: Vec<String> = (10..=99).map(|n| n.to_string()).collect();
-    assert!(matches!(
-        parse_targets(&many.join(",")),
-        Err(ManifestError::TargetCount { .. })
-    ));
+    assert!(matches!(parse_targets(&many.join(",")), Err(ManifestError::TargetCount { .. })));
 }
 
 #[test]
@@ -656,10 +383,7 @@ fn kinds_parse_and_print() {
     for kind in Kind::ALL {
         assert_eq!(kind.to_string().parse::<Kind>().expect("parses"), kind);
     }
-    assert_eq!(
-        "codetable".parse::<Kind>().expect("parses"),
-        Kind::CodeTable
-    );
+    assert_eq!("codetable".parse::<Kind>().expect("parses"), Kind::CodeTable);
     assert!("Policy".parse::<Kind>().is_err());
     assert!("code_table".parse::<Kind>().is_err());
 }
@@ -670,23 +394,14 @@ fn key_texts_roundtrip_and_reject_garbage() {
     let up = uplink(&mut rng);
     let root_text = up.root.to_text();
     assert!(root_text.starts_with("satcast-root-secret-v1 ") && root_text.ends_with('\n'));
-    assert_eq!(
-        RootKey::from_text(&root_text).expect("parses").public(),
-        up.root.public()
-    );
+    assert_eq!(RootKey::from_text(&root_text).expect("parses").public(), up.root.public());
 
     let public_text = up.root.public().to_text();
     assert!(public_text.starts_with("satcast-root-public-v1 "));
-    assert_eq!(
-        RootPublicKey::from_text(&public_text).expect("parses"),
-        up.root.public()
-    );
+    assert_eq!(RootPublicKey::from_text(&public_text).expect("parses"), up.root.public());
     // CRLF line endings from a Windows editor are tolerated.
     let crlf = public_text.replace('\n', "\r\n");
-    assert_eq!(
-        RootPublicKey::from_text(&crlf).expect("parses"),
-        up.root.public()
-    );
+    assert_eq!(RootPublicKey::from_text(&crlf).expect("parses"), up.root.public());
 
     let cert_text = up.signing.certificate().to_text();
     assert!(cert_text.starts_with("satcast-certificate-v1 "));
@@ -694,76 +409,32 @@ fn key_texts_roundtrip_and_reject_garbage() {
     assert!(secret_text.starts_with("satcast-signing-secret-v1 "));
     let loaded = SigningKey::from_text(&secret_text, &cert_text).expect("parses");
     assert_eq!(loaded.public_key(), up.signing.public_key());
-    verify_manifest(
-        &signed_bytes(&loaded, &manifest()),
-        &up.root.public(),
-        COUNTY,
-        NOW,
-        None,
-    )
-    .expect("reloaded key signs");
+    verify_manifest(&signed_bytes(&loaded, &manifest()), &up.root.public(), COUNTY, NOW, None).expect("reloaded key signs");
 
     let network = NetworkKey::generate(&mut rng);
     let network_text = network.to_text();
     assert!(network_text.starts_with("satcast-network-key-v1 "));
-    assert_eq!(
-        NetworkKey::from_text(&network_text).expect("parses"),
-        network
-    );
-    assert_eq!(
-        format!("{network:?}"),
-        "NetworkKey(..)",
-        "secrets stay out of logs"
-    );
+    assert_eq!(NetworkKey::from_text(&network_text).expect("parses"), network);
+    assert_eq!(format!("{network:?}"), "NetworkKey(..)", "secrets stay out of logs");
     assert!(!format!("{:?}", up.root).contains(&root_text[23..40]));
 
     // Wrong file in the wrong place.
-    assert!(matches!(
-        RootPublicKey::from_text(&root_text),
-        Err(KeyTextError::Label { .. })
-    ));
-    assert!(matches!(
-        NetworkKey::from_text(""),
-        Err(KeyTextError::Label { .. })
-    ));
-    assert!(matches!(
-        RootPublicKey::from_text("satcast-root-public-v1 zz"),
-        Err(KeyTextError::Hex(_))
-    ));
-    assert!(matches!(
-        NetworkKey::from_text("satcast-network-key-v1 00ff"),
-        Err(KeyTextError::Length {
-            expected: 32,
-            actual: 2
-        })
-    ));
-    assert!(matches!(
-        NetworkKey::from_text(&format!("{network_text}{network_text}")),
-        Err(KeyTextError::Hex(_))
-    ));
-    assert!(matches!(
-        NetworkKey::from_text(&"0".repeat(100_000)),
-        Err(KeyTextError::TooLong { .. })
-    ));
-    assert!(matches!(
-        KeyCertificate::from_text("satcast-certificate-v1 00"),
-        Err(KeyTextError::Certificate(_))
-    ));
+    assert!(matches!(RootPublicKey::from_text(&root_text), Err(KeyTextError::Label { .. })));
+    assert!(matches!(NetworkKey::from_text(""), Err(KeyTextError::Label { .. })));
+    assert!(matches!(RootPublicKey::from_text("satcast-root-public-v1 zz"), Err(KeyTextError::Hex(_))));
+    assert!(matches!(NetworkKey::from_text("satcast-network-key-v1 00ff"), Err(KeyTextError::Length { expected: 32, actual: 2 })));
+    assert!(matches!(NetworkKey::from_text(&format!("{network_text}{network_text}")), Err(KeyTextError::Hex(_))));
+    assert!(matches!(NetworkKey::from_text(&"0".repeat(100_000)), Err(KeyTextError::TooLong { .. })));
+    assert!(matches!(KeyCertificate::from_text("satcast-certificate-v1 00"), Err(KeyTextError::Certificate(_))));
     let other = uplink(&mut rng);
-    assert!(matches!(
-        SigningKey::from_text(&other.signing.secret_to_text(), &cert_text),
-        Err(KeyTextError::KeyMismatch)
-    ));
+    assert!(matches!(SigningKey::from_text(&other.signing.secret_to_text(), &cert_text), Err(KeyTextError::KeyMismatch)));
     // 32 bytes that are not a point on the curve cannot be pinned.
     let not_a_point = (0u8..=255)
         .map(|b| [b; 32])
         .find(|bytes| ed25519_dalek::VerifyingKey::from_bytes(bytes).is_err())
         .expect("some repeated byte is not a curve point");
     let text = format!("satcast-root-public-v1 {}", hex::encode(not_a_point));
-    assert!(matches!(
-        RootPublicKey::from_text(&text),
-        Err(KeyTextError::PublicKey)
-    ));
+    assert!(matches!(RootPublicKey::from_text(&text), Err(KeyTextError::PublicKey)));
 }
 
 fn arbitrary_target() -> impl Strategy<Value = String> {
@@ -781,9 +452,7 @@ fn arbitrary_target() -> impl Strategy<Value = String> {
 /// case made the property test take a minute without exploring anything more.
 fn arbitrary_block_hashes() -> impl Strategy<Value = Vec<[u8; 32]>> {
     (1usize..=255, any::<u64>()).prop_map(|(count, seed)| {
-        (0..count as u64)
-            .map(|i| *blake3::hash(&[seed.to_le_bytes(), i.to_le_bytes()].concat()).as_bytes())
-            .collect()
+        (0..count as u64).map(|i| *blake3::hash(&[seed.to_le_bytes(), i.to_le_bytes()].concat()).as_bytes()).collect()
     })
 }
 

@@ -28,9 +28,8 @@ use satcast_protocol::feedback::{
 use satcast_protocol::manifest::{Compression, Kind, Manifest};
 use satcast_protocol::reception::{MemoryStore, Reception, ReceptionConfig, ReceptionEvent, RejectReason};
 use satcast_protocol::trust::{
-    self, CERTIFICATE_CONTEXT, HEARTBEAT_CONTEXT, Heartbeat, KeyCertificate, MANIFEST_CONTEXT,
-    NetworkKey, REVOCATION_CONTEXT, REVOKED_SERIALS_MAX, Revocation, RootKey, RootPublicKey,
-    SignedHeartbeat, SignedManifest, SignedRevocation, SigningKey, TrustError,
+    self, CERTIFICATE_CONTEXT, HEARTBEAT_CONTEXT, Heartbeat, KeyCertificate, MANIFEST_CONTEXT, NetworkKey, REVOCATION_CONTEXT,
+    REVOKED_SERIALS_MAX, Revocation, RootKey, RootPublicKey, SignedHeartbeat, SignedManifest, SignedRevocation, SigningKey, TrustError,
 };
 use satcast_protocol::wire::{self, Body, ManifestAssembler, WireError};
 
@@ -127,9 +126,7 @@ fn keys() -> Keys {
     let root = RootKey::from_text(&root_text).expect("root secret text");
     let root_public = root.public();
     // The signing key's public half, to certify it: Ed25519 derives it from the secret.
-    let signing_public = ed25519_dalek::SigningKey::from_bytes(&pattern(0x40))
-        .verifying_key()
-        .to_bytes();
+    let signing_public = ed25519_dalek::SigningKey::from_bytes(&pattern(0x40)).verifying_key().to_bytes();
     let certificate = root.issue(signing_public, CERT_SERIAL, CERT_NOT_BEFORE, CERT_NOT_AFTER);
     let certificate_text = certificate.to_text();
     let signing = SigningKey::from_text(&signing_text, &certificate_text).expect("signing key text");
@@ -168,11 +165,7 @@ fn manifest(oti: &Oti) -> Manifest {
 }
 
 fn revocation() -> Revocation {
-    Revocation {
-        sequence: REVOCATION_SEQUENCE,
-        issued_unix_secs: REVOCATION_ISSUED,
-        revoked_serials: REVOKED_SERIALS.to_vec(),
-    }
+    Revocation { sequence: REVOCATION_SEQUENCE, issued_unix_secs: REVOCATION_ISSUED, revoked_serials: REVOKED_SERIALS.to_vec() }
 }
 
 fn progress() -> Feedback {
@@ -259,10 +252,7 @@ fn generate() -> Vec<(String, Vector)> {
         ("payload".to_owned(), Vector::Hex(PAYLOAD.to_vec())),
         ("oti".to_owned(), Vector::Hex(oti.encode().to_vec())),
     ];
-    for (name, sbn, esi) in [
-        ("data-source-datagram", SOURCE_SBN, SOURCE_ESI),
-        ("data-repair-datagram", REPAIR_SBN, REPAIR_ESI),
-    ] {
+    for (name, sbn, esi) in [("data-source-datagram", SOURCE_SBN, SOURCE_ESI), ("data-repair-datagram", REPAIR_SBN, REPAIR_ESI)] {
         let mut datagram = Vec::new();
         wire::write_data(&mut datagram, &keys.network, OBJECT_ID, sbn, esi, &symbol(&oti, sbn, esi));
         out.push((name.to_owned(), Vector::Hex(datagram)));
@@ -400,8 +390,7 @@ fn oti_fields() {
     assert_eq!(oti.alignment, 4);
     assert_eq!(bytes, [0, 0, 0, 0, 70, 0, 0, 16, 2, 0, 1, 4]);
     // Partition[Kt = 5, Z = 2] = (KL 3, KS 2, ZL 1, ZS 1).
-    let blocks: Vec<(u8, u64, u64, u32)> =
-        fec::blocks(&oti).iter().map(|b| (b.sbn, b.offset, b.len, b.source_symbols)).collect();
+    let blocks: Vec<(u8, u64, u64, u32)> = fec::blocks(&oti).iter().map(|b| (b.sbn, b.offset, b.len, b.source_symbols)).collect();
     assert_eq!(blocks, [(0, 0, 48, 3), (1, 48, 22, 2)]);
     assert_eq!(document_bytes("payload"), PAYLOAD);
 }
@@ -537,9 +526,7 @@ fn signed_manifest_verifies_and_reassembles() {
     assert!(r.0.is_empty());
     let message = [MANIFEST_CONTEXT, &document_bytes("manifest")].concat();
     let signer = ed25519_dalek::VerifyingKey::from_bytes(&keys.signing.public_key()).expect("key");
-    signer
-        .verify_strict(&message, &ed25519_dalek::Signature::from_slice(signature).expect("signature"))
-        .expect("manifest signature");
+    signer.verify_strict(&message, &ed25519_dalek::Signature::from_slice(signature).expect("signature")).expect("manifest signature");
     let signed = SignedManifest::from_bytes(&bytes).expect("canonical signed manifest");
     let manifest = signed.verify(&keys.root_public, NOW_UNIX_SECS).expect("chain and signature");
     trust::check_acceptance(&manifest, COUNTY_CODE, NOW_UNIX_SECS, None).expect("accepted");
@@ -588,9 +575,7 @@ fn heartbeat_fields() {
     assert_eq!(r.take(120), document_bytes("certificate"));
     let message = [HEARTBEAT_CONTEXT, &body[..16]].concat();
     let signer = ed25519_dalek::VerifyingKey::from_bytes(&keys.signing.public_key()).expect("key");
-    signer
-        .verify_strict(&message, &ed25519_dalek::Signature::from_slice(r.take(64)).expect("signature"))
-        .expect("heartbeat signature");
+    signer.verify_strict(&message, &ed25519_dalek::Signature::from_slice(r.take(64)).expect("signature")).expect("heartbeat signature");
     let heartbeat = trust::verify_heartbeat(body, &keys.root_public, NOW_UNIX_SECS).expect("verifies");
     assert_eq!(heartbeat, Heartbeat { sequence: HEARTBEAT_SEQUENCE, uplink_time_unix_ms: HEARTBEAT_UPLINK_MS });
     assert_eq!(SignedHeartbeat::from_bytes(body).expect("canonical").certificate, *keys.signing.certificate());
@@ -647,15 +632,14 @@ fn revocation_fields() {
     // The root signs the context string followed by the 40-byte canonical Revocation.
     let message = [REVOCATION_CONTEXT, &body[..40]].concat();
     let root = ed25519_dalek::VerifyingKey::from_bytes(&keys.root_public.0).expect("root key");
-    root.verify_strict(&message, &ed25519_dalek::Signature::from_slice(r.take(64)).expect("signature"))
-        .expect("root signature");
+    root.verify_strict(&message, &ed25519_dalek::Signature::from_slice(r.take(64)).expect("signature")).expect("root signature");
     assert!(r.0.is_empty(), "nothing after the signature");
     assert_eq!(trust::verify_revocation(body, &keys.root_public).expect("verifies"), revocation());
     assert_eq!(SignedRevocation::from_bytes(body).expect("canonical").revocation, revocation());
 
     // A list signed by any other key is refused, even one that holds a signing certificate.
-    let not_root = RootKey::from_text(&format!("{} {}", trust::ROOT_SECRET_LABEL, hex::encode(pattern(0x40))))
-        .expect("the signing secret as a key");
+    let not_root =
+        RootKey::from_text(&format!("{} {}", trust::ROOT_SECRET_LABEL, hex::encode(pattern(0x40)))).expect("the signing secret as a key");
     let forged = not_root.sign_revocation(revocation()).expect("sign").to_bytes();
     assert!(matches!(trust::verify_revocation(&forged, &keys.root_public), Err(TrustError::BadCertificateSignature)));
     // The object id of a REVOCATION must be 0.
@@ -665,7 +649,9 @@ fn revocation_fields() {
     assert_eq!(wire::parse(&readdressed, &keys.network), Err(WireError::Body { kind: "revocation", len: 104 }));
     // At most REVOKED_SERIALS_MAX serials, when signing and when verifying.
     let too_many = Revocation { revoked_serials: (0..=REVOKED_SERIALS_MAX as u64).collect(), ..revocation() };
-    assert!(matches!(keys.root.sign_revocation(too_many.clone()), Err(TrustError::TooManyRevoked { count }) if count == REVOKED_SERIALS_MAX + 1));
+    assert!(
+        matches!(keys.root.sign_revocation(too_many.clone()), Err(TrustError::TooManyRevoked { count }) if count == REVOKED_SERIALS_MAX + 1)
+    );
     let unsigned = SignedRevocation { revocation: too_many, root_signature: [0; 64] }.to_bytes();
     assert!(matches!(trust::verify_revocation(&unsigned, &keys.root_public), Err(TrustError::TooManyRevoked { .. })));
     // The decoding limit: 24 + 8 * 130 + 64 = 1128 bytes.
@@ -722,12 +708,21 @@ fn a_receiver_takes_only_newer_lists_and_drops_what_a_revoked_key_signed() {
     // and heartbeats are refused.
     air(&mut county, &mut store, now, &revocation_datagram(&keys, REVOCATION_SEQUENCE + 1, vec![1, 2, 5]));
     let got = events(&mut county);
-    assert!(got.iter().any(|e| matches!(e, ReceptionEvent::Rejected { object_id: OBJECT_ID, reason: RejectReason::Trust(TrustError::KeyRevoked { .. }) })), "{got:?}");
+    assert!(
+        got.iter().any(|e| matches!(
+            e,
+            ReceptionEvent::Rejected { object_id: OBJECT_ID, reason: RejectReason::Trust(TrustError::KeyRevoked { .. }) }
+        )),
+        "{got:?}"
+    );
     assert!(got.iter().any(|e| matches!(e, ReceptionEvent::RevocationsUpdated { sequence: 4, .. })), "{got:?}");
     assert!(county.progress().is_empty(), "the partial object is dropped");
     air_manifest(&mut county, &mut store, now);
     let got = events(&mut county);
-    assert!(got.iter().any(|e| matches!(e, ReceptionEvent::Rejected { reason: RejectReason::Trust(TrustError::KeyRevoked { serial: 1 }), .. })), "{got:?}");
+    assert!(
+        got.iter().any(|e| matches!(e, ReceptionEvent::Rejected { reason: RejectReason::Trust(TrustError::KeyRevoked { serial: 1 }), .. })),
+        "{got:?}"
+    );
     air(&mut county, &mut store, now, &document_bytes("heartbeat-datagram"));
     let got = events(&mut county);
     assert!(got.iter().any(|e| matches!(e, ReceptionEvent::HeartbeatRejected { reason } if reason.contains("revoked"))), "{got:?}");
@@ -772,7 +767,8 @@ fn feedback_layouts_and_bounds() {
     let county = |message| Feedback { county_code: COUNTY_CODE.to_owned(), message };
     let header = |variant: u32| [&[FEEDBACK_VERSION][..], &6u64.to_be_bytes(), COUNTY_CODE.as_bytes(), &variant.to_be_bytes()].concat();
     let string = |s: &str| [&(s.len() as u64).to_be_bytes()[..], s.as_bytes()].concat();
-    let hello = |age| county(FeedbackMessage::Hello { software_version: "0.1.0".into(), free_disk_bytes: 5_000_000_000, heartbeat_age_ms: age });
+    let hello =
+        |age| county(FeedbackMessage::Hello { software_version: "0.1.0".into(), free_disk_bytes: 5_000_000_000, heartbeat_age_ms: age });
     let expected = [header(0), string("0.1.0"), 5_000_000_000u64.to_be_bytes().to_vec(), vec![1], 1500u64.to_be_bytes().to_vec()].concat();
     assert_eq!(hello(Some(1500)).to_bytes(), expected, "Hello with a heartbeat age");
     let expected = [header(0), string("0.1.0"), 5_000_000_000u64.to_be_bytes().to_vec(), vec![0]].concat();
@@ -813,7 +809,11 @@ fn feedback_layouts_and_bounds() {
     let text = |n: usize| "x".repeat(n);
     assert!(bounds(county(FeedbackMessage::Rejected { object_id: 1, reason: text(TEXT_BYTES_MAX + 1) })));
     assert!(bounds(county(FeedbackMessage::HookResult { object_id: 1, success: true, detail: text(TEXT_BYTES_MAX + 1) })));
-    assert!(bounds(county(FeedbackMessage::Hello { software_version: text(TEXT_BYTES_MAX + 1), free_disk_bytes: 0, heartbeat_age_ms: None })));
+    assert!(bounds(county(FeedbackMessage::Hello {
+        software_version: text(TEXT_BYTES_MAX + 1),
+        free_disk_bytes: 0,
+        heartbeat_age_ms: None
+    })));
     assert!(Feedback::from_bytes(&county(FeedbackMessage::Rejected { object_id: 1, reason: text(TEXT_BYTES_MAX) }).to_bytes()).is_ok());
 }
 

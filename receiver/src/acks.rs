@@ -112,13 +112,22 @@ async fn resolve(uplink: &str) -> Result<SocketAddr, String> {
 }
 
 /// One connection: lasts until an error or a stop.
-async fn session(ack: &AckConfig, tls: &quinn::ClientConfig, outbox: &Outbox, hello: &dyn HelloSource, stop: &AtomicBool) -> Result<(), String> {
+async fn session(
+    ack: &AckConfig,
+    tls: &quinn::ClientConfig,
+    outbox: &Outbox,
+    hello: &dyn HelloSource,
+    stop: &AtomicBool,
+) -> Result<(), String> {
     let addr = resolve(&ack.uplink).await?;
     let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
     let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
     endpoint.set_default_client_config(tls.clone());
     let connecting = endpoint.connect(addr, &ack.server_name).map_err(|e| e.to_string())?;
-    let connection = tokio::time::timeout(REPLY_TIMEOUT, connecting).await.map_err(|_| "connection timed out".to_string())?.map_err(|e| e.to_string())?;
+    let connection = tokio::time::timeout(REPLY_TIMEOUT, connecting)
+        .await
+        .map_err(|_| "connection timed out".to_string())?
+        .map_err(|e| e.to_string())?;
     info!(uplink = %addr, outbox = outbox.len(), "acknowledgement channel up");
     match send(&connection, &hello.hello()).await? {
         AckReply::Recorded => {}

@@ -54,7 +54,12 @@ pub enum RunError {
 
 /// Starts the acknowledgement client on its own thread (QUIC runs on tokio), if the config
 /// names an uplink.
-fn start_acks(config: &ReceiverConfig, outbox: Outbox, hello: Arc<ReceiverHello>, stop: Arc<AtomicBool>) -> Result<Option<std::thread::JoinHandle<()>>, RunError> {
+fn start_acks(
+    config: &ReceiverConfig,
+    outbox: Outbox,
+    hello: Arc<ReceiverHello>,
+    stop: Arc<AtomicBool>,
+) -> Result<Option<std::thread::JoinHandle<()>>, RunError> {
     let Some(ack) = config.ack.clone() else {
         warn!("no [ack] section: acknowledgements stay in the outbox until one is configured");
         return Ok(None);
@@ -158,7 +163,11 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError
     // Hooks recorded before a stop: settled against what was delivered, before the worker
     // looks at them.
     hooks.reconcile(|kind, name| trust_state.delivered().find(|(k, n, _)| *k == kind && *n == name).map(|(_, _, a)| a), wall_unix_secs());
-    let hello = Arc::new(ReceiverHello { county_code: config.county_code.clone(), state_dir: config.state_dir.clone(), last_heartbeat: Mutex::new(None) });
+    let hello = Arc::new(ReceiverHello {
+        county_code: config.county_code.clone(),
+        state_dir: config.state_dir.clone(),
+        last_heartbeat: Mutex::new(None),
+    });
     let mut datapath = Datapath {
         heartbeat: HeartbeatWatch::new(Duration::from_secs(config.heartbeat_warn_after_secs), Instant::now()),
         reception,

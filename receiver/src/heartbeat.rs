@@ -85,8 +85,7 @@ impl HeartbeatWatch {
             ),
             Some(HeartbeatChange::Stale { age }) => warn!(
                 age_secs = age.as_secs(),
-                warn_after_secs,
-                "uplink heartbeats stopped: the downlink is silent (uplink stopped, dish or cable, rain fade, or jamming)"
+                warn_after_secs, "uplink heartbeats stopped: the downlink is silent (uplink stopped, dish or cable, rain fade, or jamming)"
             ),
             Some(HeartbeatChange::Back { missing_for }) => info!(missing_for_secs = missing_for.as_secs(), "uplink heartbeats are back"),
             None => {}

@@ -832,7 +832,8 @@ pub fn run_worker(book: HookBook, hooks: HooksConfig, outbox: Outbox, county_cod
             continue;
         }
         if let Ok(mut status) = book.status.lock() {
-            status.running = Some(RunningHook { object_id: job.object_id, name: format!("{}/{}", job.kind, job.name), started_unix_ms: unix_ms() });
+            status.running =
+                Some(RunningHook { object_id: job.object_id, name: format!("{}/{}", job.kind, job.name), started_unix_ms: unix_ms() });
         }
         info!(object = %object, kind = %job.kind, name = %job.name, version = job.version, program = %hook.command.first().map_or("", String::as_str), "running post-receive hook");
         let outcome = execute(hook, &job, &stop);

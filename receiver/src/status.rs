@@ -213,7 +213,10 @@ pub fn liveness(state_dir: &Path, now: SystemTime) -> Liveness {
     let bytes = match read_bounded(&path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            return Liveness::NotRunning { reason: format!("no {} (the daemon has not run with this state directory)", path.display()), last: None };
+            return Liveness::NotRunning {
+                reason: format!("no {} (the daemon has not run with this state directory)", path.display()),
+                last: None,
+            };
         }
         Err(error) => return Liveness::NotRunning { reason: format!("cannot read {}: {error}", path.display()), last: None },
     };
@@ -336,7 +339,10 @@ pub fn json_report(liveness: &Liveness, offline: Option<&OfflineState>) -> serde
             if let Some(object) = value.as_object_mut() {
                 object.insert("running".into(), false.into());
                 object.insert("reason".into(), reason.clone().into());
-                object.insert("last_status".into(), last.as_ref().and_then(|s| serde_json::to_value(s.as_ref()).ok()).unwrap_or(serde_json::Value::Null));
+                object.insert(
+                    "last_status".into(),
+                    last.as_ref().and_then(|s| serde_json::to_value(s.as_ref()).ok()).unwrap_or(serde_json::Value::Null),
+                );
             }
             value
         }
@@ -375,7 +381,11 @@ fn when(unix_ms_then: u64, now: SystemTime) -> String {
 
 fn write_cached(out: &mut String, cached: &[CachedStatus], total: usize) {
     use std::fmt::Write as _;
-    let _ = writeln!(out, "\ncached objects: {total}{}", if total > cached.len() { format!(" ({} shown)", cached.len()) } else { String::new() });
+    let _ = writeln!(
+        out,
+        "\ncached objects: {total}{}",
+        if total > cached.len() { format!(" ({} shown)", cached.len()) } else { String::new() }
+    );
     if cached.is_empty() {
         return;
     }
@@ -383,7 +393,16 @@ fn write_cached(out: &mut String, cached: &[CachedStatus], total: usize) {
     for c in cached {
         let hash = c.hash.get(..16).unwrap_or(&c.hash);
         let delivered = if c.delivered { "yes" } else { "superseded" };
-        let _ = writeln!(out, "  {:016x}  {:<9}  {:<28}  {:>10}  {:>10}  {:<9}  {hash}…", c.object_id, c.kind, c.name, c.version, human_bytes(c.size_bytes), delivered);
+        let _ = writeln!(
+            out,
+            "  {:016x}  {:<9}  {:<28}  {:>10}  {:>10}  {:<9}  {hash}…",
+            c.object_id,
+            c.kind,
+            c.name,
+            c.version,
+            human_bytes(c.size_bytes),
+            delivered
+        );
     }
 }
 
@@ -418,7 +437,8 @@ fn write_hooks(out: &mut String, hooks: &HookStatus, now: SystemTime) {
     use std::fmt::Write as _;
     let _ = writeln!(out, "\nhooks: {} waiting", hooks.queued);
     if let Some(running) = &hooks.running {
-        let _ = writeln!(out, "  running now: {} ({:016x}), started {}", running.name, running.object_id, when(running.started_unix_ms, now));
+        let _ =
+            writeln!(out, "  running now: {} ({:016x}), started {}", running.name, running.object_id, when(running.started_unix_ms, now));
     }
     if hooks.recent.is_empty() {
         return;

@@ -13,7 +13,9 @@ fn load(text: &str) -> Result<ReceiverConfig, String> {
 
 #[test]
 fn a_valid_config_resolves_paths_against_its_folder() {
-    let text = format!("county_code = \"410102\"\nstate_dir = \"state\"\ndeliver_dir = \"/srv/deliver\"\n[downlink]\nbind = \"127.0.0.1:5600\"\n{KEYS}");
+    let text = format!(
+        "county_code = \"410102\"\nstate_dir = \"state\"\ndeliver_dir = \"/srv/deliver\"\n[downlink]\nbind = \"127.0.0.1:5600\"\n{KEYS}"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("receiver.toml");
     std::fs::write(&path, text).expect("write");
@@ -26,7 +28,9 @@ fn a_valid_config_resolves_paths_against_its_folder() {
 
 #[test]
 fn bad_values_are_named_in_the_error() {
-    let base = |code: &str, downlink: &str| format!("county_code = \"{code}\"\nstate_dir = \"s\"\ndeliver_dir = \"d\"\n[downlink]\n{downlink}\n{KEYS}");
+    let base = |code: &str, downlink: &str| {
+        format!("county_code = \"{code}\"\nstate_dir = \"s\"\ndeliver_dir = \"d\"\n[downlink]\n{downlink}\n{KEYS}")
+    };
     let err = load(&base("4101", "bind = \"127.0.0.1:1\"")).expect_err("short code");
     assert!(err.contains("county_code"), "{err}");
     let err = load(&base("410102", "")).expect_err("no downlink");
@@ -54,7 +58,9 @@ fn the_annotated_example_parses() {
 #[test]
 fn hooks_and_heartbeat_settings_are_checked() {
     let base = |extra_top: &str, tables: &str| {
-        format!("county_code = \"410102\"\n{extra_top}\nstate_dir = \"s\"\ndeliver_dir = \"d\"\n[downlink]\nbind = \"127.0.0.1:1\"\n{KEYS}{tables}")
+        format!(
+            "county_code = \"410102\"\n{extra_top}\nstate_dir = \"s\"\ndeliver_dir = \"d\"\n[downlink]\nbind = \"127.0.0.1:1\"\n{KEYS}{tables}"
+        )
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("receiver.toml");
@@ -63,7 +69,11 @@ fn hooks_and_heartbeat_settings_are_checked() {
     let config = ReceiverConfig::load(&path).expect("valid");
     assert_eq!(config.heartbeat_warn_after_secs, 5);
     let codetable = config.hooks.codetable.as_ref().expect("codetable hook");
-    assert_eq!(codetable.command, vec![dir.path().join("reload.sh").to_string_lossy().into_owned(), "--all".into()], "relative to the config");
+    assert_eq!(
+        codetable.command,
+        vec![dir.path().join("reload.sh").to_string_lossy().into_owned(), "--all".into()],
+        "relative to the config"
+    );
     assert_eq!(codetable.timeout_secs, 300, "default timeout");
     assert_eq!(config.hooks.software.as_ref().expect("software hook").command[0], "systemctl", "bare names stay for PATH");
     assert!(config.hooks.policy.is_none());

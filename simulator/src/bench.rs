@@ -152,9 +152,7 @@ pub fn bench_with_progress(options: &BenchOptions, progress: &mut dyn FnMut(&Ben
                 model: loss.describe(),
                 delivery: delivery_name(*delivery),
                 efficiency: report.efficiency,
-                needed: report
-                    .symbols_until_last_completion
-                    .map(|n| (n as f64 / report.lower_bound_symbols.max(1.0) * 1e4).round() / 1e4),
+                needed: report.symbols_until_last_completion.map(|n| (n as f64 / report.lower_bound_symbols.max(1.0) * 1e4).round() / 1e4),
                 repair_rounds: report.repair_rounds,
                 completed: report.completed,
                 p99_seconds: report.completion_seconds.p99,

@@ -308,7 +308,8 @@ impl Cluster {
         let config = self.uplink_config.to_string_lossy().into_owned();
         let file = file.to_string_lossy().into_owned();
         let version = version.to_string();
-        let out = run("satcast-uplink", &["send", &file, "--config", &config, "--kind", kind, "--to", to, "--version", &version], &self.dir)?;
+        let out =
+            run("satcast-uplink", &["send", &file, "--config", &config, "--kind", kind, "--to", to, "--version", &version], &self.dir)?;
         Ok(out.trim().to_owned())
     }
 

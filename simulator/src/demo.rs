@@ -97,7 +97,8 @@ struct Payload {
 }
 
 fn policy_document(rng: &mut ChaCha8Rng) -> Vec<u8> {
-    let mut text = String::from("民政部关于做好基层行政区划信息更新工作的通知\nNotice on updating county-level administrative division records\n\n");
+    let mut text =
+        String::from("民政部关于做好基层行政区划信息更新工作的通知\nNotice on updating county-level administrative division records\n\n");
     for article in 1..=400 {
         let clause = rng.random_range(1000..9999);
         text.push_str(&format!(
@@ -114,7 +115,10 @@ pub fn run(options: &DemoOptions) -> Result<DemoSummary, ClusterError> {
     let table = divisions::counties();
     let picks = sample(&mut rng, table.len(), options.receivers.min(table.len()).max(1));
     let counties: Vec<Division> = picks.iter().map(|i| table[i].clone()).collect();
-    let temp = tempfile::Builder::new().prefix("satcast-demo-").tempdir().map_err(|source| ClusterError::Io { what: "creating a temp dir".into(), source })?;
+    let temp = tempfile::Builder::new()
+        .prefix("satcast-demo-")
+        .tempdir()
+        .map_err(|source| ClusterError::Io { what: "creating a temp dir".into(), source })?;
     let dir = match &options.keep {
         Some(keep) => {
             std::fs::create_dir_all(keep).map_err(|source| ClusterError::Io { what: format!("creating {}", keep.display()), source })?;
@@ -133,9 +137,21 @@ pub fn run(options: &DemoOptions) -> Result<DemoSummary, ClusterError> {
     let mut software = vec![0u8; 3 * 1024 * 1024];
     rng.fill_bytes(&mut software);
     let payloads = vec![
-        Payload { kind: "policy", name: "notice-2026-118.txt".into(), to: "all".into(), bytes: policy_document(&mut rng), path: PathBuf::new() },
+        Payload {
+            kind: "policy",
+            name: "notice-2026-118.txt".into(),
+            to: "all".into(),
+            bytes: policy_document(&mut rng),
+            path: PathBuf::new(),
+        },
         Payload { kind: "software", name: "county-agent-2.4.0.bin".into(), to: province.clone(), bytes: software, path: PathBuf::new() },
-        Payload { kind: "codetable", name: "areas.csv".into(), to: "all".into(), bytes: divisions::AREAS_CSV.as_bytes().to_vec(), path: PathBuf::new() },
+        Payload {
+            kind: "codetable",
+            name: "areas.csv".into(),
+            to: "all".into(),
+            bytes: divisions::AREAS_CSV.as_bytes().to_vec(),
+            path: PathBuf::new(),
+        },
     ];
     let payload_dir = dir.join("payloads");
     std::fs::create_dir_all(&payload_dir).map_err(|source| ClusterError::Io { what: "creating payloads".into(), source })?;
@@ -156,23 +172,39 @@ pub fn run(options: &DemoOptions) -> Result<DemoSummary, ClusterError> {
         acks: false,
     };
     if options.progress {
-        eprintln!("satcast demo: seed {} ({} counties, loss up to {:.0}%, {} Mbit/s); replay with --seed {}", options.seed, counties.len(), options.loss_max * 100.0, options.link_rate_bits_per_sec / 1_000_000, options.seed);
-        eprintln!("working folder: {}{}", dir.display(), if options.keep.is_some() { "" } else { " (deleted at exit; keep it with --keep DIR)" });
+        eprintln!(
+            "satcast demo: seed {} ({} counties, loss up to {:.0}%, {} Mbit/s); replay with --seed {}",
+            options.seed,
+            counties.len(),
+            options.loss_max * 100.0,
+            options.link_rate_bits_per_sec / 1_000_000,
+            options.seed
+        );
+        eprintln!(
+            "working folder: {}{}",
+            dir.display(),
+            if options.keep.is_some() { "" } else { " (deleted at exit; keep it with --keep DIR)" }
+        );
     }
     let mut cluster = Cluster::start(&dir, &cluster_options)?;
     let mut objects = Vec::new();
     for (version, p) in payloads.iter().enumerate() {
         let id = cluster.send(&p.path, p.kind, &p.to, version as u64 + 1)?;
         let expected = counties.iter().filter(|c| p.to == "all" || c.code.starts_with(&p.to)).count();
-        objects.push(DemoObject { id, kind: p.kind.into(), name: p.name.clone(), to: p.to.clone(), size_bytes: p.bytes.len() as u64, expected, delivered: 0 });
+        objects.push(DemoObject {
+            id,
+            kind: p.kind.into(),
+            name: p.name.clone(),
+            to: p.to.clone(),
+            size_bytes: p.bytes.len() as u64,
+            expected,
+            delivered: 0,
+        });
     }
     let expected: usize = objects.iter().map(|o| o.expected).sum();
 
     let delivered_count = |cluster: &Cluster| -> usize {
-        payloads
-            .iter()
-            .map(|p| cluster.counties.iter().filter(|c| c.delivered_path(p.kind, &p.name).exists()).count())
-            .sum()
+        payloads.iter().map(|p| cluster.counties.iter().filter(|c| c.delivered_path(p.kind, &p.name).exists()).count()).sum()
     };
     let mut last_print = Instant::now() - Duration::from_secs(1);
     loop {
@@ -180,7 +212,11 @@ pub fn run(options: &DemoOptions) -> Result<DemoSummary, ClusterError> {
         if options.progress && last_print.elapsed() >= Duration::from_millis(500) {
             last_print = Instant::now();
             let air = cluster.relay.stats.bytes_on_air.load(std::sync::atomic::Ordering::Relaxed);
-            eprint!("\r[{:5.1}s] delivered {done:3}/{expected} (object, county) pairs, {:.1} MB on the air   ", started.elapsed().as_secs_f64(), air as f64 / 1e6);
+            eprint!(
+                "\r[{:5.1}s] delivered {done:3}/{expected} (object, county) pairs, {:.1} MB on the air   ",
+                started.elapsed().as_secs_f64(),
+                air as f64 / 1e6
+            );
             let _ = std::io::stderr().flush();
         }
         if done >= expected || started.elapsed() > options.timeout {
@@ -255,7 +291,10 @@ pub fn table(summary: &DemoSummary) -> String {
         out.push('\n');
     }
     for o in &summary.objects {
-        out.push_str(&format!("{} {}/{} ({} bytes) to {}: {}/{} counties\n", o.id, o.kind, o.name, o.size_bytes, o.to, o.delivered, o.expected));
+        out.push_str(&format!(
+            "{} {}/{} ({} bytes) to {}: {}/{} counties\n",
+            o.id, o.kind, o.name, o.size_bytes, o.to, o.delivered, o.expected
+        ));
     }
     out.push_str(&format!(
         "{}: {}/{} deliveries byte-exact, {} misdelivered; {:.1} MB on the air against {:.1} MB by unicast; {:.1} s\n",

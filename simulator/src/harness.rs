@@ -516,9 +516,16 @@ impl Harness {
     /// with one of `prefixes` ("" = all). Without feedback it airs as a carousel of
     /// [`HarnessOptions::carousel_passes`] passes. Returns its object id. Panics if the
     /// payload cannot be aired (tests); see [`Harness::try_add_object`].
-    pub fn add_object(&mut self, payload: Vec<u8>, prefixes: &[&str], priority: Priority, deadline: Option<Duration>, feedback: bool) -> u64 {
-        let carousel = (!feedback)
-            .then_some(AirPlan { target_loss: self.options.broadcast.target_loss, passes: self.options.carousel_passes });
+    pub fn add_object(
+        &mut self,
+        payload: Vec<u8>,
+        prefixes: &[&str],
+        priority: Priority,
+        deadline: Option<Duration>,
+        feedback: bool,
+    ) -> u64 {
+        let carousel =
+            (!feedback).then_some(AirPlan { target_loss: self.options.broadcast.target_loss, passes: self.options.carousel_passes });
         let options = ObjectOptions { prefixes: prefixes.iter().map(|p| p.to_string()).collect(), priority, deadline, carousel };
         match self.try_add_object(payload, &options) {
             Ok(object_id) => object_id,
@@ -552,10 +559,8 @@ impl Harness {
             expires_unix_secs: wall + 7 * 86_400,
         };
         let signed_manifest = self.signing.sign_manifest(&manifest).map_err(|e| HarnessError::Sign(e.to_string()))?.to_bytes();
-        let targeted: Vec<bool> =
-            self.receivers.iter().map(|r| options.prefixes.iter().any(|p| r.code.starts_with(p.as_str()))).collect();
-        let targets: Vec<String> =
-            self.receivers.iter().zip(&targeted).filter(|(_, t)| **t).map(|(r, _)| r.code.clone()).collect();
+        let targeted: Vec<bool> = self.receivers.iter().map(|r| options.prefixes.iter().any(|p| r.code.starts_with(p.as_str()))).collect();
+        let targets: Vec<String> = self.receivers.iter().zip(&targeted).filter(|(_, t)| **t).map(|(r, _)| r.code.clone()).collect();
         let delivery = match options.carousel {
             None => Delivery::Feedback { targets: targets.clone() },
             Some(plan) => Delivery::Carousel(plan),

@@ -10,5 +10,5 @@ pub mod harness;
 pub mod loss;
 pub mod plot;
 pub mod relay;
-pub mod wan;
 pub mod run;
+pub mod wan;

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use satcast_sim::demo::{self, DemoOptions};
+use satcast_protocol::reception::Fidelity;
 use satcast_sim::bench::{self, BenchOptions};
+use satcast_sim::demo::{self, DemoOptions};
 use satcast_sim::harness::OutageKind;
 use satcast_sim::plot;
 use satcast_sim::relay::{Destination, LossModel, Relay};
 use satcast_sim::run::{self, DeliverySpec, LossSpec, OutageSpec, RunOptions};
-use satcast_protocol::reception::Fidelity;
 
 #[derive(Parser)]
 #[command(name = "satcast-sim", version, about = "satcast simulator, impairment relay and demo")]
@@ -199,16 +199,11 @@ fn run_options(args: &RunArgs) -> anyhow::Result<RunOptions> {
     options.loss = match args.model {
         ModelArg::Independent => LossSpec::Independent { loss: args.loss },
         ModelArg::Bursts => LossSpec::Bursts { loss: args.loss, mean_burst_datagrams: args.burst_datagrams },
-        ModelArg::Fade => LossSpec::RegionalFade {
-            share: args.loss,
-            mean_fade: Duration::from_millis(args.fade_ms),
-            background: args.background_loss,
-        },
+        ModelArg::Fade => {
+            LossSpec::RegionalFade { share: args.loss, mean_fade: Duration::from_millis(args.fade_ms), background: args.background_loss }
+        }
     };
-    anyhow::ensure!(
-        args.background_loss == 0.0 || matches!(args.model, ModelArg::Fade),
-        "--background-loss only applies to --model fade"
-    );
+    anyhow::ensure!(args.background_loss == 0.0 || matches!(args.model, ModelArg::Fade), "--background-loss only applies to --model fade");
     options.outages = args.outages.iter().chain(&args.wan_outages).cloned().collect();
     options.geo_delay = Duration::from_millis(args.geo_delay_ms);
     options.wan_delay = Duration::from_millis(args.wan_delay_ms);
@@ -287,7 +282,14 @@ fn main() -> anyhow::Result<()> {
             let report = bench::bench_with_progress(&options, &mut |row| {
                 eprintln!(
                     "  {:>5} receivers, {}, {}: efficiency {:.4}, {} repair rounds, {}/{} complete ({:.1} s)",
-                    row.receivers, row.model, row.delivery, row.efficiency, row.repair_rounds, row.completed, row.receivers, row.wall_seconds
+                    row.receivers,
+                    row.model,
+                    row.delivery,
+                    row.efficiency,
+                    row.repair_rounds,
+                    row.completed,
+                    row.receivers,
+                    row.wall_seconds
                 );
             })
             .context("the bench could not run")?;

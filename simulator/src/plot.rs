@@ -92,8 +92,18 @@ impl Panel {
             let _ = writeln!(out, r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{bottom}" stroke="#c9a0dc" stroke-dasharray="2,3"/>"##);
             let _ = writeln!(out, r##"<text x="{:.1}" y="{:.1}" font-size="10" fill="#8a5aa8">r{i}</text>"##, x + 2.0, top + 11.0);
         }
-        let _ = writeln!(out, r##"<rect x="{left}" y="{top}" width="{:.1}" height="{PANEL_HEIGHT}" fill="none" stroke="#333"/>"##, right - left);
-        let _ = writeln!(out, r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"#, (left + right) / 2.0, bottom + 32.0, escape(x_title));
+        let _ = writeln!(
+            out,
+            r##"<rect x="{left}" y="{top}" width="{:.1}" height="{PANEL_HEIGHT}" fill="none" stroke="#333"/>"##,
+            right - left
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"#,
+            (left + right) / 2.0,
+            bottom + 32.0,
+            escape(x_title)
+        );
         let _ = writeln!(
             out,
             r#"<text x="18" y="{:.1}" font-size="12" text-anchor="middle" transform="rotate(-90 18 {:.1})">{}</text>"#,
@@ -125,7 +135,14 @@ pub fn svg(report: &RunReport) -> String {
     completion.axes(&mut out, "Receivers complete", "virtual time (s)", "receivers", &report.round_starts);
     let mut points = format!("{:.1},{:.1}", completion.x(0.0), completion.y(0.0));
     for (i, at) in report.completion_times.iter().enumerate() {
-        let _ = write!(points, " {:.1},{:.1} {:.1},{:.1}", completion.x(*at), completion.y(i as f64), completion.x(*at), completion.y(i as f64 + 1.0));
+        let _ = write!(
+            points,
+            " {:.1},{:.1} {:.1},{:.1}",
+            completion.x(*at),
+            completion.y(i as f64),
+            completion.x(*at),
+            completion.y(i as f64 + 1.0)
+        );
     }
     let _ = write!(points, " {:.1},{:.1}", completion.x(end), completion.y(report.completion_times.len() as f64));
     let _ = writeln!(out, r##"<polyline points="{points}" fill="none" stroke="#1f77b4" stroke-width="2"/>"##);
@@ -135,7 +152,8 @@ pub fn svg(report: &RunReport) -> String {
     let y_max = sent_max.max(report.lower_bound_symbols) * 1.08;
     let symbols = Panel { top: MARGIN_TOP + PANEL_HEIGHT + PANEL_GAP, x_max: end, y_max: y_max.max(1.0) };
     symbols.axes(&mut out, "DATA symbols sent against the lower bound", "virtual time (s)", "symbols", &report.round_starts);
-    let points: Vec<String> = report.samples.iter().map(|s| format!("{:.1},{:.1}", symbols.x(s.at_secs), symbols.y(s.symbols_sent as f64))).collect();
+    let points: Vec<String> =
+        report.samples.iter().map(|s| format!("{:.1},{:.1}", symbols.x(s.at_secs), symbols.y(s.symbols_sent as f64))).collect();
     let _ = writeln!(out, r##"<polyline points="{}" fill="none" stroke="#d62728" stroke-width="2"/>"##, points.join(" "));
     for (value, colour, dash, name) in [
         (report.lower_bound_symbols, "#2ca02c", "6,4", format!("lower bound {:.0}", report.lower_bound_symbols)),
@@ -147,7 +165,13 @@ pub fn svg(report: &RunReport) -> String {
             r#"<line x1="{MARGIN_LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{colour}" stroke-dasharray="{dash}" stroke-width="1.5"/>"#,
             WIDTH - MARGIN_RIGHT
         );
-        let _ = writeln!(out, r#"<text x="{:.1}" y="{:.1}" font-size="11" fill="{colour}">{}</text>"#, MARGIN_LEFT + 6.0, y - 4.0, escape(&name));
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" fill="{colour}">{}</text>"#,
+            MARGIN_LEFT + 6.0,
+            y - 4.0,
+            escape(&name)
+        );
     }
     let legend = format!("sent {} (efficiency {:.4}); dashed purple: round starts", report.symbols_sent, report.efficiency);
     let _ = writeln!(

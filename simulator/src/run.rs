@@ -42,9 +42,8 @@ pub const SAMPLES_MAX: usize = 4096;
 /// The most scheduled outages on one command line.
 pub const OUTAGES_MAX: usize = 64;
 /// Bytes a datagram adds to a symbol: header, FEC payload id and tag.
-pub const DATAGRAM_OVERHEAD_BYTES: usize = satcast_protocol::wire::HEADER_LEN
-    + satcast_protocol::wire::PAYLOAD_ID_LEN
-    + satcast_protocol::wire::TAG_LEN;
+pub const DATAGRAM_OVERHEAD_BYTES: usize =
+    satcast_protocol::wire::HEADER_LEN + satcast_protocol::wire::PAYLOAD_ID_LEN + satcast_protocol::wire::TAG_LEN;
 /// The largest symbol: its datagram must fit a UDP payload.
 pub const SYMBOL_BYTES_MAX: u16 = 8192;
 /// The lowest carrier rate accepted (bits per second): slower, and a 50 MB object takes
@@ -98,7 +97,9 @@ impl LossSpec {
     fn county_model(&self) -> LossModel {
         match *self {
             LossSpec::Independent { loss } => LossModel::Bernoulli(loss),
-            LossSpec::Bursts { loss, mean_burst_datagrams } => LossModel::GilbertElliott { mean_loss: loss, mean_burst: mean_burst_datagrams },
+            LossSpec::Bursts { loss, mean_burst_datagrams } => {
+                LossModel::GilbertElliott { mean_loss: loss, mean_burst: mean_burst_datagrams }
+            }
             LossSpec::RegionalFade { background, .. } if background > 0.0 => LossModel::Bernoulli(background),
             LossSpec::RegionalFade { .. } => LossModel::None,
         }
@@ -116,19 +117,18 @@ impl LossSpec {
         match *self {
             LossSpec::Independent { loss } => format!("independent {}%", percent(loss)),
             LossSpec::Bursts { loss, mean_burst_datagrams } => format!("bursts {}% (mean {mean_burst_datagrams} datagrams)", percent(loss)),
-            LossSpec::RegionalFade { share, mean_fade, background } => format!(
-                "regional fade {}% (mean {} s) + {}% independent",
-                percent(share),
-                mean_fade.as_secs_f64(),
-                percent(background)
-            ),
+            LossSpec::RegionalFade { share, mean_fade, background } => {
+                format!("regional fade {}% (mean {} s) + {}% independent", percent(share), mean_fade.as_secs_f64(), percent(background))
+            }
         }
     }
 
     fn replay_args(&self) -> String {
         match *self {
             LossSpec::Independent { loss } => format!("--model independent --loss {loss}"),
-            LossSpec::Bursts { loss, mean_burst_datagrams } => format!("--model bursts --loss {loss} --burst-datagrams {mean_burst_datagrams}"),
+            LossSpec::Bursts { loss, mean_burst_datagrams } => {
+                format!("--model bursts --loss {loss} --burst-datagrams {mean_burst_datagrams}")
+            }
             LossSpec::RegionalFade { share, mean_fade, background } => {
                 format!("--model fade --loss {share} --fade-ms {} --background-loss {background}", mean_fade.as_millis())
             }
@@ -285,8 +285,9 @@ impl RunOptions {
                 self.symbol_size
             ));
         }
-        Oti::new_for_object(self.size_bytes, self.symbol_size, fec::DEFAULT_BLOCK_BYTES_MAX)
-            .map_err(|e| RunError::Invalid(format!("size {} cannot be aired with {}-byte symbols: {e}", self.size_bytes, self.symbol_size)))?;
+        Oti::new_for_object(self.size_bytes, self.symbol_size, fec::DEFAULT_BLOCK_BYTES_MAX).map_err(|e| {
+            RunError::Invalid(format!("size {} cannot be aired with {}-byte symbols: {e}", self.size_bytes, self.symbol_size))
+        })?;
         if let DeliverySpec::Carousel { passes, target_loss } = self.delivery {
             if passes == 0 || passes > CAROUSEL_PASSES_MAX {
                 return invalid(format!("carousel passes must be 1 to {CAROUSEL_PASSES_MAX}, not {passes}"));
@@ -595,11 +596,8 @@ pub fn run_with_progress(options: &RunOptions, progress: &mut dyn FnMut(&Sample)
     }
 
     let object = harness.objects.get(&id).ok_or_else(|| RunError::Invalid("the object vanished".into()))?;
-    let mut completion_times: Vec<f64> = harness
-        .receivers
-        .iter()
-        .filter_map(|r| r.completed.get(&id).map(|at| (*at - object.added_at).as_secs_f64()))
-        .collect();
+    let mut completion_times: Vec<f64> =
+        harness.receivers.iter().filter_map(|r| r.completed.get(&id).map(|at| (*at - object.added_at).as_secs_f64())).collect();
     completion_times.sort_by(f64::total_cmp);
     let source_symbols_per_block = object.source_symbols.clone();
     let bound = lower_bound_symbols(&source_symbols_per_block, options.loss.mean_loss(), object.targets.len());
@@ -796,7 +794,9 @@ mod tests {
         let mut options = RunOptions::new(42);
         options.outages.push(OutageSpec { kind: OutageKind::Wan, period: Duration::from_secs(1)..Duration::from_secs(2), share: 0.5 });
         let line = options.replay_command();
-        for flag in ["--seed 42", "--receivers 200", "--size 5000000", "--model independent", "--wan-outage 1000ms..2000ms@0.5", "--fidelity fast"] {
+        for flag in
+            ["--seed 42", "--receivers 200", "--size 5000000", "--model independent", "--wan-outage 1000ms..2000ms@0.5", "--fidelity fast"]
+        {
             assert!(line.contains(flag), "{flag} missing from {line}");
         }
     }

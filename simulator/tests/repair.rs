@@ -162,7 +162,9 @@ fn a_wan_outage_idles_the_object_and_its_return_resumes_repair() {
     let idled = h.run_until(Duration::from_secs(120), 5_000_000, |h| h.has_event(id, |e| matches!(e, BroadcastEvent::Idle { .. })));
     assert!(idled, "with no feedback the object must idle after its blind rounds");
     h.wan_up = true;
-    let done = h.run_until(Duration::from_secs(300), 5_000_000, |h| h.all_complete(id) && h.has_event(id, |e| matches!(e, BroadcastEvent::Completed { .. })));
+    let done = h.run_until(Duration::from_secs(300), 5_000_000, |h| {
+        h.all_complete(id) && h.has_event(id, |e| matches!(e, BroadcastEvent::Completed { .. }))
+    });
     assert!(done, "once the WAN is back, quiet reports wake the object and everyone completes");
     assert_everyone_exact(&h, id);
 }

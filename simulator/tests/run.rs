@@ -60,8 +60,23 @@ fn the_same_seed_gives_identical_json_on_the_command_line() {
     let seed = seed("same_seed");
     let seed_arg = seed.to_string();
     let args = [
-        "run", "--seed", &seed_arg, "--receivers", "300", "--size", "1MB", "--model", "bursts", "--loss", "0.08",
-        "--burst-datagrams", "10", "--wan-outage", "1s..6s@0.3", "--json", "--no-wall",
+        "run",
+        "--seed",
+        &seed_arg,
+        "--receivers",
+        "300",
+        "--size",
+        "1MB",
+        "--model",
+        "bursts",
+        "--loss",
+        "0.08",
+        "--burst-datagrams",
+        "10",
+        "--wan-outage",
+        "1s..6s@0.3",
+        "--json",
+        "--no-wall",
     ];
     let first = satcast_sim(&args);
     let second = satcast_sim(&args);
@@ -70,8 +85,17 @@ fn the_same_seed_gives_identical_json_on_the_command_line() {
     println!("{json}");
     assert!(!json.contains("wall_seconds"), "--no-wall leaves wall_seconds out");
     for key in [
-        "\"receivers\"", "\"completed\"", "\"symbols_sent\"", "\"source_symbols_per_block\"", "\"lower_bound_symbols\"",
-        "\"efficiency\"", "\"repair_rounds\"", "\"p50\"", "\"p90\"", "\"p99\"", "\"max\"",
+        "\"receivers\"",
+        "\"completed\"",
+        "\"symbols_sent\"",
+        "\"source_symbols_per_block\"",
+        "\"lower_bound_symbols\"",
+        "\"efficiency\"",
+        "\"repair_rounds\"",
+        "\"p50\"",
+        "\"p90\"",
+        "\"p99\"",
+        "\"max\"",
     ] {
         assert!(json.contains(key), "{key} missing");
     }

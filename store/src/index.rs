@@ -62,7 +62,9 @@ pub struct Index {
 
 fn open_sled(path: &Path) -> Result<sled::Db, String> {
     // A corrupt file must not take the daemon down: sled may panic instead of erroring.
-    match std::panic::catch_unwind(AssertUnwindSafe(|| sled::Config::new().path(path).mode(sled::Mode::LowSpace).cache_capacity(CACHE_BYTES_MAX).open())) {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        sled::Config::new().path(path).mode(sled::Mode::LowSpace).cache_capacity(CACHE_BYTES_MAX).open()
+    })) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err("sled panicked while opening".into()),

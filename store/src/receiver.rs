@@ -194,7 +194,12 @@ fn object_key(object_id: u64) -> [u8; 8] {
 impl ReceiverStore {
     /// Opens (creating if needed) the store: resumes partial objects from their spools,
     /// removes leftovers, and rebuilds the index from the files if it had to be replaced.
-    pub fn open(state_dir: &Path, deliver_dir: &Path, limits: ReceiverLimits, now_unix_secs: u64) -> Result<(Self, OpenReport), StoreError> {
+    pub fn open(
+        state_dir: &Path,
+        deliver_dir: &Path,
+        limits: ReceiverLimits,
+        now_unix_secs: u64,
+    ) -> Result<(Self, OpenReport), StoreError> {
         let spool_dir = state_dir.join("spool");
         let partial_dir = state_dir.join("partial");
         let objects_dir = state_dir.join("objects");
@@ -336,10 +341,7 @@ impl ReceiverStore {
     }
 
     fn spool_bytes(&self) -> u64 {
-        self.partials
-            .iter()
-            .map(|(_, p)| p.spool.bytes() + p.partial_bytes)
-            .sum()
+        self.partials.iter().map(|(_, p)| p.spool.bytes() + p.partial_bytes).sum()
     }
 
     fn cache_bytes(&self) -> u64 {
@@ -377,7 +379,8 @@ impl ReceiverStore {
             let v = latest.entry((e.kind.as_str(), e.name.as_str())).or_insert(e.version);
             *v = (*v).max(e.version);
         }
-        let mut superseded: Vec<&CacheEntry> = entries.iter().filter(|e| latest.get(&(e.kind.as_str(), e.name.as_str())) != Some(&e.version)).collect();
+        let mut superseded: Vec<&CacheEntry> =
+            entries.iter().filter(|e| latest.get(&(e.kind.as_str(), e.name.as_str())) != Some(&e.version)).collect();
         superseded.sort_by_key(|e| e.version);
         for entry in superseded {
             if used + needed <= self.limits.cache_bytes_max {
@@ -483,7 +486,9 @@ impl Outbox {
         }
         if let FeedbackMessage::Progress { object_id, .. } = feedback.message {
             for (key, old) in self.tree.scan::<Vec<u8>>(&[], OUTBOX_ENTRIES_MAX)? {
-                if Feedback::from_bytes(&old).is_ok_and(|f| matches!(f.message, FeedbackMessage::Progress { object_id: id, .. } if id == object_id)) {
+                if Feedback::from_bytes(&old)
+                    .is_ok_and(|f| matches!(f.message, FeedbackMessage::Progress { object_id: id, .. } if id == object_id))
+                {
                     self.tree.remove(&key)?;
                 }
             }

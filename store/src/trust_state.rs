@@ -31,7 +31,9 @@ pub enum TrustStateError {
     },
     /// The file exists but is not valid trust state: refusing to start rather than forget
     /// which versions were delivered.
-    #[error("trust state {path} is corrupt ({why}); refusing to run without rollback protection (restore it from backup, or remove it deliberately)")]
+    #[error(
+        "trust state {path} is corrupt ({why}); refusing to run without rollback protection (restore it from backup, or remove it deliberately)"
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -69,7 +71,8 @@ pub struct TrustState {
 impl TrustState {
     /// Loads the state from `path`; a missing file is an empty state (first start).
     pub fn load(path: &Path) -> Result<Self, TrustStateError> {
-        let mut state = TrustState { path: path.to_owned(), delivered: BTreeMap::new(), revocation_sequence: 0, revoked_serials: Vec::new() };
+        let mut state =
+            TrustState { path: path.to_owned(), delivered: BTreeMap::new(), revocation_sequence: 0, revoked_serials: Vec::new() };
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(state),
@@ -85,8 +88,7 @@ impl TrustState {
             return Err(corrupt("checksum mismatch"));
         }
         let config = bincode::config::standard().with_limit::<{ 64 * 1024 * 1024 }>();
-        let (entries, _): (Entries, usize) =
-            bincode::decode_from_slice(payload, config).map_err(|e| corrupt(&e.to_string()))?;
+        let (entries, _): (Entries, usize) = bincode::decode_from_slice(payload, config).map_err(|e| corrupt(&e.to_string()))?;
         if entries.delivered.len() > TRUST_ENTRIES_MAX {
             return Err(corrupt("too many entries"));
         }
@@ -129,11 +131,7 @@ impl TrustState {
         let entries = Entries {
             revocation_sequence: self.revocation_sequence,
             revoked_serials: self.revoked_serials.clone(),
-            delivered: self
-                .delivered
-                .iter()
-                .map(|((kind, name), a)| (kind.to_string(), name.clone(), a.version, a.object_id))
-                .collect(),
+            delivered: self.delivered.iter().map(|((kind, name), a)| (kind.to_string(), name.clone(), a.version, a.object_id)).collect(),
         };
         let payload = bincode::encode_to_vec(&entries, bincode::config::standard())
             .map_err(|e| TrustStateError::Write { path: self.path.clone(), source: io::Error::other(e) })?;

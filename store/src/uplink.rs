@@ -111,7 +111,12 @@ impl UplinkStore {
     /// Opens (creating, or quarantining a broken one) the index under `state_dir`.
     pub fn open(state_dir: &Path, now_unix_secs: u64) -> Result<(UplinkStore, IndexOpen), IndexError> {
         let (index, how) = Index::open(&state_dir.join("index"), now_unix_secs)?;
-        let store = UplinkStore { broadcasts: index.tree("broadcasts")?, ledger: index.tree("ledger")?, receivers: index.tree("receivers")?, index };
+        let store = UplinkStore {
+            broadcasts: index.tree("broadcasts")?,
+            ledger: index.tree("ledger")?,
+            receivers: index.tree("receivers")?,
+            index,
+        };
         Ok((store, how))
     }
 

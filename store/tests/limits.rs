@@ -27,7 +27,14 @@ fn payload(len: usize, seed: u64) -> Vec<u8> {
 
 /// Takes an object through the store as the reception machine would: begin, then every
 /// verified block. Returns its manifest, or the first I/O error.
-fn receive(store: &mut ReceiverStore, signer: &SigningKey, object_id: u64, name: &str, version: u64, payload: &[u8]) -> std::io::Result<Manifest> {
+fn receive(
+    store: &mut ReceiverStore,
+    signer: &SigningKey,
+    object_id: u64,
+    name: &str,
+    version: u64,
+    payload: &[u8],
+) -> std::io::Result<Manifest> {
     let oti = Oti::new_for_object(payload.len() as u64, 1436, 1 << 20).expect("oti");
     let blocks = fec::blocks(&oti);
     let slice = |b: &fec::Block| &payload[b.offset as usize..(b.offset + b.len) as usize];
@@ -55,7 +62,12 @@ fn write_blocks(store: &mut ReceiverStore, manifest: &Manifest, payload: &[u8]) 
     let oti = Oti::decode(&manifest.oti).expect("oti");
     for block in fec::blocks(&oti) {
         if !store.block_written(manifest.object_id, block.sbn) {
-            store.write_block(manifest.object_id, block.sbn, block.offset, &payload[block.offset as usize..(block.offset + block.len) as usize])?;
+            store.write_block(
+                manifest.object_id,
+                block.sbn,
+                block.offset,
+                &payload[block.offset as usize..(block.offset + block.len) as usize],
+            )?;
         }
     }
     Ok(())

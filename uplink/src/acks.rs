@@ -171,7 +171,13 @@ fn allow(limits: &Limits, county: &str) -> bool {
 }
 
 /// Binds `addr` and serves until `stop` is set, handing authenticated messages to `tx`.
-pub async fn serve(addr: SocketAddr, config: quinn::ServerConfig, tx: SyncSender<AckRequest>, revoked_clients: Arc<RevokedClients>, stop: Arc<AtomicBool>) -> Result<(), AckServerError> {
+pub async fn serve(
+    addr: SocketAddr,
+    config: quinn::ServerConfig,
+    tx: SyncSender<AckRequest>,
+    revoked_clients: Arc<RevokedClients>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), AckServerError> {
     let endpoint = quinn::Endpoint::server(config, addr).map_err(|source| AckServerError::Bind { addr, source })?;
     info!(local = ?endpoint.local_addr().ok(), "acknowledgement server listening");
     let limits: Limits = Arc::default();
@@ -242,7 +248,8 @@ async fn connection_loop(connection: quinn::Connection, tx: SyncSender<AckReques
                     AckReply::Refused
                 }
                 Ok(feedback) => {
-                    let proven = county.as_deref() == Some(feedback.county_code.as_str()) || certificate_names(&connection, &feedback.county_code);
+                    let proven =
+                        county.as_deref() == Some(feedback.county_code.as_str()) || certificate_names(&connection, &feedback.county_code);
                     if !proven {
                         warn!(%remote, claimed = %feedback.county_code, "feedback about a county the client certificate does not name: refused");
                         AckReply::Refused

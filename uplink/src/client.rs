@@ -38,7 +38,8 @@ impl Client {
     pub fn new(config: &UplinkConfig) -> Result<Client, ClientError> {
         let listen = config.control.listen.clone();
         let token = std::fs::read_to_string(control::token_path(&config.state_dir)).map_err(|_| ClientError::NotRunning(listen.clone()))?;
-        let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(15))).http_status_as_error(false).build().into();
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(15))).http_status_as_error(false).build().into();
         Ok(Client { base: format!("http://{listen}"), token: token.trim().to_owned(), agent })
     }
 
@@ -70,7 +71,8 @@ impl Client {
 
     /// POSTs a JSON body to a path.
     pub fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, ClientError> {
-        let result = self.agent.post(format!("{}{path}", self.base)).header("Authorization", format!("Bearer {}", self.token)).send_json(body);
+        let result =
+            self.agent.post(format!("{}{path}", self.base)).header("Authorization", format!("Bearer {}", self.token)).send_json(body);
         self.check(result)
     }
 }

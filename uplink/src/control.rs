@@ -121,7 +121,14 @@ pub struct Context {
 }
 
 /// Starts the API on its own thread; returns the receiving end of the command channel.
-pub fn start(listen: &str, store: Arc<UplinkStore>, queue: Queue, live: LiveStates, token: String, stop: Arc<AtomicBool>) -> Result<Receiver<Command>, ControlError> {
+pub fn start(
+    listen: &str,
+    store: Arc<UplinkStore>,
+    queue: Queue,
+    live: LiveStates,
+    token: String,
+    stop: Arc<AtomicBool>,
+) -> Result<Receiver<Command>, ControlError> {
     let server = tiny_http::Server::http(listen).map_err(|e| ControlError::Bind { addr: listen.to_owned(), why: e.to_string() })?;
     let (commands, rx) = sync_channel(COMMANDS_PENDING_MAX);
     let context = Context { store, queue, live, token, commands };
@@ -199,7 +206,9 @@ fn handle(context: &Context, mut request: tiny_http::Request) {
             let command = if *action == "cancel" {
                 Command::Cancel { object_id, reply }
             } else {
-                let to = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v.get("to").and_then(|t| t.as_str()).map(str::to_owned));
+                let to = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("to").and_then(|t| t.as_str()).map(str::to_owned));
                 let prefixes = match to.map(|t| satcast_protocol::manifest::parse_targets(&t)) {
                     Some(Ok(p)) => Some(p),
                     Some(Err(e)) => return error(request, 400, &format!("bad prefixes: {e}")),

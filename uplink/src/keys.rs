@@ -15,13 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::SeedableRng as _;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
-use satcast_protocol::trust::{
-    KeyCertificate, KeyTextError, NetworkKey, RootKey, RootPublicKey, SigningKey,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use satcast_protocol::trust::{KeyCertificate, KeyTextError, NetworkKey, RootKey, RootPublicKey, SigningKey};
 
 /// Root secret key, `satcast-root-secret-v1 <hex>`; move it offline after `init`.
 pub const ROOT_SECRET_FILE: &str = "root.secret";
@@ -151,11 +146,7 @@ pub fn init(dir: &Path, now_unix_secs: u64, validity_days: u32) -> Result<(), Ke
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca_params(now_unix_secs)?.self_signed(&ca_key)?;
     let uplink_key = KeyPair::generate()?;
-    let mut uplink_params = CertificateParams::new(vec![
-        UPLINK_SERVER_NAME.to_owned(),
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-    ])?;
+    let mut uplink_params = CertificateParams::new(vec![UPLINK_SERVER_NAME.to_owned(), "localhost".to_owned(), "127.0.0.1".to_owned()])?;
     uplink_params.distinguished_name = common_name(UPLINK_SERVER_NAME);
     uplink_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     uplink_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -164,55 +155,15 @@ pub fn init(dir: &Path, now_unix_secs: u64, validity_days: u32) -> Result<(), Ke
     let uplink_cert = uplink_params.signed_by(&uplink_key, &ca_cert, &ca_key)?;
 
     create_dir(dir)?;
-    write_new(
-        dir,
-        ROOT_SECRET_FILE,
-        root.to_text().as_bytes(),
-        Secrecy::Secret,
-    )?;
-    write_new(
-        dir,
-        ROOT_PUBLIC_FILE,
-        root.public().to_text().as_bytes(),
-        Secrecy::Public,
-    )?;
-    write_new(
-        dir,
-        SIGNING_SECRET_FILE,
-        signing.secret_to_text().as_bytes(),
-        Secrecy::Secret,
-    )?;
-    write_new(
-        dir,
-        SIGNING_CERT_FILE,
-        signing.certificate().to_text().as_bytes(),
-        Secrecy::Public,
-    )?;
-    write_new(
-        dir,
-        NETWORK_KEY_FILE,
-        network.to_text().as_bytes(),
-        Secrecy::Secret,
-    )?;
+    write_new(dir, ROOT_SECRET_FILE, root.to_text().as_bytes(), Secrecy::Secret)?;
+    write_new(dir, ROOT_PUBLIC_FILE, root.public().to_text().as_bytes(), Secrecy::Public)?;
+    write_new(dir, SIGNING_SECRET_FILE, signing.secret_to_text().as_bytes(), Secrecy::Secret)?;
+    write_new(dir, SIGNING_CERT_FILE, signing.certificate().to_text().as_bytes(), Secrecy::Public)?;
+    write_new(dir, NETWORK_KEY_FILE, network.to_text().as_bytes(), Secrecy::Secret)?;
     write_new(dir, CA_CERT_FILE, ca_cert.pem().as_bytes(), Secrecy::Public)?;
-    write_new(
-        dir,
-        CA_KEY_FILE,
-        ca_key.serialize_pem().as_bytes(),
-        Secrecy::Secret,
-    )?;
-    write_new(
-        dir,
-        UPLINK_CERT_FILE,
-        uplink_cert.pem().as_bytes(),
-        Secrecy::Public,
-    )?;
-    write_new(
-        dir,
-        UPLINK_KEY_FILE,
-        uplink_key.serialize_pem().as_bytes(),
-        Secrecy::Secret,
-    )?;
+    write_new(dir, CA_KEY_FILE, ca_key.serialize_pem().as_bytes(), Secrecy::Secret)?;
+    write_new(dir, UPLINK_CERT_FILE, uplink_cert.pem().as_bytes(), Secrecy::Public)?;
+    write_new(dir, UPLINK_KEY_FILE, uplink_key.serialize_pem().as_bytes(), Secrecy::Secret)?;
     sync_dir(dir)
 }
 
@@ -223,18 +174,9 @@ pub fn init(dir: &Path, now_unix_secs: u64, validity_days: u32) -> Result<(), Ke
 /// in `out`. The client certificate's validity starts from the system clock.
 pub fn receiver(dir: &Path, county_code: &str, out: &Path) -> Result<(), KeysError> {
     if county_code.len() != 6 || !county_code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(KeysError::CountyCode(
-            county_code.chars().take(32).collect(),
-        ));
+        return Err(KeysError::CountyCode(county_code.chars().take(32).collect()));
     }
-    let names = [
-        ROOT_PUBLIC_FILE,
-        NETWORK_KEY_FILE,
-        CA_CERT_FILE,
-        CLIENT_CERT_FILE,
-        CLIENT_KEY_FILE,
-        RECEIVER_CONFIG_FILE,
-    ];
+    let names = [ROOT_PUBLIC_FILE, NETWORK_KEY_FILE, CA_CERT_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, RECEIVER_CONFIG_FILE];
     refuse_existing(out, &names)?;
 
     // Parse before copying so a damaged key directory is caught here, not in a county.
@@ -259,37 +201,12 @@ pub fn receiver(dir: &Path, county_code: &str, out: &Path) -> Result<(), KeysErr
     let client_cert = params.signed_by(&client_key, &ca_issuer, &ca_key)?;
 
     create_dir(out)?;
-    write_new(
-        out,
-        ROOT_PUBLIC_FILE,
-        root.to_text().as_bytes(),
-        Secrecy::Public,
-    )?;
-    write_new(
-        out,
-        NETWORK_KEY_FILE,
-        network.to_text().as_bytes(),
-        Secrecy::Secret,
-    )?;
+    write_new(out, ROOT_PUBLIC_FILE, root.to_text().as_bytes(), Secrecy::Public)?;
+    write_new(out, NETWORK_KEY_FILE, network.to_text().as_bytes(), Secrecy::Secret)?;
     write_new(out, CA_CERT_FILE, ca_cert_pem.as_bytes(), Secrecy::Public)?;
-    write_new(
-        out,
-        CLIENT_CERT_FILE,
-        client_cert.pem().as_bytes(),
-        Secrecy::Public,
-    )?;
-    write_new(
-        out,
-        CLIENT_KEY_FILE,
-        client_key.serialize_pem().as_bytes(),
-        Secrecy::Secret,
-    )?;
-    write_new(
-        out,
-        RECEIVER_CONFIG_FILE,
-        receiver_config(county_code).as_bytes(),
-        Secrecy::Public,
-    )?;
+    write_new(out, CLIENT_CERT_FILE, client_cert.pem().as_bytes(), Secrecy::Public)?;
+    write_new(out, CLIENT_KEY_FILE, client_key.serialize_pem().as_bytes(), Secrecy::Secret)?;
+    write_new(out, RECEIVER_CONFIG_FILE, receiver_config(county_code).as_bytes(), Secrecy::Public)?;
     sync_dir(out)?;
     record_issued(dir, county_code, client_cert.der())
 }
@@ -384,7 +301,9 @@ pub fn rotate(dir: &Path, now_unix_secs: u64, validity_days: u32) -> Result<u64,
     let serial = old_serial + 1;
     let not_after = now_unix_secs + u64::from(validity_days) * 86_400;
     let new = SigningKey::generate(&mut os_rng()?, &root, serial, now_unix_secs, not_after);
-    for (name, kept) in [(SIGNING_SECRET_FILE, format!("signing.{old_serial}.secret")), (SIGNING_CERT_FILE, format!("signing.{old_serial}.cert"))] {
+    for (name, kept) in
+        [(SIGNING_SECRET_FILE, format!("signing.{old_serial}.secret")), (SIGNING_CERT_FILE, format!("signing.{old_serial}.cert"))]
+    {
         let from = dir.join(name);
         let to = dir.join(kept);
         fs::rename(&from, &to).map_err(io_error(&from))?;
@@ -406,15 +325,9 @@ pub fn load_signing_key(dir: &Path) -> Result<SigningKey, KeysError> {
     let cert = read_key_file(&cert_path)?;
     // Attribute a certificate problem to the certificate file, anything else to the secret.
     if let Err(source) = KeyCertificate::from_text(&cert) {
-        return Err(KeysError::KeyText {
-            path: cert_path,
-            source,
-        });
+        return Err(KeysError::KeyText { path: cert_path, source });
     }
-    SigningKey::from_text(&secret, &cert).map_err(|source| KeysError::KeyText {
-        path: secret_path,
-        source,
-    })
+    SigningKey::from_text(&secret, &cert).map_err(|source| KeysError::KeyText { path: secret_path, source })
 }
 
 /// Loads the network key (`network.key`) from `dir`.
@@ -427,10 +340,7 @@ pub fn load_network_key(dir: &Path) -> Result<NetworkKey, KeysError> {
 /// Loads a root public key file (`root.public`) from `path`.
 pub fn load_root_public(path: &Path) -> Result<RootPublicKey, KeysError> {
     let text = read_key_file(path)?;
-    RootPublicKey::from_text(&text).map_err(|source| KeysError::KeyText {
-        path: path.to_owned(),
-        source,
-    })
+    RootPublicKey::from_text(&text).map_err(|source| KeysError::KeyText { path: path.to_owned(), source })
 }
 
 /// The annotated example receiver configuration for `county_code`; paths are relative to
@@ -472,10 +382,7 @@ enum Secrecy {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> KeysError + '_ {
-    move |source| KeysError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| KeysError::Io { path: path.to_owned(), source }
 }
 
 fn os_rng() -> Result<rand::rngs::StdRng, KeysError> {
@@ -483,10 +390,7 @@ fn os_rng() -> Result<rand::rngs::StdRng, KeysError> {
 }
 
 fn system_now_unix_secs() -> Result<u64, KeysError> {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .map_err(|_| KeysError::Time(0))
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).map_err(|_| KeysError::Time(0))
 }
 
 fn common_name(name: &str) -> DistinguishedName {
@@ -501,11 +405,7 @@ fn ca_params(now_unix_secs: u64) -> Result<CertificateParams, KeysError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = common_name(CA_COMMON_NAME);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     set_tls_validity(&mut params, now_unix_secs)?;
     Ok(params)
 }
@@ -516,15 +416,11 @@ fn ca_params(now_unix_secs: u64) -> Result<CertificateParams, KeysError> {
 fn set_tls_validity(params: &mut CertificateParams, now_unix_secs: u64) -> Result<(), KeysError> {
     let epoch = rcgen::date_time_ymd(1970, 1, 1);
     let at = |unix_secs: u64| {
-        let offset = Duration::from_secs(unix_secs)
-            .try_into()
-            .map_err(|_| KeysError::Time(unix_secs))?;
+        let offset = Duration::from_secs(unix_secs).try_into().map_err(|_| KeysError::Time(unix_secs))?;
         epoch.checked_add(offset).ok_or(KeysError::Time(unix_secs))
     };
     params.not_before = at(now_unix_secs.saturating_sub(TLS_CERT_BACKDATE_SECS))?;
-    let not_after = now_unix_secs
-        .checked_add(TLS_CERT_VALIDITY_DAYS * DAY_SECS)
-        .ok_or(KeysError::Time(now_unix_secs))?;
+    let not_after = now_unix_secs.checked_add(TLS_CERT_VALIDITY_DAYS * DAY_SECS).ok_or(KeysError::Time(now_unix_secs))?;
     params.not_after = at(not_after)?;
     Ok(())
 }
@@ -570,11 +466,7 @@ fn write_new(dir: &Path, name: &str, contents: &[u8], secrecy: Secrecy) -> Resul
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(if secrecy == Secrecy::Secret {
-            0o600
-        } else {
-            0o644
-        });
+        options.mode(if secrecy == Secrecy::Secret { 0o600 } else { 0o644 });
     }
     #[cfg(not(unix))]
     let _ = secrecy;
@@ -587,9 +479,7 @@ fn write_new(dir: &Path, name: &str, contents: &[u8], secrecy: Secrecy) -> Resul
 
 fn sync_dir(dir: &Path) -> Result<(), KeysError> {
     #[cfg(unix)]
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))?;
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
@@ -598,15 +488,9 @@ fn sync_dir(dir: &Path) -> Result<(), KeysError> {
 fn read_key_file(path: &Path) -> Result<String, KeysError> {
     let file = fs::File::open(path).map_err(io_error(path))?;
     let mut bytes = Vec::new();
-    file.take(KEY_FILE_BYTES_MAX + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_error(path))?;
+    file.take(KEY_FILE_BYTES_MAX + 1).read_to_end(&mut bytes).map_err(io_error(path))?;
     if bytes.len() as u64 > KEY_FILE_BYTES_MAX {
-        return Err(KeysError::NotKeyFile {
-            path: path.to_owned(),
-        });
+        return Err(KeysError::NotKeyFile { path: path.to_owned() });
     }
-    String::from_utf8(bytes).map_err(|_| KeysError::NotKeyFile {
-        path: path.to_owned(),
-    })
+    String::from_utf8(bytes).map_err(|_| KeysError::NotKeyFile { path: path.to_owned() })
 }

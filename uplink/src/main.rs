@@ -303,9 +303,15 @@ fn print_status(status: &BroadcastStatus) {
     println!("delivered {}  in progress {}  silent {}  rejected {}", s.delivered, s.in_progress, s.silent, s.rejected);
     if !status.provinces.is_empty() {
         println!();
-        println!("{:<4} {:<16} {:>8} {:>9} {:>11} {:>7} {:>8}", "code", "province", "targeted", "delivered", "in progress", "silent", "rejected");
+        println!(
+            "{:<4} {:<16} {:>8} {:>9} {:>11} {:>7} {:>8}",
+            "code", "province", "targeted", "delivered", "in progress", "silent", "rejected"
+        );
         for p in &status.provinces {
-            println!("{:<4} {:<16} {:>8} {:>9} {:>11} {:>7} {:>8}", p.code, p.name, p.targeted, p.delivered, p.in_progress, p.silent, p.rejected);
+            println!(
+                "{:<4} {:<16} {:>8} {:>9} {:>11} {:>7} {:>8}",
+                p.code, p.name, p.targeted, p.delivered, p.in_progress, p.silent, p.rejected
+            );
         }
     }
     if !status.lagging.is_empty() {

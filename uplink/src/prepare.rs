@@ -41,7 +41,12 @@ pub enum PrepareError {
 
 /// Rebuilds an interrupted broadcast from its stored signed manifest, so counties see the
 /// same manifest and keep what they already have.
-pub fn resume(signed_manifest: Vec<u8>, payload: &Path, delivery: Delivery, checkpoint: Option<Checkpoint>) -> Result<NewObject, PrepareError> {
+pub fn resume(
+    signed_manifest: Vec<u8>,
+    payload: &Path,
+    delivery: Delivery,
+    checkpoint: Option<Checkpoint>,
+) -> Result<NewObject, PrepareError> {
     let signed = SignedManifest::from_bytes(&signed_manifest).map_err(|e| PrepareError::Stored(e.to_string()))?;
     let manifest = Manifest::from_bytes(&signed.manifest).map_err(|e| PrepareError::Stored(e.to_string()))?;
     let file = File::open(payload).map_err(|source| PrepareError::Read { path: payload.display().to_string(), source })?;

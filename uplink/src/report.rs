@@ -123,7 +123,13 @@ fn province_names() -> BTreeMap<String, String> {
 }
 
 /// The detailed status of one broadcast.
-pub fn status(id: u64, record: &BroadcastRecord, state: &str, ledger: &[(String, LedgerEntry)], registry: &BTreeMap<String, ReceiverRecord>) -> BroadcastStatus {
+pub fn status(
+    id: u64,
+    record: &BroadcastRecord,
+    state: &str,
+    ledger: &[(String, LedgerEntry)],
+    registry: &BTreeMap<String, ReceiverRecord>,
+) -> BroadcastStatus {
     let provinces_named = province_names();
     let by_county: BTreeMap<&str, &LedgerEntry> = ledger.iter().map(|(c, e)| (c.as_str(), e)).collect();
     let mut provinces: BTreeMap<String, ProvinceCounts> = BTreeMap::new();
@@ -158,20 +164,47 @@ pub fn status(id: u64, record: &BroadcastRecord, state: &str, ledger: &[(String,
             }
             Some(LedgerState::InProgress { needed }) => {
                 counts.in_progress += 1;
-                lagging.push(Lagging { code: county.into(), name, state: "in_progress".into(), detail: format!("needs {needed} symbols"), last_seen_unix_secs: last_seen });
+                lagging.push(Lagging {
+                    code: county.into(),
+                    name,
+                    state: "in_progress".into(),
+                    detail: format!("needs {needed} symbols"),
+                    last_seen_unix_secs: last_seen,
+                });
             }
             Some(LedgerState::Rejected { reason }) => {
                 counts.rejected += 1;
-                lagging.push(Lagging { code: county.into(), name, state: "rejected".into(), detail: reason.clone(), last_seen_unix_secs: last_seen });
+                lagging.push(Lagging {
+                    code: county.into(),
+                    name,
+                    state: "rejected".into(),
+                    detail: reason.clone(),
+                    last_seen_unix_secs: last_seen,
+                });
             }
             None => {
                 counts.silent += 1;
-                lagging.push(Lagging { code: county.into(), name, state: "silent".into(), detail: String::new(), last_seen_unix_secs: last_seen });
+                lagging.push(Lagging {
+                    code: county.into(),
+                    name,
+                    state: "silent".into(),
+                    detail: String::new(),
+                    last_seen_unix_secs: last_seen,
+                });
             }
         }
     }
     // Silent first (most in need of a phone call), then refused, then in progress.
-    lagging.sort_by_key(|l| (match l.state.as_str() { "silent" => 0, "rejected" => 1, _ => 2 }, l.code.clone()));
+    lagging.sort_by_key(|l| {
+        (
+            match l.state.as_str() {
+                "silent" => 0,
+                "rejected" => 1,
+                _ => 2,
+            },
+            l.code.clone(),
+        )
+    });
     lagging.truncate(LAGGING_LISTED_MAX);
     let provinces: Vec<ProvinceCounts> = provinces.into_values().collect();
     let sum = |f: fn(&ProvinceCounts) -> usize| provinces.iter().map(f).sum::<usize>();
@@ -196,7 +229,12 @@ pub fn status(id: u64, record: &BroadcastRecord, state: &str, ledger: &[(String,
 
 /// The registry as a list; `silent_for_secs` keeps only counties not heard from for that
 /// long (or never), `all` includes counties that never connected.
-pub fn receivers(registry: &BTreeMap<String, ReceiverRecord>, now_unix_secs: u64, silent_for_secs: Option<u64>, all: bool) -> Vec<ReceiverSummary> {
+pub fn receivers(
+    registry: &BTreeMap<String, ReceiverRecord>,
+    now_unix_secs: u64,
+    silent_for_secs: Option<u64>,
+    all: bool,
+) -> Vec<ReceiverSummary> {
     registry
         .iter()
         .filter(|(_, r)| all || r.last_seen_unix_secs.is_some())

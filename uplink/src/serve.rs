@@ -251,7 +251,8 @@ impl Uplink {
             if self.airing.contains(&job.object_id) || self.failed.contains(&job.object_id) {
                 continue;
             }
-            let added = self.open_job(&job).and_then(|object| self.broadcaster.add_object(Instant::now(), object).map_err(|e| e.to_string()));
+            let added =
+                self.open_job(&job).and_then(|object| self.broadcaster.add_object(Instant::now(), object).map_err(|e| e.to_string()));
             match added {
                 Ok(()) => {
                     info!(object = %job.object_id, kind = %job.kind, name = %job.name, version = job.version, targets = ?job.targets, priority = %job.priority, "airing");
@@ -325,8 +326,17 @@ impl Uplink {
             return prepare::resume(record.signed_manifest, &payload, delivery, checkpoint).map(schedule).map_err(|e| e.to_string());
         }
         let (delivery, targets) = self.delivery_for(job, None);
-        let object = prepare(job, &payload, self.symbol_size, self.config.fec.block_bytes_max, &self.signing_key, delivery, now_secs, self.config.carousel.manifest_lifetime_secs)
-            .map_err(|e| e.to_string())?;
+        let object = prepare(
+            job,
+            &payload,
+            self.symbol_size,
+            self.config.fec.block_bytes_max,
+            &self.signing_key,
+            delivery,
+            now_secs,
+            self.config.carousel.manifest_lifetime_secs,
+        )
+        .map_err(|e| e.to_string())?;
         // Written before the first symbol airs, so a restart never signs it anew.
         let record = BroadcastRecord {
             signed_manifest: object.signed_manifest.clone(),
@@ -373,7 +383,12 @@ impl Uplink {
         match command {
             Command::Cancel { object_id, reply } => {
                 let id = format!("{object_id:016x}");
-                let answer = if self.broadcaster.cancel(object_id) || self.queue.find(&id).is_some_and(|_| !self.airing.contains(&id) && self.store.broadcast(object_id).ok().flatten().is_none()) {
+                let answer = if self.broadcaster.cancel(object_id)
+                    || self
+                        .queue
+                        .find(&id)
+                        .is_some_and(|_| !self.airing.contains(&id) && self.store.broadcast(object_id).ok().flatten().is_none())
+                {
                     self.airing.remove(&id);
                     set_outcome(&self.store, object_id, "cancelled");
                     if let Err(error) = self.queue.finish(&id) {
@@ -442,7 +457,9 @@ impl Uplink {
     fn handle_events(&mut self) {
         while let Some(event) = self.broadcaster.poll_event() {
             match event {
-                BroadcastEvent::CarouselFinished { object_id } | BroadcastEvent::Completed { object_id, .. } | BroadcastEvent::DeadlinePassed { object_id, .. } => {
+                BroadcastEvent::CarouselFinished { object_id }
+                | BroadcastEvent::Completed { object_id, .. }
+                | BroadcastEvent::DeadlinePassed { object_id, .. } => {
                     let id = format!("{object_id:016x}");
                     let outcome = match event {
                         BroadcastEvent::Completed { .. } => "completed",
@@ -562,7 +579,10 @@ fn record_feedback(store: &UplinkStore, broadcaster: &mut Broadcaster, feedback:
     // Reports about broadcasts this uplink never aired do not grow the ledger.
     let known = |object_id: u64| store.broadcast(object_id).map(|r| r.is_some());
     match &feedback.message {
-        FeedbackMessage::Progress { object_id, .. } | FeedbackMessage::Complete { object_id, .. } | FeedbackMessage::Rejected { object_id, .. } | FeedbackMessage::HookResult { object_id, .. }
+        FeedbackMessage::Progress { object_id, .. }
+        | FeedbackMessage::Complete { object_id, .. }
+        | FeedbackMessage::Rejected { object_id, .. }
+        | FeedbackMessage::HookResult { object_id, .. }
             if !known(*object_id)? =>
         {
             warn!(object = %format!("{object_id:016x}"), county, "feedback about an unknown broadcast ignored");

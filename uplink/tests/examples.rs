@@ -16,8 +16,14 @@ fn bad_values_are_named() {
     let path = dir.path().join("uplink.toml");
     for (text, needle) in [
         ("state_dir = \"s\"\nkeys_dir = \"k\"\n[downlink]\ndestination = \"127.0.0.1:1\"\nlink_rate_bits_per_sec = 5\n", "link_rate"),
-        ("state_dir = \"s\"\nkeys_dir = \"k\"\n[downlink]\ndestination = \"127.0.0.1:1\"\nlink_rate_bits_per_sec = 1000000\nmtu = 60\n", "mtu"),
-        ("state_dir = \"s\"\nkeys_dir = \"k\"\n[downlink]\ndestination = \"127.0.0.1:1\"\nlink_rate_bits_per_sec = 1000000\n[carousel]\npasses = 0\n", "passes"),
+        (
+            "state_dir = \"s\"\nkeys_dir = \"k\"\n[downlink]\ndestination = \"127.0.0.1:1\"\nlink_rate_bits_per_sec = 1000000\nmtu = 60\n",
+            "mtu",
+        ),
+        (
+            "state_dir = \"s\"\nkeys_dir = \"k\"\n[downlink]\ndestination = \"127.0.0.1:1\"\nlink_rate_bits_per_sec = 1000000\n[carousel]\npasses = 0\n",
+            "passes",
+        ),
         ("state_dir = \"s\"\nkeys_dir = \"k\"\n", "downlink"),
     ] {
         std::fs::write(&path, text).expect("write");

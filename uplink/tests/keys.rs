@@ -21,10 +21,7 @@ fn read(path: &Path) -> String {
 
 /// Decodes the first PEM block of `pem` (no base64 crate in this workspace's uplink).
 fn pem_der(pem: &str) -> Vec<u8> {
-    let body: String = pem
-        .lines()
-        .filter(|line| !line.starts_with("-----"))
-        .collect();
+    let body: String = pem.lines().filter(|line| !line.starts_with("-----")).collect();
     let value = |c: u8| match c {
         b'A'..=b'Z' => Some(c - b'A'),
         b'a'..=b'z' => Some(c - b'a' + 26),
@@ -54,11 +51,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// wrapping an OCTET STRING).
 fn subject_key_id(der: &[u8]) -> Vec<u8> {
     let oid = [0x06, 0x03, 0x55, 0x1d, 0x0e];
-    let at = der
-        .windows(oid.len())
-        .position(|w| w == oid)
-        .expect("certificate has an SKI")
-        + oid.len();
+    let at = der.windows(oid.len()).position(|w| w == oid).expect("certificate has an SKI") + oid.len();
     let rest = &der[at..];
     assert_eq!((rest[0], rest[2]), (0x04, 0x04), "SKI layout");
     rest[4..4 + usize::from(rest[3])].to_vec()
@@ -87,32 +80,15 @@ fn init_writes_a_private_complete_key_directory() {
     let dir = tmp.path().join("keys");
     keys::init(&dir, NOW, 90).expect("init");
 
-    let secrets = [
-        "root.secret",
-        "signing.secret",
-        "network.key",
-        "ca.key.pem",
-        "uplink.key.pem",
-    ];
-    let publics = [
-        "root.public",
-        "signing.cert",
-        "ca.cert.pem",
-        "uplink.cert.pem",
-    ];
+    let secrets = ["root.secret", "signing.secret", "network.key", "ca.key.pem", "uplink.key.pem"];
+    let publics = ["root.public", "signing.cert", "ca.cert.pem", "uplink.cert.pem"];
     for name in secrets.iter().chain(&publics) {
         assert!(dir.join(name).is_file(), "{name} written");
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = |name: &str| {
-            std::fs::metadata(dir.join(name))
-                .expect("metadata")
-                .permissions()
-                .mode()
-                & 0o777
-        };
+        let mode = |name: &str| std::fs::metadata(dir.join(name)).expect("metadata").permissions().mode() & 0o777;
         for name in secrets {
             assert_eq!(mode(name), 0o600, "{name} is private");
         }
@@ -128,28 +104,16 @@ fn init_writes_a_private_complete_key_directory() {
 
     let signing = keys::load_signing_key(&dir).expect("signing key loads");
     let body = signing.certificate().body;
-    assert_eq!(
-        (body.not_before_unix_secs, body.not_after_unix_secs),
-        (NOW, NOW + 90 * 86_400)
-    );
+    assert_eq!((body.not_before_unix_secs, body.not_after_unix_secs), (NOW, NOW + 90 * 86_400));
     let root = keys::load_root_public(&dir.join("root.public")).expect("root loads");
-    signing
-        .certificate()
-        .verify(&root, NOW)
-        .expect("certified by the root");
+    signing.certificate().verify(&root, NOW).expect("certified by the root");
 
     let uplink_der = pem_der(&read(&dir.join("uplink.cert.pem")));
     assert!(contains(&uplink_der, b"satcast-uplink"));
     assert!(contains(&uplink_der, b"localhost"));
-    assert!(
-        contains(&uplink_der, &[0x87, 0x04, 127, 0, 0, 1]),
-        "IP SAN 127.0.0.1"
-    );
+    assert!(contains(&uplink_der, &[0x87, 0x04, 127, 0, 0, 1]), "IP SAN 127.0.0.1");
     let ca_der = pem_der(&read(&dir.join("ca.cert.pem")));
-    assert!(
-        contains(&uplink_der, &subject_key_id(&ca_der)),
-        "issued by the CA"
-    );
+    assert!(contains(&uplink_der, &subject_key_id(&ca_der)), "issued by the CA");
 }
 
 #[test]
@@ -159,10 +123,7 @@ fn init_refuses_to_overwrite() {
     keys::init(&dir, NOW, 30).expect("init");
     let before = read(&dir.join("root.secret"));
     let result = keys::init(&dir, NOW, 30);
-    assert!(
-        matches!(result, Err(KeysError::Exists { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(KeysError::Exists { .. })), "{result:?}");
     assert_eq!(read(&dir.join("root.secret")), before, "root key untouched");
 
     // One stray key file is enough to refuse, and nothing else is written.
@@ -170,17 +131,11 @@ fn init_refuses_to_overwrite() {
     std::fs::create_dir(&other).expect("mkdir");
     std::fs::write(other.join("network.key"), "keep me").expect("write");
     let result = keys::init(&other, NOW, 30);
-    assert!(
-        matches!(&result, Err(KeysError::Exists { path }) if path.ends_with("network.key")),
-        "{result:?}"
-    );
+    assert!(matches!(&result, Err(KeysError::Exists { path }) if path.ends_with("network.key")), "{result:?}");
     assert_eq!(std::fs::read_dir(&other).expect("read_dir").count(), 1);
 
     let result = keys::init(&tmp.path().join("zero"), NOW, 0);
-    assert!(
-        matches!(result, Err(KeysError::ValidityDays(0))),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(KeysError::ValidityDays(0))), "{result:?}");
 }
 
 #[test]
@@ -191,27 +146,11 @@ fn receiver_bundle_parses_and_works_with_the_uplink_keys() {
     keys::init(&dir, NOW, 30).expect("init");
     keys::receiver(&dir, COUNTY, &out).expect("bundle");
 
-    for name in [
-        "root.public",
-        "network.key",
-        "ca.cert.pem",
-        "client.cert.pem",
-        "client.key.pem",
-        "receiver.toml",
-    ] {
+    for name in ["root.public", "network.key", "ca.cert.pem", "client.cert.pem", "client.key.pem", "receiver.toml"] {
         assert!(out.join(name).is_file(), "{name} written");
     }
-    for secret in [
-        "root.secret",
-        "signing.secret",
-        "signing.cert",
-        "ca.key.pem",
-        "uplink.key.pem",
-    ] {
-        assert!(
-            !out.join(secret).exists(),
-            "{secret} must not leave the uplink"
-        );
+    for secret in ["root.secret", "signing.secret", "signing.cert", "ca.key.pem", "uplink.key.pem"] {
+        assert!(!out.join(secret).exists(), "{secret} must not leave the uplink");
     }
 
     // The client certificate names the county in its CN and its DNS SAN, and chains to
@@ -220,47 +159,31 @@ fn receiver_bundle_parses_and_works_with_the_uplink_keys() {
     assert!(contains(&client_der, COUNTY.as_bytes()));
     assert!(contains(&client_der, b"410102.county.satcast"));
     assert!(contains(&client_der, b"satcast private CA"), "issuer name");
-    assert_eq!(
-        read(&out.join("ca.cert.pem")),
-        read(&dir.join("ca.cert.pem"))
-    );
+    assert_eq!(read(&out.join("ca.cert.pem")), read(&dir.join("ca.cert.pem")));
     let ca_der = pem_der(&read(&out.join("ca.cert.pem")));
-    assert!(
-        contains(&client_der, &subject_key_id(&ca_der)),
-        "authority key id is the CA's"
-    );
+    assert!(contains(&client_der, &subject_key_id(&ca_der)), "authority key id is the CA's");
     rcgen::KeyPair::from_pem(&read(&out.join("client.key.pem"))).expect("client key parses");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
         for name in ["client.key.pem", "network.key"] {
-            let mode = std::fs::metadata(out.join(name))
-                .expect("metadata")
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(out.join(name)).expect("metadata").permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{name} is private");
         }
     }
 
     // Keys load back and agree with the uplink's.
     let root = keys::load_root_public(&out.join("root.public")).expect("root loads");
-    assert_eq!(
-        keys::load_network_key(&out).expect("loads"),
-        keys::load_network_key(&dir).expect("loads")
-    );
+    assert_eq!(keys::load_network_key(&out).expect("loads"), keys::load_network_key(&dir).expect("loads"));
     let signing = keys::load_signing_key(&dir).expect("signing key loads");
     let signed = signing.sign_manifest(&manifest()).expect("valid manifest");
-    let verified =
-        verify_manifest(&signed.to_bytes(), &root, COUNTY, NOW + 60, None).expect("verifies");
+    let verified = verify_manifest(&signed.to_bytes(), &root, COUNTY, NOW + 60, None).expect("verifies");
     assert_eq!(verified, manifest());
 
     assert_eq!(read(&out.join("receiver.toml")), EXPECTED_CONFIG);
 
     let result = keys::receiver(&dir, COUNTY, &out);
-    assert!(
-        matches!(result, Err(KeysError::Exists { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(KeysError::Exists { .. })), "{result:?}");
 }
 
 #[test]
@@ -270,32 +193,19 @@ fn receiver_rejects_bad_county_codes_and_missing_keys() {
     keys::init(&dir, NOW, 30).expect("init");
     for code in ["", "4101", "4101020", "41010x", "４１０１０２"] {
         let result = keys::receiver(&dir, code, &tmp.path().join("out"));
-        assert!(
-            matches!(result, Err(KeysError::CountyCode(_))),
-            "{code:?}: {result:?}"
-        );
+        assert!(matches!(result, Err(KeysError::CountyCode(_))), "{code:?}: {result:?}");
     }
     assert!(!tmp.path().join("out").exists());
 
-    let result = keys::receiver(
-        &tmp.path().join("nowhere"),
-        COUNTY,
-        &tmp.path().join("out2"),
-    );
+    let result = keys::receiver(&tmp.path().join("nowhere"), COUNTY, &tmp.path().join("out2"));
     assert!(matches!(result, Err(KeysError::Io { .. })), "{result:?}");
 
     std::fs::write(dir.join("network.key"), "satcast-root-public-v1 00").expect("write");
     let result = keys::load_network_key(&dir);
-    assert!(
-        matches!(result, Err(KeysError::KeyText { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(KeysError::KeyText { .. })), "{result:?}");
     std::fs::write(dir.join("signing.cert"), vec![b'0'; 100_000]).expect("write");
     let result = keys::load_signing_key(&dir);
-    assert!(
-        matches!(result, Err(KeysError::NotKeyFile { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(KeysError::NotKeyFile { .. })), "{result:?}");
 }
 
 const EXPECTED_CONFIG: &str = r#"# satcast receiver configuration for county 410102
