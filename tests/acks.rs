@@ -26,7 +26,7 @@ fn options(seed: u64, counties: &[&str]) -> ClusterOptions {
 fn acknowledgements_held_through_a_wan_outage_all_arrive_once_it_returns() {
     let seed = seed("ACKS_SEED", "acks");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cluster = Cluster::start(dir.path(), &options(seed, &["410102", "410103"])).expect("cluster");
+    let cluster = Cluster::start(dir.path(), &options(seed, &["410102", "410103"])).expect("cluster");
     let uplink_log = |c: &Cluster| c.uplink.as_ref().map(|d| d.log_text()).unwrap_or_default();
     // Both counties said hello, so both are enrolled and targeted.
     let wan = cluster.wan.as_ref().expect("wan");

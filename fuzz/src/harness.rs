@@ -26,9 +26,12 @@ use satcast_protocol::trust::{
 };
 use satcast_protocol::wire::{self, Body, Datagram, ManifestAssembler};
 
+/// A fuzz target: its name and the function that takes one input.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// Every protocol target, by the name of its `fuzz/fuzz_targets/<name>.rs`, corpus and
 /// regressions directory.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[Target] = &[
     ("wire_parse", wire_parse),
     ("wire_sealed", wire_sealed),
     ("manifest", manifest),

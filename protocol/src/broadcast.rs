@@ -529,7 +529,7 @@ impl Airing {
 
     fn encoder(&mut self, sbn: u8) -> std::io::Result<&BlockEncoder> {
         if !self.encoders.contains_key(&sbn) {
-            let block = self.blocks[usize::from(sbn)].clone();
+            let block = self.blocks[usize::from(sbn)];
             let mut data = vec![0u8; block.len as usize];
             self.source.read_at(block.offset, &mut data)?;
             let encoder = BlockEncoder::new(&self.oti, sbn, &data).map_err(std::io::Error::other)?;
@@ -698,7 +698,7 @@ impl Broadcaster {
     /// Takes one feedback message. The caller has authenticated `feedback.county_code`.
     pub fn handle_feedback(&mut self, now: Instant, feedback: &Feedback) {
         let county = &feedback.county_code;
-        let (object_id, update): (u64, Box<dyn FnOnce(&mut FeedbackState)>) = match &feedback.message {
+        let (object_id, update): (u64, FeedbackUpdate) = match &feedback.message {
             FeedbackMessage::Hello { .. } | FeedbackMessage::HookResult { .. } => return,
             FeedbackMessage::Progress { object_id, needs, symbols_received, .. } => {
                 let report = Report { received_at: now, needs: needs.clone(), symbols_received: *symbols_received };
@@ -1002,3 +1002,6 @@ impl Broadcaster {
         self.events.pop_front()
     }
 }
+
+/// A change to one county's feedback state, decided before the object is looked up.
+type FeedbackUpdate = Box<dyn FnOnce(&mut FeedbackState)>;

@@ -759,7 +759,7 @@ impl Reception {
             return self.try_decode_counted(object_id, sbn, store);
         }
         let Some(inc) = self.incoming.get(&object_id) else { return };
-        let block = inc.blocks[usize::from(sbn)].clone();
+        let block = inc.blocks[usize::from(sbn)];
         let expected_hash = inc.manifest.block_hashes[usize::from(sbn)];
         let oti = inc.oti;
         let symbols = match store.symbols(object_id, sbn) {

@@ -195,7 +195,7 @@ fn an_older_version_finishing_after_a_newer_one_is_refused() {
     let (new, new_payload, _) = object(31, 2, 0x22);
     assert!(accepted(&w.air_manifest(&signer, &old, NOW)));
     assert!(accepted(&w.air_manifest(&signer, &new, NOW)));
-    let mut air_symbols = |w: &mut World, manifest: &Manifest, payload: &[u8]| {
+    let air_symbols = |w: &mut World, manifest: &Manifest, payload: &[u8]| {
         let encoder = BlockEncoder::new(&oti, 0, payload).expect("encoder");
         let mut buf = Vec::new();
         let mut symbol = Vec::new();

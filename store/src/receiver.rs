@@ -341,7 +341,7 @@ impl ReceiverStore {
     }
 
     fn spool_bytes(&self) -> u64 {
-        self.partials.iter().map(|(_, p)| p.spool.bytes() + p.partial_bytes).sum()
+        self.partials.values().map(|p| p.spool.bytes() + p.partial_bytes).sum()
     }
 
     fn cache_bytes(&self) -> u64 {

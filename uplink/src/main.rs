@@ -350,7 +350,8 @@ fn wait(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
         let s = &status.summary;
         if !json {
             let width = 30;
-            let filled = if s.targeted == 0 { 0 } else { s.delivered * width / s.targeted };
+            // Delivered can exceed targeted (a county enrolled after the targets were fixed).
+            let filled = (s.delivered * width).checked_div(s.targeted).unwrap_or(0).min(width);
             eprint!("\r[{}{}] {}/{} counties  {:<10}", "#".repeat(filled), " ".repeat(width - filled), s.delivered, s.targeted, s.state);
         }
         if matches!(s.state.as_str(), "completed" | "cancelled" | "deadline" | "aired") {

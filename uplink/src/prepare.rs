@@ -78,6 +78,7 @@ impl BlockSource for FileSource {
 }
 
 /// Builds, signs and wraps one queued job for the broadcast machine.
+#[allow(clippy::too_many_arguments)] // each argument is a distinct setting; a struct would only rename them
 pub fn prepare(
     job: &Job,
     payload: &Path,
