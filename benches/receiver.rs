@@ -59,7 +59,8 @@ fn receive(keys: &common::Keys, datagrams: &[Vec<u8>], store: &mut dyn Reception
     let wall = common::now_unix_secs();
     let mut complete = None;
     for datagram in datagrams {
-        reception.handle_datagram(Instant::now(), wall, datagram, store);
+        reception.handle_datagram(Instant::now(), wall, datagram);
+        satcast_protocol::storage::drain(&mut reception, store);
         while let Some(event) = reception.poll_event() {
             match event {
                 ReceptionEvent::Complete { manifest } => complete = Some(*manifest),

@@ -6,10 +6,13 @@
 #![warn(missing_docs)]
 
 pub mod broadcast;
+pub mod esi_set;
 pub mod fec;
 pub mod feedback;
 pub mod manifest;
 pub mod pacer;
+pub mod receiver_node;
 pub mod reception;
+pub mod storage;
 pub mod trust;
 pub mod wire;

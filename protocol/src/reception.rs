@@ -4,16 +4,23 @@
 //! collects symbols through a [`ReceptionStore`], decodes each source block as soon as it
 //! can, checks every block against its signed BLAKE3 (a poisoned block is dropped and
 //! collected again, the others are kept) and finally the whole object. It performs no I/O
-//! of its own: the driver supplies the store, the time and the wall-clock time.
+//! of its own: storage work goes out as [`StoreRequest`]s (see [`crate::storage`]) and
+//! comes back through [`Reception::handle_completion`]; the driver supplies the time and
+//! the wall-clock time.
 //!
 //! Call order, for a driver:
 //! 1. [`Reception::set_delivered`] for every (kind, name) already delivered (from durable
 //!    trust state), before the first datagram;
+//!    [`Reception::resume`] for every partial object storage kept;
 //! 2. [`Reception::handle_datagram`] for each datagram received;
-//! 3. [`Reception::poll_event`] until `None`; on [`ReceptionEvent::Complete`] make the
-//!    object durable and deliver it, then call [`Reception::set_delivered`];
-//! 4. [`Reception::handle_tick`] about once a second, to expire stale partial objects;
-//! 5. [`Reception::handle_timeout`] when [`Reception::poll_timeout`] comes due, then
+//! 3. [`Reception::poll_request`] until `None`, handing each request to the executor in
+//!    order, and [`Reception::handle_completion`] for each completion it returns (in any
+//!    later call; the machine keeps no bound of its own on requests because the driver
+//!    drains them after every call, and the executor's queue carries the bound);
+//! 4. [`Reception::poll_event`] until `None`; on [`ReceptionEvent::Complete`] make the
+//!    object durable and deliver it, then call [`Reception::mark_delivered`];
+//! 5. [`Reception::handle_tick`] about once a second, to expire stale partial objects;
+//! 6. [`Reception::handle_timeout`] when [`Reception::poll_timeout`] comes due, then
 //!    [`Reception::poll_feedback`] until `None`, sending each message to the uplink.
 //!
 //! Feedback: after each ROUND marker the receiver reports, per block, how many more symbols
@@ -25,14 +32,17 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::io;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use crate::esi_set::{EsiSet, Inserted};
 use crate::fec::{self, Block, FecError, Oti};
 use crate::feedback::{Feedback, FeedbackMessage};
 use crate::manifest::{Kind, Manifest};
+use crate::storage::{DecodeOutcome, Held, NotKept, StoreCompletion, StoreRequest, VerifyOutcome};
+// Where they lived before storage became requests; the daemon's store and tests name them here.
+pub use crate::storage::{MemoryStore, ReceptionStore};
 use crate::trust::{self, Accepted, RootPublicKey, TrustError};
 use crate::wire::{self, Body, ManifestAssembler, NetworkKey, WireError};
 
@@ -58,30 +68,6 @@ const EARLY_ENTRY_OVERHEAD_BYTES: usize = 64;
 /// The most feedback messages waiting for the driver; the oldest progress reports are
 /// dropped beyond it (the next round asks again).
 pub const FEEDBACK_QUEUE_MAX: usize = 1024;
-
-/// Where received symbols and decoded blocks go. The in-memory [`MemoryStore`] serves tests
-/// and the simulator; the receiver daemon uses a durable one.
-pub trait ReceptionStore {
-    /// An object was accepted: keep its signed manifest, so a restart can re-verify and
-    /// resume it from what was already kept.
-    fn begin_object(&mut self, manifest: &Manifest, signed_manifest: &[u8]) -> io::Result<()>;
-    /// Keeps one symbol. Returns false if that ESI was already kept for the block.
-    fn add_symbol(&mut self, object_id: u64, sbn: u8, esi: u32, symbol: &[u8]) -> io::Result<bool>;
-    /// How many distinct symbols are kept for the block.
-    fn symbol_count(&self, object_id: u64, sbn: u8) -> u32;
-    /// Every symbol kept for the block.
-    fn symbols(&mut self, object_id: u64, sbn: u8) -> io::Result<Vec<(u32, Vec<u8>)>>;
-    /// Forgets the symbols of one block (decoded, or poisoned).
-    fn clear_block(&mut self, object_id: u64, sbn: u8) -> io::Result<()>;
-    /// Writes a decoded, verified block at its offset in the partial object.
-    fn write_block(&mut self, object_id: u64, sbn: u8, offset: u64, data: &[u8]) -> io::Result<()>;
-    /// Whether a verified block was written before (so a restart does not collect it again).
-    fn block_written(&self, object_id: u64, sbn: u8) -> bool;
-    /// BLAKE3 of the partial object's first `len` bytes, read back from where it is kept.
-    fn object_hash(&mut self, object_id: u64, len: u64) -> io::Result<[u8; 32]>;
-    /// Forgets everything about an object.
-    fn discard(&mut self, object_id: u64) -> io::Result<()>;
-}
 
 /// Why a manifest was not accepted.
 #[derive(Debug, Error)]
@@ -209,15 +195,15 @@ pub struct ReceptionStats {
 }
 
 /// How faithfully symbols are processed. The simulator uses [`Fidelity::Counting`] to run
-/// thousands of receivers: the same machine, the same manifests, reports and events, but
-/// symbols are counted instead of kept, and a block "decodes" with the probability RFC 6330
-/// gives for the symbols held instead of being decoded and hashed.
+/// thousands of receivers: the same machine, the same manifests, requests, reports and
+/// events, but symbol requests carry no bytes, and its executor lets a block "decode" with
+/// the probability RFC 6330 gives for the symbols counted
+/// ([`crate::storage::execute_counting`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fidelity {
-    /// Keep symbols, decode with RaptorQ, verify every hash: what the daemon runs.
+    /// Symbol requests carry the symbols: what the daemon runs.
     Full,
-    /// Count symbols; decoding succeeds with probability 1 - 0.01 * 0.01^(n - K) for n >= K
-    /// distinct symbols (RFC 6330 section 5.6 failure probabilities).
+    /// Symbol requests carry no bytes.
     Counting,
 }
 
@@ -266,8 +252,14 @@ struct Incoming {
     blocks: Vec<Block>,
     verified: Vec<bool>,
     remaining: usize,
-    /// Distinct symbols kept per block, as the store counts them.
-    kept: Vec<u32>,
+    /// The ESIs kept per block (sent to storage and not refused).
+    kept: Vec<EsiSet>,
+    /// Per block: a decode request is out, and how many symbols were counted when the last
+    /// attempt came back undecodable (the next attempt waits for more).
+    decoding: Vec<bool>,
+    tried_at: Vec<u32>,
+    /// A whole-object verification is out.
+    verifying: bool,
     /// Serial of the key that signed the manifest, so a later revocation can drop it.
     signer_serial: u64,
     /// DATA symbols of this object received, useful or not: the uplink's loss estimate.
@@ -311,6 +303,7 @@ pub struct Reception {
     delivered: HashMap<(Kind, String), Accepted>,
     last_heartbeat: Option<(u64, Instant)>,
     events: VecDeque<ReceptionEvent>,
+    requests: VecDeque<StoreRequest>,
     stats: ReceptionStats,
 }
 
@@ -336,6 +329,7 @@ impl Reception {
             delivered: HashMap::new(),
             last_heartbeat: None,
             events: VecDeque::new(),
+            requests: VecDeque::new(),
             stats: ReceptionStats::default(),
             config,
         }
@@ -352,7 +346,7 @@ impl Reception {
         self.revoked = (sequence, revoked_serials.iter().copied().collect());
     }
 
-    fn handle_revocation(&mut self, signed: &[u8], store: &mut dyn ReceptionStore) {
+    fn handle_revocation(&mut self, signed: &[u8]) {
         let revocation = match trust::verify_revocation(signed, &self.config.root) {
             Ok(revocation) => revocation,
             Err(error) => return self.push(ReceptionEvent::RevocationRejected { reason: error.to_string() }),
@@ -370,9 +364,7 @@ impl Reception {
             .collect();
         for (object_id, serial) in doomed {
             self.incoming.remove(&object_id);
-            if let Err(error) = store.discard(object_id) {
-                self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
-            }
+            self.requests.push_back(StoreRequest::Discard { object_id });
             self.push(ReceptionEvent::Rejected { object_id, reason: RejectReason::Trust(TrustError::KeyRevoked { serial }) });
         }
         self.push(ReceptionEvent::RevocationsUpdated { sequence: revocation.sequence, revoked_serials: revocation.revoked_serials });
@@ -447,11 +439,11 @@ impl Reception {
             .iter()
             .zip(&inc.verified)
             .zip(&inc.kept)
-            .map(|((block, verified), kept)| match (*verified, *kept >= block.source_symbols) {
+            .map(|((block, verified), kept)| match (*verified, kept.count() >= block.source_symbols) {
                 (true, _) => 0,
                 // K symbols that did not decode yet: RaptorQ almost always needs one or two more.
                 (false, true) => 2,
-                (false, false) => block.source_symbols - kept,
+                (false, false) => block.source_symbols - kept.count(),
             })
             .collect();
         self.send_feedback(FeedbackMessage::Progress { object_id, round, needs, symbols_received });
@@ -469,7 +461,9 @@ impl Reception {
 
     /// Distinct symbols kept for an object's unverified blocks, and its verified blocks.
     pub fn held(&self, object_id: u64) -> Option<(u64, usize)> {
-        self.incoming.get(&object_id).map(|inc| (inc.kept.iter().map(|k| u64::from(*k)).sum(), inc.verified.iter().filter(|v| **v).count()))
+        self.incoming
+            .get(&object_id)
+            .map(|inc| (inc.kept.iter().map(|k| u64::from(k.count())).sum(), inc.verified.iter().filter(|v| **v).count()))
     }
 
     /// Progress of every partial object.
@@ -488,6 +482,11 @@ impl Reception {
     /// The next event for the driver.
     pub fn poll_event(&mut self) -> Option<ReceptionEvent> {
         self.events.pop_front()
+    }
+
+    /// The next storage request, in the order they must be carried out.
+    pub fn poll_request(&mut self) -> Option<StoreRequest> {
+        self.requests.pop_front()
     }
 
     fn push(&mut self, event: ReceptionEvent) {
@@ -512,9 +511,9 @@ impl Reception {
     }
 
     /// Handles one received datagram.
-    pub fn handle_datagram(&mut self, now: Instant, wall_unix_secs: u64, bytes: &[u8], store: &mut dyn ReceptionStore) {
+    pub fn handle_datagram(&mut self, now: Instant, wall_unix_secs: u64, bytes: &[u8]) {
         match wire::parse(bytes, &self.config.network_key) {
-            Ok(datagram) => self.handle_parsed(now, wall_unix_secs, &datagram, store),
+            Ok(datagram) => self.handle_parsed(now, wall_unix_secs, &datagram),
             Err(reason) => {
                 self.stats.dropped += 1;
                 self.push(ReceptionEvent::Dropped { reason });
@@ -524,10 +523,10 @@ impl Reception {
 
     /// Handles a datagram already parsed and authenticated with this receiver's network key
     /// (the simulator checks each datagram's tag once for all its receivers).
-    pub fn handle_parsed(&mut self, now: Instant, wall_unix_secs: u64, datagram: &wire::Datagram<'_>, store: &mut dyn ReceptionStore) {
+    pub fn handle_parsed(&mut self, now: Instant, wall_unix_secs: u64, datagram: &wire::Datagram<'_>) {
         self.stats.datagrams += 1;
         match datagram.body {
-            Body::Data { sbn, esi, symbol } => self.handle_symbol(now, datagram.object_id, sbn, esi, symbol, store),
+            Body::Data { sbn, esi, symbol } => self.handle_symbol(now, datagram.object_id, sbn, esi, symbol),
             Body::Manifest(ref fragment) => {
                 if self.is_completed(datagram.object_id) {
                     return;
@@ -544,12 +543,12 @@ impl Reception {
                     return;
                 }
                 if let Some(signed) = self.assembler.add(datagram.object_id, fragment) {
-                    self.handle_manifest(now, wall_unix_secs, datagram.object_id, &signed, store);
+                    self.handle_manifest(now, wall_unix_secs, datagram.object_id, &signed, None);
                 }
             }
             Body::Heartbeat(signed) => self.handle_heartbeat(now, wall_unix_secs, signed),
             Body::Round { round } => self.handle_round(now, datagram.object_id, round),
-            Body::Revocation(signed) => self.handle_revocation(signed, store),
+            Body::Revocation(signed) => self.handle_revocation(signed),
         }
     }
 
@@ -577,10 +576,10 @@ impl Reception {
         inc.report_due = Some(now + Duration::from_millis(jitter));
     }
 
-    /// Re-accepts a signed manifest kept by the store before a restart: it is verified
-    /// again under today's clock and trust state, and its kept symbols and blocks count.
-    pub fn resume(&mut self, now: Instant, wall_unix_secs: u64, object_id: u64, signed_manifest: &[u8], store: &mut dyn ReceptionStore) {
-        self.handle_manifest(now, wall_unix_secs, object_id, signed_manifest, store);
+    /// Re-accepts a signed manifest kept by storage before a restart: it is verified
+    /// again under today's clock and trust state, and what storage `held` of it counts.
+    pub fn resume(&mut self, now: Instant, wall_unix_secs: u64, object_id: u64, signed_manifest: &[u8], held: &Held) {
+        self.handle_manifest(now, wall_unix_secs, object_id, signed_manifest, Some(held));
     }
 
     fn handle_heartbeat(&mut self, now: Instant, wall_unix_secs: u64, signed: &[u8]) {
@@ -623,7 +622,7 @@ impl Reception {
         self.push(ReceptionEvent::Rejected { object_id, reason });
     }
 
-    fn handle_manifest(&mut self, now: Instant, wall_unix_secs: u64, object_id: u64, signed: &[u8], store: &mut dyn ReceptionStore) {
+    fn handle_manifest(&mut self, now: Instant, wall_unix_secs: u64, object_id: u64, signed: &[u8], held: Option<&Held>) {
         let digest = wire::manifest_digest(signed);
         let signer_serial = trust::manifest_signer_serial(signed).unwrap_or(0);
         if self.revoked.1.contains(&signer_serial) {
@@ -674,42 +673,73 @@ impl Reception {
         if self.incoming.len() >= self.config.partial_objects_max {
             return self.reject(now, object_id, digest, RejectReason::TooManyPartial(self.incoming.len()));
         }
-        let verified: Vec<bool> = blocks.iter().map(|b| store.block_written(object_id, b.sbn)).collect();
-        if let Err(error) = store.begin_object(&manifest, signed) {
-            return self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
+        let verified: Vec<bool> = blocks.iter().map(|b| held.is_some_and(|h| h.verified.contains(&b.sbn))).collect();
+        let kept = blocks
+            .iter()
+            .map(|b| {
+                let count = held.and_then(|h| h.kept.iter().find(|(sbn, _)| *sbn == b.sbn)).map_or(0, |(_, n)| *n);
+                EsiSet::with_count(b.source_symbols, count)
+            })
+            .collect();
+        if held.is_none() {
+            self.requests.push_back(StoreRequest::BeginObject { manifest: Box::new(manifest.clone()), signed_manifest: signed.to_vec() });
         }
         let remaining = verified.iter().filter(|v| !**v).count();
-        let kept = blocks.iter().map(|b| store.symbol_count(object_id, b.sbn)).collect();
+        // What was received before a restart counts towards the uplink's loss estimate: a
+        // count restarting at zero would look like heavy loss and inflate its repair.
+        let symbols_received = blocks
+            .iter()
+            .zip(&verified)
+            .zip(&kept)
+            .map(|((b, v), k): ((&Block, &bool), &EsiSet)| u64::from(if *v { b.source_symbols } else { k.count() }))
+            .sum();
         self.push(ReceptionEvent::Accepted { manifest: Box::new(manifest.clone()) });
         let incoming = Incoming {
             manifest,
             digest,
             oti,
             blocks,
+            decoding: vec![false; verified.len()],
+            tried_at: vec![0; verified.len()],
+            verifying: false,
             verified,
             remaining,
             kept,
             signer_serial,
-            symbols_received: 0,
+            symbols_received,
             round: 0,
             last_symbol_at: now,
             last_report_at: None,
             report_due: None,
         };
         self.incoming.insert(object_id, incoming);
+        if held.is_some_and(|h| h.in_cache) {
+            return self.complete(object_id);
+        }
         if remaining == 0 {
-            return self.finish(object_id, store);
+            return self.finish(object_id);
+        }
+        // Blocks that already held enough before a restart are tried at once.
+        let ready: Vec<u8> = self.incoming.get(&object_id).map_or_else(Vec::new, |inc| {
+            inc.blocks
+                .iter()
+                .filter(|b| !inc.verified[usize::from(b.sbn)] && inc.kept[usize::from(b.sbn)].count() >= b.source_symbols)
+                .map(|b| b.sbn)
+                .collect()
+        });
+        for sbn in ready {
+            self.try_decode(object_id, sbn);
         }
         // Symbols that came before the manifest now count.
         let (early, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.early).into_iter().partition(|e| e.0 == object_id);
         self.early = rest;
         self.early_bytes = self.early.iter().map(|e| e.3.len() + EARLY_ENTRY_OVERHEAD_BYTES).sum();
         for (_, sbn, esi, symbol) in early {
-            self.handle_symbol(now, object_id, sbn, esi, &symbol, store);
+            self.handle_symbol(now, object_id, sbn, esi, &symbol);
         }
     }
 
-    fn handle_symbol(&mut self, now: Instant, object_id: u64, sbn: u8, esi: u32, symbol: &[u8], store: &mut dyn ReceptionStore) {
+    fn handle_symbol(&mut self, now: Instant, object_id: u64, sbn: u8, esi: u32, symbol: &[u8]) {
         let Some(inc) = self.incoming.get_mut(&object_id) else {
             if !self.is_completed(object_id) && symbol.len() <= usize::from(fec::SYMBOL_SIZE_MAX) {
                 let cost = symbol.len() + EARLY_ENTRY_OVERHEAD_BYTES;
@@ -732,67 +762,110 @@ impl Reception {
             self.stats.symbols_ignored += 1;
             return;
         }
-        let source_symbols = inc.blocks[usize::from(sbn)].source_symbols;
-        match store.add_symbol(object_id, sbn, esi, symbol) {
-            Ok(true) => {
-                self.stats.symbols_kept += 1;
-                if let Some(kept) = self.incoming.get_mut(&object_id).and_then(|inc| inc.kept.get_mut(usize::from(sbn))) {
-                    *kept += 1;
-                }
-            }
-            Ok(false) => {
-                self.stats.symbols_ignored += 1;
-                return;
-            }
-            Err(error) => {
-                self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
-                return;
-            }
+        let index = usize::from(sbn);
+        if inc.kept[index].insert(esi) != Inserted::New {
+            self.stats.symbols_ignored += 1;
+            return;
         }
-        if store.symbol_count(object_id, sbn) >= source_symbols {
-            self.try_decode(object_id, sbn, store);
+        self.stats.symbols_kept += 1;
+        let symbol = match self.config.fidelity {
+            Fidelity::Full => symbol.to_vec(),
+            Fidelity::Counting => Vec::new(),
+        };
+        let ready = inc.kept[index].count() >= inc.blocks[index].source_symbols;
+        self.requests.push_back(StoreRequest::AppendSymbol { object_id, sbn, esi, symbol });
+        if ready {
+            self.try_decode(object_id, sbn);
         }
     }
 
-    fn try_decode(&mut self, object_id: u64, sbn: u8, store: &mut dyn ReceptionStore) {
-        if self.config.fidelity == Fidelity::Counting {
-            return self.try_decode_counted(object_id, sbn, store);
+    /// Asks storage to decode a block that holds K symbols or more, unless a request for it
+    /// is out already or the last attempt saw as many symbols as there are now.
+    fn try_decode(&mut self, object_id: u64, sbn: u8) {
+        let Some(inc) = self.incoming.get_mut(&object_id) else { return };
+        let index = usize::from(sbn);
+        let counted = inc.kept[index].count();
+        if inc.verified[index] || inc.decoding[index] || counted <= inc.tried_at[index] {
+            return;
         }
-        let Some(inc) = self.incoming.get(&object_id) else { return };
-        let block = inc.blocks[usize::from(sbn)];
-        let expected_hash = inc.manifest.block_hashes[usize::from(sbn)];
-        let oti = inc.oti;
-        let symbols = match store.symbols(object_id, sbn) {
-            Ok(symbols) => symbols,
-            Err(error) => return self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() }),
-        };
-        let data = match fec::decode_block(&oti, sbn, symbols) {
-            Ok(data) => data,
-            // Not yet decodable: the next symbol triggers another attempt.
-            Err(_) => return,
-        };
-        if fec::block_hash(&data) != expected_hash {
-            if let Err(error) = store.clear_block(object_id, sbn) {
-                self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
+        inc.decoding[index] = true;
+        let expected_hash = inc.manifest.block_hashes[index];
+        self.requests.push_back(StoreRequest::DecodeBlock { object_id, oti: inc.oti, sbn, expected_hash, symbols_counted: counted });
+    }
+
+    /// Takes back the result of a storage request.
+    pub fn handle_completion(&mut self, completion: StoreCompletion) {
+        match completion {
+            StoreCompletion::BeginFailed { object_id, error } => {
+                // Without the manifest kept, a restart could not resume: give the object up;
+                // the carousel offers it again.
+                self.incoming.remove(&object_id);
+                self.requests.push_back(StoreRequest::Discard { object_id });
+                self.push(ReceptionEvent::StoreFailed { object_id, error });
             }
-            if let Some(kept) = self.incoming.get_mut(&object_id).and_then(|inc| inc.kept.get_mut(usize::from(sbn))) {
-                *kept = 0;
+            StoreCompletion::AlreadyCached { object_id } => {
+                if self.incoming.contains_key(&object_id) {
+                    self.complete(object_id);
+                }
             }
-            return self.push(ReceptionEvent::BlockPoisoned { object_id, sbn });
+            StoreCompletion::SymbolNotKept { object_id, sbn, esi, why } => {
+                let Some(kept) = self.incoming.get_mut(&object_id).and_then(|inc| inc.kept.get_mut(usize::from(sbn))) else { return };
+                match why {
+                    // Storage had it from before a restart: it was counted twice.
+                    NotKept::Duplicate => kept.set_count(kept.count().saturating_sub(1)),
+                    NotKept::Failed(error) => {
+                        kept.remove(esi);
+                        self.push(ReceptionEvent::StoreFailed { object_id, error });
+                    }
+                }
+            }
+            StoreCompletion::BlockDecoded { object_id, sbn, outcome } => self.block_decoded(object_id, sbn, outcome),
+            StoreCompletion::ObjectVerified { object_id, outcome } => self.object_verified(object_id, outcome),
+            StoreCompletion::DiscardFailed { object_id, error } => self.push(ReceptionEvent::StoreFailed { object_id, error }),
         }
-        let stored = store.write_block(object_id, sbn, block.offset, &data).and_then(|()| store.clear_block(object_id, sbn));
-        if let Err(error) = stored {
-            return self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
-        }
-        if self.mark_verified(object_id, sbn) {
-            self.finish(object_id, store);
+    }
+
+    fn block_decoded(&mut self, object_id: u64, sbn: u8, outcome: DecodeOutcome) {
+        let Some(inc) = self.incoming.get_mut(&object_id) else { return };
+        let index = usize::from(sbn);
+        let Some(decoding) = inc.decoding.get_mut(index) else { return };
+        *decoding = false;
+        match outcome {
+            DecodeOutcome::Verified => {
+                if self.mark_verified(object_id, sbn) {
+                    self.finish(object_id);
+                }
+            }
+            DecodeOutcome::Poisoned => {
+                inc.kept[index].clear();
+                inc.tried_at[index] = 0;
+                self.push(ReceptionEvent::BlockPoisoned { object_id, sbn });
+            }
+            DecodeOutcome::NotYet { symbols_readable } => {
+                // Storage may hold fewer than counted (a record torn by a full disk or a
+                // crash): count what it has, so the next report asks for the rest.
+                let kept = &mut inc.kept[index];
+                kept.set_count(symbols_readable.min(kept.count()));
+                inc.tried_at[index] = kept.count();
+                // Symbols that arrived while decoding may already be enough.
+                self.try_decode(object_id, sbn);
+            }
+            DecodeOutcome::Failed(error) => {
+                inc.tried_at[index] = 0;
+                self.push(ReceptionEvent::StoreFailed { object_id, error });
+            }
         }
     }
 
     /// Records a verified block; true when it was the object's last.
     fn mark_verified(&mut self, object_id: u64, sbn: u8) -> bool {
         let Some(inc) = self.incoming.get_mut(&object_id) else { return false };
-        inc.verified[usize::from(sbn)] = true;
+        let index = usize::from(sbn);
+        if inc.verified[index] {
+            return false;
+        }
+        inc.verified[index] = true;
+        inc.kept[index].clear();
         inc.remaining -= 1;
         let last = inc.remaining == 0;
         self.push(ReceptionEvent::BlockVerified { object_id, sbn });
@@ -810,6 +883,7 @@ impl Reception {
         });
         if let Some((accepted_version, offered_version)) = newer {
             self.incoming.remove(&object_id);
+            self.requests.push_back(StoreRequest::Discard { object_id });
             let reason = RejectReason::Trust(TrustError::Rollback { accepted_version, offered_version });
             self.send_feedback(FeedbackMessage::Rejected { object_id, reason: reason.to_string() });
             return self.push(ReceptionEvent::Rejected { object_id, reason });
@@ -820,174 +894,66 @@ impl Reception {
         }
     }
 
-    /// Counting fidelity: the block decodes with the RFC 6330 success probability for the
-    /// distinct symbols held.
-    fn try_decode_counted(&mut self, object_id: u64, sbn: u8, store: &mut dyn ReceptionStore) {
-        let Some(inc) = self.incoming.get(&object_id) else { return };
-        let k = inc.blocks[usize::from(sbn)].source_symbols;
-        let overhead = store.symbol_count(object_id, sbn).saturating_sub(k);
-        let failure = 0.01 * 0.01f64.powi(overhead.min(16) as i32);
-        if self.rng.random_bool(failure) {
+    /// Every block verified: ask storage to check the whole object as it holds it.
+    fn finish(&mut self, object_id: u64) {
+        let Some(inc) = self.incoming.get_mut(&object_id) else { return };
+        if inc.verifying {
             return;
         }
-        if let Err(error) = store.clear_block(object_id, sbn) {
-            return self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
-        }
-        // Counting fidelity keeps no bytes: there is no whole-object hash to check.
-        if self.mark_verified(object_id, sbn) {
-            self.complete(object_id);
-        }
+        inc.verifying = true;
+        let (size_bytes, expected_hash) = (inc.manifest.size_bytes, inc.manifest.object_hash);
+        self.requests.push_back(StoreRequest::VerifyObject { object_id, size_bytes, expected_hash });
     }
 
-    /// Every block verified: check the whole object as the store holds it.
-    fn finish(&mut self, object_id: u64, store: &mut dyn ReceptionStore) {
-        let Some(inc) = self.incoming.get(&object_id) else { return };
-        match store.object_hash(object_id, inc.manifest.size_bytes) {
-            Ok(hash) if hash == inc.manifest.object_hash => self.complete(object_id),
-            Ok(_) => {
-                let discarded = store.discard(object_id);
-                if let Some(inc) = self.incoming.get_mut(&object_id) {
-                    inc.verified.iter_mut().for_each(|v| *v = false);
-                    inc.kept.iter_mut().for_each(|k| *k = 0);
-                    inc.remaining = inc.verified.len();
-                }
-                if let Err(error) = discarded {
-                    self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
-                }
+    fn object_verified(&mut self, object_id: u64, outcome: VerifyOutcome) {
+        let Some(inc) = self.incoming.get_mut(&object_id) else { return };
+        inc.verifying = false;
+        match outcome {
+            VerifyOutcome::Verified => self.complete(object_id),
+            VerifyOutcome::Mismatch => {
+                // Storage discarded it: collect everything again.
+                inc.verified.iter_mut().for_each(|v| *v = false);
+                inc.kept.iter_mut().for_each(EsiSet::clear);
+                inc.tried_at.iter_mut().for_each(|t| *t = 0);
+                inc.remaining = inc.verified.len();
                 self.push(ReceptionEvent::ObjectPoisoned { object_id });
             }
-            Err(error) => self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() }),
+            // Retried at the next tick: storage may recover (space freed, say).
+            VerifyOutcome::Failed(error) => self.push(ReceptionEvent::StoreFailed { object_id, error }),
         }
     }
 
-    /// Expires partial objects whose manifest has expired.
-    pub fn handle_tick(&mut self, wall_unix_secs: u64, store: &mut dyn ReceptionStore) {
+    /// Expires partial objects whose manifest has expired, and retries a whole-object
+    /// verification that storage failed.
+    pub fn handle_tick(&mut self, wall_unix_secs: u64) {
         let expired: Vec<u64> =
             self.incoming.iter().filter(|(_, inc)| inc.manifest.expires_unix_secs <= wall_unix_secs).map(|(id, _)| *id).collect();
         for object_id in expired {
             self.incoming.remove(&object_id);
-            if let Err(error) = store.discard(object_id) {
-                self.push(ReceptionEvent::StoreFailed { object_id, error: error.to_string() });
-            }
+            self.requests.push_back(StoreRequest::Discard { object_id });
             self.push(ReceptionEvent::Expired { object_id });
         }
-    }
-}
-
-/// A [`ReceptionStore`] for [`Fidelity::Counting`]: remembers which ESIs arrived, not
-/// their bytes (about 4 bytes per symbol instead of T).
-#[derive(Debug, Default)]
-pub struct CountingStore {
-    esis: HashMap<(u64, u8), std::collections::HashSet<u32>>,
-}
-
-impl ReceptionStore for CountingStore {
-    fn begin_object(&mut self, _manifest: &Manifest, _signed_manifest: &[u8]) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn add_symbol(&mut self, object_id: u64, sbn: u8, esi: u32, _symbol: &[u8]) -> io::Result<bool> {
-        Ok(self.esis.entry((object_id, sbn)).or_default().insert(esi))
-    }
-
-    fn symbol_count(&self, object_id: u64, sbn: u8) -> u32 {
-        self.esis.get(&(object_id, sbn)).map_or(0, |e| e.len() as u32)
-    }
-
-    fn symbols(&mut self, _object_id: u64, _sbn: u8) -> io::Result<Vec<(u32, Vec<u8>)>> {
-        Err(io::Error::other("a counting store keeps no symbol bytes"))
-    }
-
-    fn clear_block(&mut self, object_id: u64, sbn: u8) -> io::Result<()> {
-        self.esis.remove(&(object_id, sbn));
-        Ok(())
-    }
-
-    fn write_block(&mut self, _object_id: u64, _sbn: u8, _offset: u64, _data: &[u8]) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn block_written(&self, _object_id: u64, _sbn: u8) -> bool {
-        false
-    }
-
-    fn object_hash(&mut self, _object_id: u64, _len: u64) -> io::Result<[u8; 32]> {
-        Err(io::Error::other("a counting store keeps no object bytes"))
-    }
-
-    fn discard(&mut self, object_id: u64) -> io::Result<()> {
-        self.esis.retain(|(id, _), _| *id != object_id);
-        Ok(())
-    }
-}
-
-/// A [`ReceptionStore`] in memory, for tests and the simulator.
-#[derive(Debug, Default)]
-pub struct MemoryStore {
-    symbols: HashMap<(u64, u8), BTreeMap<u32, Vec<u8>>>,
-    objects: HashMap<u64, Vec<u8>>,
-    written: HashMap<u64, Vec<u8>>,
-}
-
-impl MemoryStore {
-    /// The assembled bytes of an object, if any block was written.
-    pub fn object(&self, object_id: u64) -> Option<&[u8]> {
-        self.objects.get(&object_id).map(Vec::as_slice)
-    }
-}
-
-impl ReceptionStore for MemoryStore {
-    fn begin_object(&mut self, _manifest: &Manifest, _signed_manifest: &[u8]) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn add_symbol(&mut self, object_id: u64, sbn: u8, esi: u32, symbol: &[u8]) -> io::Result<bool> {
-        let block = self.symbols.entry((object_id, sbn)).or_default();
-        if block.contains_key(&esi) {
-            return Ok(false);
+        let unfinished: Vec<u64> =
+            self.incoming.iter().filter(|(_, inc)| inc.remaining == 0 && !inc.verifying).map(|(id, _)| *id).collect();
+        for object_id in unfinished {
+            self.finish(object_id);
         }
-        block.insert(esi, symbol.to_vec());
-        Ok(true)
-    }
-
-    fn symbol_count(&self, object_id: u64, sbn: u8) -> u32 {
-        self.symbols.get(&(object_id, sbn)).map_or(0, |b| b.len() as u32)
-    }
-
-    fn symbols(&mut self, object_id: u64, sbn: u8) -> io::Result<Vec<(u32, Vec<u8>)>> {
-        Ok(self.symbols.get(&(object_id, sbn)).map(|b| b.iter().map(|(e, s)| (*e, s.clone())).collect()).unwrap_or_default())
-    }
-
-    fn clear_block(&mut self, object_id: u64, sbn: u8) -> io::Result<()> {
-        self.symbols.remove(&(object_id, sbn));
-        Ok(())
-    }
-
-    fn write_block(&mut self, object_id: u64, sbn: u8, offset: u64, data: &[u8]) -> io::Result<()> {
-        let object = self.objects.entry(object_id).or_default();
-        let end = offset as usize + data.len();
-        if object.len() < end {
-            object.resize(end, 0);
+        let stalled: Vec<(u64, u8)> = self
+            .incoming
+            .iter()
+            .flat_map(|(id, inc)| {
+                inc.blocks
+                    .iter()
+                    .filter(|b| {
+                        let i = usize::from(b.sbn);
+                        !inc.verified[i] && !inc.decoding[i] && inc.tried_at[i] == 0 && inc.kept[i].count() >= b.source_symbols
+                    })
+                    .map(|b| (*id, b.sbn))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (object_id, sbn) in stalled {
+            self.try_decode(object_id, sbn);
         }
-        object[offset as usize..end].copy_from_slice(data);
-        self.written.entry(object_id).or_default().push(sbn);
-        Ok(())
-    }
-
-    fn block_written(&self, object_id: u64, sbn: u8) -> bool {
-        self.written.get(&object_id).is_some_and(|w| w.contains(&sbn))
-    }
-
-    fn object_hash(&mut self, object_id: u64, len: u64) -> io::Result<[u8; 32]> {
-        let object = self.objects.get(&object_id).map(Vec::as_slice).unwrap_or_default();
-        let len = (len as usize).min(object.len());
-        Ok(*blake3::hash(&object[..len]).as_bytes())
-    }
-
-    fn discard(&mut self, object_id: u64) -> io::Result<()> {
-        self.symbols.retain(|(id, _), _| *id != object_id);
-        self.objects.remove(&object_id);
-        self.written.remove(&object_id);
-        Ok(())
     }
 }

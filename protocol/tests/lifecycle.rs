@@ -59,7 +59,8 @@ impl World {
         let mut buf = Vec::new();
         for fragment in wire::manifest_fragments(&signed, 1472) {
             wire::write_manifest_fragment(&mut buf, &self.network_key, manifest.object_id, &fragment);
-            self.county.handle_datagram(self.now, wall, &buf, &mut self.store);
+            self.county.handle_datagram(self.now, wall, &buf);
+            satcast_protocol::storage::drain(&mut self.county, &mut self.store);
         }
         self.events()
     }
@@ -68,7 +69,8 @@ impl World {
         let signed = signer.sign_heartbeat(Heartbeat { sequence, uplink_time_unix_ms: uplink_ms }).to_bytes();
         let mut buf = Vec::new();
         wire::write_heartbeat(&mut buf, &self.network_key, &signed);
-        self.county.handle_datagram(self.now, wall, &buf, &mut self.store);
+        self.county.handle_datagram(self.now, wall, &buf);
+        satcast_protocol::storage::drain(&mut self.county, &mut self.store);
         self.events()
     }
 
@@ -79,7 +81,8 @@ impl World {
             root.sign_revocation(Revocation { sequence, issued_unix_secs: NOW, revoked_serials: serials }).expect("sign").to_bytes();
         let mut buf = Vec::new();
         wire::write_revocation(&mut buf, &self.network_key, &signed);
-        self.county.handle_datagram(self.now, NOW, &buf, &mut self.store);
+        self.county.handle_datagram(self.now, NOW, &buf);
+        satcast_protocol::storage::drain(&mut self.county, &mut self.store);
         self.events()
     }
 
@@ -203,7 +206,8 @@ fn an_older_version_finishing_after_a_newer_one_is_refused() {
             symbol.clear();
             encoder.symbol_into(esi, &mut symbol).expect("symbol");
             wire::write_data(&mut buf, &w.network_key, manifest.object_id, 0, esi, &symbol);
-            w.county.handle_datagram(w.now, NOW, &buf, &mut w.store);
+            w.county.handle_datagram(w.now, NOW, &buf);
+            satcast_protocol::storage::drain(&mut w.county, &mut w.store);
         }
         w.events()
     };

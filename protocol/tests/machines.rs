@@ -88,7 +88,8 @@ fn one_receiver_gets_an_object_through_loss() {
             if rng.random_bool(0.05) {
                 continue;
             }
-            county.handle_datagram(now, now_secs, &buf, &mut store);
+            county.handle_datagram(now, now_secs, &buf);
+            satcast_protocol::storage::drain(&mut county, &mut store);
             while let Some(event) = county.poll_event() {
                 if let ReceptionEvent::Complete { .. } = event {
                     complete = true;
@@ -167,7 +168,8 @@ fn a_resumed_broadcast_airs_only_fresh_symbols() {
                 assert!(aired.insert((sbn, esi)), "ESI aired twice in the first airing");
                 data += 1;
             }
-            county.handle_datagram(now, now_secs, &buf, &mut store);
+            county.handle_datagram(now, now_secs, &buf);
+            satcast_protocol::storage::drain(&mut county, &mut store);
         } else {
             now = uplink.poll_timeout().expect("timer").max(now + Duration::from_micros(1));
         }
@@ -182,7 +184,8 @@ fn a_resumed_broadcast_airs_only_fresh_symbols() {
             if let Ok(Datagram { body: Body::Data { sbn, esi, .. }, .. }) = wire::parse(&buf, &network_key) {
                 assert!(aired.insert((sbn, esi)), "ESI {esi} of block {sbn} aired again after the restart");
             }
-            county.handle_datagram(now, now_secs, &buf, &mut store);
+            county.handle_datagram(now, now_secs, &buf);
+            satcast_protocol::storage::drain(&mut county, &mut store);
             while let Some(event) = county.poll_event() {
                 complete |= matches!(event, ReceptionEvent::Complete { .. });
             }

@@ -668,7 +668,8 @@ fn events(county: &mut Reception) -> Vec<ReceptionEvent> {
 }
 
 fn air(county: &mut Reception, store: &mut MemoryStore, now: Instant, datagram: &[u8]) {
-    county.handle_datagram(now, NOW_UNIX_SECS, datagram, store);
+    county.handle_datagram(now, NOW_UNIX_SECS, datagram);
+    satcast_protocol::storage::drain(county, store);
 }
 
 fn air_manifest(county: &mut Reception, store: &mut MemoryStore, now: Instant) {

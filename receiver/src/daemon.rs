@@ -1,17 +1,22 @@
-//! The receiver daemon's datapath: a socket, a clock and the durable store around the
-//! reception machine. All protocol decisions are the machine's; this module only moves
-//! bytes, makes finished objects durable, delivers them and logs what happened.
+//! The receiver daemon: an executor for the receiver node. The receive thread owns the
+//! socket and the node and never waits on a disk: every storage request goes to the
+//! storage worker (`worker`), which owns the durable store, trust state and hook records,
+//! and hands completions back. All decisions are the node's; this module moves bytes,
+//! carries requests out and logs what happened.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use satcast_protocol::manifest::{Kind, Manifest};
-use satcast_protocol::reception::{Reception, ReceptionConfig, ReceptionEvent};
-use satcast_protocol::trust::{Accepted, NetworkKey, RootPublicKey};
+use satcast_protocol::manifest::Kind;
+use satcast_protocol::receiver_node::{Completion, NodeEvent, ReceiverNode, ReceiverNodeConfig, Request};
+use satcast_protocol::reception::{ReceptionConfig, ReceptionEvent};
+use satcast_protocol::storage::{self, NotKept, StoreCompletion, StoreRequest};
+use satcast_protocol::trust::{NetworkKey, RootPublicKey};
 use satcast_store::{IndexOpen, Outbox, ReceiverLimits, ReceiverStore, TrustState};
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
@@ -21,8 +26,9 @@ use crate::acks::{self, ReceiverHello};
 use crate::config::ReceiverConfig;
 use crate::droplog::DropLog;
 use crate::heartbeat::HeartbeatWatch;
-use crate::hooks::{self, HookBook, Prepared};
-use crate::status::{self, CachedStatus, DaemonStatus, DiskStatus, HeartbeatStatus, OutboxStatus, PartialStatus, ReceptionStatus};
+use crate::hooks::{self, HookBook};
+use crate::status::{HeartbeatStatus, PartialStatus, ReceptionStatus};
+use crate::worker::{self, Job, NodeView};
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, Error)]
@@ -104,30 +110,33 @@ pub fn open_downlink(config: &ReceiverConfig) -> std::io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// How often the datapath ticks: expiry, spool sync, retries, heartbeat watch, status file.
+/// How often the receive thread ticks: expiry, retries, heartbeat watch, status.
 const TICK: Duration = Duration::from_secs(1);
 /// The largest datagram read (the UDP maximum; the wire parser bounds what it accepts).
 const DATAGRAM_BUFFER_BYTES: usize = 65_536;
 /// Receive calls between looks at the clock: under a flood the socket never times out, so
 /// the tick must not depend on it, but `Instant::now` per datagram is wasted work.
 const DATAGRAMS_PER_CLOCK_CHECK_MAX: u32 = 64;
+/// The most jobs queued for the storage worker: about 16 MB of symbols at 1 KB each. When
+/// it is full (a slow disk) symbols are dropped like symbols lost on the air, and other
+/// requests wait in the backlog in order.
+pub const STORAGE_JOBS_QUEUED_MAX: usize = 16_384;
+/// The most non-symbol requests held while the storage worker is behind (deliveries,
+/// records, feedback): each is small, and there are a few per object.
+pub const STORAGE_BACKLOG_MAX: usize = 65_536;
 
-/// Everything the datapath holds besides the socket.
+/// The receive thread's side: the node, and the channels to the storage worker.
 struct Datapath {
     config: ReceiverConfig,
-    reception: Reception,
-    store: ReceiverStore,
-    trust_state: TrustState,
+    node: ReceiverNode,
+    jobs: SyncSender<Job>,
+    completions: Receiver<Completion>,
+    /// Requests that found the worker's queue full, sent first when it has room.
+    backlog: VecDeque<Request>,
     drops: DropLog,
-    /// Completed objects whose delivery failed (full disk, cache limit, hook queue), retried
-    /// every tick. At most one per partial object.
-    pending_commits: Vec<Manifest>,
-    hooks: HookBook,
-    /// Delivered objects whose hook could not be marked ready yet (retried every tick).
-    unready_hooks: Vec<u64>,
     heartbeat: HeartbeatWatch,
     hello: Arc<ReceiverHello>,
-    /// Version and size of the objects being received, for status (the machine's progress
+    /// Version and size of the objects being received, for status (the node's progress
     /// has their names and blocks).
     receiving: HashMap<u64, (u64, u64)>,
     started_unix_ms: u64,
@@ -150,53 +159,59 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError
     let _span = info_span!("receiver", county = %config.county_code).entered();
     info!(local = ?socket.local_addr().ok(), "receiver started");
 
-    let mut reception_config = ReceptionConfig::new(config.county_code.clone(), root, network_key);
-    reception_config.partial_objects_max = config.limits.partial_objects_max;
-    reception_config.seed = rand::random();
-    let mut reception = Reception::new(reception_config);
+    let mut reception = ReceptionConfig::new(config.county_code.clone(), root, network_key);
+    reception.partial_objects_max = config.limits.partial_objects_max;
+    reception.seed = rand::random();
+    let hook_kinds = Kind::ALL.into_iter().filter(|kind| config.hooks.for_kind(*kind).is_some()).collect();
+    let mut node = ReceiverNode::new(ReceiverNodeConfig { reception, hook_kinds });
     for (kind, name, accepted) in trust_state.delivered() {
-        reception.set_delivered(kind, name, accepted);
+        node.set_delivered(kind, name, accepted);
     }
     let (revocation_sequence, revoked_serials) = trust_state.revocations();
-    reception.set_revocations(revocation_sequence, revoked_serials);
+    node.set_revocations(revocation_sequence, revoked_serials);
     let hooks = HookBook::open(&config.state_dir)?;
     // Hooks recorded before a stop: settled against what was delivered, before the worker
     // looks at them.
     hooks.reconcile(|kind, name| trust_state.delivered().find(|(k, n, _)| *k == kind && *n == name).map(|(_, _, a)| a), wall_unix_secs());
+    // Objects that were arriving when the daemon stopped: verified again, then resumed
+    // from what the store kept (or delivered from the cache, if they reached it).
+    for (object_id, signed) in store.resumable() {
+        let held = storage::held(&store, object_id, &worker::kept_object_hash(&signed));
+        node.resume(Instant::now(), wall_unix_secs(), object_id, &signed, &held);
+        if let Some((symbols_spooled, blocks_verified)) = node.held(object_id) {
+            info!(object = %format!("{object_id:016x}"), symbols_spooled, blocks_verified, in_cache = held.in_cache, "resumed partial object");
+        }
+    }
+    info!(partial_objects = report.partial_objects, orphans_removed = report.orphans_removed, "store opened");
     let hello = Arc::new(ReceiverHello {
         county_code: config.county_code.clone(),
         state_dir: config.state_dir.clone(),
         last_heartbeat: Mutex::new(None),
     });
+    let outbox = store.outbox();
+    let acks = start_acks(&config, outbox.clone(), hello.clone(), stop.clone())?;
+    let hook_worker = start_hook_worker(&config, &hooks, outbox, stop.clone())?;
+    let (jobs, jobs_rx) = mpsc::sync_channel(STORAGE_JOBS_QUEUED_MAX);
+    let (completions_tx, completions) = mpsc::channel();
+    let storage_worker =
+        worker::start(worker::Storage { store, trust_state, hooks, state_dir: config.state_dir.clone() }, jobs_rx, completions_tx)
+            .map_err(|e| RunError::Socket(std::io::Error::other(e)))?;
     let mut datapath = Datapath {
         heartbeat: HeartbeatWatch::new(Duration::from_secs(config.heartbeat_warn_after_secs), Instant::now()),
-        reception,
-        store,
-        trust_state,
+        node,
+        jobs,
+        completions,
+        backlog: VecDeque::new(),
         drops: DropLog::new(Duration::from_secs(10)),
-        pending_commits: Vec::new(),
-        hooks,
-        unready_hooks: Vec::new(),
         hello,
         receiving: HashMap::new(),
         started_unix_ms: wall_unix_ms(),
         config,
     };
-    // Objects that were arriving when the daemon stopped: verified again, then resumed
-    // from their spool.
-    for (object_id, signed) in datapath.store.resumable() {
-        datapath.reception.resume(Instant::now(), wall_unix_secs(), object_id, &signed, &mut datapath.store);
-        if let Some((symbols_spooled, blocks_verified)) = datapath.reception.held(object_id) {
-            info!(object = %format!("{object_id:016x}"), symbols_spooled, blocks_verified, "resumed partial object");
-        }
-    }
-    info!(partial_objects = report.partial_objects, orphans_removed = report.orphans_removed, "store opened");
-    let acks = start_acks(&datapath.config, datapath.store.outbox(), datapath.hello.clone(), stop.clone())?;
-    let hook_worker = start_hook_worker(&datapath, stop.clone())?;
-    let outbox = datapath.store.outbox();
+    datapath.pump();
+    datapath.send_status(false);
     let mut buf = vec![0u8; DATAGRAM_BUFFER_BYTES];
     let mut last_tick = Instant::now();
-    datapath.write_status(false);
     let mut since_clock_check = 0u32;
     while !stop.load(Ordering::Relaxed) {
         let mut now = None;
@@ -205,7 +220,7 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError
                 let Some(datagram) = buf.get(..len) else { continue };
                 let at = Instant::now();
                 now = Some(at);
-                datapath.reception.handle_datagram(at, wall_unix_secs(), datagram, &mut datapath.store);
+                datapath.node.handle_datagram(at, wall_unix_secs(), datagram);
             }
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
             Err(e) => {
@@ -221,40 +236,41 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError
                 datapath.tick();
             }
             let at = now.unwrap_or_else(Instant::now);
-            if datapath.reception.poll_timeout().is_some_and(|t| t <= at) {
-                datapath.reception.handle_timeout(at);
+            if datapath.node.poll_timeout().is_some_and(|t| t <= at) {
+                datapath.node.handle_timeout(at);
             }
         }
-        while let Some(event) = datapath.reception.poll_event() {
-            datapath.handle_event(event);
-        }
-        while let Some(feedback) = datapath.reception.poll_feedback() {
-            if let Err(error) = outbox.push(&feedback) {
-                warn!(%error, "cannot queue feedback");
-            }
-        }
+        datapath.pump();
     }
     if let Some(acks) = acks {
         let _ = acks.join();
     }
     // Waits for a running hook for up to hooks::STOP_GRACE.
     let _ = hook_worker.join();
-    if let Err(error) = datapath.store.sync() {
-        warn!(%error, "cannot sync the spool at stop");
-    }
     datapath.drops.flush();
-    datapath.write_status(true);
-    info!(stats = ?datapath.reception.stats(), "receiver stopped");
+    datapath.send_status(true);
+    // Hands over what is left in order (the worker syncs the spool when its queue ends).
+    for request in std::mem::take(&mut datapath.backlog) {
+        let _ = datapath.jobs.send(Job::Request(request));
+    }
+    let Datapath { jobs, node, .. } = datapath;
+    drop(jobs);
+    let _ = storage_worker.join();
+    info!(stats = ?node.stats(), "receiver stopped");
     Ok(())
 }
 
 /// Starts the hook worker. It runs even without hooks configured: records left from a
 /// time when one was are settled (and reported), not left hanging; idle, it wakes once a second.
-fn start_hook_worker(datapath: &Datapath, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<()>, RunError> {
-    let book = datapath.hooks.clone();
-    let hooks = datapath.config.hooks.clone();
-    let outbox = datapath.store.outbox();
-    let county = datapath.config.county_code.clone();
+fn start_hook_worker(
+    config: &ReceiverConfig,
+    book: &HookBook,
+    outbox: Outbox,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, RunError> {
+    let book = book.clone();
+    let hooks = config.hooks.clone();
+    let county = config.county_code.clone();
     let span = tracing::Span::current();
     std::thread::Builder::new()
         .name("hooks".into())
@@ -262,91 +278,116 @@ fn start_hook_worker(datapath: &Datapath, stop: Arc<AtomicBool>) -> Result<std::
         .map_err(|e| RunError::Socket(std::io::Error::other(e)))
 }
 
-fn wall_unix_ms() -> u64 {
+pub(crate) fn wall_unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Datapath {
-    /// Once a second: expiry, spool sync, retries, the heartbeat watch, the status file.
-    fn tick(&mut self) {
-        self.reception.handle_tick(wall_unix_secs(), &mut self.store);
-        self.drops.flush();
-        if let Err(error) = self.store.sync() {
-            warn!(%error, "cannot sync the spool");
-        }
-        // A commit that failed (full disk, cache limit, hook queue) is retried: room may
-        // have returned.
-        for manifest in std::mem::take(&mut self.pending_commits) {
-            self.deliver(manifest);
-        }
-        for object_id in std::mem::take(&mut self.unready_hooks) {
-            self.mark_hook_ready(object_id);
-        }
-        let now = Instant::now();
-        self.heartbeat.observe_and_log(now, self.reception.heartbeat_age(now));
-        self.write_status(false);
-    }
-
-    fn mark_hook_ready(&mut self, object_id: u64) {
-        if let Err(error) = self.hooks.mark_ready(object_id) {
-            warn!(object = %format!("{object_id:016x}"), %error, "cannot mark the hook ready; retrying");
-            self.unready_hooks.push(object_id);
-        }
-    }
-
-    /// Makes a completed object durable, delivers it and records its version; on failure it
-    /// goes back to `pending_commits` to be retried. A configured hook is recorded as due
-    /// before the delivery and released to the worker after it.
-    fn deliver(&mut self, manifest: Manifest) {
-        let object = format!("{:016x}", manifest.object_id);
-        let path = self.store.delivered_path(&manifest);
-        let hook_due = match self.config.hooks.for_kind(manifest.kind) {
-            None => false,
-            Some(_) => match self.hooks.prepare(&manifest, &path) {
-                Ok(Prepared::Due) => true,
-                Ok(Prepared::AlreadyHandled) => false,
-                Err(error) => {
-                    // Delivering without the record could lose the hook in a crash: the
-                    // delivery waits, like one that found the disk full.
-                    warn!(object = %object, %error, "cannot record the post-receive hook as due; delivery waits and is retried");
-                    self.pending_commits.push(manifest);
-                    return;
+    /// Moves the node's requests to the storage worker, its completions back, and logs its
+    /// events; never waits on the worker.
+    fn pump(&mut self) {
+        loop {
+            while let Ok(completion) = self.completions.try_recv() {
+                self.node.handle_completion(completion);
+            }
+            let mut sent = false;
+            while let Some(request) = self.backlog.pop_front() {
+                match self.jobs.try_send(Job::Request(request)) {
+                    Ok(()) => sent = true,
+                    Err(TrySendError::Full(Job::Request(request)) | TrySendError::Disconnected(Job::Request(request))) => {
+                        self.backlog.push_front(request);
+                        break;
+                    }
+                    Err(_) => break,
                 }
+            }
+            while let Some(request) = self.node.poll_request() {
+                sent = true;
+                self.submit(request);
+            }
+            while let Some(event) = self.node.poll_event() {
+                self.log(event);
+            }
+            // Completions that came back meanwhile may have produced more requests; stop
+            // once a pass moved nothing new.
+            if !sent {
+                break;
+            }
+        }
+    }
+
+    fn submit(&mut self, request: Request) {
+        if let Request::Store(StoreRequest::AppendSymbol { object_id, sbn, esi, .. }) = &request {
+            if !self.backlog.is_empty() {
+                let (object_id, sbn, esi) = (*object_id, *sbn, *esi);
+                return self.not_kept(object_id, sbn, esi);
+            }
+        }
+        if !self.backlog.is_empty() {
+            return self.hold(request);
+        }
+        match self.jobs.try_send(Job::Request(request)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(Job::Request(request)) | TrySendError::Disconnected(Job::Request(request))) => match request {
+                // A symbol the disk cannot take now is like one lost on the air.
+                Request::Store(StoreRequest::AppendSymbol { object_id, sbn, esi, .. }) => self.not_kept(object_id, sbn, esi),
+                request => self.hold(request),
             },
-        };
-        match self.store.commit(&manifest) {
-            Ok(path) => {
-                let accepted = Accepted { version: manifest.version, object_id: manifest.object_id };
-                if let Err(error) = self.trust_state.record(manifest.kind, &manifest.name, accepted) {
-                    // Without the version on disk a restart would lose rollback protection
-                    // for it: not acknowledged yet, retried (the commit is idempotent).
-                    warn!(object = %object, error = %error, "cannot record the delivered version; will retry before acknowledging");
-                    self.pending_commits.push(manifest);
-                    return;
-                }
-                self.reception.mark_delivered(&manifest);
+            Err(_) => {}
+        }
+    }
+
+    fn not_kept(&mut self, object_id: u64, sbn: u8, esi: u32) {
+        let why = NotKept::Failed("the storage worker is behind".into());
+        self.node.handle_completion(Completion::Store(StoreCompletion::SymbolNotKept { object_id, sbn, esi, why }));
+    }
+
+    fn hold(&mut self, request: Request) {
+        if self.backlog.len() >= STORAGE_BACKLOG_MAX {
+            // Never reached unless the disk stalls for minutes under a flood of objects:
+            // the oldest request goes; its delivery is retried at the next tick.
+            warn!(backlog = self.backlog.len(), "storage worker stalled: dropping its oldest waiting request");
+            self.backlog.pop_front();
+        }
+        self.backlog.push_back(request);
+    }
+
+    /// Once a second: the node's tick (expiry, retries, summaries), the heartbeat watch,
+    /// the status file.
+    fn tick(&mut self) {
+        self.node.handle_tick(wall_unix_secs());
+        self.drops.flush();
+        let now = Instant::now();
+        self.heartbeat.observe_and_log(now, self.node.heartbeat_age(now));
+        self.send_status(false);
+    }
+
+    fn log(&mut self, event: NodeEvent) {
+        match event {
+            NodeEvent::Reception(event) => self.log_reception(event),
+            NodeEvent::Delivered { manifest } => {
                 self.receiving.remove(&manifest.object_id);
                 info!(
-                    object = %object,
+                    object = %format!("{:016x}", manifest.object_id),
                     kind = %manifest.kind,
                     name = %manifest.name,
                     version = manifest.version,
-                    path = %path.display(),
+                    path = %self.config.deliver_dir.join(manifest.kind.to_string()).join(&manifest.name).display(),
                     hash = %hex::encode(manifest.object_hash),
                     "delivered"
                 );
-                if hook_due {
-                    self.mark_hook_ready(manifest.object_id);
-                }
             }
-            Err(error) => {
-                warn!(object = %object, error = %error, "cannot deliver completed object yet; will retry");
-                self.pending_commits.push(manifest);
+            NodeEvent::DeliveryWaiting { object_id, step, error } => {
+                warn!(object = %format!("{object_id:016x}"), %step, %error, "delivery waits; retried every second");
             }
+            NodeEvent::StoreFailures { failures, last_error } => {
+                warn!(failures, last_error = %last_error, "storage failed (summary of the last second)");
+            }
+            NodeEvent::RecordFailed { error } => warn!(%error, "cannot record durably"),
         }
     }
 
-    fn handle_event(&mut self, event: ReceptionEvent) {
+    fn log_reception(&mut self, event: ReceptionEvent) {
         match event {
             ReceptionEvent::Dropped { reason } => self.drops.record(&reason),
             ReceptionEvent::Rejected { object_id, reason } => {
@@ -362,7 +403,7 @@ impl Datapath {
                     "manifest accepted, receiving"
                 );
                 // Bounded: entries go when the object completes or expires, and the status
-                // write drops any the machine no longer lists.
+                // update drops any the node no longer lists.
                 self.receiving.insert(manifest.object_id, (manifest.version, manifest.size_bytes));
             }
             ReceptionEvent::BlockVerified { object_id, sbn } => {
@@ -378,9 +419,8 @@ impl Datapath {
                 self.receiving.remove(&object_id);
                 info!(object = %format!("{object_id:016x}"), "manifest expired; partial object discarded");
             }
-            ReceptionEvent::StoreFailed { object_id, error } => {
-                warn!(object = %format!("{object_id:016x}"), error = %error, "store failed");
-            }
+            // The node summarises storage failures and runs deliveries itself.
+            ReceptionEvent::StoreFailed { .. } | ReceptionEvent::Complete { .. } => {}
             ReceptionEvent::Heartbeat { sequence, uplink_time_unix_ms } => {
                 if let Ok(mut last) = self.hello.last_heartbeat.lock() {
                     *last = Some(Instant::now());
@@ -389,22 +429,17 @@ impl Datapath {
             }
             ReceptionEvent::HeartbeatRejected { reason } => warn!(reason = %reason, "heartbeat rejected"),
             ReceptionEvent::RevocationsUpdated { sequence, revoked_serials } => {
-                match self.trust_state.record_revocations(sequence, &revoked_serials) {
-                    Ok(()) => warn!(sequence, ?revoked_serials, "signing keys revoked by the root; objects they signed are refused"),
-                    // The machine enforces it until the next restart, after which the
-                    // carousel's copy is accepted and recorded again.
-                    Err(error) => warn!(sequence, %error, "cannot record the revocation list durably"),
-                }
+                warn!(sequence, ?revoked_serials, "signing keys revoked by the root; objects they signed are refused");
             }
             ReceptionEvent::RevocationRejected { reason } => warn!(reason = %reason, "revocation list rejected"),
-            ReceptionEvent::Complete { manifest } => self.deliver(*manifest),
         }
     }
 
-    /// Writes state/status.json for `satcast-receiver status`.
-    fn write_status(&mut self, stopped: bool) {
+    /// Hands the node's part of status.json to the storage worker, which adds the store's
+    /// part and writes the file (off this thread).
+    fn send_status(&mut self, stopped: bool) {
         let now = Instant::now();
-        let progress = self.reception.progress();
+        let progress = self.node.progress();
         self.receiving.retain(|id, _| progress.iter().any(|p| p.object_id == *id));
         let partial = progress
             .iter()
@@ -417,51 +452,19 @@ impl Datapath {
                     size_bytes: known.map(|k| k.1),
                     blocks_verified: Some(p.blocks_verified),
                     blocks: Some(p.blocks),
-                    symbols_held: self.reception.held(p.object_id).map(|h| h.0),
+                    symbols_held: self.node.held(p.object_id).map(|h| h.0),
                 }
             })
             .collect();
-        let delivered: Vec<(Kind, &str, Accepted)> = self.trust_state.delivered().collect();
-        let mut cached: Vec<CachedStatus> = self
-            .store
-            .cached()
-            .into_iter()
-            .map(|e| CachedStatus {
-                object_id: e.object_id,
-                delivered: delivered.iter().any(|(k, n, a)| k.as_str() == e.kind && *n == e.name && a.object_id == e.object_id),
-                kind: e.kind,
-                name: e.name,
-                version: e.version,
-                size_bytes: e.size_bytes,
-                hash: hex::encode(e.hash),
-            })
-            .collect();
-        let cached_total = cached.len();
-        let cache_bytes = cached.iter().map(|c| c.size_bytes).sum();
-        status::sort_cached(&mut cached);
-        cached.truncate(status::STATUS_CACHED_MAX);
-        let disk = self.store.disk_use();
-        let stats = self.reception.stats();
-        let status = DaemonStatus {
-            format: status::STATUS_FORMAT,
-            pid: std::process::id(),
+        let stats = self.node.stats();
+        let view = NodeView {
             county_code: self.config.county_code.clone(),
-            software_version: env!("CARGO_PKG_VERSION").to_owned(),
             started_unix_ms: self.started_unix_ms,
-            updated_unix_ms: wall_unix_ms(),
             stopped,
             heartbeat: HeartbeatStatus {
-                age_ms: self.reception.heartbeat_age(now).map(|a| a.as_millis() as u64),
+                age_ms: self.node.heartbeat_age(now).map(|a| a.as_millis() as u64),
                 warn_after_secs: self.heartbeat.warn_after().as_secs(),
                 stale: self.heartbeat.is_stale(),
-            },
-            outbox: OutboxStatus { messages: self.store.outbox().len() },
-            disk: DiskStatus {
-                spool_bytes: disk.spool_bytes,
-                spool_bytes_max: disk.limits.spool_bytes_max,
-                cache_bytes,
-                cache_bytes_max: disk.limits.cache_bytes_max,
-                free_bytes: fs4::available_space(&self.config.state_dir).ok(),
             },
             reception: ReceptionStatus {
                 datagrams: stats.datagrams,
@@ -471,13 +474,9 @@ impl Datapath {
                 events_lost: stats.events_lost,
             },
             partial,
-            deliveries_waiting: self.pending_commits.len(),
-            cached,
-            cached_total,
-            hooks: self.hooks.status(),
+            deliveries_waiting: self.node.deliveries_waiting(),
         };
-        if let Err(error) = status::write(&self.config.state_dir, &status) {
-            debug!(%error, "cannot write the status file");
-        }
+        // A full queue skips one status update; the next tick sends another.
+        let _ = self.jobs.try_send(Job::Status(Box::new(view)));
     }
 }

@@ -10,5 +10,6 @@ pub mod heartbeat;
 pub mod hooks;
 pub mod logging;
 pub mod status;
+pub mod worker;
 
 pub use config::ReceiverConfig;

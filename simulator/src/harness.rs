@@ -5,14 +5,16 @@
 //! [`Harness::digest`].
 //!
 //! Two fidelities drive the same machines ([`HarnessOptions::fidelity`]):
+//! Each county runs the daemon's own [`ReceiverNode`]; the harness is its executor, and
+//! carries out every request at once, in order, as the daemon's storage worker would:
 //! - [`Fidelity::Full`]: each receiver authenticates every datagram itself, keeps symbol
-//!   bytes in a [`MemoryStore`], decodes with RaptorQ, and each completed object is
+//!   bytes in a [`MemoryStore`], decodes with RaptorQ, and each committed object is
 //!   compared byte for byte with the payload;
 //! - [`Fidelity::Counting`]: each datagram is authenticated once (one `wire::parse`) and
-//!   handed to every receiver through `Reception::handle_parsed`; receivers count ESIs in a
-//!   [`BitmapCountingStore`] (the protocol's `CountingStore` semantics, cache-sized) and
-//!   "decode" with the RFC 6330 failure probability. This is what
-//!   makes 2000 receivers and tens of megabytes run in seconds.
+//!   handed to every receiver through `ReceiverNode::handle_parsed`; the node counts ESIs
+//!   itself and its requests carry no bytes; a block "decodes" with the RFC 6330 failure
+//!   probability ([`storage::execute_counting`]). This is what makes 2000 receivers and
+//!   tens of megabytes run in seconds.
 //!
 //! Faults are one-line edits of harness state: `harness.receivers[3].offline = true`,
 //! `harness.wan_up = false`, `harness.receivers[0].loss = LossState::new(...)`,
@@ -29,13 +31,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::{RngCore, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use satcast_protocol::broadcast::{AirPlan, BlockSource, BroadcastConfig, BroadcastEvent, Broadcaster, Delivery, NewObject, Priority};
 use satcast_protocol::fec::{self, FecError, Oti};
 use satcast_protocol::feedback::Feedback;
 use satcast_protocol::manifest::{Compression, Kind, Manifest};
-use satcast_protocol::reception::{Fidelity, MemoryStore, Reception, ReceptionConfig, ReceptionEvent, ReceptionStore};
+use satcast_protocol::receiver_node::{Completion, HookRecord, ReceiverNode, ReceiverNodeConfig, Request};
+use satcast_protocol::reception::{Fidelity, MemoryStore, ReceptionConfig, ReceptionStore};
+use satcast_protocol::storage;
 use satcast_protocol::trust::{NetworkKey, RootKey, SigningKey};
 use satcast_protocol::wire::{self, Body};
 use thiserror::Error;
@@ -132,100 +136,14 @@ pub enum HarnessError {
     Refused(String),
 }
 
-/// The widest ESI bitmap one block may grow to (bits): every ESI RFC 6330 allows.
-pub const BITMAP_ESIS_MAX: u32 = wire::ESI_MAX + 1;
-/// The most (object, block) bitmaps one receiver keeps: blocks being collected.
-pub const BITMAP_BLOCKS_MAX: usize = 4096;
-
-/// The counting-fidelity store: which ESIs arrived, as one bitmap per block, like the
-/// protocol's `CountingStore` but about K/8 bytes per block instead of a hash set of K
-/// entries. With 2000 receivers the hash sets (about 80 KB per block each) did not fit in
-/// any cache and their inserts took over half of a 50 MB run; the bitmaps (about 1.5 KB)
-/// do. Our uplink numbers ESIs from 0 upwards, so the bitmaps stay dense.
-#[derive(Debug, Default)]
-pub struct BitmapCountingStore {
-    /// (object id, sbn, bitmap words, distinct ESIs): a handful of blocks at a time, so a
-    /// linear scan beats hashing.
-    blocks: Vec<(u64, u8, Vec<u64>, u32)>,
-}
-
-impl BitmapCountingStore {
-    fn find(&self, object_id: u64, sbn: u8) -> Option<usize> {
-        self.blocks.iter().position(|(id, b, _, _)| *id == object_id && *b == sbn)
-    }
-}
-
-impl ReceptionStore for BitmapCountingStore {
-    fn begin_object(&mut self, _manifest: &Manifest, _signed_manifest: &[u8]) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    fn add_symbol(&mut self, object_id: u64, sbn: u8, esi: u32, _symbol: &[u8]) -> std::io::Result<bool> {
-        if esi >= BITMAP_ESIS_MAX {
-            return Err(std::io::Error::other("esi beyond the bitmap"));
-        }
-        let index = match self.find(object_id, sbn) {
-            Some(index) => index,
-            None => {
-                if self.blocks.len() >= BITMAP_BLOCKS_MAX {
-                    return Err(std::io::Error::other("too many blocks being collected"));
-                }
-                self.blocks.push((object_id, sbn, Vec::new(), 0));
-                self.blocks.len() - 1
-            }
-        };
-        let (_, _, words, count) = &mut self.blocks[index];
-        let (word, bit) = ((esi / 64) as usize, 1u64 << (esi % 64));
-        if words.len() <= word {
-            // Grow by half again, so a stream of rising ESIs costs amortised O(1).
-            words.resize((word + 1).max(words.len() * 3 / 2), 0);
-        }
-        if words[word] & bit != 0 {
-            return Ok(false);
-        }
-        words[word] |= bit;
-        *count += 1;
-        Ok(true)
-    }
-
-    fn symbol_count(&self, object_id: u64, sbn: u8) -> u32 {
-        self.find(object_id, sbn).map_or(0, |i| self.blocks[i].3)
-    }
-
-    fn symbols(&mut self, _object_id: u64, _sbn: u8) -> std::io::Result<Vec<(u32, Vec<u8>)>> {
-        Err(std::io::Error::other("a counting store keeps no symbol bytes"))
-    }
-
-    fn clear_block(&mut self, object_id: u64, sbn: u8) -> std::io::Result<()> {
-        self.blocks.retain(|(id, b, _, _)| !(*id == object_id && *b == sbn));
-        Ok(())
-    }
-
-    fn write_block(&mut self, _object_id: u64, _sbn: u8, _offset: u64, _data: &[u8]) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    fn block_written(&self, _object_id: u64, _sbn: u8) -> bool {
-        false
-    }
-
-    fn object_hash(&mut self, _object_id: u64, _len: u64) -> std::io::Result<[u8; 32]> {
-        Err(std::io::Error::other("a counting store keeps no object bytes"))
-    }
-
-    fn discard(&mut self, object_id: u64) -> std::io::Result<()> {
-        self.blocks.retain(|(id, _, _, _)| *id != object_id);
-        Ok(())
-    }
-}
-
-/// A receiver's store: symbol bytes (full fidelity) or ESI bitmaps (counting fidelity).
+/// A receiver's storage: symbol bytes in memory (full fidelity), or nothing at all
+/// (counting fidelity: the node counts, the executor draws whether a block decodes).
 #[derive(Debug)]
 pub enum SimStore {
     /// Symbols and decoded blocks in memory.
     Memory(MemoryStore),
-    /// ESIs only.
-    Counting(BitmapCountingStore),
+    /// Counts only; the generator draws decoding outcomes.
+    Counting(ChaCha8Rng),
 }
 
 impl SimStore {
@@ -236,14 +154,6 @@ impl SimStore {
             SimStore::Counting(_) => None,
         }
     }
-
-    /// The store as the reception machine takes it.
-    pub fn as_dyn(&mut self) -> &mut dyn ReceptionStore {
-        match self {
-            SimStore::Memory(store) => store,
-            SimStore::Counting(store) => store,
-        }
-    }
 }
 
 /// One simulated county receiver.
@@ -251,8 +161,8 @@ impl SimStore {
 pub struct SimReceiver {
     /// Its county code.
     pub code: String,
-    /// Its reception machine.
-    pub reception: Reception,
+    /// Its node: the daemon's decisions, the reception machine inside.
+    pub node: ReceiverNode,
     /// Its store.
     pub store: SimStore,
     /// Its own downlink loss (on top of its province's fade, if any).
@@ -435,7 +345,7 @@ impl Harness {
                 config.fidelity = options.fidelity;
                 let store = match options.fidelity {
                     Fidelity::Full => SimStore::Memory(MemoryStore::default()),
-                    Fidelity::Counting => SimStore::Counting(BitmapCountingStore::default()),
+                    Fidelity::Counting => SimStore::Counting(ChaCha8Rng::seed_from_u64(rng.next_u64())),
                 };
                 let scheduled = |kind: OutageKind| {
                     options
@@ -447,7 +357,7 @@ impl Harness {
                 };
                 SimReceiver {
                     code: code.clone(),
-                    reception: Reception::new(config),
+                    node: ReceiverNode::new(ReceiverNodeConfig { reception: config, hook_kinds: Vec::new() }),
                     store,
                     loss: LossState::new(*loss),
                     offline: false,
@@ -681,13 +591,13 @@ impl Harness {
                 }
                 receiver.datagrams_heard += 1;
                 match (&parsed, self.options.fidelity) {
-                    (Some(datagram), _) => receiver.reception.handle_parsed(self.now, wall, datagram, receiver.store.as_dyn()),
+                    (Some(datagram), _) => receiver.node.handle_parsed(self.now, wall, datagram),
                     (None, Fidelity::Counting) => continue,
-                    (None, Fidelity::Full) => receiver.reception.handle_datagram(self.now, wall, &bytes, receiver.store.as_dyn()),
+                    (None, Fidelity::Full) => receiver.node.handle_datagram(self.now, wall, &bytes),
                 }
-                drain_reception_events(index, receiver, &mut self.objects, at, aired);
+                execute_requests(index, receiver, &mut self.objects, at, aired);
                 if moves_timers {
-                    receiver.wake = receiver.reception.poll_timeout();
+                    receiver.wake = receiver.node.poll_timeout();
                 }
                 let wan_up = self.wan_up && receiver.wan_link_up(at);
                 route_feedback(receiver, wan_up, &mut self.wan, arrives);
@@ -715,8 +625,9 @@ impl Harness {
                 continue;
             }
             if receiver.wake.is_some_and(|t| t <= self.now) {
-                receiver.reception.handle_timeout(self.now);
-                receiver.wake = receiver.reception.poll_timeout();
+                receiver.node.handle_timeout(self.now);
+                execute_requests(usize::MAX, receiver, &mut self.objects, at, 0);
+                receiver.wake = receiver.node.poll_timeout();
             }
             let wan_up = self.wan_up && receiver.wan_link_up(at);
             route_feedback(receiver, wan_up, &mut self.wan, arrives);
@@ -791,13 +702,6 @@ fn route_feedback(receiver: &mut SimReceiver, wan_up: bool, wan: &mut VecDeque<(
             wan.push_back((arrives, feedback));
         }
     }
-    while let Some(feedback) = receiver.reception.poll_feedback() {
-        if wan_up {
-            wan.push_back((arrives, feedback));
-        } else {
-            hold(&mut receiver.outbox, feedback);
-        }
-    }
 }
 
 /// Keeps feedback for later, a newer progress report replacing an older one for the same
@@ -811,38 +715,66 @@ fn hold(outbox: &mut Vec<Feedback>, feedback: Feedback) {
     outbox.push(feedback);
 }
 
-/// Handles a receiver's events as a daemon would: a complete object is checked against the
-/// payload (byte-exact, in full fidelity) and marked delivered, which queues its Complete
-/// feedback.
+/// Carries out a receiver node's requests at once and in order, as the daemon's storage
+/// worker does, handing completions straight back. A committed object is checked against
+/// the payload (byte-exact, in full fidelity) and counted as delivered; feedback goes to
+/// the county's outbox, which `route_feedback` sends when the WAN is up.
 /// `aired` is the completing datagram's object's DATA symbols aired when it was sent (a
 /// datagram that completes an object is always that object's: a symbol, or the manifest
-/// that lets buffered symbols count).
-fn drain_reception_events(index: usize, receiver: &mut SimReceiver, objects: &mut BTreeMap<u64, SimObject>, at: Duration, aired: u64) {
-    while let Some(event) = receiver.reception.poll_event() {
-        if let ReceptionEvent::Complete { manifest } = event {
-            let object_id = manifest.object_id;
-            let exact = match (&receiver.store, objects.get(&object_id)) {
-                (SimStore::Counting(_), Some(_)) => true,
-                (store, Some(object)) => {
-                    store.object(object_id).and_then(|bytes| bytes.get(..object.payload.len())) == Some(object.payload.as_slice())
-                }
-                (_, None) => false,
-            };
-            if exact {
-                if receiver.completed.insert(object_id, at).is_none() {
-                    receiver.completed_after_symbols.insert(object_id, aired);
-                    if let Some(object) = objects.get_mut(&object_id) {
-                        if object.targeted.get(index).copied().unwrap_or(false) {
-                            object.completions += 1;
-                        }
-                    }
-                }
-            } else {
-                receiver.corrupt.push(object_id);
+/// that lets buffered symbols count). `index` is usize::MAX for a call without a datagram.
+fn execute_requests(index: usize, receiver: &mut SimReceiver, objects: &mut BTreeMap<u64, SimObject>, at: Duration, aired: u64) {
+    while let Some(request) = receiver.node.poll_request() {
+        let completion = match request {
+            Request::Store(request) => match &mut receiver.store {
+                SimStore::Memory(store) => storage::execute(request, store),
+                SimStore::Counting(rng) => storage::execute_counting(request, || rng.random::<f64>()),
             }
-            // Frees the memory of a delivered object (the daemon moves it to its cache).
-            let _ = receiver.store.as_dyn().discard(object_id);
-            receiver.reception.mark_delivered(&manifest);
+            .map(Completion::Store),
+            Request::RecordHookDue { manifest } => {
+                Some(Completion::HookRecorded { object_id: manifest.object_id, result: Ok(HookRecord::AlreadyHandled) })
+            }
+            Request::Commit { manifest } => {
+                commit(index, receiver, objects, at, aired, manifest.object_id);
+                Some(Completion::Committed { object_id: manifest.object_id, result: Ok(()) })
+            }
+            Request::RecordVersion { manifest } => Some(Completion::VersionRecorded { object_id: manifest.object_id, result: Ok(()) }),
+            Request::ReleaseHook { object_id } => Some(Completion::HookReleased { object_id, result: Ok(()) }),
+            Request::RecordRevocations { .. } => None,
+            Request::PushOutbox { feedback } => {
+                hold(&mut receiver.outbox, feedback);
+                None
+            }
+        };
+        if let Some(completion) = completion {
+            receiver.node.handle_completion(completion);
         }
+    }
+    // Events are for a daemon's logs; the harness judges by deliveries.
+    while receiver.node.poll_event().is_some() {}
+}
+
+/// A county commits a verified object: byte-exact against the payload, or counted corrupt.
+fn commit(index: usize, receiver: &mut SimReceiver, objects: &mut BTreeMap<u64, SimObject>, at: Duration, aired: u64, object_id: u64) {
+    let exact = match (&receiver.store, objects.get(&object_id)) {
+        (SimStore::Counting(_), Some(_)) => true,
+        (store, Some(object)) => {
+            store.object(object_id).and_then(|bytes| bytes.get(..object.payload.len())) == Some(object.payload.as_slice())
+        }
+        (_, None) => false,
+    };
+    if !exact {
+        return receiver.corrupt.push(object_id);
+    }
+    if receiver.completed.insert(object_id, at).is_none() {
+        receiver.completed_after_symbols.insert(object_id, aired);
+        if let Some(object) = objects.get_mut(&object_id) {
+            if object.targeted.get(index).copied().unwrap_or(false) {
+                object.completions += 1;
+            }
+        }
+    }
+    // Frees the memory of a delivered object (the daemon moves it to its cache).
+    if let SimStore::Memory(store) = &mut receiver.store {
+        let _ = store.discard(object_id);
     }
 }

@@ -28,7 +28,7 @@ fn assert_everyone_exact(h: &Harness, object_id: u64) {
     let object = &h.objects[&object_id];
     for r in h.receivers.iter().filter(|r| object.targets.contains(&r.code)) {
         assert!(r.corrupt.is_empty(), "{} assembled corrupt bytes", r.code);
-        assert!(r.completed.contains_key(&object_id), "{} did not complete (stats {:?})", r.code, r.reception.stats());
+        assert!(r.completed.contains_key(&object_id), "{} did not complete (stats {:?})", r.code, r.node.stats());
     }
 }
 

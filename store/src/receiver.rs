@@ -562,6 +562,11 @@ fn not_receiving(object_id: u64) -> io::Error {
 }
 
 impl ReceptionStore for ReceiverStore {
+    fn has_cached(&self, object_hash: &[u8; 32]) -> bool {
+        // Only a verified, fsynced object is ever renamed into the cache.
+        self.objects_dir.join(hex::encode(object_hash)).is_file()
+    }
+
     fn begin_object(&mut self, manifest: &Manifest, signed_manifest: &[u8]) -> io::Result<()> {
         let object_id = manifest.object_id;
         if self.partials.contains_key(&object_id) {

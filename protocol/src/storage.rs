@@ -1,0 +1,388 @@
+//! What the reception machine asks of storage, and what comes back.
+//!
+//! The machine does no I/O: it emits a [`StoreRequest`] for every symbol to keep, every
+//! block to decode and every object to verify, and takes the result back as a
+//! [`StoreCompletion`]. An executor carries the requests out in the order they were emitted:
+//! the receiver daemon on a worker thread over its durable store, the simulator in memory
+//! (with faults), the tests synchronously through [`execute`] over a [`ReceptionStore`].
+//!
+//! The requests are the expensive work (disk writes, fsyncs, RaptorQ decoding, whole-object
+//! hashes), so a receive thread that only feeds the machine never waits on any of them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+
+use crate::fec::{self, Oti};
+use crate::manifest::Manifest;
+
+/// Work the reception machine needs done by storage, in the order it must be done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreRequest {
+    /// An object was accepted: keep its signed manifest, so a restart can verify it again
+    /// and resume from what was kept. No completion unless it fails.
+    BeginObject {
+        /// The verified manifest.
+        manifest: Box<Manifest>,
+        /// Its signed bytes, as received.
+        signed_manifest: Vec<u8>,
+    },
+    /// Keep one symbol of a block (a buffered append; the executor syncs periodically).
+    /// The machine has already dropped duplicates it knows of. No completion unless the
+    /// symbol was not kept ([`StoreCompletion::SymbolNotKept`]).
+    AppendSymbol {
+        /// The object.
+        object_id: u64,
+        /// The source block.
+        sbn: u8,
+        /// The symbol's ESI.
+        esi: u32,
+        /// Its bytes; empty when the machine runs with counting fidelity.
+        symbol: Vec<u8>,
+    },
+    /// Decode a block from the symbols kept for it, check it against its signed hash and,
+    /// if it matches, write it at its offset, sync it, and forget its symbols; if it does
+    /// not match, forget its symbols. Always completed ([`StoreCompletion::BlockDecoded`]).
+    DecodeBlock {
+        /// The object.
+        object_id: u64,
+        /// The object's transmission information.
+        oti: Oti,
+        /// The block.
+        sbn: u8,
+        /// The block's signed BLAKE3.
+        expected_hash: [u8; 32],
+        /// Distinct symbols the machine counts for the block (a counting executor decides
+        /// by it; a real one reads what it kept).
+        symbols_counted: u32,
+    },
+    /// Hash the object as kept and compare it with its signed hash. Always completed
+    /// ([`StoreCompletion::ObjectVerified`]).
+    VerifyObject {
+        /// The object.
+        object_id: u64,
+        /// Its length.
+        size_bytes: u64,
+        /// Its signed BLAKE3.
+        expected_hash: [u8; 32],
+    },
+    /// Forget everything about an object (expired, revoked, or poisoned as a whole).
+    /// No completion unless it fails.
+    Discard {
+        /// The object.
+        object_id: u64,
+    },
+}
+
+/// Why a symbol was not kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotKept {
+    /// That ESI was already kept for the block (a restart forgot the machine's own record).
+    Duplicate,
+    /// Storage failed (a full disk, say); the symbol is lost like one lost on the air.
+    Failed(String),
+}
+
+/// How decoding a block ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeOutcome {
+    /// Decoded, matched its signed hash, written and synced.
+    Verified,
+    /// Decoded but did not match its signed hash: its symbols were dropped.
+    Poisoned,
+    /// Not decodable from what was kept, of which this many symbols could be read back.
+    NotYet {
+        /// Distinct symbols read back: the machine's count is corrected to it.
+        symbols_readable: u32,
+    },
+    /// Storage failed.
+    Failed(String),
+}
+
+/// How verifying a whole object ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    /// The object as kept matches its signed hash.
+    Verified,
+    /// It does not: everything kept for it was discarded.
+    Mismatch,
+    /// Storage failed.
+    Failed(String),
+}
+
+/// A finished [`StoreRequest`], handed back to the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreCompletion {
+    /// [`StoreRequest::BeginObject`] failed.
+    BeginFailed {
+        /// The object.
+        object_id: u64,
+        /// The error, as text.
+        error: String,
+    },
+    /// [`StoreRequest::BeginObject`] found the verified object in the cache already (a
+    /// crash between the commit and the version record): deliver it from there.
+    AlreadyCached {
+        /// The object.
+        object_id: u64,
+    },
+    /// A symbol of [`StoreRequest::AppendSymbol`] was not kept.
+    SymbolNotKept {
+        /// The object.
+        object_id: u64,
+        /// The block.
+        sbn: u8,
+        /// The ESI.
+        esi: u32,
+        /// Why.
+        why: NotKept,
+    },
+    /// [`StoreRequest::DecodeBlock`] finished.
+    BlockDecoded {
+        /// The object.
+        object_id: u64,
+        /// The block.
+        sbn: u8,
+        /// How.
+        outcome: DecodeOutcome,
+    },
+    /// [`StoreRequest::VerifyObject`] finished.
+    ObjectVerified {
+        /// The object.
+        object_id: u64,
+        /// How.
+        outcome: VerifyOutcome,
+    },
+    /// [`StoreRequest::Discard`] failed.
+    DiscardFailed {
+        /// The object.
+        object_id: u64,
+        /// The error, as text.
+        error: String,
+    },
+}
+
+/// What storage holds of an object from before a restart, for
+/// [`crate::reception::Reception::resume`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Blocks decoded, verified and written.
+    pub verified: Vec<u8>,
+    /// Distinct symbols kept, per block not yet verified.
+    pub kept: Vec<(u8, u32)>,
+    /// The whole object, verified, is already in the content-addressed cache (a crash in
+    /// the delivery window): it is delivered from there without a symbol more.
+    pub in_cache: bool,
+}
+
+/// Storage as an executor sees it: the synchronous operations behind the requests. The
+/// in-memory [`MemoryStore`] serves tests; the receiver daemon's durable store implements
+/// it too, and runs it on a worker thread.
+pub trait ReceptionStore {
+    /// An object was accepted: keep its signed manifest.
+    fn begin_object(&mut self, manifest: &Manifest, signed_manifest: &[u8]) -> io::Result<()>;
+    /// Keeps one symbol. Returns false if that ESI was already kept for the block.
+    fn add_symbol(&mut self, object_id: u64, sbn: u8, esi: u32, symbol: &[u8]) -> io::Result<bool>;
+    /// How many distinct symbols are kept for the block.
+    fn symbol_count(&self, object_id: u64, sbn: u8) -> u32;
+    /// Every symbol kept for the block.
+    fn symbols(&mut self, object_id: u64, sbn: u8) -> io::Result<Vec<(u32, Vec<u8>)>>;
+    /// Forgets the symbols of one block (decoded, or poisoned).
+    fn clear_block(&mut self, object_id: u64, sbn: u8) -> io::Result<()>;
+    /// Writes a decoded, verified block at its offset in the partial object, durably.
+    fn write_block(&mut self, object_id: u64, sbn: u8, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Whether a verified block was written before (so a restart does not collect it again).
+    fn block_written(&self, object_id: u64, sbn: u8) -> bool;
+    /// BLAKE3 of the partial object's first `len` bytes, read back from where it is kept.
+    fn object_hash(&mut self, object_id: u64, len: u64) -> io::Result<[u8; 32]>;
+    /// Forgets everything about an object.
+    fn discard(&mut self, object_id: u64) -> io::Result<()>;
+    /// Whether a verified object with this hash is already in the content-addressed cache
+    /// (delivered before, or committed just before a crash).
+    fn has_cached(&self, _object_hash: &[u8; 32]) -> bool {
+        false
+    }
+}
+
+/// What `store` holds of an object, for resuming it after a restart. `object_hash` is the
+/// hash its kept manifest names (the machine verifies the manifest again before it counts).
+pub fn held(store: &dyn ReceptionStore, object_id: u64, object_hash: &[u8; 32]) -> Held {
+    let mut held = Held { in_cache: store.has_cached(object_hash), ..Held::default() };
+    for sbn in 0..=u8::MAX {
+        if store.block_written(object_id, sbn) {
+            held.verified.push(sbn);
+        } else {
+            let kept = store.symbol_count(object_id, sbn);
+            if kept > 0 {
+                held.kept.push((sbn, kept));
+            }
+        }
+    }
+    held
+}
+
+/// Carries out one request against `store`, with full fidelity (real decoding and hashes).
+/// Returns the completion to hand back to the machine, if the request has one.
+pub fn execute(request: StoreRequest, store: &mut dyn ReceptionStore) -> Option<StoreCompletion> {
+    match request {
+        StoreRequest::BeginObject { manifest, signed_manifest } => {
+            let object_id = manifest.object_id;
+            if store.has_cached(&manifest.object_hash) {
+                return Some(StoreCompletion::AlreadyCached { object_id });
+            }
+            store.begin_object(&manifest, &signed_manifest).err().map(|e| StoreCompletion::BeginFailed { object_id, error: e.to_string() })
+        }
+        StoreRequest::AppendSymbol { object_id, sbn, esi, symbol } => {
+            let why = match store.add_symbol(object_id, sbn, esi, &symbol) {
+                Ok(true) => return None,
+                Ok(false) => NotKept::Duplicate,
+                Err(error) => NotKept::Failed(error.to_string()),
+            };
+            Some(StoreCompletion::SymbolNotKept { object_id, sbn, esi, why })
+        }
+        StoreRequest::DecodeBlock { object_id, oti, sbn, expected_hash, .. } => {
+            let outcome = decode_block(store, object_id, &oti, sbn, expected_hash).unwrap_or_else(|e| DecodeOutcome::Failed(e.to_string()));
+            Some(StoreCompletion::BlockDecoded { object_id, sbn, outcome })
+        }
+        StoreRequest::VerifyObject { object_id, size_bytes, expected_hash } => {
+            let outcome = match store.object_hash(object_id, size_bytes) {
+                Ok(hash) if hash == expected_hash => VerifyOutcome::Verified,
+                Ok(_) => match store.discard(object_id) {
+                    Ok(()) => VerifyOutcome::Mismatch,
+                    Err(error) => VerifyOutcome::Failed(error.to_string()),
+                },
+                Err(error) => VerifyOutcome::Failed(error.to_string()),
+            };
+            Some(StoreCompletion::ObjectVerified { object_id, outcome })
+        }
+        StoreRequest::Discard { object_id } => {
+            store.discard(object_id).err().map(|e| StoreCompletion::DiscardFailed { object_id, error: e.to_string() })
+        }
+    }
+}
+
+fn decode_block(store: &mut dyn ReceptionStore, object_id: u64, oti: &Oti, sbn: u8, expected_hash: [u8; 32]) -> io::Result<DecodeOutcome> {
+    let Some(block) = fec::blocks(oti).into_iter().find(|b| b.sbn == sbn) else {
+        return Ok(DecodeOutcome::Failed(format!("block {sbn} is not in the object")));
+    };
+    let symbols = store.symbols(object_id, sbn)?;
+    let symbols_readable = symbols.len() as u32;
+    let Ok(data) = fec::decode_block(oti, sbn, symbols) else {
+        return Ok(DecodeOutcome::NotYet { symbols_readable });
+    };
+    if fec::block_hash(&data) != expected_hash {
+        store.clear_block(object_id, sbn)?;
+        return Ok(DecodeOutcome::Poisoned);
+    }
+    store.write_block(object_id, sbn, block.offset, &data)?;
+    store.clear_block(object_id, sbn)?;
+    Ok(DecodeOutcome::Verified)
+}
+
+/// Counting fidelity's executor for one request: nothing is kept, a block "decodes" with
+/// the RFC 6330 section 5.6 success probability for the symbols counted (failure
+/// 0.01 * 0.01^(n - K) for n >= K), drawn from `draw` (a uniform number in [0, 1)), and an
+/// object verifies once all its blocks have.
+pub fn execute_counting(request: StoreRequest, draw: impl FnOnce() -> f64) -> Option<StoreCompletion> {
+    match request {
+        StoreRequest::BeginObject { .. } | StoreRequest::AppendSymbol { .. } | StoreRequest::Discard { .. } => None,
+        StoreRequest::DecodeBlock { object_id, oti, sbn, symbols_counted, .. } => {
+            let source_symbols = fec::blocks(&oti).get(usize::from(sbn)).map_or(u32::MAX, |b| b.source_symbols);
+            let outcome = if symbols_counted >= source_symbols && draw() >= decode_failure_probability(symbols_counted - source_symbols) {
+                DecodeOutcome::Verified
+            } else {
+                DecodeOutcome::NotYet { symbols_readable: symbols_counted }
+            };
+            Some(StoreCompletion::BlockDecoded { object_id, sbn, outcome })
+        }
+        StoreRequest::VerifyObject { object_id, .. } => {
+            Some(StoreCompletion::ObjectVerified { object_id, outcome: VerifyOutcome::Verified })
+        }
+    }
+}
+
+/// RFC 6330 section 5.6: the chance that K + `overhead` distinct symbols fail to decode.
+pub fn decode_failure_probability(overhead: u32) -> f64 {
+    0.01 * 0.01f64.powi(overhead.min(16) as i32)
+}
+
+/// A [`ReceptionStore`] in memory, for tests.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    symbols: HashMap<(u64, u8), BTreeMap<u32, Vec<u8>>>,
+    objects: HashMap<u64, Vec<u8>>,
+    written: HashMap<u64, Vec<u8>>,
+}
+
+impl MemoryStore {
+    /// The assembled bytes of an object, if any block was written.
+    pub fn object(&self, object_id: u64) -> Option<&[u8]> {
+        self.objects.get(&object_id).map(Vec::as_slice)
+    }
+}
+
+impl ReceptionStore for MemoryStore {
+    fn begin_object(&mut self, _manifest: &Manifest, _signed_manifest: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn add_symbol(&mut self, object_id: u64, sbn: u8, esi: u32, symbol: &[u8]) -> io::Result<bool> {
+        let block = self.symbols.entry((object_id, sbn)).or_default();
+        if block.contains_key(&esi) {
+            return Ok(false);
+        }
+        block.insert(esi, symbol.to_vec());
+        Ok(true)
+    }
+
+    fn symbol_count(&self, object_id: u64, sbn: u8) -> u32 {
+        self.symbols.get(&(object_id, sbn)).map_or(0, |b| b.len() as u32)
+    }
+
+    fn symbols(&mut self, object_id: u64, sbn: u8) -> io::Result<Vec<(u32, Vec<u8>)>> {
+        Ok(self.symbols.get(&(object_id, sbn)).map(|b| b.iter().map(|(e, s)| (*e, s.clone())).collect()).unwrap_or_default())
+    }
+
+    fn clear_block(&mut self, object_id: u64, sbn: u8) -> io::Result<()> {
+        self.symbols.remove(&(object_id, sbn));
+        Ok(())
+    }
+
+    fn write_block(&mut self, object_id: u64, sbn: u8, offset: u64, data: &[u8]) -> io::Result<()> {
+        let object = self.objects.entry(object_id).or_default();
+        let end = offset as usize + data.len();
+        if object.len() < end {
+            object.resize(end, 0);
+        }
+        object[offset as usize..end].copy_from_slice(data);
+        self.written.entry(object_id).or_default().push(sbn);
+        Ok(())
+    }
+
+    fn block_written(&self, object_id: u64, sbn: u8) -> bool {
+        self.written.get(&object_id).is_some_and(|w| w.contains(&sbn))
+    }
+
+    fn object_hash(&mut self, object_id: u64, len: u64) -> io::Result<[u8; 32]> {
+        let object = self.objects.get(&object_id).map(Vec::as_slice).unwrap_or_default();
+        let len = (len as usize).min(object.len());
+        Ok(*blake3::hash(&object[..len]).as_bytes())
+    }
+
+    fn discard(&mut self, object_id: u64) -> io::Result<()> {
+        self.symbols.retain(|(id, _), _| *id != object_id);
+        self.objects.remove(&object_id);
+        self.written.remove(&object_id);
+        Ok(())
+    }
+}
+
+/// Carries out every request the machine has queued, synchronously and in order, against
+/// `store`, handing each completion back, until none is left: the executor of tests and
+/// benchmarks.
+pub fn drain(reception: &mut crate::reception::Reception, store: &mut dyn ReceptionStore) {
+    while let Some(request) = reception.poll_request() {
+        if let Some(completion) = execute(request, store) {
+            reception.handle_completion(completion);
+        }
+    }
+}
