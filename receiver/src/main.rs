@@ -5,17 +5,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use satcast_receiver::status::{self, EXIT_NOT_RUNNING, EXIT_RUNNING, Liveness};
+use satcast_receiver::status;
 use satcast_receiver::{ReceiverConfig, daemon, logging};
 
 const EXIT_CODES: &str = "Exit codes:
   0  run: stopped cleanly (SIGTERM, Ctrl-C); status: the daemon is running
   1  an error (unreadable config, keys or trust state; the message says which)
   2  bad command-line arguments
-  3  status: the daemon is not running (no state/status.json, or not updated for 5 s);
-     what is on disk is printed anyway";
+  3  status: the daemon is not running (nothing holds state/daemon.lock); what is on
+     disk is printed anyway. A running daemon whose state/status.json is stale (a full
+     disk) is still running: exit 0, and the staleness is said";
 
 #[derive(Parser)]
 #[command(name = "satcast-receiver", version, about = "satcast county receiver daemon", after_help = EXIT_CODES)]
@@ -61,7 +61,12 @@ fn main() -> anyhow::Result<()> {
             let config = ReceiverConfig::load(&config)?;
             let stop = Arc::new(AtomicBool::new(false));
             spawn_signal_watcher(stop.clone())?;
-            daemon::run(config, stop).context("receiver stopped with an error")
+            if let Err(error) = daemon::run(config, stop) {
+                // One line, as satcast-uplink prints its errors (anyhow's report takes four).
+                eprintln!("error: receiver stopped with an error: {error}");
+                std::process::exit(1);
+            }
+            Ok(())
         }
     }
 }
@@ -70,10 +75,7 @@ fn main() -> anyhow::Result<()> {
 fn print_status(config: &ReceiverConfig, json: bool) -> anyhow::Result<i32> {
     let now = std::time::SystemTime::now();
     let liveness = status::liveness(&config.state_dir, now);
-    let offline = match &liveness {
-        Liveness::Running { .. } => None,
-        Liveness::NotRunning { .. } => Some(status::offline_state(&config.state_dir)),
-    };
+    let offline = liveness.needs_offline_state().then(|| status::offline_state(&config.state_dir));
     let text = if json {
         serde_json::to_string_pretty(&status::json_report(&liveness, offline.as_ref()))? + "\n"
     } else {
@@ -84,10 +86,7 @@ fn print_status(config: &ReceiverConfig, json: bool) -> anyhow::Result<i32> {
         Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => return Err(error.into()),
         _ => {}
     }
-    Ok(match liveness {
-        Liveness::Running { .. } => EXIT_RUNNING,
-        Liveness::NotRunning { .. } => EXIT_NOT_RUNNING,
-    })
+    Ok(liveness.exit_code())
 }
 
 /// Sets `stop` on SIGTERM or SIGINT so the datapath finishes its current datagram and exits.

@@ -1,8 +1,12 @@
 //! `satcast-receiver status`: the running daemon writes `state/status.json` every second
 //! (temp file and rename, so a reader never sees half of one); the command reads it, says
-//! whether the daemon is running, and prints a table or JSON. When the daemon is not
-//! running it still shows what is on disk, read straight from the files (the cache's
-//! manifests, the spools' manifests, trust state, hook records) without opening the index.
+//! whether the daemon is running, and prints a table or JSON. Whether it runs is decided by
+//! the state folder's lock (`state/daemon.lock`, see `satcast_store::lock`), which the
+//! daemon holds for as long as it lives, not by the status file's age: on a full disk the
+//! file cannot be rewritten, and a running daemon is then reported as running with a stale
+//! status. When the daemon is not running, or its status is stale, it still shows what is
+//! on disk, read straight from the files (the cache's manifests, the spools' manifests,
+//! trust state, hook records) without opening the index.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -12,14 +16,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use satcast_protocol::fec::{self, Oti};
 use satcast_protocol::manifest::Manifest;
 use satcast_protocol::trust::SignedManifest;
-use satcast_store::TrustState;
+use satcast_store::{Owner, Ownership, TrustState};
 use serde::{Deserialize, Serialize};
 
 use crate::hooks::{HOOK_RESULTS_SHOWN_MAX, HookJob, HookRecord, HookStatus, HookSummary, hex_id};
 
 /// The status file, under the state directory.
 pub const STATUS_FILE: &str = "status.json";
-/// A status file older than this means the daemon is not running (it rewrites it every second).
+/// A status file older than this is stale (the daemon rewrites it every second). Only if
+/// the lock cannot be looked at does staleness alone mean the daemon is not running.
 pub const STATUS_STALE_AFTER: Duration = Duration::from_secs(5);
 /// The most cache entries listed in status (the total is always given).
 pub const STATUS_CACHED_MAX: usize = 1000;
@@ -30,9 +35,9 @@ pub const STATUS_BYTES_MAX: u64 = 4 * 1024 * 1024;
 /// Bumped when a field changes meaning or goes away (new fields do not bump it).
 pub const STATUS_FORMAT: u32 = 1;
 
-/// Exit code of `status`: the daemon is running.
+/// Exit code of `status`: the daemon is running (even if its status file is stale).
 pub const EXIT_RUNNING: i32 = 0;
-/// Exit code of `status`: the daemon is not running (no status, or older than 5 s).
+/// Exit code of `status`: the daemon is not running (nothing holds `state/daemon.lock`).
 pub const EXIT_NOT_RUNNING: i32 = 3;
 
 /// What the daemon writes every second.
@@ -183,15 +188,25 @@ fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Whether a daemon is running, judged from its status file.
+/// Whether a daemon is running, judged from the state folder's lock and its status file.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Liveness {
-    /// Fresh status from a live process.
+    /// The daemon owns its state folder and its status is fresh.
     Running {
         /// The status.
         status: Box<DaemonStatus>,
         /// How old it is.
         age: Duration,
+    },
+    /// The daemon owns its state folder but its status file is not current: it cannot be
+    /// rewritten (a full disk), the daemon is still starting, or it is stuck.
+    RunningStale {
+        /// The daemon's process id, as it wrote it into the lock file.
+        pid: Option<u32>,
+        /// What is wrong with the status file, in words.
+        reason: String,
+        /// The last status found, and how old it is.
+        last: Option<(Box<DaemonStatus>, Duration)>,
     },
     /// No daemon; the last status it wrote, if any.
     NotRunning {
@@ -202,41 +217,122 @@ pub enum Liveness {
     },
 }
 
+impl Liveness {
+    /// The exit code of `status`.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Liveness::Running { .. } | Liveness::RunningStale { .. } => EXIT_RUNNING,
+            Liveness::NotRunning { .. } => EXIT_NOT_RUNNING,
+        }
+    }
+
+    /// Whether the report shows what the files say (the daemon's own status is missing or old).
+    pub fn needs_offline_state(&self) -> bool {
+        !matches!(self, Liveness::Running { .. })
+    }
+}
+
 fn process_exists(pid: u32) -> bool {
     // Without /proc (not Linux?) assume it exists: the age of the file decides alone.
     !Path::new("/proc/self").exists() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Reads the status file and decides whether the daemon runs.
-pub fn liveness(state_dir: &Path, now: SystemTime) -> Liveness {
+/// The status file as found.
+enum StatusFile {
+    Missing(PathBuf),
+    Unreadable(String),
+    Found(Box<DaemonStatus>, Duration),
+}
+
+fn read_status(state_dir: &Path, now: SystemTime) -> StatusFile {
     let path = state_dir.join(STATUS_FILE);
     let bytes = match read_bounded(&path) {
         Ok(bytes) => bytes,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            return Liveness::NotRunning {
-                reason: format!("no {} (the daemon has not run with this state directory)", path.display()),
-                last: None,
-            };
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return StatusFile::Missing(path),
+        Err(error) => return StatusFile::Unreadable(format!("cannot read {}: {error}", path.display())),
+    };
+    match serde_json::from_slice::<DaemonStatus>(&bytes) {
+        Ok(status) => {
+            let age = Duration::from_millis(unix_ms(now).saturating_sub(status.updated_unix_ms));
+            StatusFile::Found(Box::new(status), age)
         }
-        Err(error) => return Liveness::NotRunning { reason: format!("cannot read {}: {error}", path.display()), last: None },
+        Err(error) => StatusFile::Unreadable(format!("{} is unreadable: {error}", path.display())),
+    }
+}
+
+/// Reads the state folder's lock and status file and decides whether the daemon runs.
+pub fn liveness(state_dir: &Path, now: SystemTime) -> Liveness {
+    let file = read_status(state_dir, now);
+    match satcast_store::lock::ownership(state_dir) {
+        Ok(Ownership::Held(owner)) => held(owner, file),
+        Ok(Ownership::Free) => free(file),
+        Err(error) => by_age(file, &error.to_string()),
+    }
+}
+
+/// The daemon runs; is its status current?
+fn held(owner: Option<Owner>, file: StatusFile) -> Liveness {
+    let pid = owner.map(|o| o.pid);
+    let (reason, last) = match file {
+        StatusFile::Found(status, age) if !status.stopped && pid.is_none_or(|p| p == status.pid) && age <= STATUS_STALE_AFTER => {
+            return Liveness::Running { status, age };
+        }
+        StatusFile::Found(status, age) if status.stopped || pid.is_some_and(|p| p != status.pid) => (
+            format!("its status file is from an earlier run (pid {}); it has not written one yet (starting?)", status.pid),
+            Some((status, age)),
+        ),
+        StatusFile::Found(status, age) => (
+            format!("its status file is stale: last written {} ago (a full disk? see the daemon's log)", human_duration(age)),
+            Some((status, age)),
+        ),
+        StatusFile::Missing(path) => (format!("it has not written {} yet (starting?)", path.display()), None),
+        StatusFile::Unreadable(why) => (format!("its status file is unusable: {why}"), None),
     };
-    let status: DaemonStatus = match serde_json::from_slice(&bytes) {
-        Ok(status) => status,
-        Err(error) => return Liveness::NotRunning { reason: format!("{} is unreadable: {error}", path.display()), last: None },
+    Liveness::RunningStale { pid, reason, last }
+}
+
+/// Nothing holds the state folder: no daemon runs, whatever the status file says.
+fn free(file: StatusFile) -> Liveness {
+    match file {
+        StatusFile::Found(status, age) if status.stopped => Liveness::NotRunning {
+            reason: format!("the daemon (pid {}) stopped {} ago", status.pid, human_duration(age)),
+            last: Some(status),
+        },
+        StatusFile::Found(status, age) => Liveness::NotRunning {
+            reason: format!(
+                "the daemon (pid {}) is gone without stopping (killed or crashed); its status was last written {} ago",
+                status.pid,
+                human_duration(age)
+            ),
+            last: Some(status),
+        },
+        StatusFile::Missing(path) => {
+            Liveness::NotRunning { reason: format!("no {} (the daemon has not run with this state directory)", path.display()), last: None }
+        }
+        StatusFile::Unreadable(reason) => Liveness::NotRunning { reason, last: None },
+    }
+}
+
+/// The lock cannot be looked at (no permission to open it, say): judge by the status
+/// file's age and whether its process exists.
+fn by_age(file: StatusFile, lock_error: &str) -> Liveness {
+    let (status, age) = match file {
+        StatusFile::Found(status, age) => (status, age),
+        StatusFile::Missing(path) => return Liveness::NotRunning { reason: format!("no {} ({lock_error})", path.display()), last: None },
+        StatusFile::Unreadable(reason) => return Liveness::NotRunning { reason: format!("{reason} ({lock_error})"), last: None },
     };
-    let age = Duration::from_millis(unix_ms(now).saturating_sub(status.updated_unix_ms));
     let reason = if status.stopped {
         Some(format!("the daemon (pid {}) stopped {} ago", status.pid, human_duration(age)))
     } else if age > STATUS_STALE_AFTER {
-        Some(format!("status last updated {} ago by pid {}", human_duration(age), status.pid))
+        Some(format!("status last updated {} ago by pid {} ({lock_error})", human_duration(age), status.pid))
     } else if !process_exists(status.pid) {
         Some(format!("process {} is gone (it was killed {} ago or less)", status.pid, human_duration(age)))
     } else {
         None
     };
     match reason {
-        Some(reason) => Liveness::NotRunning { reason, last: Some(Box::new(status)) },
-        None => Liveness::Running { status: Box::new(status), age },
+        Some(reason) => Liveness::NotRunning { reason, last: Some(status) },
+        None => Liveness::Running { status, age },
     }
 }
 
@@ -323,7 +419,8 @@ pub fn offline_state(state_dir: &Path) -> OfflineState {
 }
 
 /// The JSON `status --json` prints: the daemon's status with `running` and its age, or,
-/// when it is not running, the reason, what the files say, and the last status written.
+/// when it is not running or its status is stale, the reason, what the files say, and the
+/// last status written (with `running` true and `status_stale` true in the second case).
 pub fn json_report(liveness: &Liveness, offline: Option<&OfflineState>) -> serde_json::Value {
     match liveness {
         Liveness::Running { status, age } => {
@@ -331,6 +428,24 @@ pub fn json_report(liveness: &Liveness, offline: Option<&OfflineState>) -> serde
             if let Some(object) = value.as_object_mut() {
                 object.insert("running".into(), true.into());
                 object.insert("status_age_ms".into(), (age.as_millis() as u64).into());
+            }
+            value
+        }
+        Liveness::RunningStale { pid, reason, last } => {
+            let mut value = offline.and_then(|o| serde_json::to_value(o).ok()).unwrap_or_else(|| serde_json::json!({}));
+            if let Some(object) = value.as_object_mut() {
+                object.insert("running".into(), true.into());
+                object.insert("status_stale".into(), true.into());
+                object.insert("pid".into(), pid.map_or(serde_json::Value::Null, serde_json::Value::from));
+                object.insert("reason".into(), reason.clone().into());
+                object.insert(
+                    "status_age_ms".into(),
+                    last.as_ref().map_or(serde_json::Value::Null, |(_, age)| (age.as_millis() as u64).into()),
+                );
+                object.insert(
+                    "last_status".into(),
+                    last.as_ref().and_then(|(s, _)| serde_json::to_value(s.as_ref()).ok()).unwrap_or(serde_json::Value::Null),
+                );
             }
             value
         }
@@ -495,6 +610,16 @@ pub fn human_report(liveness: &Liveness, offline: Option<&OfflineState>, now: Sy
             write_cached(&mut out, &s.cached, s.cached_total);
             write_hooks(&mut out, &s.hooks, now);
         }
+        Liveness::RunningStale { pid, reason, .. } => {
+            let pid = pid.map_or("pid unknown".into(), |p| format!("pid {p}"));
+            let _ = writeln!(out, "satcast-receiver is RUNNING ({pid}), but {reason}");
+            let _ = writeln!(out, "What is on disk:");
+            if let Some(offline) = offline {
+                write_partial(&mut out, &offline.partial);
+                write_cached(&mut out, &offline.cached, offline.cached_total);
+                write_hooks(&mut out, &offline.hooks, now);
+            }
+        }
         Liveness::NotRunning { reason, .. } => {
             let _ = writeln!(out, "satcast-receiver is NOT RUNNING: {reason}");
             let _ = writeln!(out, "What is on disk:");
@@ -513,7 +638,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_missing_or_stale_status_means_not_running() {
+    fn running_is_owning_the_state_folder_and_a_stale_status_file_does_not_change_that() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(matches!(liveness(dir.path(), SystemTime::now()), Liveness::NotRunning { last: None, .. }));
         let status = DaemonStatus {
@@ -535,13 +660,31 @@ mod tests {
             hooks: HookStatus::default(),
         };
         write(dir.path(), &status).expect("write");
-        assert!(matches!(liveness(dir.path(), SystemTime::now()), Liveness::Running { .. }));
-        let later = SystemTime::now() + Duration::from_secs(6);
-        assert!(matches!(liveness(dir.path(), later), Liveness::NotRunning { last: Some(_), .. }));
-        let json = json_report(&liveness(dir.path(), SystemTime::now()), None);
+        // A fresh status file from a live process, but nobody owns the folder: not running.
+        let now = liveness(dir.path(), SystemTime::now());
+        assert!(matches!(now, Liveness::NotRunning { last: Some(_), .. }), "{now:?}");
+        assert_eq!(now.exit_code(), EXIT_NOT_RUNNING);
+
+        let lock = satcast_store::StateLock::acquire(dir.path(), "satcast-receiver").expect("lock");
+        let now = liveness(dir.path(), SystemTime::now());
+        assert!(matches!(now, Liveness::Running { .. }), "{now:?}");
+        let json = json_report(&now, None);
         assert_eq!(json["running"], true);
         assert_eq!(json["outbox"]["messages"], 2);
+        // A status file the daemon could not rewrite (a full disk): still running, said stale.
+        let later = liveness(dir.path(), SystemTime::now() + Duration::from_secs(3600));
+        let Liveness::RunningStale { pid, reason, last } = &later else { panic!("{later:?}") };
+        assert_eq!(*pid, Some(std::process::id()));
+        assert!(reason.contains("stale: last written 1 h 0 min ago"), "{reason}");
+        assert!(last.is_some());
+        assert_eq!(later.exit_code(), EXIT_RUNNING);
+        let json = json_report(&later, Some(&OfflineState::default()));
+        assert_eq!((json["running"].as_bool(), json["status_stale"].as_bool()), (Some(true), Some(true)), "{json}");
+        assert!(human_report(&later, None, SystemTime::now()).starts_with("satcast-receiver is RUNNING (pid "));
         fs::write(dir.path().join(STATUS_FILE), b"{ not json").expect("write");
+        assert!(matches!(liveness(dir.path(), SystemTime::now()), Liveness::RunningStale { .. }));
+
+        drop(lock);
         assert!(matches!(liveness(dir.path(), SystemTime::now()), Liveness::NotRunning { .. }));
     }
 

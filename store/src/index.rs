@@ -2,12 +2,24 @@
 //! corruption after unclean shutdown, so the index only ever holds what can be rebuilt from
 //! the files (or re-learned from the protocol): if it fails to open, or panics while
 //! opening, it is moved aside and a fresh one is built.
+//!
+//! Only if it is broken, though: an index another process has open is in use, not corrupt.
+//! Opening one needs the state folder's [`StateLock`], which the index keeps for as long
+//! as any handle to it lives, so no index is opened, or quarantined, behind its owner's back.
 
+use std::fs::File;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bincode::{Decode, Encode};
+use fs4::{FileExt, TryLockError};
 use thiserror::Error;
+
+use crate::lock::{LockError, StateLock};
+
+/// The index folder, under the state directory.
+pub const INDEX_DIR: &str = "index";
 
 /// Why the index could not be used.
 #[derive(Debug, Error)]
@@ -28,6 +40,16 @@ pub enum IndexError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Another process has the index open (sled's own lock): it is in use, not corrupt, and
+    /// was left as it is.
+    #[error("index {path} is in use by another process; left as it is")]
+    InUse {
+        /// The index directory.
+        path: PathBuf,
+    },
+    /// The state folder belongs to another process.
+    #[error(transparent)]
+    Owned(#[from] LockError),
     /// A read or write failed.
     #[error("index operation failed: {0}")]
     Sled(#[from] sled::Error),
@@ -58,31 +80,63 @@ pub enum IndexOpen {
 #[derive(Debug, Clone)]
 pub struct Index {
     db: sled::Db,
+    /// The state folder's ownership, released when the last handle goes.
+    _owner: Arc<StateLock>,
 }
 
-fn open_sled(path: &Path) -> Result<sled::Db, String> {
+/// Why sled would not open.
+enum OpenFailure {
+    Sled(sled::Error),
+    Panicked,
+}
+
+impl std::fmt::Display for OpenFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenFailure::Sled(error) => error.fmt(f),
+            OpenFailure::Panicked => f.write_str("sled panicked while opening"),
+        }
+    }
+}
+
+fn open_sled(path: &Path) -> Result<sled::Db, OpenFailure> {
     // A corrupt file must not take the daemon down: sled may panic instead of erroring.
     match std::panic::catch_unwind(AssertUnwindSafe(|| {
         sled::Config::new().path(path).mode(sled::Mode::LowSpace).cache_capacity(CACHE_BYTES_MAX).open()
     })) {
         Ok(Ok(db)) => Ok(db),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("sled panicked while opening".into()),
+        Ok(Err(error)) => Err(OpenFailure::Sled(error)),
+        Err(_) => Err(OpenFailure::Panicked),
     }
 }
 
+/// Whether another process holds sled's lock on the index. sled reports it as a plain I/O
+/// error, so its message is one sign; the other, which does not depend on the wording, is
+/// that sled's `db` file is still locked now.
+fn in_use(path: &Path, failure: &OpenFailure) -> bool {
+    let says_locked =
+        matches!(failure, OpenFailure::Sled(sled::Error::Io(error)) if error.to_string().starts_with("could not acquire lock"));
+    // A shared probe, released when the file is dropped; an exclusive holder refuses it.
+    let still_locked = File::open(path.join("db")).is_ok_and(|db| matches!(FileExt::try_lock_shared(&db), Err(TryLockError::WouldBlock)));
+    says_locked || still_locked
+}
+
 impl Index {
-    /// Opens the index at `path`, quarantining it beside itself if it will not open.
-    pub fn open(path: &Path, now_unix_secs: u64) -> Result<(Index, IndexOpen), IndexError> {
+    /// Opens the index of the state folder `owner` owns, quarantining it beside itself if it
+    /// is broken. An index some other process has open is an error, never quarantined.
+    pub fn open(owner: StateLock, now_unix_secs: u64) -> Result<(Index, IndexOpen), IndexError> {
+        let path = owner.state_dir().join(INDEX_DIR);
+        let owner = Arc::new(owner);
         let existed = path.exists();
-        match open_sled(path) {
-            Ok(db) => Ok((Index { db }, if existed { IndexOpen::Opened } else { IndexOpen::Created })),
-            Err(why) => {
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "index".into());
-                let moved_to = path.with_file_name(format!("{name}.quarantined-{now_unix_secs}"));
-                std::fs::rename(path, &moved_to).map_err(|source| IndexError::Quarantine { path: path.to_owned(), source })?;
-                let db = open_sled(path).map_err(|why| IndexError::Open { path: path.to_owned(), why })?;
-                Ok((Index { db }, IndexOpen::Quarantined { moved_to, why }))
+        match open_sled(&path) {
+            Ok(db) => Ok((Index { db, _owner: owner }, if existed { IndexOpen::Opened } else { IndexOpen::Created })),
+            Err(failure) if in_use(&path, &failure) => Err(IndexError::InUse { path }),
+            Err(failure) => {
+                let why = failure.to_string();
+                let moved_to = path.with_file_name(format!("{INDEX_DIR}.quarantined-{now_unix_secs}"));
+                std::fs::rename(&path, &moved_to).map_err(|source| IndexError::Quarantine { path: path.clone(), source })?;
+                let db = open_sled(&path).map_err(|failure| IndexError::Open { path: path.clone(), why: failure.to_string() })?;
+                Ok((Index { db, _owner: owner }, IndexOpen::Quarantined { moved_to, why }))
             }
         }
     }
@@ -160,12 +214,16 @@ impl Tree {
 mod tests {
     use super::*;
 
+    fn owner(dir: &Path) -> StateLock {
+        StateLock::acquire(dir, "satcast-test").expect("lock")
+    }
+
     #[test]
     fn a_corrupt_index_is_quarantined_and_replaced() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("index");
+        let path = dir.path().join(INDEX_DIR);
         {
-            let (index, how) = Index::open(&path, 1).expect("create");
+            let (index, how) = Index::open(owner(dir.path()), 1).expect("create");
             assert_eq!(how, IndexOpen::Created);
             index.tree("t").expect("tree").put(b"k", &7u64).expect("put");
             index.flush().expect("flush");
@@ -176,9 +234,40 @@ mod tests {
                 std::fs::write(entry.path(), vec![0xA5u8; 4096]).expect("corrupt");
             }
         }
-        let (index, how) = Index::open(&path, 2).expect("reopen");
+        let (index, how) = Index::open(owner(dir.path()), 2).expect("reopen");
         assert!(matches!(how, IndexOpen::Quarantined { .. }), "{how:?}");
         assert!(dir.path().join("index.quarantined-2").exists());
         assert_eq!(index.tree("t").expect("tree").get::<u64>(b"k").expect("get"), None);
+    }
+
+    #[test]
+    fn an_index_in_use_by_another_opener_is_an_error_not_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(INDEX_DIR);
+        // Someone who ignores the state folder's lock (an older satcast, a tool) has the
+        // index open. sled's flock conflicts between two opens even in one process.
+        let other = sled::open(&path).expect("other opener");
+        other.insert(b"k", b"history").expect("insert");
+        other.flush().expect("flush");
+        match Index::open(owner(dir.path()), 2) {
+            Err(IndexError::InUse { path: reported }) => assert_eq!(reported, path),
+            other => panic!("an index in use must be an error: {other:?}"),
+        }
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir.path()).expect("read dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, vec![crate::lock::LOCK_FILE.to_owned(), INDEX_DIR.to_owned()], "nothing was quarantined");
+        assert_eq!(other.get(b"k").expect("get").as_deref(), Some(&b"history"[..]));
+    }
+
+    #[test]
+    fn the_index_keeps_its_folder_owned_while_any_handle_lives() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (index, _) = Index::open(owner(dir.path()), 1).expect("open");
+        let handle = index.clone();
+        drop(index);
+        assert!(matches!(StateLock::acquire(dir.path(), "satcast-test"), Err(LockError::InUse { .. })));
+        drop(handle);
+        assert!(StateLock::acquire(dir.path(), "satcast-test").is_ok());
     }
 }

@@ -28,6 +28,7 @@ use thiserror::Error;
 
 use crate::fsutil::{fsync_dir, write_atomic};
 use crate::index::{Index, IndexError, IndexOpen, Tree};
+use crate::lock::StateLock;
 use crate::spool::{RECORD_HEADER_LEN, Spool};
 
 /// The most feedback messages kept for the uplink; beyond it the oldest progress report
@@ -35,6 +36,9 @@ use crate::spool::{RECORD_HEADER_LEN, Spool};
 pub const OUTBOX_ENTRIES_MAX: usize = 10_000;
 /// The most cache entries listed or considered for eviction at once.
 pub const CACHE_ENTRIES_MAX: usize = 100_000;
+
+/// The name the receiver writes into its state folder's lock (see [`crate::lock`]).
+pub const RECEIVER_PROGRAM: &str = "satcast-receiver";
 
 /// Bounds on what the receiver keeps on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +204,8 @@ impl ReceiverStore {
         limits: ReceiverLimits,
         now_unix_secs: u64,
     ) -> Result<(Self, OpenReport), StoreError> {
+        // First: everything below (the clean-up of leftovers included) is the owner's business.
+        let owner = StateLock::acquire(state_dir, RECEIVER_PROGRAM).map_err(IndexError::from)?;
         let spool_dir = state_dir.join("spool");
         let partial_dir = state_dir.join("partial");
         let objects_dir = state_dir.join("objects");
@@ -210,7 +216,7 @@ impl ReceiverStore {
         for entry in read_dir(&incoming_dir)? {
             let _ = fs::remove_file(entry.path());
         }
-        let (index, how) = Index::open(&state_dir.join("index"), now_unix_secs)?;
+        let (index, how) = Index::open(owner, now_unix_secs)?;
         let rebuild = !matches!(how, IndexOpen::Opened);
         let mut store = ReceiverStore {
             objects: index.tree("objects")?,

@@ -12,6 +12,10 @@ use std::path::Path;
 use bincode::{Decode, Encode};
 
 use crate::index::{Index, IndexError, IndexOpen, Tree};
+use crate::lock::StateLock;
+
+/// The name the uplink writes into its state folder's lock (see [`crate::lock`]).
+pub const UPLINK_PROGRAM: &str = "satcast-uplink";
 
 /// The most ledger entries or registry entries read at once.
 pub const LIST_MAX: usize = 1_000_000;
@@ -108,9 +112,11 @@ fn ledger_key(object_id: u64, county: &str) -> Vec<u8> {
 }
 
 impl UplinkStore {
-    /// Opens (creating, or quarantining a broken one) the index under `state_dir`.
+    /// Takes `state_dir` for this process (refusing if another owns it) and opens its
+    /// index (creating it, or quarantining a broken one). The folder stays owned for as
+    /// long as the store lives.
     pub fn open(state_dir: &Path, now_unix_secs: u64) -> Result<(UplinkStore, IndexOpen), IndexError> {
-        let (index, how) = Index::open(&state_dir.join("index"), now_unix_secs)?;
+        let (index, how) = Index::open(StateLock::acquire(state_dir, UPLINK_PROGRAM)?, now_unix_secs)?;
         let store = UplinkStore {
             broadcasts: index.tree("broadcasts")?,
             ledger: index.tree("ledger")?,

@@ -52,7 +52,8 @@ pub enum ServeError {
     /// The downlink socket could not be opened.
     #[error("cannot open downlink socket: {0}")]
     Socket(std::io::Error),
-    /// The uplink's index could not be opened, even fresh.
+    /// The state folder belongs to another process, or the uplink's index could not be
+    /// opened, even fresh.
     #[error(transparent)]
     Index(#[from] satcast_store::IndexError),
     /// The acknowledgement server could not start.
@@ -142,8 +143,9 @@ struct Uplink {
 pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeError> {
     let signing_key = keys::load_signing_key(&config.keys_dir)?;
     let network_key = keys::load_network_key(&config.keys_dir)?;
-    let queue = Queue::open(&config.state_dir)?;
+    // The store first: it takes the state folder for this process, or refuses.
     let (store, how) = UplinkStore::open(&config.state_dir, wall_unix_ms() / 1000)?;
+    let queue = Queue::open(&config.state_dir)?;
     if let IndexOpen::Quarantined { moved_to, why } = &how {
         warn!(moved_to = %moved_to.display(), %why, "index would not open: quarantined it; interrupted broadcasts restart with fresh signatures");
     }
