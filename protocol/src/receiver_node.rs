@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use crate::feedback::Feedback;
+use crate::feedback::{Feedback, FeedbackMessage};
 use crate::manifest::{Kind, Manifest};
 use crate::reception::{Progress, Reception, ReceptionConfig, ReceptionEvent, ReceptionStats};
 use crate::storage::{Held, StoreCompletion, StoreRequest};
@@ -129,9 +129,12 @@ pub enum Completion {
         /// The error, as text.
         error: String,
     },
-    /// [`Request::PushOutbox`] failed: the message is lost (a Complete is said again at the
-    /// uplink's next round marker; a progress report at the next report).
+    /// [`Request::PushOutbox`] failed. A completion or refusal is queued again at the next
+    /// tick (the uplink may wait for it with nothing more to ask); a progress report is
+    /// dropped (the next one replaces it).
     OutboxFailed {
+        /// The message.
+        feedback: Feedback,
         /// The error, as text.
         error: String,
     },
@@ -208,12 +211,17 @@ pub struct ReceiverNode {
     deliveries: BTreeMap<u64, Delivery>,
     /// Delivered objects whose hook could not be released yet.
     unreleased_hooks: Vec<u64>,
+    /// Completions and refusals the outbox could not take, queued again every tick.
+    unqueued: Vec<Feedback>,
     requests: VecDeque<Request>,
     events: VecDeque<NodeEvent>,
     store_failures: (u64, String),
     events_lost: u64,
 }
 
+/// The most completions and refusals held for a retry while the outbox fails (one per
+/// object: far above what a county completes while its disk is full).
+pub const UNQUEUED_FEEDBACK_MAX: usize = 4096;
 /// The most node events held for the executor; beyond it the oldest are dropped.
 pub const NODE_EVENTS_MAX: usize = 4096;
 
@@ -231,6 +239,7 @@ impl ReceiverNode {
             hook_kinds: config.hook_kinds,
             deliveries: BTreeMap::new(),
             unreleased_hooks: Vec::new(),
+            unqueued: Vec::new(),
             requests: VecDeque::new(),
             events: VecDeque::new(),
             store_failures: (0, String::new()),
@@ -290,6 +299,9 @@ impl ReceiverNode {
         for object_id in std::mem::take(&mut self.unreleased_hooks) {
             self.requests.push_back(Request::ReleaseHook { object_id });
         }
+        for feedback in std::mem::take(&mut self.unqueued) {
+            self.requests.push_back(Request::PushOutbox { feedback });
+        }
         self.collect();
         let (failures, last_error) = std::mem::take(&mut self.store_failures);
         if failures > 0 {
@@ -319,7 +331,12 @@ impl ReceiverNode {
             Completion::RevocationsNotRecorded { error } => {
                 self.push(NodeEvent::RecordFailed { error: format!("cannot record the revocation list: {error}") })
             }
-            Completion::OutboxFailed { error } => self.note_store_failure(format!("cannot queue feedback: {error}")),
+            Completion::OutboxFailed { feedback, error } => {
+                self.note_store_failure(format!("cannot queue feedback: {error}"));
+                if !matches!(feedback.message, FeedbackMessage::Progress { .. }) && self.unqueued.len() < UNQUEUED_FEEDBACK_MAX {
+                    self.unqueued.push(feedback);
+                }
+            }
         }
         self.collect();
     }

@@ -247,6 +247,8 @@ impl ReceptionConfig {
 
 struct Incoming {
     manifest: Manifest,
+    /// As received, to begin the object again in storage after a whole-object mismatch.
+    signed: Vec<u8>,
     digest: [u8; 8],
     oti: Oti,
     blocks: Vec<Block>,
@@ -292,7 +294,9 @@ pub struct Reception {
     /// Refused manifests: (object id in the datagram header, digest, when).
     rejected: VecDeque<(u64, [u8; 8], Instant)>,
     /// Completed objects and their hashes, so a repeated ROUND marker re-sends Complete.
-    completed: VecDeque<(u64, [u8; 32])>,
+    /// Completed objects: id, hash, and whether the driver has made the delivery durable
+    /// (only then may a repeated ROUND marker be answered with Complete).
+    completed: VecDeque<(u64, [u8; 32], bool)>,
     feedback: VecDeque<Feedback>,
     /// Symbols that arrived before their object's manifest: (object id, sbn, esi, symbol).
     early: VecDeque<(u64, u8, u32, Vec<u8>)>,
@@ -375,7 +379,7 @@ impl Reception {
     pub fn mark_delivered(&mut self, manifest: &Manifest) {
         let accepted = Accepted { version: manifest.version, object_id: manifest.object_id };
         self.delivered.insert((manifest.kind, manifest.name.clone()), accepted);
-        self.remember_completed(manifest.object_id, manifest.object_hash);
+        self.remember_completed(manifest.object_id, manifest.object_hash, true);
         self.send_feedback(FeedbackMessage::Complete { object_id: manifest.object_id, object_hash: manifest.object_hash });
     }
 
@@ -497,17 +501,19 @@ impl Reception {
         self.events.push_back(event);
     }
 
-    fn remember_completed(&mut self, object_id: u64, object_hash: [u8; 32]) {
-        if !self.is_completed(object_id) {
-            if self.completed.len() >= COMPLETED_REMEMBERED_MAX {
-                self.completed.pop_front();
-            }
-            self.completed.push_back((object_id, object_hash));
+    fn remember_completed(&mut self, object_id: u64, object_hash: [u8; 32], delivered: bool) {
+        if let Some(entry) = self.completed.iter_mut().find(|(id, _, _)| *id == object_id) {
+            entry.2 |= delivered;
+            return;
         }
+        if self.completed.len() >= COMPLETED_REMEMBERED_MAX {
+            self.completed.pop_front();
+        }
+        self.completed.push_back((object_id, object_hash, delivered));
     }
 
     fn is_completed(&self, object_id: u64) -> bool {
-        self.completed.iter().any(|(id, _)| *id == object_id)
+        self.completed.iter().any(|(id, _, _)| *id == object_id)
     }
 
     /// Handles one received datagram.
@@ -553,7 +559,11 @@ impl Reception {
     }
 
     fn handle_round(&mut self, now: Instant, object_id: u64, round: u32) {
-        if let Some(&(_, object_hash)) = self.completed.iter().find(|(id, _)| *id == object_id) {
+        if let Some(&(_, object_hash, delivered)) = self.completed.iter().find(|(id, _, _)| *id == object_id) {
+            if !delivered {
+                // Its delivery is not durable yet: it is acknowledged when it is, not before.
+                return;
+            }
             // The uplink still asks: our Complete may have been lost on the WAN. Say it
             // again, once per round (the marker comes in several copies).
             let already =
@@ -647,8 +657,11 @@ impl Reception {
             return self.reject(now, object_id, digest, error.into());
         }
         if accepted.is_some_and(|a| a.object_id == object_id) {
-            // Already delivered: the carousel repeating it.
-            self.remember_completed(object_id, manifest.object_hash);
+            // Already delivered (it is not in the completed list, so this receiver restarted
+            // since): say so once. The Complete it queued before may have been lost with its
+            // outbox, and an uplink that went idle waiting for it airs no more round markers.
+            self.remember_completed(object_id, manifest.object_hash, true);
+            self.send_feedback(FeedbackMessage::Complete { object_id, object_hash: manifest.object_hash });
             return;
         }
         let oti = match Oti::decode(&manifest.oti) {
@@ -695,6 +708,7 @@ impl Reception {
             .sum();
         self.push(ReceptionEvent::Accepted { manifest: Box::new(manifest.clone()) });
         let incoming = Incoming {
+            signed: signed.to_vec(),
             manifest,
             digest,
             oti,
@@ -889,7 +903,7 @@ impl Reception {
             return self.push(ReceptionEvent::Rejected { object_id, reason });
         }
         if let Some(inc) = self.incoming.remove(&object_id) {
-            self.remember_completed(object_id, inc.manifest.object_hash);
+            self.remember_completed(object_id, inc.manifest.object_hash, false);
             self.push(ReceptionEvent::Complete { manifest: Box::new(inc.manifest) });
         }
     }
@@ -911,7 +925,10 @@ impl Reception {
         match outcome {
             VerifyOutcome::Verified => self.complete(object_id),
             VerifyOutcome::Mismatch => {
-                // Storage discarded it: collect everything again.
+                // Storage discarded it: begin it again and collect everything again.
+                let (manifest, signed_manifest) = (Box::new(inc.manifest.clone()), inc.signed.clone());
+                self.requests.push_back(StoreRequest::BeginObject { manifest, signed_manifest });
+                let Some(inc) = self.incoming.get_mut(&object_id) else { return };
                 inc.verified.iter_mut().for_each(|v| *v = false);
                 inc.kept.iter_mut().for_each(EsiSet::clear);
                 inc.tried_at.iter_mut().for_each(|t| *t = 0);

@@ -131,9 +131,10 @@ impl Storage {
                 .record_revocations(sequence, &revoked_serials)
                 .err()
                 .map(|e| Completion::RevocationsNotRecorded { error: text(&e) }),
-            Request::PushOutbox { feedback } => {
-                self.store.outbox().push(&feedback).err().map(|e| Completion::OutboxFailed { error: text(&e) })
-            }
+            Request::PushOutbox { feedback } => match self.store.outbox().push(&feedback) {
+                Ok(()) => None,
+                Err(error) => Some(Completion::OutboxFailed { feedback, error: text(&error) }),
+            },
         }
     }
 

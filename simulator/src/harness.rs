@@ -44,7 +44,11 @@ use satcast_protocol::trust::{NetworkKey, RootKey, SigningKey};
 use satcast_protocol::wire::{self, Body};
 use thiserror::Error;
 
+use crate::disk::SimDisk;
 use crate::loss::{FadeModel, FadeState, LossModel, LossState, SimRng};
+
+/// How often receiver nodes tick (expiry, retries of waiting deliveries), as in the daemon.
+pub const RECEIVER_TICK: Duration = Duration::from_secs(1);
 
 /// The wall clock at virtual time zero (2026-11-26), for manifest and key validity.
 pub const WALL_CLOCK_START_UNIX_SECS: u64 = 1_795_000_000;
@@ -78,6 +82,10 @@ pub struct HarnessOptions {
     /// Passes of an object added without feedback (carousel mode); each pass is sized for
     /// `broadcast.target_loss`.
     pub carousel_passes: u32,
+    /// Each county's storage is a [`SimDisk`] (counting fidelity, the real store's
+    /// durability, faults on request, invariants checked), a power outage is a crash and a
+    /// restart, and software objects have a post-receive hook: the fault simulation.
+    pub disks: bool,
 }
 
 impl HarnessOptions {
@@ -96,6 +104,7 @@ impl HarnessOptions {
             regional_fade: None,
             outages: Vec::new(),
             carousel_passes: 2,
+            disks: false,
         }
     }
 }
@@ -144,6 +153,8 @@ pub enum SimStore {
     Memory(MemoryStore),
     /// Counts only; the generator draws decoding outcomes.
     Counting(ChaCha8Rng),
+    /// A disk with durability and faults (see [`HarnessOptions::disks`]).
+    Disk(Box<SimDisk>),
 }
 
 impl SimStore {
@@ -151,7 +162,7 @@ impl SimStore {
     pub fn object(&self, object_id: u64) -> Option<&[u8]> {
         match self {
             SimStore::Memory(store) => store.object(object_id),
-            SimStore::Counting(_) => None,
+            SimStore::Counting(_) | SimStore::Disk(_) => None,
         }
     }
 }
@@ -163,6 +174,15 @@ pub struct SimReceiver {
     pub code: String,
     /// Its node: the daemon's decisions, the reception machine inside.
     pub node: ReceiverNode,
+    /// What its node was built with, to build it again after a crash.
+    node_config: ReceiverNodeConfig,
+    /// Whether it was powered at the last step (a disk crashes on the falling edge and the
+    /// node restarts on the rising one).
+    was_powered: bool,
+    /// A crash also loses the index (with it the outbox; the files are rebuilt from).
+    pub lose_index_on_crash: bool,
+    /// Crashes so far.
+    pub crashes: u32,
     /// Its store.
     pub store: SimStore,
     /// Its own downlink loss (on top of its province's fade, if any).
@@ -195,6 +215,50 @@ pub struct SimReceiver {
 }
 
 impl SimReceiver {
+    /// The power goes: its disk keeps what was durable; with a lost index, the outbox goes.
+    fn crash(&mut self) {
+        if let SimStore::Disk(disk) = &mut self.store {
+            disk.crash();
+            self.crashes += 1;
+            if self.lose_index_on_crash {
+                self.outbox.clear();
+            }
+        }
+    }
+
+    /// The daemon starts again on what its disk kept: a new node, told the delivered
+    /// versions, resuming every partial object (a node without a disk model was only
+    /// suspended, as before).
+    fn restart(&mut self, now: Instant, wall_unix_secs: u64) {
+        let SimStore::Disk(disk) = &mut self.store else { return };
+        disk.restart();
+        self.node_config.reception.seed = self.node_config.reception.seed.wrapping_add(1);
+        let mut node = ReceiverNode::new(self.node_config.clone());
+        for (kind, name, accepted) in disk.versions() {
+            node.set_delivered(kind, name, accepted);
+        }
+        for (object_id, signed, held) in disk.resumable() {
+            node.resume(now, wall_unix_secs, object_id, &signed, &held);
+        }
+        self.node = node;
+    }
+
+    /// Its disk, in the fault simulation.
+    pub fn disk(&self) -> Option<&SimDisk> {
+        match &self.store {
+            SimStore::Disk(disk) => Some(disk),
+            _ => None,
+        }
+    }
+
+    /// Its disk, to inject faults.
+    pub fn disk_mut(&mut self) -> Option<&mut SimDisk> {
+        match &mut self.store {
+            SimStore::Disk(disk) => Some(disk),
+            _ => None,
+        }
+    }
+
     /// Whether it is powered at `at` (virtual time since the start).
     pub fn powered(&self, at: Duration) -> bool {
         !self.offline && !self.outages.iter().any(|o| o.contains(&at))
@@ -305,6 +369,10 @@ pub struct Harness {
     receivers_next: Option<Instant>,
     /// Steps taken so far.
     pub steps: u64,
+    /// (county, object) completions the uplink has heard.
+    pub acked: std::collections::BTreeSet<(String, u64)>,
+    /// When the receivers' nodes next tick (once a second, as the daemon does).
+    next_tick: Instant,
 }
 
 impl std::fmt::Debug for Harness {
@@ -343,10 +411,13 @@ impl Harness {
                 config.seed = rng.next_u64();
                 config.partial_objects_max = 16;
                 config.fidelity = options.fidelity;
-                let store = match options.fidelity {
-                    Fidelity::Full => SimStore::Memory(MemoryStore::default()),
-                    Fidelity::Counting => SimStore::Counting(ChaCha8Rng::seed_from_u64(rng.next_u64())),
+                let store = match (options.disks, options.fidelity) {
+                    (true, _) => SimStore::Disk(Box::new(SimDisk::new(rng.next_u64()))),
+                    (false, Fidelity::Full) => SimStore::Memory(MemoryStore::default()),
+                    (false, Fidelity::Counting) => SimStore::Counting(ChaCha8Rng::seed_from_u64(rng.next_u64())),
                 };
+                let hook_kinds = if options.disks { vec![Kind::Software] } else { Vec::new() };
+                let node_config = ReceiverNodeConfig { reception: config, hook_kinds };
                 let scheduled = |kind: OutageKind| {
                     options
                         .outages
@@ -357,7 +428,11 @@ impl Harness {
                 };
                 SimReceiver {
                     code: code.clone(),
-                    node: ReceiverNode::new(ReceiverNodeConfig { reception: config, hook_kinds: Vec::new() }),
+                    node: ReceiverNode::new(node_config.clone()),
+                    node_config,
+                    was_powered: true,
+                    lose_index_on_crash: false,
+                    crashes: 0,
                     store,
                     loss: LossState::new(*loss),
                     offline: false,
@@ -393,6 +468,8 @@ impl Harness {
             digest: blake3::Hasher::new(),
             receivers_next: None,
             steps: 0,
+            acked: std::collections::BTreeSet::new(),
+            next_tick: start + RECEIVER_TICK,
         }
     }
 
@@ -595,7 +672,7 @@ impl Harness {
                     (None, Fidelity::Counting) => continue,
                     (None, Fidelity::Full) => receiver.node.handle_datagram(self.now, wall, &bytes),
                 }
-                execute_requests(index, receiver, &mut self.objects, at, aired);
+                execute_requests(index, receiver, &mut self.objects, self.now, at, aired);
                 if moves_timers {
                     receiver.wake = receiver.node.poll_timeout();
                 }
@@ -610,7 +687,11 @@ impl Harness {
     fn drive_receivers(&mut self) {
         let at = self.elapsed();
         let arrives = self.now + self.options.wan_delay;
-        let mut next: Option<Instant> = None;
+        let tick = self.now >= self.next_tick;
+        if tick {
+            self.next_tick = self.now + RECEIVER_TICK;
+        }
+        let mut next: Option<Instant> = Some(self.next_tick);
         for receiver in &mut self.receivers {
             // Outage edges are events too: a receiver coming back acts at once.
             for period in receiver.outages.iter().chain(&receiver.wan_outages) {
@@ -620,14 +701,46 @@ impl Harness {
                     }
                 }
             }
-            if !receiver.powered(at) {
+            let powered = receiver.powered(at);
+            if powered != receiver.was_powered {
+                receiver.was_powered = powered;
+                if powered {
+                    receiver.restart(self.now, WALL_CLOCK_START_UNIX_SECS + at.as_secs());
+                    execute_requests(usize::MAX, receiver, &mut self.objects, self.now, at, 0);
+                    receiver.wake = receiver.node.poll_timeout();
+                } else {
+                    receiver.crash();
+                }
+            }
+            if !powered {
                 // Powered off: nothing runs, nothing is said.
                 continue;
             }
+            if let SimStore::Disk(disk) = &mut receiver.store {
+                let due = disk.due(self.now);
+                let ready = !due.is_empty();
+                for completion in due {
+                    receiver.node.handle_completion(completion);
+                }
+                if ready {
+                    execute_requests(usize::MAX, receiver, &mut self.objects, self.now, at, 0);
+                    receiver.wake = receiver.node.poll_timeout();
+                }
+            }
+            if tick {
+                receiver.node.handle_tick(WALL_CLOCK_START_UNIX_SECS + at.as_secs());
+                execute_requests(usize::MAX, receiver, &mut self.objects, self.now, at, 0);
+                receiver.wake = receiver.node.poll_timeout();
+            }
             if receiver.wake.is_some_and(|t| t <= self.now) {
                 receiver.node.handle_timeout(self.now);
-                execute_requests(usize::MAX, receiver, &mut self.objects, at, 0);
+                execute_requests(usize::MAX, receiver, &mut self.objects, self.now, at, 0);
                 receiver.wake = receiver.node.poll_timeout();
+            }
+            if let SimStore::Disk(disk) = &receiver.store {
+                if let Some(due) = disk.next_due() {
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                }
             }
             let wan_up = self.wan_up && receiver.wan_link_up(at);
             route_feedback(receiver, wan_up, &mut self.wan, arrives);
@@ -642,6 +755,9 @@ impl Harness {
         while self.wan.front().is_some_and(|(at, _)| *at <= self.now) {
             let Some((_, feedback)) = self.wan.pop_front() else { break };
             self.digest.update(&feedback.to_bytes());
+            if let satcast_protocol::feedback::FeedbackMessage::Complete { object_id, .. } = feedback.message {
+                self.acked.insert((feedback.county_code.clone(), object_id));
+            }
             self.uplink.handle_feedback(self.now, &feedback);
         }
     }
@@ -706,7 +822,7 @@ fn route_feedback(receiver: &mut SimReceiver, wan_up: bool, wan: &mut VecDeque<(
 
 /// Keeps feedback for later, a newer progress report replacing an older one for the same
 /// object (an outbox coalesces what the uplink no longer needs).
-fn hold(outbox: &mut Vec<Feedback>, feedback: Feedback) {
+pub(crate) fn hold(outbox: &mut Vec<Feedback>, feedback: Feedback) {
     use satcast_protocol::feedback::FeedbackMessage::Progress;
     if let Progress { object_id, .. } = &feedback.message {
         let object_id = *object_id;
@@ -722,12 +838,34 @@ fn hold(outbox: &mut Vec<Feedback>, feedback: Feedback) {
 /// `aired` is the completing datagram's object's DATA symbols aired when it was sent (a
 /// datagram that completes an object is always that object's: a symbol, or the manifest
 /// that lets buffered symbols count). `index` is usize::MAX for a call without a datagram.
-fn execute_requests(index: usize, receiver: &mut SimReceiver, objects: &mut BTreeMap<u64, SimObject>, at: Duration, aired: u64) {
+fn execute_requests(
+    index: usize,
+    receiver: &mut SimReceiver,
+    objects: &mut BTreeMap<u64, SimObject>,
+    now: Instant,
+    at: Duration,
+    aired: u64,
+) {
     while let Some(request) = receiver.node.poll_request() {
+        if let SimStore::Disk(disk) = &mut receiver.store {
+            let committed = match &request {
+                Request::Commit { manifest } if !disk.full => Some(manifest.object_id),
+                _ => None,
+            };
+            let completion = disk.execute(now, request, &mut receiver.outbox);
+            if let Some(object_id) = committed {
+                commit(index, receiver, objects, at, aired, object_id);
+            }
+            if let Some(completion) = completion {
+                receiver.node.handle_completion(completion);
+            }
+            continue;
+        }
         let completion = match request {
             Request::Store(request) => match &mut receiver.store {
                 SimStore::Memory(store) => storage::execute(request, store),
                 SimStore::Counting(rng) => storage::execute_counting(request, || rng.random::<f64>()),
+                SimStore::Disk(_) => None,
             }
             .map(Completion::Store),
             Request::RecordHookDue { manifest } => {
@@ -756,7 +894,7 @@ fn execute_requests(index: usize, receiver: &mut SimReceiver, objects: &mut BTre
 /// A county commits a verified object: byte-exact against the payload, or counted corrupt.
 fn commit(index: usize, receiver: &mut SimReceiver, objects: &mut BTreeMap<u64, SimObject>, at: Duration, aired: u64, object_id: u64) {
     let exact = match (&receiver.store, objects.get(&object_id)) {
-        (SimStore::Counting(_), Some(_)) => true,
+        (SimStore::Counting(_) | SimStore::Disk(_), Some(_)) => true,
         (store, Some(object)) => {
             store.object(object_id).and_then(|bytes| bytes.get(..object.payload.len())) == Some(object.payload.as_slice())
         }

@@ -14,6 +14,7 @@ use satcast_sim::harness::OutageKind;
 use satcast_sim::plot;
 use satcast_sim::relay::{Destination, LossModel, Relay};
 use satcast_sim::run::{self, DeliverySpec, LossSpec, OutageSpec, RunOptions};
+use satcast_sim::vopr;
 
 #[derive(Parser)]
 #[command(name = "satcast-sim", version, about = "satcast simulator, impairment relay and demo")]
@@ -79,6 +80,20 @@ enum Command {
     /// Print a table of delivery efficiency and repair rounds over receiver counts and
     /// loss models, plus the carousel mode.
     Bench(BenchArgs),
+    /// The fault simulation: random seeds of crashes, full and slow disks, lost indexes and
+    /// WAN outages against the receiver nodes, with invariants checked throughout; stops at
+    /// the first violation and prints the line that replays it.
+    Vopr {
+        /// Run this one seed (and print what it did) instead of a loop of seeds.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// County receivers per seed.
+        #[arg(long, default_value_t = 200)]
+        receivers: usize,
+        /// Wall-clock seconds to keep running new seeds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -270,6 +285,44 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", run::summary(&report));
             }
             if !report.success() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Vopr { seed, receivers, seconds } => {
+            anyhow::ensure!(receivers >= 1, "--receivers must be at least 1");
+            let print = |options: &vopr::VoprOptions, report: &vopr::VoprReport| {
+                eprintln!(
+                    "seed {:>20}: {} objects, {} crashes, {} full and {} slow disks, settled in {:.1} s virtual: {}",
+                    options.seed,
+                    report.objects,
+                    report.crashes,
+                    report.full_disks,
+                    report.slow_disks,
+                    report.virtual_secs,
+                    if report.violations.is_empty() { "ok" } else { "VIOLATION" }
+                );
+            };
+            let failure = match seed {
+                Some(seed) => {
+                    let options = vopr::VoprOptions { seed, receivers };
+                    let report = vopr::run_seed(options);
+                    print(&options, &report);
+                    (!report.violations.is_empty()).then_some((options, report))
+                }
+                None => {
+                    let first = rand::random::<u64>() >> 1;
+                    eprintln!("seeds from {first} for {seconds} s; each replays with: satcast-sim vopr --seed S --receivers {receivers}");
+                    let (seeds, failure) = vopr::run_for(Duration::from_secs(seconds), receivers, first, print);
+                    eprintln!("{seeds} seeds run");
+                    failure
+                }
+            };
+            if let Some((options, report)) = failure {
+                for violation in report.violations.iter().take(20) {
+                    eprintln!("  {violation}");
+                }
+                eprintln!("invariant violated; replay with: {}", options.replay_line());
                 std::process::exit(1);
             }
             Ok(())
