@@ -605,7 +605,7 @@ impl ReceptionStore for ReceiverStore {
     }
 
     fn symbols(&mut self, object_id: u64, sbn: u8) -> io::Result<Vec<(u32, Vec<u8>)>> {
-        self.partials.get(&object_id).ok_or_else(|| not_receiving(object_id))?.spool.read_block(sbn)
+        self.partials.get_mut(&object_id).ok_or_else(|| not_receiving(object_id))?.spool.read_block(sbn)
     }
 
     fn clear_block(&mut self, object_id: u64, sbn: u8) -> io::Result<()> {
