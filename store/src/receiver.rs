@@ -130,8 +130,16 @@ pub struct OpenReport {
     pub partial_objects: usize,
     /// Cache entries rebuilt from the files.
     pub cache_entries_rebuilt: usize,
-    /// Leftovers removed (spools without a manifest, stray partial files).
+    /// Leftovers removed (spools without a manifest, stray partial files, cache manifests
+    /// without their object, temp files).
     pub orphans_removed: usize,
+    /// Verified-block claims in the index that the partial file did not back (missing or
+    /// too short, as a crash inside a commit leaves it): dropped, the blocks are collected again.
+    pub claims_dropped: usize,
+    /// Partial objects whose verified object is already whole in the cache (a crash inside
+    /// a commit, after the rename into the cache): they complete from the cache without
+    /// another symbol, and [`ReceiverStore::cached_object`] finds them.
+    pub partials_cached: usize,
 }
 
 /// Disk use against the limits, for status.
@@ -148,6 +156,7 @@ pub struct DiskUse {
 struct Partial {
     manifest: Manifest,
     spool: Spool,
+    /// Blocks verified and written to the partial file (never a block the file lacks).
     verified: BTreeSet<u8>,
     /// Bytes of the partial file (its highest written offset), kept here so the spool
     /// limit check on every symbol costs no system call.
@@ -174,6 +183,40 @@ pub struct ReceiverStore {
     outbox: Outbox,
     partials: HashMap<u64, Partial>,
     limits: ReceiverLimits,
+    /// Tests stop `commit` at this step, as a crash there would.
+    #[cfg(test)]
+    crash_at: Option<CommitStep>,
+}
+
+/// The steps of [`ReceiverStore::commit`], in order: a crash after each one leaves a state
+/// that [`ReceiverStore::open`] resumes from (see commit's documentation). Tests stop a
+/// commit at each of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CommitStep {
+    /// The partial file has the object's length and is fsynced.
+    PartialSynced,
+    /// `objects/<hash>.manifest` is written (atomically).
+    ManifestCached,
+    /// The partial file is renamed to `objects/<hash>` (directory not yet fsynced).
+    Renamed,
+    /// The directory is fsynced and the cache's index entry flushed.
+    CacheIndexed,
+    /// The copy is in `deliver/<kind>/<name>`, its directory fsynced.
+    Delivered,
+    /// The spool folder is removed; the index's claims are not yet.
+    SpoolRemoved,
+}
+
+impl CommitStep {
+    #[cfg(test)]
+    const ALL: [CommitStep; 6] = [
+        CommitStep::PartialSynced,
+        CommitStep::ManifestCached,
+        CommitStep::Renamed,
+        CommitStep::CacheIndexed,
+        CommitStep::Delivered,
+        CommitStep::SpoolRemoved,
+    ];
 }
 
 fn prepare(path: &Path) -> Result<(), StoreError> {
@@ -230,8 +273,18 @@ impl ReceiverStore {
             incoming_dir,
             partials: HashMap::new(),
             limits,
+            #[cfg(test)]
+            crash_at: None,
         };
-        let mut report = OpenReport { index: how, partial_objects: 0, cache_entries_rebuilt: 0, orphans_removed: 0 };
+        let mut report = OpenReport {
+            index: how,
+            partial_objects: 0,
+            cache_entries_rebuilt: 0,
+            orphans_removed: 0,
+            claims_dropped: 0,
+            partials_cached: 0,
+        };
+        store.remove_cache_leftovers(&mut report)?;
         store.load_partials(&mut report)?;
         if rebuild {
             report.cache_entries_rebuilt = store.rebuild_cache()?;
@@ -259,14 +312,33 @@ impl ReceiverStore {
                     continue;
                 }
             };
-            let verified = match self.objects.get::<ObjectEntry>(&object_key(object_id))? {
-                Some(entry) => entry.verified.into_iter().collect(),
+            let partial_bytes = fs::metadata(self.partial_path(object_id)).map_or(0, |m| m.len());
+            let verified: BTreeSet<u8> = match self.objects.get::<ObjectEntry>(&object_key(object_id))? {
+                // A claim counts only if the partial file holds the whole block: a crash
+                // inside a commit (after its rename) leaves claims on a file that is gone.
+                Some(entry) => {
+                    let claimed = entry.verified.len();
+                    let backed: BTreeSet<u8> = entry
+                        .verified
+                        .into_iter()
+                        .filter(|sbn| block_end(&manifest, *sbn).is_some_and(|end| end <= partial_bytes))
+                        .collect();
+                    report.claims_dropped += claimed - backed.len();
+                    backed
+                }
                 // Index lost: the partial file's blocks that match their signed hashes count.
                 None => self.rehash_partial(&manifest),
             };
             self.objects.put(&object_key(object_id), &ObjectEntry { verified: verified.iter().copied().collect() })?;
+            if self.cache_file_whole(&manifest) {
+                // What the interrupted commit may not have done yet, so the cache lists it
+                // (and `has_cached` finds it).
+                if self.cache.get::<CacheEntry>(&manifest.object_hash)?.is_none() {
+                    self.cache.put(&manifest.object_hash, &cache_entry(&manifest))?;
+                }
+                report.partials_cached += 1;
+            }
             live.insert(object_id);
-            let partial_bytes = fs::metadata(self.partial_path(object_id)).map_or(0, |m| m.len());
             self.partials.insert(object_id, Partial { manifest, spool, verified, partial_bytes });
             report.partial_objects += 1;
         }
@@ -280,6 +352,22 @@ impl ReceiverStore {
         for (key, _) in self.objects.scan::<ObjectEntry>(&[], usize::MAX)? {
             if key.len() == 8 && !live.contains(&key_seq(&key)) {
                 self.objects.remove(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes what a crash inside `commit` or `write_atomic` can leave in the cache folder
+    /// and nothing else will: a cache manifest written before its object was renamed in, and
+    /// temp files.
+    fn remove_cache_leftovers(&self, report: &mut OpenReport) -> Result<(), StoreError> {
+        for entry in read_dir(&self.objects_dir)? {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let temp = name.starts_with('.') && name.ends_with(".tmp");
+            let orphan_manifest = name.strip_suffix(".manifest").is_some_and(|object| !self.objects_dir.join(object).exists());
+            if (temp || orphan_manifest) && fs::remove_file(&path).is_ok() {
+                report.orphans_removed += 1;
             }
         }
         Ok(())
@@ -316,8 +404,31 @@ impl ReceiverStore {
         Ok(rebuilt)
     }
 
+    fn cached_path(&self, manifest: &Manifest) -> PathBuf {
+        self.objects_dir.join(hex::encode(manifest.object_hash))
+    }
+
+    /// Whether the manifest's object is whole in the cache. Only a verified object is ever
+    /// renamed to its hash there, so its size is enough to tell it from nothing.
+    fn cache_file_whole(&self, manifest: &Manifest) -> bool {
+        fs::metadata(self.cached_path(manifest)).is_ok_and(|m| m.is_file() && m.len() == manifest.size_bytes)
+    }
+
+    /// The cached object with this BLAKE3 hash, if the cache lists it and holds it whole: an
+    /// object whose manifest names this hash is delivered from here (by
+    /// [`ReceiverStore::commit`]) without receiving a byte. `has_cached` answers the
+    /// reception machine with it, for partial objects at resume (a crash inside a commit)
+    /// and for manifests that come again (a crash before the version was recorded).
+    pub fn cached_object(&self, object_hash: &[u8; 32]) -> Option<PathBuf> {
+        let entry = self.cache.get::<CacheEntry>(object_hash).ok().flatten()?;
+        let path = self.objects_dir.join(hex::encode(object_hash));
+        fs::metadata(&path).is_ok_and(|m| m.len() == entry.size_bytes).then_some(path)
+    }
+
     /// Signed manifests of the partial objects found at open, for the reception machine to
-    /// verify again and resume.
+    /// verify again and resume. Those whose object is already cached (a commit interrupted
+    /// by a crash) are among them: `has_cached` says so, and the machine completes them at
+    /// once, from the cache.
     pub fn resumable(&self) -> Vec<(u64, Vec<u8>)> {
         let mut out: Vec<(u64, Vec<u8>)> = self
             .partials
@@ -409,33 +520,103 @@ impl ReceiverStore {
 
     /// Makes a completed object durable and delivers it: fsyncs the partial file, renames
     /// it into the content-addressed cache, then delivers a copy into deliver/<kind>/<name>
-    /// by atomic rename. Returns the delivered path. Only after this returns may the object
-    /// be acknowledged. On error nothing already cached is touched, the partial object
-    /// stays, and the call can be retried.
+    /// by atomic rename, and only then forgets the partial object. Returns the delivered
+    /// path. Only after this returns may the object be acknowledged. On error nothing
+    /// already cached is touched and the call can be retried (it is idempotent).
+    ///
+    /// The partial object (its spool folder with the manifest) is the record that the
+    /// object is unfinished, so it goes last: until then a restart resumes the object. A
+    /// crash after each step (`CommitStep`, where the tests stop it) leaves, and `open` does:
+    ///
+    /// - before the rename (`PartialSynced`, `ManifestCached`): the partial file whole and
+    ///   its claims; perhaps a cache manifest without its object, which open removes. The
+    ///   object resumes with every block verified and completes; the commit is redone.
+    /// - after the rename (`Renamed`, `CacheIndexed`): the object in the cache, the partial
+    ///   file gone, the index still claiming its blocks. Open drops the claims the partial
+    ///   file no longer backs, adds the cache's index entry if it was not flushed, and
+    ///   reports the partial as cached (`partials_cached`; [`ReceiverStore::cached_object`]
+    ///   and `has_cached` find it): the reception machine completes it from the cache
+    ///   without a symbol, and the commit that follows only delivers and forgets.
+    /// - after delivery (`Delivered`): as above; delivering again renames the same bytes over
+    ///   the same file.
+    /// - while forgetting (`SpoolRemoved`): the spool folder gone or without its manifest,
+    ///   perhaps a claim left in the index; open removes both as leftovers. The object is
+    ///   cached and delivered.
+    ///
+    /// A power cut can also undo a rename whose directory was not yet fsynced; that lands
+    /// in the state before it, which is covered above.
     pub fn commit(&mut self, manifest: &Manifest) -> Result<PathBuf, StoreError> {
         let object_id = manifest.object_id;
-        let cached = self.objects_dir.join(hex::encode(manifest.object_hash));
-        if !cached.exists() {
+        let cached = self.cached_path(manifest);
+        let cache_err = |source| StoreError::Cache { object_id, source };
+        if !self.cache_file_whole(manifest) {
             self.make_room(manifest.size_bytes)?;
-            let cache_err = |source| StoreError::Cache { object_id, source };
             let partial = self.partial_path(object_id);
             {
                 let file = OpenOptions::new().write(true).open(&partial).map_err(cache_err)?;
                 file.set_len(manifest.size_bytes).map_err(cache_err)?;
                 file.sync_all().map_err(cache_err)?;
             }
+            self.crash_point(CommitStep::PartialSynced)?;
             let spool_manifest = self.object_spool_dir(object_id).join("manifest");
             let signed = fs::read(&spool_manifest).map_err(cache_err)?;
             write_atomic(&cached.with_extension("manifest"), &signed).map_err(cache_err)?;
+            self.crash_point(CommitStep::ManifestCached)?;
             fs::rename(&partial, &cached).map_err(cache_err)?;
+            if let Some(partial) = self.partials.get_mut(&object_id) {
+                // The blocks now live in the cache; the partial file is gone.
+                partial.verified.clear();
+                partial.partial_bytes = 0;
+            }
+            self.crash_point(CommitStep::Renamed)?;
             fsync_dir(&self.objects_dir).map_err(cache_err)?;
+        } else if !cached.with_extension("manifest").exists() {
+            // Left without it by an interrupted eviction: the manifest is what rebuilds the
+            // cache's index entry, so it is put back when this object brings one.
+            if let Ok(signed) = fs::read(self.object_spool_dir(object_id).join("manifest")) {
+                write_atomic(&cached.with_extension("manifest"), &signed).map_err(cache_err)?;
+            }
+        }
+        // Not overwritten if present: an object with the same bytes may be cached already.
+        if self.cache.get::<CacheEntry>(&manifest.object_hash)?.is_none() {
             self.cache.put(&manifest.object_hash, &cache_entry(manifest))?;
         }
-        self.partials.remove(&object_id);
-        let _ = fs::remove_dir_all(self.object_spool_dir(object_id));
+        self.index.flush()?;
+        self.crash_point(CommitStep::CacheIndexed)?;
+        let delivered = self.deliver(manifest, &cached)?;
+        self.crash_point(CommitStep::Delivered)?;
+        self.forget(object_id)?;
+        Ok(delivered)
+    }
+
+    /// Removes a committed object's partial state: what is left of the partial file (there
+    /// is one if the same bytes were cached already), the spool folder, the index claims.
+    fn forget(&mut self, object_id: u64) -> Result<(), StoreError> {
+        let forget_err = |source| StoreError::Cache { object_id, source };
+        match fs::remove_file(self.partial_path(object_id)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(forget_err(error)),
+            _ => {}
+        }
+        match fs::remove_dir_all(self.object_spool_dir(object_id)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(forget_err(error)),
+            _ => {}
+        }
+        self.crash_point(CommitStep::SpoolRemoved)?;
         self.objects.remove(&object_key(object_id))?;
         self.index.flush()?;
-        self.deliver(manifest, &cached)
+        self.partials.remove(&object_id);
+        Ok(())
+    }
+
+    /// Where tests simulate a crash: `commit` stops there with an error, leaving the files
+    /// and index as they are, and the test reopens the store.
+    fn crash_point(&self, step: CommitStep) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.crash_at == Some(step) {
+            return Err(StoreError::Cache { object_id: 0, source: io::Error::other(format!("simulated crash after {step:?}")) });
+        }
+        let _ = step;
+        Ok(())
     }
 
     fn deliver(&self, manifest: &Manifest, cached: &Path) -> Result<PathBuf, StoreError> {
@@ -563,6 +744,12 @@ fn cache_entry(manifest: &Manifest) -> CacheEntry {
     }
 }
 
+/// Where block `sbn` of the manifest's object ends; None if the manifest has no such block.
+fn block_end(manifest: &Manifest, sbn: u8) -> Option<u64> {
+    let block = Oti::decode(&manifest.oti).ok()?.block(sbn).ok()?;
+    Some(block.offset + block.len)
+}
+
 fn not_receiving(object_id: u64) -> io::Error {
     io::Error::other(format!("object {object_id:016x} was not begun"))
 }
@@ -570,7 +757,7 @@ fn not_receiving(object_id: u64) -> io::Error {
 impl ReceptionStore for ReceiverStore {
     fn has_cached(&self, object_hash: &[u8; 32]) -> bool {
         // Only a verified, fsynced object is ever renamed into the cache.
-        self.objects_dir.join(hex::encode(object_hash)).is_file()
+        self.cached_object(object_hash).is_some()
     }
 
     fn begin_object(&mut self, manifest: &Manifest, signed_manifest: &[u8]) -> io::Result<()> {
@@ -605,7 +792,7 @@ impl ReceptionStore for ReceiverStore {
     }
 
     fn symbols(&mut self, object_id: u64, sbn: u8) -> io::Result<Vec<(u32, Vec<u8>)>> {
-        self.partials.get(&object_id).ok_or_else(|| not_receiving(object_id))?.spool.read_block(sbn)
+        self.partials.get_mut(&object_id).ok_or_else(|| not_receiving(object_id))?.spool.read_block(sbn)
     }
 
     fn clear_block(&mut self, object_id: u64, sbn: u8) -> io::Result<()> {
@@ -628,8 +815,14 @@ impl ReceptionStore for ReceiverStore {
         self.index.flush().map_err(io::Error::other)
     }
 
+    /// A claimed block counts only while the partial file still holds all of it: otherwise
+    /// it is collected again.
     fn block_written(&self, object_id: u64, sbn: u8) -> bool {
-        self.partials.get(&object_id).is_some_and(|p| p.verified.contains(&sbn))
+        self.partials.get(&object_id).is_some_and(|partial| {
+            partial.verified.contains(&sbn)
+                && block_end(&partial.manifest, sbn)
+                    .is_some_and(|end| fs::metadata(self.partial_path(object_id)).is_ok_and(|m| m.len() >= end))
+        })
     }
 
     fn object_hash(&mut self, object_id: u64, len: u64) -> io::Result<[u8; 32]> {
@@ -656,6 +849,125 @@ impl ReceptionStore for ReceiverStore {
         match fs::remove_file(self.partial_path(object_id)) {
             Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
             _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use rand::{RngCore, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use satcast_protocol::manifest::{Compression, Kind};
+    use satcast_protocol::reception::{Reception, ReceptionConfig, ReceptionEvent};
+    use satcast_protocol::storage;
+    use satcast_protocol::trust::{NetworkKey, RootKey, SigningKey};
+
+    use super::*;
+
+    const NOW: u64 = 1_795_000_000;
+
+    /// A signed three-block object, its manifest, and the trust root that verifies it.
+    fn object(object_id: u64) -> (Vec<u8>, Manifest, Vec<u8>, RootKey) {
+        let mut rng = ChaCha8Rng::seed_from_u64(object_id);
+        let mut data = vec![0u8; 2_500_000];
+        rng.fill_bytes(&mut data);
+        let root = RootKey::generate(&mut rng);
+        let signer = SigningKey::generate(&mut rng, &root, 1, NOW - 10, NOW + 1000);
+        let oti = Oti::new_for_object(data.len() as u64, 1436, 1 << 20).expect("oti");
+        let manifest = Manifest {
+            object_id,
+            kind: Kind::Software,
+            name: "agent.bin".into(),
+            version: 3,
+            size_bytes: data.len() as u64,
+            compression: Compression::None,
+            oti: oti.encode(),
+            object_hash: *blake3::hash(&data).as_bytes(),
+            block_hashes: fec::blocks(&oti)
+                .iter()
+                .map(|b| fec::block_hash(&data[b.offset as usize..(b.offset + b.len) as usize]))
+                .collect(),
+            targets: vec!["41".into()],
+            created_unix_secs: NOW,
+            expires_unix_secs: NOW + 100,
+        };
+        let signed = signer.sign_manifest(&manifest).expect("sign").to_bytes();
+        (data, manifest, signed, root)
+    }
+
+    /// Every block the store claims as verified is in the partial file, whole and matching
+    /// its signed hash.
+    fn assert_claims_backed(store: &ReceiverStore, step: CommitStep) {
+        for (object_id, partial) in &store.partials {
+            let oti = Oti::decode(&partial.manifest.oti).expect("oti");
+            let file = File::open(store.partial_path(*object_id));
+            for block in fec::blocks(&oti).iter().filter(|b| partial.verified.contains(&b.sbn)) {
+                let mut data = vec![0u8; block.len as usize];
+                let read = file.as_ref().map_err(|e| e.kind()).and_then(|f| f.read_exact_at(&mut data, block.offset).map_err(|e| e.kind()));
+                assert!(read.is_ok(), "{step:?}: block {} claimed but unreadable: {read:?}", block.sbn);
+                assert_eq!(fec::block_hash(&data), partial.manifest.block_hashes[usize::from(block.sbn)], "{step:?}: block {}", block.sbn);
+            }
+        }
+    }
+
+    /// A crash after each step of commit, then a restart: no claim lacks its data, the
+    /// object is delivered or completes from what is on disk without a symbol more, and the
+    /// commit that follows leaves nothing behind.
+    #[test]
+    fn every_crash_point_of_commit_leaves_a_state_open_resumes_from() {
+        for step in CommitStep::ALL {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (state, deliver) = (dir.path().join("state"), dir.path().join("deliver"));
+            let open = || ReceiverStore::open(&state, &deliver, ReceiverLimits::default(), NOW).expect("open");
+            let (data, manifest, signed, root) = object(0x51);
+            let (mut store, _) = open();
+            store.begin_object(&manifest, &signed).expect("begin");
+            for block in fec::blocks(&Oti::decode(&manifest.oti).expect("oti")) {
+                store
+                    .write_block(0x51, block.sbn, block.offset, &data[block.offset as usize..(block.offset + block.len) as usize])
+                    .expect("block");
+            }
+            store.crash_at = Some(step);
+            let crashed = store.commit(&manifest);
+            assert!(crashed.is_err(), "{step:?}: commit went past its crash point");
+            drop(store);
+
+            let (mut store, report) = open();
+            assert_claims_backed(&store, step);
+            let renamed = matches!(step, CommitStep::Renamed | CommitStep::CacheIndexed | CommitStep::Delivered);
+            assert_eq!(report.partials_cached, usize::from(renamed), "{step:?}: {report:?}");
+            let delivered = store.delivered_path(&manifest);
+            if report.partial_objects == 0 {
+                assert!(fs::read(&delivered).is_ok_and(|d| d == data), "{step:?}: neither resumable nor delivered");
+            } else {
+                let mut reception = Reception::new(ReceptionConfig::new("410102".into(), root.public(), NetworkKey([7; 32])));
+                for (object_id, signed) in store.resumable() {
+                    let held = storage::held(&store, object_id, &manifest.object_hash);
+                    assert_eq!(held.in_cache, renamed, "{step:?}: {held:?}");
+                    reception.resume(Instant::now(), NOW, object_id, &signed, &held);
+                }
+                storage::drain(&mut reception, &mut store);
+                let events: Vec<_> = std::iter::from_fn(|| reception.poll_event()).collect();
+                assert!(events.iter().any(|e| matches!(e, ReceptionEvent::Complete { .. })), "{step:?}: {events:?}");
+                assert!(!events.iter().any(|e| matches!(e, ReceptionEvent::StoreFailed { .. })), "{step:?}: {events:?}");
+                store.commit(&manifest).unwrap_or_else(|e| panic!("{step:?}: commit after the restart: {e}"));
+            }
+            assert_eq!(fs::read(&delivered).expect("delivered"), data, "{step:?}");
+            assert!(store.cached().iter().any(|e| e.hash == manifest.object_hash), "{step:?}: the cache lists it");
+            assert!(store.partials.is_empty() && store.resumable().is_empty(), "{step:?}: the partial is forgotten");
+            assert!(!store.partial_path(0x51).exists() && !store.object_spool_dir(0x51).exists(), "{step:?}: no leftovers");
+            assert!(store.objects.scan::<ObjectEntry>(&[], 10).expect("scan").is_empty(), "{step:?}: no claims left in the index");
+            let mut cache_files: Vec<String> =
+                read_dir(&store.objects_dir).expect("objects").iter().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            cache_files.sort();
+            let hash = hex::encode(manifest.object_hash);
+            assert_eq!(
+                cache_files,
+                vec![hash.clone(), format!("{hash}.manifest")],
+                "{step:?}: the cache holds the object and its manifest"
+            );
         }
     }
 }

@@ -1,86 +1,15 @@
 //! Limits and full disks: a clear error, nothing already cached lost, service resumes when
 //! room returns.
 
-use std::path::Path;
+mod common;
 
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use satcast_protocol::fec::{self, Oti};
-use satcast_protocol::manifest::{Compression, Kind, Manifest};
-use satcast_protocol::reception::ReceptionStore;
-use satcast_protocol::trust::{RootKey, SigningKey};
+use common::{NOW, Tmpfs, begin, file_hash, manifest, payload, receive, signer, write_blocks};
 use satcast_store::{ReceiverLimits, ReceiverStore, StoreError};
-
-const NOW: u64 = 1_795_000_000;
-
-fn signer() -> SigningKey {
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let root = RootKey::generate(&mut rng);
-    SigningKey::generate(&mut rng, &root, 1, NOW - 10, NOW + 1000)
-}
-
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut bytes = vec![0u8; len];
-    ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut bytes);
-    bytes
-}
-
-/// Takes an object through the store as the reception machine would: begin, then every
-/// verified block. Returns its manifest, or the first I/O error.
-fn receive(
-    store: &mut ReceiverStore,
-    signer: &SigningKey,
-    object_id: u64,
-    name: &str,
-    version: u64,
-    payload: &[u8],
-) -> std::io::Result<Manifest> {
-    let oti = Oti::new_for_object(payload.len() as u64, 1436, 1 << 20).expect("oti");
-    let blocks = fec::blocks(&oti);
-    let slice = |b: &fec::Block| &payload[b.offset as usize..(b.offset + b.len) as usize];
-    let manifest = Manifest {
-        object_id,
-        kind: Kind::CodeTable,
-        name: name.into(),
-        version,
-        size_bytes: payload.len() as u64,
-        compression: Compression::None,
-        oti: oti.encode(),
-        object_hash: *blake3::hash(payload).as_bytes(),
-        block_hashes: blocks.iter().map(|b| fec::block_hash(slice(b))).collect(),
-        targets: vec!["41".into()],
-        created_unix_secs: NOW,
-        expires_unix_secs: NOW + 100,
-    };
-    let signed = signer.sign_manifest(&manifest).expect("sign").to_bytes();
-    store.begin_object(&manifest, &signed)?;
-    write_blocks(store, &manifest, payload)?;
-    Ok(manifest)
-}
-
-fn write_blocks(store: &mut ReceiverStore, manifest: &Manifest, payload: &[u8]) -> std::io::Result<()> {
-    let oti = Oti::decode(&manifest.oti).expect("oti");
-    for block in fec::blocks(&oti) {
-        if !store.block_written(manifest.object_id, block.sbn) {
-            store.write_block(
-                manifest.object_id,
-                block.sbn,
-                block.offset,
-                &payload[block.offset as usize..(block.offset + block.len) as usize],
-            )?;
-        }
-    }
-    Ok(())
-}
 
 fn cached_hashes(store: &ReceiverStore) -> Vec<[u8; 32]> {
     let mut hashes: Vec<_> = store.cached().into_iter().map(|e| e.hash).collect();
     hashes.sort();
     hashes
-}
-
-fn file_hash(path: &Path) -> [u8; 32] {
-    *blake3::hash(&std::fs::read(path).expect("read")).as_bytes()
 }
 
 #[test]
@@ -116,23 +45,7 @@ fn a_full_cache_refuses_clearly_keeps_what_it_has_and_resumes_when_a_version_is_
 fn a_full_disk_gives_a_clear_error_and_service_resumes_when_room_returns() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).expect("mkdir");
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=10m", "tmpfs"])
-        .arg(&state)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        println!("skipped: cannot mount a tmpfs here (needs root)");
-        return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _unmount = Unmount(&state);
+    let Some(_tmpfs) = Tmpfs::mount(&state, "10m") else { return };
     let (mut store, _) = ReceiverStore::open(&state, &dir.path().join("deliver"), ReceiverLimits::default(), NOW).expect("open");
     let signer = signer();
     let a = payload(3_000_000, 1);
@@ -150,32 +63,10 @@ fn a_full_disk_gives_a_clear_error_and_service_resumes_when_room_returns() {
     assert_eq!(file_hash(&a_cached), a_manifest.object_hash, "a is intact");
 
     std::fs::remove_file(&filler).expect("room returns");
-    let b_manifest = store_manifest_of(&mut store, &signer, &b);
+    let b_manifest = manifest(2, "b.csv", 1, &b);
+    begin(&mut store, &signer, &b_manifest).expect("begin again is a no-op");
     write_blocks(&mut store, &b_manifest, &b).expect("the rest of b fits now");
     let b_path = store.commit(&b_manifest).expect("b commits");
     assert_eq!(file_hash(&b_path), b_manifest.object_hash);
     assert_eq!(file_hash(&a_cached), a_manifest.object_hash);
-}
-
-/// The manifest `receive` built for `b` (object 2), rebuilt the same way.
-fn store_manifest_of(store: &mut ReceiverStore, signer: &SigningKey, b: &[u8]) -> Manifest {
-    let oti = Oti::new_for_object(b.len() as u64, 1436, 1 << 20).expect("oti");
-    let blocks = fec::blocks(&oti);
-    let manifest = Manifest {
-        object_id: 2,
-        kind: Kind::CodeTable,
-        name: "b.csv".into(),
-        version: 1,
-        size_bytes: b.len() as u64,
-        compression: Compression::None,
-        oti: oti.encode(),
-        object_hash: *blake3::hash(b).as_bytes(),
-        block_hashes: blocks.iter().map(|x| fec::block_hash(&b[x.offset as usize..(x.offset + x.len) as usize])).collect(),
-        targets: vec!["41".into()],
-        created_unix_secs: NOW,
-        expires_unix_secs: NOW + 100,
-    };
-    let signed = signer.sign_manifest(&manifest).expect("sign").to_bytes();
-    store.begin_object(&manifest, &signed).expect("begin again is a no-op");
-    manifest
 }
