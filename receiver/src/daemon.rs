@@ -183,6 +183,13 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError
         }
     }
     info!(partial_objects = report.partial_objects, orphans_removed = report.orphans_removed, "store opened");
+    if report.claims_dropped > 0 || report.partials_cached > 0 {
+        warn!(
+            claims_dropped = report.claims_dropped,
+            partials_cached = report.partials_cached,
+            "the store found work a crash interrupted: blocks it cannot back are collected again, objects already cached are delivered from the cache"
+        );
+    }
     let hello = Arc::new(ReceiverHello {
         county_code: config.county_code.clone(),
         state_dir: config.state_dir.clone(),
