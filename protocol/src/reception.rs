@@ -262,6 +262,9 @@ struct Incoming {
     tried_at: Vec<u32>,
     /// A whole-object verification is out.
     verifying: bool,
+    /// Storage has begun the object (or held it from before a restart): until then its
+    /// symbols wait in the early buffer, so an object storage already has costs nothing.
+    begun: bool,
     /// Serial of the key that signed the manifest, so a later revocation can drop it.
     signer_serial: u64,
     /// DATA symbols of this object received, useful or not: the uplink's loss estimate.
@@ -716,6 +719,7 @@ impl Reception {
             decoding: vec![false; verified.len()],
             tried_at: vec![0; verified.len()],
             verifying: false,
+            begun: held.is_some(),
             verified,
             remaining,
             kept,
@@ -744,7 +748,14 @@ impl Reception {
         for sbn in ready {
             self.try_decode(object_id, sbn);
         }
-        // Symbols that came before the manifest now count.
+        if held.is_some() {
+            self.replay_early(now, object_id);
+        }
+    }
+
+    /// Symbols that came before the object was begun in storage now count (or, with
+    /// `now` None, are dropped: the object needs none).
+    fn replay_early(&mut self, now: Instant, object_id: u64) {
         let (early, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.early).into_iter().partition(|e| e.0 == object_id);
         self.early = rest;
         self.early_bytes = self.early.iter().map(|e| e.3.len() + EARLY_ENTRY_OVERHEAD_BYTES).sum();
@@ -754,7 +765,7 @@ impl Reception {
     }
 
     fn handle_symbol(&mut self, now: Instant, object_id: u64, sbn: u8, esi: u32, symbol: &[u8]) {
-        let Some(inc) = self.incoming.get_mut(&object_id) else {
+        let Some(inc) = self.incoming.get_mut(&object_id).filter(|inc| inc.begun) else {
             if !self.is_completed(object_id) && symbol.len() <= usize::from(fec::SYMBOL_SIZE_MAX) {
                 let cost = symbol.len() + EARLY_ENTRY_OVERHEAD_BYTES;
                 while self.early_bytes + cost > EARLY_SYMBOL_BYTES_MAX || self.early.len() >= EARLY_SYMBOLS_MAX {
@@ -817,9 +828,18 @@ impl Reception {
                 self.requests.push_back(StoreRequest::Discard { object_id });
                 self.push(ReceptionEvent::StoreFailed { object_id, error });
             }
+            StoreCompletion::Begun { object_id } => {
+                let Some(inc) = self.incoming.get_mut(&object_id) else { return };
+                inc.begun = true;
+                let since = inc.last_symbol_at;
+                self.replay_early(since, object_id);
+            }
             StoreCompletion::AlreadyCached { object_id } => {
                 if self.incoming.contains_key(&object_id) {
                     self.complete(object_id);
+                    // What arrived meanwhile is not needed.
+                    self.early.retain(|e| e.0 != object_id);
+                    self.early_bytes = self.early.iter().map(|e| e.3.len() + EARLY_ENTRY_OVERHEAD_BYTES).sum();
                 }
             }
             StoreCompletion::SymbolNotKept { object_id, sbn, esi, why } => {
@@ -929,6 +949,7 @@ impl Reception {
                 let (manifest, signed_manifest) = (Box::new(inc.manifest.clone()), inc.signed.clone());
                 self.requests.push_back(StoreRequest::BeginObject { manifest, signed_manifest });
                 let Some(inc) = self.incoming.get_mut(&object_id) else { return };
+                inc.begun = false;
                 inc.verified.iter_mut().for_each(|v| *v = false);
                 inc.kept.iter_mut().for_each(EsiSet::clear);
                 inc.tried_at.iter_mut().for_each(|t| *t = 0);

@@ -19,7 +19,9 @@ use crate::manifest::Manifest;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreRequest {
     /// An object was accepted: keep its signed manifest, so a restart can verify it again
-    /// and resume from what was kept. No completion unless it fails.
+    /// and resume from what was kept. Always completed: [`StoreCompletion::Begun`],
+    /// [`StoreCompletion::AlreadyCached`] or [`StoreCompletion::BeginFailed`]; the machine
+    /// keeps the object's symbols back until then.
     BeginObject {
         /// The verified manifest.
         manifest: Box<Manifest>,
@@ -112,6 +114,11 @@ pub enum VerifyOutcome {
 /// A finished [`StoreRequest`], handed back to the machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreCompletion {
+    /// [`StoreRequest::BeginObject`] succeeded: symbols may be kept.
+    Begun {
+        /// The object.
+        object_id: u64,
+    },
     /// [`StoreRequest::BeginObject`] failed.
     BeginFailed {
         /// The object.
@@ -229,7 +236,10 @@ pub fn execute(request: StoreRequest, store: &mut dyn ReceptionStore) -> Option<
             if store.has_cached(&manifest.object_hash) {
                 return Some(StoreCompletion::AlreadyCached { object_id });
             }
-            store.begin_object(&manifest, &signed_manifest).err().map(|e| StoreCompletion::BeginFailed { object_id, error: e.to_string() })
+            Some(match store.begin_object(&manifest, &signed_manifest) {
+                Ok(()) => StoreCompletion::Begun { object_id },
+                Err(e) => StoreCompletion::BeginFailed { object_id, error: e.to_string() },
+            })
         }
         StoreRequest::AppendSymbol { object_id, sbn, esi, symbol } => {
             let why = match store.add_symbol(object_id, sbn, esi, &symbol) {
@@ -284,7 +294,8 @@ fn decode_block(store: &mut dyn ReceptionStore, object_id: u64, oti: &Oti, sbn: 
 /// object verifies once all its blocks have.
 pub fn execute_counting(request: StoreRequest, draw: impl FnOnce() -> f64) -> Option<StoreCompletion> {
     match request {
-        StoreRequest::BeginObject { .. } | StoreRequest::AppendSymbol { .. } | StoreRequest::Discard { .. } => None,
+        StoreRequest::BeginObject { manifest, .. } => Some(StoreCompletion::Begun { object_id: manifest.object_id }),
+        StoreRequest::AppendSymbol { .. } | StoreRequest::Discard { .. } => None,
         StoreRequest::DecodeBlock { object_id, oti, sbn, symbols_counted, .. } => {
             let source_symbols = fec::blocks(&oti).get(usize::from(sbn)).map_or(u32::MAX, |b| b.source_symbols);
             let outcome = if symbols_counted >= source_symbols && draw() >= decode_failure_probability(symbols_counted - source_symbols) {

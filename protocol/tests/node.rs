@@ -69,6 +69,14 @@ impl Rig {
         }
     }
 
+    /// Airs the manifest and answers storage's begin, as an executor would.
+    fn air_manifest_begun(&mut self) {
+        self.air_manifest();
+        let requests = self.requests();
+        assert!(matches!(requests.as_slice(), [Request::Store(StoreRequest::BeginObject { .. })]), "{requests:?}");
+        self.node.handle_completion(Completion::Store(StoreCompletion::Begun { object_id: self.manifest.object_id }));
+    }
+
     /// Airs every source symbol of every block.
     fn air_symbols(&mut self) {
         let mut buf = Vec::new();
@@ -117,7 +125,7 @@ fn acknowledged(requests: &[Request]) -> bool {
 fn a_delivery_is_acknowledged_only_after_each_step_is_durable() {
     let mut rig = rig(1, true);
     let mut store = MemoryStore::default();
-    rig.air_manifest();
+    rig.air_manifest_begun();
     rig.air_symbols();
     let requests = rig.run_storage(&mut store);
     assert!(matches!(requests.as_slice(), [Request::RecordHookDue { .. }]), "the hook is recorded first: {requests:?}");
@@ -141,7 +149,7 @@ fn a_delivery_is_acknowledged_only_after_each_step_is_durable() {
 fn a_failed_step_is_retried_every_tick_and_said_once() {
     let mut rig = rig(2, false);
     let mut store = MemoryStore::default();
-    rig.air_manifest();
+    rig.air_manifest_begun();
     rig.air_symbols();
     let id = rig.manifest.object_id;
     assert!(matches!(rig.run_storage(&mut store).as_slice(), [Request::Commit { .. }]));
@@ -176,6 +184,17 @@ fn an_object_already_in_the_cache_is_delivered_without_a_symbol() {
     rig.air_symbols();
     let requests = rig.requests();
     assert!(!requests.iter().any(|r| matches!(r, Request::Store(StoreRequest::AppendSymbol { .. }))), "symbols kept again: {requests:?}");
+    assert_eq!(rig.node.stats().symbols_kept, 0);
+
+    // Symbols that arrive while storage has not answered the begin yet are held back, and
+    // not counted as kept, until it does.
+    let mut rig = self::rig(7, false);
+    rig.air_manifest();
+    let _begin = rig.requests();
+    rig.air_symbols();
+    assert!(rig.requests().is_empty(), "symbols went to storage before it began the object");
+    rig.node.handle_completion(Completion::Store(StoreCompletion::AlreadyCached { object_id: 7 }));
+    assert_eq!(rig.node.stats().symbols_kept, 0, "symbols counted for an object already cached");
 }
 
 #[test]
@@ -191,7 +210,7 @@ fn a_resumed_object_in_the_cache_is_delivered_from_it() {
 #[test]
 fn storage_failures_are_summarised_once_per_tick() {
     let mut rig = rig(5, false);
-    rig.air_manifest();
+    rig.air_manifest_begun();
     rig.air_symbols();
     for request in rig.requests() {
         if let Request::Store(StoreRequest::AppendSymbol { object_id, sbn, esi, .. }) = request {
@@ -213,7 +232,7 @@ fn storage_failures_are_summarised_once_per_tick() {
 #[test]
 fn a_count_storage_cannot_read_back_is_corrected_and_asked_for_again() {
     let mut rig = rig(6, false);
-    rig.air_manifest();
+    rig.air_manifest_begun();
     rig.air_symbols();
     let decode = rig.requests().into_iter().find_map(|r| match r {
         Request::Store(StoreRequest::DecodeBlock { object_id, sbn, symbols_counted, .. }) => Some((object_id, sbn, symbols_counted)),

@@ -298,7 +298,7 @@ impl SimDisk {
                     symbols: BTreeMap::new(),
                     whole: false,
                 });
-                None
+                Some(StoreCompletion::Begun { object_id })
             }
             StoreRequest::AppendSymbol { object_id, sbn, esi, .. } => {
                 let why = match self.partials.get_mut(&object_id) {
