@@ -20,6 +20,9 @@
 //!
 //! It performs no I/O: block bytes come from a [`BlockSource`] the driver supplies; time
 //! and wall-clock time are passed in; feedback arrives through [`Broadcaster::handle_feedback`].
+//! A source may build block encoders elsewhere ([`BlockSource::encoder`]): while one is not
+//! ready, the machine airs everything else and asks again, so a driver's pacing thread never
+//! waits on FEC encoding.
 //!
 //! Call order, for a driver:
 //! 1. [`Broadcaster::add_object`], [`Broadcaster::cancel`] and
@@ -64,6 +67,8 @@ pub const FIRST_MANIFEST_REPEATS: [Duration; 2] = [Duration::from_millis(100), D
 pub const NEED_OVERHEAD_SYMBOLS_MAX: u32 = 16;
 /// Idle objects repeat their manifest this many times less often than airing ones.
 pub const IDLE_MANIFEST_SLOWDOWN: u32 = 10;
+/// How soon the machine asks its source again for a block encoder that was not ready.
+pub const ENCODER_RETRY_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Scheduling class. Ordered so that `Emergency` is the smallest (goes first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -177,6 +182,21 @@ pub fn repair_symbols_for_need(need: u32, loss: f64) -> u32 {
 pub trait BlockSource: Send {
     /// Fills `buf` with the object's bytes starting at `offset`.
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+
+    /// The encoder for `block`, or `Ok(None)` while it is being built elsewhere: the machine
+    /// then airs other datagrams and asks again after [`ENCODER_RETRY_INTERVAL`]. `next`
+    /// lists, in order, the blocks the machine will ask for after this one (the rest of the
+    /// current interleaving window, then the next window), so a source may build them ahead;
+    /// an encoder built for a block in neither `block` nor `next` will not be asked for.
+    ///
+    /// The default reads the block with [`BlockSource::read_at`] and builds its encoder on
+    /// the caller's thread, which takes tens of milliseconds per 16 MiB block.
+    fn encoder(&mut self, oti: &Oti, block: Block, next: &[Block]) -> std::io::Result<Option<BlockEncoder>> {
+        let _ = next;
+        let mut data = vec![0u8; block.len as usize];
+        self.read_at(block.offset, &mut data)?;
+        BlockEncoder::new(oti, block.sbn, &data).map(Some).map_err(std::io::Error::other)
+    }
 }
 
 /// How completion is judged for an object.
@@ -391,6 +411,10 @@ struct Airing {
     next_esi: Vec<u32>,
     schedule: fec::Interleaved,
     encoders: HashMap<u8, BlockEncoder>,
+    /// A symbol taken from the schedule whose encoder was not ready: it goes next.
+    held: Option<(u8, u32)>,
+    /// Set while the encoder for `held` is awaited: when to ask the source again.
+    retry_at: Option<Instant>,
     symbols_sent: u64,
     next_manifest_at: Instant,
     resume: Option<Checkpoint>,
@@ -447,6 +471,8 @@ impl Airing {
             next_esi: vec![0; block_count],
             schedule: fec::interleave(&[]),
             encoders: HashMap::new(),
+            held: None,
+            retry_at: None,
             symbols_sent: 0,
             next_manifest_at: now,
             resume: object.resume,
@@ -492,6 +518,8 @@ impl Airing {
         self.round_counts = counts;
         self.window = 0;
         self.encoders.clear();
+        self.held = None;
+        self.retry_at = None;
         self.phase = Phase::Sending;
         self.schedule = self.window_schedule();
         self.round_counts.iter().map(|c| u64::from(*c)).sum()
@@ -513,6 +541,9 @@ impl Airing {
 
     /// The next (sbn, esi) of the round, moving window by window; None at the round's end.
     fn next_symbol(&mut self) -> Option<(u8, u32)> {
+        if let Some(held) = self.held.take() {
+            return Some(held);
+        }
         loop {
             if let Some(next) = self.schedule.next() {
                 return Some(next);
@@ -527,15 +558,27 @@ impl Airing {
         }
     }
 
-    fn encoder(&mut self, sbn: u8) -> std::io::Result<&BlockEncoder> {
+    /// The encoder for block `sbn`, or None if the source has not built it yet.
+    fn encoder(&mut self, sbn: u8) -> std::io::Result<Option<&BlockEncoder>> {
         if !self.encoders.contains_key(&sbn) {
             let block = self.blocks[usize::from(sbn)];
-            let mut data = vec![0u8; block.len as usize];
-            self.source.read_at(block.offset, &mut data)?;
-            let encoder = BlockEncoder::new(&self.oti, sbn, &data).map_err(std::io::Error::other)?;
+            let next = self.blocks_after(sbn);
+            let Some(encoder) = self.source.encoder(&self.oti, block, &next)? else { return Ok(None) };
             self.encoders.insert(sbn, encoder);
         }
-        self.encoders.get(&sbn).ok_or_else(|| std::io::Error::other("encoder vanished"))
+        self.encoders.get(&sbn).map(Some).ok_or_else(|| std::io::Error::other("encoder vanished"))
+    }
+
+    /// The blocks this round still needs encoders for after `sbn`: the rest of the current
+    /// window, then the next window.
+    fn blocks_after(&self, sbn: u8) -> Vec<Block> {
+        let needed = |index: &usize| self.round_counts[*index] > 0 && self.next_esi[*index] < wire::ESI_MAX;
+        let current = self.windows[self.window].clone().filter(needed).filter(|i| {
+            let block = self.blocks[*i].sbn;
+            block != sbn && !self.encoders.contains_key(&block)
+        });
+        let next = self.windows.get(self.window + 1).cloned().unwrap_or_default().filter(needed);
+        current.chain(next).map(|i| self.blocks[i]).collect()
     }
 
     fn first_pass_counts(&self, config: &BroadcastConfig) -> Vec<u32> {
@@ -917,28 +960,50 @@ impl Broadcaster {
                 return Some((buf, kind));
             }
         }
-        // The best class with something to send; within it, the first in turn order.
-        let best = self.objects.iter().filter(|a| a.phase == Phase::Sending).map(|a| a.priority).min()?;
-        let index = self.objects.iter().position(|a| a.phase == Phase::Sending && a.priority == best)?;
-        let airing = &mut self.objects[index];
-        let object_id = airing.object_id();
-        let Some((sbn, esi)) = airing.next_symbol() else {
-            self.end_round(now, index);
-            return self.build_next(now, wall_unix_ms);
-        };
-        let mut symbol = std::mem::take(&mut self.symbol);
-        symbol.clear();
-        let built = airing.encoder(sbn).and_then(|e| e.symbol_into(esi, &mut symbol).map_err(std::io::Error::other));
-        if let Err(error) = built {
+        // The best class with something to send; within it, the first in turn order. An
+        // object waiting for an encoder lets the next one send meanwhile.
+        let mut candidates: Vec<usize> = (0..self.objects.len())
+            .filter(|i| self.objects[*i].phase == Phase::Sending && self.objects[*i].retry_at.is_none_or(|t| now >= t))
+            .collect();
+        candidates.sort_by_key(|i| self.objects[*i].priority);
+        let mut chosen = None;
+        for index in candidates {
+            let airing = &mut self.objects[index];
+            let object_id = airing.object_id();
+            let Some((sbn, esi)) = airing.next_symbol() else {
+                self.end_round(now, index);
+                return self.build_next(now, wall_unix_ms);
+            };
+            let mut symbol = std::mem::take(&mut self.symbol);
+            symbol.clear();
+            let built = match airing.encoder(sbn) {
+                Ok(Some(encoder)) => encoder.symbol_into(esi, &mut symbol).map(|()| true).map_err(std::io::Error::other),
+                Ok(None) => Ok(false),
+                Err(error) => Err(error),
+            };
             self.symbol = symbol;
-            self.objects.remove(index);
-            self.push_event(BroadcastEvent::SourceFailed { object_id, error: error.to_string() });
-            return self.build_next(now, wall_unix_ms);
+            match built {
+                Ok(true) => {
+                    airing.retry_at = None;
+                    chosen = Some((index, object_id, sbn, esi));
+                    break;
+                }
+                Ok(false) => {
+                    airing.held = Some((sbn, esi));
+                    airing.retry_at = Some(now + ENCODER_RETRY_INTERVAL);
+                }
+                Err(error) => {
+                    self.objects.remove(index);
+                    self.push_event(BroadcastEvent::SourceFailed { object_id, error: error.to_string() });
+                    return self.build_next(now, wall_unix_ms);
+                }
+            }
         }
+        let (index, object_id, sbn, esi) = chosen?;
+        let airing = &mut self.objects[index];
         airing.symbols_sent += 1;
         let mut buf = Vec::new();
-        wire::write_data(&mut buf, &self.network_key, object_id, sbn, esi, &symbol);
-        self.symbol = symbol;
+        wire::write_data(&mut buf, &self.network_key, object_id, sbn, esi, &self.symbol);
         // Objects of one class take turns: the one just served goes to the back.
         if let Some(served) = self.objects.remove(index) {
             self.objects.push_back(served);
@@ -975,7 +1040,7 @@ impl Broadcaster {
         if let Some((buf, _)) = &self.pending {
             return Some(self.pacer.ready_at(buf.len()).min(wake));
         }
-        if self.objects.iter().any(|a| a.phase == Phase::Sending) {
+        if self.objects.iter().any(|a| a.phase == Phase::Sending && a.retry_at.is_none()) {
             return Some(self.pacer.ready_at(self.config.datagram_bytes_max).min(wake));
         }
         for (due, _, _) in &self.control {
@@ -988,6 +1053,7 @@ impl Broadcaster {
             match airing.phase {
                 Phase::Scheduled => wake = wake.min(airing.not_before.unwrap_or(wake)),
                 Phase::AwaitingFeedback { until, .. } => wake = wake.min(until),
+                Phase::Sending => wake = wake.min(airing.retry_at.unwrap_or(wake)),
                 _ => {}
             }
             if let Some(deadline) = airing.deadline {

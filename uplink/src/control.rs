@@ -80,7 +80,8 @@ pub enum Command {
     },
 }
 
-/// The state the datapath publishes for reads: "airing" or "idle" per broadcast id.
+/// The state the datapath publishes for reads, per broadcast id: "preparing" (being read,
+/// hashed and signed), "airing" or "idle".
 pub type LiveStates = Arc<Mutex<BTreeMap<u64, String>>>;
 
 /// Where the token lives under a state directory.
@@ -280,7 +281,7 @@ fn list(context: &Context) -> Result<Vec<report::BroadcastSummary>, String> {
             size_bytes: std::fs::metadata(context.queue.payload_path(&job.object_id)).map_or(0, |m| m.len()),
             priority: job.priority.clone(),
             to: job.targets.clone(),
-            state: "queued".into(),
+            state: context.live.lock().ok().and_then(|l| l.get(&object_id).cloned()).unwrap_or_else(|| "queued".into()),
             targeted: 0,
             delivered: 0,
             in_progress: 0,

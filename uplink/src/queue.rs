@@ -1,18 +1,84 @@
 //! The broadcast queue on disk: `send` drops a job (a payload copy and a job file) into
 //! state/queue/, the daemon picks it up, and moves it to state/done/ once aired. Files are
 //! the truth, so a job queued while the daemon is down, or interrupted by a restart, airs
-//! when the daemon next runs.
+//! when the daemon next runs. A watcher thread lists the folder and announces each job file
+//! that appears, so the datapath never reads it.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use satcast_protocol::manifest::Kind;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use tracing::warn;
 
 /// The most jobs read from the queue directory at once.
 pub const QUEUED_JOBS_MAX: usize = 10_000;
+/// How often the watcher lists the queue folder for new job files. Short, because an
+/// emergency notice must reach the air within 100 ms of landing in the queue; cheap, because
+/// a listing reads names only and a job file is read once, when it appears.
+pub const QUEUE_SCAN_INTERVAL: Duration = Duration::from_millis(20);
+
+/// What the queue watcher has seen: each job file is announced once when it appears, and
+/// again only if it leaves the folder and comes back. Unreadable job files are reported once
+/// and read again on every scan.
+#[derive(Debug)]
+pub struct Watch {
+    queue: Queue,
+    /// Ids listed and announced at the last scan.
+    seen: HashSet<String>,
+    /// Ids whose job file could not be read, already reported.
+    unreadable: HashSet<String>,
+    /// Whether the last listing failed, already reported.
+    listing_failed: bool,
+}
+
+impl Watch {
+    /// A watch that has seen nothing yet: its first scan announces every queued job.
+    pub fn new(queue: Queue) -> Watch {
+        Watch { queue, seen: HashSet::new(), unreadable: HashSet::new(), listing_failed: false }
+    }
+
+    /// Lists the folder once; returns the jobs that appeared since the last scan.
+    pub fn scan(&mut self) -> Vec<Job> {
+        let ids = match self.queue.queued_ids() {
+            Ok(ids) => ids,
+            Err(error) => {
+                if !std::mem::replace(&mut self.listing_failed, true) {
+                    warn!(%error, "cannot list the queue; trying again");
+                }
+                return Vec::new();
+            }
+        };
+        self.listing_failed = false;
+        let mut appeared = Vec::new();
+        let mut seen = HashSet::with_capacity(ids.len());
+        for id in ids {
+            if !self.seen.contains(&id) {
+                match self.queue.job(&id) {
+                    Ok(job) => appeared.push(job),
+                    Err(error) => {
+                        if !self.unreadable.contains(&id) {
+                            warn!(%error, "skipping unreadable job");
+                        }
+                        self.unreadable.insert(id);
+                        continue;
+                    }
+                }
+            }
+            self.unreadable.remove(&id);
+            seen.insert(id);
+        }
+        self.unreadable.retain(|id| self.queue.is_queued(id));
+        self.seen = seen;
+        appeared
+    }
+}
 
 /// One queued broadcast.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,6 +211,49 @@ impl Queue {
         Ok(jobs)
     }
 
+    /// The ids of the job files in the queue folder (at most [`QUEUED_JOBS_MAX`]), in no
+    /// particular order: names only, no file is read.
+    fn queued_ids(&self) -> Result<Vec<String>, QueueError> {
+        let entries = fs::read_dir(&self.queue_dir).map_err(io_err(&self.queue_dir))?;
+        let ids = entries
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str().and_then(|name| name.strip_suffix(".job")).map(str::to_owned))
+            .filter(|id| !id.starts_with('.'))
+            .take(QUEUED_JOBS_MAX)
+            .collect();
+        Ok(ids)
+    }
+
+    /// Reads one queued job.
+    pub fn job(&self, object_id: &str) -> Result<Job, QueueError> {
+        let path = self.job_path(object_id);
+        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+        toml::from_str::<Job>(&text).map_err(|e| QueueError::BadJob(format!("{}: {e}", path.display())))
+    }
+
+    /// Whether the job is still in the queue folder (not finished, cancelled or never queued).
+    pub fn is_queued(&self, object_id: &str) -> bool {
+        self.job_path(object_id).exists()
+    }
+
+    /// Watches the queue folder on a thread of its own until `stop` is set: lists it every
+    /// [`QUEUE_SCAN_INTERVAL`] and hands each job file that appears (see [`Watch`]) to
+    /// `announce`, which returns false once the datapath is gone.
+    pub fn watch(&self, stop: Arc<AtomicBool>, announce: impl Fn(Job) -> bool + Send + 'static) -> io::Result<()> {
+        let mut watch = Watch::new(self.clone());
+        std::thread::Builder::new().name("queue".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for job in watch.scan() {
+                    if !announce(job) {
+                        return;
+                    }
+                }
+                std::thread::sleep(QUEUE_SCAN_INTERVAL);
+            }
+        })?;
+        Ok(())
+    }
+
     /// A job by id, queued or done.
     pub fn find(&self, object_id: &str) -> Option<(Job, PathBuf)> {
         for dir in [&self.queue_dir, &self.done_dir] {
@@ -179,5 +288,66 @@ impl Queue {
             }
         }
         satcast_store::fsutil::fsync_dir(&self.done_dir).map_err(io_err(&self.done_dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(object_id: &str) -> Job {
+        Job {
+            object_id: object_id.into(),
+            kind: "policy".into(),
+            name: "notice.txt".into(),
+            version: 1,
+            targets: vec!["41".into()],
+            queued_unix_secs: 1_800_000_000,
+            feedback: false,
+            priority: "normal".into(),
+            not_before_unix_secs: None,
+            deadline_unix_secs: None,
+        }
+    }
+
+    fn ids(jobs: Vec<Job>) -> Vec<String> {
+        jobs.into_iter().map(|j| j.object_id).collect()
+    }
+
+    #[test]
+    fn the_watch_announces_each_job_file_once_and_again_when_it_comes_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = Queue::open(dir.path()).expect("queue");
+        let payload = dir.path().join("notice.txt");
+        fs::write(&payload, b"notice").expect("payload");
+        let mut watch = Watch::new(queue.clone());
+        assert!(watch.scan().is_empty());
+        queue.submit(&job("00000000000000a1"), &payload).expect("submit");
+        assert_eq!(ids(watch.scan()), ["00000000000000a1"]);
+        assert!(watch.scan().is_empty(), "announced once");
+        queue.submit(&job("00000000000000b2"), &payload).expect("submit");
+        assert_eq!(ids(watch.scan()), ["00000000000000b2"]);
+        queue.finish("00000000000000a1").expect("finish");
+        assert!(watch.scan().is_empty());
+        queue.requeue("00000000000000a1").expect("requeue");
+        assert_eq!(ids(watch.scan()), ["00000000000000a1"], "back in the queue: announced again");
+        // A job started afresh by a new watch (a restarted daemon) is announced again.
+        let mut all = ids(Watch::new(queue.clone()).scan());
+        all.sort();
+        assert_eq!(all, ["00000000000000a1", "00000000000000b2"]);
+    }
+
+    #[test]
+    fn an_unreadable_job_file_is_skipped_until_it_is_readable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = Queue::open(dir.path()).expect("queue");
+        let mut watch = Watch::new(queue.clone());
+        let path = queue.job_path("00000000000000c3");
+        fs::write(&path, "not toml [").expect("bad job");
+        assert!(watch.scan().is_empty());
+        assert!(watch.scan().is_empty());
+        fs::write(&path, toml::to_string(&job("00000000000000c3")).expect("toml")).expect("good job");
+        assert_eq!(ids(watch.scan()), ["00000000000000c3"]);
+        assert!(watch.scan().is_empty());
     }
 }

@@ -2,15 +2,20 @@
 //! control API around the broadcast machine. Every airing decision is the machine's; this
 //! module moves jobs in, datagrams out, feedback into the ledger, and operators' commands
 //! to the machine.
+//!
+//! The pacing thread (the loop in [`serve`]) never waits on whole-file work: the queue
+//! folder is watched by its own thread, and jobs are prepared (read, hashed, signed,
+//! recorded) by the workers of [`Preparers`]. Both hand the loop their [`Input`] through one
+//! channel, which the loop sleeps on, so a new job or a prepared one is taken up at once.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Broadcaster, Checkpoint, Delivery, NewObject};
+use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Broadcaster, Checkpoint, Delivery, NewObject, Priority};
 use satcast_protocol::feedback::{AckReply, Feedback, FeedbackMessage};
 use satcast_protocol::manifest::Manifest;
 use satcast_protocol::trust::{SignedManifest, SigningKey};
@@ -24,12 +29,11 @@ use crate::acks::{self, AckRequest};
 use crate::config::UplinkConfig;
 use crate::control::{self, Command, LiveStates};
 use crate::keys::{self, KeysError};
-use crate::prepare::{self, prepare};
+use crate::prepare::{self, PREPARATIONS_MAX, Prepare, PrepareError, Prepared, Preparers, prepare};
 use crate::queue::{Job, Queue, QueueError};
 
-/// How often the queue directory is scanned for new jobs.
-const QUEUE_SCAN_INTERVAL: Duration = Duration::from_millis(250);
-/// The longest the loop sleeps, so a stop request is noticed promptly.
+/// The longest the loop sleeps, so a stop request, a command or a newly queued job is
+/// noticed promptly.
 const SLEEP_MAX: Duration = Duration::from_millis(20);
 /// How often where each broadcast stands is written down for a restart.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -37,6 +41,9 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 const FEEDBACK_BATCH_MAX: usize = 256;
 /// How often the signing certificate's file is checked for a rotation.
 const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// Inputs from the queue watcher and the preparation workers not yet taken by the loop:
+/// room for every answer and a burst of newly queued jobs (the watcher waits beyond that).
+const INPUTS_MAX: usize = 64 + PREPARATIONS_MAX;
 /// The national division table, so the registry names every county on a fresh machine.
 const AREAS_CSV: &str = include_str!("../../data/divisions/areas.csv");
 
@@ -62,6 +69,18 @@ pub enum ServeError {
     /// The control API could not start.
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    /// A worker thread (queue watcher, preparation) could not start.
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What the loop's helper threads hand it.
+#[derive(Debug)]
+enum Input {
+    /// The queue watcher found a new job file.
+    Queued(Job),
+    /// A preparation worker finished with a job (boxed: a manifest is large beside a job).
+    Prepared(Box<Prepared>),
 }
 
 pub(crate) fn wall_unix_ms() -> u64 {
@@ -126,10 +145,15 @@ struct Uplink {
     store: Arc<UplinkStore>,
     queue: Queue,
     broadcaster: Broadcaster,
-    signing_key: SigningKey,
+    /// Signs new manifests (on the preparation workers).
+    signing_key: Arc<SigningKey>,
     socket: UdpSocket,
-    symbol_size: u16,
-    plan: AirPlan,
+    /// Jobs waiting for a preparation worker, by id; bounded by the queue listing
+    /// ([`crate::queue::QUEUED_JOBS_MAX`]).
+    waiting: BTreeMap<String, Job>,
+    /// Jobs being prepared, with the flag that cancels each.
+    preparing: HashMap<String, Arc<AtomicBool>>,
+    preparers: Preparers,
     airing: HashSet<String>,
     failed: HashSet<String>,
     live: LiveStates,
@@ -176,16 +200,31 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
     let acks = start_acks(&config, stop.clone())?;
     let token = control::ensure_token(&config.state_dir)?;
     let commands = control::start(&config.control.listen, store.clone(), queue.clone(), live.clone(), token, stop.clone())?;
+    let opener = Opener {
+        store: store.clone(),
+        queue: queue.clone(),
+        symbol_size,
+        block_bytes_max: config.fec.block_bytes_max,
+        manifest_lifetime_secs: config.carousel.manifest_lifetime_secs,
+        plan,
+        acks: config.acks.is_some(),
+    };
+    let (input, inputs) = sync_channel(INPUTS_MAX);
+    let answer = input.clone();
+    let preparers = Preparers::start(move |request| opener.open(request), move |done| answer.send(Input::Prepared(Box::new(done))).is_ok())
+        .map_err(ServeError::Thread)?;
+    queue.watch(stop.clone(), move |job| input.send(Input::Queued(job)).is_ok()).map_err(ServeError::Thread)?;
     info!(destination = %config.downlink.destination, rate_bits_per_sec = config.downlink.link_rate_bits_per_sec, symbol_size, "uplink started");
     let mut uplink = Uplink {
         config,
         store,
         queue,
         broadcaster,
-        signing_key,
+        signing_key: Arc::new(signing_key),
         socket,
-        symbol_size,
-        plan,
+        waiting: BTreeMap::new(),
+        preparing: HashMap::new(),
+        preparers,
         airing: HashSet::new(),
         failed: HashSet::new(),
         key_modified: None,
@@ -195,14 +234,17 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
     uplink.reload_revocations_if_changed();
     uplink.key_modified = uplink.signing_cert_modified();
     let mut next_key_check = Instant::now() + KEY_CHECK_INTERVAL;
-    let mut next_scan = Instant::now();
     let mut next_checkpoint = Instant::now() + CHECKPOINT_INTERVAL;
     let mut buf = Vec::with_capacity(65_536);
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        if now >= next_scan {
-            next_scan = now + QUEUE_SCAN_INTERVAL;
-            uplink.scan_queue()?;
+        let mut taken = false;
+        while let Ok(input) = inputs.try_recv() {
+            uplink.input(input);
+            taken = true;
+        }
+        if taken {
+            uplink.dispatch();
         }
         if let Some(acks) = &acks {
             uplink.record_feedback_batch(acks);
@@ -226,11 +268,21 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
             }
         }
         uplink.handle_events();
-        let wake = uplink.broadcaster.poll_timeout().unwrap_or(next_scan).min(next_scan);
+        let wake = uplink.broadcaster.poll_timeout().unwrap_or(now + SLEEP_MAX);
         let sleep = wake.saturating_duration_since(Instant::now()).min(SLEEP_MAX);
-        if !sleep.is_zero() {
-            std::thread::sleep(sleep);
+        // Sleeps on the helper threads' inputs, so a new or prepared job is taken up at once.
+        match inputs.recv_timeout(sleep) {
+            Ok(input) => {
+                uplink.input(input);
+                uplink.dispatch();
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            // Cannot happen while the loop holds the preparers; do not spin if it does.
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(sleep),
         }
+    }
+    for cancel in uplink.preparing.values() {
+        cancel.store(true, Ordering::Relaxed);
     }
     uplink.checkpoint_all();
     info!(stats = ?uplink.broadcaster.stats(), "uplink stopped");
@@ -238,122 +290,81 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
 }
 
 impl Uplink {
-    /// Takes up every queued job not airing yet.
-    fn scan_queue(&mut self) -> Result<(), ServeError> {
-        for job in self.queue.pending()? {
-            let job = match job {
-                Ok(job) => job,
-                Err(error) => {
-                    if self.failed.insert(error.to_string()) {
-                        warn!(%error, "skipping unreadable job");
-                    }
-                    continue;
+    /// Takes one input from a helper thread. New jobs and freed workers take effect at the
+    /// next [`Uplink::dispatch`], once per batch of inputs.
+    fn input(&mut self, input: Input) {
+        match input {
+            Input::Queued(job) => {
+                let id = &job.object_id;
+                if !(self.airing.contains(id) || self.failed.contains(id) || self.preparing.contains_key(id)) {
+                    self.waiting.insert(id.clone(), job);
                 }
-            };
-            if self.airing.contains(&job.object_id) || self.failed.contains(&job.object_id) {
-                continue;
             }
-            let added =
-                self.open_job(&job).and_then(|object| self.broadcaster.add_object(Instant::now(), object).map_err(|e| e.to_string()));
-            match added {
-                Ok(()) => {
-                    info!(object = %job.object_id, kind = %job.kind, name = %job.name, version = job.version, targets = ?job.targets, priority = %job.priority, "airing");
-                    self.airing.insert(job.object_id.clone());
-                }
-                Err(error) => {
-                    warn!(object = %job.object_id, %error, "cannot air job");
-                    self.failed.insert(job.object_id.clone());
-                }
+            Input::Prepared(done) => {
+                self.preparers.answered();
+                self.prepared(*done);
             }
         }
-        Ok(())
     }
 
-    /// Feedback-driven repair for the enrolled counties the job targets (those that have
-    /// ever said hello), or a carousel when there is no acknowledgement server, the job
-    /// asks for none, or no targeted county is enrolled yet.
-    fn delivery_for(&self, job: &Job, only: Option<&[String]>) -> (Delivery, Vec<String>) {
-        if self.config.acks.is_none() || !job.feedback {
-            return (Delivery::Carousel(self.plan), Vec::new());
+    /// Hands waiting jobs to free preparation workers: emergencies first, then by class,
+    /// then oldest first.
+    fn dispatch(&mut self) {
+        loop {
+            let rank = |job: &Job| (job.priority().unwrap_or(Priority::Normal), job.queued_unix_secs);
+            let Some(id) = self.waiting.values().min_by_key(|job| rank(job)).map(|job| job.object_id.clone()) else { return };
+            let Some(job) = self.waiting.remove(&id) else { return };
+            let emergency = job.priority().is_ok_and(|p| p == Priority::Emergency);
+            let cancel = Arc::new(AtomicBool::new(false));
+            let request = Prepare { job, signing_key: self.signing_key.clone(), cancel: cancel.clone() };
+            if let Err(request) = self.preparers.request(request, emergency) {
+                // Every worker this job may use is busy: it waits for the next answer.
+                self.waiting.insert(id, request.job);
+                return;
+            }
+            if let Ok(id) = u64::from_str_radix(&id, 16) {
+                self.set_live(id, "preparing");
+            }
+            info!(object = %id, "preparing");
+            self.preparing.insert(id, cancel);
         }
-        let targets: Vec<String> = match only {
-            Some(only) => only.to_vec(),
-            None => self
-                .store
-                .receivers()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(code, record)| record.last_seen_unix_secs.is_some() && job.targets.iter().any(|p| code.starts_with(p.as_str())))
-                .map(|(code, _)| code)
-                .collect(),
-        };
-        if targets.is_empty() {
-            warn!(object = %job.object_id, "no enrolled county matches the targets: airing as a carousel");
-            return (Delivery::Carousel(self.plan), Vec::new());
-        }
-        (Delivery::Feedback { targets: targets.clone() }, targets)
     }
 
-    /// Opens a queued job as a new broadcast; continues it if it had started airing (a
-    /// restart); re-signs it with a fresh lifetime if an operator asked to re-air it.
-    fn open_job(&self, job: &Job) -> Result<NewObject, String> {
-        let object_id = job.object_id().map_err(|e| e.to_string())?;
-        let payload = self.queue.payload_path(&job.object_id);
-        let now_secs = wall_unix_ms() / 1000;
-        let priority = job.priority().map_err(|e| e.to_string())?;
-        let schedule = |mut object: NewObject| {
-            object.priority = priority;
-            object.not_before = job.not_before_unix_secs.map(instant_at);
-            object.deadline = job.deadline_unix_secs.map(instant_at);
-            object
-        };
-        if let Some(mut record) = self.store.broadcast(object_id).map_err(|e| e.to_string())? {
-            let checkpoint = record.checkpoint.as_deref().and_then(decode_checkpoint);
-            let only = (!record.targets.is_empty()).then(|| record.targets.clone());
-            let (delivery, targets) = self.delivery_for(job, only.as_deref());
-            if record.outcome.is_some() {
-                // Re-aired by an operator: same broadcast, a fresh lifetime.
-                let manifest = stored_manifest(&record.signed_manifest)?;
-                let manifest = Manifest {
-                    created_unix_secs: now_secs,
-                    expires_unix_secs: now_secs + self.config.carousel.manifest_lifetime_secs,
-                    ..manifest
-                };
-                record.signed_manifest = self.signing_key.sign_manifest(&manifest).map_err(|e| e.to_string())?.to_bytes();
-                record.outcome = None;
+    /// Takes a preparation worker's answer: airs the job, or reports why not.
+    fn prepared(&mut self, done: Prepared) {
+        let Prepared { job, outcome } = done;
+        let id = job.object_id.clone();
+        let cancelled = self.preparing.remove(&id).is_some_and(|cancel| cancel.load(Ordering::Relaxed));
+        if let Ok(object_id) = job.object_id() {
+            if let Ok(mut live) = self.live.lock() {
+                live.remove(&object_id);
             }
-            record.targets = targets;
-            self.store.put_broadcast(object_id, &record).and_then(|()| self.store.flush()).map_err(|e| e.to_string())?;
-            info!(object = %job.object_id, round = checkpoint.as_ref().map(|c| c.round), "resuming interrupted broadcast");
-            return prepare::resume(record.signed_manifest, &payload, delivery, checkpoint).map(schedule).map_err(|e| e.to_string());
+            if cancelled {
+                // The record may have been written just before the cancel was seen.
+                set_outcome(&self.store, object_id, "cancelled");
+            }
         }
-        let (delivery, targets) = self.delivery_for(job, None);
-        let object = prepare(
-            job,
-            &payload,
-            self.symbol_size,
-            self.config.fec.block_bytes_max,
-            &self.signing_key,
-            delivery,
-            now_secs,
-            self.config.carousel.manifest_lifetime_secs,
-        )
-        .map_err(|e| e.to_string())?;
-        // Written before the first symbol airs, so a restart never signs it anew.
-        let record = BroadcastRecord {
-            signed_manifest: object.signed_manifest.clone(),
-            kind: job.kind.clone(),
-            name: job.name.clone(),
-            version: job.version,
-            size_bytes: object.manifest.size_bytes,
-            prefixes: job.targets.clone(),
-            targets,
-            priority: job.priority.clone(),
-            started_unix_secs: now_secs,
-            ..BroadcastRecord::default()
+        let added = match outcome {
+            _ if cancelled => {
+                info!(object = %id, "preparation cancelled");
+                Ok(false)
+            }
+            // It left the queue (finished, cancelled) before a worker took it up.
+            Err(PrepareError::Gone) => Ok(false),
+            Err(error) => Err(error.to_string()),
+            Ok(object) => self.broadcaster.add_object(Instant::now(), object).map(|()| true).map_err(|e| e.to_string()),
         };
-        self.store.put_broadcast(object_id, &record).and_then(|()| self.store.flush()).map_err(|e| e.to_string())?;
-        Ok(schedule(object))
+        match added {
+            Ok(true) => {
+                info!(object = %id, kind = %job.kind, name = %job.name, version = job.version, targets = ?job.targets, priority = %job.priority, "airing");
+                self.airing.insert(id);
+            }
+            Ok(false) => {}
+            Err(error) => {
+                warn!(object = %id, %error, "cannot air job");
+                self.failed.insert(id);
+            }
+        }
     }
 
     /// Records a batch of acknowledgements durably, then answers them.
@@ -385,7 +396,12 @@ impl Uplink {
         match command {
             Command::Cancel { object_id, reply } => {
                 let id = format!("{object_id:016x}");
+                // Being prepared: the worker stops at its next block, and what it hands back
+                // is dropped (see `prepared`).
+                let preparing = self.preparing.get(&id).map(|cancel| cancel.store(true, Ordering::Relaxed)).is_some();
                 let answer = if self.broadcaster.cancel(object_id)
+                    || preparing
+                    || self.waiting.remove(&id).is_some()
                     || self
                         .queue
                         .find(&id)
@@ -453,6 +469,8 @@ impl Uplink {
         self.queue.requeue(&id).map_err(|e| (503, e.to_string()))?;
         self.failed.remove(&id);
         info!(object = %id, counties = targets.len(), "re-air requested");
+        self.waiting.insert(id.clone(), job);
+        self.dispatch();
         Ok(serde_json::json!({ "reaired": id, "targets": targets.len() }))
     }
 
@@ -510,7 +528,7 @@ impl Uplink {
                 self.key_modified = modified;
                 info!(serial = for_manifests.certificate().body.serial, "signing key rotated: airing its certificate from now on");
                 self.broadcaster.set_signing_key(for_heartbeats);
-                self.signing_key = for_manifests;
+                self.signing_key = Arc::new(for_manifests);
             }
             (Err(error), _) | (_, Err(error)) => warn!(%error, "signing key files changed but cannot be loaded yet; keeping the old key"),
         }
@@ -558,6 +576,115 @@ impl Uplink {
         if let Err(error) = self.store.flush() {
             warn!(%error, "cannot flush the index");
         }
+    }
+}
+
+/// What a preparation worker needs to open a job: the index, the queue and the settings.
+struct Opener {
+    store: Arc<UplinkStore>,
+    queue: Queue,
+    symbol_size: u16,
+    block_bytes_max: u64,
+    manifest_lifetime_secs: u64,
+    plan: AirPlan,
+    /// Whether the acknowledgement server runs.
+    acks: bool,
+}
+
+impl Opener {
+    /// Feedback-driven repair for the enrolled counties the job targets (those that have
+    /// ever said hello), or a carousel when there is no acknowledgement server, the job
+    /// asks for none, or no targeted county is enrolled yet.
+    fn delivery_for(&self, job: &Job, only: Option<&[String]>) -> (Delivery, Vec<String>) {
+        if !self.acks || !job.feedback {
+            return (Delivery::Carousel(self.plan), Vec::new());
+        }
+        let targets: Vec<String> = match only {
+            Some(only) => only.to_vec(),
+            None => self
+                .store
+                .receivers()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(code, record)| record.last_seen_unix_secs.is_some() && job.targets.iter().any(|p| code.starts_with(p.as_str())))
+                .map(|(code, _)| code)
+                .collect(),
+        };
+        if targets.is_empty() {
+            warn!(object = %job.object_id, "no enrolled county matches the targets: airing as a carousel");
+            return (Delivery::Carousel(self.plan), Vec::new());
+        }
+        (Delivery::Feedback { targets: targets.clone() }, targets)
+    }
+
+    /// Opens a queued job as a new broadcast; continues it if it had started airing (a
+    /// restart); re-signs it with a fresh lifetime if an operator asked to re-air it.
+    fn open(&self, request: &Prepare) -> Result<NewObject, PrepareError> {
+        let (job, cancel) = (&request.job, request.cancel.as_ref());
+        if !self.queue.is_queued(&job.object_id) {
+            return Err(PrepareError::Gone);
+        }
+        let object_id = job.object_id()?;
+        let payload = self.queue.payload_path(&job.object_id);
+        let now_secs = wall_unix_ms() / 1000;
+        let priority = job.priority()?;
+        let schedule = |mut object: NewObject| {
+            object.priority = priority;
+            object.not_before = job.not_before_unix_secs.map(instant_at);
+            object.deadline = job.deadline_unix_secs.map(instant_at);
+            object
+        };
+        if let Some(mut record) = self.store.broadcast(object_id)? {
+            let checkpoint = record.checkpoint.as_deref().and_then(decode_checkpoint);
+            let only = (!record.targets.is_empty()).then(|| record.targets.clone());
+            let (delivery, targets) = self.delivery_for(job, only.as_deref());
+            if record.outcome.is_some() {
+                // Re-aired by an operator: same broadcast, a fresh lifetime.
+                let manifest = stored_manifest(&record.signed_manifest).map_err(PrepareError::Stored)?;
+                let manifest =
+                    Manifest { created_unix_secs: now_secs, expires_unix_secs: now_secs + self.manifest_lifetime_secs, ..manifest };
+                record.signed_manifest = request.signing_key.sign_manifest(&manifest)?.to_bytes();
+                record.outcome = None;
+            }
+            record.targets = targets;
+            if cancel.load(Ordering::Relaxed) {
+                return Err(PrepareError::Cancelled);
+            }
+            self.store.put_broadcast(object_id, &record).and_then(|()| self.store.flush())?;
+            info!(object = %job.object_id, round = checkpoint.as_ref().map(|c| c.round), "resuming interrupted broadcast");
+            return prepare::resume(record.signed_manifest, &payload, delivery, checkpoint).map(schedule);
+        }
+        let (delivery, targets) = self.delivery_for(job, None);
+        let object = prepare(
+            job,
+            &payload,
+            self.symbol_size,
+            self.block_bytes_max,
+            &request.signing_key,
+            delivery,
+            now_secs,
+            self.manifest_lifetime_secs,
+            cancel,
+        )?;
+        // A record would make the cancelled job look like an interrupted broadcast.
+        if cancel.load(Ordering::Relaxed) {
+            return Err(PrepareError::Cancelled);
+        }
+        // Written before the first symbol airs, so a restart never signs it anew.
+        let record = BroadcastRecord {
+            signed_manifest: object.signed_manifest.clone(),
+            kind: job.kind.clone(),
+            name: job.name.clone(),
+            version: job.version,
+            size_bytes: object.manifest.size_bytes,
+            prefixes: job.targets.clone(),
+            targets,
+            priority: job.priority.clone(),
+            started_unix_secs: now_secs,
+            ..BroadcastRecord::default()
+        };
+        self.store.put_broadcast(object_id, &record).and_then(|()| self.store.flush())?;
+        Ok(schedule(object))
     }
 }
 
