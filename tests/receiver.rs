@@ -498,3 +498,58 @@ fn one_gibibyte_object_peak_memory() {
     assert_eq!(size, len as u64);
     assert!(hwm <= TARGET_KIB, "peak {hwm} KiB is over the {TARGET_KIB} KiB target");
 }
+
+/// A real full disk: the county's spool on an 8 MB tmpfs filled to the last byte while an
+/// object arrives. The failures are summarised (one warning a second at most, not one per
+/// datagram), and once the space is freed the object completes without a restart.
+/// Needs root to mount (CI runs as root); skipped, saying so, elsewhere.
+#[test]
+fn a_full_disk_is_summarised_and_recovered_from_without_a_restart() {
+    let seed = seed("RECEIVER_SEED", "receiver");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(dir.path(), &options(seed, true, 8_000_000)).expect("cluster");
+    let spool = cluster.counties[0].dir.join("state").join("spool");
+    std::fs::create_dir_all(&spool).expect("spool folder");
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"]).arg(&spool).status().is_ok_and(|s| s.success());
+    if !mounted {
+        println!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let filler = spool.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0u8; 1 << 16];
+        // Bounded: the tmpfs holds 8 MB.
+        for _ in 0..256 {
+            if file.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    }
+    let (path, bytes) = payload(&mut rng, dir.path(), "agent.bin", 3_000_000);
+    cluster.send(&path, "software", "41", 1).expect("send");
+    let county = &cluster.counties[0];
+    let datagrams = |county: &County| status_json(county).1["reception"]["datagrams"].as_u64().unwrap_or(0);
+    assert!(wait_until(Duration::from_secs(30), || datagrams(county) > 1_000), "the object never arrived:\n{}", log(county));
+    let (start, heard_before) = (Instant::now(), datagrams(county));
+    std::thread::sleep(Duration::from_secs(4));
+    let heard = datagrams(county) - heard_before;
+    let warnings = log(county).lines().filter(|l| l.contains("WARN") && l.contains("stor")).count();
+    // A summary a second, and a few start-up lines.
+    let allowed = start.elapsed().as_secs() as usize + 8;
+    let accepted = log(county).matches("manifest accepted").count();
+    assert!(accepted <= 2, "the manifest was accepted {accepted} times while the disk was full:\n{}", log(county));
+    assert!(warnings <= allowed, "{warnings} storage warnings for {heard} datagrams in {:?}:\n{}", start.elapsed(), log(county));
+    assert!(log(county).contains("storage failed (summary of the last second)"), "no summary:\n{}", log(county));
+    assert!(!county.delivered_path("software", "agent.bin").exists(), "delivered through a full disk?");
+
+    std::fs::remove_file(&filler).expect("free the space");
+    let delivered = county.delivered_path("software", "agent.bin");
+    let done = wait_until(Duration::from_secs(90), || delivered.exists());
+    cluster.stop();
+    let _ = Command::new("umount").arg("-l").arg(&spool).status();
+    assert!(done, "not delivered after the space came back:\n{}", log(&cluster.counties[0]));
+    assert_eq!(std::fs::read(&delivered).expect("read"), bytes);
+}

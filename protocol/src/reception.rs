@@ -265,6 +265,8 @@ struct Incoming {
     /// Storage has begun the object (or held it from before a restart): until then its
     /// symbols wait in the early buffer, so an object storage already has costs nothing.
     begun: bool,
+    /// A begin request is out (false after one failed: the tick asks again).
+    beginning: bool,
     /// Serial of the key that signed the manifest, so a later revocation can drop it.
     signer_serial: u64,
     /// DATA symbols of this object received, useful or not: the uplink's loss estimate.
@@ -720,6 +722,7 @@ impl Reception {
             tried_at: vec![0; verified.len()],
             verifying: false,
             begun: held.is_some(),
+            beginning: held.is_none(),
             verified,
             remaining,
             kept,
@@ -822,15 +825,17 @@ impl Reception {
     pub fn handle_completion(&mut self, completion: StoreCompletion) {
         match completion {
             StoreCompletion::BeginFailed { object_id, error } => {
-                // Without the manifest kept, a restart could not resume: give the object up;
-                // the carousel offers it again.
-                self.incoming.remove(&object_id);
-                self.requests.push_back(StoreRequest::Discard { object_id });
+                // A full disk, say: the object stays accepted (its symbols wait in the
+                // early buffer) and the tick asks storage again.
+                if let Some(inc) = self.incoming.get_mut(&object_id) {
+                    inc.beginning = false;
+                }
                 self.push(ReceptionEvent::StoreFailed { object_id, error });
             }
             StoreCompletion::Begun { object_id } => {
                 let Some(inc) = self.incoming.get_mut(&object_id) else { return };
                 inc.begun = true;
+                inc.beginning = false;
                 let since = inc.last_symbol_at;
                 self.replay_early(since, object_id);
             }
@@ -950,6 +955,7 @@ impl Reception {
                 self.requests.push_back(StoreRequest::BeginObject { manifest, signed_manifest });
                 let Some(inc) = self.incoming.get_mut(&object_id) else { return };
                 inc.begun = false;
+                inc.beginning = true;
                 inc.verified.iter_mut().for_each(|v| *v = false);
                 inc.kept.iter_mut().for_each(EsiSet::clear);
                 inc.tried_at.iter_mut().for_each(|t| *t = 0);
@@ -970,6 +976,11 @@ impl Reception {
             self.incoming.remove(&object_id);
             self.requests.push_back(StoreRequest::Discard { object_id });
             self.push(ReceptionEvent::Expired { object_id });
+        }
+        for inc in self.incoming.values_mut().filter(|inc| !inc.begun && !inc.beginning) {
+            inc.beginning = true;
+            let (manifest, signed_manifest) = (Box::new(inc.manifest.clone()), inc.signed.clone());
+            self.requests.push_back(StoreRequest::BeginObject { manifest, signed_manifest });
         }
         let unfinished: Vec<u64> =
             self.incoming.iter().filter(|(_, inc)| inc.remaining == 0 && !inc.verifying).map(|(id, _)| *id).collect();
