@@ -197,9 +197,12 @@ fn an_uplink_killed_mid_broadcast_continues_the_same_broadcast() {
         let delivered = county.delivered_path("software", "update.bin");
         assert!(wait_until(Duration::from_secs(90), || delivered.exists()), "{} never got it:\n{}", county.code, uplink_log(&cluster));
         assert_eq!(std::fs::read(&delivered).expect("read"), payload);
-        let log = county.daemon.as_ref().map(|d| d.log_text()).unwrap_or_default();
+        // The file appears at the commit; the log line follows once the version is recorded.
+        let log = || county.daemon.as_ref().map(|d| d.log_text()).unwrap_or_default();
+        let said = wait_until(Duration::from_secs(5), || log().contains(&format!("delivered object={object_id}")));
+        let log = log();
         let accepted = log.lines().filter(|l| l.contains("manifest accepted")).count();
         assert_eq!(accepted, 1, "{} saw one broadcast, not two:\n{log}", county.code);
-        assert!(log.contains(&format!("delivered object={object_id}")), "{} delivered the same broadcast {object_id}:\n{log}", county.code);
+        assert!(said, "{} delivered the same broadcast {object_id}:\n{log}", county.code);
     }
 }
