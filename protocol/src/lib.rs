@@ -10,9 +10,12 @@ pub mod esi_set;
 pub mod fec;
 pub mod feedback;
 pub mod manifest;
+pub mod object_id;
 pub mod pacer;
 pub mod receiver_node;
 pub mod reception;
 pub mod storage;
 pub mod trust;
 pub mod wire;
+
+pub use object_id::ObjectId;
