@@ -9,12 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use quinn::crypto::rustls::QuicClientConfig;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use satcast_daemon::tls::TlsError;
 use satcast_protocol::feedback::{ACK_ALPN, AckReply, Feedback, FeedbackMessage};
 use satcast_store::Outbox;
-use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::config::{AckConfig, KeysConfig};
@@ -30,45 +27,9 @@ const BATCH_MAX: usize = 64;
 /// How long to wait for the uplink's answer to one message.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why the client could not be set up.
-#[derive(Debug, Error)]
-pub enum AckSetupError {
-    /// A certificate or key file could not be read.
-    #[error("cannot read {path}: {why}")]
-    Pem {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        why: String,
-    },
-    /// The TLS configuration was refused.
-    #[error("tls configuration: {0}")]
-    Tls(String),
-}
-
 /// Builds the client's TLS configuration from the county's bundle.
-pub fn client_config(keys: &KeysConfig) -> Result<quinn::ClientConfig, AckSetupError> {
-    let pem_err = |path: &Path| {
-        let path = path.display().to_string();
-        move |e: rustls::pki_types::pem::Error| AckSetupError::Pem { path, why: e.to_string() }
-    };
-    let ca = CertificateDer::from_pem_file(&keys.ca_cert).map_err(pem_err(&keys.ca_cert))?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&keys.client_cert)
-        .map_err(pem_err(&keys.client_cert))?
-        .collect::<Result<_, _>>()
-        .map_err(pem_err(&keys.client_cert))?;
-    let key = PrivateKeyDer::from_pem_file(&keys.client_key).map_err(pem_err(&keys.client_key))?;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).map_err(|e| AckSetupError::Tls(e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| AckSetupError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .map_err(|e| AckSetupError::Tls(e.to_string()))?;
-    tls.alpn_protocols = vec![ACK_ALPN.to_vec()];
-    let quic = QuicClientConfig::try_from(tls).map_err(|e| AckSetupError::Tls(e.to_string()))?;
+pub fn client_config(keys: &KeysConfig) -> Result<quinn::ClientConfig, TlsError> {
+    let quic = satcast_daemon::tls::quic_client(&keys.ca_cert, &keys.client_cert, &keys.client_key, ACK_ALPN)?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(Duration::from_secs(15)));

@@ -7,37 +7,9 @@ use std::time::Duration;
 
 use satcast_protocol::manifest::Kind;
 
+pub use satcast_daemon::config::ConfigError;
+use satcast_daemon::config::{config_dir, load_toml, resolve_relative};
 use serde::Deserialize;
-use thiserror::Error;
-
-/// Why the configuration could not be used.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this schema.
-    #[error("invalid config {path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What the parser said.
-        source: Box<toml::de::Error>,
-    },
-    /// A value is out of range or inconsistent.
-    #[error("invalid config {path}: {why}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        why: String,
-    },
-}
 
 /// The whole receiver configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -218,10 +190,8 @@ impl Default for LimitsConfig {
 impl ReceiverConfig {
     /// Reads, parses and checks a config file, resolving relative paths against its folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut config: ReceiverConfig =
-            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
-        let invalid = |why: String| ConfigError::Invalid { path: path.to_owned(), why };
+        let mut config: ReceiverConfig = load_toml(path)?;
+        let invalid = |why: String| ConfigError::invalid(path, why);
         if config.county_code.len() != 6 || !config.county_code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid(format!("county_code {:?} is not six digits", config.county_code)));
         }
@@ -239,7 +209,7 @@ impl ReceiverConfig {
         if !(1..=HEARTBEAT_WARN_AFTER_SECS_MAX).contains(&config.heartbeat_warn_after_secs) {
             return Err(invalid(format!("heartbeat_warn_after_secs must be between 1 and {HEARTBEAT_WARN_AFTER_SECS_MAX}")));
         }
-        let base = path.parent().unwrap_or(Path::new("."));
+        let base = config_dir(path);
         for kind in Kind::ALL {
             let hook = match kind {
                 Kind::Policy => config.hooks.policy.as_mut(),
@@ -266,19 +236,18 @@ impl ReceiverConfig {
                 }
             }
         }
-        for p in [
-            &mut config.state_dir,
-            &mut config.deliver_dir,
-            &mut config.keys.root_public,
-            &mut config.keys.network_key,
-            &mut config.keys.ca_cert,
-            &mut config.keys.client_cert,
-            &mut config.keys.client_key,
-        ] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
+        resolve_relative(
+            path,
+            [
+                &mut config.state_dir,
+                &mut config.deliver_dir,
+                &mut config.keys.root_public,
+                &mut config.keys.network_key,
+                &mut config.keys.ca_cert,
+                &mut config.keys.client_cert,
+                &mut config.keys.client_key,
+            ],
+        );
         Ok(config)
     }
 }

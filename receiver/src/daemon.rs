@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use satcast_daemon::clock::{wall_unix_ms, wall_unix_secs};
 use satcast_protocol::manifest::Kind;
 use satcast_protocol::receiver_node::{Completion, NodeEvent, ReceiverNode, ReceiverNodeConfig, Request};
 use satcast_protocol::reception::{ReceptionConfig, ReceptionEvent};
@@ -52,7 +53,7 @@ pub enum RunError {
     TrustState(#[from] satcast_store::TrustStateError),
     /// The acknowledgement channel's TLS material is unusable.
     #[error(transparent)]
-    Acks(#[from] crate::acks::AckSetupError),
+    Acks(#[from] satcast_daemon::tls::TlsError),
     /// The hook records cannot be opened.
     #[error(transparent)]
     Hooks(#[from] crate::hooks::HookError),
@@ -83,10 +84,6 @@ fn start_acks(
 
 fn read_key_text(path: &PathBuf) -> Result<String, RunError> {
     std::fs::read_to_string(path).map_err(|e| RunError::Key { path: path.clone(), why: e.to_string() })
-}
-
-fn wall_unix_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Opens the downlink socket: a unicast bind, or the multicast group joined on the
@@ -283,10 +280,6 @@ fn start_hook_worker(
         .name("hooks".into())
         .spawn(move || span.in_scope(|| hooks::run_worker(book, hooks, outbox, county, stop)))
         .map_err(|e| RunError::Socket(std::io::Error::other(e)))
-}
-
-pub(crate) fn wall_unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Datapath {

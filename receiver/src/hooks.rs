@@ -28,8 +28,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use satcast_daemon::clock::wall_unix_ms;
 use satcast_protocol::feedback::{Feedback, FeedbackMessage, TEXT_BYTES_MAX};
 use satcast_protocol::manifest::{Kind, Manifest};
 use satcast_protocol::trust::Accepted;
@@ -229,10 +230,6 @@ pub mod hex_id {
     }
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// What [`HookBook::prepare`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prepared {
@@ -382,7 +379,7 @@ impl HookBook {
             hash: hex::encode(manifest.object_hash),
             path: path.to_owned(),
             expires_unix_secs: manifest.expires_unix_secs,
-            queued_unix_ms: unix_ms(),
+            queued_unix_ms: wall_unix_ms(),
             state: JobState::Pending,
         };
         Self::write(&due_path, &job)?;
@@ -534,7 +531,7 @@ impl HookBook {
 }
 
 fn skipped(detail: String) -> HookOutcome {
-    let now = unix_ms();
+    let now = wall_unix_ms();
     HookOutcome {
         success: false,
         exit_code: None,
@@ -670,7 +667,7 @@ fn wait_bounded(child: &mut Child, deadline: Instant, stop: &AtomicBool) -> io::
 
 /// Runs a hook program for a job. `None` if the daemon stopped it (it runs again at start).
 pub fn execute(hook: &HookConfig, job: &HookJob, stop: &AtomicBool) -> Option<HookOutcome> {
-    let started_unix_ms = unix_ms();
+    let started_unix_ms = wall_unix_ms();
     let failed = |detail: String| HookOutcome {
         success: false,
         exit_code: None,
@@ -680,7 +677,7 @@ pub fn execute(hook: &HookConfig, job: &HookJob, stop: &AtomicBool) -> Option<Ho
         stdout_tail: String::new(),
         stderr_tail: String::new(),
         started_unix_ms,
-        finished_unix_ms: unix_ms(),
+        finished_unix_ms: wall_unix_ms(),
     };
     let Some((program, args)) = hook.command.split_first() else {
         return Some(failed("not run: the hook has no command".into()));
@@ -743,7 +740,7 @@ pub fn execute(hook: &HookConfig, job: &HookJob, stop: &AtomicBool) -> Option<Ho
         stdout_tail,
         stderr_tail,
         started_unix_ms,
-        finished_unix_ms: unix_ms(),
+        finished_unix_ms: wall_unix_ms(),
     })
 }
 
@@ -833,7 +830,7 @@ pub fn run_worker(book: HookBook, hooks: HooksConfig, outbox: Outbox, county_cod
         }
         if let Ok(mut status) = book.status.lock() {
             status.running =
-                Some(RunningHook { object_id: job.object_id, name: format!("{}/{}", job.kind, job.name), started_unix_ms: unix_ms() });
+                Some(RunningHook { object_id: job.object_id, name: format!("{}/{}", job.kind, job.name), started_unix_ms: wall_unix_ms() });
         }
         info!(object = %object, kind = %job.kind, name = %job.name, version = job.version, program = %hook.command.first().map_or("", String::as_str), "running post-receive hook");
         let outcome = execute(hook, &job, &stop);

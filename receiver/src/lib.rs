@@ -8,7 +8,6 @@ pub mod daemon;
 pub mod droplog;
 pub mod heartbeat;
 pub mod hooks;
-pub mod logging;
 pub mod status;
 pub mod worker;
 

@@ -2,12 +2,11 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
+use satcast_daemon::{logging, signals};
 use satcast_receiver::status;
-use satcast_receiver::{ReceiverConfig, daemon, logging};
+use satcast_receiver::{ReceiverConfig, daemon};
 
 const EXIT_CODES: &str = "Exit codes:
   0  run: stopped cleanly (SIGTERM, Ctrl-C); status: the daemon is running
@@ -59,8 +58,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run { config } => {
             let config = ReceiverConfig::load(&config)?;
-            let stop = Arc::new(AtomicBool::new(false));
-            spawn_signal_watcher(stop.clone())?;
+            let stop = signals::stop_on_signals()?;
             if let Err(error) = daemon::run(config, stop) {
                 // One line, as satcast-uplink prints its errors (anyhow's report takes four).
                 eprintln!("error: receiver stopped with an error: {error}");
@@ -87,23 +85,4 @@ fn print_status(config: &ReceiverConfig, json: bool) -> anyhow::Result<i32> {
         _ => {}
     }
     Ok(liveness.exit_code())
-}
-
-/// Sets `stop` on SIGTERM or SIGINT so the datapath finishes its current datagram and exits.
-fn spawn_signal_watcher(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        runtime.block_on(async {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return,
-            };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            stop.store(true, Ordering::Relaxed);
-        });
-    })?;
-    Ok(())
 }

@@ -11,8 +11,9 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
+use satcast_daemon::clock::unix_ms;
 use satcast_protocol::fec::{self, Oti};
 use satcast_protocol::manifest::Manifest;
 use satcast_protocol::trust::SignedManifest;
@@ -164,10 +165,6 @@ pub struct CachedStatus {
     pub hash: String,
     /// It is the version last delivered into deliver/<kind>/<name>.
     pub delivered: bool,
-}
-
-fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Writes the status file: temp file and rename, no fsync (it is rewritten every second

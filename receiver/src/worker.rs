@@ -165,7 +165,7 @@ impl Storage {
             county_code: view.county_code,
             software_version: env!("CARGO_PKG_VERSION").to_owned(),
             started_unix_ms: view.started_unix_ms,
-            updated_unix_ms: crate::daemon::wall_unix_ms(),
+            updated_unix_ms: satcast_daemon::clock::wall_unix_ms(),
             stopped: view.stopped,
             heartbeat: view.heartbeat,
             outbox: OutboxStatus { messages: self.store.outbox().len() },

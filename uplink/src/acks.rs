@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
-use quinn::crypto::rustls::QuicServerConfig;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
+use satcast_daemon::tls::TlsError;
 use satcast_protocol::feedback::{ACK_ALPN, AckReply, FEEDBACK_BYTES_MAX, Feedback, county_dns_name};
 use thiserror::Error;
 use tokio::sync::oneshot;
@@ -42,17 +41,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Why the server could not start.
 #[derive(Debug, Error)]
 pub enum AckServerError {
-    /// A certificate or key file could not be read.
-    #[error("cannot read {path}: {why}")]
-    Pem {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        why: String,
-    },
-    /// The TLS configuration was refused.
-    #[error("tls configuration: {0}")]
-    Tls(String),
+    /// A certificate or key file could not be read, or the TLS configuration was refused.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The UDP socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -72,31 +63,10 @@ pub struct AckRequest {
     pub reply: oneshot::Sender<AckReply>,
 }
 
-fn pem_err(path: &Path) -> impl FnOnce(rustls::pki_types::pem::Error) -> AckServerError + '_ {
-    move |e| AckServerError::Pem { path: path.display().to_string(), why: e.to_string() }
-}
-
 /// Builds the server's TLS configuration: its certificate, and client certificates
 /// required and checked against the private CA.
 pub fn server_config(ca_cert: &Path, cert: &Path, key: &Path) -> Result<quinn::ServerConfig, AckServerError> {
-    let ca = CertificateDer::from_pem_file(ca_cert).map_err(pem_err(ca_cert))?;
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(cert).map_err(pem_err(cert))?.collect::<Result<_, _>>().map_err(pem_err(cert))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).map_err(|e| AckServerError::Tls(e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| AckServerError::Tls(e.to_string()))?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| AckServerError::Tls(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| AckServerError::Tls(e.to_string()))?;
-    tls.alpn_protocols = vec![ACK_ALPN.to_vec()];
-    let quic = QuicServerConfig::try_from(tls).map_err(|e| AckServerError::Tls(e.to_string()))?;
+    let quic = satcast_daemon::tls::quic_server(ca_cert, cert, key, ACK_ALPN)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.max_incoming(CONNECTIONS_MAX);
     config.incoming_buffer_size(INCOMING_BUFFER_BYTES_MAX);

@@ -4,37 +4,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+pub use satcast_daemon::config::ConfigError;
+use satcast_daemon::config::{load_toml, resolve_relative};
 use serde::Deserialize;
-use thiserror::Error;
-
-/// Why the configuration could not be used.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this schema.
-    #[error("invalid config {path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What the parser said.
-        source: Box<toml::de::Error>,
-    },
-    /// A value is out of range.
-    #[error("invalid config {path}: {why}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        why: String,
-    },
-}
 
 /// The whole uplink configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -186,10 +158,8 @@ impl Default for CarouselConfig {
 impl UplinkConfig {
     /// Reads, parses and checks a config file, resolving relative paths against its folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut config: UplinkConfig =
-            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
-        let invalid = |why: &str| ConfigError::Invalid { path: path.to_owned(), why: why.to_owned() };
+        let mut config: UplinkConfig = load_toml(path)?;
+        let invalid = |why: &str| ConfigError::invalid(path, why);
         if config.downlink.link_rate_bits_per_sec < 10_000 {
             return Err(invalid("downlink.link_rate_bits_per_sec must be at least 10000"));
         }
@@ -212,12 +182,7 @@ impl UplinkConfig {
             Ok(addr) if addr.ip().is_loopback() => {}
             _ => return Err(invalid("control.listen must be a loopback address and port, like 127.0.0.1:5710")),
         }
-        let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut config.state_dir, &mut config.keys_dir] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
+        resolve_relative(path, [&mut config.state_dir, &mut config.keys_dir]);
         Ok(config)
     }
 }

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::{RngCore, SeedableRng};
+use satcast_daemon::clock::wall_unix_secs;
 use satcast_store::UplinkStore;
 use serde::Serialize;
 use thiserror::Error;
@@ -172,10 +173,6 @@ fn parse_id(text: &str) -> Option<u64> {
     (text.len() == 16).then(|| u64::from_str_radix(text, 16).ok()).flatten()
 }
 
-fn now_unix_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 fn handle(context: &Context, mut request: tiny_http::Request) {
     if !authorized(context, &request) {
         return error(request, 401, "missing or wrong token (Authorization: Bearer <state_dir/control.token>)");
@@ -242,7 +239,7 @@ fn handle(context: &Context, mut request: tiny_http::Request) {
             match context.store.receivers() {
                 Ok(registry) => {
                     let registry: BTreeMap<_, _> = registry.into_iter().collect();
-                    respond(request, 200, &report::receivers(&registry, now_unix_secs(), silent_for, all));
+                    respond(request, 200, &report::receivers(&registry, wall_unix_secs(), silent_for, all));
                 }
                 Err(e) => error(request, 503, &e.to_string()),
             }

@@ -2,19 +2,18 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use satcast_daemon::clock::wall_unix_secs;
+use satcast_daemon::{logging, signals};
 use satcast_protocol::broadcast::Priority;
 use satcast_protocol::manifest::{Kind, parse_targets};
 use satcast_uplink::client::{Client, ClientError};
 use satcast_uplink::queue::{Job, Queue};
 use satcast_uplink::report::{BroadcastStatus, BroadcastSummary, ReceiverSummary};
 use satcast_uplink::{UplinkConfig, keys, serve};
-use tracing_subscriber::EnvFilter;
 
 /// Exit codes scripts can rely on.
 const EXIT_ERROR: u8 = 1;
@@ -207,10 +206,6 @@ enum KeysCommand {
     },
 }
 
-fn unix_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 /// A span like 90s, 30m, 2h or 7d, in seconds.
 fn parse_span(text: &str) -> anyhow::Result<u64> {
     let text = text.trim();
@@ -229,7 +224,7 @@ fn parse_span(text: &str) -> anyhow::Result<u64> {
 /// A time like +30m, unix seconds, or 2026-11-27T08:00:00Z, as unix seconds.
 fn parse_time(text: &str) -> anyhow::Result<u64> {
     if let Some(span) = text.strip_prefix('+') {
-        return Ok(unix_secs() + parse_span(span)?);
+        return Ok(wall_unix_secs() + parse_span(span)?);
     }
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(secs);
@@ -262,7 +257,7 @@ fn ago(then: Option<u64>) -> String {
     match then {
         None => "never".into(),
         Some(then) => {
-            let secs = unix_secs().saturating_sub(then);
+            let secs = wall_unix_secs().saturating_sub(then);
             match secs {
                 0..=119 => format!("{secs}s ago"),
                 120..=7199 => format!("{}m ago", secs / 60),
@@ -370,13 +365,7 @@ fn wait(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if cli.log_json {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+    logging::init(cli.log_json);
     match run(cli.command) {
         Ok(code) => code,
         Err(error) => {
@@ -395,8 +384,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => {
             let config = UplinkConfig::load(&config)?;
-            let stop = Arc::new(AtomicBool::new(false));
-            spawn_signal_watcher(stop.clone())?;
+            let stop = signals::stop_on_signals()?;
             serve::serve(config, stop).context("uplink stopped with an error")?;
         }
         Command::Send { file, config, kind, to, name, version, priority, not_before, deadline, no_feedback, wait: follow, json } => {
@@ -418,9 +406,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 object_id: format!("{object_id:016x}"),
                 kind: kind.to_string(),
                 name,
-                version: version.unwrap_or_else(unix_secs),
+                version: version.unwrap_or_else(wall_unix_secs),
                 targets,
-                queued_unix_secs: unix_secs(),
+                queued_unix_secs: wall_unix_secs(),
                 feedback: !no_feedback,
                 priority: priority.to_string(),
                 not_before_unix_secs: not_before.as_deref().map(parse_time).transpose()?,
@@ -473,7 +461,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             if json { print_json(&list)? } else { print_receivers(&list) }
         }
         Command::Keys { command: KeysCommand::Init { dir, validity_days } } => {
-            keys::init(&dir, unix_secs(), validity_days)?;
+            keys::init(&dir, wall_unix_secs(), validity_days)?;
             println!("keys written to {}; move root.secret offline", dir.display());
         }
         Command::Keys { command: KeysCommand::Receiver { dir, id, out } } => {
@@ -485,29 +473,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("revoked {count} client certificate(s) of county {id}");
         }
         Command::Keys { command: KeysCommand::Revoke { dir, serials } } => {
-            let (sequence, revoked) = keys::revoke(&dir, &serials, unix_secs())?;
+            let (sequence, revoked) = keys::revoke(&dir, &serials, wall_unix_secs())?;
             println!("revocation list {sequence} now names serials {revoked:?}; the running daemon airs it within seconds");
         }
         Command::Keys { command: KeysCommand::Rotate { dir, validity_days } } => {
-            let serial = keys::rotate(&dir, unix_secs(), validity_days)?;
+            let serial = keys::rotate(&dir, wall_unix_secs(), validity_days)?;
             println!("new signing key (serial {serial}) written to {}; the running daemon airs it within seconds", dir.display());
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Sets `stop` on SIGTERM or SIGINT so the daemon finishes its current datagram and exits.
-fn spawn_signal_watcher(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        runtime.block_on(async {
-            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            stop.store(true, Ordering::Relaxed);
-        });
-    })?;
-    Ok(())
 }

@@ -13,8 +13,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
+use satcast_daemon::clock::wall_unix_ms;
 use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Broadcaster, Checkpoint, Delivery, NewObject, Priority};
 use satcast_protocol::feedback::{AckReply, Feedback, FeedbackMessage};
 use satcast_protocol::manifest::Manifest;
@@ -81,10 +82,6 @@ enum Input {
     Queued(Job),
     /// A preparation worker finished with a job (boxed: a manifest is large beside a job).
     Prepared(Box<Prepared>),
-}
-
-pub(crate) fn wall_unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn encode_checkpoint(checkpoint: &Checkpoint) -> Option<Vec<u8>> {

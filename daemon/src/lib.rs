@@ -1,0 +1,12 @@
+//! satcast-daemon: what the uplink and receiver daemons share, so each is written once:
+//! loading a TOML config file ([`config`]), the QUIC acknowledgement channel's TLS set-up
+//! from PEM files ([`tls`]), stopping on SIGTERM or SIGINT ([`signals`]), log set-up
+//! ([`logging`]), the wall clock ([`clock`]), and object ids in JSON ([`object_id`]).
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod config;
+pub mod logging;
+pub mod object_id;
+pub mod signals;
+pub mod tls;
