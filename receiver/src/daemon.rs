@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use satcast_daemon::clock::{wall_unix_ms, wall_unix_secs};
+use satcast_protocol::ObjectId;
 use satcast_protocol::manifest::Kind;
 use satcast_protocol::receiver_node::{Completion, NodeEvent, ReceiverNode, ReceiverNodeConfig, Request};
 use satcast_protocol::reception::{ReceptionConfig, ReceptionEvent};
@@ -176,7 +177,7 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError
         let held = storage::held(&store, object_id, &worker::kept_object_hash(&signed));
         node.resume(Instant::now(), wall_unix_secs(), object_id, &signed, &held);
         if let Some((symbols_spooled, blocks_verified)) = node.held(object_id) {
-            info!(object = %format!("{object_id:016x}"), symbols_spooled, blocks_verified, in_cache = held.in_cache, "resumed partial object");
+            info!(object = %ObjectId(object_id), symbols_spooled, blocks_verified, in_cache = held.in_cache, "resumed partial object");
         }
     }
     info!(partial_objects = report.partial_objects, orphans_removed = report.orphans_removed, "store opened");
@@ -368,7 +369,7 @@ impl Datapath {
             NodeEvent::Delivered { manifest } => {
                 self.receiving.remove(&manifest.object_id);
                 info!(
-                    object = %format!("{:016x}", manifest.object_id),
+                    object = %ObjectId(manifest.object_id),
                     kind = %manifest.kind,
                     name = %manifest.name,
                     version = manifest.version,
@@ -378,7 +379,7 @@ impl Datapath {
                 );
             }
             NodeEvent::DeliveryWaiting { object_id, step, error } => {
-                warn!(object = %format!("{object_id:016x}"), %step, %error, "delivery waits; retried every second");
+                warn!(object = %ObjectId(object_id), %step, %error, "delivery waits; retried every second");
             }
             NodeEvent::StoreFailures { failures, last_error } => {
                 warn!(failures, last_error = %last_error, "storage failed (summary of the last second)");
@@ -391,11 +392,11 @@ impl Datapath {
         match event {
             ReceptionEvent::Dropped { reason } => self.drops.record(&reason),
             ReceptionEvent::Rejected { object_id, reason } => {
-                warn!(object = %format!("{object_id:016x}"), reason = %reason, error = ?reason, "manifest rejected");
+                warn!(object = %ObjectId(object_id), reason = %reason, error = ?reason, "manifest rejected");
             }
             ReceptionEvent::Accepted { manifest } => {
                 info!(
-                    object = %format!("{:016x}", manifest.object_id),
+                    object = %ObjectId(manifest.object_id),
                     kind = %manifest.kind,
                     name = %manifest.name,
                     version = manifest.version,
@@ -407,17 +408,17 @@ impl Datapath {
                 self.receiving.insert(manifest.object_id, (manifest.version, manifest.size_bytes));
             }
             ReceptionEvent::BlockVerified { object_id, sbn } => {
-                debug!(object = %format!("{object_id:016x}"), sbn, "block verified");
+                debug!(object = %ObjectId(object_id), sbn, "block verified");
             }
             ReceptionEvent::BlockPoisoned { object_id, sbn } => {
-                warn!(object = %format!("{object_id:016x}"), sbn, "block failed its hash; collecting it again");
+                warn!(object = %ObjectId(object_id), sbn, "block failed its hash; collecting it again");
             }
             ReceptionEvent::ObjectPoisoned { object_id } => {
-                warn!(object = %format!("{object_id:016x}"), "object failed its hash; collecting it again");
+                warn!(object = %ObjectId(object_id), "object failed its hash; collecting it again");
             }
             ReceptionEvent::Expired { object_id } => {
                 self.receiving.remove(&object_id);
-                info!(object = %format!("{object_id:016x}"), "manifest expired; partial object discarded");
+                info!(object = %ObjectId(object_id), "manifest expired; partial object discarded");
             }
             // The node summarises storage failures and runs deliveries itself.
             ReceptionEvent::StoreFailed { .. } | ReceptionEvent::Complete { .. } => {}

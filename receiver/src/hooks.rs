@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use satcast_daemon::clock::wall_unix_ms;
+use satcast_protocol::ObjectId;
 use satcast_protocol::feedback::{Feedback, FeedbackMessage, TEXT_BYTES_MAX};
 use satcast_protocol::manifest::{Kind, Manifest};
 use satcast_protocol::trust::Accepted;
@@ -99,7 +100,7 @@ pub enum JobState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookJob {
     /// The delivered object.
-    #[serde(with = "hex_id")]
+    #[serde(with = "satcast_daemon::object_id")]
     pub object_id: u64,
     /// Its kind.
     pub kind: String,
@@ -158,7 +159,7 @@ pub struct HookRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookSummary {
     /// The object.
-    #[serde(with = "hex_id")]
+    #[serde(with = "satcast_daemon::object_id")]
     pub object_id: u64,
     /// kind/name.
     pub name: String,
@@ -206,28 +207,12 @@ pub struct HookStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunningHook {
     /// The object.
-    #[serde(with = "hex_id")]
+    #[serde(with = "satcast_daemon::object_id")]
     pub object_id: u64,
     /// kind/name.
     pub name: String,
     /// When it started.
     pub started_unix_ms: u64,
-}
-
-/// Object ids as 16 hex digits, as in the logs (and because JSON numbers lose u64 precision).
-pub mod hex_id {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Writes the id as 16 hex digits.
-    pub fn serialize<S: Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{id:016x}"))
-    }
-
-    /// Reads 16 hex digits.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        let text = String::deserialize(d)?;
-        u64::from_str_radix(&text, 16).map_err(serde::de::Error::custom)
-    }
 }
 
 /// What [`HookBook::prepare`] decided.
@@ -252,7 +237,7 @@ pub struct HookBook {
 }
 
 fn record_name(object_id: u64) -> String {
-    format!("{object_id:016x}.json")
+    format!("{}.json", ObjectId(object_id))
 }
 
 /// Reads every record in a folder (skipping temp files and anything unreadable, which is
@@ -419,7 +404,7 @@ impl HookBook {
             }
             let kind = job.kind.parse::<Kind>().ok();
             let accepted = kind.and_then(|k| delivered(k, &job.name));
-            let object = format!("{:016x}", job.object_id);
+            let object = ObjectId(job.object_id);
             match accepted {
                 Some(a) if a.object_id == job.object_id => {
                     info!(object = %object, name = %job.name, "delivered before the daemon stopped; its hook is due");
@@ -501,7 +486,7 @@ impl HookBook {
                 }
                 Err(failed) => {
                     let (error, j, o) = *failed;
-                    warn!(object = %format!("{:016x}", j.object_id), %error, "cannot record the hook's result; retrying");
+                    warn!(object = %ObjectId(j.object_id), %error, "cannot record the hook's result; retrying");
                     (job, outcome) = (j, o);
                 }
             }
@@ -518,7 +503,7 @@ impl HookBook {
         if let Ok(mut record) = read_record::<HookRecord>(&path) {
             record.reported = true;
             if let Err(error) = Self::write(&path, &record) {
-                warn!(object = %format!("{object_id:016x}"), %error, "cannot mark the hook result reported; it may be reported twice");
+                warn!(object = %ObjectId(object_id), %error, "cannot mark the hook result reported; it may be reported twice");
             }
         }
     }
@@ -689,7 +674,7 @@ pub fn execute(hook: &HookConfig, job: &HookJob, stop: &AtomicBool) -> Option<Ho
         .env("SATCAST_KIND", &job.kind)
         .env("SATCAST_NAME", &job.name)
         .env("SATCAST_VERSION", job.version.to_string())
-        .env("SATCAST_OBJECT_ID", format!("{:016x}", job.object_id))
+        .env("SATCAST_OBJECT_ID", ObjectId(job.object_id).to_string())
         .env("SATCAST_HASH", &job.hash)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -756,14 +741,14 @@ fn report(outbox: &Outbox, county_code: &str, record: &HookRecord) -> bool {
     match outbox.push(&feedback) {
         Ok(()) => true,
         Err(error) => {
-            warn!(object = %format!("{:016x}", record.job.object_id), %error, "cannot queue the hook result; will retry");
+            warn!(object = %ObjectId(record.job.object_id), %error, "cannot queue the hook result; will retry");
             false
         }
     }
 }
 
 fn log_outcome(job: &HookJob, outcome: &HookOutcome) {
-    let object = format!("{:016x}", job.object_id);
+    let object = ObjectId(job.object_id);
     let duration_ms = outcome.finished_unix_ms.saturating_sub(outcome.started_unix_ms);
     if outcome.success {
         info!(object = %object, kind = %job.kind, name = %job.name, version = job.version, duration_ms, detail = %outcome.detail, "post-receive hook succeeded");
@@ -806,7 +791,7 @@ pub fn run_worker(book: HookBook, hooks: HooksConfig, outbox: Outbox, county_cod
             }
             continue;
         };
-        let object = format!("{:016x}", job.object_id);
+        let object = ObjectId(job.object_id);
         let kind = job.kind.parse::<Kind>().ok();
         let Some(hook) = kind.and_then(|k| hooks.for_kind(k)) else {
             let detail = format!("not run: no hook is configured for {} any more", job.kind);

@@ -14,13 +14,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use satcast_daemon::clock::unix_ms;
+use satcast_protocol::ObjectId;
 use satcast_protocol::fec::{self, Oti};
 use satcast_protocol::manifest::Manifest;
 use satcast_protocol::trust::SignedManifest;
 use satcast_store::{Owner, Ownership, TrustState};
 use serde::{Deserialize, Serialize};
 
-use crate::hooks::{HOOK_RESULTS_SHOWN_MAX, HookJob, HookRecord, HookStatus, HookSummary, hex_id};
+use crate::hooks::{HOOK_RESULTS_SHOWN_MAX, HookJob, HookRecord, HookStatus, HookSummary};
 
 /// The status file, under the state directory.
 pub const STATUS_FILE: &str = "status.json";
@@ -131,7 +132,7 @@ pub struct ReceptionStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartialStatus {
     /// The object.
-    #[serde(with = "hex_id")]
+    #[serde(with = "satcast_daemon::object_id")]
     pub object_id: u64,
     /// kind/name.
     pub name: String,
@@ -151,7 +152,7 @@ pub struct PartialStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachedStatus {
     /// The object.
-    #[serde(with = "hex_id")]
+    #[serde(with = "satcast_daemon::object_id")]
     pub object_id: u64,
     /// Its kind.
     pub kind: String,
@@ -507,8 +508,8 @@ fn write_cached(out: &mut String, cached: &[CachedStatus], total: usize) {
         let delivered = if c.delivered { "yes" } else { "superseded" };
         let _ = writeln!(
             out,
-            "  {:016x}  {:<9}  {:<28}  {:>10}  {:>10}  {:<9}  {hash}…",
-            c.object_id,
+            "  {}  {:<9}  {:<28}  {:>10}  {:>10}  {:<9}  {hash}…",
+            ObjectId(c.object_id),
             c.kind,
             c.name,
             c.version,
@@ -534,8 +535,8 @@ fn write_partial(out: &mut String, partial: &[PartialStatus]) {
         };
         let _ = writeln!(
             out,
-            "  {:016x}  {:<38}  {:>10}  {:>10}  {:>9}  {:>8}",
-            p.object_id,
+            "  {}  {:<38}  {:>10}  {:>10}  {:>9}  {:>8}",
+            ObjectId(p.object_id),
             p.name,
             opt(p.version),
             p.size_bytes.map_or("-".into(), human_bytes),
@@ -549,8 +550,8 @@ fn write_hooks(out: &mut String, hooks: &HookStatus, now: SystemTime) {
     use std::fmt::Write as _;
     let _ = writeln!(out, "\nhooks: {} waiting", hooks.queued);
     if let Some(running) = &hooks.running {
-        let _ =
-            writeln!(out, "  running now: {} ({:016x}), started {}", running.name, running.object_id, when(running.started_unix_ms, now));
+        let id = ObjectId(running.object_id);
+        let _ = writeln!(out, "  running now: {} ({id}), started {}", running.name, when(running.started_unix_ms, now));
     }
     if hooks.recent.is_empty() {
         return;
@@ -558,7 +559,8 @@ fn write_hooks(out: &mut String, hooks: &HookStatus, now: SystemTime) {
     let _ = writeln!(out, "  {:<16}  {:<38}  {:<6}  {:<14}  DETAIL", "OBJECT", "NAME", "RESULT", "FINISHED");
     for h in &hooks.recent {
         let result = if h.success { "ok" } else { "FAILED" };
-        let _ = writeln!(out, "  {:016x}  {:<38}  {:<6}  {:<14}  {}", h.object_id, h.name, result, when(h.finished_unix_ms, now), h.detail);
+        let id = ObjectId(h.object_id);
+        let _ = writeln!(out, "  {id}  {:<38}  {:<6}  {:<14}  {}", h.name, result, when(h.finished_unix_ms, now), h.detail);
     }
 }
 

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use rand::{RngCore, SeedableRng};
 use satcast_daemon::clock::wall_unix_secs;
+use satcast_protocol::ObjectId;
 use satcast_store::UplinkStore;
 use serde::Serialize;
 use thiserror::Error;
@@ -170,7 +171,7 @@ fn authorized(context: &Context, request: &tiny_http::Request) -> bool {
 }
 
 fn parse_id(text: &str) -> Option<u64> {
-    (text.len() == 16).then(|| u64::from_str_radix(text, 16).ok()).flatten()
+    text.parse::<ObjectId>().ok().map(u64::from)
 }
 
 fn handle(context: &Context, mut request: tiny_http::Request) {
@@ -271,7 +272,7 @@ fn list(context: &Context) -> Result<Vec<report::BroadcastSummary>, String> {
             continue;
         }
         out.push(report::BroadcastSummary {
-            id: job.object_id.clone(),
+            id: object_id,
             kind: job.kind.clone(),
             name: job.name.clone(),
             version: job.version,
@@ -293,7 +294,7 @@ fn list(context: &Context) -> Result<Vec<report::BroadcastSummary>, String> {
 fn status(context: &Context, object_id: u64) -> Result<Option<report::BroadcastStatus>, String> {
     let Some(record) = context.store.broadcast(object_id).map_err(|e| e.to_string())? else {
         // Queued, not started: known, but nothing to count yet.
-        return Ok(list(context)?.into_iter().find(|s| parse_id(&s.id) == Some(object_id)).map(|summary| report::BroadcastStatus {
+        return Ok(list(context)?.into_iter().find(|s| s.id == object_id).map(|summary| report::BroadcastStatus {
             summary,
             provinces: Vec::new(),
             lagging: Vec::new(),

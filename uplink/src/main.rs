@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use satcast_daemon::clock::wall_unix_secs;
 use satcast_daemon::{logging, signals};
+use satcast_protocol::ObjectId;
 use satcast_protocol::broadcast::Priority;
 use satcast_protocol::manifest::{Kind, parse_targets};
 use satcast_uplink::client::{Client, ClientError};
@@ -93,8 +94,8 @@ enum Command {
     },
     /// Which counties have a broadcast, by province, and who lags.
     Status {
-        /// The broadcast id.
-        id: String,
+        /// The broadcast id (16 hex digits, as `send` printed it).
+        id: ObjectId,
         /// The uplink's TOML config.
         #[arg(long)]
         config: PathBuf,
@@ -104,8 +105,8 @@ enum Command {
     },
     /// Stop airing a broadcast now.
     Cancel {
-        /// The broadcast id.
-        id: String,
+        /// The broadcast id (16 hex digits, as `send` printed it).
+        id: ObjectId,
         /// The uplink's TOML config.
         #[arg(long)]
         config: PathBuf,
@@ -115,8 +116,8 @@ enum Command {
     },
     /// Air a finished broadcast again for the counties that do not have it.
     Reair {
-        /// The broadcast id.
-        id: String,
+        /// The broadcast id (16 hex digits, as `send` printed it).
+        id: ObjectId,
         /// The uplink's TOML config.
         #[arg(long)]
         config: PathBuf,
@@ -278,7 +279,7 @@ fn print_list(list: &[BroadcastSummary]) {
     for b in list {
         println!(
             "{:<16}  {:<9}  {:<28} {:>8}  {:<9}  {:<10} {:>4}/{:<4}  {}",
-            b.id,
+            ObjectId(b.id),
             b.kind,
             b.name.chars().take(28).collect::<String>(),
             b.version,
@@ -293,7 +294,7 @@ fn print_list(list: &[BroadcastSummary]) {
 
 fn print_status(status: &BroadcastStatus) {
     let s = &status.summary;
-    println!("{} {}/{} version {} ({} bytes, {}): {}", s.id, s.kind, s.name, s.version, s.size_bytes, s.priority, s.state);
+    println!("{} {}/{} version {} ({} bytes, {}): {}", ObjectId(s.id), s.kind, s.name, s.version, s.size_bytes, s.priority, s.state);
     println!("to {}: {} counties targeted", s.to.join(","), s.targeted);
     println!("delivered {}  in progress {}  silent {}  rejected {}", s.delivered, s.in_progress, s.silent, s.rejected);
     if !status.provinces.is_empty() {
@@ -339,7 +340,7 @@ fn print_receivers(list: &[ReceiverSummary]) {
 }
 
 /// Follows a broadcast until it ends, drawing a progress bar on standard error.
-fn wait(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+fn wait(client: &Client, id: ObjectId, json: bool) -> anyhow::Result<ExitCode> {
     loop {
         let status: BroadcastStatus = client.get(&format!("/v1/broadcasts/{id}"))?;
         let s = &status.summary;
@@ -398,12 +399,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(name) => name,
                 None => file.file_name().context("the file has no name; pass --name")?.to_string_lossy().into_owned(),
             };
-            let object_id: u64 = {
+            let object_id = ObjectId({
                 use rand::{RngCore, SeedableRng};
                 rand::rngs::StdRng::from_os_rng().next_u64().max(1)
-            };
+            });
             let job = Job {
-                object_id: format!("{object_id:016x}"),
+                object_id: object_id.to_string(),
                 kind: kind.to_string(),
                 name,
                 version: version.unwrap_or_else(wall_unix_secs),
@@ -416,13 +417,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             Queue::open(&config.state_dir)?.submit(&job, &file)?;
             if json && !follow {
-                print_json(&serde_json::json!({ "id": job.object_id }))?;
+                print_json(&serde_json::json!({ "id": object_id.to_string() }))?;
             } else if !json {
-                println!("{}", job.object_id);
+                println!("{object_id}");
             }
             if follow {
                 let client = Client::new(&config)?;
-                return wait(&client, &job.object_id, json);
+                return wait(&client, object_id, json);
             }
         }
         Command::List { config, json } => {

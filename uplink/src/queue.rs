@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use satcast_protocol::ObjectId;
 use satcast_protocol::manifest::Kind;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -83,7 +84,8 @@ impl Watch {
 /// One queued broadcast.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
-    /// The broadcast (object) id, as 16 hex digits.
+    /// The broadcast (object) id, as 16 hex digits ([`ObjectId`]'s text: also the job's
+    /// file names).
     pub object_id: String,
     /// What the payload is.
     pub kind: String,
@@ -120,7 +122,7 @@ fn yes() -> bool {
 impl Job {
     /// The object id as a number.
     pub fn object_id(&self) -> Result<u64, QueueError> {
-        u64::from_str_radix(&self.object_id, 16).map_err(|_| QueueError::BadJob(format!("object id {:?}", self.object_id)))
+        self.object_id.parse::<ObjectId>().map(u64::from).map_err(|e| QueueError::BadJob(e.to_string()))
     }
 
     /// The priority as a type.

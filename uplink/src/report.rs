@@ -15,8 +15,9 @@ pub const LAGGING_LISTED_MAX: usize = 200;
 /// One broadcast, in a list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BroadcastSummary {
-    /// The broadcast id (16 hex digits).
-    pub id: String,
+    /// The broadcast id (16 hex digits in JSON).
+    #[serde(with = "satcast_daemon::object_id")]
+    pub id: u64,
     /// Kind.
     pub kind: String,
     /// Name.
@@ -209,7 +210,7 @@ pub fn status(
     let provinces: Vec<ProvinceCounts> = provinces.into_values().collect();
     let sum = |f: fn(&ProvinceCounts) -> usize| provinces.iter().map(f).sum::<usize>();
     let summary = BroadcastSummary {
-        id: format!("{id:016x}"),
+        id,
         kind: record.kind.clone(),
         name: record.name.clone(),
         version: record.version,
