@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use satcast_daemon::clock::wall_unix_ms;
+use satcast_protocol::ObjectId;
 use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Broadcaster, Checkpoint, Delivery, NewObject, Priority};
 use satcast_protocol::feedback::{AckReply, Feedback, FeedbackMessage};
 use satcast_protocol::manifest::Manifest;
@@ -319,8 +320,8 @@ impl Uplink {
                 self.waiting.insert(id, request.job);
                 return;
             }
-            if let Ok(id) = u64::from_str_radix(&id, 16) {
-                self.set_live(id, "preparing");
+            if let Ok(id) = id.parse::<ObjectId>() {
+                self.set_live(id.into(), "preparing");
             }
             info!(object = %id, "preparing");
             self.preparing.insert(id, cancel);
@@ -392,7 +393,7 @@ impl Uplink {
     fn command(&mut self, command: Command) {
         match command {
             Command::Cancel { object_id, reply } => {
-                let id = format!("{object_id:016x}");
+                let id = ObjectId(object_id).to_string();
                 // Being prepared: the worker stops at its next block, and what it hands back
                 // is dropped (see `prepared`).
                 let preparing = self.preparing.get(&id).map(|cancel| cancel.store(true, Ordering::Relaxed)).is_some();
@@ -426,7 +427,7 @@ impl Uplink {
 
     /// Queues a finished broadcast again for the counties (under `prefixes`) that lack it.
     fn reair(&mut self, object_id: u64, prefixes: Option<Vec<String>>) -> Result<serde_json::Value, (u16, String)> {
-        let id = format!("{object_id:016x}");
+        let id = ObjectId(object_id).to_string();
         let Some(mut record) = self.store.broadcast(object_id).map_err(|e| (503, e.to_string()))? else {
             return Err((404, format!("unknown broadcast {id}")));
         };
@@ -477,7 +478,7 @@ impl Uplink {
                 BroadcastEvent::CarouselFinished { object_id }
                 | BroadcastEvent::Completed { object_id, .. }
                 | BroadcastEvent::DeadlinePassed { object_id, .. } => {
-                    let id = format!("{object_id:016x}");
+                    let id = ObjectId(object_id).to_string();
                     let outcome = match event {
                         BroadcastEvent::Completed { .. } => "completed",
                         BroadcastEvent::DeadlinePassed { .. } => "deadline",
@@ -491,16 +492,16 @@ impl Uplink {
                     }
                 }
                 BroadcastEvent::RoundStarted { object_id, round, symbols } => {
-                    info!(object = %format!("{object_id:016x}"), round, symbols, "round started");
+                    info!(object = %ObjectId(object_id), round, symbols, "round started");
                     self.set_live(object_id, "airing");
                 }
                 BroadcastEvent::RoundEnded { .. } => {}
                 BroadcastEvent::Idle { object_id, incomplete } => {
-                    info!(object = %format!("{object_id:016x}"), incomplete = incomplete.len(), "no county reports a need: idle until one does");
+                    info!(object = %ObjectId(object_id), incomplete = incomplete.len(), "no county reports a need: idle until one does");
                     self.set_live(object_id, "idle");
                 }
                 BroadcastEvent::SourceFailed { object_id, error } => {
-                    let id = format!("{object_id:016x}");
+                    let id = ObjectId(object_id).to_string();
                     warn!(object = %id, %error, "payload unreadable; broadcast withdrawn");
                     self.airing.remove(&id);
                     self.failed.insert(id);
@@ -563,7 +564,7 @@ impl Uplink {
                 Ok(Some(mut record)) => {
                     record.checkpoint = Some(checkpoint);
                     if let Err(error) = self.store.put_broadcast(object_id, &record) {
-                        warn!(object = %format!("{object_id:016x}"), %error, "cannot checkpoint");
+                        warn!(object = %ObjectId(object_id), %error, "cannot checkpoint");
                     }
                 }
                 Ok(None) => {}
@@ -711,7 +712,7 @@ fn record_feedback(store: &UplinkStore, broadcaster: &mut Broadcaster, feedback:
         | FeedbackMessage::HookResult { object_id, .. }
             if !known(*object_id)? =>
         {
-            warn!(object = %format!("{object_id:016x}"), county, "feedback about an unknown broadcast ignored");
+            warn!(object = %ObjectId(*object_id), county, "feedback about an unknown broadcast ignored");
             return Ok(());
         }
         _ => {}
@@ -725,24 +726,24 @@ fn record_feedback(store: &UplinkStore, broadcaster: &mut Broadcaster, feedback:
         FeedbackMessage::Complete { object_id, object_hash } => {
             let expected = store.broadcast(*object_id)?.and_then(|r| stored_manifest(&r.signed_manifest).ok()).map(|m| m.object_hash);
             if expected.is_some_and(|hash| hash != *object_hash) {
-                warn!(object = %format!("{object_id:016x}"), county, "county reports a completion with the wrong hash: not recorded");
+                warn!(object = %ObjectId(*object_id), county, "county reports a completion with the wrong hash: not recorded");
                 return Ok(());
             }
             if store.record(*object_id, county, LedgerState::Delivered { hash: *object_hash }, now_secs)? {
-                info!(object = %format!("{object_id:016x}"), county, "county complete");
+                info!(object = %ObjectId(*object_id), county, "county complete");
             }
         }
         FeedbackMessage::HookResult { object_id, success, detail } => {
             if *success {
-                info!(object = %format!("{object_id:016x}"), county, %detail, "post-receive hook succeeded");
+                info!(object = %ObjectId(*object_id), county, %detail, "post-receive hook succeeded");
             } else {
-                warn!(object = %format!("{object_id:016x}"), county, %detail, "post-receive hook failed");
+                warn!(object = %ObjectId(*object_id), county, %detail, "post-receive hook failed");
             }
             store.record_hook(*object_id, county, *success, detail, now_secs)?;
         }
         FeedbackMessage::Rejected { object_id, reason } => {
             if store.record(*object_id, county, LedgerState::Rejected { reason: reason.clone() }, now_secs)? {
-                warn!(object = %format!("{object_id:016x}"), county, %reason, "county refused the broadcast");
+                warn!(object = %ObjectId(*object_id), county, %reason, "county refused the broadcast");
             }
         }
     }
@@ -754,7 +755,7 @@ fn set_outcome(store: &UplinkStore, object_id: u64, outcome: &str) {
     if let Ok(Some(mut record)) = store.broadcast(object_id) {
         record.outcome = Some(outcome.to_owned());
         if store.put_broadcast(object_id, &record).and_then(|()| store.flush()).is_err() {
-            warn!(object = %format!("{object_id:016x}"), "cannot record the outcome");
+            warn!(object = %ObjectId(object_id), "cannot record the outcome");
         }
     }
 }
