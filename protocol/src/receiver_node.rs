@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use crate::feedback::{Feedback, FeedbackMessage};
 use crate::manifest::{Kind, Manifest};
+use crate::object_id::ObjectId;
 use crate::reception::{Progress, Reception, ReceptionConfig, ReceptionEvent, ReceptionStats};
 use crate::storage::{Held, StoreCompletion, StoreRequest};
 use crate::trust::Accepted;
@@ -324,7 +325,7 @@ impl ReceiverNode {
             },
             Completion::HookReleased { object_id, result } => {
                 if let Err(error) = result {
-                    self.push(NodeEvent::RecordFailed { error: format!("cannot release the hook of {object_id:016x}: {error}") });
+                    self.push(NodeEvent::RecordFailed { error: format!("cannot release the hook of {}: {error}", ObjectId(object_id)) });
                     self.unreleased_hooks.push(object_id);
                 }
             }
@@ -386,7 +387,9 @@ impl ReceiverNode {
         while let Some(event) = self.reception.poll_event() {
             match event {
                 ReceptionEvent::Complete { manifest } => self.begin_delivery(manifest),
-                ReceptionEvent::StoreFailed { object_id, error } => self.note_store_failure(format!("object {object_id:016x}: {error}")),
+                ReceptionEvent::StoreFailed { object_id, error } => {
+                    self.note_store_failure(format!("object {}: {error}", ObjectId(object_id)))
+                }
                 ReceptionEvent::RevocationsUpdated { sequence, ref revoked_serials } => {
                     self.requests.push_back(Request::RecordRevocations { sequence, revoked_serials: revoked_serials.clone() });
                     self.push(NodeEvent::Reception(event));

@@ -22,6 +22,7 @@ use bincode::{Decode, Encode};
 use satcast_protocol::fec::{self, Oti};
 use satcast_protocol::feedback::{Feedback, FeedbackMessage};
 use satcast_protocol::manifest::Manifest;
+use satcast_protocol::object_id::ObjectId;
 use satcast_protocol::reception::ReceptionStore;
 use satcast_protocol::trust::SignedManifest;
 use thiserror::Error;
@@ -433,18 +434,18 @@ impl ReceiverStore {
         let mut out: Vec<(u64, Vec<u8>)> = self
             .partials
             .keys()
-            .filter_map(|id| fs::read(self.spool_dir.join(format!("{id:016x}")).join("manifest")).ok().map(|b| (*id, b)))
+            .filter_map(|id| fs::read(self.spool_dir.join(ObjectId(*id).to_string()).join("manifest")).ok().map(|b| (*id, b)))
             .collect();
         out.sort_by_key(|(id, _)| *id);
         out
     }
 
     fn partial_path(&self, object_id: u64) -> PathBuf {
-        self.partial_dir.join(format!("{object_id:016x}.part"))
+        self.partial_dir.join(format!("{}.part", ObjectId(object_id)))
     }
 
     fn object_spool_dir(&self, object_id: u64) -> PathBuf {
-        self.spool_dir.join(format!("{object_id:016x}"))
+        self.spool_dir.join(ObjectId(object_id).to_string())
     }
 
     /// Where a delivered object of this kind and name lives.
@@ -624,7 +625,7 @@ impl ReceiverStore {
         let deliver_err = |source| StoreError::Deliver { path: target.clone(), source };
         let kind_dir = target.parent().map(Path::to_owned).unwrap_or_else(|| self.deliver_dir.clone());
         fs::create_dir_all(&kind_dir).map_err(deliver_err)?;
-        let tmp = self.incoming_dir.join(format!("{:016x}", manifest.object_id));
+        let tmp = self.incoming_dir.join(ObjectId(manifest.object_id).to_string());
         // A copy, not a link: a local system that edits the delivered file must not alter
         // the verified cache.
         fs::copy(cached, &tmp).map_err(deliver_err)?;
@@ -751,7 +752,7 @@ fn block_end(manifest: &Manifest, sbn: u8) -> Option<u64> {
 }
 
 fn not_receiving(object_id: u64) -> io::Error {
-    io::Error::other(format!("object {object_id:016x} was not begun"))
+    io::Error::other(format!("object {} was not begun", ObjectId(object_id)))
 }
 
 impl ReceptionStore for ReceiverStore {
