@@ -58,6 +58,9 @@ pub enum RunError {
     /// The hook records cannot be opened.
     #[error(transparent)]
     Hooks(#[from] crate::hooks::HookError),
+    /// The storage worker stopped (it panicked): nothing could be made durable any more.
+    #[error("the storage worker stopped unexpectedly; restarting resumes from what is on disk")]
+    StorageWorker,
 }
 
 /// Starts the acknowledgement client on its own thread (QUIC runs on tokio), if the config
@@ -238,6 +241,11 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError
             since_clock_check = 0;
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
+                if storage_worker.is_finished() {
+                    // Only a panic ends it early; run on and nothing is ever durable again.
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(RunError::StorageWorker);
+                }
                 datapath.tick();
             }
             let at = now.unwrap_or_else(Instant::now);
