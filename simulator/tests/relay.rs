@@ -37,7 +37,8 @@ fn fans_out_and_drops_the_configured_share() {
                 received[n] += 1;
             }
         }
-        if i % 100 == 0 {
+        // Paced, so a relay thread starved by a loaded machine does not overflow its socket.
+        if i % 20 == 0 {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
