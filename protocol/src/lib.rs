@@ -15,4 +15,5 @@ pub mod receiver_node;
 pub mod reception;
 pub mod storage;
 pub mod trust;
+pub mod uplink_node;
 pub mod wire;
