@@ -71,10 +71,10 @@ pub struct UplinkJob {
     pub priority: Priority,
     /// When it was queued, seconds since the Unix epoch (older first within a class).
     pub queued_unix_secs: u64,
-    /// Do not air before this time, seconds since the Unix epoch.
-    pub not_before_unix_secs: Option<u64>,
-    /// Stop airing at this time, seconds since the Unix epoch.
-    pub deadline_unix_secs: Option<u64>,
+    /// Do not air before this time, milliseconds since the Unix epoch.
+    pub not_before_unix_ms: Option<u64>,
+    /// Stop airing at this time, milliseconds since the Unix epoch.
+    pub deadline_unix_ms: Option<u64>,
 }
 
 /// What the node knows of one stored broadcast record.
@@ -363,22 +363,9 @@ pub enum UplinkEvent {
         /// Why.
         error: String,
     },
-    /// A round of symbols started.
-    RoundStarted {
-        /// The broadcast.
-        object_id: u64,
-        /// The round.
-        round: u32,
-        /// Symbols planned.
-        symbols: u64,
-    },
-    /// No county reports a need: the broadcast idles until one does.
-    Idle {
-        /// The broadcast.
-        object_id: u64,
-        /// Counties not complete.
-        incomplete: usize,
-    },
+    /// An event of the broadcast machine, as it came (rounds, idling, a source that
+    /// failed; the end of a broadcast is followed by [`UplinkEvent::Finished`]).
+    Broadcast(BroadcastEvent),
     /// A broadcast ended.
     Finished {
         /// The broadcast.
@@ -387,13 +374,6 @@ pub enum UplinkEvent {
         outcome: Outcome,
         /// What has gone on the air so far.
         stats: AirStats,
-    },
-    /// The payload became unreadable; the broadcast was withdrawn.
-    SourceFailed {
-        /// The broadcast.
-        object_id: u64,
-        /// The error.
-        error: String,
     },
     /// An operator cancelled a broadcast.
     Cancelled {
@@ -490,8 +470,8 @@ impl std::fmt::Debug for UplinkNode {
 }
 
 /// The instant a wall-clock time stands for, given both clocks now (in the past: now).
-fn instant_at(now: Instant, wall_unix_secs: u64, at_unix_secs: u64) -> Instant {
-    now + Duration::from_secs(at_unix_secs.saturating_sub(wall_unix_secs))
+fn instant_at(now: Instant, wall_unix_ms: u64, at_unix_ms: u64) -> Instant {
+    now + Duration::from_millis(at_unix_ms.saturating_sub(wall_unix_ms))
 }
 
 impl UplinkNode {
@@ -687,10 +667,10 @@ impl UplinkNode {
     }
 
     /// Takes back the result of a request.
-    pub fn handle_completion(&mut self, now: Instant, wall_unix_secs: u64, completion: Completion) {
+    pub fn handle_completion(&mut self, now: Instant, wall_unix_ms: u64, completion: Completion) {
         match completion {
             Completion::Prepared { object_id, result } => self.prepared(object_id, result),
-            Completion::BroadcastRecorded { object_id, result } => self.recorded(now, wall_unix_secs, object_id, result),
+            Completion::BroadcastRecorded { object_id, result } => self.recorded(now, wall_unix_ms, object_id, result),
             Completion::FeedbackRecorded { token, result } => {
                 let Some((county, feedback)) = self.feedback.remove(&token) else { return };
                 let reply = match result {
@@ -870,7 +850,7 @@ impl UplinkNode {
     }
 
     /// The record is durable: the object goes on the air.
-    fn recorded(&mut self, now: Instant, wall_unix_secs: u64, object_id: u64, result: Result<(), String>) {
+    fn recorded(&mut self, now: Instant, wall_unix_ms: u64, object_id: u64, result: Result<(), String>) {
         let Some(Recording { job, mut object, targets, cancelled }) = self.recording.remove(&object_id) else { return };
         if let Err(error) = result {
             self.cannot_air(object_id, error);
@@ -883,8 +863,8 @@ impl UplinkNode {
             return;
         }
         object.priority = job.priority;
-        object.not_before = job.not_before_unix_secs.map(|at| instant_at(now, wall_unix_secs, at));
-        object.deadline = job.deadline_unix_secs.map(|at| instant_at(now, wall_unix_secs, at));
+        object.not_before = job.not_before_unix_ms.map(|at| instant_at(now, wall_unix_ms, at));
+        object.deadline = job.deadline_unix_ms.map(|at| instant_at(now, wall_unix_ms, at));
         match self.broadcaster.add_object(now, *object) {
             Ok(()) => {
                 self.airing.insert(object_id);
@@ -909,30 +889,23 @@ impl UplinkNode {
     /// Moves the machine's events into the node's decisions and events.
     fn collect(&mut self) {
         while let Some(event) = self.broadcaster.poll_event() {
-            match event {
-                BroadcastEvent::CarouselFinished { object_id }
-                | BroadcastEvent::Completed { object_id, .. }
-                | BroadcastEvent::DeadlinePassed { object_id, .. } => {
-                    let outcome = match event {
-                        BroadcastEvent::Completed { .. } => Outcome::Completed,
-                        BroadcastEvent::DeadlinePassed { .. } => Outcome::Deadline,
-                        _ => Outcome::Aired,
-                    };
-                    self.push(UplinkEvent::Finished { object_id, outcome, stats: self.broadcaster.stats() });
-                    self.set_outcome(object_id, outcome);
-                    self.airing.remove(&object_id);
-                    self.requests.push_back(Request::FinishJob { object_id });
+            let finished = match &event {
+                BroadcastEvent::Completed { object_id, .. } => Some((*object_id, Outcome::Completed)),
+                BroadcastEvent::DeadlinePassed { object_id, .. } => Some((*object_id, Outcome::Deadline)),
+                BroadcastEvent::CarouselFinished { object_id } => Some((*object_id, Outcome::Aired)),
+                BroadcastEvent::SourceFailed { object_id, .. } => {
+                    self.airing.remove(object_id);
+                    self.failed.insert(*object_id);
+                    None
                 }
-                BroadcastEvent::RoundStarted { object_id, round, symbols } => {
-                    self.push(UplinkEvent::RoundStarted { object_id, round, symbols })
-                }
-                BroadcastEvent::RoundEnded { .. } => {}
-                BroadcastEvent::Idle { object_id, incomplete } => self.push(UplinkEvent::Idle { object_id, incomplete: incomplete.len() }),
-                BroadcastEvent::SourceFailed { object_id, error } => {
-                    self.airing.remove(&object_id);
-                    self.failed.insert(object_id);
-                    self.push(UplinkEvent::SourceFailed { object_id, error });
-                }
+                BroadcastEvent::RoundStarted { .. } | BroadcastEvent::RoundEnded { .. } | BroadcastEvent::Idle { .. } => None,
+            };
+            self.push(UplinkEvent::Broadcast(event));
+            if let Some((object_id, outcome)) = finished {
+                self.push(UplinkEvent::Finished { object_id, outcome, stats: self.broadcaster.stats() });
+                self.set_outcome(object_id, outcome);
+                self.airing.remove(&object_id);
+                self.requests.push_back(Request::FinishJob { object_id });
             }
         }
     }

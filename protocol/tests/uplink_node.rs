@@ -64,8 +64,8 @@ fn job(prefixes: &[&str]) -> UplinkJob {
         feedback: true,
         priority: Priority::Normal,
         queued_unix_secs: NOW,
-        not_before_unix_secs: None,
-        deadline_unix_secs: None,
+        not_before_unix_ms: None,
+        deadline_unix_ms: None,
     }
 }
 
@@ -146,14 +146,14 @@ fn feedback_is_answered_only_after_its_record_completed() {
         "only the record is asked for, no reply yet: {asked:?}"
     );
     assert_eq!(rig.node.feedback_in_flight(), 1);
-    rig.node.handle_completion(rig.now, NOW, Completion::FeedbackRecorded { token: 1, result: Ok(()) });
+    rig.node.handle_completion(rig.now, NOW * 1000, Completion::FeedbackRecorded { token: 1, result: Ok(()) });
     let asked = requests(&mut rig.node);
     assert!(matches!(&asked[..], [Request::Reply { token: 1, reply: AckReply::Recorded }]), "{asked:?}");
 
     // A record that failed is answered busy: the county sends it again.
     rig.node.handle_feedback(complete("410102", OBJECT, HASH), 2);
     assert!(matches!(&requests(&mut rig.node)[..], [Request::RecordFeedback { token: 2, .. }]));
-    rig.node.handle_completion(rig.now, NOW, Completion::FeedbackRecorded { token: 2, result: Err("disk full".into()) });
+    rig.node.handle_completion(rig.now, NOW * 1000, Completion::FeedbackRecorded { token: 2, result: Err("disk full".into()) });
     let asked = requests(&mut rig.node);
     assert!(matches!(&asked[..], [Request::Reply { token: 2, reply: AckReply::Busy }]), "{asked:?}");
     assert!(events(&mut rig.node).iter().any(|e| matches!(e, UplinkEvent::FeedbackNotRecorded { .. })));
@@ -197,7 +197,7 @@ fn a_reair_targets_only_the_counties_that_lack_the_object() {
     rig.node.handle_reair(OBJECT, Some(codes(&["41"])), Some(job(&["41", "42"])), Ok(delivered.clone()), 1);
     let asked = requests(&mut rig.node);
     assert!(matches!(&asked[..], [Request::Requeue { object_id: OBJECT, targets }] if *targets == codes(&["410103"])), "{asked:?}");
-    rig.node.handle_completion(rig.now, NOW, Completion::Requeued { object_id: OBJECT, result: Ok(()) });
+    rig.node.handle_completion(rig.now, NOW * 1000, Completion::Requeued { object_id: OBJECT, result: Ok(()) });
     let asked = requests(&mut rig.node);
     assert!(
         matches!(&asked[0], Request::Answer { token: 1, answer: Ok(CommandAnswer::Reaired { object_id: OBJECT, targets: 1 }) }),
@@ -238,7 +238,7 @@ fn nothing_airs_before_its_broadcast_record_completed() {
     let delivery = delivery.clone();
 
     let prepared = object(&rig.signer, delivery.clone());
-    rig.node.handle_completion(rig.now, NOW, Completion::Prepared { object_id: OBJECT, result: Ok(prepared) });
+    rig.node.handle_completion(rig.now, NOW * 1000, Completion::Prepared { object_id: OBJECT, result: Ok(prepared) });
     let asked = requests(&mut rig.node);
     assert!(
         matches!(&asked[..], [Request::RecordBroadcast { object_id: OBJECT, targets, .. }] if *targets == codes(&["410102"])),
@@ -250,7 +250,7 @@ fn nothing_airs_before_its_broadcast_record_completed() {
     assert!(stats.heartbeat_datagrams > 0, "the carrier runs meanwhile");
     assert!(!rig.node.is_airing(OBJECT));
 
-    rig.node.handle_completion(rig.now, NOW, Completion::BroadcastRecorded { object_id: OBJECT, result: Ok(()) });
+    rig.node.handle_completion(rig.now, NOW * 1000, Completion::BroadcastRecorded { object_id: OBJECT, result: Ok(()) });
     air(&mut rig, 1);
     let stats = rig.node.stats();
     assert!(stats.manifest_datagrams > 0 && stats.data_datagrams > 0, "it airs once recorded: {stats:?}");
@@ -262,9 +262,9 @@ fn nothing_airs_before_its_broadcast_record_completed() {
     rig.node.handle_queued(job(&["41"]));
     requests(&mut rig.node);
     let prepared = object(&rig.signer, delivery);
-    rig.node.handle_completion(rig.now, NOW, Completion::Prepared { object_id: OBJECT, result: Ok(prepared) });
+    rig.node.handle_completion(rig.now, NOW * 1000, Completion::Prepared { object_id: OBJECT, result: Ok(prepared) });
     requests(&mut rig.node);
-    rig.node.handle_completion(rig.now, NOW, Completion::BroadcastRecorded { object_id: OBJECT, result: Err("disk full".into()) });
+    rig.node.handle_completion(rig.now, NOW * 1000, Completion::BroadcastRecorded { object_id: OBJECT, result: Err("disk full".into()) });
     air(&mut rig, 1);
     assert_eq!(rig.node.stats().data_datagrams, 0);
     assert!(events(&mut rig.node).iter().any(|e| matches!(e, UplinkEvent::CannotAir { object_id: OBJECT, .. })));
@@ -277,12 +277,12 @@ fn a_job_cancelled_while_its_record_is_written_never_airs_and_is_recorded_cancel
     let asked = requests(&mut rig.node);
     assert!(matches!(&asked[..], [Request::Prepare { delivery: Delivery::Carousel(_), .. }]), "no acks: a carousel: {asked:?}");
     let prepared = object(&rig.signer, Delivery::Carousel(AirPlan { target_loss: 0.1, passes: 1 }));
-    rig.node.handle_completion(rig.now, NOW, Completion::Prepared { object_id: OBJECT, result: Ok(prepared) });
+    rig.node.handle_completion(rig.now, NOW * 1000, Completion::Prepared { object_id: OBJECT, result: Ok(prepared) });
     requests(&mut rig.node);
     rig.node.handle_cancel(OBJECT, true, 5);
     let asked = requests(&mut rig.node);
     assert!(matches!(&asked[..], [Request::FinishJob { object_id: OBJECT }, Request::Answer { token: 5, answer: Ok(_) }]), "{asked:?}");
-    rig.node.handle_completion(rig.now, NOW, Completion::BroadcastRecorded { object_id: OBJECT, result: Ok(()) });
+    rig.node.handle_completion(rig.now, NOW * 1000, Completion::BroadcastRecorded { object_id: OBJECT, result: Ok(()) });
     let asked = requests(&mut rig.node);
     assert!(matches!(&asked[..], [Request::RecordOutcome { object_id: OBJECT, outcome: Outcome::Cancelled }]), "{asked:?}");
     air(&mut rig, 1);

@@ -18,7 +18,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, sync_chann
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, Checkpoint, NewObject, Priority};
+use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Checkpoint, NewObject, Priority};
 use satcast_protocol::feedback::{AckReply, Feedback, FeedbackMessage};
 use satcast_protocol::manifest::Manifest;
 use satcast_protocol::trust::{SignedManifest, SigningKey};
@@ -199,8 +199,8 @@ fn node_job(job: &Job) -> Result<UplinkJob, QueueError> {
         feedback: job.feedback,
         priority: job.priority()?,
         queued_unix_secs: job.queued_unix_secs,
-        not_before_unix_secs: job.not_before_unix_secs,
-        deadline_unix_secs: job.deadline_unix_secs,
+        not_before_unix_ms: job.not_before_unix_secs.map(|secs| secs.saturating_mul(1000)),
+        deadline_unix_ms: job.deadline_unix_secs.map(|secs| secs.saturating_mul(1000)),
     })
 }
 
@@ -362,9 +362,9 @@ impl Uplink {
                     PrepareError::Cancelled => PrepareFailure::Cancelled,
                     error => PrepareFailure::Failed(error.to_string()),
                 });
-                self.node.handle_completion(now, wall_unix_ms() / 1000, Completion::Prepared { object_id, result });
+                self.node.handle_completion(now, wall_unix_ms(), Completion::Prepared { object_id, result });
             }
-            Input::Stored(completion) => self.node.handle_completion(now, wall_unix_ms() / 1000, completion),
+            Input::Stored(completion) => self.node.handle_completion(now, wall_unix_ms(), completion),
         }
     }
 
@@ -419,7 +419,7 @@ impl Uplink {
             }
             for (object_id, error) in failed {
                 let result = Err(PrepareFailure::Failed(error));
-                self.node.handle_completion(Instant::now(), wall_unix_ms() / 1000, Completion::Prepared { object_id, result });
+                self.node.handle_completion(Instant::now(), wall_unix_ms(), Completion::Prepared { object_id, result });
             }
         }
     }
@@ -467,19 +467,20 @@ impl Uplink {
                     }
                 }
                 UplinkEvent::CannotAir { object_id, error } => warn!(object = %format!("{object_id:016x}"), %error, "cannot air job"),
-                UplinkEvent::RoundStarted { object_id, round, symbols } => {
+                UplinkEvent::Broadcast(BroadcastEvent::RoundStarted { object_id, round, symbols }) => {
                     info!(object = %format!("{object_id:016x}"), round, symbols, "round started");
                     self.set_live(object_id, "airing");
                 }
-                UplinkEvent::Idle { object_id, incomplete } => {
-                    info!(object = %format!("{object_id:016x}"), incomplete, "no county reports a need: idle until one does");
+                UplinkEvent::Broadcast(BroadcastEvent::Idle { object_id, incomplete }) => {
+                    info!(object = %format!("{object_id:016x}"), incomplete = incomplete.len(), "no county reports a need: idle until one does");
                     self.set_live(object_id, "idle");
                 }
+                UplinkEvent::Broadcast(BroadcastEvent::SourceFailed { object_id, error }) => {
+                    warn!(object = %format!("{object_id:016x}"), %error, "payload unreadable; broadcast withdrawn")
+                }
+                UplinkEvent::Broadcast(_) => {}
                 UplinkEvent::Finished { object_id, outcome, stats } => {
                     info!(object = %format!("{object_id:016x}"), outcome = outcome.as_str(), ?stats, "broadcast finished")
-                }
-                UplinkEvent::SourceFailed { object_id, error } => {
-                    warn!(object = %format!("{object_id:016x}"), %error, "payload unreadable; broadcast withdrawn")
                 }
                 UplinkEvent::Cancelled { object_id } => info!(object = %format!("{object_id:016x}"), "cancelled by an operator"),
                 UplinkEvent::ReairRequested { object_id, counties } => {
