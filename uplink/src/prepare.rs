@@ -61,7 +61,7 @@ pub enum PrepareError {
     /// The stored signed manifest of an interrupted broadcast cannot be read back.
     #[error("stored manifest is unreadable: {0}")]
     Stored(String),
-    /// The uplink's index could not record the broadcast.
+    /// The uplink's index could not be read (the record of a broadcast to reopen).
     #[error(transparent)]
     Index(#[from] satcast_store::IndexError),
     /// An operator cancelled the job while it was being prepared.
