@@ -16,6 +16,7 @@ pub mod receiver_node;
 pub mod reception;
 pub mod storage;
 pub mod trust;
+pub mod uplink_node;
 pub mod wire;
 
 pub use object_id::ObjectId;

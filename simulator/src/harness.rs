@@ -1,8 +1,13 @@
-//! An in-memory harness in the style of quinn-proto's test pair: one broadcast machine,
-//! N reception machines, per-receiver loss, regional fades, scheduled outages, a GEO
+//! An in-memory harness in the style of quinn-proto's test pair: the uplink's node (its
+//! broadcast machine inside), N receiver nodes, per-receiver loss, regional fades, scheduled outages, a GEO
 //! downlink delay, a WAN for feedback, all in virtual time on one thread. The same seed
 //! gives the same run, bit for bit: every datagram and event is folded into
 //! [`Harness::digest`].
+//!
+//! The uplink runs the daemon's own [`UplinkNode`] (admission, targeting, the feedback
+//! ledger's decisions, outcomes), every county registered as enrolled; the harness is its
+//! executor and completes every request at once (a job is "prepared" from the manifest
+//! [`Harness::try_add_object`] signed, records are kept nowhere).
 //!
 //! Two fidelities drive the same machines ([`HarnessOptions::fidelity`]):
 //! Each county runs the daemon's own [`ReceiverNode`]; the harness is its executor, and
@@ -33,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use satcast_protocol::broadcast::{AirPlan, BlockSource, BroadcastConfig, BroadcastEvent, Broadcaster, Delivery, NewObject, Priority};
+use satcast_protocol::broadcast::{AirPlan, BlockSource, BroadcastConfig, BroadcastEvent, Delivery, NewObject, Priority};
 use satcast_protocol::fec::{self, FecError, Oti};
 use satcast_protocol::feedback::Feedback;
 use satcast_protocol::manifest::{Compression, Kind, Manifest};
@@ -41,6 +46,7 @@ use satcast_protocol::receiver_node::{Completion, HookRecord, ReceiverNode, Rece
 use satcast_protocol::reception::{Fidelity, MemoryStore, ReceptionConfig, ReceptionStore};
 use satcast_protocol::storage;
 use satcast_protocol::trust::{NetworkKey, RootKey, SigningKey};
+use satcast_protocol::uplink_node::{self, UplinkEvent, UplinkJob, UplinkNode, UplinkNodeConfig};
 use satcast_protocol::wire::{self, Body};
 use thiserror::Error;
 
@@ -341,8 +347,8 @@ pub struct Harness {
     /// Virtual time now.
     pub now: Instant,
     start: Instant,
-    /// The broadcast machine.
-    pub uplink: Broadcaster,
+    /// The uplink's node (its broadcast machine: [`UplinkNode::broadcaster`]).
+    pub uplink: UplinkNode,
     /// The receivers.
     pub receivers: Vec<SimReceiver>,
     /// Objects added, by id.
@@ -373,6 +379,13 @@ pub struct Harness {
     pub acked: std::collections::BTreeSet<(String, u64)>,
     /// When the receivers' nodes next tick (once a second, as the daemon does).
     next_tick: Instant,
+    /// Objects signed and handed to the uplink node as jobs, until it asks to prepare
+    /// them, with the carousel plan each asked for.
+    signed: BTreeMap<u64, (NewObject, Option<AirPlan>)>,
+    /// Why the uplink node could not air an object, by id.
+    refused: BTreeMap<u64, String>,
+    /// The token of the next feedback message handed to the uplink node.
+    next_token: u64,
 }
 
 impl std::fmt::Debug for Harness {
@@ -392,7 +405,16 @@ impl Harness {
         let network_key = NetworkKey::generate(&mut rng);
         let mut loss_rng = SimRng::seed_from_u64(rng.next_u64());
         let start = Instant::now();
-        let uplink = Broadcaster::new(start, options.broadcast.clone(), network_key.clone(), uplink_signing);
+        let node_config = UplinkNodeConfig {
+            broadcast: options.broadcast.clone(),
+            plan: AirPlan { target_loss: options.broadcast.target_loss, passes: options.carousel_passes },
+            acks: true,
+            // Preparations complete at once here: a slot is always free.
+            preparations_max: 2,
+        };
+        let mut uplink = UplinkNode::new(start, node_config, network_key.clone(), uplink_signing);
+        // Every simulated county has reported: all are enrolled, as in a running network.
+        uplink.set_enrolled(options.receivers.iter().map(|(code, _)| code.clone()));
         // Provinces in code order, so region indices (and their draws) are deterministic.
         let mut regions: BTreeMap<&str, usize> = BTreeMap::new();
         for (code, _) in &options.receivers {
@@ -470,6 +492,9 @@ impl Harness {
             steps: 0,
             acked: std::collections::BTreeSet::new(),
             next_tick: start + RECEIVER_TICK,
+            signed: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            next_token: 0,
         }
     }
 
@@ -485,6 +510,10 @@ impl Harness {
 
     fn wall_unix_secs(&self) -> u64 {
         WALL_CLOCK_START_UNIX_SECS + self.elapsed().as_secs()
+    }
+
+    fn wall_unix_ms(&self) -> u64 {
+        WALL_CLOCK_START_UNIX_SECS * 1000 + u64::try_from(self.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// A digest of every datagram aired and every event so far: equal digests, equal runs.
@@ -548,24 +577,30 @@ impl Harness {
         let signed_manifest = self.signing.sign_manifest(&manifest).map_err(|e| HarnessError::Sign(e.to_string()))?.to_bytes();
         let targeted: Vec<bool> = self.receivers.iter().map(|r| options.prefixes.iter().any(|p| r.code.starts_with(p.as_str()))).collect();
         let targets: Vec<String> = self.receivers.iter().zip(&targeted).filter(|(_, t)| **t).map(|(r, _)| r.code.clone()).collect();
-        let delivery = match options.carousel {
-            None => Delivery::Feedback { targets: targets.clone() },
-            Some(plan) => Delivery::Carousel(plan),
-        };
         let payload = Arc::new(payload);
+        // The node sets the delivery, priority and schedule from the job.
         let object = NewObject {
             manifest: manifest.clone(),
             signed_manifest,
             source: Box::new(SharedPayload(payload.clone())),
             priority: options.priority,
             not_before: None,
-            deadline: options.deadline.map(|d| self.now + d),
-            delivery,
+            deadline: None,
+            delivery: Delivery::Feedback { targets: Vec::new() },
             resume: None,
         };
-        self.uplink.add_object(self.now, object).map_err(|e| HarnessError::Refused(e.to_string()))?;
-        self.next_object_id += 1;
+        let wall_ms = self.wall_unix_ms();
+        let job = UplinkJob {
+            object_id,
+            prefixes: options.prefixes.clone(),
+            feedback: options.carousel.is_none(),
+            priority: options.priority,
+            queued_unix_secs: self.wall_unix_secs(),
+            not_before_unix_ms: None,
+            deadline_unix_ms: options.deadline.map(|d| wall_ms + u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        };
         let source_symbols = blocks.iter().map(|b| b.source_symbols).collect();
+        // Known before the node airs it, so its first round is counted.
         self.objects.insert(
             object_id,
             SimObject {
@@ -582,6 +617,15 @@ impl Harness {
                 events: Vec::new(),
             },
         );
+        self.signed.insert(object_id, (object, options.carousel));
+        self.uplink.handle_queued(job);
+        self.execute_uplink();
+        self.signed.remove(&object_id);
+        if let Some(error) = self.refused.remove(&object_id) {
+            self.objects.remove(&object_id);
+            return Err(HarnessError::Refused(error));
+        }
+        self.next_object_id += 1;
         Ok(object_id)
     }
 
@@ -607,7 +651,8 @@ impl Harness {
             self.deliver_downlink();
             self.drive_receivers();
             self.deliver_wan();
-            self.collect_uplink_events();
+            self.uplink.handle_timeout(self.now);
+            self.execute_uplink();
             self.advance_clock(limit);
         }
         done(self)
@@ -758,12 +803,60 @@ impl Harness {
             if let satcast_protocol::feedback::FeedbackMessage::Complete { object_id, .. } = feedback.message {
                 self.acked.insert((feedback.county_code.clone(), object_id));
             }
-            self.uplink.handle_feedback(self.now, &feedback);
+            self.next_token += 1;
+            self.uplink.handle_feedback(feedback, self.next_token);
+            self.execute_uplink();
         }
+    }
+
+    /// Carries out the uplink node's requests at once, in order: a job is prepared from the
+    /// object signed for it, records are durable at once, nothing else is kept.
+    fn execute_uplink(&mut self) {
+        let wall_ms = self.wall_unix_ms();
+        while let Some(request) = self.uplink.poll_request() {
+            let completion = match request {
+                uplink_node::Request::Prepare { job, delivery, .. } => {
+                    let object_id = job.object_id;
+                    let result = match self.signed.remove(&object_id) {
+                        Some((mut object, carousel)) => {
+                            // The node chose a carousel; the run's options say how many passes.
+                            object.delivery = match (delivery, carousel) {
+                                (Delivery::Carousel(_), Some(plan)) => Delivery::Carousel(plan),
+                                (delivery, _) => delivery,
+                            };
+                            Ok(Box::new(object))
+                        }
+                        None => Err(uplink_node::PrepareFailure::Gone),
+                    };
+                    uplink_node::Completion::Prepared { object_id, result }
+                }
+                uplink_node::Request::RecordBroadcast { object_id, .. } => {
+                    uplink_node::Completion::BroadcastRecorded { object_id, result: Ok(()) }
+                }
+                uplink_node::Request::RecordFeedback { token, .. } => uplink_node::Completion::FeedbackRecorded { token, result: Ok(()) },
+                uplink_node::Request::Requeue { object_id, .. } => uplink_node::Completion::Requeued { object_id, result: Ok(()) },
+                uplink_node::Request::CancelPreparation { .. }
+                | uplink_node::Request::Reply { .. }
+                | uplink_node::Request::RecordOutcome { .. }
+                | uplink_node::Request::FinishJob { .. }
+                | uplink_node::Request::RecordCheckpoint { .. }
+                | uplink_node::Request::Answer { .. } => continue,
+            };
+            self.uplink.handle_completion(self.now, wall_ms, completion);
+        }
+        self.collect_uplink_events();
     }
 
     fn collect_uplink_events(&mut self) {
         while let Some(event) = self.uplink.poll_event() {
+            let event = match event {
+                UplinkEvent::Broadcast(event) => event,
+                UplinkEvent::CannotAir { object_id, error } => {
+                    self.refused.insert(object_id, error);
+                    continue;
+                }
+                _ => continue,
+            };
             self.digest.update(format!("{event:?}").as_bytes());
             let object_id = match &event {
                 BroadcastEvent::RoundStarted { object_id, .. }
@@ -783,9 +876,7 @@ impl Harness {
 
     fn advance_clock(&mut self, limit: Instant) {
         let mut next = limit;
-        if let Some(t) = self.uplink.poll_timeout() {
-            next = next.min(t);
-        }
+        next = next.min(self.uplink.poll_timeout());
         if let Some((t, _, _)) = self.downlink.front() {
             next = next.min(*t);
         }

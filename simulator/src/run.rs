@@ -561,7 +561,7 @@ pub fn run_with_progress(options: &RunOptions, progress: &mut dyn FnMut(&Sample)
     let object_options = ObjectOptions { prefixes: vec![String::new()], priority: Priority::Normal, deadline: None, carousel };
     let id = harness.try_add_object(payload, &object_options)?;
 
-    let finished = |h: &Harness| !h.uplink.airing().contains(&id) && h.downlink_in_flight() == 0;
+    let finished = |h: &Harness| !h.uplink.is_airing(id) && h.downlink_in_flight() == 0;
     let mut samples: Vec<Sample> = Vec::new();
     let mut interval = SAMPLE_INTERVAL;
     let mut steps_left = STEPS_MAX;

@@ -18,6 +18,7 @@ use satcast_protocol::broadcast::{BlockSource, Checkpoint, Delivery, NewObject, 
 use satcast_protocol::fec::{self, Block, BlockEncoder, Oti};
 use satcast_protocol::manifest::{Compression, Manifest};
 use satcast_protocol::trust::{SignedManifest, SigningKey};
+use satcast_protocol::uplink_node::Resume;
 use thiserror::Error;
 
 use crate::queue::{Job, QueueError};
@@ -60,7 +61,7 @@ pub enum PrepareError {
     /// The stored signed manifest of an interrupted broadcast cannot be read back.
     #[error("stored manifest is unreadable: {0}")]
     Stored(String),
-    /// The uplink's index could not record the broadcast.
+    /// The uplink's index could not be read (the record of a broadcast to reopen).
     #[error(transparent)]
     Index(#[from] satcast_store::IndexError),
     /// An operator cancelled the job while it was being prepared.
@@ -74,12 +75,16 @@ pub enum PrepareError {
     Panicked(String),
 }
 
-/// A request to a preparation worker: make one queued job ready to air (hash, sign and
-/// record a new one; reopen an interrupted one).
+/// A request to a preparation worker: make one queued job ready to air (hash and sign a
+/// new one; reopen an interrupted or re-aired one), as the uplink node decided.
 #[derive(Debug)]
 pub struct Prepare {
     /// The job.
     pub job: Job,
+    /// Feedback targets or a carousel.
+    pub delivery: Delivery,
+    /// How to open it.
+    pub resume: Resume,
     /// The key that signs a new manifest: the current one when the request is made.
     pub signing_key: Arc<SigningKey>,
     /// Set by the datapath to stop the preparation early: the job was cancelled.
@@ -386,6 +391,8 @@ mod tests {
         let key = Arc::new(signing_key());
         let request = |id: &str, priority: &str| Prepare {
             job: job(id, priority),
+            delivery: Delivery::Carousel(AirPlan { target_loss: 0.1, passes: 1 }),
+            resume: Resume::Fresh,
             signing_key: key.clone(),
             cancel: Arc::new(AtomicBool::new(false)),
         };

@@ -1,26 +1,33 @@
-//! The uplink daemon: the queue, a paced UDP sender, the acknowledgement server and the
-//! control API around the broadcast machine. Every airing decision is the machine's; this
-//! module moves jobs in, datagrams out, feedback into the ledger, and operators' commands
-//! to the machine.
+//! The uplink daemon: the executor of the uplink node
+//! ([`satcast_protocol::uplink_node::UplinkNode`]), which makes every decision (which job
+//! to take up, whom to target, what feedback records, when a broadcast ended). This module
+//! moves jobs, feedback and operators' commands into the node, datagrams out of it, and
+//! carries out its requests.
 //!
-//! The pacing thread (the loop in [`serve`]) never waits on whole-file work: the queue
-//! folder is watched by its own thread, and jobs are prepared (read, hashed, signed,
-//! recorded) by the workers of [`Preparers`]. Both hand the loop their [`Input`] through one
-//! channel, which the loop sleeps on, so a new job or a prepared one is taken up at once.
+//! The pacing thread (the loop in [`serve`]) runs the node and the socket, and never waits
+//! on a disk: the queue folder is watched by its own thread, jobs are prepared (read,
+//! hashed, signed) by the workers of [`Preparers`], and index writes, flushes and queue file
+//! moves are done by the storage worker, which flushes once per batch before any completion
+//! goes back. All of them hand the loop their [`Input`] through one channel, which the loop
+//! sleeps on, so a new job, a prepared one or a durable record is taken up at once.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use satcast_daemon::clock::wall_unix_ms;
 use satcast_protocol::ObjectId;
-use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Broadcaster, Checkpoint, Delivery, NewObject, Priority};
+use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Checkpoint, NewObject, Priority};
 use satcast_protocol::feedback::{AckReply, Feedback, FeedbackMessage};
 use satcast_protocol::manifest::Manifest;
 use satcast_protocol::trust::{SignedManifest, SigningKey};
+use satcast_protocol::uplink_node::{
+    CommandAnswer, CommandRefusal, Completion, KnownBroadcast, LedgerDecision, Outcome, PrepareFailure, Request, Resume, UplinkEvent,
+    UplinkJob, UplinkNode, UplinkNodeConfig,
+};
 use satcast_protocol::wire;
 use satcast_store::{BroadcastRecord, IndexOpen, LedgerState, UplinkStore};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -33,19 +40,23 @@ use crate::control::{self, Command, LiveStates};
 use crate::keys::{self, KeysError};
 use crate::prepare::{self, PREPARATIONS_MAX, Prepare, PrepareError, Prepared, Preparers, prepare};
 use crate::queue::{Job, Queue, QueueError};
+use tokio::sync::oneshot;
 
 /// The longest the loop sleeps, so a stop request, a command or a newly queued job is
 /// noticed promptly.
 const SLEEP_MAX: Duration = Duration::from_millis(20);
-/// How often where each broadcast stands is written down for a restart.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-/// Feedback messages recorded per loop turn, so the carrier is never starved.
+/// Feedback messages handed to the node per loop turn, so the carrier is never starved.
 const FEEDBACK_BATCH_MAX: usize = 256;
 /// How often the signing certificate's file is checked for a rotation.
 const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Inputs from the queue watcher and the preparation workers not yet taken by the loop:
 /// room for every answer and a burst of newly queued jobs (the watcher waits beyond that).
 const INPUTS_MAX: usize = 64 + PREPARATIONS_MAX;
+/// Requests the storage worker writes before one flush: a burst of feedback costs one
+/// fsync, not one each.
+const STORE_BATCH_MAX: usize = 256;
+/// How long a stopping daemon waits for the storage worker's last checkpoints.
+const STOP_WAIT_MAX: Duration = Duration::from_secs(30);
 /// The national division table, so the registry names every county on a fresh machine.
 const AREAS_CSV: &str = include_str!("../../data/divisions/areas.csv");
 
@@ -83,6 +94,8 @@ enum Input {
     Queued(Job),
     /// A preparation worker finished with a job (boxed: a manifest is large beside a job).
     Prepared(Box<Prepared>),
+    /// The storage worker finished a request.
+    Stored(Completion),
 }
 
 fn encode_checkpoint(checkpoint: &Checkpoint) -> Option<Vec<u8>> {
@@ -91,12 +104,6 @@ fn encode_checkpoint(checkpoint: &Checkpoint) -> Option<Vec<u8>> {
 
 fn decode_checkpoint(bytes: &[u8]) -> Option<Checkpoint> {
     bincode::decode_from_slice(bytes, bincode::config::standard().with_limit::<{ 1 << 24 }>()).ok().map(|(c, _)| c)
-}
-
-/// An instant for a wall-clock time (in the past: now).
-fn instant_at(unix_secs: u64) -> Instant {
-    let now = wall_unix_ms() / 1000;
-    Instant::now() + Duration::from_secs(unix_secs.saturating_sub(now))
 }
 
 fn open_socket(config: &UplinkConfig) -> std::io::Result<UdpSocket> {
@@ -137,28 +144,62 @@ fn start_acks(config: &UplinkConfig, stop: Arc<AtomicBool>) -> Result<Option<Rec
     Ok(Some(rx))
 }
 
-/// The daemon's state, owned by the datapath thread.
+/// The daemon's state, owned by the pacing thread: the node, and what executes its
+/// requests.
 struct Uplink {
     config: UplinkConfig,
     store: Arc<UplinkStore>,
     queue: Queue,
-    broadcaster: Broadcaster,
+    node: UplinkNode,
     /// Signs new manifests (on the preparation workers).
     signing_key: Arc<SigningKey>,
     socket: UdpSocket,
-    /// Jobs waiting for a preparation worker, by id; bounded by the queue listing
-    /// ([`crate::queue::QUEUED_JOBS_MAX`]).
-    waiting: BTreeMap<String, Job>,
-    /// Jobs being prepared, with the flag that cancels each.
-    preparing: HashMap<String, Arc<AtomicBool>>,
     preparers: Preparers,
-    airing: HashSet<String>,
-    failed: HashSet<String>,
+    /// The queue's job files the node was handed, by id: what a preparation worker reads.
+    jobs: HashMap<u64, Job>,
+    /// The flag that cancels each running preparation.
+    cancels: HashMap<u64, Arc<AtomicBool>>,
+    /// The storage worker: index writes and flushes, queue file moves, command answers.
+    store_work: Sender<StoreWork>,
+    /// Counties waiting for the answer to a feedback message, by the node's token.
+    ack_replies: HashMap<u64, oneshot::Sender<AckReply>>,
+    /// Operators waiting for the answer to a command, by the node's token.
+    command_replies: HashMap<u64, CommandReply>,
+    next_token: u64,
+    /// Feedback answered busy because too much waited for the store, since the last summary.
+    busy_feedback: u64,
     live: LiveStates,
     /// When signing.cert last changed, to notice a rotation.
     key_modified: Option<SystemTime>,
     /// When revocations.signed last changed, to air a new list.
     revocations_modified: Option<SystemTime>,
+}
+
+type CommandReply = SyncSender<Result<serde_json::Value, (u16, String)>>;
+
+/// Work for the storage worker, in the order the node asked for it.
+enum StoreWork {
+    /// A store or queue request of the node.
+    Node(Request),
+    /// An operator's answer, sent once the writes before it are durable.
+    Answer { reply: CommandReply, answer: Result<CommandAnswer, CommandRefusal> },
+    /// Everything before it is done: say so and stop.
+    Stop(SyncSender<()>),
+}
+
+/// The node's view of a queued job. The kind is checked here too, so a job no worker can
+/// prepare is refused before it takes one.
+fn node_job(job: &Job) -> Result<UplinkJob, QueueError> {
+    job.kind()?;
+    Ok(UplinkJob {
+        object_id: job.object_id()?,
+        prefixes: job.targets.clone(),
+        feedback: job.feedback,
+        priority: job.priority()?,
+        queued_unix_secs: job.queued_unix_secs,
+        not_before_unix_ms: job.not_before_unix_secs.map(|secs| secs.saturating_mul(1000)),
+        deadline_unix_ms: job.deadline_unix_secs.map(|secs| secs.saturating_mul(1000)),
+    })
 }
 
 /// Runs the uplink until `stop` is set.
@@ -181,19 +222,30 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
     // Checked when the config was loaded.
     let symbol_size = wire::symbol_size_for_mtu(config.downlink.mtu).unwrap_or(1024);
     let plan = AirPlan { target_loss: config.carousel.target_loss, passes: config.carousel.passes };
-    let broadcaster = Broadcaster::new(
+    let mut node = UplinkNode::new(
         Instant::now(),
-        BroadcastConfig {
-            link_rate_bits_per_sec: config.downlink.link_rate_bits_per_sec,
-            datagram_bytes_max,
-            manifest_interval: Duration::from_millis(config.carousel.manifest_interval_ms),
-            heartbeat_interval: Duration::from_millis(config.carousel.heartbeat_interval_ms),
-            target_loss: config.carousel.target_loss,
-            ..BroadcastConfig::default()
+        UplinkNodeConfig {
+            broadcast: BroadcastConfig {
+                link_rate_bits_per_sec: config.downlink.link_rate_bits_per_sec,
+                datagram_bytes_max,
+                manifest_interval: Duration::from_millis(config.carousel.manifest_interval_ms),
+                heartbeat_interval: Duration::from_millis(config.carousel.heartbeat_interval_ms),
+                target_loss: config.carousel.target_loss,
+                ..BroadcastConfig::default()
+            },
+            plan,
+            acks: config.acks.is_some(),
+            preparations_max: PREPARATIONS_MAX,
         },
         network_key,
         keys::load_signing_key(&config.keys_dir)?,
     );
+    for (object_id, record) in store.broadcasts()? {
+        let object_hash = stored_manifest(&record.signed_manifest).ok().map(|m| m.object_hash);
+        let outcome = record.outcome.as_deref().map(Outcome::parse);
+        node.load_broadcast(object_id, KnownBroadcast { object_hash, targets: record.targets, outcome });
+    }
+    node.set_enrolled(store.receivers()?.into_iter().filter(|(_, r)| r.last_seen_unix_secs.is_some()).map(|(code, _)| code));
     let live: LiveStates = Arc::new(Mutex::new(BTreeMap::new()));
     let acks = start_acks(&config, stop.clone())?;
     let token = control::ensure_token(&config.state_dir)?;
@@ -204,27 +256,29 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         symbol_size,
         block_bytes_max: config.fec.block_bytes_max,
         manifest_lifetime_secs: config.carousel.manifest_lifetime_secs,
-        plan,
-        acks: config.acks.is_some(),
     };
     let (input, inputs) = sync_channel(INPUTS_MAX);
     let answer = input.clone();
     let preparers = Preparers::start(move |request| opener.open(request), move |done| answer.send(Input::Prepared(Box::new(done))).is_ok())
         .map_err(ServeError::Thread)?;
+    let store_work = start_store_worker(store.clone(), queue.clone(), input.clone()).map_err(ServeError::Thread)?;
     queue.watch(stop.clone(), move |job| input.send(Input::Queued(job)).is_ok()).map_err(ServeError::Thread)?;
     info!(destination = %config.downlink.destination, rate_bits_per_sec = config.downlink.link_rate_bits_per_sec, symbol_size, "uplink started");
     let mut uplink = Uplink {
         config,
         store,
         queue,
-        broadcaster,
+        node,
         signing_key: Arc::new(signing_key),
         socket,
-        waiting: BTreeMap::new(),
-        preparing: HashMap::new(),
         preparers,
-        airing: HashSet::new(),
-        failed: HashSet::new(),
+        jobs: HashMap::new(),
+        cancels: HashMap::new(),
+        store_work,
+        ack_replies: HashMap::new(),
+        command_replies: HashMap::new(),
+        next_token: 0,
+        busy_feedback: 0,
         key_modified: None,
         revocations_modified: None,
         live,
@@ -232,280 +286,258 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
     uplink.reload_revocations_if_changed();
     uplink.key_modified = uplink.signing_cert_modified();
     let mut next_key_check = Instant::now() + KEY_CHECK_INTERVAL;
-    let mut next_checkpoint = Instant::now() + CHECKPOINT_INTERVAL;
     let mut buf = Vec::with_capacity(65_536);
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        let mut taken = false;
         while let Ok(input) = inputs.try_recv() {
             uplink.input(input);
-            taken = true;
-        }
-        if taken {
-            uplink.dispatch();
         }
         if let Some(acks) = &acks {
-            uplink.record_feedback_batch(acks);
+            uplink.take_feedback(acks);
         }
         while let Ok(command) = commands.try_recv() {
             uplink.command(command);
         }
-        if now >= next_checkpoint {
-            next_checkpoint = now + CHECKPOINT_INTERVAL;
-            uplink.checkpoint_all();
-        }
+        uplink.node.handle_timeout(now);
         if now >= next_key_check {
             next_key_check = now + KEY_CHECK_INTERVAL;
             uplink.reload_signing_key_if_rotated();
             uplink.reload_revocations_if_changed();
+            if uplink.busy_feedback > 0 {
+                warn!(messages = std::mem::take(&mut uplink.busy_feedback), "feedback answered busy: too much waits for the index");
+            }
         }
-        while uplink.broadcaster.poll_transmit(Instant::now(), wall_unix_ms(), &mut buf) {
+        uplink.execute();
+        while uplink.node.poll_transmit(Instant::now(), wall_unix_ms(), &mut buf) {
             if let Err(error) = uplink.socket.send_to(&buf, uplink.config.downlink.destination) {
                 // The datagram is lost like any other on the carrier; FEC covers it.
                 warn!(%error, "send failed");
             }
         }
-        uplink.handle_events();
-        let wake = uplink.broadcaster.poll_timeout().unwrap_or(now + SLEEP_MAX);
-        let sleep = wake.saturating_duration_since(Instant::now()).min(SLEEP_MAX);
+        uplink.execute();
+        let sleep = uplink.node.poll_timeout().saturating_duration_since(Instant::now()).min(SLEEP_MAX);
         // Sleeps on the helper threads' inputs, so a new or prepared job is taken up at once.
         match inputs.recv_timeout(sleep) {
             Ok(input) => {
                 uplink.input(input);
-                uplink.dispatch();
+                uplink.execute();
             }
             Err(RecvTimeoutError::Timeout) => {}
             // Cannot happen while the loop holds the preparers; do not spin if it does.
             Err(RecvTimeoutError::Disconnected) => std::thread::sleep(sleep),
         }
     }
-    for cancel in uplink.preparing.values() {
+    for cancel in uplink.cancels.values() {
         cancel.store(true, Ordering::Relaxed);
     }
-    uplink.checkpoint_all();
-    info!(stats = ?uplink.broadcaster.stats(), "uplink stopped");
+    uplink.node.checkpoint_all();
+    uplink.execute();
+    uplink.wait_for_store(&inputs);
+    info!(stats = ?uplink.node.stats(), "uplink stopped");
     Ok(())
 }
 
 impl Uplink {
-    /// Takes one input from a helper thread. New jobs and freed workers take effect at the
-    /// next [`Uplink::dispatch`], once per batch of inputs.
+    /// Takes one input from a helper thread to the node.
     fn input(&mut self, input: Input) {
+        let now = Instant::now();
         match input {
-            Input::Queued(job) => {
-                let id = &job.object_id;
-                if !(self.airing.contains(id) || self.failed.contains(id) || self.preparing.contains_key(id)) {
-                    self.waiting.insert(id.clone(), job);
+            Input::Queued(job) => match node_job(&job) {
+                Ok(node_job) => {
+                    self.jobs.insert(node_job.object_id, job);
+                    self.node.handle_queued(node_job);
                 }
-            }
+                // The watcher announces a job file once: this is said once.
+                Err(error) => warn!(object = %job.object_id, %error, "cannot air job"),
+            },
             Input::Prepared(done) => {
                 self.preparers.answered();
-                self.prepared(*done);
+                let Prepared { job, outcome } = *done;
+                let Ok(object_id) = job.object_id() else { return };
+                self.cancels.remove(&object_id);
+                let result = outcome.map(Box::new).map_err(|error| match error {
+                    PrepareError::Gone => PrepareFailure::Gone,
+                    PrepareError::Cancelled => PrepareFailure::Cancelled,
+                    error => PrepareFailure::Failed(error.to_string()),
+                });
+                self.node.handle_completion(now, wall_unix_ms(), Completion::Prepared { object_id, result });
             }
+            Input::Stored(completion) => self.node.handle_completion(now, wall_unix_ms(), completion),
         }
     }
 
-    /// Hands waiting jobs to free preparation workers: emergencies first, then by class,
-    /// then oldest first.
-    fn dispatch(&mut self) {
+    /// Carries out the node's requests and logs its events, until it has none.
+    fn execute(&mut self) {
         loop {
-            let rank = |job: &Job| (job.priority().unwrap_or(Priority::Normal), job.queued_unix_secs);
-            let Some(id) = self.waiting.values().min_by_key(|job| rank(job)).map(|job| job.object_id.clone()) else { return };
-            let Some(job) = self.waiting.remove(&id) else { return };
-            let emergency = job.priority().is_ok_and(|p| p == Priority::Emergency);
-            let cancel = Arc::new(AtomicBool::new(false));
-            let request = Prepare { job, signing_key: self.signing_key.clone(), cancel: cancel.clone() };
-            if let Err(request) = self.preparers.request(request, emergency) {
-                // Every worker this job may use is busy: it waits for the next answer.
-                self.waiting.insert(id, request.job);
+            let mut failed = Vec::new();
+            while let Some(request) = self.node.poll_request() {
+                match request {
+                    Request::Prepare { job, delivery, resume } => {
+                        let object_id = job.object_id;
+                        let Some(queued) = self.jobs.get(&object_id).cloned() else {
+                            failed.push((object_id, "the job was never queued".to_owned()));
+                            continue;
+                        };
+                        let cancel = Arc::new(AtomicBool::new(false));
+                        let request =
+                            Prepare { job: queued, delivery, resume, signing_key: self.signing_key.clone(), cancel: cancel.clone() };
+                        // The node keeps the same count of free workers: a refusal is a bug.
+                        if self.preparers.request(request, job.priority == Priority::Emergency).is_err() {
+                            failed.push((object_id, "no preparation worker is free".to_owned()));
+                            continue;
+                        }
+                        self.cancels.insert(object_id, cancel);
+                    }
+                    Request::CancelPreparation { object_id } => {
+                        if let Some(cancel) = self.cancels.get(&object_id) {
+                            cancel.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Request::Reply { token, reply } => {
+                        if let Some(channel) = self.ack_replies.remove(&token) {
+                            let _ = channel.send(reply);
+                        }
+                    }
+                    Request::Answer { token, answer } => {
+                        if let Some(reply) = self.command_replies.remove(&token) {
+                            self.to_store(StoreWork::Answer { reply, answer });
+                        }
+                    }
+                    request => {
+                        if let Request::FinishJob { object_id } = &request {
+                            self.jobs.remove(object_id);
+                        }
+                        self.to_store(StoreWork::Node(request));
+                    }
+                }
+            }
+            self.log_events();
+            if failed.is_empty() {
                 return;
             }
-            if let Ok(id) = id.parse::<ObjectId>() {
-                self.set_live(id.into(), "preparing");
-            }
-            info!(object = %id, "preparing");
-            self.preparing.insert(id, cancel);
-        }
-    }
-
-    /// Takes a preparation worker's answer: airs the job, or reports why not.
-    fn prepared(&mut self, done: Prepared) {
-        let Prepared { job, outcome } = done;
-        let id = job.object_id.clone();
-        let cancelled = self.preparing.remove(&id).is_some_and(|cancel| cancel.load(Ordering::Relaxed));
-        if let Ok(object_id) = job.object_id() {
-            if let Ok(mut live) = self.live.lock() {
-                live.remove(&object_id);
-            }
-            if cancelled {
-                // The record may have been written just before the cancel was seen.
-                set_outcome(&self.store, object_id, "cancelled");
-            }
-        }
-        let added = match outcome {
-            _ if cancelled => {
-                info!(object = %id, "preparation cancelled");
-                Ok(false)
-            }
-            // It left the queue (finished, cancelled) before a worker took it up.
-            Err(PrepareError::Gone) => Ok(false),
-            Err(error) => Err(error.to_string()),
-            Ok(object) => self.broadcaster.add_object(Instant::now(), object).map(|()| true).map_err(|e| e.to_string()),
-        };
-        match added {
-            Ok(true) => {
-                info!(object = %id, kind = %job.kind, name = %job.name, version = job.version, targets = ?job.targets, priority = %job.priority, "airing");
-                self.airing.insert(id);
-            }
-            Ok(false) => {}
-            Err(error) => {
-                warn!(object = %id, %error, "cannot air job");
-                self.failed.insert(id);
+            for (object_id, error) in failed {
+                let result = Err(PrepareFailure::Failed(error));
+                self.node.handle_completion(Instant::now(), wall_unix_ms(), Completion::Prepared { object_id, result });
             }
         }
     }
 
-    /// Records a batch of acknowledgements durably, then answers them.
-    fn record_feedback_batch(&mut self, acks: &Receiver<AckRequest>) {
-        let mut replies = Vec::new();
-        while let Ok(request) = acks.try_recv() {
-            let reply = match record_feedback(&self.store, &mut self.broadcaster, &request.feedback) {
-                Ok(()) => AckReply::Recorded,
-                Err(error) => {
-                    warn!(%error, "cannot record feedback");
-                    AckReply::Busy
+    fn to_store(&self, work: StoreWork) {
+        if self.store_work.send(work).is_err() {
+            warn!("the storage worker is gone: the request is dropped");
+        }
+    }
+
+    /// Hands the storage worker a stop, once everything asked of it is done, and waits for
+    /// it (taking its completions meanwhile, so it never waits on the loop).
+    fn wait_for_store(&mut self, inputs: &Receiver<Input>) {
+        let (done, finished) = sync_channel(1);
+        self.to_store(StoreWork::Stop(done));
+        let give_up = Instant::now() + STOP_WAIT_MAX;
+        while Instant::now() < give_up {
+            match finished.recv_timeout(SLEEP_MAX) {
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => while inputs.try_recv().is_ok() {},
+            }
+        }
+        warn!("the storage worker did not finish in time: the last checkpoints may be lost");
+    }
+
+    fn log_events(&mut self) {
+        while let Some(event) = self.node.poll_event() {
+            match event {
+                UplinkEvent::Preparing { object_id } => {
+                    self.set_live(object_id, "preparing");
+                    info!(object = %ObjectId(object_id), "preparing");
                 }
-            };
-            replies.push((request.reply, reply));
-            if replies.len() >= FEEDBACK_BATCH_MAX {
-                break;
+                UplinkEvent::PreparationEnded { object_id } => {
+                    if let Ok(mut live) = self.live.lock() {
+                        live.remove(&object_id);
+                    }
+                }
+                UplinkEvent::PreparationCancelled { object_id } => info!(object = %ObjectId(object_id), "preparation cancelled"),
+                UplinkEvent::NoEnrolledTarget { object_id } => {
+                    warn!(object = %ObjectId(object_id), "no enrolled county matches the targets: airing as a carousel")
+                }
+                UplinkEvent::Airing { object_id } => {
+                    if let Some(job) = self.jobs.get(&object_id) {
+                        info!(object = %job.object_id, kind = %job.kind, name = %job.name, version = job.version, targets = ?job.targets, priority = %job.priority, "airing");
+                    }
+                }
+                UplinkEvent::CannotAir { object_id, error } => warn!(object = %ObjectId(object_id), %error, "cannot air job"),
+                UplinkEvent::Broadcast(BroadcastEvent::RoundStarted { object_id, round, symbols }) => {
+                    info!(object = %ObjectId(object_id), round, symbols, "round started");
+                    self.set_live(object_id, "airing");
+                }
+                UplinkEvent::Broadcast(BroadcastEvent::Idle { object_id, incomplete }) => {
+                    info!(object = %ObjectId(object_id), incomplete = incomplete.len(), "no county reports a need: idle until one does");
+                    self.set_live(object_id, "idle");
+                }
+                UplinkEvent::Broadcast(BroadcastEvent::SourceFailed { object_id, error }) => {
+                    warn!(object = %ObjectId(object_id), %error, "payload unreadable; broadcast withdrawn")
+                }
+                UplinkEvent::Broadcast(_) => {}
+                UplinkEvent::Finished { object_id, outcome, stats } => {
+                    info!(object = %ObjectId(object_id), outcome = outcome.as_str(), ?stats, "broadcast finished")
+                }
+                UplinkEvent::Cancelled { object_id } => info!(object = %ObjectId(object_id), "cancelled by an operator"),
+                UplinkEvent::ReairRequested { object_id, counties } => {
+                    info!(object = %ObjectId(object_id), counties, "re-air requested")
+                }
+                UplinkEvent::UnknownBroadcast { object_id, county } => {
+                    warn!(object = %ObjectId(object_id), county, "feedback about an unknown broadcast ignored")
+                }
+                UplinkEvent::WrongHash { object_id, county } => {
+                    warn!(object = %ObjectId(object_id), county, "county reports a completion with the wrong hash: not recorded")
+                }
+                UplinkEvent::FeedbackNotRecorded { error } => warn!(%error, "cannot record feedback"),
+                UplinkEvent::FeedbackBusy => self.busy_feedback += 1,
             }
         }
-        if !replies.is_empty() {
-            // Durable before the county is told, so an acknowledged message is never lost.
-            let flushed = self.store.flush().is_ok();
-            for (channel, reply) in replies {
-                let _ = channel.send(if flushed { reply } else { AckReply::Busy });
-            }
+    }
+
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    /// Hands the node a batch of acknowledgements; each is answered once recorded durably.
+    fn take_feedback(&mut self, acks: &Receiver<AckRequest>) {
+        for _ in 0..FEEDBACK_BATCH_MAX {
+            let Ok(request) = acks.try_recv() else { return };
+            let token = self.token();
+            self.ack_replies.insert(token, request.reply);
+            self.node.handle_feedback(request.feedback, token);
         }
     }
 
     fn command(&mut self, command: Command) {
         match command {
             Command::Cancel { object_id, reply } => {
-                let id = ObjectId(object_id).to_string();
-                // Being prepared: the worker stops at its next block, and what it hands back
-                // is dropped (see `prepared`).
-                let preparing = self.preparing.get(&id).map(|cancel| cancel.store(true, Ordering::Relaxed)).is_some();
-                let answer = if self.broadcaster.cancel(object_id)
-                    || preparing
-                    || self.waiting.remove(&id).is_some()
-                    || self
-                        .queue
-                        .find(&id)
-                        .is_some_and(|_| !self.airing.contains(&id) && self.store.broadcast(object_id).ok().flatten().is_none())
-                {
-                    self.airing.remove(&id);
-                    set_outcome(&self.store, object_id, "cancelled");
-                    if let Err(error) = self.queue.finish(&id) {
-                        warn!(object = %id, %error, "cannot move the cancelled job to done/");
-                    }
-                    info!(object = %id, "cancelled by an operator");
-                    Ok(serde_json::json!({ "cancelled": id }))
-                } else if self.store.broadcast(object_id).ok().flatten().is_some() {
-                    Err((409, format!("broadcast {id} is not airing")))
-                } else {
-                    Err((404, format!("unknown broadcast {id}")))
-                };
-                let _ = reply.send(answer);
+                let token = self.token();
+                self.command_replies.insert(token, reply);
+                let queued = self.queue.find(&ObjectId(object_id).to_string()).is_some();
+                self.node.handle_cancel(object_id, queued, token);
             }
             Command::Reair { object_id, prefixes, reply } => {
-                let _ = reply.send(self.reair(object_id, prefixes));
-            }
-        }
-    }
-
-    /// Queues a finished broadcast again for the counties (under `prefixes`) that lack it.
-    fn reair(&mut self, object_id: u64, prefixes: Option<Vec<String>>) -> Result<serde_json::Value, (u16, String)> {
-        let id = ObjectId(object_id).to_string();
-        let Some(mut record) = self.store.broadcast(object_id).map_err(|e| (503, e.to_string()))? else {
-            return Err((404, format!("unknown broadcast {id}")));
-        };
-        if record.outcome.is_none() {
-            return Err((409, format!("broadcast {id} is still airing")));
-        }
-        let Some((job, _)) = self.queue.find(&id) else { return Err((404, format!("the job file of {id} is gone"))) };
-        let delivered: HashSet<String> = self
-            .store
-            .ledger(object_id)
-            .map_err(|e| (503, e.to_string()))?
-            .into_iter()
-            .filter(|(_, e)| matches!(e.state, LedgerState::Delivered { .. }))
-            .map(|(c, _)| c)
-            .collect();
-        let candidates: Vec<String> = if record.targets.is_empty() {
-            self.store
-                .receivers()
-                .map_err(|e| (503, e.to_string()))?
-                .into_iter()
-                .filter(|(code, r)| r.last_seen_unix_secs.is_some() && job.targets.iter().any(|p| code.starts_with(p.as_str())))
-                .map(|(code, _)| code)
-                .collect()
-        } else {
-            record.targets.clone()
-        };
-        let targets: Vec<String> = candidates
-            .into_iter()
-            .filter(|c| !delivered.contains(c))
-            .filter(|c| prefixes.as_ref().is_none_or(|p| p.iter().any(|p| c.starts_with(p.as_str()))))
-            .collect();
-        if targets.is_empty() {
-            return Err((409, format!("every targeted county under those prefixes already has {id}")));
-        }
-        record.targets = targets.clone();
-        self.store.put_broadcast(object_id, &record).and_then(|()| self.store.flush()).map_err(|e| (503, e.to_string()))?;
-        self.queue.requeue(&id).map_err(|e| (503, e.to_string()))?;
-        self.failed.remove(&id);
-        info!(object = %id, counties = targets.len(), "re-air requested");
-        self.waiting.insert(id.clone(), job);
-        self.dispatch();
-        Ok(serde_json::json!({ "reaired": id, "targets": targets.len() }))
-    }
-
-    fn handle_events(&mut self) {
-        while let Some(event) = self.broadcaster.poll_event() {
-            match event {
-                BroadcastEvent::CarouselFinished { object_id }
-                | BroadcastEvent::Completed { object_id, .. }
-                | BroadcastEvent::DeadlinePassed { object_id, .. } => {
-                    let id = ObjectId(object_id).to_string();
-                    let outcome = match event {
-                        BroadcastEvent::Completed { .. } => "completed",
-                        BroadcastEvent::DeadlinePassed { .. } => "deadline",
-                        _ => "aired",
-                    };
-                    info!(object = %id, outcome, stats = ?self.broadcaster.stats(), "broadcast finished");
-                    set_outcome(&self.store, object_id, outcome);
-                    self.airing.remove(&id);
-                    if let Err(error) = self.queue.finish(&id) {
-                        warn!(object = %id, %error, "cannot move finished job to done/");
+                let id = ObjectId(object_id).to_string();
+                let job = self.queue.find(&id).map(|(job, _)| job);
+                let node_job = match job.as_ref().map(node_job).transpose() {
+                    Ok(node_job) => node_job,
+                    Err(error) => {
+                        let _ = reply.send(Err((409, format!("the job file of {id} is invalid: {error}"))));
+                        return;
                     }
+                };
+                if let Some(job) = job {
+                    self.jobs.insert(object_id, job);
                 }
-                BroadcastEvent::RoundStarted { object_id, round, symbols } => {
-                    info!(object = %ObjectId(object_id), round, symbols, "round started");
-                    self.set_live(object_id, "airing");
-                }
-                BroadcastEvent::RoundEnded { .. } => {}
-                BroadcastEvent::Idle { object_id, incomplete } => {
-                    info!(object = %ObjectId(object_id), incomplete = incomplete.len(), "no county reports a need: idle until one does");
-                    self.set_live(object_id, "idle");
-                }
-                BroadcastEvent::SourceFailed { object_id, error } => {
-                    let id = ObjectId(object_id).to_string();
-                    warn!(object = %id, %error, "payload unreadable; broadcast withdrawn");
-                    self.airing.remove(&id);
-                    self.failed.insert(id);
-                }
+                let delivered = self.store.ledger(object_id).map_err(|e| e.to_string()).map(|ledger| {
+                    ledger.into_iter().filter(|(_, e)| matches!(e.state, LedgerState::Delivered { .. })).map(|(c, _)| c).collect()
+                });
+                let token = self.token();
+                self.command_replies.insert(token, reply);
+                self.node.handle_reair(object_id, prefixes, node_job, delivered, token);
             }
         }
     }
@@ -525,7 +557,7 @@ impl Uplink {
             (Ok(for_heartbeats), Ok(for_manifests)) => {
                 self.key_modified = modified;
                 info!(serial = for_manifests.certificate().body.serial, "signing key rotated: airing its certificate from now on");
-                self.broadcaster.set_signing_key(for_heartbeats);
+                self.node.set_signing_key(for_heartbeats);
                 self.signing_key = Arc::new(for_manifests);
             }
             (Err(error), _) | (_, Err(error)) => warn!(%error, "signing key files changed but cannot be loaded yet; keeping the old key"),
@@ -543,7 +575,7 @@ impl Uplink {
             Ok(bytes) if satcast_protocol::trust::SignedRevocation::from_bytes(&bytes).is_ok() => {
                 self.revocations_modified = modified;
                 info!(path = %path.display(), "airing the revocation list after every heartbeat");
-                self.broadcaster.set_revocation(Some(bytes));
+                self.node.set_revocation(Some(bytes));
             }
             Ok(_) => warn!(path = %path.display(), "revocation list is malformed; not airing it"),
             Err(error) => warn!(path = %path.display(), %error, "cannot read the revocation list"),
@@ -555,26 +587,178 @@ impl Uplink {
             live.insert(object_id, state.to_owned());
         }
     }
+}
 
-    /// Writes down where every airing broadcast stands.
-    fn checkpoint_all(&self) {
-        for object_id in self.broadcaster.airing() {
-            let Some(checkpoint) = self.broadcaster.checkpoint(object_id).as_ref().and_then(encode_checkpoint) else { continue };
-            match self.store.broadcast(object_id) {
+/// What the storage worker does once a batch's writes are flushed, in order.
+enum AfterFlush {
+    /// Hand the node this completion (a success becomes the flush's failure, if it failed).
+    Complete(Completion),
+    /// Move a finished job to done/.
+    Finish(u64),
+    /// Put a re-aired job back in the queue, if its targets were recorded.
+    Requeue(u64, Result<(), String>),
+    /// Answer an operator.
+    Answer(CommandReply, Result<CommandAnswer, CommandRefusal>),
+    /// Stop, and say so.
+    Stop(SyncSender<()>),
+}
+
+/// Starts the storage worker: it takes the node's store and queue requests in order, a
+/// batch at a time, writes them, flushes the index once per batch, and only then moves
+/// queue files, answers and hands completions back to the loop.
+fn start_store_worker(store: Arc<UplinkStore>, queue: Queue, input: SyncSender<Input>) -> std::io::Result<Sender<StoreWork>> {
+    let (work, incoming) = std::sync::mpsc::channel::<StoreWork>();
+    std::thread::Builder::new().name("store".into()).spawn(move || {
+        while let Ok(first) = incoming.recv() {
+            let mut batch = vec![first];
+            while batch.len() < STORE_BATCH_MAX {
+                let Ok(next) = incoming.try_recv() else { break };
+                batch.push(next);
+            }
+            let after: Vec<AfterFlush> = batch.into_iter().filter_map(|work| write(&store, work)).collect();
+            let flushed = store.flush().map_err(|e| e.to_string());
+            if let Err(error) = &flushed {
+                warn!(%error, "cannot flush the index");
+            }
+            for step in after {
+                let completion = match step {
+                    AfterFlush::Complete(completion) => completion,
+                    AfterFlush::Finish(object_id) => {
+                        if let Err(error) = queue.finish(&ObjectId(object_id).to_string()) {
+                            warn!(object = %ObjectId(object_id), %error, "cannot move finished job to done/");
+                        }
+                        continue;
+                    }
+                    AfterFlush::Requeue(object_id, recorded) => {
+                        let result = recorded
+                            .and(flushed.clone())
+                            .and_then(|()| queue.requeue(&ObjectId(object_id).to_string()).map_err(|e| e.to_string()));
+                        Completion::Requeued { object_id, result }
+                    }
+                    AfterFlush::Answer(reply, answer) => {
+                        let _ = reply.send(answer.map(|answer| match answer {
+                            CommandAnswer::Cancelled { object_id } => serde_json::json!({ "cancelled": ObjectId(object_id).to_string() }),
+                            CommandAnswer::Reaired { object_id, targets } => {
+                                serde_json::json!({ "reaired": ObjectId(object_id).to_string(), "targets": targets })
+                            }
+                        }));
+                        continue;
+                    }
+                    AfterFlush::Stop(done) => {
+                        let _ = done.send(());
+                        return;
+                    }
+                };
+                // Durable before the node acts on it: a county is answered only then.
+                let completion = match (completion, &flushed) {
+                    (Completion::BroadcastRecorded { object_id, result: Ok(()) }, Err(error)) => {
+                        Completion::BroadcastRecorded { object_id, result: Err(error.clone()) }
+                    }
+                    (Completion::FeedbackRecorded { token, result: Ok(()) }, Err(error)) => {
+                        Completion::FeedbackRecorded { token, result: Err(error.clone()) }
+                    }
+                    (completion, _) => completion,
+                };
+                if input.send(Input::Stored(completion)).is_err() {
+                    return;
+                }
+            }
+        }
+    })?;
+    Ok(work)
+}
+
+/// Carries out one piece of store work's writes; returns what must wait for the flush.
+fn write(store: &UplinkStore, work: StoreWork) -> Option<AfterFlush> {
+    let now_secs = wall_unix_ms() / 1000;
+    let request = match work {
+        StoreWork::Node(request) => request,
+        StoreWork::Answer { reply, answer } => return Some(AfterFlush::Answer(reply, answer)),
+        StoreWork::Stop(done) => return Some(AfterFlush::Stop(done)),
+    };
+    let hex = |object_id: u64| ObjectId(object_id).to_string();
+    match request {
+        Request::RecordBroadcast { object_id, signed_manifest, size_bytes, priority, targets } => {
+            let result =
+                record_broadcast(store, object_id, signed_manifest, size_bytes, priority, targets, now_secs).map_err(|e| e.to_string());
+            Some(AfterFlush::Complete(Completion::BroadcastRecorded { object_id, result }))
+        }
+        Request::RecordFeedback { feedback, ledger, token } => {
+            let result = record_feedback(store, &feedback, &ledger, now_secs).map_err(|e| e.to_string());
+            Some(AfterFlush::Complete(Completion::FeedbackRecorded { token, result }))
+        }
+        Request::RecordOutcome { object_id, outcome } => {
+            if let Ok(Some(mut record)) = store.broadcast(object_id) {
+                record.outcome = Some(outcome.as_str().to_owned());
+                if store.put_broadcast(object_id, &record).is_err() {
+                    warn!(object = %hex(object_id), "cannot record the outcome");
+                }
+            }
+            None
+        }
+        Request::FinishJob { object_id } => Some(AfterFlush::Finish(object_id)),
+        Request::RecordCheckpoint { object_id, checkpoint } => {
+            let checkpoint = encode_checkpoint(&checkpoint)?;
+            match store.broadcast(object_id) {
                 Ok(Some(mut record)) => {
                     record.checkpoint = Some(checkpoint);
-                    if let Err(error) = self.store.put_broadcast(object_id, &record) {
-                        warn!(object = %ObjectId(object_id), %error, "cannot checkpoint");
+                    if let Err(error) = store.put_broadcast(object_id, &record) {
+                        warn!(object = %hex(object_id), %error, "cannot checkpoint");
                     }
                 }
                 Ok(None) => {}
                 Err(error) => warn!(%error, "cannot read a broadcast record"),
             }
+            None
         }
-        if let Err(error) = self.store.flush() {
-            warn!(%error, "cannot flush the index");
+        Request::Requeue { object_id, targets } => {
+            let recorded = match store.broadcast(object_id) {
+                Ok(Some(mut record)) => {
+                    record.targets = targets;
+                    store.put_broadcast(object_id, &record).map_err(|e| e.to_string())
+                }
+                Ok(None) => Err(format!("the record of {} is gone", hex(object_id))),
+                Err(error) => Err(error.to_string()),
+            };
+            Some(AfterFlush::Requeue(object_id, recorded))
         }
+        // Carried out by the loop itself.
+        Request::Prepare { .. } | Request::CancelPreparation { .. } | Request::Reply { .. } | Request::Answer { .. } => None,
     }
+}
+
+/// Writes a broadcast's record as it goes on the air: a new one, or the stored one (an
+/// interrupted or re-aired broadcast, keeping its checkpoint) with this manifest, these
+/// targets and no outcome. The manifest names the rest.
+fn record_broadcast(
+    store: &UplinkStore,
+    object_id: u64,
+    signed_manifest: Vec<u8>,
+    size_bytes: u64,
+    priority: Priority,
+    targets: Vec<String>,
+    now_secs: u64,
+) -> Result<(), satcast_store::IndexError> {
+    let mut record = match store.broadcast(object_id)? {
+        Some(record) => record,
+        None => {
+            let manifest = stored_manifest(&signed_manifest).ok();
+            BroadcastRecord {
+                kind: manifest.as_ref().map(|m| m.kind.to_string()).unwrap_or_default(),
+                name: manifest.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+                version: manifest.as_ref().map_or(0, |m| m.version),
+                prefixes: manifest.map(|m| m.targets).unwrap_or_default(),
+                priority: priority.to_string(),
+                started_unix_secs: now_secs,
+                ..BroadcastRecord::default()
+            }
+        }
+    };
+    record.signed_manifest = signed_manifest;
+    record.size_bytes = size_bytes;
+    record.targets = targets;
+    record.outcome = None;
+    store.put_broadcast(object_id, &record)
 }
 
 /// What a preparation worker needs to open a job: the index, the queue and the settings.
@@ -584,39 +768,11 @@ struct Opener {
     symbol_size: u16,
     block_bytes_max: u64,
     manifest_lifetime_secs: u64,
-    plan: AirPlan,
-    /// Whether the acknowledgement server runs.
-    acks: bool,
 }
 
 impl Opener {
-    /// Feedback-driven repair for the enrolled counties the job targets (those that have
-    /// ever said hello), or a carousel when there is no acknowledgement server, the job
-    /// asks for none, or no targeted county is enrolled yet.
-    fn delivery_for(&self, job: &Job, only: Option<&[String]>) -> (Delivery, Vec<String>) {
-        if !self.acks || !job.feedback {
-            return (Delivery::Carousel(self.plan), Vec::new());
-        }
-        let targets: Vec<String> = match only {
-            Some(only) => only.to_vec(),
-            None => self
-                .store
-                .receivers()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(code, record)| record.last_seen_unix_secs.is_some() && job.targets.iter().any(|p| code.starts_with(p.as_str())))
-                .map(|(code, _)| code)
-                .collect(),
-        };
-        if targets.is_empty() {
-            warn!(object = %job.object_id, "no enrolled county matches the targets: airing as a carousel");
-            return (Delivery::Carousel(self.plan), Vec::new());
-        }
-        (Delivery::Feedback { targets: targets.clone() }, targets)
-    }
-
-    /// Opens a queued job as a new broadcast; continues it if it had started airing (a
-    /// restart); re-signs it with a fresh lifetime if an operator asked to re-air it.
+    /// Opens a queued job as the node decided: a new broadcast; the stored one, continued
+    /// (a restart); or the stored one re-signed with a fresh lifetime (a re-air).
     fn open(&self, request: &Prepare) -> Result<NewObject, PrepareError> {
         let (job, cancel) = (&request.job, request.cancel.as_ref());
         if !self.queue.is_queued(&job.object_id) {
@@ -625,64 +781,33 @@ impl Opener {
         let object_id = job.object_id()?;
         let payload = self.queue.payload_path(&job.object_id);
         let now_secs = wall_unix_ms() / 1000;
-        let priority = job.priority()?;
-        let schedule = |mut object: NewObject| {
-            object.priority = priority;
-            object.not_before = job.not_before_unix_secs.map(instant_at);
-            object.deadline = job.deadline_unix_secs.map(instant_at);
-            object
-        };
-        if let Some(mut record) = self.store.broadcast(object_id)? {
-            let checkpoint = record.checkpoint.as_deref().and_then(decode_checkpoint);
-            let only = (!record.targets.is_empty()).then(|| record.targets.clone());
-            let (delivery, targets) = self.delivery_for(job, only.as_deref());
-            if record.outcome.is_some() {
-                // Re-aired by an operator: same broadcast, a fresh lifetime.
-                let manifest = stored_manifest(&record.signed_manifest).map_err(PrepareError::Stored)?;
-                let manifest =
-                    Manifest { created_unix_secs: now_secs, expires_unix_secs: now_secs + self.manifest_lifetime_secs, ..manifest };
-                record.signed_manifest = request.signing_key.sign_manifest(&manifest)?.to_bytes();
-                record.outcome = None;
-            }
-            record.targets = targets;
-            if cancel.load(Ordering::Relaxed) {
-                return Err(PrepareError::Cancelled);
-            }
-            self.store.put_broadcast(object_id, &record).and_then(|()| self.store.flush())?;
-            info!(object = %job.object_id, round = checkpoint.as_ref().map(|c| c.round), "resuming interrupted broadcast");
-            return prepare::resume(record.signed_manifest, &payload, delivery, checkpoint).map(schedule);
+        if request.resume == Resume::Fresh {
+            return prepare(
+                job,
+                &payload,
+                self.symbol_size,
+                self.block_bytes_max,
+                &request.signing_key,
+                request.delivery.clone(),
+                now_secs,
+                self.manifest_lifetime_secs,
+                cancel,
+            );
         }
-        let (delivery, targets) = self.delivery_for(job, None);
-        let object = prepare(
-            job,
-            &payload,
-            self.symbol_size,
-            self.block_bytes_max,
-            &request.signing_key,
-            delivery,
-            now_secs,
-            self.manifest_lifetime_secs,
-            cancel,
-        )?;
-        // A record would make the cancelled job look like an interrupted broadcast.
+        let record = self.store.broadcast(object_id)?.ok_or_else(|| PrepareError::Stored("the broadcast record is gone".into()))?;
+        let checkpoint = record.checkpoint.as_deref().and_then(decode_checkpoint);
+        let mut signed_manifest = record.signed_manifest;
+        if request.resume == Resume::Reair {
+            // Re-aired by an operator: same broadcast, a fresh lifetime.
+            let manifest = stored_manifest(&signed_manifest).map_err(PrepareError::Stored)?;
+            let manifest = Manifest { created_unix_secs: now_secs, expires_unix_secs: now_secs + self.manifest_lifetime_secs, ..manifest };
+            signed_manifest = request.signing_key.sign_manifest(&manifest)?.to_bytes();
+        }
         if cancel.load(Ordering::Relaxed) {
             return Err(PrepareError::Cancelled);
         }
-        // Written before the first symbol airs, so a restart never signs it anew.
-        let record = BroadcastRecord {
-            signed_manifest: object.signed_manifest.clone(),
-            kind: job.kind.clone(),
-            name: job.name.clone(),
-            version: job.version,
-            size_bytes: object.manifest.size_bytes,
-            prefixes: job.targets.clone(),
-            targets,
-            priority: job.priority.clone(),
-            started_unix_secs: now_secs,
-            ..BroadcastRecord::default()
-        };
-        self.store.put_broadcast(object_id, &record).and_then(|()| self.store.flush())?;
-        Ok(schedule(object))
+        info!(object = %job.object_id, round = checkpoint.as_ref().map(|c| c.round), "resuming interrupted broadcast");
+        prepare::resume(signed_manifest, &payload, request.delivery.clone(), checkpoint)
     }
 }
 
@@ -691,9 +816,14 @@ fn stored_manifest(signed: &[u8]) -> Result<Manifest, String> {
     Manifest::from_bytes(&signed.manifest).map_err(|e| e.to_string())
 }
 
-/// Records one authenticated feedback message: registry, ledger and the broadcast machine.
-fn record_feedback(store: &UplinkStore, broadcaster: &mut Broadcaster, feedback: &Feedback) -> Result<(), satcast_store::IndexError> {
-    let now_secs = wall_unix_ms() / 1000;
+/// Records one authenticated feedback message: the county's registry entry, then the
+/// ledger as the node decided (not yet flushed).
+fn record_feedback(
+    store: &UplinkStore,
+    feedback: &Feedback,
+    ledger: &LedgerDecision,
+    now_secs: u64,
+) -> Result<(), satcast_store::IndexError> {
     let county = feedback.county_code.as_str();
     let mut record = store.receiver(county)?.unwrap_or_default();
     record.last_seen_unix_secs = Some(now_secs);
@@ -703,37 +833,17 @@ fn record_feedback(store: &UplinkStore, broadcaster: &mut Broadcaster, feedback:
         record.heartbeat_age_secs = heartbeat_age_ms.map(|ms| ms / 1000);
     }
     store.put_receiver(county, &record)?;
-    // Reports about broadcasts this uplink never aired do not grow the ledger.
-    let known = |object_id: u64| store.broadcast(object_id).map(|r| r.is_some());
-    match &feedback.message {
-        FeedbackMessage::Progress { object_id, .. }
-        | FeedbackMessage::Complete { object_id, .. }
-        | FeedbackMessage::Rejected { object_id, .. }
-        | FeedbackMessage::HookResult { object_id, .. }
-            if !known(*object_id)? =>
-        {
-            warn!(object = %ObjectId(*object_id), county, "feedback about an unknown broadcast ignored");
-            return Ok(());
+    match ledger {
+        LedgerDecision::Nothing => {}
+        LedgerDecision::InProgress { object_id, needed } => {
+            store.record(*object_id, county, LedgerState::InProgress { needed: *needed }, now_secs)?;
         }
-        _ => {}
-    }
-    match &feedback.message {
-        FeedbackMessage::Hello { .. } => {}
-        FeedbackMessage::Progress { object_id, needs, .. } => {
-            let needed = needs.iter().map(|n| u64::from(*n)).sum();
-            store.record(*object_id, county, LedgerState::InProgress { needed }, now_secs)?;
-        }
-        FeedbackMessage::Complete { object_id, object_hash } => {
-            let expected = store.broadcast(*object_id)?.and_then(|r| stored_manifest(&r.signed_manifest).ok()).map(|m| m.object_hash);
-            if expected.is_some_and(|hash| hash != *object_hash) {
-                warn!(object = %ObjectId(*object_id), county, "county reports a completion with the wrong hash: not recorded");
-                return Ok(());
-            }
-            if store.record(*object_id, county, LedgerState::Delivered { hash: *object_hash }, now_secs)? {
+        LedgerDecision::Delivered { object_id, hash } => {
+            if store.record(*object_id, county, LedgerState::Delivered { hash: *hash }, now_secs)? {
                 info!(object = %ObjectId(*object_id), county, "county complete");
             }
         }
-        FeedbackMessage::HookResult { object_id, success, detail } => {
+        LedgerDecision::Hook { object_id, success, detail } => {
             if *success {
                 info!(object = %ObjectId(*object_id), county, %detail, "post-receive hook succeeded");
             } else {
@@ -741,21 +851,11 @@ fn record_feedback(store: &UplinkStore, broadcaster: &mut Broadcaster, feedback:
             }
             store.record_hook(*object_id, county, *success, detail, now_secs)?;
         }
-        FeedbackMessage::Rejected { object_id, reason } => {
+        LedgerDecision::Rejected { object_id, reason } => {
             if store.record(*object_id, county, LedgerState::Rejected { reason: reason.clone() }, now_secs)? {
                 warn!(object = %ObjectId(*object_id), county, %reason, "county refused the broadcast");
             }
         }
     }
-    broadcaster.handle_feedback(Instant::now(), feedback);
     Ok(())
-}
-
-fn set_outcome(store: &UplinkStore, object_id: u64, outcome: &str) {
-    if let Ok(Some(mut record)) = store.broadcast(object_id) {
-        record.outcome = Some(outcome.to_owned());
-        if store.put_broadcast(object_id, &record).and_then(|()| store.flush()).is_err() {
-            warn!(object = %ObjectId(object_id), "cannot record the outcome");
-        }
-    }
 }
