@@ -32,7 +32,9 @@ pub struct BroadcastSummary {
     pub to: Vec<String>,
     /// queued, airing, completed, cancelled, deadline or aired (a carousel that ran out).
     pub state: String,
-    /// Counties waited for.
+    /// Counties waited for, and any that have it without being waited for (enrolled after
+    /// airing started, reached by a carousel, or delivered before a re-air narrowed the
+    /// targets): so `delivered` is never above it.
     pub targeted: usize,
     /// Counties that have it, verified and durable.
     pub delivered: usize,
@@ -218,7 +220,7 @@ pub fn status(
         priority: record.priority.clone(),
         to: record.prefixes.clone(),
         state: state.to_owned(),
-        targeted: record.targets.len(),
+        targeted: sum(|p| p.targeted),
         delivered: sum(|p| p.delivered),
         in_progress: sum(|p| p.in_progress),
         silent: sum(|p| p.silent),
@@ -252,4 +254,31 @@ pub fn receivers(
             heartbeat_age_secs: r.heartbeat_age_secs,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivered() -> LedgerEntry {
+        LedgerEntry { state: LedgerState::Delivered { hash: [0; 32] }, updated_unix_secs: 0, hook: None }
+    }
+
+    fn counts(targets: &[&str], delivered_by: &[&str]) -> (usize, usize) {
+        let record = BroadcastRecord { targets: targets.iter().map(|c| c.to_string()).collect(), ..BroadcastRecord::default() };
+        let ledger: Vec<(String, LedgerEntry)> = delivered_by.iter().map(|c| (c.to_string(), delivered())).collect();
+        let summary = status(1, &record, "completed", &ledger, &BTreeMap::new()).summary;
+        (summary.delivered, summary.targeted)
+    }
+
+    #[test]
+    fn delivered_is_never_above_targeted() {
+        // A county that enrolled after airing started, and one that was reached anyway.
+        assert_eq!(counts(&["410102", "410103"], &["410102", "410103", "410104"]), (3, 3));
+        // A re-air narrowed the targets to the one county that lacked it.
+        assert_eq!(counts(&["410104"], &["410102", "410103", "410104"]), (3, 3));
+        // A carousel waits for nobody.
+        assert_eq!(counts(&[], &["410102", "410103"]), (2, 2));
+        assert_eq!(counts(&["410102", "410103"], &["410102"]), (1, 2));
+    }
 }
