@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use satcast::{Cluster, ClusterOptions, County, bin, seed, wait_until};
+use satcast::{Cluster, ClusterOptions, County, Daemon, bin, seed, wait_until};
 use satcast_sim::relay::LossModel;
 
 fn options(seed: u64, acks: bool, rate_bits_per_sec: u64) -> ClusterOptions {
@@ -153,6 +153,101 @@ fn a_hook_runs_exactly_once_per_delivery_with_its_environment() {
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(runs(&runs_file).len(), 1, "the hook ran again after a restart:\n{}", log(county));
     assert!(!log(county).contains("running post-receive hook"), "{}", log(county));
+}
+
+#[test]
+fn a_relative_hook_runs_when_the_daemon_is_started_with_a_relative_config_from_elsewhere() {
+    let seed = seed("RECEIVER_SEED", "receiver");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(dir.path(), &options(seed, false, 20_000_000)).expect("cluster");
+    let county = &mut cluster.counties[0];
+    script(county, "record-env.sh", ENV_HOOK);
+    let runs_file = county.dir.join("runs.txt");
+    county.daemon.as_mut().expect("running").stop();
+    let text = std::fs::read_to_string(&county.config).expect("county config");
+    let hook = format!("[hooks.policy]\ncommand = [\"./record-env.sh\", \"{}\"]\ntimeout_secs = 30\n", runs_file.display());
+    std::fs::write(&county.config, format!("{text}\n{hook}")).expect("write config");
+    // As an operator would: `--config county-410102/receiver.toml` from the folder above.
+    let relative = county.config.strip_prefix(dir.path()).expect("the county is inside the cluster").to_string_lossy().into_owned();
+    let log_path = county.dir.join("receiver.log");
+    county.daemon = Some(Daemon::start("satcast-receiver", &["run", "--config", &relative], dir.path(), &log_path).expect("start"));
+    assert!(wait_until(Duration::from_secs(10), || log(county).contains("receiver started")), "did not start:\n{}", log(county));
+
+    let (path, _) = payload(&mut rng, dir.path(), "notice.pdf", 100_000);
+    cluster.send(&path, "policy", "41", 5).expect("send");
+    let county = &cluster.counties[0];
+    assert!(
+        wait_until(Duration::from_secs(60), || county.delivered_path("policy", "notice.pdf").exists()),
+        "not delivered:\n{}",
+        log(county)
+    );
+    assert!(wait_until(Duration::from_secs(10), || runs(&runs_file).len() == 1), "the hook did not run:\n{}", log(county));
+    assert!(wait_until(Duration::from_secs(10), || log(county).contains("post-receive hook succeeded")), "{}", log(county));
+}
+
+/// The folders the shipped systemd unit lets the receiver write to.
+fn unit_writable_paths() -> Vec<PathBuf> {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/satcast-receiver.service");
+    let text = std::fs::read_to_string(&unit).expect("the receiver's systemd unit");
+    let mut paths: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ReadWritePaths="))
+        .flat_map(|l| l.split_whitespace().map(PathBuf::from).collect::<Vec<_>>())
+        .collect();
+    paths.extend(text.lines().filter_map(|l| l.strip_prefix("StateDirectory=")).map(|d| Path::new("/var/lib").join(d.trim())));
+    paths
+}
+
+#[test]
+fn the_county_bundle_takes_the_uplink_group_and_interface_and_folders_the_unit_allows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| satcast::run("satcast-uplink", args, dir.path());
+    run(&["keys", "init", "--dir", "keys"]).expect("keys init");
+    let bundle = ["keys", "receiver", "--dir", "keys", "--id", "410102"];
+    let with = |out: &str, more: &[&str]| run(&[&bundle[..], &["--out", out], more].concat());
+    with("given", &["--uplink", "uplink.example.gov.cn:5701", "--group", "239.192.7.1:5601", "--interface", "10.1.2.3"]).expect("bundle");
+    let config = satcast_receiver::ReceiverConfig::load(&dir.path().join("given/receiver.toml")).expect("the bundle's config loads");
+    assert_eq!(config.ack.as_ref().map(|a| a.uplink.as_str()), Some("uplink.example.gov.cn:5701"));
+    assert_eq!(config.downlink.group, Some("239.192.7.1:5601".parse().expect("addr")));
+    assert_eq!(config.downlink.interface, std::net::Ipv4Addr::new(10, 1, 2, 3));
+    // Absolute folders the unit (ProtectSystem=strict) lets the daemon write.
+    let writable = unit_writable_paths();
+    for folder in [&config.state_dir, &config.deliver_dir] {
+        assert!(folder.is_absolute(), "{}", folder.display());
+        assert!(writable.iter().any(|w| folder.starts_with(w)), "{} is not writable under the unit ({writable:?})", folder.display());
+    }
+    // The keys stay beside the config.
+    assert_eq!(config.keys.root_public, dir.path().join("given/root.public"));
+
+    // Today's defaults when omitted; chosen folders when asked.
+    with("defaults", &["--state-dir", "/data/satcast/state", "--deliver-dir", "/data/satcast/deliver"]).expect("bundle");
+    let config = satcast_receiver::ReceiverConfig::load(&dir.path().join("defaults/receiver.toml")).expect("loads");
+    assert_eq!(config.ack.as_ref().map(|a| a.uplink.as_str()), Some("127.0.0.1:5700"));
+    assert_eq!(config.downlink.group, Some("239.192.0.1:5600".parse().expect("addr")));
+    assert_eq!(config.downlink.interface, std::net::Ipv4Addr::UNSPECIFIED);
+    assert_eq!(
+        (config.state_dir.as_path(), config.deliver_dir.as_path()),
+        (Path::new("/data/satcast/state"), Path::new("/data/satcast/deliver"))
+    );
+
+    // Malformed values: one clear error naming the flag, and no bundle.
+    for (flag, value, out) in [
+        ("--uplink", "uplink.example.gov.cn"),
+        ("--uplink", "uplink.example.gov.cn:0"),
+        ("--uplink", "up\"link:5700"),
+        ("--group", "10.0.0.1:5600"),
+        ("--group", "239.192.0.1"),
+        ("--interface", "eth0"),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (flag, value))| (flag, value, format!("bad{i}")))
+    {
+        let error = with(&out, &[flag, value]).expect_err(&format!("{flag} {value:?} must be refused")).to_string();
+        assert!(error.contains(flag), "{flag} {value:?}: {error}");
+        assert!(!dir.path().join(&out).exists(), "{flag} {value:?}: nothing written");
+    }
 }
 
 #[test]

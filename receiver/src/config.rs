@@ -191,6 +191,12 @@ impl ReceiverConfig {
     /// Reads, parses and checks a config file, resolving relative paths against its folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut config: ReceiverConfig = load_toml(path)?;
+        // Resolve against the absolute folder: a hook runs in its delivery folder, where a
+        // path relative to the daemon's working folder (`--config conf/receiver.toml`)
+        // would name nothing, and a bare "hook.sh" (`--config receiver.toml`) would be
+        // looked up in PATH.
+        let absolute = std::path::absolute(path).map_err(|e| ConfigError::invalid(path, format!("cannot make the path absolute: {e}")))?;
+        let path = absolute.as_path();
         let invalid = |why: String| ConfigError::invalid(path, why);
         if config.county_code.len() != 6 || !config.county_code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid(format!("county_code {:?} is not six digits", config.county_code)));

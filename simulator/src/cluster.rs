@@ -362,7 +362,9 @@ pub fn write_uplink_config(dir: &Path, destination: SocketAddr, rate_bits_per_se
 pub fn make_county(dir: &Path, county_code: &str, bind: SocketAddr, ack: Option<SocketAddr>) -> Result<PathBuf, ClusterError> {
     let out = dir.join(format!("county-{county_code}"));
     let out_arg = out.to_string_lossy().into_owned();
-    run("satcast-uplink", &["keys", "receiver", "--dir", "keys", "--id", county_code, "--out", &out_arg], dir)?;
+    // State and deliveries inside the county's folder, beside its config.
+    let folders = ["--state-dir", "state", "--deliver-dir", "deliver"];
+    run("satcast-uplink", &[&["keys", "receiver", "--dir", "keys", "--id", county_code, "--out", &out_arg][..], &folders].concat(), dir)?;
     let config = out.join("receiver.toml");
     let text = std::fs::read_to_string(&config).map_err(io("reading the county config"))?;
     let mut in_ack = false;

@@ -11,6 +11,7 @@
 
 use std::fs;
 use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -69,6 +70,30 @@ pub enum KeysError {
     /// The revocation list cannot be read, verified or signed.
     #[error("revocation list: {0}")]
     Revocation(String),
+    /// Revoking the active signing key: refused unless forced, because of what follows.
+    #[error(
+        "serial {serial} is the active signing key: every county would refuse everything signed by it (every broadcast and heartbeat) until a `keys rotate`; rotate first, or pass --force"
+    )]
+    RevokeActive {
+        /// The active key's serial.
+        serial: u64,
+    },
+    /// Revoking a serial this key directory never issued: refused unless forced.
+    #[error(
+        "serial {serial} was never issued (the active signing key is serial {active}; rotations issue the next serial): if a rotation reaches it, every county would refuse everything signed by it until the next rotation; pass --force if that is meant"
+    )]
+    RevokeUnissued {
+        /// The serial asked for.
+        serial: u64,
+        /// The active key's serial, the highest issued.
+        active: u64,
+    },
+    /// The key directory holds more signing certificates than [`SIGNING_CERTS_MAX`].
+    #[error("{} holds more than {SIGNING_CERTS_MAX} signing certificates", dir.display())]
+    TooManyCertificates {
+        /// The key directory.
+        dir: PathBuf,
+    },
     /// A file that would be written already exists; nothing is overwritten.
     #[error("{} already exists; refusing to overwrite key material", path.display())]
     Exists {
@@ -167,17 +192,125 @@ pub fn init(dir: &Path, now_unix_secs: u64, validity_days: u32) -> Result<(), Ke
     sync_dir(dir)
 }
 
+/// The multicast group the uplink airs on unless told otherwise.
+pub const DEFAULT_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 192, 0, 1), 5600);
+/// The acknowledgement endpoint a bundle names unless told otherwise.
+pub const DEFAULT_ACK_UPLINK: &str = "127.0.0.1:5700";
+/// The receiver's state folder in a bundle unless told otherwise: the one the shipped
+/// systemd unit creates (`StateDirectory=satcast-receiver`) and lets the daemon write.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/satcast-receiver";
+/// The delivery folder in a bundle unless told otherwise: under `/srv/satcast`, which the
+/// shipped unit's `ReadWritePaths` lets the daemon (and its hooks) write.
+pub const DEFAULT_DELIVER_DIR: &str = "/srv/satcast/deliver";
+/// Longest host name accepted in `--uplink` (the DNS limit).
+pub const HOST_NAME_BYTES_MAX: usize = 253;
+
+/// `host:port` of the uplink's acknowledgement server, as a county's receiver.toml names
+/// it: a DNS name, an IPv4 address or a bracketed IPv6 address, and a port from 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckUplink(String);
+
+impl AckUplink {
+    /// The text, as written into receiver.toml.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for AckUplink {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let expected = "expected HOST:PORT, e.g. uplink.example.gov.cn:5700 or 10.0.0.5:5700";
+        let (host, port) = text.rsplit_once(':').ok_or_else(|| expected.to_owned())?;
+        match port.parse::<u16>() {
+            Ok(0) | Err(_) => return Err(format!("port {port:?} is not 1 to 65535; {expected}")),
+            Ok(_) => {}
+        }
+        let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            v6.parse::<std::net::Ipv6Addr>().is_ok()
+        } else {
+            // A DNS name or dotted IPv4: letters, digits, '-' and '.', nothing a TOML string
+            // or a resolver would read differently.
+            !host.is_empty()
+                && host.len() <= HOST_NAME_BYTES_MAX
+                && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        };
+        if !host_ok {
+            return Err(format!("host {host:?} is not a DNS name, an IPv4 address or a [bracketed] IPv6 address; {expected}"));
+        }
+        Ok(AckUplink(text.to_owned()))
+    }
+}
+
+/// Parses `--group`: a multicast IPv4 address and a port from 1.
+pub fn parse_group(text: &str) -> Result<SocketAddrV4, String> {
+    let group: SocketAddrV4 = text.parse().map_err(|_| "expected a multicast ADDR:PORT, e.g. 239.192.0.1:5600".to_owned())?;
+    if !group.ip().is_multicast() {
+        return Err(format!("{} is not a multicast address (224.0.0.0 to 239.255.255.255)", group.ip()));
+    }
+    if group.port() == 0 {
+        return Err("the port must be 1 to 65535".to_owned());
+    }
+    Ok(group)
+}
+
+/// Parses `--interface`: the IPv4 address of the local interface to join the group on.
+pub fn parse_interface(text: &str) -> Result<Ipv4Addr, String> {
+    text.parse().map_err(|_| {
+        "expected the IPv4 address of the local interface (not its name), e.g. 10.1.2.3; 0.0.0.0 lets the kernel choose".to_owned()
+    })
+}
+
+/// Parses `--state-dir` and `--deliver-dir`: a folder, absolute or relative to the
+/// bundle's receiver.toml.
+pub fn parse_folder(text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() || text.chars().any(char::is_control) {
+        return Err("expected a folder path without control characters".to_owned());
+    }
+    Ok(PathBuf::from(text))
+}
+
+/// What a county's receiver.toml says besides its keys: where the uplink and the downlink
+/// are and where files are kept. The default matches the shipped systemd unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleSettings {
+    /// `[ack] uplink`.
+    pub uplink: AckUplink,
+    /// `[downlink] group`.
+    pub group: SocketAddrV4,
+    /// `[downlink] interface`.
+    pub interface: Ipv4Addr,
+    /// `state_dir`.
+    pub state_dir: PathBuf,
+    /// `deliver_dir`.
+    pub deliver_dir: PathBuf,
+}
+
+impl Default for BundleSettings {
+    fn default() -> Self {
+        BundleSettings {
+            uplink: AckUplink(DEFAULT_ACK_UPLINK.to_owned()),
+            group: DEFAULT_GROUP,
+            interface: Ipv4Addr::UNSPECIFIED,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            deliver_dir: PathBuf::from(DEFAULT_DELIVER_DIR),
+        }
+    }
+}
+
 /// Writes the receiver bundle for `county_code` (exactly 6 ASCII digits) into `out`, using
 /// the key directory `dir` made by [`init`]: `root.public`, `network.key`, `ca.cert.pem`, a
 /// client certificate and key whose subject CN is the county code and whose SAN is
-/// `<code>.county.satcast`, and an annotated `receiver.toml`. Refuses to overwrite files
-/// in `out`. The client certificate's validity starts from the system clock.
-pub fn receiver(dir: &Path, county_code: &str, out: &Path) -> Result<(), KeysError> {
+/// `<code>.county.satcast`, and an annotated `receiver.toml` with `settings`. Refuses to
+/// overwrite files in `out`. The client certificate's validity starts from the system clock.
+pub fn receiver(dir: &Path, county_code: &str, out: &Path, settings: &BundleSettings) -> Result<(), KeysError> {
     if county_code.len() != 6 || !county_code.bytes().all(|b| b.is_ascii_digit()) {
         return Err(KeysError::CountyCode(county_code.chars().take(32).collect()));
     }
     let names = [ROOT_PUBLIC_FILE, NETWORK_KEY_FILE, CA_CERT_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, RECEIVER_CONFIG_FILE];
     refuse_existing(out, &names)?;
+    let config = receiver_config(county_code, settings)?;
 
     // Parse before copying so a damaged key directory is caught here, not in a county.
     let root = load_root_public(&dir.join(ROOT_PUBLIC_FILE))?;
@@ -206,7 +339,7 @@ pub fn receiver(dir: &Path, county_code: &str, out: &Path) -> Result<(), KeysErr
     write_new(out, CA_CERT_FILE, ca_cert_pem.as_bytes(), Secrecy::Public)?;
     write_new(out, CLIENT_CERT_FILE, client_cert.pem().as_bytes(), Secrecy::Public)?;
     write_new(out, CLIENT_KEY_FILE, client_key.serialize_pem().as_bytes(), Secrecy::Secret)?;
-    write_new(out, RECEIVER_CONFIG_FILE, receiver_config(county_code).as_bytes(), Secrecy::Public)?;
+    write_new(out, RECEIVER_CONFIG_FILE, config.as_bytes(), Secrecy::Public)?;
     sync_dir(out)?;
     record_issued(dir, county_code, client_cert.der())
 }
@@ -256,11 +389,34 @@ pub fn revoke_receiver(dir: &Path, county_code: &str) -> Result<usize, KeysError
 /// The root-signed revocation list the daemon airs.
 pub const REVOCATIONS_FILE: &str = "revocations.signed";
 
+/// Whether [`revoke`] checks the serials against the key directory first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeCheck {
+    /// Refuse the active signing key and serials never issued: either would make every
+    /// county refuse everything the uplink signs, now or after a later rotation.
+    Refuse,
+    /// Revoke whatever is named (`--force`): a stolen active key, revoked before rotating.
+    Force,
+}
+
 /// Revokes signing keys by serial: the root key in `dir` (bring it online for this only)
 /// signs a new cumulative list with a higher sequence, written to `revocations.signed`,
-/// which the running daemon airs after every heartbeat. Returns the list's sequence and
-/// every serial it names.
-pub fn revoke(dir: &Path, serials: &[u64], now_unix_secs: u64) -> Result<(u64, Vec<u64>), KeysError> {
+/// which the running daemon airs after every heartbeat. Unless `check` is
+/// [`RevokeCheck::Force`], nothing is signed if a serial is the active key's or was never
+/// issued. Returns the list's sequence and every serial it names.
+pub fn revoke(dir: &Path, serials: &[u64], now_unix_secs: u64, check: RevokeCheck) -> Result<(u64, Vec<u64>), KeysError> {
+    if check == RevokeCheck::Refuse {
+        // Serials are issued 1, 2, 3... by `init` and each `rotate`: the active one is the highest.
+        let active = load_certificate(&dir.join(SIGNING_CERT_FILE))?.body.serial;
+        for &serial in serials {
+            if serial == active {
+                return Err(KeysError::RevokeActive { serial });
+            }
+            if serial == 0 || serial > active {
+                return Err(KeysError::RevokeUnissued { serial, active });
+            }
+        }
+    }
     let root_path = dir.join(ROOT_SECRET_FILE);
     let root = RootKey::from_text(&read_key_file(&root_path)?).map_err(|source| KeysError::KeyText { path: root_path, source })?;
     let path = dir.join(REVOCATIONS_FILE);
@@ -285,6 +441,171 @@ pub fn revoke(dir: &Path, serials: &[u64], now_unix_secs: u64) -> Result<(u64, V
     let signed = root.sign_revocation(revocation).map_err(|e| KeysError::Revocation(e.to_string()))?;
     satcast_store::fsutil::write_atomic(&path, &signed.to_bytes()).map_err(io_error(&path))?;
     Ok((sequence, revoked))
+}
+
+/// Most signing certificates [`list`] reads from a key directory (one per rotation).
+pub const SIGNING_CERTS_MAX: usize = 10_000;
+
+/// One signing key as [`list`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SigningKeyEntry {
+    /// The certificate's serial.
+    pub serial: u64,
+    /// Start of validity, if the certificate is kept.
+    pub not_before_unix_secs: Option<u64>,
+    /// End of validity (inclusive), if the certificate is kept.
+    pub not_after_unix_secs: Option<u64>,
+    /// The key the daemon signs with (`signing.cert`).
+    pub active: bool,
+    /// Named by the revocation list.
+    pub revoked: bool,
+    /// Issued by this key directory (serial 1 up to the active key's).
+    pub issued: bool,
+    /// Past its validity.
+    pub expired: bool,
+}
+
+/// The signing keys of a key directory and its revocation list.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SigningKeyList {
+    /// The active key's serial.
+    pub active_serial: u64,
+    /// The revocation list's sequence, if one was signed.
+    pub revocation_sequence: Option<u64>,
+    /// When the root signed it.
+    pub revocation_issued_unix_secs: Option<u64>,
+    /// Every kept certificate and every revoked serial, by serial.
+    pub keys: Vec<SigningKeyEntry>,
+}
+
+/// Lists the signing keys in `dir`: the active one (`signing.cert`), those kept by
+/// rotations (`signing.<serial>.cert`) and every serial the revocation list names (checked
+/// against `root.public`). Needs no secret.
+pub fn list(dir: &Path, now_unix_secs: u64) -> Result<SigningKeyList, KeysError> {
+    let active = load_certificate(&dir.join(SIGNING_CERT_FILE))?.body;
+    let mut bodies = vec![active];
+    let entries = fs::read_dir(dir).map_err(io_error(dir))?;
+    for entry in entries {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name();
+        let Some(serial) = name.to_str().and_then(|n| n.strip_prefix("signing.")).and_then(|n| n.strip_suffix(".cert")) else {
+            continue;
+        };
+        if serial.is_empty() || !serial.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if bodies.len() >= SIGNING_CERTS_MAX {
+            return Err(KeysError::TooManyCertificates { dir: dir.to_owned() });
+        }
+        bodies.push(load_certificate(&entry.path())?.body);
+    }
+    let revocation = load_revocation(dir)?;
+    let revoked = revocation.as_ref().map(|r| r.revoked_serials.clone()).unwrap_or_default();
+    let mut keys: Vec<SigningKeyEntry> = bodies
+        .iter()
+        .map(|body| SigningKeyEntry {
+            serial: body.serial,
+            not_before_unix_secs: Some(body.not_before_unix_secs),
+            not_after_unix_secs: Some(body.not_after_unix_secs),
+            active: body.serial == active.serial,
+            revoked: revoked.contains(&body.serial),
+            issued: (1..=active.serial).contains(&body.serial),
+            expired: now_unix_secs > body.not_after_unix_secs,
+        })
+        .collect();
+    for &serial in &revoked {
+        if !keys.iter().any(|k| k.serial == serial) {
+            keys.push(SigningKeyEntry {
+                serial,
+                not_before_unix_secs: None,
+                not_after_unix_secs: None,
+                active: false,
+                revoked: true,
+                issued: (1..=active.serial).contains(&serial),
+                expired: false,
+            });
+        }
+    }
+    // A serial twice (a retired copy of the active certificate) is shown once, as active.
+    keys.sort_by_key(|k| (k.serial, !k.active));
+    keys.dedup_by_key(|k| k.serial);
+    Ok(SigningKeyList {
+        active_serial: active.serial,
+        revocation_sequence: revocation.as_ref().map(|r| r.sequence),
+        revocation_issued_unix_secs: revocation.as_ref().map(|r| r.issued_unix_secs),
+        keys,
+    })
+}
+
+/// [`list`] as a table for people.
+pub fn format_list(list: &SigningKeyList) -> String {
+    let time = |t: Option<u64>| t.map_or_else(|| "-".to_owned(), utc_text);
+    let mut out = format!("{:>6}  {:<20}  {:<20}  state\n", "serial", "valid from", "valid until");
+    for key in &list.keys {
+        let mut state = Vec::new();
+        state.push(if key.active {
+            "active"
+        } else if !key.issued {
+            "never issued"
+        } else if key.not_after_unix_secs.is_none() {
+            "retired (certificate not kept)"
+        } else {
+            "retired"
+        });
+        if key.revoked {
+            state.push("revoked");
+        }
+        if key.expired {
+            state.push("expired");
+        }
+        out.push_str(&format!(
+            "{:>6}  {:<20}  {:<20}  {}\n",
+            key.serial,
+            time(key.not_before_unix_secs),
+            time(key.not_after_unix_secs),
+            state.join(", ")
+        ));
+    }
+    match (list.revocation_sequence, list.revocation_issued_unix_secs) {
+        (Some(sequence), Some(issued)) => out.push_str(&format!("revocation list {sequence}, signed {}\n", utc_text(issued))),
+        _ => out.push_str("no revocation list\n"),
+    }
+    out
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+fn utc_text(unix_secs: u64) -> String {
+    // Civil from days (Howard Hinnant's algorithm).
+    let days = i64::try_from(unix_secs / DAY_SECS).unwrap_or(i64::MAX / 2) + 719_468;
+    let secs = unix_secs % DAY_SECS;
+    let era = days.div_euclid(146_097);
+    let doe = days - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// The verified revocation list in `dir`, if one was signed.
+fn load_revocation(dir: &Path) -> Result<Option<satcast_protocol::trust::Revocation>, KeysError> {
+    let path = dir.join(REVOCATIONS_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(KeysError::Io { path, source }),
+    };
+    let root = load_root_public(&dir.join(ROOT_PUBLIC_FILE))?;
+    satcast_protocol::trust::verify_revocation(&bytes, &root)
+        .map(Some)
+        .map_err(|e| KeysError::Revocation(format!("{}: {e}", path.display())))
+}
+
+/// Loads a signing certificate file.
+fn load_certificate(path: &Path) -> Result<KeyCertificate, KeysError> {
+    KeyCertificate::from_text(&read_key_file(path)?).map_err(|source| KeysError::KeyText { path: path.to_owned(), source })
 }
 
 /// Replaces the online signing key with a new one certified by the root key in `dir`
@@ -343,26 +664,37 @@ pub fn load_root_public(path: &Path) -> Result<RootPublicKey, KeysError> {
     RootPublicKey::from_text(&text).map_err(|source| KeysError::KeyText { path: path.to_owned(), source })
 }
 
-/// The annotated example receiver configuration for `county_code`; paths are relative to
-/// the configuration file.
-pub fn receiver_config(county_code: &str) -> String {
-    format!(
+/// The annotated receiver configuration for `county_code` with `settings`; key paths are
+/// relative to the configuration file. Fails only for a folder that is not UTF-8.
+pub fn receiver_config(county_code: &str, settings: &BundleSettings) -> Result<String, KeysError> {
+    let folder = |path: &Path| {
+        path.to_str().map(toml_string).ok_or_else(|| KeysError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "a folder in receiver.toml must be UTF-8"),
+        })
+    };
+    let (state_dir, deliver_dir) = (folder(&settings.state_dir)?, folder(&settings.deliver_dir)?);
+    let (group, interface, uplink) = (settings.group, settings.interface, toml_string(settings.uplink.as_str()));
+    Ok(format!(
         r#"# satcast receiver configuration for county {county_code}
 county_code = "{county_code}"
 # Where spool, cache and trust state live, and where finished files are delivered.
-state_dir = "state"
-deliver_dir = "deliver"
+# Relative paths are resolved against this file's folder. The shipped systemd unit
+# (satcast-receiver.service, ProtectSystem=strict) lets the daemon write only under
+# /var/lib/satcast-receiver and /srv/satcast: add other folders to its ReadWritePaths.
+state_dir = {state_dir}
+deliver_dir = {deliver_dir}
 
 [downlink]
 # The multicast group and port the uplink airs on, and the local interface address to join on.
-group = "239.192.0.1:5600"
-interface = "0.0.0.0"
+group = "{group}"
+interface = "{interface}"
 # For tests and relays, bind a unicast address instead of joining a group:
 # bind = "127.0.0.1:5600"
 
 [ack]
 # The uplink's QUIC acknowledgement endpoint over the terrestrial WAN.
-uplink = "127.0.0.1:5700"
+uplink = {uplink}
 server_name = "{UPLINK_SERVER_NAME}"
 
 [keys]
@@ -372,7 +704,23 @@ ca_cert = "{CA_CERT_FILE}"
 client_cert = "{CLIENT_CERT_FILE}"
 client_key = "{CLIENT_KEY_FILE}"
 "#
-    )
+    ))
+}
+
+/// `text` as a TOML basic string, quotes and backslashes escaped.
+fn toml_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -162,7 +162,7 @@ enum KeysCommand {
         validity_days: u32,
     },
     /// Write what one county needs (pinned root, network key, client certificate, CA,
-    /// example config) into OUT.
+    /// a ready receiver.toml) into OUT.
     Receiver {
         /// The uplink's key directory.
         #[arg(long)]
@@ -173,6 +173,30 @@ enum KeysCommand {
         /// Where to write the county's bundle.
         #[arg(long)]
         out: PathBuf,
+        /// The uplink's acknowledgement endpoint the county reaches over the WAN.
+        #[arg(long, value_name = "HOST:PORT", default_value = keys::DEFAULT_ACK_UPLINK)]
+        uplink: keys::AckUplink,
+        /// The multicast group and port the uplink airs on.
+        #[arg(long, value_name = "ADDR:PORT", value_parser = keys::parse_group, default_value_t = keys::DEFAULT_GROUP)]
+        group: std::net::SocketAddrV4,
+        /// The county's local interface address to join the group on (0.0.0.0: the kernel chooses).
+        #[arg(long, value_name = "ADDR", value_parser = keys::parse_interface, default_value = "0.0.0.0")]
+        interface: std::net::Ipv4Addr,
+        /// The receiver's state folder (the default is the one the shipped systemd unit allows).
+        #[arg(long, value_name = "DIR", value_parser = keys::parse_folder, default_value = keys::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Where finished files are delivered (the default is under the unit's /srv/satcast).
+        #[arg(long, value_name = "DIR", value_parser = keys::parse_folder, default_value = keys::DEFAULT_DELIVER_DIR)]
+        deliver_dir: PathBuf,
+    },
+    /// List the signing keys: serial, validity, which is active, which are revoked.
+    List {
+        /// The uplink's key directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Revoke every QUIC client certificate issued to a county (a stolen county PC): the
     /// acknowledgement server refuses them from then on. Issue a new bundle with `receiver`.
@@ -186,13 +210,18 @@ enum KeysCommand {
     },
     /// Revoke signing keys by serial: the root (which must be in DIR for this) signs a new
     /// revocation list; the running daemon airs it and counties refuse those keys from then on.
+    /// The active key and serials never issued are refused without --force.
     Revoke {
         /// The uplink's key directory.
         #[arg(long)]
         dir: PathBuf,
-        /// A serial to revoke (repeat the flag for several).
+        /// A serial to revoke (repeat the flag for several); `keys list` shows them.
         #[arg(long = "serial", required = true)]
         serials: Vec<u64>,
+        /// Revoke the active key or a serial never issued anyway: every county then refuses
+        /// everything signed by it until a rotation (a stolen key: rotate right after).
+        #[arg(long)]
+        force: bool,
     },
     /// Replace the online signing key with a new one certified by the root (which must be
     /// in DIR for this); the running daemon picks it up and airs the new certificate with
@@ -465,16 +494,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             keys::init(&dir, wall_unix_secs(), validity_days)?;
             println!("keys written to {}; move root.secret offline", dir.display());
         }
-        Command::Keys { command: KeysCommand::Receiver { dir, id, out } } => {
-            keys::receiver(&dir, &id, &out)?;
+        Command::Keys { command: KeysCommand::Receiver { dir, id, out, uplink, group, interface, state_dir, deliver_dir } } => {
+            let settings = keys::BundleSettings { uplink, group, interface, state_dir, deliver_dir };
+            keys::receiver(&dir, &id, &out, &settings)?;
             println!("bundle for county {id} written to {}", out.display());
+        }
+        Command::Keys { command: KeysCommand::List { dir, json } } => {
+            let list = keys::list(&dir, wall_unix_secs())?;
+            if json { print_json(&list)? } else { print!("{}", keys::format_list(&list)) }
         }
         Command::Keys { command: KeysCommand::RevokeReceiver { dir, id } } => {
             let count = keys::revoke_receiver(&dir, &id)?;
             println!("revoked {count} client certificate(s) of county {id}");
         }
-        Command::Keys { command: KeysCommand::Revoke { dir, serials } } => {
-            let (sequence, revoked) = keys::revoke(&dir, &serials, wall_unix_secs())?;
+        Command::Keys { command: KeysCommand::Revoke { dir, serials, force } } => {
+            let check = if force { keys::RevokeCheck::Force } else { keys::RevokeCheck::Refuse };
+            let (sequence, revoked) = keys::revoke(&dir, &serials, wall_unix_secs(), check)?;
             println!("revocation list {sequence} now names serials {revoked:?}; the running daemon airs it within seconds");
         }
         Command::Keys { command: KeysCommand::Rotate { dir, validity_days } } => {

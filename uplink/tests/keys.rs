@@ -144,7 +144,7 @@ fn receiver_bundle_parses_and_works_with_the_uplink_keys() {
     let dir = tmp.path().join("keys");
     let out = tmp.path().join("county-410102");
     keys::init(&dir, NOW, 30).expect("init");
-    keys::receiver(&dir, COUNTY, &out).expect("bundle");
+    keys::receiver(&dir, COUNTY, &out, &keys::BundleSettings::default()).expect("bundle");
 
     for name in ["root.public", "network.key", "ca.cert.pem", "client.cert.pem", "client.key.pem", "receiver.toml"] {
         assert!(out.join(name).is_file(), "{name} written");
@@ -182,7 +182,7 @@ fn receiver_bundle_parses_and_works_with_the_uplink_keys() {
 
     assert_eq!(read(&out.join("receiver.toml")), EXPECTED_CONFIG);
 
-    let result = keys::receiver(&dir, COUNTY, &out);
+    let result = keys::receiver(&dir, COUNTY, &out, &keys::BundleSettings::default());
     assert!(matches!(result, Err(KeysError::Exists { .. })), "{result:?}");
 }
 
@@ -192,12 +192,12 @@ fn receiver_rejects_bad_county_codes_and_missing_keys() {
     let dir = tmp.path().join("keys");
     keys::init(&dir, NOW, 30).expect("init");
     for code in ["", "4101", "4101020", "41010x", "４１０１０２"] {
-        let result = keys::receiver(&dir, code, &tmp.path().join("out"));
+        let result = keys::receiver(&dir, code, &tmp.path().join("out"), &keys::BundleSettings::default());
         assert!(matches!(result, Err(KeysError::CountyCode(_))), "{code:?}: {result:?}");
     }
     assert!(!tmp.path().join("out").exists());
 
-    let result = keys::receiver(&tmp.path().join("nowhere"), COUNTY, &tmp.path().join("out2"));
+    let result = keys::receiver(&tmp.path().join("nowhere"), COUNTY, &tmp.path().join("out2"), &keys::BundleSettings::default());
     assert!(matches!(result, Err(KeysError::Io { .. })), "{result:?}");
 
     std::fs::write(dir.join("network.key"), "satcast-root-public-v1 00").expect("write");
@@ -211,8 +211,11 @@ fn receiver_rejects_bad_county_codes_and_missing_keys() {
 const EXPECTED_CONFIG: &str = r#"# satcast receiver configuration for county 410102
 county_code = "410102"
 # Where spool, cache and trust state live, and where finished files are delivered.
-state_dir = "state"
-deliver_dir = "deliver"
+# Relative paths are resolved against this file's folder. The shipped systemd unit
+# (satcast-receiver.service, ProtectSystem=strict) lets the daemon write only under
+# /var/lib/satcast-receiver and /srv/satcast: add other folders to its ReadWritePaths.
+state_dir = "/var/lib/satcast-receiver"
+deliver_dir = "/srv/satcast/deliver"
 
 [downlink]
 # The multicast group and port the uplink airs on, and the local interface address to join on.
@@ -233,3 +236,72 @@ ca_cert = "ca.cert.pem"
 client_cert = "client.cert.pem"
 client_key = "client.key.pem"
 "#;
+
+/// Runs the built `satcast-uplink` with `args`; returns its exit code, stdout and stderr.
+fn uplink(args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_satcast-uplink")).args(args).output().expect("run satcast-uplink");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
+}
+
+fn list_json(dir: &str) -> serde_json::Value {
+    let (code, out, err) = uplink(&["keys", "list", "--dir", dir, "--json"]);
+    assert_eq!(code, 0, "keys list: {out}{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("keys list --json: {e}: {out}"))
+}
+
+/// (serial, active, revoked, issued) of every key `keys list --json` shows.
+fn listed(dir: &str) -> Vec<(u64, bool, bool, bool)> {
+    let json = list_json(dir);
+    let keys = json["keys"].as_array().cloned().unwrap_or_default();
+    keys.iter()
+        .map(|k| {
+            let flag = |name: &str| k[name].as_bool().unwrap_or_else(|| panic!("{name} in {k}"));
+            (k["serial"].as_u64().expect("serial"), flag("active"), flag("revoked"), flag("issued"))
+        })
+        .collect()
+}
+
+#[test]
+fn revoke_refuses_the_active_key_and_unissued_serials_unless_forced() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("keys");
+    let d = dir.to_str().expect("utf-8 temp path");
+    keys::init(&dir, NOW, 30).expect("init");
+    keys::rotate(&dir, NOW + 10, 30).expect("rotate");
+    let revocations = dir.join(keys::REVOCATIONS_FILE);
+    assert_eq!(listed(d), [(1, false, false, true), (2, true, false, true)]);
+
+    // The active key, a serial never issued, or a batch holding either: refused, in one
+    // line saying what would follow, and no revocation list is signed.
+    for serials in [&["2"][..], &["3"], &["0"], &["1", "2"]] {
+        let mut args = vec!["keys", "revoke", "--dir", d];
+        for serial in serials {
+            args.extend(["--serial", serial]);
+        }
+        let (code, out, err) = uplink(&args);
+        assert_eq!(code, 1, "{serials:?} must be refused: {out}{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains("every county would refuse everything signed by it") && err.contains("--force"), "{err}");
+        let why = if serials.contains(&"2") { "is the active signing key" } else { "was never issued" };
+        assert!(err.contains(why), "{serials:?}: {err}");
+        assert!(!revocations.exists(), "{serials:?}: nothing signed");
+    }
+
+    // A retired key is revoked at once.
+    let (code, out, err) = uplink(&["keys", "revoke", "--dir", d, "--serial", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(listed(d), [(1, false, true, true), (2, true, false, true)]);
+    assert_eq!(list_json(d)["revocation_sequence"], 1);
+
+    // --force does what it is told, and the list shows it.
+    let (code, out, err) = uplink(&["keys", "revoke", "--dir", d, "--serial", "2", "--serial", "9", "--force"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(listed(d), [(1, false, true, true), (2, true, true, true), (9, false, true, false)]);
+    let (code, text, err) = uplink(&["keys", "list", "--dir", d]);
+    assert_eq!(code, 0, "{err}");
+    let line = |serial: &str| text.lines().find(|l| l.split_whitespace().next() == Some(serial)).unwrap_or_default().to_owned();
+    assert!(line("2").contains("active") && line("2").contains("revoked"), "{text}");
+    assert!(line("1").contains("revoked") && !line("1").contains("active"), "{text}");
+    assert!(line("9").contains("never issued"), "{text}");
+}
