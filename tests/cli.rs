@@ -1,0 +1,139 @@
+//! How the command lines fail: every error is one line on standard error with the
+//! documented exit code, `--json` errors are a JSON object on standard output, a closed
+//! pipe (`list | head -3`) ends a command quietly with status 141 instead of a panic, and
+//! daemons logging to a file (systemd, the tests) write no terminal colour codes.
+//!
+//! Real binaries: build first (`cargo build --workspace`), then `cargo test --test cli`.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use satcast::{Cluster, ClusterOptions, bin, seed, wait_until};
+use satcast_sim::relay::LossModel;
+
+/// The exit status of a command whose standard output or error was a closed pipe.
+const EXIT_BROKEN_PIPE: i32 = 141;
+const MISSING: &str = "/nonexistent/satcast/daemon.toml";
+
+fn command(program: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(bin(program).expect("binary"));
+    command.args(args).stdin(Stdio::null());
+    command
+}
+
+fn output(program: &str, args: &[&str]) -> Output {
+    command(program, args).output().expect("run")
+}
+
+/// Runs with the read end of standard output (or error) closed before the command writes.
+fn with_closed(program: &str, args: &[&str], stdout: bool) -> Output {
+    let mut command = command(program, args);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn");
+    if stdout {
+        drop(child.stdout.take());
+    } else {
+        drop(child.stderr.take());
+    }
+    child.wait_with_output().expect("wait")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn a_missing_config_is_one_line_on_stderr_with_exit_code_1() {
+    let cases: [(&str, &[&str]); 5] = [
+        ("satcast-uplink", &["serve", "--config", MISSING]),
+        ("satcast-uplink", &["list", "--config", MISSING]),
+        ("satcast-uplink", &["status", "4b0601073e0fa23e", "--config", MISSING]),
+        ("satcast-receiver", &["run", "--config", MISSING]),
+        ("satcast-receiver", &["status", "--config", MISSING]),
+    ];
+    for (program, args) in cases {
+        let out = output(program, args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{program} {args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{program} {args:?}: one line, not:\n{stderr}");
+        assert!(stderr.starts_with(&format!("error: cannot read config {MISSING}: ")), "{program} {args:?}: {stderr}");
+        assert_eq!(stderr.matches("os error 2").count(), 1, "{program} {args:?}: the cause once: {stderr}");
+        assert!(out.stdout.is_empty(), "{program} {args:?}: nothing on stdout without --json");
+    }
+}
+
+#[test]
+fn json_errors_are_a_json_object_on_stdout() {
+    let cases: [(&str, &[&str]); 3] = [
+        ("satcast-uplink", &["list", "--json", "--config", MISSING]),
+        ("satcast-uplink", &["receivers", "--json", "--config", MISSING]),
+        ("satcast-receiver", &["status", "--json", "--config", MISSING]),
+    ];
+    for (program, args) in cases {
+        let out = output(program, args);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{program} {args:?}: {stderr}");
+        let error: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{program} {args:?}: {e}: {stdout:?}"));
+        assert_eq!(error["exit_code"], 1, "{stdout}");
+        let message = error["error"].as_str().unwrap_or_default();
+        assert!(message.starts_with(&format!("cannot read config {MISSING}: ")), "{stdout}");
+        assert_eq!(stderr.lines().count(), 1, "and the one line on stderr: {stderr}");
+    }
+}
+
+#[test]
+fn a_closed_stderr_keeps_the_exit_code_and_does_not_panic() {
+    for program in ["satcast-uplink", "satcast-receiver"] {
+        let args: &[&str] = if program == "satcast-uplink" { &["list", "--config", MISSING] } else { &["status", "--config", MISSING] };
+        let out = with_closed(program, args, false);
+        assert_eq!(out.status.code(), Some(1), "{program}: a panic exits 101");
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_listings_quietly_and_daemon_logs_have_no_colour_codes() {
+    let seed = seed("SATCAST_CLI_SEED", "cli");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = ClusterOptions {
+        counties: vec!["410102".into()],
+        loss: vec![LossModel::None],
+        link_rate_bits_per_sec: 2_000_000,
+        passes: 1,
+        seed,
+        extra_uplink_config: String::new(),
+        acks: false,
+    };
+    let mut cluster = Cluster::start(dir.path(), &options).expect("cluster");
+    let config = cluster.uplink_config.to_string_lossy().into_owned();
+    assert!(wait_until(Duration::from_secs(10), || cluster.uplink_cli(&["list"]).is_ok()), "the uplink never answered");
+
+    let county_config = cluster.counties[0].config.to_string_lossy().into_owned();
+    let cases: [(&str, &[&str]); 4] = [
+        ("satcast-uplink", &["list", "--config", &config]),
+        ("satcast-uplink", &["receivers", "--all", "--config", &config]),
+        ("satcast-uplink", &["receivers", "--all", "--json", "--config", &config]),
+        ("satcast-receiver", &["status", "--config", &county_config]),
+    ];
+    for (program, args) in cases {
+        let out = with_closed(program, args, true);
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{program} {args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(EXIT_BROKEN_PIPE), "{program} {args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{program} {args:?}: quietly: {stderr}");
+    }
+
+    // An error the daemon reports (unknown id: exit code 4) in JSON too.
+    let out = output("satcast-uplink", &["status", "4b0601073e0fa23e", "--json", "--config", &config]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let error: serde_json::Value = serde_json::from_str(&text(&out.stdout)).expect("json error");
+    assert_eq!(error["exit_code"], 4, "{error}");
+
+    cluster.stop();
+    let mut logs = vec![cluster.uplink.as_ref().expect("uplink").log.clone()];
+    logs.extend(cluster.counties.iter().filter_map(|c| c.daemon.as_ref().map(|d| d.log.clone())));
+    for log in logs {
+        let raw = std::fs::read_to_string(&log).expect("log");
+        assert!(!raw.is_empty(), "{} is empty", log.display());
+        assert!(!raw.contains("\x1b["), "colour codes in {}:\n{raw}", log.display());
+    }
+}
