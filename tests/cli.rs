@@ -5,6 +5,8 @@
 //!
 //! Real binaries: build first (`cargo build --workspace`), then `cargo test --test cli`.
 
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -25,17 +27,21 @@ fn output(program: &str, args: &[&str]) -> Output {
     command(program, args).output().expect("run")
 }
 
-/// Runs with the read end of standard output (or error) closed before the command writes.
+/// Runs with standard output (or error) already closed at the other end when the command
+/// starts, as `list | head -3` is once head has gone. A socket pair whose other end is
+/// dropped before the spawn: writing fails with EPIPE as on a pipe whose reader is gone, and
+/// no quick command can write before it is closed (`Stdio::piped` closes after the spawn).
 fn with_closed(program: &str, args: &[&str], stdout: bool) -> Output {
+    let (closed, other_end) = UnixStream::pair().expect("socket pair");
+    drop(other_end);
+    let closed = Stdio::from(OwnedFd::from(closed));
     let mut command = command(program, args);
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = command.spawn().expect("spawn");
     if stdout {
-        drop(child.stdout.take());
+        command.stdout(closed).stderr(Stdio::piped());
     } else {
-        drop(child.stderr.take());
+        command.stdout(Stdio::piped()).stderr(closed);
     }
-    child.wait_with_output().expect("wait")
+    command.output().expect("run")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -88,6 +94,15 @@ fn a_closed_stderr_keeps_the_exit_code_and_does_not_panic() {
         let out = with_closed(program, args, false);
         assert_eq!(out.status.code(), Some(1), "{program}: a panic exits 101");
     }
+}
+
+#[test]
+fn a_closed_stdout_ends_a_simulation_quietly() {
+    let args = ["run", "--receivers", "2", "--size", "1500", "--seed", "1", "--json"];
+    let out = with_closed("satcast-sim", &args, true);
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(EXIT_BROKEN_PIPE), "{stderr}");
 }
 
 #[test]
