@@ -1,7 +1,8 @@
 //! How the command lines fail: every error is one line on standard error with the
 //! documented exit code, `--json` errors are a JSON object on standard output, a closed
-//! pipe (`list | head -3`) ends a command quietly with status 141 instead of a panic, and
-//! daemons logging to a file (systemd, the tests) write no terminal colour codes.
+//! pipe (`list | head -3`) ends a command quietly with status 141 instead of a panic, a
+//! closed standard error neither changes an exit code nor stops a daemon, and daemons
+//! logging to a file (systemd, the tests) write no terminal colour codes.
 //!
 //! Real binaries: build first (`cargo build --workspace`), then `cargo test --test cli`.
 
@@ -10,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use satcast::{Cluster, ClusterOptions, bin, seed, wait_until};
+use satcast::{Cluster, ClusterOptions, bin, free_udp_addr, make_county, run, seed, wait_until, write_uplink_config};
 use satcast_sim::relay::LossModel;
 
 /// The exit status of a command whose standard output or error was a closed pipe.
@@ -93,6 +94,36 @@ fn a_closed_stderr_keeps_the_exit_code_and_does_not_panic() {
         let args: &[&str] = if program == "satcast-uplink" { &["list", "--config", MISSING] } else { &["status", "--config", MISSING] };
         let out = with_closed(program, args, false);
         assert_eq!(out.status.code(), Some(1), "{program}: a panic exits 101");
+    }
+}
+
+#[test]
+fn daemons_run_on_with_a_closed_stderr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run("satcast-uplink", &["keys", "init", "--dir", "keys"], dir.path()).expect("keys");
+    let uplink_config = write_uplink_config(dir.path(), free_udp_addr().expect("addr"), 1_000_000, 1).expect("uplink config");
+    let county_config = make_county(dir.path(), "410102", free_udp_addr().expect("addr"), None).expect("county");
+    let uplink_config = uplink_config.to_string_lossy().into_owned();
+    let status_file = county_config.with_file_name("state").join("status.json");
+    let county_config = county_config.to_string_lossy().into_owned();
+    let start = |program: &str, args: &[&str]| {
+        let (closed, other_end) = UnixStream::pair().expect("socket pair");
+        drop(other_end);
+        command(program, args).current_dir(dir.path()).stdout(Stdio::null()).stderr(OwnedFd::from(closed)).spawn().expect("spawn")
+    };
+    let mut uplink = start("satcast-uplink", &["serve", "--config", &uplink_config]);
+    let mut receiver = start("satcast-receiver", &["run", "--config", &county_config]);
+    // Both have logged that they started (into the closed pipe) once they answer.
+    let stopped = |child: &mut std::process::Child| matches!(child.try_wait(), Ok(Some(_)));
+    let answers = || output("satcast-uplink", &["list", "--config", &uplink_config]).status.success();
+    assert!(wait_until(Duration::from_secs(20), || stopped(&mut uplink) || answers()), "the uplink never answered");
+    assert!(wait_until(Duration::from_secs(20), || stopped(&mut receiver) || status_file.exists()), "the receiver never ran");
+    for (name, child) in [("uplink", &mut uplink), ("receiver", &mut receiver)] {
+        assert_eq!(child.try_wait().expect("try_wait"), None, "{name} stopped (a panic exits 101)");
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        assert!(wait_until(Duration::from_secs(10), || stopped(child)), "{name} did not stop");
+        let _ = child.kill();
+        assert_eq!(child.wait().expect("wait").code(), Some(0), "{name}: stopped cleanly on SIGTERM");
     }
 }
 

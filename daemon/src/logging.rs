@@ -14,7 +14,10 @@ pub fn init(json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()));
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()))
+        // A line that cannot be written (standard error a closed pipe) is lost either way;
+        // by default tracing-subscriber reports that with eprintln!, which panics there.
+        .log_internal_errors(false);
     if json {
         builder.json().init();
     } else {
