@@ -1,9 +1,11 @@
 //! satcast-daemon: what the uplink and receiver daemons share, so each is written once:
 //! loading a TOML config file ([`config`]), the QUIC acknowledgement channel's TLS set-up
 //! from PEM files ([`tls`]), stopping on SIGTERM or SIGINT ([`signals`]), log set-up
-//! ([`logging`]), the wall clock ([`clock`]), and object ids in JSON ([`object_id`]).
+//! ([`logging`]), the wall clock ([`clock`]), object ids in JSON ([`object_id`]), and
+//! command-line output: one-line errors and closed pipes ([`cli`]).
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod logging;

@@ -1,12 +1,16 @@
 //! `satcast-receiver`: the county receiver daemon.
 
-use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use satcast_daemon::{logging, signals};
+use satcast_daemon::{cli, logging, signals};
 use satcast_receiver::status;
 use satcast_receiver::{ReceiverConfig, daemon};
+
+/// An error (the message says which).
+const EXIT_ERROR: u8 = 1;
 
 const EXIT_CODES: &str = "Exit codes:
   0  run: stopped cleanly (SIGTERM, Ctrl-C); status: the daemon is running
@@ -14,7 +18,10 @@ const EXIT_CODES: &str = "Exit codes:
   2  bad command-line arguments
   3  status: the daemon is not running (nothing holds state/daemon.lock); what is on
      disk is printed anyway. A running daemon whose state/status.json is stale (a full
-     disk) is still running: exit 0, and the staleness is said";
+     disk) is still running: exit 0, and the staleness is said
+  141  standard output was a closed pipe (`status | head`): stopped quietly
+Errors are one line on standard error; with --json also {\"error\": ..., \"exit_code\": N}
+on standard output";
 
 #[derive(Parser)]
 #[command(name = "satcast-receiver", version, about = "satcast county receiver daemon", after_help = EXIT_CODES)]
@@ -47,30 +54,36 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_json);
-    match cli.command {
+    let json = matches!(cli.command, Command::Status { json: true, .. });
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            cli::report(error.as_ref(), EXIT_ERROR, json);
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Status { config, json } => {
             let config = ReceiverConfig::load(&config)?;
-            let code = print_status(&config, json)?;
-            std::process::exit(code);
+            print_status(&config, json)
         }
         Command::Run { config } => {
             let config = ReceiverConfig::load(&config)?;
             let stop = signals::stop_on_signals()?;
-            if let Err(error) = daemon::run(config, stop) {
-                // One line, as satcast-uplink prints its errors (anyhow's report takes four).
-                eprintln!("error: receiver stopped with an error: {error}");
-                std::process::exit(1);
-            }
-            Ok(())
+            daemon::run(config, stop).context("receiver stopped with an error")?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 /// Prints the status; returns the exit code.
-fn print_status(config: &ReceiverConfig, json: bool) -> anyhow::Result<i32> {
+fn print_status(config: &ReceiverConfig, json: bool) -> anyhow::Result<ExitCode> {
     let now = std::time::SystemTime::now();
     let liveness = status::liveness(&config.state_dir, now);
     let offline = liveness.needs_offline_state().then(|| status::offline_state(&config.state_dir));
@@ -79,10 +92,7 @@ fn print_status(config: &ReceiverConfig, json: bool) -> anyhow::Result<i32> {
     } else {
         status::human_report(&liveness, offline.as_ref(), now)
     };
-    // `status | head` closes the pipe early: not an error worth a panic.
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => return Err(error.into()),
-        _ => {}
-    }
-    Ok(liveness.exit_code())
+    // `status | head` closes the pipe early: that ends the process quietly (exit 141).
+    cli::print(&text)?;
+    Ok(ExitCode::from(u8::try_from(liveness.exit_code()).unwrap_or(EXIT_ERROR)))
 }

@@ -1,8 +1,10 @@
 //! `satcast-sim`: the demo, the UDP impairment relay, and the virtual-time simulation
 //! (`run` for one scenario, `bench` for the efficiency table).
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -244,8 +246,40 @@ fn run_options(args: &RunArgs) -> anyhow::Result<RunOptions> {
     Ok(options)
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// Exit status when standard output is a closed pipe (`satcast-sim run | head`): 128 +
+/// SIGPIPE, as satcast-uplink and satcast-receiver use (satcast_daemon::cli).
+const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Writes to standard output. Rust ignores SIGPIPE, so `print!` would panic on a closed
+/// pipe: end quietly instead, as a C tool killed by SIGPIPE would.
+fn out(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(EXIT_BROKEN_PIPE),
+        result => result.context("cannot write to standard output"),
+    }
+}
+
+/// `eprintln!` that ignores a closed or full standard error instead of panicking: progress
+/// and replay lines must not change how a run ends.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+fn main() -> ExitCode {
+    match run_command(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            say!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Demo { receivers, seed, loss, rate_mbps, timeout_secs, keep, json } => {
             anyhow::ensure!(receivers >= 1, "--receivers must be at least 1");
             anyhow::ensure!((0.0..0.5).contains(&loss), "--loss must be in [0, 0.5)");
@@ -260,9 +294,9 @@ fn main() -> anyhow::Result<()> {
             };
             let summary = demo::run(&options).context("the demo could not run")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+                out(&(serde_json::to_string_pretty(&summary)? + "\n"))?;
             } else {
-                print!("{}", demo::table(&summary));
+                out(&demo::table(&summary))?;
             }
             if !summary.success() {
                 std::process::exit(1);
@@ -271,7 +305,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             let options = run_options(&args)?;
-            eprintln!("seed {}; replay with: {}", options.seed, options.replay_command());
+            say!("seed {}; replay with: {}", options.seed, options.replay_command());
             let mut report = run::run(&options).context("the simulation could not run")?;
             if args.no_wall {
                 report.wall_seconds = None;
@@ -280,9 +314,9 @@ fn main() -> anyhow::Result<()> {
                 std::fs::write(path, plot::svg(&report)).with_context(|| format!("cannot write the plot to {}", path.display()))?;
             }
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
             } else {
-                print!("{}", run::summary(&report));
+                out(&run::summary(&report))?;
             }
             if !report.success() {
                 std::process::exit(1);
@@ -292,7 +326,7 @@ fn main() -> anyhow::Result<()> {
         Command::Vopr { seed, receivers, seconds } => {
             anyhow::ensure!(receivers >= 1, "--receivers must be at least 1");
             let print = |options: &vopr::VoprOptions, report: &vopr::VoprReport| {
-                eprintln!(
+                say!(
                     "seed {:>20}: {} objects, {} crashes, {} full and {} slow disks, settled in {:.1} s virtual: {}",
                     options.seed,
                     report.objects,
@@ -312,17 +346,17 @@ fn main() -> anyhow::Result<()> {
                 }
                 None => {
                     let first = rand::random::<u64>() >> 1;
-                    eprintln!("seeds from {first} for {seconds} s; each replays with: satcast-sim vopr --seed S --receivers {receivers}");
+                    say!("seeds from {first} for {seconds} s; each replays with: satcast-sim vopr --seed S --receivers {receivers}");
                     let (seeds, failure) = vopr::run_for(Duration::from_secs(seconds), receivers, first, print);
-                    eprintln!("{seeds} seeds run");
+                    say!("{seeds} seeds run");
                     failure
                 }
             };
             if let Some((options, report)) = failure {
                 for violation in report.violations.iter().take(20) {
-                    eprintln!("  {violation}");
+                    say!("  {violation}");
                 }
-                eprintln!("invariant violated; replay with: {}", options.replay_line());
+                say!("invariant violated; replay with: {}", options.replay_line());
                 std::process::exit(1);
             }
             Ok(())
@@ -331,9 +365,9 @@ fn main() -> anyhow::Result<()> {
             let mut options = BenchOptions::new(args.seed.unwrap_or_else(rand::random));
             options.size_bytes = args.size;
             options.receiver_counts = args.receivers.clone();
-            eprintln!("seed {}; replay with: {}", options.seed, options.replay_command());
+            say!("seed {}; replay with: {}", options.seed, options.replay_command());
             let report = bench::bench_with_progress(&options, &mut |row| {
-                eprintln!(
+                say!(
                     "  {:>5} receivers, {}, {}: efficiency {:.4}, {} repair rounds, {}/{} complete ({:.1} s)",
                     row.receivers,
                     row.model,
@@ -347,16 +381,16 @@ fn main() -> anyhow::Result<()> {
             })
             .context("the bench could not run")?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
             } else {
-                print!("{}", bench::table(&report));
+                out(&bench::table(&report))?;
             }
             Ok(())
         }
         Command::Relay { listen, to, loss, burst, delay_ms, rate_bps, seed } => {
             anyhow::ensure!((0.0..1.0).contains(&loss), "--loss must be in [0, 1)");
             let seed = seed.unwrap_or_else(rand::random);
-            eprintln!("relay seed {seed}; replay with --seed {seed}");
+            say!("relay seed {seed}; replay with --seed {seed}");
             let model = match burst {
                 Some(mean_burst) => LossModel::GilbertElliott { mean_loss: loss, mean_burst },
                 None => LossModel::Bernoulli(loss),
@@ -366,11 +400,11 @@ fn main() -> anyhow::Result<()> {
                 .map(|addr| Destination { addr, loss: model, delay: Duration::from_millis(delay_ms), rate_bits_per_sec: rate_bps })
                 .collect();
             let relay = Relay::start(listen, destinations, seed).context("cannot start the relay")?;
-            eprintln!("relaying from {}; Ctrl-C to stop", relay.listen);
+            say!("relaying from {}; Ctrl-C to stop", relay.listen);
             loop {
                 std::thread::sleep(Duration::from_secs(10));
                 let stats = &relay.stats;
-                eprintln!(
+                say!(
                     "received {} forwarded {} dropped {}",
                     stats.received.load(std::sync::atomic::Ordering::Relaxed),
                     stats.forwarded.load(std::sync::atomic::Ordering::Relaxed),

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use satcast_daemon::cli::{self, OutputError};
 use satcast_daemon::clock::wall_unix_secs;
-use satcast_daemon::{logging, signals};
+use satcast_daemon::{logging, outln, signals};
 use satcast_protocol::ObjectId;
 use satcast_protocol::broadcast::Priority;
 use satcast_protocol::manifest::{Kind, parse_targets};
@@ -27,7 +28,7 @@ const EXIT_INCOMPLETE: u8 = 5;
     name = "satcast-uplink",
     version,
     about = "satcast uplink daemon and operators' CLI",
-    after_help = "Exit codes: 0 success; 1 error; 2 bad usage; 3 the daemon is not running; 4 unknown broadcast id; 5 `send --wait` ended before every targeted county had the file."
+    after_help = "Exit codes: 0 success; 1 error; 2 bad usage; 3 the daemon is not running; 4 unknown broadcast id; 5 `send --wait` ended before every targeted county had the file; 141 standard output was a closed pipe (`list | head`), stopped quietly.\nErrors are one line on standard error; with --json also {\"error\": ..., \"exit_code\": N} on standard output."
 )]
 struct Cli {
     /// Log as JSON lines instead of human text.
@@ -299,14 +300,14 @@ fn ago(then: Option<u64>) -> String {
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
 }
 
-fn print_list(list: &[BroadcastSummary]) {
-    println!("{:<16}  {:<9}  {:<28} {:>8}  {:<9}  {:<10} {:>9}  to", "id", "kind", "name", "version", "priority", "state", "delivered");
+fn print_list(list: &[BroadcastSummary]) -> Result<(), OutputError> {
+    outln!("{:<16}  {:<9}  {:<28} {:>8}  {:<9}  {:<10} {:>9}  to", "id", "kind", "name", "version", "priority", "state", "delivered")?;
     for b in list {
-        println!(
+        outln!(
             "{:<16}  {:<9}  {:<28} {:>8}  {:<9}  {:<10} {:>4}/{:<4}  {}",
             ObjectId(b.id),
             b.kind,
@@ -317,46 +318,60 @@ fn print_list(list: &[BroadcastSummary]) {
             b.delivered,
             b.targeted,
             b.to.join(",")
-        );
+        )?;
     }
+    Ok(())
 }
 
-fn print_status(status: &BroadcastStatus) {
+fn print_status(status: &BroadcastStatus) -> Result<(), OutputError> {
     let s = &status.summary;
-    println!("{} {}/{} version {} ({} bytes, {}): {}", ObjectId(s.id), s.kind, s.name, s.version, s.size_bytes, s.priority, s.state);
-    println!("to {}: {} counties targeted", s.to.join(","), s.targeted);
-    println!("delivered {}  in progress {}  silent {}  rejected {}", s.delivered, s.in_progress, s.silent, s.rejected);
+    outln!("{} {}/{} version {} ({} bytes, {}): {}", ObjectId(s.id), s.kind, s.name, s.version, s.size_bytes, s.priority, s.state)?;
+    outln!("to {}: {} counties targeted", s.to.join(","), s.targeted)?;
+    outln!("delivered {}  in progress {}  silent {}  rejected {}", s.delivered, s.in_progress, s.silent, s.rejected)?;
     if !status.provinces.is_empty() {
-        println!();
-        println!(
+        outln!()?;
+        outln!(
             "{:<4} {:<16} {:>8} {:>9} {:>11} {:>7} {:>8}",
-            "code", "province", "targeted", "delivered", "in progress", "silent", "rejected"
-        );
+            "code",
+            "province",
+            "targeted",
+            "delivered",
+            "in progress",
+            "silent",
+            "rejected"
+        )?;
         for p in &status.provinces {
-            println!(
+            outln!(
                 "{:<4} {:<16} {:>8} {:>9} {:>11} {:>7} {:>8}",
-                p.code, p.name, p.targeted, p.delivered, p.in_progress, p.silent, p.rejected
-            );
+                p.code,
+                p.name,
+                p.targeted,
+                p.delivered,
+                p.in_progress,
+                p.silent,
+                p.rejected
+            )?;
         }
     }
     if !status.lagging.is_empty() {
-        println!();
-        println!("lagging counties:");
+        outln!()?;
+        outln!("lagging counties:")?;
         for l in &status.lagging {
-            println!("  {} {:<20} {:<11} {:<30} last seen {}", l.code, l.name, l.state, l.detail, ago(l.last_seen_unix_secs));
+            outln!("  {} {:<20} {:<11} {:<30} last seen {}", l.code, l.name, l.state, l.detail, ago(l.last_seen_unix_secs))?;
         }
     }
     for (county, detail) in &status.hooks_failed {
-        println!("hook failed at {county}: {detail}");
+        outln!("hook failed at {county}: {detail}")?;
     }
+    Ok(())
 }
 
-fn print_receivers(list: &[ReceiverSummary]) {
-    println!("{:<6}  {:<24} {:>10}  {:<9} {:>10}  heartbeat", "code", "name", "last seen", "version", "free disk");
+fn print_receivers(list: &[ReceiverSummary]) -> Result<(), OutputError> {
+    outln!("{:<6}  {:<24} {:>10}  {:<9} {:>10}  heartbeat", "code", "name", "last seen", "version", "free disk")?;
     for r in list {
         let free = r.free_disk_bytes.map_or("-".into(), |b| format!("{:.1} GB", b as f64 / 1e9));
         let heartbeat = r.heartbeat_age_secs.map_or("-".into(), |s| format!("{s}s old"));
-        println!(
+        outln!(
             "{:<6}  {:<24} {:>10}  {:<9} {:>10}  {}",
             r.code,
             r.name.chars().take(12).collect::<String>(),
@@ -364,8 +379,9 @@ fn print_receivers(list: &[ReceiverSummary]) {
             r.software_version.as_deref().unwrap_or("-"),
             free,
             heartbeat
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// Follows a broadcast until it ends, drawing a progress bar on standard error.
@@ -377,11 +393,19 @@ fn wait(client: &Client, id: ObjectId, json: bool) -> anyhow::Result<ExitCode> {
             let width = 30;
             // Delivered can exceed targeted (a county enrolled after the targets were fixed).
             let filled = (s.delivered * width).checked_div(s.targeted).unwrap_or(0).min(width);
-            eprint!("\r[{}{}] {}/{} counties  {:<10}", "#".repeat(filled), " ".repeat(width - filled), s.delivered, s.targeted, s.state);
+            let bar = format!(
+                "\r[{}{}] {}/{} counties  {:<10}",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                s.delivered,
+                s.targeted,
+                s.state
+            );
+            cli::eprint(&bar);
         }
         if matches!(s.state.as_str(), "completed" | "cancelled" | "deadline" | "aired") {
             if !json {
-                eprintln!();
+                cli::eprint("\n");
             }
             let complete = s.delivered >= s.targeted;
             if json {
@@ -396,6 +420,7 @@ fn wait(client: &Client, id: ObjectId, json: bool) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_json);
+    let json = cli.command.json();
     match run(cli.command) {
         Ok(code) => code,
         Err(error) => {
@@ -404,8 +429,23 @@ fn main() -> ExitCode {
                 Some(ClientError::UnknownId(_)) => EXIT_UNKNOWN_ID,
                 _ => EXIT_ERROR,
             };
-            eprintln!("error: {error:#}");
+            cli::report(error.as_ref(), code, json);
             ExitCode::from(code)
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command was asked for JSON, so its error is reported in JSON too.
+    fn json(&self) -> bool {
+        match self {
+            Command::Send { json, .. }
+            | Command::List { json, .. }
+            | Command::Status { json, .. }
+            | Command::Cancel { json, .. }
+            | Command::Reair { json, .. }
+            | Command::Receivers { json, .. } => *json,
+            Command::Serve { .. } | Command::Keys { .. } => false,
         }
     }
 }
@@ -448,7 +488,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             if json && !follow {
                 print_json(&serde_json::json!({ "id": object_id.to_string() }))?;
             } else if !json {
-                println!("{object_id}");
+                outln!("{object_id}")?;
             }
             if follow {
                 let client = Client::new(&config)?;
@@ -457,15 +497,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::List { config, json } => {
             let list: Vec<BroadcastSummary> = Client::new(&UplinkConfig::load(&config)?)?.get("/v1/broadcasts")?;
-            if json { print_json(&list)? } else { print_list(&list) }
+            if json { print_json(&list)? } else { print_list(&list)? }
         }
         Command::Status { id, config, json } => {
             let status: BroadcastStatus = Client::new(&UplinkConfig::load(&config)?)?.get(&format!("/v1/broadcasts/{id}"))?;
-            if json { print_json(&status)? } else { print_status(&status) }
+            if json { print_json(&status)? } else { print_status(&status)? }
         }
         Command::Cancel { id, config, json } => {
             let answer = Client::new(&UplinkConfig::load(&config)?)?.post(&format!("/v1/broadcasts/{id}/cancel"), serde_json::json!({}))?;
-            if json { print_json(&answer)? } else { println!("cancelled {id}") }
+            if json { print_json(&answer)? } else { outln!("cancelled {id}")? }
         }
         Command::Reair { id, config, to, json } => {
             let body = match to {
@@ -476,7 +516,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&answer)?;
             } else {
-                println!("re-airing {id} for {} counties", answer.get("targets").and_then(|t| t.as_u64()).unwrap_or(0));
+                outln!("re-airing {id} for {} counties", answer.get("targets").and_then(|t| t.as_u64()).unwrap_or(0))?;
             }
         }
         Command::Receivers { config, silent_for, all, json } => {
@@ -488,33 +528,33 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 path.push_str("all=1");
             }
             let list: Vec<ReceiverSummary> = Client::new(&UplinkConfig::load(&config)?)?.get(path.trim_end_matches(['?', '&']))?;
-            if json { print_json(&list)? } else { print_receivers(&list) }
+            if json { print_json(&list)? } else { print_receivers(&list)? }
         }
         Command::Keys { command: KeysCommand::Init { dir, validity_days } } => {
             keys::init(&dir, wall_unix_secs(), validity_days)?;
-            println!("keys written to {}; move root.secret offline", dir.display());
+            outln!("keys written to {}; move root.secret offline", dir.display())?;
         }
         Command::Keys { command: KeysCommand::Receiver { dir, id, out, uplink, group, interface, state_dir, deliver_dir } } => {
             let settings = keys::BundleSettings { uplink, group, interface, state_dir, deliver_dir };
             keys::receiver(&dir, &id, &out, &settings)?;
-            println!("bundle for county {id} written to {}", out.display());
+            outln!("bundle for county {id} written to {}", out.display())?;
         }
         Command::Keys { command: KeysCommand::List { dir, json } } => {
             let list = keys::list(&dir, wall_unix_secs())?;
-            if json { print_json(&list)? } else { print!("{}", keys::format_list(&list)) }
+            if json { print_json(&list)? } else { cli::print(&keys::format_list(&list))? }
         }
         Command::Keys { command: KeysCommand::RevokeReceiver { dir, id } } => {
             let count = keys::revoke_receiver(&dir, &id)?;
-            println!("revoked {count} client certificate(s) of county {id}");
+            outln!("revoked {count} client certificate(s) of county {id}")?;
         }
         Command::Keys { command: KeysCommand::Revoke { dir, serials, force } } => {
             let check = if force { keys::RevokeCheck::Force } else { keys::RevokeCheck::Refuse };
             let (sequence, revoked) = keys::revoke(&dir, &serials, wall_unix_secs(), check)?;
-            println!("revocation list {sequence} now names serials {revoked:?}; the running daemon airs it within seconds");
+            outln!("revocation list {sequence} now names serials {revoked:?}; the running daemon airs it within seconds")?;
         }
         Command::Keys { command: KeysCommand::Rotate { dir, validity_days } } => {
             let serial = keys::rotate(&dir, wall_unix_secs(), validity_days)?;
-            println!("new signing key (serial {serial}) written to {}; the running daemon airs it within seconds", dir.display());
+            outln!("new signing key (serial {serial}) written to {}; the running daemon airs it within seconds", dir.display())?;
         }
     }
     Ok(ExitCode::SUCCESS)
