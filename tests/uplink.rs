@@ -154,3 +154,109 @@ fn an_emergency_sent_during_a_bulk_broadcast_completes_first() {
         );
     }
 }
+
+/// An uplink config (and state folder) in `dir` with no daemon running: enough for `send`,
+/// which only writes the queue.
+fn config_without_daemon(dir: &std::path::Path) -> std::path::PathBuf {
+    satcast::write_uplink_config(dir, std::net::SocketAddr::from(([127, 0, 0, 1], 9)), 20_000_000, 3).expect("config")
+}
+
+/// Runs `satcast-uplink send <args> --config <config>`: exit code, stdout, stderr.
+fn send(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(satcast::bin("satcast-uplink").expect("binary"))
+        .arg("send")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run send");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The versions of the jobs in the queue folder, by object id.
+fn queued(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut jobs = Vec::new();
+    for entry in std::fs::read_dir(dir.join("state/queue")).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_suffix(".job").filter(|id| !id.starts_with('.')) {
+            let text = std::fs::read_to_string(entry.path()).expect("job");
+            let version = text.lines().find_map(|l| l.strip_prefix("version = ")).and_then(|v| v.trim().parse().ok());
+            jobs.push((id.to_owned(), version.expect("a version line in the job file")));
+        }
+    }
+    jobs
+}
+
+#[test]
+fn send_refuses_names_targets_and_versions_no_county_would_take_and_queues_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_without_daemon(dir.path());
+    let file = dir.path().join("notice.txt");
+    std::fs::write(&file, b"notice").expect("payload");
+    let file = file.to_str().expect("utf-8");
+    let long = "x".repeat(300);
+    for name in ["a/b", "../x", "", long.as_str(), ".hidden", "tab\there", "..", "a\\b"] {
+        let (code, stdout, stderr) = send(&config, &[file, "--kind", "policy", "--to", "41", "--name", name]);
+        assert_eq!(code, Some(2), "name {name:?}: {stdout}{stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1, "one line for {name:?}: {stderr}");
+        assert!(stdout.is_empty(), "no id for a refused job: {stdout}");
+    }
+    for to in ["99", "419999", "4199", "41,99"] {
+        let (code, _, stderr) = send(&config, &[file, "--kind", "policy", "--to", to]);
+        assert_eq!(code, Some(2), "--to {to}: {stderr}");
+        assert!(stderr.contains("no county") && stderr.trim_end().lines().count() == 1, "--to {to}: {stderr}");
+    }
+    assert_eq!(queued(dir.path()), [], "nothing refused may be left queued");
+
+    // Explicit versions only go up per (kind, name); another name or kind is separate.
+    let explicit = |version: &str, kind: &str| send(&config, &[file, "--kind", kind, "--to", "41", "--version", version]);
+    assert_eq!(explicit("5", "policy").0, Some(0));
+    for version in ["5", "4"] {
+        let (code, _, stderr) = explicit(version, "policy");
+        assert_eq!(code, Some(2), "version {version}: {stderr}");
+        assert!(stderr.contains("version") && stderr.contains('5'), "names the last version: {stderr}");
+    }
+    assert_eq!(explicit("3", "software").0, Some(0), "another kind has its own versions");
+    assert_eq!(queued(dir.path()).len(), 2);
+    // Default versions: two sends within a second still go up.
+    let (a, b) = (send(&config, &[file, "--kind", "codetable", "--to", "41"]), send(&config, &[file, "--kind", "codetable", "--to", "41"]));
+    assert_eq!((a.0, b.0), (Some(0), Some(0)), "{a:?} {b:?}");
+    let versions: std::collections::HashMap<String, u64> = queued(dir.path()).into_iter().collect();
+    assert!(versions[a.1.trim()] < versions[b.1.trim()], "default versions must go up: {versions:?}");
+}
+
+#[test]
+fn send_wait_json_prints_the_id_once_queued_even_with_the_daemon_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_without_daemon(dir.path());
+    let file = dir.path().join("notice.txt");
+    std::fs::write(&file, b"notice").expect("payload");
+    let (code, stdout, stderr) = send(&config, &[file.to_str().expect("utf-8"), "--kind", "policy", "--to", "41", "--wait", "--json"]);
+    assert_eq!(code, Some(3), "queued, but the daemon is not running: {stderr}");
+    let first_line = stdout.lines().next().unwrap_or_default();
+    let printed: serde_json::Value = serde_json::from_str(first_line).unwrap_or_else(|e| panic!("{e}: stdout {stdout:?}"));
+    let queued_ids: Vec<String> = queued(dir.path()).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(printed["id"].as_str().map(str::to_owned), queued_ids.first().cloned(), "the printed id is the queued job's");
+}
+
+#[test]
+fn a_chinese_name_with_a_space_is_delivered_byte_exact_and_a_resend_within_a_second_supersedes_it() {
+    let seed = seed("UPLINK_SEED", "uplink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = cluster(seed, dir.path(), &["410102"], 20_000_000, "");
+    let name = "通知 2026.txt";
+    let send_default = |len: usize, seed: u64| {
+        let (path, bytes) = payload(dir.path(), name, len, seed);
+        let id = cluster.uplink_cli(&["send", path.to_str().expect("utf-8"), "--kind", "policy", "--to", "410102"]).expect("send");
+        (id.trim().to_owned(), bytes)
+    };
+    // The same file name twice within a second, default versions: the second supersedes.
+    let (first, _) = send_default(60_000, seed);
+    let (second, bytes) = send_default(70_000, seed + 1);
+    let delivered = cluster.counties[0].delivered_path("policy", name);
+    let done = wait_until(Duration::from_secs(60), || {
+        status(&cluster, &second)["summary"]["state"] == "completed" && std::fs::read(&delivered).is_ok_and(|got| got == bytes)
+    });
+    let log = cluster.counties[0].daemon.as_ref().map(|d| d.log_text()).unwrap_or_default();
+    assert!(done, "{name} (second send) not delivered byte-exact: {:#}\n{:#}\n{log}", status(&cluster, &first), status(&cluster, &second));
+}

@@ -14,11 +14,13 @@ use bincode::config::{BigEndian, Configuration, Fixint, Limit};
 use bincode::{Decode, Encode};
 
 /// Largest canonical encoding of a [`Manifest`], in bytes. A manifest at the other limits
-/// (256 block hashes, 64 targets, 128-byte name) encodes to about 9.3 KiB; the margin is
+/// (256 block hashes, 64 targets, 240-byte name) encodes to about 9.4 KiB; the margin is
 /// for future fields. Decoding never allocates more than this.
 pub const MANIFEST_BYTES_MAX: usize = 65536;
-/// Longest object name in bytes: it becomes a file name on county PCs.
-pub const NAME_BYTES_MAX: usize = 128;
+/// Longest object name in bytes of UTF-8: it becomes a file name on county PCs, where file
+/// systems (ext4, XFS, NTFS) allow 255 bytes; the margin leaves room for the names tools
+/// put beside a file (`.name.swp`, `name~`). A Chinese character is 3 bytes: 80 of them fit.
+pub const NAME_BYTES_MAX: usize = 240;
 /// Most source blocks per object: the RFC 6330 section 3.2 source block number is a u8,
 /// so an object has at most 256 blocks.
 pub const BLOCK_HASHES_MAX: usize = 255;
@@ -197,11 +199,13 @@ pub enum ManifestError {
         /// Length of the name in bytes.
         len: usize,
     },
-    /// The name contains a byte outside `[A-Za-z0-9._-]` or starts with '.'.
-    #[error("name {name:?} must be letters, digits, '.', '_' or '-' and not start with '.'")]
+    /// The name could not be a plain file name in the delivery folder (see [`validate_name`]).
+    #[error("name {name:?} {why}")]
     NameCharacters {
         /// The name, shortened to [`ECHO_CHARS_MAX`] characters.
         name: String,
+        /// Which rule it breaks.
+        why: &'static str,
     },
     /// There are no block hashes or more than [`BLOCK_HASHES_MAX`].
     #[error("{count} block hashes, expected 1 to {BLOCK_HASHES_MAX}")]
@@ -296,17 +300,41 @@ pub fn parse_targets(s: &str) -> Result<Vec<String>, ManifestError> {
     Ok(targets)
 }
 
-fn validate_name(name: &str) -> Result<(), ManifestError> {
+/// The one rule for object names, checked by `satcast-uplink send` before a job is queued,
+/// by the uplink when it signs, and by every receiver before it delivers to
+/// `deliver/<kind>/<name>`: 1..=[`NAME_BYTES_MAX`] bytes of UTF-8 (Chinese, spaces and any
+/// printable character are fine) that name one plain file in that folder. So: no path
+/// separator ('/', or '\\' for tools that treat it as one), no control character (NUL,
+/// newlines, tabs), no bidirectional-override character (they make `通知\u{202E}fdp.exe`
+/// display as a PDF), no leading '.' (".", ".." and hidden files), and no leading or trailing
+/// whitespace (invisible to an operator reading a list).
+pub fn validate_name(name: &str) -> Result<(), ManifestError> {
     let len = name.len();
     if !(1..=NAME_BYTES_MAX).contains(&len) {
         return Err(ManifestError::NameLength { len });
     }
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
-    // A leading '.' would allow ".", ".." and hidden files in the delivery directory.
-    if name.starts_with('.') || !name.bytes().all(allowed) {
-        return Err(ManifestError::NameCharacters { name: echo(name) });
+    let why = if name.contains(['/', '\\']) {
+        Some("contains a path separator ('/' or '\\')")
+    } else if name.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if name.chars().any(is_bidi_control) {
+        Some("contains a bidirectional-override character")
+    } else if name.starts_with('.') {
+        Some("starts with '.'")
+    } else if name.trim() != name {
+        Some("starts or ends with whitespace")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(ManifestError::NameCharacters { name: echo(name), why }),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Unicode's explicit directional marks, embeddings, overrides and isolates (UAX #9).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 fn validate_target(target: &str) -> Result<(), ManifestError> {

@@ -347,14 +347,24 @@ fn manifest_rules() {
         edit(&mut m);
         m.validate()
     };
-    for name in ["", "a".repeat(129).as_str()] {
+    for name in ["", "a".repeat(241).as_str(), "通".repeat(81).as_str()] {
         assert!(matches!(with(&|m| m.name = name.to_owned()), Err(ManifestError::NameLength { .. })));
     }
-    for name in [".hidden", "..", "a/b", "a\\b", "a b", "caf\u{e9}", "x\0"] {
+    for name in [".hidden", "..", "../x", "a/b", "a\\b", "x\0", "a\nb", "tab\there", "\u{7f}", "通知\u{202E}fdp.exe", " lead", "trail "] {
         assert!(matches!(with(&|m| m.name = name.to_owned()), Err(ManifestError::NameCharacters { .. })), "{name:?}");
     }
-    with(&|m| m.name = "a".repeat(128)).expect("128 bytes is fine");
-    with(&|m| m.name = "Code_Table-2025.v2.csv".to_owned()).expect("fine");
+    with(&|m| m.name = "a".repeat(240)).expect("240 bytes is fine");
+    with(&|m| m.name = "通".repeat(80)).expect("80 Chinese characters are 240 bytes");
+    for name in [
+        "Code_Table-2025.v2.csv",
+        "通知 2026.txt",
+        "通知2026.txt",
+        "caf\u{e9}",
+        "a..b",
+        "关于印发《县级民政统计规范》的通知（2026年修订）.pdf",
+    ] {
+        with(&|m| m.name = name.to_owned()).unwrap_or_else(|e| panic!("{name:?}: {e}"));
+    }
     assert!(matches!(with(&|m| m.block_hashes.clear()), Err(ManifestError::BlockHashCount { count: 0 })));
     assert!(matches!(with(&|m| m.block_hashes = vec![[0; 32]; 256]), Err(ManifestError::BlockHashCount { count: 256 })));
     with(&|m| m.block_hashes = vec![[0; 32]; 255]).expect("255 blocks");

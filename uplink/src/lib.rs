@@ -7,6 +7,7 @@ pub mod acks;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod divisions;
 pub mod keys;
 pub mod prepare;
 pub mod queue;

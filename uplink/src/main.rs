@@ -7,18 +7,20 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use satcast_daemon::cli::{self, OutputError};
-use satcast_daemon::clock::wall_unix_secs;
+use satcast_daemon::clock::{wall_unix_ms, wall_unix_secs};
 use satcast_daemon::{logging, outln, signals};
 use satcast_protocol::ObjectId;
 use satcast_protocol::broadcast::Priority;
-use satcast_protocol::manifest::{Kind, parse_targets};
+use satcast_protocol::manifest::{ECHO_CHARS_MAX, Kind, parse_targets, validate_name};
 use satcast_uplink::client::{Client, ClientError};
-use satcast_uplink::queue::{Job, Queue};
+use satcast_uplink::queue::{Job, Queue, QueueError, Version};
 use satcast_uplink::report::{BroadcastStatus, BroadcastSummary, ReceiverSummary};
-use satcast_uplink::{UplinkConfig, keys, serve};
+use satcast_uplink::{UplinkConfig, divisions, keys, serve};
 
 /// Exit codes scripts can rely on.
 const EXIT_ERROR: u8 = 1;
+/// Bad usage: clap's own code for a malformed argument, and `send`'s for a job it refuses.
+const EXIT_USAGE: u8 = 2;
 const EXIT_NOT_RUNNING: u8 = 3;
 const EXIT_UNKNOWN_ID: u8 = 4;
 const EXIT_INCOMPLETE: u8 = 5;
@@ -28,7 +30,7 @@ const EXIT_INCOMPLETE: u8 = 5;
     name = "satcast-uplink",
     version,
     about = "satcast uplink daemon and operators' CLI",
-    after_help = "Exit codes: 0 success; 1 error; 2 bad usage; 3 the daemon is not running; 4 unknown broadcast id; 5 `send --wait` ended before every targeted county had the file; 141 standard output was a closed pipe (`list | head`), stopped quietly.\nErrors are one line on standard error; with --json also {\"error\": ..., \"exit_code\": N} on standard output."
+    after_help = "Exit codes: 0 success; 1 error; 2 bad usage, or a job `send` refuses (name, target or version; nothing is queued); 3 the daemon is not running (for `send --wait`: the job is queued, its id printed, and airs when the daemon starts); 4 unknown broadcast id; 5 `send --wait` ended before every targeted county had the file; 141 standard output was a closed pipe (`list | head`), stopped quietly.\nErrors are one line on standard error; with --json also {\"error\": ..., \"exit_code\": N} on standard output."
 )]
 struct Cli {
     /// Log as JSON lines instead of human text.
@@ -46,7 +48,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Queue a file for broadcast; prints the broadcast id.
+    /// Queue a file for broadcast; prints the broadcast id (with --json, `{"id": ...}` on a
+    /// line of its own) as soon as it is queued. A job no county could take is refused,
+    /// exit code 2, and nothing is queued.
     Send {
         /// The file to broadcast.
         file: PathBuf,
@@ -56,13 +60,16 @@ enum Command {
         /// What the file is: policy, software or codetable.
         #[arg(long)]
         kind: Kind,
-        /// Division-code prefixes, comma separated ("41,4201,110101"), or "all".
+        /// Division-code prefixes, comma separated ("41,4201,110101"), or "all"; each must
+        /// have a county under it in the national division table.
         #[arg(long)]
         to: String,
-        /// The name counties deliver it under (default: the file's name).
+        /// The name counties deliver it under (default: the file's name): UTF-8 up to 240
+        /// bytes; no '/', '\\', control characters, leading '.' or surrounding spaces.
         #[arg(long)]
         name: Option<String>,
-        /// The version of (kind, name); must grow with every release (default: now, in seconds).
+        /// The version of (kind, name); must be above the last one sent (default: now in
+        /// milliseconds, or one above the last, whichever is larger).
         #[arg(long)]
         version: Option<u64>,
         /// emergency, high, normal or bulk.
@@ -77,7 +84,8 @@ enum Command {
         /// Air as a carousel sized from the target loss, without waiting for acknowledgements.
         #[arg(long)]
         no_feedback: bool,
-        /// Show progress (counties complete / targeted) until the broadcast ends.
+        /// Show progress (counties complete / targeted) until the broadcast ends; with
+        /// --json, the final status follows the id as a second JSON line.
         #[arg(long)]
         wait: bool,
         /// Print JSON.
@@ -235,6 +243,26 @@ enum KeysCommand {
         #[arg(long, default_value_t = 365)]
         validity_days: u32,
     },
+}
+
+/// A job `send` refuses, so nothing is queued: exit code [`EXIT_USAGE`].
+#[derive(Debug, thiserror::Error)]
+#[error("refused: {0}")]
+struct Refused(String);
+
+/// `send --to`: well-formed prefixes (or "all") each with a county under it in the national
+/// division table.
+fn send_targets(to: &str) -> Result<Vec<String>, Refused> {
+    let targets = parse_targets(to).map_err(|e| Refused(format!("--to {:?}: {e}", echo(to))))?;
+    match targets.iter().find(|target| !divisions::has_county_under(target)) {
+        Some(target) => Err(Refused(format!("--to {target}: no county in the national division table has a code starting with {target}"))),
+        None => Ok(targets),
+    }
+}
+
+/// Operator input shortened for an error line.
+fn echo(text: &str) -> String {
+    text.chars().take(ECHO_CHARS_MAX).collect()
 }
 
 /// A span like 90s, 30m, 2h or 7d, in seconds.
@@ -409,7 +437,8 @@ fn wait(client: &Client, id: ObjectId, json: bool) -> anyhow::Result<ExitCode> {
             }
             let complete = s.delivered >= s.targeted;
             if json {
-                print_json(&status)?;
+                // One line, after the id's line: `send --wait --json` prints JSON lines.
+                outln!("{}", serde_json::to_string(&status)?)?;
             }
             return Ok(if complete { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INCOMPLETE) });
         }
@@ -427,6 +456,7 @@ fn main() -> ExitCode {
             let code = match error.downcast_ref::<ClientError>() {
                 Some(ClientError::NotRunning(_)) => EXIT_NOT_RUNNING,
                 Some(ClientError::UnknownId(_)) => EXIT_UNKNOWN_ID,
+                _ if error.is::<Refused>() => EXIT_USAGE,
                 _ => EXIT_ERROR,
             };
             cli::report(error.as_ref(), code, json);
@@ -459,15 +489,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Send { file, config, kind, to, name, version, priority, not_before, deadline, no_feedback, wait: follow, json } => {
             let config = UplinkConfig::load(&config)?;
-            let targets = parse_targets(&to).with_context(|| format!("bad --to {to:?}"))?;
+            let targets = send_targets(&to)?;
             let size = std::fs::metadata(&file).with_context(|| format!("cannot read {}", file.display()))?.len();
             if size == 0 {
                 bail!("{} is empty; there is nothing to broadcast", file.display());
             }
             let name = match name {
                 Some(name) => name,
-                None => file.file_name().context("the file has no name; pass --name")?.to_string_lossy().into_owned(),
+                None => file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .ok_or_else(|| Refused(format!("{} has no UTF-8 file name; pass --name", file.display())))?
+                    .to_owned(),
             };
+            // The rule every county applies before delivering: checked here, so a job no
+            // county would deliver is never queued.
+            validate_name(&name).map_err(|e| Refused(format!("cannot deliver under this name: {e}")))?;
             let object_id = ObjectId({
                 use rand::{RngCore, SeedableRng};
                 rand::rngs::StdRng::from_os_rng().next_u64().max(1)
@@ -476,7 +513,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 object_id: object_id.to_string(),
                 kind: kind.to_string(),
                 name,
-                version: version.unwrap_or_else(wall_unix_secs),
+                version: 0, // set by submit_new
                 targets,
                 queued_unix_secs: wall_unix_secs(),
                 feedback: !no_feedback,
@@ -484,10 +521,20 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 not_before_unix_secs: not_before.as_deref().map(parse_time).transpose()?,
                 deadline_unix_secs: deadline.as_deref().map(parse_time).transpose()?,
             };
-            Queue::open(&config.state_dir)?.submit(&job, &file)?;
-            if json && !follow {
-                print_json(&serde_json::json!({ "id": object_id.to_string() }))?;
-            } else if !json {
+            let version = match version {
+                Some(version) => Version::Explicit(version),
+                None => Version::Default { now_unix_ms: wall_unix_ms() },
+            };
+            match Queue::open(&config.state_dir)?.submit_new(job, version, &file) {
+                Ok(_) => {}
+                Err(error @ QueueError::VersionNotAbove { .. }) => return Err(Refused(error.to_string()).into()),
+                Err(error) => return Err(error.into()),
+            }
+            // Printed as soon as the job is queued, whatever happens next (the daemon down,
+            // the wait interrupted): a script that retries must not queue it twice.
+            if json {
+                outln!("{}", serde_json::json!({ "id": object_id.to_string() }))?;
+            } else {
                 outln!("{object_id}")?;
             }
             if follow {

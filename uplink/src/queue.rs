@@ -3,6 +3,11 @@
 //! the truth, so a job queued while the daemon is down, or interrupted by a restart, airs
 //! when the daemon next runs. A watcher thread lists the folder and announces each job file
 //! that appears, so the datapath never reads it.
+//!
+//! Versions of (kind, name) only go up: counties refuse anything not newer than what they
+//! accepted, so a job that reused a version would be refused everywhere after airing.
+//! [`Queue::submit_new`] picks or checks the version under a lock and records the last one
+//! per (kind, name) in state/versions/.
 
 use std::collections::HashSet;
 use std::fs;
@@ -20,6 +25,11 @@ use tracing::warn;
 
 /// The most jobs read from the queue directory at once.
 pub const QUEUED_JOBS_MAX: usize = 10_000;
+/// The most job files (queued and done) read to find the last version of a name that has
+/// no version record yet (queued before records existed).
+pub const VERSION_SCAN_JOBS_MAX: usize = 100_000;
+/// Longest version record read, in bytes (a record is a kind, a name and a number).
+const VERSION_RECORD_BYTES_MAX: u64 = 1024;
 /// How often the watcher lists the queue folder for new job files. Short, because an
 /// emergency notice must reach the air within 100 ms of landing in the queue; cheap, because
 /// a listing reads names only and a job file is read once, when it appears.
@@ -150,6 +160,48 @@ pub enum QueueError {
     /// A job file is not valid.
     #[error("bad job: {0}")]
     BadJob(String),
+    /// The version asked for is not above the last one queued for this (kind, name):
+    /// counties would refuse it as a rollback.
+    #[error("version {requested} of {kind}/{name} is not above {last}, the last version queued for it")]
+    VersionNotAbove {
+        /// The kind.
+        kind: Kind,
+        /// The name.
+        name: String,
+        /// The version asked for.
+        requested: u64,
+        /// The last version queued.
+        last: u64,
+    },
+    /// A version record exists but cannot be read: no version is picked blind.
+    #[error("version record {path}: {why}; it says which version of a name was queued last")]
+    VersionRecord {
+        /// The record file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// How [`Queue::submit_new`] sets a new job's version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// This version, refused unless above the last one queued for (kind, name).
+    Explicit(u64),
+    /// The wall clock in milliseconds, or one above the last version queued for
+    /// (kind, name), whichever is larger: two sends in one millisecond still differ.
+    Default {
+        /// Now, milliseconds since the Unix epoch.
+        now_unix_ms: u64,
+    },
+}
+
+/// The last version queued for one (kind, name), as stored in state/versions/.
+#[derive(Debug, Serialize, Deserialize)]
+struct VersionRecord {
+    kind: String,
+    name: String,
+    version: u64,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> QueueError + '_ {
@@ -161,13 +213,15 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> QueueError + '_ {
 pub struct Queue {
     queue_dir: PathBuf,
     done_dir: PathBuf,
+    versions_dir: PathBuf,
 }
 
 impl Queue {
     /// Opens (creating) the queue under `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, QueueError> {
-        let queue = Queue { queue_dir: state_dir.join("queue"), done_dir: state_dir.join("done") };
-        for dir in [&queue.queue_dir, &queue.done_dir] {
+        let queue =
+            Queue { queue_dir: state_dir.join("queue"), done_dir: state_dir.join("done"), versions_dir: state_dir.join("versions") };
+        for dir in [&queue.queue_dir, &queue.done_dir, &queue.versions_dir] {
             fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
         Ok(queue)
@@ -193,6 +247,75 @@ impl Queue {
         let text = toml::to_string(job).map_err(|e| QueueError::BadJob(e.to_string()))?;
         let job_path = self.job_path(&job.object_id);
         satcast_store::fsutil::write_atomic(&job_path, text.as_bytes()).map_err(io_err(&job_path))
+    }
+
+    /// Queues a new job with its version set as `version` says (see [`Version`]), and
+    /// records that version as the last of its (kind, name); returns the job as queued.
+    /// Concurrent calls, from any process, take turns on a lock file, so two of them never
+    /// pick the same version. Nothing is queued if the version is refused.
+    pub fn submit_new(&self, mut job: Job, version: Version, payload: &Path) -> Result<Job, QueueError> {
+        let kind = job.kind()?;
+        let lock_path = self.versions_dir.join(".lock");
+        let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
+        // fs4's trait, named in full: std's File::lock is newer than rust-version. Released
+        // when `lock` is dropped.
+        fs4::FileExt::lock(&lock).map_err(io_err(&lock_path))?;
+        let last = self.last_version(kind, &job.name)?;
+        let not_above = |requested| QueueError::VersionNotAbove { kind, name: job.name.clone(), requested, last: last.unwrap_or(0) };
+        job.version = match (version, last) {
+            (Version::Explicit(requested), Some(last)) if requested <= last => return Err(not_above(requested)),
+            (Version::Explicit(requested), _) => requested,
+            (Version::Default { now_unix_ms }, None) => now_unix_ms,
+            (Version::Default { now_unix_ms }, Some(last)) => now_unix_ms.max(last.checked_add(1).ok_or_else(|| not_above(u64::MAX))?),
+        };
+        // Recorded before the job appears: a crash in between burns a version, never reuses one.
+        let record = VersionRecord { kind: kind.to_string(), name: job.name.clone(), version: job.version };
+        let text = toml::to_string(&record).map_err(|e| QueueError::BadJob(e.to_string()))?;
+        let path = self.version_path(kind, &job.name);
+        satcast_store::fsutil::write_atomic(&path, text.as_bytes()).map_err(io_err(&path))?;
+        self.submit(&job, payload)?;
+        drop(lock);
+        Ok(job)
+    }
+
+    /// The record of the last version queued for (kind, name): named by a hash, so any
+    /// valid name makes a short, safe file name.
+    fn version_path(&self, kind: Kind, name: &str) -> PathBuf {
+        let hash = blake3::hash(format!("{kind}/{name}").as_bytes());
+        self.versions_dir.join(format!("{kind}-{}.toml", &hash.to_hex()[..32]))
+    }
+
+    /// The last version queued for (kind, name): its record, or, for a name queued before
+    /// records existed, the highest version among the job files (queued and done).
+    fn last_version(&self, kind: Kind, name: &str) -> Result<Option<u64>, QueueError> {
+        use std::io::Read;
+        let path = self.version_path(kind, name);
+        let bad = |why: String| QueueError::VersionRecord { path: path.clone(), why };
+        match fs::File::open(&path) {
+            Ok(file) => {
+                let mut text = String::new();
+                file.take(VERSION_RECORD_BYTES_MAX).read_to_string(&mut text).map_err(|e| bad(e.to_string()))?;
+                let record: VersionRecord = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+                if record.kind != kind.as_str() || record.name != name {
+                    return Err(bad(format!("it is for {}/{}", record.kind, record.name)));
+                }
+                Ok(Some(record.version))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut last = None;
+                for dir in [&self.queue_dir, &self.done_dir] {
+                    let entries = fs::read_dir(dir).map_err(io_err(dir))?.flatten();
+                    for entry in entries.filter(|e| e.path().extension().is_some_and(|x| x == "job")).take(VERSION_SCAN_JOBS_MAX) {
+                        let job = fs::read_to_string(entry.path()).ok().and_then(|t| toml::from_str::<Job>(&t).ok());
+                        if let Some(job) = job.filter(|j| j.kind == kind.as_str() && j.name == name) {
+                            last = last.max(Some(job.version));
+                        }
+                    }
+                }
+                Ok(last)
+            }
+            Err(e) => Err(io_err(&path)(e)),
+        }
     }
 
     /// Every queued job, oldest first. Unreadable job files are returned as errors beside
@@ -337,6 +460,28 @@ mod tests {
         let mut all = ids(Watch::new(queue.clone()).scan());
         all.sort();
         assert_eq!(all, ["00000000000000a1", "00000000000000b2"]);
+    }
+
+    #[test]
+    fn versions_only_go_up_per_kind_and_name_even_for_jobs_queued_before_version_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = Queue::open(dir.path()).expect("queue");
+        let payload = dir.path().join("notice.txt");
+        fs::write(&payload, b"notice").expect("payload");
+        // Queued (version 1) by a `send` that kept no version records.
+        queue.submit(&job("00000000000000a1"), &payload).expect("submit");
+        let refused = queue.submit_new(job("00000000000000b2"), Version::Explicit(1), &payload).expect_err("not above 1");
+        assert!(matches!(refused, QueueError::VersionNotAbove { requested: 1, last: 1, .. }), "{refused}");
+        assert!(!queue.is_queued("00000000000000b2"), "a refused job is not queued");
+        let queued = queue.submit_new(job("00000000000000b2"), Version::Default { now_unix_ms: 0 }, &payload).expect("default");
+        assert_eq!(queued.version, 2, "one above the last when the clock is behind");
+        let queued = queue.submit_new(job("00000000000000c3"), Version::Default { now_unix_ms: 1_000 }, &payload).expect("default");
+        assert_eq!(queued.version, 1_000, "the clock when it is ahead");
+        assert!(queue.submit_new(job("00000000000000d4"), Version::Explicit(1_000), &payload).is_err());
+        let mut other = job("00000000000000d4");
+        other.name = "通知 2026.txt".into();
+        assert_eq!(queue.submit_new(other, Version::Explicit(1), &payload).expect("another name").version, 1);
+        assert_eq!(queue.job("00000000000000c3").expect("queued").version, 1_000, "the job file carries the version");
     }
 
     #[test]

@@ -57,8 +57,6 @@ const INPUTS_MAX: usize = 64 + PREPARATIONS_MAX;
 const STORE_BATCH_MAX: usize = 256;
 /// How long a stopping daemon waits for the storage worker's last checkpoints.
 const STOP_WAIT_MAX: Duration = Duration::from_secs(30);
-/// The national division table, so the registry names every county on a fresh machine.
-const AREAS_CSV: &str = include_str!("../../data/divisions/areas.csv");
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, Error)]
@@ -213,7 +211,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         warn!(moved_to = %moved_to.display(), %why, "index would not open: quarantined it; interrupted broadcasts restart with fresh signatures");
     }
     if store.receivers()?.is_empty() {
-        let imported = store.import_divisions(AREAS_CSV)?;
+        let imported = store.import_divisions(crate::divisions::AREAS_CSV)?;
         info!(imported, "receiver registry filled from the national division table");
     }
     let store = Arc::new(store);
