@@ -260,3 +260,43 @@ fn a_chinese_name_with_a_space_is_delivered_byte_exact_and_a_resend_within_a_sec
     let log = cluster.counties[0].daemon.as_ref().map(|d| d.log_text()).unwrap_or_default();
     assert!(done, "{name} (second send) not delivered byte-exact: {:#}\n{:#}\n{log}", status(&cluster, &first), status(&cluster, &second));
 }
+
+/// Issue "Operators and county sites", item 2: a broadcast that missed its deadline while
+/// a county was powered off, re-aired to it without --deadline, must air (v1 kept the old
+/// deadline, so the re-air ended at once with outcome "deadline") and the job file must say
+/// so, for a restart to keep it.
+#[test]
+fn a_reair_after_a_missed_deadline_airs_without_one_and_the_county_gets_the_file() {
+    const COUNTY: &str = "410102";
+    // Generous bounds for steps that take a few seconds on an idle machine.
+    const SLOW: Duration = Duration::from_secs(30);
+    let seed = seed("UPLINK_SEED", "uplink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = cluster(seed, dir.path(), &[COUNTY], 20_000_000, "");
+    // Enrolled first, so the broadcast waits for its acknowledgement; then powered off.
+    let enrolled = wait_until(SLOW, || cluster.uplink_cli(&["receivers", "--json"]).is_ok_and(|t| t.contains(COUNTY)));
+    assert!(enrolled, "the county never enrolled");
+    cluster.counties[0].daemon.as_mut().expect("running").stop();
+    let (path, bytes) = payload(dir.path(), "notice.txt", 200_000, seed);
+    let path = path.to_str().expect("utf-8");
+    let id = cluster
+        .uplink_cli(&["send", path, "--kind", "policy", "--to", "41", "--version", "1", "--deadline", "+2s"])
+        .expect("send")
+        .trim()
+        .to_owned();
+    let missed = wait_until(SLOW, || status(&cluster, &id)["summary"]["state"] == "deadline");
+    assert!(missed, "the deadline never ended it: {:#}", status(&cluster, &id));
+
+    cluster.counties[0].start().expect("start the county again");
+    let reair = cluster.uplink_cli(&["reair", &id, "--to", COUNTY, "--json"]).unwrap_or_else(|e| panic!("reair failed: {e:?}"));
+    println!("reair: {}", reair.trim());
+    // In the queue now, or in done/ already if it finished that fast.
+    let state = cluster.uplink_config.parent().expect("config folder").join("state");
+    let job = ["queue", "done"].iter().find_map(|d| std::fs::read_to_string(state.join(d).join(format!("{id}.job"))).ok());
+    let job = job.expect("the job file is queued or done");
+    let done = wait_until(SLOW, || status(&cluster, &id)["summary"]["state"] == "completed");
+    assert!(done, "the re-air must air until the county has it: {:#}", status(&cluster, &id));
+    let delivered = cluster.counties[0].delivered_path("policy", "notice.txt");
+    assert_eq!(std::fs::read(&delivered).expect("delivered"), bytes);
+    assert!(!job.contains("deadline"), "the requeued job file must carry no deadline:\n{job}");
+}
