@@ -266,13 +266,16 @@ pub enum Request {
         /// Where it stands.
         checkpoint: Checkpoint,
     },
-    /// Re-air: record these targets durably, then put the job back in the queue. Completed
-    /// by [`Completion::Requeued`].
+    /// Re-air: record these targets durably, then put the job back in the queue with this
+    /// deadline written into its job file (so a restart keeps it). Completed by
+    /// [`Completion::Requeued`].
     Requeue {
         /// The broadcast.
         object_id: u64,
         /// The counties it waits for now.
         targets: Vec<String>,
+        /// The re-air's own deadline, milliseconds since the Unix epoch (None: none).
+        deadline_unix_ms: Option<u64>,
     },
     /// Answer an operator's command (after the requests before it were carried out).
     Answer {
@@ -622,18 +625,22 @@ impl UplinkNode {
 
     /// An operator's re-air of a finished broadcast, for the counties (under `prefixes`)
     /// that lack it. The executor hands over the job file (None if it is gone) and the
-    /// counties the ledger has as delivered (or why it could not read them).
+    /// counties the ledger has as delivered (or why it could not read them). The re-air
+    /// runs until `deadline_unix_ms`, or with no deadline: never the first airing's, which
+    /// may well be what ended it.
     pub fn handle_reair(
         &mut self,
         object_id: u64,
         prefixes: Option<Vec<String>>,
+        deadline_unix_ms: Option<u64>,
         job: Option<UplinkJob>,
         delivered: Result<BTreeSet<String>, String>,
         token: u64,
     ) {
         match self.reair(object_id, prefixes, job, delivered) {
-            Ok((job, targets)) => {
-                self.requests.push_back(Request::Requeue { object_id, targets: targets.clone() });
+            Ok((mut job, targets)) => {
+                job.deadline_unix_ms = deadline_unix_ms;
+                self.requests.push_back(Request::Requeue { object_id, targets: targets.clone(), deadline_unix_ms });
                 self.reairing.insert(object_id, Reairing { job, targets, token });
             }
             Err(refusal) => self.requests.push_back(Request::Answer { token, answer: Err(refusal) }),

@@ -194,9 +194,9 @@ fn a_reair_targets_only_the_counties_that_lack_the_object() {
     let delivered: BTreeSet<String> = codes(&["410102"]).into_iter().collect();
 
     // Under a prefix: only what lacks it there.
-    rig.node.handle_reair(OBJECT, Some(codes(&["41"])), Some(job(&["41", "42"])), Ok(delivered.clone()), 1);
+    rig.node.handle_reair(OBJECT, Some(codes(&["41"])), None, Some(job(&["41", "42"])), Ok(delivered.clone()), 1);
     let asked = requests(&mut rig.node);
-    assert!(matches!(&asked[..], [Request::Requeue { object_id: OBJECT, targets }] if *targets == codes(&["410103"])), "{asked:?}");
+    assert!(matches!(&asked[..], [Request::Requeue { object_id: OBJECT, targets, .. }] if *targets == codes(&["410103"])), "{asked:?}");
     rig.node.handle_completion(rig.now, NOW * 1000, Completion::Requeued { object_id: OBJECT, result: Ok(()) });
     let asked = requests(&mut rig.node);
     assert!(
@@ -213,7 +213,7 @@ fn a_reair_targets_only_the_counties_that_lack_the_object() {
     let mut rig = self::rig(true);
     let targets = codes(&["410102", "410103", "420101"]);
     rig.node.load_broadcast(OBJECT, KnownBroadcast { object_hash: Some(HASH), targets, outcome: Some(Outcome::Deadline) });
-    rig.node.handle_reair(OBJECT, None, Some(job(&["41", "42"])), Ok(delivered), 2);
+    rig.node.handle_reair(OBJECT, None, None, Some(job(&["41", "42"])), Ok(delivered), 2);
     let asked = requests(&mut rig.node);
     assert!(matches!(&asked[..], [Request::Requeue { targets, .. }] if *targets == codes(&["410103", "420101"])), "{asked:?}");
 
@@ -221,9 +221,33 @@ fn a_reair_targets_only_the_counties_that_lack_the_object() {
     let mut rig = self::rig(true);
     let targets = codes(&["410102"]);
     rig.node.load_broadcast(OBJECT, KnownBroadcast { object_hash: Some(HASH), targets, outcome: Some(Outcome::Completed) });
-    rig.node.handle_reair(OBJECT, None, Some(job(&["41"])), Ok(codes(&["410102"]).into_iter().collect()), 3);
+    rig.node.handle_reair(OBJECT, None, None, Some(job(&["41"])), Ok(codes(&["410102"]).into_iter().collect()), 3);
     let asked = requests(&mut rig.node);
     assert!(matches!(&asked[..], [Request::Answer { token: 3, answer: Err((409, _)) }]), "{asked:?}");
+}
+
+#[test]
+fn a_reair_runs_with_its_own_deadline_or_none_never_the_one_that_ended_it() {
+    let deadline_passed = NOW * 1000;
+    let later = (NOW + 3600) * 1000;
+    for (token, asked_deadline) in [(1, None), (2, Some(later))] {
+        let mut rig = rig(true);
+        let targets = codes(&["410102"]);
+        rig.node.load_broadcast(OBJECT, KnownBroadcast { object_hash: Some(HASH), targets, outcome: Some(Outcome::Deadline) });
+        let first = UplinkJob { deadline_unix_ms: Some(deadline_passed), ..job(&["41"]) };
+        rig.node.handle_reair(OBJECT, None, asked_deadline, Some(first), Ok(BTreeSet::new()), token);
+        let asked = requests(&mut rig.node);
+        assert!(
+            matches!(&asked[..], [Request::Requeue { deadline_unix_ms, .. }] if *deadline_unix_ms == asked_deadline),
+            "the job file must get the re-air's deadline: {asked:?}"
+        );
+        rig.node.handle_completion(rig.now, NOW * 1000, Completion::Requeued { object_id: OBJECT, result: Ok(()) });
+        let asked = requests(&mut rig.node);
+        assert!(
+            matches!(&asked[..], [Request::Answer { .. }, Request::Prepare { job, resume: Resume::Reair, .. }] if job.deadline_unix_ms == asked_deadline),
+            "{asked:?}"
+        );
+    }
 }
 
 #[test]

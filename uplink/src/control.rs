@@ -8,7 +8,7 @@
 //! | GET | /v1/broadcasts | | `[BroadcastSummary]` |
 //! | GET | /v1/broadcasts/{id} | | `BroadcastStatus` |
 //! | POST | /v1/broadcasts/{id}/cancel | | `{"cancelled": id}` |
-//! | POST | /v1/broadcasts/{id}/reair | `{"to": "41,4201"}` or `{}` | `{"reaired": id, "targets": n}` |
+//! | POST | /v1/broadcasts/{id}/reair | `{"to": "41,4201", "deadline_unix_secs": n}`, either optional | `{"reaired": id, "targets": n}` |
 //! | GET | /v1/receivers?silent_for=SECS&all=1 | | `[ReceiverSummary]` |
 //!
 //! Errors are `{"error": "..."}` with status 400 (bad request), 401 (token), 404 (unknown
@@ -77,6 +77,9 @@ pub enum Command {
         object_id: u64,
         /// Only counties under these prefixes (none: every county that lacks it).
         prefixes: Option<Vec<String>>,
+        /// The re-air's own deadline, unix seconds (none: no deadline, whatever the first
+        /// airing had).
+        deadline_unix_secs: Option<u64>,
         /// The answer.
         reply: SyncSender<Result<serde_json::Value, (u16, String)>>,
     },
@@ -205,15 +208,21 @@ fn handle(context: &Context, mut request: tiny_http::Request) {
             let command = if *action == "cancel" {
                 Command::Cancel { object_id, reply }
             } else {
-                let to = serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v.get("to").and_then(|t| t.as_str()).map(str::to_owned));
+                let body = serde_json::from_str::<serde_json::Value>(&body).ok();
+                let to = body.as_ref().and_then(|v| v.get("to").and_then(|t| t.as_str()).map(str::to_owned));
                 let prefixes = match to.map(|t| satcast_protocol::manifest::parse_targets(&t)) {
                     Some(Ok(p)) => Some(p),
                     Some(Err(e)) => return error(request, 400, &format!("bad prefixes: {e}")),
                     None => None,
                 };
-                Command::Reair { object_id, prefixes, reply }
+                let deadline_unix_secs = match body.as_ref().and_then(|v| v.get("deadline_unix_secs")) {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(deadline) => match deadline.as_u64() {
+                        Some(secs) => Some(secs),
+                        None => return error(request, 400, "deadline_unix_secs is unix seconds"),
+                    },
+                };
+                Command::Reair { object_id, prefixes, deadline_unix_secs, reply }
             };
             if context.commands.try_send(command).is_err() {
                 return error(request, 503, "the daemon is busy; try again");

@@ -133,6 +133,10 @@ enum Command {
         /// Only counties under these prefixes.
         #[arg(long)]
         to: Option<String>,
+        /// Stop re-airing at this time (same formats as send --deadline); without it the
+        /// re-air has no deadline, whatever the first airing had.
+        #[arg(long)]
+        deadline: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -554,11 +558,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let answer = Client::new(&UplinkConfig::load(&config)?)?.post(&format!("/v1/broadcasts/{id}/cancel"), serde_json::json!({}))?;
             if json { print_json(&answer)? } else { outln!("cancelled {id}")? }
         }
-        Command::Reair { id, config, to, json } => {
-            let body = match to {
-                Some(to) => serde_json::json!({ "to": to }),
-                None => serde_json::json!({}),
-            };
+        Command::Reair { id, config, to, deadline, json } => {
+            let deadline_unix_secs = deadline.as_deref().map(parse_time).transpose()?;
+            let mut body = serde_json::json!({});
+            if let Some(to) = to {
+                body["to"] = to.into();
+            }
+            if let Some(secs) = deadline_unix_secs {
+                body["deadline_unix_secs"] = secs.into();
+            }
             let answer = Client::new(&UplinkConfig::load(&config)?)?.post(&format!("/v1/broadcasts/{id}/reair"), body)?;
             if json {
                 print_json(&answer)?;

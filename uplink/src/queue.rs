@@ -390,8 +390,16 @@ impl Queue {
         None
     }
 
-    /// Puts a done job back in the queue (to air it again).
-    pub fn requeue(&self, object_id: &str) -> Result<(), QueueError> {
+    /// Puts a done job back in the queue (to air it again) with this deadline (unix seconds;
+    /// None: no deadline), written into its job file before it moves, so a restart keeps it.
+    pub fn requeue(&self, object_id: &str, deadline_unix_secs: Option<u64>) -> Result<(), QueueError> {
+        let done_job = self.done_dir.join(format!("{object_id}.job"));
+        if done_job.exists() {
+            let text = fs::read_to_string(&done_job).map_err(io_err(&done_job))?;
+            let job = toml::from_str::<Job>(&text).map_err(|e| QueueError::BadJob(format!("{}: {e}", done_job.display())))?;
+            let text = toml::to_string(&Job { deadline_unix_secs, ..job }).map_err(|e| QueueError::BadJob(e.to_string()))?;
+            satcast_store::fsutil::write_atomic(&done_job, text.as_bytes()).map_err(io_err(&done_job))?;
+        }
         for name in [format!("{object_id}.payload"), format!("{object_id}.job")] {
             let from = self.done_dir.join(&name);
             let to = self.queue_dir.join(&name);
@@ -454,12 +462,29 @@ mod tests {
         assert_eq!(ids(watch.scan()), ["00000000000000b2"]);
         queue.finish("00000000000000a1").expect("finish");
         assert!(watch.scan().is_empty());
-        queue.requeue("00000000000000a1").expect("requeue");
+        queue.requeue("00000000000000a1", None).expect("requeue");
         assert_eq!(ids(watch.scan()), ["00000000000000a1"], "back in the queue: announced again");
         // A job started afresh by a new watch (a restarted daemon) is announced again.
         let mut all = ids(Watch::new(queue.clone()).scan());
         all.sort();
         assert_eq!(all, ["00000000000000a1", "00000000000000b2"]);
+    }
+
+    #[test]
+    fn a_requeued_job_file_carries_the_reairs_deadline_or_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = Queue::open(dir.path()).expect("queue");
+        let payload = dir.path().join("notice.txt");
+        fs::write(&payload, b"notice").expect("payload");
+        let missed = Job { deadline_unix_secs: Some(1_800_000_100), ..job("00000000000000a1") };
+        queue.submit(&missed, &payload).expect("submit");
+        for deadline in [None, Some(1_800_009_000)] {
+            queue.finish("00000000000000a1").expect("finish");
+            queue.requeue("00000000000000a1", deadline).expect("requeue");
+            // Read back from the file, as a restarted daemon would.
+            assert_eq!(queue.job("00000000000000a1").expect("queued again").deadline_unix_secs, deadline);
+            assert!(queue.payload_path("00000000000000a1").exists(), "the payload came back too");
+        }
     }
 
     #[test]

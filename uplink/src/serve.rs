@@ -517,9 +517,10 @@ impl Uplink {
                 let queued = self.queue.find(&ObjectId(object_id).to_string()).is_some();
                 self.node.handle_cancel(object_id, queued, token);
             }
-            Command::Reair { object_id, prefixes, reply } => {
+            Command::Reair { object_id, prefixes, deadline_unix_secs, reply } => {
                 let id = ObjectId(object_id).to_string();
-                let job = self.queue.find(&id).map(|(job, _)| job);
+                // The executor's copy carries the re-air's deadline too, as the job file will.
+                let job = self.queue.find(&id).map(|(job, _)| Job { deadline_unix_secs, ..job });
                 let node_job = match job.as_ref().map(node_job).transpose() {
                     Ok(node_job) => node_job,
                     Err(error) => {
@@ -535,7 +536,8 @@ impl Uplink {
                 });
                 let token = self.token();
                 self.command_replies.insert(token, reply);
-                self.node.handle_reair(object_id, prefixes, node_job, delivered, token);
+                let deadline_unix_ms = deadline_unix_secs.map(|secs| secs.saturating_mul(1000));
+                self.node.handle_reair(object_id, prefixes, deadline_unix_ms, node_job, delivered, token);
             }
         }
     }
@@ -593,8 +595,9 @@ enum AfterFlush {
     Complete(Completion),
     /// Move a finished job to done/.
     Finish(u64),
-    /// Put a re-aired job back in the queue, if its targets were recorded.
-    Requeue(u64, Result<(), String>),
+    /// Put a re-aired job back in the queue with this deadline (unix seconds), if its
+    /// targets were recorded.
+    Requeue(u64, Option<u64>, Result<(), String>),
     /// Answer an operator.
     Answer(CommandReply, Result<CommandAnswer, CommandRefusal>),
     /// Stop, and say so.
@@ -627,10 +630,10 @@ fn start_store_worker(store: Arc<UplinkStore>, queue: Queue, input: SyncSender<I
                         }
                         continue;
                     }
-                    AfterFlush::Requeue(object_id, recorded) => {
+                    AfterFlush::Requeue(object_id, deadline_unix_secs, recorded) => {
                         let result = recorded
                             .and(flushed.clone())
-                            .and_then(|()| queue.requeue(&ObjectId(object_id).to_string()).map_err(|e| e.to_string()));
+                            .and_then(|()| queue.requeue(&ObjectId(object_id).to_string(), deadline_unix_secs).map_err(|e| e.to_string()));
                         Completion::Requeued { object_id, result }
                     }
                     AfterFlush::Answer(reply, answer) => {
@@ -709,7 +712,7 @@ fn write(store: &UplinkStore, work: StoreWork) -> Option<AfterFlush> {
             }
             None
         }
-        Request::Requeue { object_id, targets } => {
+        Request::Requeue { object_id, targets, deadline_unix_ms } => {
             let recorded = match store.broadcast(object_id) {
                 Ok(Some(mut record)) => {
                     record.targets = targets;
@@ -718,7 +721,8 @@ fn write(store: &UplinkStore, work: StoreWork) -> Option<AfterFlush> {
                 Ok(None) => Err(format!("the record of {} is gone", hex(object_id))),
                 Err(error) => Err(error.to_string()),
             };
-            Some(AfterFlush::Requeue(object_id, recorded))
+            // Job files keep seconds; the node's milliseconds came from seconds or a CLI time.
+            Some(AfterFlush::Requeue(object_id, deadline_unix_ms.map(|ms| ms / 1000), recorded))
         }
         // Carried out by the loop itself.
         Request::Prepare { .. } | Request::CancelPreparation { .. } | Request::Reply { .. } | Request::Answer { .. } => None,
