@@ -297,6 +297,7 @@ fn list(context: &Context) -> Result<Vec<report::BroadcastSummary>, String> {
             started_unix_secs: 0,
         });
     }
+    report::sort_by_time(&mut out);
     Ok(out)
 }
 

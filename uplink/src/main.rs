@@ -14,7 +14,7 @@ use satcast_protocol::broadcast::Priority;
 use satcast_protocol::manifest::{ECHO_CHARS_MAX, Kind, parse_targets, validate_name};
 use satcast_uplink::client::{Client, ClientError};
 use satcast_uplink::queue::{Job, Queue, QueueError, Version};
-use satcast_uplink::report::{BroadcastStatus, BroadcastSummary, ReceiverSummary};
+use satcast_uplink::report::{self, BroadcastStatus, BroadcastSummary, ReceiverSummary};
 use satcast_uplink::{UplinkConfig, divisions, keys, serve};
 
 /// Exit codes scripts can rely on.
@@ -349,7 +349,7 @@ fn print_list(list: &[BroadcastSummary]) -> Result<(), OutputError> {
             b.state,
             b.delivered,
             b.targeted,
-            b.to.join(",")
+            report::targets_text(&b.to)
         )?;
     }
     Ok(())
@@ -358,7 +358,7 @@ fn print_list(list: &[BroadcastSummary]) -> Result<(), OutputError> {
 fn print_status(status: &BroadcastStatus) -> Result<(), OutputError> {
     let s = &status.summary;
     outln!("{} {}/{} version {} ({} bytes, {}): {}", ObjectId(s.id), s.kind, s.name, s.version, s.size_bytes, s.priority, s.state)?;
-    outln!("to {}: {} counties targeted", s.to.join(","), s.targeted)?;
+    outln!("to {}: {} counties targeted", report::targets_text(&s.to), s.targeted)?;
     outln!("delivered {}  in progress {}  silent {}  rejected {}", s.delivered, s.in_progress, s.silent, s.rejected)?;
     if !status.provinces.is_empty() {
         outln!()?;

@@ -230,6 +230,18 @@ pub fn status(
     BroadcastStatus { summary, provinces, lagging, hooks_failed, delivered }
 }
 
+/// How a broadcast's prefixes read to an operator: `all` for the nation (the empty prefix
+/// that `--to all` becomes), the prefixes joined by commas otherwise.
+pub fn targets_text(prefixes: &[String]) -> String {
+    if prefixes.iter().any(String::is_empty) { "all".to_owned() } else { prefixes.join(",") }
+}
+
+/// Orders broadcasts as they aired: by the time they started, those not started yet
+/// (queued, preparing) last, ties by id.
+pub fn sort_by_time(list: &mut [BroadcastSummary]) {
+    list.sort_by_key(|b| (b.started_unix_secs == 0, b.started_unix_secs, b.id));
+}
+
 /// The registry as a list; `silent_for_secs` keeps only counties not heard from for that
 /// long (or never), `all` includes counties that never connected.
 pub fn receivers(
@@ -269,6 +281,31 @@ mod tests {
         let ledger: Vec<(String, LedgerEntry)> = delivered_by.iter().map(|c| (c.to_string(), delivered())).collect();
         let summary = status(1, &record, "completed", &ledger, &BTreeMap::new()).summary;
         (summary.delivered, summary.targeted)
+    }
+
+    #[test]
+    fn the_nation_reads_as_all_and_lists_go_by_time() {
+        assert_eq!(targets_text(&[String::new()]), "all");
+        assert_eq!(targets_text(&["41".into(), "4201".into()]), "41,4201");
+        let summary = |id: u64, started_unix_secs: u64| BroadcastSummary {
+            id,
+            kind: "policy".into(),
+            name: "n".into(),
+            version: 1,
+            size_bytes: 1,
+            priority: "normal".into(),
+            to: vec![String::new()],
+            state: "airing".into(),
+            targeted: 0,
+            delivered: 0,
+            in_progress: 0,
+            silent: 0,
+            rejected: 0,
+            started_unix_secs,
+        };
+        let mut list = vec![summary(1, 300), summary(2, 0), summary(3, 100), summary(4, 200)];
+        sort_by_time(&mut list);
+        assert_eq!(list.iter().map(|b| b.id).collect::<Vec<_>>(), vec![3, 4, 1, 2], "oldest first, queued last");
     }
 
     #[test]
