@@ -183,3 +183,38 @@ fn a_closed_stdout_ends_listings_quietly_and_daemon_logs_have_no_colour_codes() 
         assert!(!raw.contains("\x1b["), "colour codes in {}:\n{raw}", log.display());
     }
 }
+
+#[test]
+fn a_command_line_that_does_not_parse_is_one_line_with_exit_code_2() {
+    let cases: [(&str, &[&str]); 3] =
+        [("satcast-uplink", &["list", "--bogus"]), ("satcast-uplink", &["status"]), ("satcast-receiver", &["run", "--config"])];
+    for (program, args) in cases {
+        let out = output(program, args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{program} {args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{program} {args:?}: one line, not:\n{stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.trim_end().ends_with("(see --help)"), "{program} {args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{program} {args:?}: nothing on stdout without --json");
+    }
+    let out = output("satcast-uplink", &["list", "--json", "--bogus"]);
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON error on stdout");
+    assert_eq!(error["exit_code"], 2);
+    assert!(error["error"].as_str().is_some_and(|e| e.contains("--bogus")), "{error}");
+}
+
+#[test]
+fn help_into_a_closed_pipe_exits_141_without_a_panic() {
+    for program in ["satcast-uplink", "satcast-receiver"] {
+        let out = with_closed(program, &["--help"], true);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(EXIT_BROKEN_PIPE), "{program}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{program}: {stderr}");
+    }
+}
+
+#[test]
+fn the_demo_runs_to_its_end_with_a_closed_stderr() {
+    let seed = seed("DEMO_SEED", "demo with a closed stderr");
+    let out = with_closed("satcast-sim", &["demo", "--receivers", "2", "--seed", &seed.to_string()], false);
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{}", text(&out.stdout));
+}

@@ -14,6 +14,8 @@ use thiserror::Error;
 
 /// Exit status when standard output is a closed pipe: 128 + SIGPIPE (13).
 pub const EXIT_BROKEN_PIPE: u8 = 141;
+/// Exit status of a command line that does not parse (clap's own choice, kept).
+pub const EXIT_USAGE: u8 = 2;
 
 /// Standard output could not be written (not a closed pipe: a full disk, an I/O error).
 #[derive(Debug, Error)]
@@ -76,6 +78,48 @@ pub fn report(error: &(dyn Error + 'static), exit_code: u8, json: bool) {
         // Standard output may be the closed pipe itself: nothing more to do then.
         let _ = print(&format!("{object}\n"));
     }
+}
+
+/// Parses the command line as `P::parse()` would, except that a usage error (an unknown
+/// flag, a missing value) is reported like every other error: one line, and also as JSON
+/// on standard output when `--json` is among the arguments. Help and version go to standard
+/// output through [`print`], so `--help | head` does not panic either.
+pub fn parse<P: clap::Parser>() -> P {
+    match P::try_parse() {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            let code = match error.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    let _ = print(&error.render().to_string());
+                    0
+                }
+                clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    eprint(&error.render().to_string());
+                    EXIT_USAGE
+                }
+                _ => {
+                    let json = std::env::args_os().skip(1).any(|arg| arg == "--json");
+                    report(&UsageError(usage_line(&error)), EXIT_USAGE, json);
+                    EXIT_USAGE
+                }
+            };
+            std::process::exit(code.into())
+        }
+    }
+}
+
+/// A command line that does not parse, as one line.
+#[derive(Debug, Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+/// clap's first line without its "error: " prefix (the rest is a usage block and a tip),
+/// with the pointer to `--help` that the block carried.
+fn usage_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    format!("{first} (see --help)")
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = cli::parse();
     logging::init(cli.log_json);
     let json = matches!(cli.command, Command::Status { json: true, .. });
     match run(cli.command) {

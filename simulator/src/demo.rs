@@ -17,6 +17,18 @@ use crate::cluster::{Cluster, ClusterError, ClusterOptions};
 use crate::divisions::{self, Division};
 use crate::relay::LossModel;
 
+/// Progress on standard error that ignores a closed or full stream: `eprintln!` would
+/// panic there, and the demo's result does not depend on anyone watching it.
+macro_rules! note {
+    (no_newline, $($arg:tt)*) => {{
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, $($arg)*).and_then(|()| err.flush());
+    }};
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 /// Knobs of the demo.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -172,7 +184,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoSummary, ClusterError> {
         acks: false,
     };
     if options.progress {
-        eprintln!(
+        note!(
             "satcast demo: seed {} ({} counties, loss up to {:.0}%, {} Mbit/s); replay with --seed {}",
             options.seed,
             counties.len(),
@@ -180,7 +192,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoSummary, ClusterError> {
             options.link_rate_bits_per_sec / 1_000_000,
             options.seed
         );
-        eprintln!(
+        note!(
             "working folder: {}{}",
             dir.display(),
             if options.keep.is_some() { "" } else { " (deleted at exit; keep it with --keep DIR)" }
@@ -212,12 +224,12 @@ pub fn run(options: &DemoOptions) -> Result<DemoSummary, ClusterError> {
         if options.progress && last_print.elapsed() >= Duration::from_millis(500) {
             last_print = Instant::now();
             let air = cluster.relay.stats.bytes_on_air.load(std::sync::atomic::Ordering::Relaxed);
-            eprint!(
+            note!(
+                no_newline,
                 "\r[{:5.1}s] delivered {done:3}/{expected} (object, county) pairs, {:.1} MB on the air   ",
                 started.elapsed().as_secs_f64(),
                 air as f64 / 1e6
             );
-            let _ = std::io::stderr().flush();
         }
         if done >= expected || started.elapsed() > options.timeout {
             break;
@@ -225,7 +237,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoSummary, ClusterError> {
         std::thread::sleep(Duration::from_millis(100));
     }
     if options.progress {
-        eprintln!();
+        note!("");
     }
     // Give any delivery to an untargeted county a moment to show up before judging.
     std::thread::sleep(Duration::from_millis(300));

@@ -451,7 +451,7 @@ fn wait(client: &Client, id: ObjectId, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = cli::parse();
     logging::init(cli.log_json);
     let json = cli.command.json();
     match run(cli.command) {
