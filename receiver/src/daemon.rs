@@ -30,6 +30,7 @@ use crate::droplog::DropLog;
 use crate::heartbeat::HeartbeatWatch;
 use crate::hooks::{self, HookBook};
 use crate::status::{HeartbeatStatus, PartialStatus, ReceptionStatus};
+use crate::upgrade::Executable;
 use crate::worker::{self, Job, NodeView};
 
 /// Why the daemon stopped with an error.
@@ -143,9 +144,22 @@ struct Datapath {
     started_unix_ms: u64,
 }
 
-/// Runs the receiver until `stop` is set. Returns an error only for conditions it cannot
-/// run through (keys, socket, unreadable trust state).
-pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError> {
+/// Why [`run`] returned.
+#[derive(Debug)]
+pub enum Stopped {
+    /// `stop` was set (SIGTERM, Ctrl-C).
+    Asked,
+    /// A new build was installed over this one (crate::upgrade): the caller executes it.
+    NewBuildInstalled(Executable),
+}
+
+/// Runs the receiver until `stop` is set or a new build of it is installed. Returns an
+/// error only for conditions it cannot run through (keys, socket, unreadable trust state).
+pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<Stopped, RunError> {
+    // Before anything else: the file started from, not one installed while starting.
+    let executable = Executable::current()
+        .inspect_err(|error| warn!(%error, "cannot identify the running executable; a new build installed over it is not restarted into"))
+        .ok();
     let root = RootPublicKey::from_text(&read_key_text(&config.keys.root_public)?)
         .map_err(|e| RunError::Key { path: config.keys.root_public.clone(), why: e.to_string() })?;
     let network_key = NetworkKey::from_text(&read_key_text(&config.keys.network_key)?)
@@ -198,7 +212,7 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError
     });
     let outbox = store.outbox();
     let acks = start_acks(&config, outbox.clone(), hello.clone(), stop.clone())?;
-    let hook_worker = start_hook_worker(&config, &hooks, outbox, stop.clone())?;
+    let hook_worker = start_hook_worker(&config, &hooks, outbox, executable.clone(), stop.clone())?;
     let (jobs, jobs_rx) = mpsc::sync_channel(STORAGE_JOBS_QUEUED_MAX);
     let (completions_tx, completions) = mpsc::channel();
     let storage_worker =
@@ -259,7 +273,7 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError
         let _ = acks.join();
     }
     // Waits for a running hook for up to hooks::STOP_GRACE.
-    let _ = hook_worker.join();
+    let new_build_installed = hook_worker.join().unwrap_or(false);
     datapath.drops.flush();
     datapath.send_status(true);
     // Hands over what is left in order (the worker syncs the spool when its queue ends).
@@ -270,7 +284,10 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<(), RunError
     drop(jobs);
     let _ = storage_worker.join();
     info!(stats = ?node.stats(), "receiver stopped");
-    Ok(())
+    Ok(match executable {
+        Some(executable) if new_build_installed => Stopped::NewBuildInstalled(executable),
+        _ => Stopped::Asked,
+    })
 }
 
 /// Starts the hook worker. It runs even without hooks configured: records left from a
@@ -279,15 +296,16 @@ fn start_hook_worker(
     config: &ReceiverConfig,
     book: &HookBook,
     outbox: Outbox,
+    executable: Option<Executable>,
     stop: Arc<AtomicBool>,
-) -> Result<std::thread::JoinHandle<()>, RunError> {
+) -> Result<std::thread::JoinHandle<bool>, RunError> {
     let book = book.clone();
     let hooks = config.hooks.clone();
     let county = config.county_code.clone();
     let span = tracing::Span::current();
     std::thread::Builder::new()
         .name("hooks".into())
-        .spawn(move || span.in_scope(|| hooks::run_worker(book, hooks, outbox, county, stop)))
+        .spawn(move || span.in_scope(|| hooks::run_worker(book, hooks, outbox, county, executable, stop)))
         .map_err(|e| RunError::Socket(std::io::Error::other(e)))
 }
 

@@ -42,6 +42,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::config::{HookConfig, HooksConfig};
+use crate::upgrade::Executable;
 
 /// The most hooks waiting (pending, ready or running) at once. A delivery that would
 /// exceed it waits (it is retried every second like a delivery that hit a full disk), so
@@ -767,11 +768,26 @@ fn log_outcome(job: &HookJob, outcome: &HookOutcome) {
     }
 }
 
-/// The hook worker: runs due hooks one at a time, oldest first, until `stop`.
-pub fn run_worker(book: HookBook, hooks: HooksConfig, outbox: Outbox, county_code: String, stop: Arc<AtomicBool>) {
+/// The hook worker: runs due hooks one at a time, oldest first, until `stop`. Between two
+/// hooks, it also looks whether a new build of the daemon was installed over `executable`
+/// (by the hook that just ran, typically): then it returns true, having set `stop`, so the
+/// daemon restarts into it once the hook's result is recorded (see crate::upgrade).
+pub fn run_worker(
+    book: HookBook,
+    hooks: HooksConfig,
+    outbox: Outbox,
+    county_code: String,
+    executable: Option<Executable>,
+    stop: Arc<AtomicBool>,
+) -> bool {
     let nudges = book.nudges.lock().ok().and_then(|mut n| n.take());
     let mut unreported = book.unreported();
     while !stop.load(Ordering::Relaxed) {
+        if let Some(executable) = executable.as_ref().filter(|e| e.replaced()) {
+            info!(path = %executable.path().display(), "a new build of the receiver is installed; restarting into it");
+            stop.store(true, Ordering::Relaxed);
+            return true;
+        }
         // Results not yet in the outbox (a full disk, or a stop in between).
         unreported.retain(|record| {
             if report(&outbox, &county_code, record) {
@@ -834,6 +850,7 @@ pub fn run_worker(book: HookBook, hooks: HooksConfig, outbox: Outbox, county_cod
             unreported.push(record);
         }
     }
+    false
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod droplog;
 pub mod heartbeat;
 pub mod hooks;
 pub mod status;
+pub mod upgrade;
 pub mod worker;
 
 pub use config::ReceiverConfig;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use satcast_daemon::{cli, logging, signals};
 use satcast_receiver::status;
+use satcast_receiver::upgrade::SOFTWARE_VERSION;
 use satcast_receiver::{ReceiverConfig, daemon};
 
 /// An error (the message says which).
@@ -24,7 +25,7 @@ Errors are one line on standard error; with --json also {\"error\": ..., \"exit_
 on standard output";
 
 #[derive(Parser)]
-#[command(name = "satcast-receiver", version, about = "satcast county receiver daemon", after_help = EXIT_CODES)]
+#[command(name = "satcast-receiver", version = SOFTWARE_VERSION, about = "satcast county receiver daemon", after_help = EXIT_CODES)]
 struct Cli {
     /// Log as JSON lines instead of human text.
     #[arg(long, global = true)]
@@ -76,8 +77,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run { config } => {
             let config = ReceiverConfig::load(&config)?;
             let stop = signals::stop_on_signals()?;
-            daemon::run(config, stop).context("receiver stopped with an error")?;
-            Ok(ExitCode::SUCCESS)
+            match daemon::run(config, stop).context("receiver stopped with an error")? {
+                daemon::Stopped::Asked => Ok(ExitCode::SUCCESS),
+                daemon::Stopped::NewBuildInstalled(executable) => {
+                    let error = executable.exec_again();
+                    // Still the old build: exit with an error, and the service manager's
+                    // restart starts the new file (or says why it cannot).
+                    anyhow::bail!("cannot start the new build at {}: {error}", executable.path().display())
+                }
+            }
         }
     }
 }

@@ -399,12 +399,12 @@ fn print_status(status: &BroadcastStatus) -> Result<(), OutputError> {
 }
 
 fn print_receivers(list: &[ReceiverSummary]) -> Result<(), OutputError> {
-    outln!("{:<6}  {:<24} {:>10}  {:<9} {:>10}  heartbeat", "code", "name", "last seen", "version", "free disk")?;
+    outln!("{:<6}  {:<24} {:>10}  {:<14} {:>10}  heartbeat", "code", "name", "last seen", "version", "free disk")?;
     for r in list {
         let free = r.free_disk_bytes.map_or("-".into(), |b| format!("{:.1} GB", b as f64 / 1e9));
         let heartbeat = r.heartbeat_age_secs.map_or("-".into(), |s| format!("{s}s old"));
         outln!(
-            "{:<6}  {:<24} {:>10}  {:<9} {:>10}  {}",
+            "{:<6}  {:<24} {:>10}  {:<14} {:>10}  {}",
             r.code,
             r.name.chars().take(12).collect::<String>(),
             ago(r.last_seen_unix_secs),
@@ -412,6 +412,10 @@ fn print_receivers(list: &[ReceiverSummary]) -> Result<(), OutputError> {
             free,
             heartbeat
         )?;
+    }
+    if !list.is_empty() {
+        let spread: Vec<String> = report::version_spread(list).iter().map(|(version, n)| format!("{version} on {n}")).collect();
+        outln!("versions: {}", spread.join(", "))?;
     }
     Ok(())
 }

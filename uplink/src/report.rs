@@ -268,9 +268,41 @@ pub fn receivers(
         .collect()
 }
 
+/// How many of the listed counties run each software version, most common first (then by
+/// version); counties that never said one count as "-". What an operator looks at while an
+/// upgrade goes out over the air.
+pub fn version_spread(list: &[ReceiverSummary]) -> Vec<(String, usize)> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for receiver in list {
+        *counts.entry(receiver.software_version.as_deref().unwrap_or("-")).or_default() += 1;
+    }
+    let mut spread: Vec<(String, usize)> = counts.into_iter().map(|(version, n)| (version.to_owned(), n)).collect();
+    spread.sort_by_key(|(version, n)| (std::cmp::Reverse(*n), version.clone()));
+    spread
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_version_spread_counts_each_version_most_common_first() {
+        let receiver = |code: &str, version: Option<&str>| ReceiverSummary {
+            code: code.into(),
+            name: String::new(),
+            last_seen_unix_secs: None,
+            software_version: version.map(str::to_owned),
+            free_disk_bytes: None,
+            heartbeat_age_secs: None,
+        };
+        let list = [
+            receiver("410102", Some("0.1.0")),
+            receiver("410103", Some("0.2.0")),
+            receiver("410104", Some("0.1.0")),
+            receiver("410105", None),
+        ];
+        assert_eq!(version_spread(&list), vec![("0.1.0".into(), 2), ("-".into(), 1), ("0.2.0".into(), 1)]);
+    }
 
     fn delivered() -> LedgerEntry {
         LedgerEntry { state: LedgerState::Delivered { hash: [0; 32] }, updated_unix_secs: 0, hook: None }
