@@ -94,9 +94,9 @@ impl Root {
     }
 }
 
-/// `key=value` settings of the [Service] section of a unit file (the last one wins).
+/// The value of a `key=value` line of a unit file (the last one wins, as in systemd).
 fn unit_setting(unit: &str, key: &str) -> Option<String> {
-    unit.lines().filter_map(|line| line.trim().strip_prefix(key)?.strip_prefix('=')).map(str::to_owned).last()
+    unit.lines().rev().find_map(|line| line.trim().strip_prefix(key)?.strip_prefix('=')).map(str::to_owned)
 }
 
 /// Kills the started daemon if the test ends early.

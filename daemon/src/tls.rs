@@ -127,12 +127,14 @@ pub fn check(ca: &Path, cert: &Path, key: &Path, role: Role<'_>, now: UnixTime) 
     let not_issued = |e: rustls::Error| TlsError::Tls(format!("{} against the CA {}: {e}", cert.display(), ca.display()));
     let dns_name = match role {
         Role::Client { dns_name } => {
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ring()).build().map_err(tls_error)?;
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ring()).build().map_err(tls_error)?;
             verifier.verify_client_cert(leaf, intermediates, now).map_err(not_issued)?;
             dns_name
         }
         Role::Server { dns_name } => {
-            let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), ring()).build().map_err(tls_error)?;
+            let verifier =
+                rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), ring()).build().map_err(tls_error)?;
             let name = rustls::pki_types::ServerName::try_from(dns_name.to_owned()).map_err(tls_error)?;
             verifier.verify_server_cert(leaf, intermediates, &name, &[], now).map_err(not_issued)?;
             dns_name

@@ -34,13 +34,8 @@ pub fn check(path: &Path) -> CheckReport {
     record_text(&mut report, "keys.network_key", &keys.network_key, network);
     if config.ack.is_some() {
         let dns_name = county_dns_name(&config.county_code);
-        let result = tls::check(
-            &keys.ca_cert,
-            &keys.client_cert,
-            &keys.client_key,
-            tls::Role::Client { dns_name: &dns_name },
-            tls::UnixTime::now(),
-        );
+        let result =
+            tls::check(&keys.ca_cert, &keys.client_cert, &keys.client_key, tls::Role::Client { dns_name: &dns_name }, tls::UnixTime::now());
         report.record(&format!("keys.ca_cert, keys.client_cert, keys.client_key (for {dns_name})"), result);
     } else {
         report.warning("no [ack] section: acknowledgements stay in the outbox until one is configured");
@@ -82,7 +77,9 @@ fn hook_program(report: &mut CheckReport, kind: Kind, program: &str) {
             "hooks.{kind}.command {}: not an executable file; every {kind} delivery will report the hook failed",
             path.display()
         )),
-        None => report.warning(format!("hooks.{kind}.command {program}: not found in PATH; every {kind} delivery will report the hook failed")),
+        None => {
+            report.warning(format!("hooks.{kind}.command {program}: not found in PATH; every {kind} delivery will report the hook failed"))
+        }
     }
 }
 

@@ -63,7 +63,8 @@ pub fn check(path: &Path) -> CheckReport {
     if config.acks.is_some() {
         let (ca, cert, key) = (dir.join(keys::CA_CERT_FILE), dir.join(keys::UPLINK_CERT_FILE), dir.join(keys::UPLINK_KEY_FILE));
         let result = tls::check(&ca, &cert, &key, tls::Role::Server { dns_name: keys::UPLINK_SERVER_NAME }, tls::UnixTime::now());
-        report.record(&format!("acknowledgement server certificate {} with {} and {}", cert.display(), key.display(), ca.display()), result);
+        report
+            .record(&format!("acknowledgement server certificate {} with {} and {}", cert.display(), key.display(), ca.display()), result);
     }
     let root_secret = dir.join(keys::ROOT_SECRET_FILE);
     if root_secret.exists() {
