@@ -2,9 +2,12 @@
 //! loading a TOML config file ([`config`]), the QUIC acknowledgement channel's TLS set-up
 //! from PEM files ([`tls`]), stopping on SIGTERM or SIGINT ([`signals`]), log set-up
 //! ([`logging`]), the wall clock ([`clock`]), object ids in JSON ([`object_id`]), and
-//! command-line output: one-line errors and closed pipes ([`cli`]).
+//! command-line output: one-line errors and closed pipes ([`cli`]), the `check` report
+//! ([`check`]), and completions and man pages for packaging ([`assets`]).
 #![warn(missing_docs)]
 
+pub mod assets;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -12,6 +12,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
 
+/// A time for [`check`], as rustls takes it.
+pub use rustls::pki_types::UnixTime;
+
 /// Why the TLS configuration could not be built.
 #[derive(Debug, Error)]
 pub enum TlsError {
@@ -94,6 +97,55 @@ pub fn quic_server(ca: &Path, cert: &Path, key: &Path, alpn: &[u8]) -> Result<Qu
     QuicServerConfig::try_from(tls).map_err(tls_error)
 }
 
+/// Which end of the acknowledgement channel a certificate is for, and the name it must carry.
+#[derive(Debug, Clone, Copy)]
+pub enum Role<'a> {
+    /// A county's client certificate, naming `dns_name` (`<code>.county.satcast`).
+    Client {
+        /// The SAN the uplink looks for.
+        dns_name: &'a str,
+    },
+    /// The uplink's server certificate, naming `dns_name` (what counties expect).
+    Server {
+        /// The SAN counties verify.
+        dns_name: &'a str,
+    },
+}
+
+/// Checks, without starting anything, what [`quic_client`] or [`quic_server`] would use and
+/// what the peer will verify: every file parses, the private key belongs to the
+/// certificate, and the certificate was issued by the CA, is valid at `now`, is for its
+/// role and names `role`'s DNS name.
+pub fn check(ca: &Path, cert: &Path, key: &Path, role: Role<'_>, now: UnixTime) -> Result<(), TlsError> {
+    use rustls::client::danger::ServerCertVerifier as _;
+    let (roots, chain, key_der) = read_material(ca, cert, key)?;
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return Err(TlsError::Pem { path: cert.display().to_string(), why: "no certificate in the file".into() });
+    };
+    rustls::sign::CertifiedKey::from_der(chain.clone(), key_der, &ring())
+        .map_err(|e| TlsError::Tls(format!("{} does not belong to {}: {e}", key.display(), cert.display())))?;
+    let not_issued = |e: rustls::Error| TlsError::Tls(format!("{} against the CA {}: {e}", cert.display(), ca.display()));
+    let dns_name = match role {
+        Role::Client { dns_name } => {
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ring()).build().map_err(tls_error)?;
+            verifier.verify_client_cert(leaf, intermediates, now).map_err(not_issued)?;
+            dns_name
+        }
+        Role::Server { dns_name } => {
+            let verifier =
+                rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), ring()).build().map_err(tls_error)?;
+            let name = rustls::pki_types::ServerName::try_from(dns_name.to_owned()).map_err(tls_error)?;
+            verifier.verify_server_cert(leaf, intermediates, &name, &[], now).map_err(not_issued)?;
+            dns_name
+        }
+    };
+    // The server's name was verified above; a client's is what the uplink checks.
+    let name = rustls::pki_types::ServerName::try_from(dns_name.to_owned()).map_err(tls_error)?;
+    let parsed = webpki::EndEntityCert::try_from(leaf).map_err(|e| TlsError::Tls(format!("{}: {e}", cert.display())))?;
+    parsed.verify_is_valid_for_subject_name(&name).map_err(|_| TlsError::Tls(format!("{} does not name {dns_name}", cert.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +181,30 @@ mod tests {
         assert!(error.starts_with(&format!("cannot read {}: ", cert.display())), "{error}");
         std::fs::write(d.join("garbage.pem"), "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n").expect("write");
         assert!(matches!(read_chain(&d.join("garbage.pem")), Err(TlsError::Pem { .. })));
+    }
+
+    #[test]
+    fn check_finds_a_foreign_key_a_foreign_ca_a_wrong_name_and_expiry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (good, other) = (dir.path().join("good"), dir.path().join("other"));
+        for d in [&good, &other] {
+            std::fs::create_dir(d).expect("mkdir");
+            write_pki(d);
+        }
+        let now = rustls::pki_types::UnixTime::now();
+        let (ca, cert, key) = (good.join("ca.pem"), good.join("leaf.pem"), good.join("leaf.key"));
+        check(&ca, &cert, &key, Role::Server { dns_name: "localhost" }, now).expect("a matching set");
+        check(&ca, &cert, &key, Role::Client { dns_name: "localhost" }, now).expect("a matching set, as a client");
+
+        let error = check(&ca, &cert, &other.join("leaf.key"), Role::Server { dns_name: "localhost" }, now).expect_err("foreign key");
+        assert!(error.to_string().contains("does not belong to"), "{error}");
+        let error = check(&other.join("ca.pem"), &cert, &key, Role::Client { dns_name: "localhost" }, now).expect_err("foreign CA");
+        assert!(error.to_string().contains("against the CA"), "{error}");
+        let error = check(&ca, &cert, &key, Role::Client { dns_name: "410102.county.satcast" }, now).expect_err("wrong name");
+        assert!(error.to_string().contains("does not name 410102.county.satcast"), "{error}");
+        // rcgen's default validity ends in 4096: a clock after it sees an expired certificate.
+        let later = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(420_000_000_000));
+        let error = check(&ca, &cert, &key, Role::Server { dns_name: "localhost" }, later).expect_err("expired");
+        assert!(error.to_string().contains("xpired"), "{error}");
     }
 }

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod acks;
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod droplog;

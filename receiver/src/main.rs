@@ -14,8 +14,10 @@ use satcast_receiver::{ReceiverConfig, daemon};
 const EXIT_ERROR: u8 = 1;
 
 const EXIT_CODES: &str = "Exit codes:
-  0  run: stopped cleanly (SIGTERM, Ctrl-C); status: the daemon is running
-  1  an error (unreadable config, keys or trust state; the message says which)
+  0  run: stopped cleanly (SIGTERM, Ctrl-C); status: the daemon is running; check: no
+     problems found
+  1  an error (unreadable config, keys or trust state; the message says which); check:
+     a problem found (each is one `problem:` line)
   2  bad command-line arguments
   3  status: the daemon is not running (nothing holds state/daemon.lock); what is on
      disk is printed anyway. A running daemon whose state/status.json is stale (a full
@@ -53,12 +55,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a config and the key files and folders it names, without starting: what
+    /// `run` would refuse, one `problem:` line each (run it as the daemon's user).
+    #[command(after_help = EXIT_CODES)]
+    Check {
+        /// The receiver's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write shell completions and man pages into OUT (for packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// The folder to write completions/ and man/ into.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli: Cli = cli::parse();
     logging::init(cli.log_json);
-    let json = matches!(cli.command, Command::Status { json: true, .. });
+    let json = matches!(cli.command, Command::Status { json: true, .. } | Command::Check { json: true, .. });
     match run(cli.command) {
         Ok(code) => code,
         Err(error) => {
@@ -73,6 +93,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Status { config, json } => {
             let config = ReceiverConfig::load(&config)?;
             print_status(&config, json)
+        }
+        Command::Check { config, json } => Ok(ExitCode::from(satcast_receiver::check::check(&config).print(json)?)),
+        Command::GenerateAssets { out } => {
+            satcast_daemon::assets::write(<Cli as clap::CommandFactory>::command(), &out)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {
             let config = ReceiverConfig::load(&config)?;

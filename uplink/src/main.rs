@@ -156,6 +156,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a config and the key files and folders it names, without starting: what
+    /// `serve` would refuse, one `problem:` line each (run it as the daemon's user). Exit 0
+    /// when none is found, 1 otherwise.
+    Check {
+        /// The uplink's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write shell completions and man pages into OUT (for packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// The folder to write completions/ and man/ into.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Create and hand out keys.
     Keys {
         #[command(subcommand)]
@@ -482,14 +500,17 @@ impl Command {
             | Command::Status { json, .. }
             | Command::Cancel { json, .. }
             | Command::Reair { json, .. }
-            | Command::Receivers { json, .. } => *json,
-            Command::Serve { .. } | Command::Keys { .. } => false,
+            | Command::Receivers { json, .. }
+            | Command::Check { json, .. } => *json,
+            Command::Serve { .. } | Command::Keys { .. } | Command::GenerateAssets { .. } => false,
         }
     }
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Check { config, json } => return Ok(ExitCode::from(satcast_uplink::check::check(&config).print(json)?)),
+        Command::GenerateAssets { out } => satcast_daemon::assets::write(<Cli as clap::CommandFactory>::command(), &out)?,
         Command::Serve { config } => {
             let config = UplinkConfig::load(&config)?;
             let stop = signals::stop_on_signals()?;
