@@ -32,7 +32,9 @@ case "$profile" in
 dev | debug) profile=dev; profile_dir=debug ;;
 *) profile_dir="$profile" ;;
 esac
-cargo build --profile "$profile" -p satcast-uplink -p satcast-receiver --bins
+# Another --deb-version is stamped into the receiver too (SATCAST_VERSION, read by its
+# main.rs: only the binary is rebuilt), so a county upgraded over the air says it.
+env ${deb_version:+SATCAST_VERSION="$deb_version"} cargo build --profile "$profile" -p satcast-uplink -p satcast-receiver --bins
 for package in satcast-uplink satcast-receiver; do
 	# Beside the binary, where cargo-deb looks for "target/release/..." assets.
 	assets="$target_dir/$profile_dir/satcast-assets/$package"

@@ -159,7 +159,7 @@ pub fn hello(county_code: &str, state_dir: &Path, heartbeat_age: Option<Duration
     Feedback {
         county_code: county_code.to_owned(),
         message: FeedbackMessage::Hello {
-            software_version: crate::upgrade::SOFTWARE_VERSION.to_owned(),
+            software_version: crate::upgrade::software_version().to_owned(),
             free_disk_bytes: fs4::available_space(state_dir).unwrap_or(0),
             heartbeat_age_ms: heartbeat_age.map(|d| d.as_millis() as u64),
         },

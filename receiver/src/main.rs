@@ -7,8 +7,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use satcast_daemon::{cli, logging, signals};
 use satcast_receiver::status;
-use satcast_receiver::upgrade::SOFTWARE_VERSION;
+use satcast_receiver::upgrade;
 use satcast_receiver::{ReceiverConfig, daemon};
+
+/// This build's version: the package version packaging/build-debs.sh stamps, else the crate's.
+const SOFTWARE_VERSION: &str = match option_env!("SATCAST_VERSION") {
+    Some(version) if !version.is_empty() => version,
+    _ => env!("CARGO_PKG_VERSION"),
+};
 
 /// An error (the message says which).
 const EXIT_ERROR: u8 = 1;
@@ -76,6 +82,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    upgrade::set_software_version(SOFTWARE_VERSION);
     let cli: Cli = cli::parse();
     logging::init(cli.log_json);
     let json = matches!(cli.command, Command::Status { json: true, .. } | Command::Check { json: true, .. });

@@ -15,13 +15,23 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-/// This build's version, as the uplink's `receivers` shows it: what the package build
-/// stamped (`SATCAST_VERSION`, the Debian package version), else the crate's version.
-pub const SOFTWARE_VERSION: &str = match option_env!("SATCAST_VERSION") {
-    Some(version) => version,
-    None => env!("CARGO_PKG_VERSION"),
-};
+/// This build's version as the uplink's `receivers` shows it: what the binary set at start
+/// ([`set_software_version`]), else the crate's version. The binary holds the version
+/// stamp (`SATCAST_VERSION`, the Debian package's version, set by packaging/build-debs.sh)
+/// so that stamping another version rebuilds only the binary, not everything that links
+/// this library.
+pub fn software_version() -> &'static str {
+    SOFTWARE_VERSION.get().copied().unwrap_or(env!("CARGO_PKG_VERSION"))
+}
+
+/// Sets [`software_version`], once, before the daemon starts.
+pub fn set_software_version(version: &'static str) {
+    let _ = SOFTWARE_VERSION.set(version);
+}
+
+static SOFTWARE_VERSION: OnceLock<&'static str> = OnceLock::new();
 
 /// The executable file this process started from: its path, and the file that path named
 /// then (device and inode).

@@ -163,7 +163,7 @@ impl Storage {
             format: status::STATUS_FORMAT,
             pid: std::process::id(),
             county_code: view.county_code,
-            software_version: crate::upgrade::SOFTWARE_VERSION.to_owned(),
+            software_version: crate::upgrade::software_version().to_owned(),
             started_unix_ms: view.started_unix_ms,
             updated_unix_ms: satcast_daemon::clock::wall_unix_ms(),
             stopped: view.stopped,
