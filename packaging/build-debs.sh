@@ -5,6 +5,8 @@
 #   bash packaging/build-debs.sh                        # release build (for operators)
 #   bash packaging/build-debs.sh --profile dev          # the dev binaries (CI, tests)
 #   bash packaging/build-debs.sh --deb-version 0.1.1-1  # another version of the same code
+#   bash packaging/build-debs.sh --out DIR              # elsewhere than target/debian/
+#                                                       # (cargo-deb removes other versions)
 #
 # Needs cargo-deb (`cargo install cargo-deb --locked`). It builds the two binaries with the
 # profile (a no-op when they are built already), has each write its shell completions and
@@ -16,11 +18,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=release
 deb_version=
+out=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--profile) profile="$2"; shift 2 ;;
 	--deb-version) deb_version="$2"; shift 2 ;;
-	*) echo "error: unknown argument $1 (--profile NAME, --deb-version VERSION)" >&2; exit 2 ;;
+	--out) out="$2"; shift 2 ;;
+	*) echo "error: unknown argument $1 (--profile NAME, --deb-version VERSION, --out DIR)" >&2; exit 2 ;;
 	esac
 done
 if ! command -v cargo-deb >/dev/null; then
@@ -28,6 +32,7 @@ if ! command -v cargo-deb >/dev/null; then
 	exit 1
 fi
 target_dir="${CARGO_TARGET_DIR:-target}"
+out="${out:-$target_dir/debian}"
 case "$profile" in
 dev | debug) profile=dev; profile_dir=debug ;;
 *) profile_dir="$profile" ;;
@@ -42,7 +47,7 @@ for package in satcast-uplink satcast-receiver; do
 	"$target_dir/$profile_dir/$package" generate-assets --out "$assets"
 	# With --profile dev cargo-deb warns that it is meant for release builds: CI packages
 	# the binaries it has built already instead of spending many minutes on a release build.
-	cargo deb -p "$package" --no-build --profile "$profile" --output "$target_dir/debian/" \
+	cargo deb -p "$package" --no-build --profile "$profile" --output "$out/" \
 		${deb_version:+--deb-version "$deb_version"}
 done
-ls "$target_dir"/debian/*.deb
+ls "$out"/*.deb
