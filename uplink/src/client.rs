@@ -88,11 +88,22 @@ impl Client {
         serde_json::from_value(value).map_err(|e| ClientError::Other(format!("unexpected answer: {e}")))
     }
 
-    /// `send`: POSTs the file's bytes, streamed from disk, with the job in the query (each
-    /// value percent-encoded), and returns the daemon's answer (`{"id": ..., "version": ...}`).
-    /// The daemon checks the job before it reads the body (`Expect: 100-continue`), so a
-    /// refusal costs no transfer; any 4xx but a wrong token is [`ClientError::JobRefused`].
+    /// `send`: asks the daemon whether it would take the job (`check=1`, no body), then
+    /// POSTs the file's bytes, streamed from disk, with the job in the query (each value
+    /// percent-encoded); returns the daemon's answer (`{"id": ..., "version": ...}`). So a
+    /// refused job costs no transfer. Any 4xx but a wrong token is [`ClientError::JobRefused`].
     pub fn post_file(&self, path: &str, query: &[(&str, String)], file: &std::fs::File) -> Result<serde_json::Value, ClientError> {
+        let size = file.metadata().map_err(|e| ClientError::Other(format!("cannot read the file: {e}")))?.len();
+        let pairs = || query.iter().map(|(k, v)| (*k, v.as_str()));
+        let check = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .query_pairs(pairs())
+            .query("check", "1")
+            .query("size", size.to_string())
+            .send_empty();
+        self.job_answer(check)?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_connect(Some(UPLOAD_CONNECT_MAX))
             .timeout_per_read(Some(UPLOAD_STALL_MAX))
@@ -100,12 +111,12 @@ impl Client {
             .http_status_as_error(false)
             .build()
             .into();
-        let result = agent
-            .post(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {}", self.token))
-            .header("Expect", "100-continue")
-            .query_pairs(query.iter().map(|(k, v)| (*k, v.as_str())))
-            .send(file);
+        let result =
+            agent.post(format!("{}{path}", self.base)).header("Authorization", format!("Bearer {}", self.token)).query_pairs(pairs()).send(file);
+        self.job_answer(result)
+    }
+
+    fn job_answer(&self, result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<serde_json::Value, ClientError> {
         let (status, body, message) = self.answer(result)?;
         match status {
             200 => Ok(body),

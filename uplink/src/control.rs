@@ -390,7 +390,16 @@ fn status(context: &Context, object_id: u64) -> Result<Option<report::BroadcastS
 }
 
 /// The parameters of `POST /v1/broadcasts`, decoded.
-fn upload_params(query: &str) -> Result<(Job, Version), String> {
+struct UploadParams {
+    job: Job,
+    version: Version,
+    /// `check=1`: only say whether the job would be taken (a file of `size` bytes).
+    check: bool,
+    /// The size a check is asked about.
+    size: Option<u64>,
+}
+
+fn upload_params(query: &str) -> Result<UploadParams, String> {
     let mut params: BTreeMap<String, String> = BTreeMap::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -398,7 +407,7 @@ fn upload_params(query: &str) -> Result<(Job, Version), String> {
             .decode_utf8()
             .map_err(|_| format!("parameter {} is not UTF-8", admit::echo(key)))?
             .into_owned();
-        if !matches!(key, "kind" | "name" | "to" | "version" | "priority" | "not_before" | "deadline" | "feedback") {
+        if !matches!(key, "kind" | "name" | "to" | "version" | "priority" | "not_before" | "deadline" | "feedback" | "check" | "size") {
             return Err(format!("unknown parameter {}", admit::echo(key)));
         }
         params.insert(key.to_owned(), value);
@@ -425,7 +434,8 @@ fn upload_params(query: &str) -> Result<(Job, Version), String> {
         Some(version) => Version::Explicit(version),
         None => Version::Default { now_unix_ms: wall_unix_ms() },
     };
-    Ok((job, version))
+    let check = params.get("check").is_some_and(|v| v == "1" || v == "true");
+    Ok(UploadParams { job, version, check, size: number("size")? })
 }
 
 /// Gives back an upload slot when the upload ends, however it ends.
@@ -437,40 +447,56 @@ impl Drop for UploadSlot {
     }
 }
 
-/// `POST /v1/broadcasts`: everything but the body is checked here, before a byte of it is
-/// read (the CLI waits for `100 Continue`, so a refusal costs no transfer); the body then
+/// Everything about a new job but its bytes and its final version check: answered before
+/// a byte of the body is read.
+fn admissible(context: &Context, job: &Job, version: Version, size: u64) -> Result<(), (u16, String)> {
+    admit::check_new(job, wall_unix_secs()).map_err(|refusal| (400, refusal.0))?;
+    if size == 0 {
+        return Err((400, "the file is empty: there is nothing to broadcast".into()));
+    }
+    if size > context.object_bytes_max {
+        let max = context.object_bytes_max;
+        return Err((413, format!("the file is {size} bytes; this uplink airs at most {max} bytes (fec.block_bytes_max)")));
+    }
+    match job.kind().and_then(|kind| context.queue.check_version(kind, &job.name, version)) {
+        Ok(()) => Ok(()),
+        Err(refused @ QueueError::VersionNotAbove { .. }) => Err((409, refused.to_string())),
+        Err(failed) => Err((503, failed.to_string())),
+    }
+}
+
+/// Answers an error to an upload, after reading what was sent of its body (at most the
+/// largest object, in small reads): a client still sending reads the answer, not a reset.
+fn refuse(context: &Context, mut request: tiny_http::Request, status: u16, message: &str) {
+    let sent = request.body_length().map_or(0, |n| n as u64).min(context.object_bytes_max);
+    let _ = std::io::copy(&mut request.as_reader().take(sent), &mut std::io::sink());
+    error(request, status, message);
+}
+
+/// `POST /v1/broadcasts`: everything but the body is checked first (the CLI asks with
+/// `check=1` before it sends the file, so a refusal costs no transfer); the body then
 /// streams into the queue folder on a thread of its own, so a large file neither holds the
 /// control thread nor touches the pacing thread.
 fn submit(context: &Context, request: tiny_http::Request, query: &str) {
-    let (job, version) = match upload_params(query) {
+    let UploadParams { job, version, check, size } = match upload_params(query) {
         Ok(params) => params,
-        Err(message) => return error(request, 400, &message),
+        Err(message) => return refuse(context, request, 400, &message),
     };
-    if let Err(refusal) = admit::check_new(&job, wall_unix_secs()) {
-        return error(request, 400, &refusal.0);
-    }
-    let Some(size) = request.body_length() else {
-        return error(request, 411, "Content-Length is required: the file's size in bytes");
+    let size = match (check, size, request.body_length()) {
+        (true, Some(size), _) => size,
+        (true, None, _) => return refuse(context, request, 400, "a check needs size=BYTES"),
+        (false, _, Some(size)) => size as u64,
+        (false, _, None) => return refuse(context, request, 411, "Content-Length is required: the file's size in bytes"),
     };
-    let size = size as u64;
-    if size == 0 {
-        return error(request, 400, "the file is empty: there is nothing to broadcast");
+    if let Err((status, message)) = admissible(context, &job, version, size) {
+        return refuse(context, request, status, &message);
     }
-    if size > context.object_bytes_max {
-        let message = format!(
-            "the file is {size} bytes; this uplink airs at most {} bytes (fec.block_bytes_max)",
-            context.object_bytes_max
-        );
-        return error(request, 413, &message);
-    }
-    match job.kind().and_then(|kind| context.queue.check_version(kind, &job.name, version)) {
-        Ok(()) => {}
-        Err(refused @ QueueError::VersionNotAbove { .. }) => return error(request, 409, &refused.to_string()),
-        Err(failed) => return error(request, 503, &failed.to_string()),
+    if check {
+        return respond(request, 200, &serde_json::json!({ "admissible": true }));
     }
     if context.uploads.fetch_add(1, Ordering::SeqCst) >= UPLOADS_MAX {
         context.uploads.fetch_sub(1, Ordering::SeqCst);
-        return error(request, 503, &format!("{UPLOADS_MAX} uploads are running; try again"));
+        return refuse(context, request, 503, &format!("{UPLOADS_MAX} uploads are running; try again"));
     }
     let slot = UploadSlot(context.uploads.clone());
     let queue = context.queue.clone();
