@@ -160,19 +160,23 @@ fn config_without_daemon(dir: &std::path::Path) -> std::path::PathBuf {
     satcast::write_uplink_config(dir, std::net::SocketAddr::from(([127, 0, 0, 1], 9)), 20_000_000, 3).expect("config")
 }
 
+/// The smallest FEC block the uplink takes: with it, the largest object it airs is
+/// 255 blocks, about 16.7 MB, small enough for a test to send a larger file.
+const SMALL_BLOCK_CONFIG: &str = "\n[fec]\nblock_bytes_max = 65536\n";
+
 /// An uplink daemon with no county: enough for `send`, whose jobs the daemon checks.
 fn bare_uplink(seed: u64, dir: &std::path::Path) -> Cluster {
-    cluster_of(seed, dir, &[], false)
+    cluster_of(seed, dir, &[], false, SMALL_BLOCK_CONFIG)
 }
 
-fn cluster_of(seed: u64, dir: &std::path::Path, counties: &[&str], acks: bool) -> Cluster {
+fn cluster_of(seed: u64, dir: &std::path::Path, counties: &[&str], acks: bool, extra: &str) -> Cluster {
     let options = ClusterOptions {
         counties: counties.iter().map(|c| c.to_string()).collect(),
         loss: vec![LossModel::None],
         link_rate_bits_per_sec: 20_000_000,
         passes: 1,
         seed,
-        extra_uplink_config: String::new(),
+        extra_uplink_config: extra.into(),
         acks,
     };
     Cluster::start(dir, &options).expect("cluster")
@@ -246,6 +250,12 @@ fn send_refuses_names_targets_and_versions_no_county_would_take_and_queues_nothi
         assert_eq!(code, Some(2), "{dates:?}: {stderr}");
         assert!(stderr.contains("deadline") && stderr.trim_end().lines().count() == 1, "{dates:?}: {stderr}");
     }
+    // Larger than the uplink can air (255 blocks of 64 KiB): refused before the upload.
+    let large = dir.path().join("large.bin");
+    std::fs::File::create(&large).and_then(|f| f.set_len(255 * 65_536 + 1)).expect("sparse file");
+    let (code, _, stderr) = send(&config, &[large.to_str().expect("utf-8"), "--kind", "software", "--to", "41"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("at most 16711680 bytes") && stderr.trim_end().lines().count() == 1, "{stderr}");
     // A refusal in JSON: the error object on stdout, exit code 2.
     let (code, stdout, _) = send(&config, &[file, "--kind", "policy", "--to", "99", "--json"]);
     let error: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout:?}"));
@@ -342,7 +352,7 @@ fn a_scheduled_broadcast_shows_its_times_and_a_broadcast_its_progress() {
     const SLOW: Duration = Duration::from_secs(30);
     let seed = seed("UPLINK_SEED", "uplink");
     let dir = tempfile::tempdir().expect("tempdir");
-    let cluster = cluster_of(seed, dir.path(), &[COUNTY], true);
+    let cluster = cluster_of(seed, dir.path(), &[COUNTY], true, "");
     let enrolled = wait_until(SLOW, || cluster.uplink_cli(&["receivers", "--json"]).is_ok_and(|t| t.contains(COUNTY)));
     assert!(enrolled, "the county never enrolled");
     let (path, _) = payload(dir.path(), "later.txt", 50_000, seed);
@@ -369,7 +379,8 @@ fn a_scheduled_broadcast_shows_its_times_and_a_broadcast_its_progress() {
 
     // A broadcast that airs now: --wait off a terminal prints plain progress lines.
     let (path, _) = payload(dir.path(), "now.bin", 2_000_000, seed + 1);
-    let (code, stdout, stderr) = send(&cluster.uplink_config, &[path.to_str().expect("utf-8"), "--kind", "software", "--to", "41", "--wait"]);
+    let (code, stdout, stderr) =
+        send(&cluster.uplink_config, &[path.to_str().expect("utf-8"), "--kind", "software", "--to", "41", "--wait"]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     let now_id = stdout.trim();
     assert!(!stderr.contains('\r'), "no progress bar off a terminal: {stderr:?}");

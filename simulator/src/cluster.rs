@@ -302,9 +302,8 @@ impl Cluster {
         let mut daemon = Daemon::start("satcast-uplink", &["serve", "--config", &config], &self.dir, &self.dir.join("uplink.log"))?;
         let text = std::fs::read_to_string(&self.uplink_config).map_err(io("reading the uplink config"))?;
         let control = control_listen(&text);
-        let answers = wait_until(UPLINK_START_MAX, || {
-            !daemon.is_running() || control.is_none_or(|addr| std::net::TcpStream::connect(addr).is_ok())
-        });
+        let answers =
+            wait_until(UPLINK_START_MAX, || !daemon.is_running() || control.is_none_or(|addr| std::net::TcpStream::connect(addr).is_ok()));
         if !answers || !daemon.is_running() {
             let output = daemon.log_text();
             return Err(ClusterError::Command { command: format!("satcast-uplink serve --config {config}"), output });

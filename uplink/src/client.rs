@@ -111,8 +111,11 @@ impl Client {
             .http_status_as_error(false)
             .build()
             .into();
-        let result =
-            agent.post(format!("{}{path}", self.base)).header("Authorization", format!("Bearer {}", self.token)).query_pairs(pairs()).send(file);
+        let result = agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .query_pairs(pairs())
+            .send(file);
         self.job_answer(result)
     }
 

@@ -9,6 +9,7 @@
 //! | method | path | body | answer |
 //! |---|---|---|---|
 //! | POST | /v1/broadcasts?kind=K&to=T&name=N[&version=V&priority=P&not_before=S&deadline=S&feedback=0] | the file's bytes (Content-Length required) | `{"id": id, "version": v}` |
+//! | POST | the same with &check=1&size=BYTES | | `{"admissible": true}` or the refusal |
 //! | GET | /v1/broadcasts | | `[BroadcastSummary]` |
 //! | GET | /v1/broadcasts/{id} | | `BroadcastStatus` |
 //! | POST | /v1/broadcasts/{id}/cancel | | `{"cancelled": id}` |
