@@ -391,6 +391,7 @@ fn status(context: &Context, object_id: u64) -> Result<Option<report::BroadcastS
 }
 
 /// The parameters of `POST /v1/broadcasts`, decoded.
+#[derive(Debug)]
 struct UploadParams {
     job: Job,
     version: Version,
@@ -439,8 +440,17 @@ fn upload_params(query: &str) -> Result<UploadParams, String> {
     Ok(UploadParams { job, version, check, size: number("size")? })
 }
 
-/// Gives back an upload slot when the upload ends, however it ends.
+/// One of the [`UPLOADS_MAX`] upload threads, given back when the upload ends, however it
+/// ends.
 struct UploadSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl UploadSlot {
+    /// A slot, if one is free.
+    fn take(uploads: &Arc<std::sync::atomic::AtomicUsize>) -> Option<UploadSlot> {
+        let taken = uploads.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < UPLOADS_MAX).then_some(n + 1));
+        taken.ok().map(|_| UploadSlot(uploads.clone()))
+    }
+}
 
 impl Drop for UploadSlot {
     fn drop(&mut self) {
@@ -468,10 +478,23 @@ fn admissible(context: &Context, job: &Job, version: Version, size: u64) -> Resu
 
 /// Answers an error to an upload, after reading what was sent of its body (at most the
 /// largest object, in small reads): a client still sending reads the answer, not a reset.
-fn refuse(context: &Context, mut request: tiny_http::Request, status: u16, message: &str) {
+/// A large body is read on an upload slot's thread, so the control thread goes on.
+fn refuse(context: &Context, request: tiny_http::Request, status: u16, message: &str) {
     let sent = request.body_length().map_or(0, |n| n as u64).min(context.object_bytes_max);
-    let _ = std::io::copy(&mut request.as_reader().take(sent), &mut std::io::sink());
-    error(request, status, message);
+    let drain = move |mut request: tiny_http::Request, message: &str| {
+        let _ = std::io::copy(&mut request.as_reader().take(sent), &mut std::io::sink());
+        error(request, status, message);
+    };
+    let slot = if sent <= REQUEST_BYTES_MAX { None } else { UploadSlot::take(&context.uploads) };
+    let Some(slot) = slot else { return drain(request, message) };
+    let message = message.to_owned();
+    let spawned = std::thread::Builder::new().name("refuse".into()).spawn(move || {
+        let _slot = slot;
+        drain(request, &message);
+    });
+    if let Err(failed) = spawned {
+        warn!(error = %failed, "cannot start a thread to answer a refused upload");
+    }
 }
 
 /// `POST /v1/broadcasts`: everything but the body is checked first (the CLI asks with
@@ -495,11 +518,9 @@ fn submit(context: &Context, request: tiny_http::Request, query: &str) {
     if check {
         return respond(request, 200, &serde_json::json!({ "admissible": true }));
     }
-    if context.uploads.fetch_add(1, Ordering::SeqCst) >= UPLOADS_MAX {
-        context.uploads.fetch_sub(1, Ordering::SeqCst);
+    let Some(slot) = UploadSlot::take(&context.uploads) else {
         return refuse(context, request, 503, &format!("{UPLOADS_MAX} uploads are running; try again"));
-    }
-    let slot = UploadSlot(context.uploads.clone());
+    };
     let queue = context.queue.clone();
     // The request moves into the thread: if it cannot start, the client sees the
     // connection close and reports it.
@@ -534,5 +555,30 @@ fn upload(queue: &Queue, mut request: tiny_http::Request, job: Job, version: Ver
         }
         Err(refused @ QueueError::VersionNotAbove { .. }) => error(request, 409, &refused.to_string()),
         Err(failed) => error(request, 503, &failed.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_uploads_max_run_at_once_and_a_finished_one_frees_its_slot() {
+        let uploads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let slots: Vec<UploadSlot> = (0..UPLOADS_MAX).filter_map(|_| UploadSlot::take(&uploads)).collect();
+        assert_eq!(slots.len(), UPLOADS_MAX);
+        assert!(UploadSlot::take(&uploads).is_none(), "one more is answered busy");
+        drop(slots);
+        assert!(UploadSlot::take(&uploads).is_some());
+    }
+
+    #[test]
+    fn upload_parameters_are_percent_decoded_utf8_and_unknown_ones_refused() {
+        let params = upload_params("kind=policy&to=41%2C4201&name=%E9%80%9A%E7%9F%A5%202026.txt&version=7&feedback=0").expect("params");
+        assert_eq!((params.job.name.as_str(), params.job.targets.clone()), ("通知 2026.txt", vec!["41".into(), "4201".into()]));
+        assert!(matches!(params.version, Version::Explicit(7)) && !params.job.feedback && !params.check);
+        assert!(upload_params("kind=policy&to=41&name=a&colour=red").is_err());
+        assert!(upload_params("kind=policy&to=99&name=a").expect_err("no county").contains("no county"));
+        assert!(upload_params("kind=policy&to=41&name=%FF").is_err(), "not UTF-8");
     }
 }

@@ -648,6 +648,34 @@ mod tests {
     }
 
     #[test]
+    fn an_upload_becomes_the_payload_once_admitted_and_leaves_nothing_otherwise() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = Queue::open(dir.path()).expect("queue");
+        let mut upload = queue.upload("00000000000000a1").expect("upload");
+        upload.file().write_all(b"notice").expect("write");
+        let queued = queue.submit_upload(job("00000000000000a1"), Version::Explicit(3), upload).expect("queued");
+        assert_eq!((queued.version, fs::read(queue.payload_path("00000000000000a1")).expect("payload")), (3, b"notice".to_vec()));
+        assert_eq!(ids(Watch::new(queue.clone()).scan()), ["00000000000000a1"], "the upload file itself is never a job");
+        // A version not above 3: refused, and the upload is gone with it.
+        let upload = queue.upload("00000000000000b2").expect("upload");
+        let path = upload.path().to_owned();
+        assert!(matches!(
+            queue.submit_upload(job("00000000000000b2"), Version::Explicit(3), upload),
+            Err(QueueError::VersionNotAbove { .. })
+        ));
+        assert!(!path.exists() && !queue.is_queued("00000000000000b2"), "nothing left of a refused upload");
+        // A job file the daemon will not air moves to refused/ with its reason.
+        queue.refuse("00000000000000a1", "--to 99: no county").expect("refuse");
+        assert!(!queue.is_queued("00000000000000a1"));
+        let refused = queue.refused().expect("refused");
+        assert_eq!(
+            refused.iter().map(|(j, r)| (j.object_id.as_str(), r.as_str())).collect::<Vec<_>>(),
+            [("00000000000000a1", "--to 99: no county")]
+        );
+    }
+
+    #[test]
     fn an_unreadable_job_file_is_skipped_until_it_is_readable() {
         let dir = tempfile::tempdir().expect("tempdir");
         let queue = Queue::open(dir.path()).expect("queue");
