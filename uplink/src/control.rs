@@ -305,7 +305,7 @@ fn add_progress(context: &Context, summary: &mut BroadcastSummary, job: Option<&
         summary.deadline_unix_secs = job.deadline_unix_secs;
     }
     let live = context.live.lock().ok().and_then(|l| l.get(&summary.id).cloned()).unwrap_or_default();
-    summary.bytes_aired = live.bytes_aired;
+    summary.bytes_aired = Some(live.bytes_aired).filter(|&bytes| bytes > 0);
     if report::FINAL_STATES.contains(&summary.state.as_str()) {
         return;
     }

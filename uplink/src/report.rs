@@ -60,10 +60,11 @@ pub struct BroadcastSummary {
     /// Airing stops at this time, complete or not (`send --deadline`, `reair --deadline`).
     #[serde(default)]
     pub deadline_unix_secs: Option<u64>,
-    /// Payload bytes aired so far (source and repair symbols, since the daemon last
-    /// started): above the size once repair rounds air.
+    /// Payload bytes aired so far (source and repair symbols): above the size once repair
+    /// rounds air. Counted while the daemon runs: none for a broadcast it has not aired
+    /// since it last started (the count is not kept across restarts).
     #[serde(default)]
-    pub bytes_aired: u64,
+    pub bytes_aired: Option<u64>,
     /// How fast it aired over the last second, bits per second (0 when not airing).
     #[serde(default)]
     pub rate_bits_per_sec: u64,
@@ -97,7 +98,7 @@ impl BroadcastSummary {
             started_unix_secs: 0,
             not_before_unix_secs: job.not_before_unix_secs,
             deadline_unix_secs: job.deadline_unix_secs,
-            bytes_aired: 0,
+            bytes_aired: None,
             rate_bits_per_sec: 0,
             eta_secs: None,
             reason: None,
@@ -287,7 +288,7 @@ pub fn status(
         started_unix_secs: record.started_unix_secs,
         not_before_unix_secs: None,
         deadline_unix_secs: None,
-        bytes_aired: 0,
+        bytes_aired: None,
         rate_bits_per_sec: 0,
         eta_secs: None,
         reason: None,
@@ -346,8 +347,8 @@ pub fn schedule_and_progress(summary: &BroadcastSummary, now_unix_secs: u64) -> 
     if let Some(at) = summary.deadline_unix_secs {
         parts.push(format!("deadline {}", utc_text(at)));
     }
-    if summary.bytes_aired > 0 || summary.rate_bits_per_sec > 0 {
-        let mut aired = format!("{} aired", bytes_text(summary.bytes_aired));
+    if let Some(bytes) = summary.bytes_aired {
+        let mut aired = format!("{} aired", bytes_text(bytes));
         if summary.rate_bits_per_sec > 0 {
             aired.push_str(&format!(" at {:.1} Mbit/s", summary.rate_bits_per_sec as f64 / 1e6));
         }
@@ -370,7 +371,7 @@ pub fn progress_line(summary: &BroadcastSummary, now_unix_secs: u64) -> String {
         summary.state,
         summary.delivered,
         summary.targeted,
-        bytes_text(summary.bytes_aired),
+        bytes_text(summary.bytes_aired.unwrap_or(0)),
         bytes_text(summary.size_bytes)
     );
     if summary.rate_bits_per_sec > 0 {
@@ -379,7 +380,7 @@ pub fn progress_line(summary: &BroadcastSummary, now_unix_secs: u64) -> String {
     if let Some(eta) = summary.eta_secs {
         line.push_str(&format!(", ETA {}", span_text(eta)));
     }
-    let schedule = BroadcastSummary { bytes_aired: 0, rate_bits_per_sec: 0, ..summary.clone() };
+    let schedule = BroadcastSummary { bytes_aired: None, rate_bits_per_sec: 0, eta_secs: None, ..summary.clone() };
     let schedule = schedule_and_progress(&schedule, now_unix_secs);
     if !schedule.is_empty() {
         line.push_str("; ");
@@ -462,7 +463,7 @@ mod tests {
             started_unix_secs,
             not_before_unix_secs: None,
             deadline_unix_secs: None,
-            bytes_aired: 0,
+            bytes_aired: None,
             rate_bits_per_sec: 0,
             eta_secs: None,
             reason: None,
