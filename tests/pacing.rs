@@ -6,8 +6,8 @@
 //! Everything is measured on the real daemon, from the datagrams it sends to a UDP socket
 //! this test owns (the daemon's downlink destination):
 //! - "queued" is the instant the job file is renamed into `state/queue/`: the last step of
-//!   `satcast-uplink send` (`Queue::submit`), done here by the test itself so the instant is
-//!   known exactly; "on the air" is the instant this test receives the datagram on loopback;
+//!   queueing a job (`Queue::submit`; the daemon's `Queue::submit_upload` for `send`), done
+//!   here by the test itself so the instant is known exactly; "on the air" is the instant this test receives the datagram on loopback;
 //! - a heartbeat interval is the difference of the uplink clock readings the heartbeats
 //!   carry, so this test's own scheduling does not enter it.
 //!

@@ -155,10 +155,31 @@ fn an_emergency_sent_during_a_bulk_broadcast_completes_first() {
     }
 }
 
-/// An uplink config (and state folder) in `dir` with no daemon running: enough for `send`,
-/// which only writes the queue.
+/// An uplink config (and state folder) in `dir` with no daemon running.
 fn config_without_daemon(dir: &std::path::Path) -> std::path::PathBuf {
     satcast::write_uplink_config(dir, std::net::SocketAddr::from(([127, 0, 0, 1], 9)), 20_000_000, 3).expect("config")
+}
+
+/// The smallest FEC block the uplink takes: with it, the largest object it airs is
+/// 255 blocks, about 16.7 MB, small enough for a test to send a larger file.
+const SMALL_BLOCK_CONFIG: &str = "\n[fec]\nblock_bytes_max = 65536\n";
+
+/// An uplink daemon with no county: enough for `send`, whose jobs the daemon checks.
+fn bare_uplink(seed: u64, dir: &std::path::Path) -> Cluster {
+    cluster_of(seed, dir, &[], false, SMALL_BLOCK_CONFIG)
+}
+
+fn cluster_of(seed: u64, dir: &std::path::Path, counties: &[&str], acks: bool, extra: &str) -> Cluster {
+    let options = ClusterOptions {
+        counties: counties.iter().map(|c| c.to_string()).collect(),
+        loss: vec![LossModel::None],
+        link_rate_bits_per_sec: 20_000_000,
+        passes: 1,
+        seed,
+        extra_uplink_config: extra.into(),
+        acks,
+    };
+    Cluster::start(dir, &options).expect("cluster")
 }
 
 /// Runs `satcast-uplink send <args> --config <config>`: exit code, stdout, stderr.
@@ -168,15 +189,16 @@ fn send(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String
         .args(args)
         .arg("--config")
         .arg(config)
+        .stdin(std::process::Stdio::null())
         .output()
         .expect("run send");
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-/// The versions of the jobs in the queue folder, by object id.
-fn queued(dir: &std::path::Path) -> Vec<(String, u64)> {
+/// The versions of the job files in `state/<folder>`, by object id.
+fn jobs_in(dir: &std::path::Path, folder: &str) -> Vec<(String, u64)> {
     let mut jobs = Vec::new();
-    for entry in std::fs::read_dir(dir.join("state/queue")).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
+    for entry in std::fs::read_dir(dir.join("state").join(folder)).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(id) = name.strip_suffix(".job").filter(|id| !id.starts_with('.')) {
             let text = std::fs::read_to_string(entry.path()).expect("job");
@@ -187,10 +209,26 @@ fn queued(dir: &std::path::Path) -> Vec<(String, u64)> {
     jobs
 }
 
+/// Every job the daemon took, queued or already aired.
+fn jobs(dir: &std::path::Path) -> Vec<(String, u64)> {
+    [jobs_in(dir, "queue"), jobs_in(dir, "done")].concat()
+}
+
+/// Files left in the queue folder (payloads and uploads included).
+fn queue_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("state/queue"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Issue "Operators and county sites", item 3 and 4, now checked by the daemon behind the
+/// control API (the CLI no longer validates or writes the queue itself).
 #[test]
 fn send_refuses_names_targets_and_versions_no_county_would_take_and_queues_nothing() {
+    let seed = seed("UPLINK_SEED", "uplink");
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_without_daemon(dir.path());
+    let cluster = bare_uplink(seed, dir.path());
+    let config = cluster.uplink_config.clone();
     let file = dir.path().join("notice.txt");
     std::fs::write(&file, b"notice").expect("payload");
     let file = file.to_str().expect("utf-8");
@@ -206,7 +244,24 @@ fn send_refuses_names_targets_and_versions_no_county_would_take_and_queues_nothi
         assert_eq!(code, Some(2), "--to {to}: {stderr}");
         assert!(stderr.contains("no county") && stderr.trim_end().lines().count() == 1, "--to {to}: {stderr}");
     }
-    assert_eq!(queued(dir.path()), [], "nothing refused may be left queued");
+    // Dates: a deadline before the not-before time, or already past.
+    for dates in [["--not-before", "+2h", "--deadline", "+1h"], ["--not-before", "+0s", "--deadline", "1000"]] {
+        let (code, _, stderr) = send(&config, &[&[file, "--kind", "policy", "--to", "41"][..], &dates[..]].concat());
+        assert_eq!(code, Some(2), "{dates:?}: {stderr}");
+        assert!(stderr.contains("deadline") && stderr.trim_end().lines().count() == 1, "{dates:?}: {stderr}");
+    }
+    // Larger than the uplink can air (255 blocks of 64 KiB): refused before the upload.
+    let large = dir.path().join("large.bin");
+    std::fs::File::create(&large).and_then(|f| f.set_len(255 * 65_536 + 1)).expect("sparse file");
+    let (code, _, stderr) = send(&config, &[large.to_str().expect("utf-8"), "--kind", "software", "--to", "41"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("at most 16711680 bytes") && stderr.trim_end().lines().count() == 1, "{stderr}");
+    // A refusal in JSON: the error object on stdout, exit code 2.
+    let (code, stdout, _) = send(&config, &[file, "--kind", "policy", "--to", "99", "--json"]);
+    let error: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout:?}"));
+    assert_eq!((code, error["exit_code"].as_u64()), (Some(2), Some(2)), "{stdout}");
+    assert_eq!(jobs(dir.path()), [], "nothing refused may be left queued");
+    assert_eq!(queue_files(dir.path()), Vec::<String>::new(), "no payload or upload left behind");
 
     // Explicit versions only go up per (kind, name); another name or kind is separate.
     let explicit = |version: &str, kind: &str| send(&config, &[file, "--kind", kind, "--to", "41", "--version", version]);
@@ -217,26 +272,124 @@ fn send_refuses_names_targets_and_versions_no_county_would_take_and_queues_nothi
         assert!(stderr.contains("version") && stderr.contains('5'), "names the last version: {stderr}");
     }
     assert_eq!(explicit("3", "software").0, Some(0), "another kind has its own versions");
-    assert_eq!(queued(dir.path()).len(), 2);
-    // Default versions: two sends within a second still go up.
-    let (a, b) = (send(&config, &[file, "--kind", "codetable", "--to", "41"]), send(&config, &[file, "--kind", "codetable", "--to", "41"]));
+    assert_eq!(jobs(dir.path()).len(), 2);
+    // Default versions: two sends within a second still go up; --json prints the id the
+    // daemon answered, which `list` knows.
+    let (a, b) = (
+        send(&config, &[file, "--kind", "codetable", "--to", "41"]),
+        send(&config, &[file, "--kind", "codetable", "--to", "41", "--json"]),
+    );
     assert_eq!((a.0, b.0), (Some(0), Some(0)), "{a:?} {b:?}");
-    let versions: std::collections::HashMap<String, u64> = queued(dir.path()).into_iter().collect();
-    assert!(versions[a.1.trim()] < versions[b.1.trim()], "default versions must go up: {versions:?}");
+    let b_id: serde_json::Value = serde_json::from_str(b.1.trim()).unwrap_or_else(|e| panic!("{e}: {:?}", b.1));
+    let b_id = b_id["id"].as_str().expect("an id").to_owned();
+    let versions: std::collections::HashMap<String, u64> = jobs(dir.path()).into_iter().collect();
+    assert!(versions[a.1.trim()] < versions[&b_id], "default versions must go up: {versions:?}");
+    assert!(cluster.uplink_cli(&["list", "--json"]).expect("list").contains(&b_id));
 }
 
+/// Issue "Operators and county sites", items 1 and 6, with one way in: `send` goes through
+/// the daemon's control API, so with the daemon down it fails and queues nothing (v1 wrote
+/// the queue itself and printed an id for a job that sat there; a retrying script queued it
+/// twice). Once queued, the id is printed as soon as the daemon answers.
 #[test]
-fn send_wait_json_prints_the_id_once_queued_even_with_the_daemon_down() {
+fn send_with_the_daemon_down_fails_in_one_line_and_queues_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config_without_daemon(dir.path());
     let file = dir.path().join("notice.txt");
     std::fs::write(&file, b"notice").expect("payload");
-    let (code, stdout, stderr) = send(&config, &[file.to_str().expect("utf-8"), "--kind", "policy", "--to", "41", "--wait", "--json"]);
-    assert_eq!(code, Some(3), "queued, but the daemon is not running: {stderr}");
-    let first_line = stdout.lines().next().unwrap_or_default();
-    let printed: serde_json::Value = serde_json::from_str(first_line).unwrap_or_else(|e| panic!("{e}: stdout {stdout:?}"));
-    let queued_ids: Vec<String> = queued(dir.path()).into_iter().map(|(id, _)| id).collect();
-    assert_eq!(printed["id"].as_str().map(str::to_owned), queued_ids.first().cloned(), "the printed id is the queued job's");
+    let file = file.to_str().expect("utf-8");
+    let (code, stdout, stderr) = send(&config, &[file, "--kind", "policy", "--to", "41"]);
+    assert_eq!(code, Some(3), "the daemon is not running: {stdout}{stderr}");
+    assert!(stdout.is_empty(), "no id: nothing was queued: {stdout}");
+    assert!(stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1 && stderr.contains("not running"), "{stderr}");
+    let (code, stdout, stderr) = send(&config, &[file, "--kind", "policy", "--to", "41", "--wait", "--json"]);
+    assert_eq!(code, Some(3), "{stderr}");
+    let error: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: stdout {stdout:?}"));
+    assert_eq!(error["exit_code"], 3, "{stdout}");
+    assert!(error.get("id").is_none(), "{stdout}");
+    assert_eq!(jobs(dir.path()), [], "nothing may be queued while the daemon is down");
+    assert_eq!(queue_files(dir.path()), Vec::<String>::new());
+}
+
+/// Issue "Operators and county sites", item 4 at the daemon: a job file already in the
+/// queue folder (left by an older build that wrote it directly) for an area the division
+/// table does not have must end refused, saying why, not air to nobody as "0/0 aired".
+#[test]
+fn a_queued_job_for_an_area_not_in_the_division_table_ends_refused() {
+    let seed = seed("UPLINK_SEED", "uplink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = bare_uplink(seed, dir.path());
+    let id = "00000000000099aa";
+    let queue = dir.path().join("state/queue");
+    std::fs::write(queue.join(format!("{id}.payload")), b"notice").expect("payload");
+    let job = format!(
+        "object_id = \"{id}\"\nkind = \"policy\"\nname = \"notice.txt\"\nversion = 7\ntargets = [\"99\"]\nqueued_unix_secs = 1800000000\n"
+    );
+    std::fs::write(queue.join(".incoming.job"), job).expect("job");
+    std::fs::rename(queue.join(".incoming.job"), queue.join(format!("{id}.job"))).expect("job in place");
+    let entry = || -> serde_json::Value {
+        let list: serde_json::Value = serde_json::from_str(&cluster.uplink_cli(&["list", "--json"]).expect("list")).expect("json");
+        list.as_array().and_then(|l| l.iter().find(|b| b["id"] == id).cloned()).unwrap_or_default()
+    };
+    let ended = wait_until(Duration::from_secs(20), || !matches!(entry()["state"].as_str(), None | Some("queued" | "preparing")));
+    let entry = entry();
+    assert!(ended, "the job never left the queue: {entry:#}");
+    assert_eq!(entry["state"], "refused", "{entry:#}");
+    let reason = entry["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("99") && reason.contains("no county"), "the reason names the area: {entry:#}");
+    assert!(!queue.join(format!("{id}.job")).exists(), "a refused job leaves the queue");
+    let text = cluster.uplink_cli(&["status", id]).expect("status");
+    assert!(text.contains("refused") && text.contains("99"), "{text}");
+}
+
+/// Issue "Operators and county sites", item 8: a scheduled broadcast shows as `scheduled`
+/// with its not-before time and deadline (v1: "airing", every county "lagging", the times
+/// nowhere), and list, status and `send --wait` show bytes aired, rate and ETA.
+#[test]
+fn a_scheduled_broadcast_shows_its_times_and_a_broadcast_its_progress() {
+    const COUNTY: &str = "410102";
+    // Generous bound for steps that take a few seconds on an idle machine.
+    const SLOW: Duration = Duration::from_secs(30);
+    let seed = seed("UPLINK_SEED", "uplink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = cluster_of(seed, dir.path(), &[COUNTY], true, "");
+    let enrolled = wait_until(SLOW, || cluster.uplink_cli(&["receivers", "--json"]).is_ok_and(|t| t.contains(COUNTY)));
+    assert!(enrolled, "the county never enrolled");
+    let (path, _) = payload(dir.path(), "later.txt", 50_000, seed);
+    let path = path.to_str().expect("utf-8");
+    let id = cluster
+        .uplink_cli(&["send", path, "--kind", "policy", "--to", "41", "--not-before", "+2h", "--deadline", "+3h"])
+        .expect("send")
+        .trim()
+        .to_owned();
+    let scheduled = wait_until(SLOW, || status(&cluster, &id)["summary"]["state"] == "scheduled");
+    let report = status(&cluster, &id);
+    assert!(scheduled, "a broadcast not due for two hours is scheduled: {report:#}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let not_before = report["summary"]["not_before_unix_secs"].as_u64().expect("not-before in JSON");
+    let deadline = report["summary"]["deadline_unix_secs"].as_u64().expect("deadline in JSON");
+    assert!(not_before.abs_diff(now + 7200) < 60 && deadline.abs_diff(now + 10_800) < 60, "{report:#}");
+    assert_eq!(report["lagging"], serde_json::json!([]), "no county lags behind a broadcast not yet due: {report:#}");
+    let list = cluster.uplink_cli(&["list"]).expect("list");
+    let line = list.lines().find(|l| l.starts_with(&id)).unwrap_or_default();
+    assert!(line.contains("scheduled") && line.contains("not before") && line.contains("deadline"), "{list}");
+    let text = cluster.uplink_cli(&["status", &id]).expect("status");
+    assert!(text.contains("scheduled") && text.contains("not before") && text.contains("deadline"), "{text}");
+    assert!(!text.contains("lagging"), "{text}");
+
+    // A broadcast that airs now: --wait off a terminal prints plain progress lines.
+    let (path, _) = payload(dir.path(), "now.bin", 2_000_000, seed + 1);
+    let (code, stdout, stderr) =
+        send(&cluster.uplink_config, &[path.to_str().expect("utf-8"), "--kind", "software", "--to", "41", "--wait"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let now_id = stdout.trim();
+    assert!(!stderr.contains('\r'), "no progress bar off a terminal: {stderr:?}");
+    assert!(stderr.lines().any(|l| l.contains("aired") && l.contains("counties")), "plain progress lines: {stderr}");
+    let report = status(&cluster, now_id);
+    assert_eq!(report["summary"]["state"], "completed", "{report:#}");
+    assert!(report["summary"]["bytes_aired"].as_u64().unwrap_or(0) >= 2_000_000, "all of it aired at least once: {report:#}");
+    let text = cluster.uplink_cli(&["status", now_id]).expect("status");
+    assert!(text.contains("aired"), "{text}");
 }
 
 #[test]

@@ -300,7 +300,7 @@ pub fn parse_targets(s: &str) -> Result<Vec<String>, ManifestError> {
     Ok(targets)
 }
 
-/// The one rule for object names, checked by `satcast-uplink send` before a job is queued,
+/// The one rule for object names, checked by the uplink daemon before it queues a job (`send`),
 /// by the uplink when it signs, and by every receiver before it delivers to
 /// `deliver/<kind>/<name>`: 1..=[`NAME_BYTES_MAX`] bytes of UTF-8 (Chinese, spaces and any
 /// printable character are fine) that name one plain file in that folder. So: no path

@@ -295,10 +295,20 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Starts (or restarts) the uplink daemon.
+    /// Starts (or restarts) the uplink daemon and waits until its control API answers, so
+    /// `send` (which goes through it) can follow at once.
     pub fn start_uplink(&mut self) -> Result<(), ClusterError> {
         let config = self.uplink_config.to_string_lossy().into_owned();
-        self.uplink = Some(Daemon::start("satcast-uplink", &["serve", "--config", &config], &self.dir, &self.dir.join("uplink.log"))?);
+        let mut daemon = Daemon::start("satcast-uplink", &["serve", "--config", &config], &self.dir, &self.dir.join("uplink.log"))?;
+        let text = std::fs::read_to_string(&self.uplink_config).map_err(io("reading the uplink config"))?;
+        let control = control_listen(&text);
+        let answers =
+            wait_until(UPLINK_START_MAX, || !daemon.is_running() || control.is_none_or(|addr| std::net::TcpStream::connect(addr).is_ok()));
+        if !answers || !daemon.is_running() {
+            let output = daemon.log_text();
+            return Err(ClusterError::Command { command: format!("satcast-uplink serve --config {config}"), output });
+        }
+        self.uplink = Some(daemon);
         Ok(())
     }
 
@@ -342,6 +352,22 @@ impl Cluster {
             }
         }
     }
+}
+
+/// How long an uplink may take to start answering on its control address.
+const UPLINK_START_MAX: Duration = Duration::from_secs(20);
+
+/// The `listen` address of an uplink config's `[control]` section.
+fn control_listen(config: &str) -> Option<SocketAddr> {
+    let mut in_control = false;
+    for line in config.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_control = line == "[control]";
+        } else if let Some(value) = line.strip_prefix("listen").filter(|_| in_control) {
+            return value.trim_start().strip_prefix('=')?.trim().trim_matches('"').parse().ok();
+        }
+    }
+    None
 }
 
 /// Writes an uplink config airing to `destination`.

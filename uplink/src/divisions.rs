@@ -1,6 +1,7 @@
 //! The national division table (data/divisions/areas.csv), built into the uplink: the
-//! daemon fills its receiver registry from it, and `send` refuses a target under which the
-//! table has no county (a mistyped `--to 99` would otherwise air to nobody and "succeed").
+//! daemon fills its receiver registry from it, and refuses a job (`admit`) for a target
+//! under which the table has no county (a mistyped `--to 99` would otherwise air to nobody
+//! and "succeed").
 
 /// Every county-level division: `code,name,cityCode,provinceCode`, one a line after a header.
 pub const AREAS_CSV: &str = include_str!("../../data/divisions/areas.csv");

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod acks;
+pub mod admit;
 pub mod check;
 pub mod client;
 pub mod config;

@@ -7,15 +7,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use satcast_daemon::cli::{self, OutputError};
-use satcast_daemon::clock::{wall_unix_ms, wall_unix_secs};
+use satcast_daemon::clock::wall_unix_secs;
 use satcast_daemon::{logging, outln, signals};
 use satcast_protocol::ObjectId;
 use satcast_protocol::broadcast::Priority;
-use satcast_protocol::manifest::{ECHO_CHARS_MAX, Kind, parse_targets, validate_name};
+use satcast_protocol::manifest::Kind;
 use satcast_uplink::client::{Client, ClientError};
-use satcast_uplink::queue::{Job, Queue, QueueError, Version};
 use satcast_uplink::report::{self, BroadcastStatus, BroadcastSummary, ReceiverSummary};
-use satcast_uplink::{UplinkConfig, divisions, keys, serve};
+use satcast_uplink::{UplinkConfig, keys, serve};
 
 /// Exit codes scripts can rely on.
 const EXIT_ERROR: u8 = 1;
@@ -30,7 +29,7 @@ const EXIT_INCOMPLETE: u8 = 5;
     name = "satcast-uplink",
     version,
     about = "satcast uplink daemon and operators' CLI",
-    after_help = "Exit codes: 0 success; 1 error; 2 bad usage, or a job `send` refuses (name, target or version; nothing is queued); 3 the daemon is not running (for `send --wait`: the job is queued, its id printed, and airs when the daemon starts); 4 unknown broadcast id; 5 `send --wait` ended before every targeted county had the file; 141 standard output was a closed pipe (`list | head`), stopped quietly.\nErrors are one line on standard error; with --json also {\"error\": ..., \"exit_code\": N} on standard output."
+    after_help = "Exit codes: 0 success; 1 error; 2 bad usage, or a job the daemon refuses at `send` (name, target, dates, size or version; nothing is queued); 3 the daemon is not running (`send` queued nothing: send again once it runs); 4 unknown broadcast id; 5 `send --wait` ended before every targeted county had the file; 141 standard output was a closed pipe (`list | head`), stopped quietly.\nErrors are one line on standard error; with --json also {\"error\": ..., \"exit_code\": N} on standard output."
 )]
 struct Cli {
     /// Log as JSON lines instead of human text.
@@ -48,9 +47,10 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Queue a file for broadcast; prints the broadcast id (with --json, `{"id": ...}` on a
-    /// line of its own) as soon as it is queued. A job no county could take is refused,
-    /// exit code 2, and nothing is queued.
+    /// Queue a file for broadcast through the running daemon, which checks the job and
+    /// queues it; prints the broadcast id (with --json, `{"id": ...}` on a line of its own) as
+    /// soon as the daemon answers. A job no county could take is refused, exit code 2, and
+    /// nothing is queued; with the daemon down nothing is queued either (exit code 3).
     Send {
         /// The file to broadcast.
         file: PathBuf,
@@ -84,8 +84,9 @@ enum Command {
         /// Air as a carousel sized from the target loss, without waiting for acknowledgements.
         #[arg(long)]
         no_feedback: bool,
-        /// Show progress (counties complete / targeted) until the broadcast ends; with
-        /// --json, the final status follows the id as a second JSON line.
+        /// Show progress (counties complete / targeted, bytes aired, rate, ETA) until the
+        /// broadcast ends: a bar on a terminal, plain lines otherwise; with --json, the final
+        /// status follows the id as a second JSON line.
         #[arg(long)]
         wait: bool,
         /// Print JSON.
@@ -267,25 +268,11 @@ enum KeysCommand {
     },
 }
 
-/// A job `send` refuses, so nothing is queued: exit code [`EXIT_USAGE`].
+/// A job `send` refuses before asking the daemon, so nothing is queued: exit code
+/// [`EXIT_USAGE`].
 #[derive(Debug, thiserror::Error)]
 #[error("refused: {0}")]
 struct Refused(String);
-
-/// `send --to`: well-formed prefixes (or "all") each with a county under it in the national
-/// division table.
-fn send_targets(to: &str) -> Result<Vec<String>, Refused> {
-    let targets = parse_targets(to).map_err(|e| Refused(format!("--to {:?}: {e}", echo(to))))?;
-    match targets.iter().find(|target| !divisions::has_county_under(target)) {
-        Some(target) => Err(Refused(format!("--to {target}: no county in the national division table has a code starting with {target}"))),
-        None => Ok(targets),
-    }
-}
-
-/// Operator input shortened for an error line.
-fn echo(text: &str) -> String {
-    text.chars().take(ECHO_CHARS_MAX).collect()
-}
 
 /// A span like 90s, 30m, 2h or 7d, in seconds.
 fn parse_span(text: &str) -> anyhow::Result<u64> {
@@ -355,10 +342,21 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 fn print_list(list: &[BroadcastSummary]) -> Result<(), OutputError> {
-    outln!("{:<16}  {:<9}  {:<28} {:>8}  {:<9}  {:<10} {:>9}  to", "id", "kind", "name", "version", "priority", "state", "delivered")?;
+    let now = wall_unix_secs();
+    outln!(
+        "{:<16}  {:<9}  {:<28} {:>8}  {:<9}  {:<10} {:>9}  {:<12}  schedule, progress",
+        "id",
+        "kind",
+        "name",
+        "version",
+        "priority",
+        "state",
+        "delivered",
+        "to"
+    )?;
     for b in list {
         outln!(
-            "{:<16}  {:<9}  {:<28} {:>8}  {:<9}  {:<10} {:>4}/{:<4}  {}",
+            "{:<16}  {:<9}  {:<28} {:>8}  {:<9}  {:<10} {:>4}/{:<4}  {:<12}  {}",
             ObjectId(b.id),
             b.kind,
             b.name.chars().take(28).collect::<String>(),
@@ -367,7 +365,8 @@ fn print_list(list: &[BroadcastSummary]) -> Result<(), OutputError> {
             b.state,
             b.delivered,
             b.targeted,
-            report::targets_text(&b.to)
+            report::targets_text(&b.to),
+            report::schedule_and_progress(b, now)
         )?;
     }
     Ok(())
@@ -377,6 +376,10 @@ fn print_status(status: &BroadcastStatus) -> Result<(), OutputError> {
     let s = &status.summary;
     outln!("{} {}/{} version {} ({} bytes, {}): {}", ObjectId(s.id), s.kind, s.name, s.version, s.size_bytes, s.priority, s.state)?;
     outln!("to {}: {} counties targeted", report::targets_text(&s.to), s.targeted)?;
+    let more = report::schedule_and_progress(s, wall_unix_secs());
+    if !more.is_empty() {
+        outln!("{more}")?;
+    }
     outln!("delivered {}  in progress {}  silent {}  rejected {}", s.delivered, s.in_progress, s.silent, s.rejected)?;
     if !status.provinces.is_empty() {
         outln!()?;
@@ -438,30 +441,46 @@ fn print_receivers(list: &[ReceiverSummary]) -> Result<(), OutputError> {
     Ok(())
 }
 
-/// Follows a broadcast until it ends, drawing a progress bar on standard error.
+/// Off a terminal, `send --wait` prints a progress line when the state or the counts change,
+/// and at least this often while the broadcast airs.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Follows a broadcast until it ends: a progress bar on standard error when it is a
+/// terminal, plain lines otherwise (a log, a pipe).
 fn wait(client: &Client, id: ObjectId, json: bool) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let mut shown: Option<(String, usize, usize)> = None;
+    let mut shown_at = std::time::Instant::now();
+    let mut bar_chars: usize = 0;
     loop {
         let status: BroadcastStatus = client.get(&format!("/v1/broadcasts/{id}"))?;
         let s = &status.summary;
+        let ended = report::FINAL_STATES.contains(&s.state.as_str());
         if !json {
-            let width = 30;
-            // Delivered can exceed targeted (a county enrolled after the targets were fixed).
-            let filled = (s.delivered * width).checked_div(s.targeted).unwrap_or(0).min(width);
-            let bar = format!(
-                "\r[{}{}] {}/{} counties  {:<10}",
-                "#".repeat(filled),
-                " ".repeat(width - filled),
-                s.delivered,
-                s.targeted,
-                s.state
-            );
-            cli::eprint(&bar);
-        }
-        if matches!(s.state.as_str(), "completed" | "cancelled" | "deadline" | "aired") {
-            if !json {
-                cli::eprint("\n");
+            let line = report::progress_line(s, wall_unix_secs());
+            if terminal {
+                let width = 30;
+                let filled = (s.delivered * width).checked_div(s.targeted).unwrap_or(0).min(width);
+                let bar = format!("[{}{}] {line}", "#".repeat(filled), " ".repeat(width - filled));
+                // Spaces over what is left of a longer previous bar.
+                let pad = bar_chars.saturating_sub(bar.chars().count());
+                bar_chars = bar.chars().count();
+                cli::eprint(&format!("\r{bar}{}", " ".repeat(pad)));
+                if ended {
+                    cli::eprint("\n");
+                }
+            } else {
+                let now_shown = (s.state.clone(), s.delivered, s.targeted);
+                if ended || shown.as_ref() != Some(&now_shown) || shown_at.elapsed() >= PLAIN_PROGRESS_EVERY {
+                    cli::eprint(&format!("{line}\n"));
+                    shown = Some(now_shown);
+                    shown_at = std::time::Instant::now();
+                }
             }
-            let complete = s.delivered >= s.targeted;
+        }
+        if ended {
+            let complete = s.delivered >= s.targeted && s.state != report::REFUSED;
             if json {
                 // One line, after the id's line: `send --wait --json` prints JSON lines.
                 outln!("{}", serde_json::to_string(&status)?)?;
@@ -482,6 +501,7 @@ fn main() -> ExitCode {
             let code = match error.downcast_ref::<ClientError>() {
                 Some(ClientError::NotRunning(_)) => EXIT_NOT_RUNNING,
                 Some(ClientError::UnknownId(_)) => EXIT_UNKNOWN_ID,
+                Some(ClientError::JobRefused(_)) => EXIT_USAGE,
                 _ if error.is::<Refused>() => EXIT_USAGE,
                 _ => EXIT_ERROR,
             };
@@ -518,11 +538,6 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Send { file, config, kind, to, name, version, priority, not_before, deadline, no_feedback, wait: follow, json } => {
             let config = UplinkConfig::load(&config)?;
-            let targets = send_targets(&to)?;
-            let size = std::fs::metadata(&file).with_context(|| format!("cannot read {}", file.display()))?.len();
-            if size == 0 {
-                bail!("{} is empty; there is nothing to broadcast", file.display());
-            }
             let name = match name {
                 Some(name) => name,
                 None => file
@@ -531,43 +546,39 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .ok_or_else(|| Refused(format!("{} has no UTF-8 file name; pass --name", file.display())))?
                     .to_owned(),
             };
-            // The rule every county applies before delivering: checked here, so a job no
-            // county would deliver is never queued.
-            validate_name(&name).map_err(|e| Refused(format!("cannot deliver under this name: {e}")))?;
-            let object_id = ObjectId({
-                use rand::{RngCore, SeedableRng};
-                rand::rngs::StdRng::from_os_rng().next_u64().max(1)
-            });
-            let job = Job {
-                object_id: object_id.to_string(),
-                kind: kind.to_string(),
-                name,
-                version: 0, // set by submit_new
-                targets,
-                queued_unix_secs: wall_unix_secs(),
-                feedback: !no_feedback,
-                priority: priority.to_string(),
-                not_before_unix_secs: not_before.as_deref().map(parse_time).transpose()?,
-                deadline_unix_secs: deadline.as_deref().map(parse_time).transpose()?,
-            };
-            let version = match version {
-                Some(version) => Version::Explicit(version),
-                None => Version::Default { now_unix_ms: wall_unix_ms() },
-            };
-            match Queue::open(&config.state_dir)?.submit_new(job, version, &file) {
-                Ok(_) => {}
-                Err(error @ QueueError::VersionNotAbove { .. }) => return Err(Refused(error.to_string()).into()),
-                Err(error) => return Err(error.into()),
+            let opened = std::fs::File::open(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            if !opened.metadata().with_context(|| format!("cannot read {}", file.display()))?.is_file() {
+                bail!("{} is not a file", file.display());
             }
-            // Printed as soon as the job is queued, whatever happens next (the daemon down,
-            // the wait interrupted): a script that retries must not queue it twice.
+            // The daemon checks all of it (name, targets, dates, size, version) and queues it.
+            let mut query = vec![("kind", kind.to_string()), ("to", to), ("name", name), ("priority", priority.to_string())];
+            if let Some(version) = version {
+                query.push(("version", version.to_string()));
+            }
+            if let Some(at) = not_before.as_deref().map(parse_time).transpose()? {
+                query.push(("not_before", at.to_string()));
+            }
+            if let Some(at) = deadline.as_deref().map(parse_time).transpose()? {
+                query.push(("deadline", at.to_string()));
+            }
+            if no_feedback {
+                query.push(("feedback", "0".into()));
+            }
+            let client = Client::new(&config)?;
+            let answer = client.post_file("/v1/broadcasts", &query, &opened)?;
+            let object_id: ObjectId = answer
+                .get("id")
+                .and_then(|id| id.as_str())
+                .and_then(|id| id.parse().ok())
+                .with_context(|| format!("the daemon answered without a broadcast id: {answer}"))?;
+            // Printed as soon as the daemon answers, whatever happens next (the wait
+            // interrupted): a script that retries must not queue it twice.
             if json {
                 outln!("{}", serde_json::json!({ "id": object_id.to_string() }))?;
             } else {
                 outln!("{object_id}")?;
             }
             if follow {
-                let client = Client::new(&config)?;
                 return wait(&client, object_id, json);
             }
         }

@@ -4,6 +4,11 @@
 //! when the daemon next runs. A watcher thread lists the folder and announces each job file
 //! that appears, so the datapath never reads it.
 //!
+//! Jobs arrive through the control API: the upload streams into a hidden file in the queue
+//! folder ([`Upload`]), which becomes the payload only once the job is admitted and its
+//! version picked. A job file the daemon refuses (see `admit`) moves to state/refused/ with
+//! its reason beside it.
+//!
 //! Versions of (kind, name) only go up: counties refuse anything not newer than what they
 //! accepted, so a job that reused a version would be refused everywhere after airing.
 //! [`Queue::submit_new`] picks or checks the version under a lock and records the last one
@@ -28,6 +33,10 @@ pub const QUEUED_JOBS_MAX: usize = 10_000;
 /// The most job files (queued and done) read to find the last version of a name that has
 /// no version record yet (queued before records existed).
 pub const VERSION_SCAN_JOBS_MAX: usize = 100_000;
+/// The most refused jobs read back for `list`.
+pub const REFUSED_LISTED_MAX: usize = 1_000;
+/// Longest refusal reason read back, in bytes.
+const REASON_BYTES_MAX: u64 = 1024;
 /// Longest version record read, in bytes (a record is a kind, a name and a number).
 const VERSION_RECORD_BYTES_MAX: u64 = 1024;
 /// How often the watcher lists the queue folder for new job files. Short, because an
@@ -214,14 +223,49 @@ pub struct Queue {
     queue_dir: PathBuf,
     done_dir: PathBuf,
     versions_dir: PathBuf,
+    refused_dir: PathBuf,
+}
+
+/// A payload being uploaded: a hidden file in the queue folder (the watcher ignores it),
+/// renamed into place by [`Queue::submit_upload`], and removed if it never is (a refused
+/// job, an upload cut short), so nothing is left behind.
+#[derive(Debug)]
+pub struct Upload {
+    path: PathBuf,
+    file: fs::File,
+    placed: bool,
+}
+
+impl Upload {
+    /// Where the bytes go.
+    pub fn file(&mut self) -> &mut fs::File {
+        &mut self.file
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl Queue {
     /// Opens (creating) the queue under `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, QueueError> {
-        let queue =
-            Queue { queue_dir: state_dir.join("queue"), done_dir: state_dir.join("done"), versions_dir: state_dir.join("versions") };
-        for dir in [&queue.queue_dir, &queue.done_dir, &queue.versions_dir] {
+        let queue = Queue {
+            queue_dir: state_dir.join("queue"),
+            done_dir: state_dir.join("done"),
+            versions_dir: state_dir.join("versions"),
+            refused_dir: state_dir.join("refused"),
+        };
+        for dir in [&queue.queue_dir, &queue.done_dir, &queue.versions_dir, &queue.refused_dir] {
             fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
         Ok(queue)
@@ -253,7 +297,60 @@ impl Queue {
     /// records that version as the last of its (kind, name); returns the job as queued.
     /// Concurrent calls, from any process, take turns on a lock file, so two of them never
     /// pick the same version. Nothing is queued if the version is refused.
-    pub fn submit_new(&self, mut job: Job, version: Version, payload: &Path) -> Result<Job, QueueError> {
+    pub fn submit_new(&self, job: Job, version: Version, payload: &Path) -> Result<Job, QueueError> {
+        self.submit_versioned(job, version, |job| self.submit(job, payload))
+    }
+
+    /// A new upload for `object_id` (refused if one is already under way).
+    pub fn upload(&self, object_id: &str) -> Result<Upload, QueueError> {
+        let path = self.queue_dir.join(format!(".{object_id}.upload"));
+        let file = fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
+        Ok(Upload { path, file, placed: false })
+    }
+
+    /// [`Queue::submit_new`] for an uploaded payload: fsynced and renamed into place, not
+    /// copied. Dropping a refused upload removes it.
+    pub fn submit_upload(&self, job: Job, version: Version, mut upload: Upload) -> Result<Job, QueueError> {
+        upload.file.sync_all().map_err(io_err(&upload.path))?;
+        self.submit_versioned(job, version, |job| {
+            let payload_path = self.payload_path(&job.object_id);
+            fs::rename(&upload.path, &payload_path).map_err(io_err(&payload_path))?;
+            upload.placed = true;
+            let text = toml::to_string(job).map_err(|e| QueueError::BadJob(e.to_string()))?;
+            let job_path = self.job_path(&job.object_id);
+            satcast_store::fsutil::write_atomic(&job_path, text.as_bytes()).map_err(io_err(&job_path))
+        })
+    }
+
+    /// Removes uploads a stopped daemon left behind (none can be under way at its start).
+    pub fn remove_stale_uploads(&self) {
+        let Ok(entries) = fs::read_dir(&self.queue_dir) else { return };
+        for entry in entries.flatten().take(QUEUED_JOBS_MAX) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".upload") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Whether `version` would be taken for (kind, name) now: a check before an upload, so
+    /// a refused version costs no transfer. [`Queue::submit_upload`] checks again under the lock.
+    pub fn check_version(&self, kind: Kind, name: &str, version: Version) -> Result<(), QueueError> {
+        match (version, self.last_version(kind, name)?) {
+            (Version::Explicit(requested), Some(last)) if requested <= last => {
+                Err(QueueError::VersionNotAbove { kind, name: name.to_owned(), requested, last })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn submit_versioned(
+        &self,
+        mut job: Job,
+        version: Version,
+        place: impl FnOnce(&Job) -> Result<(), QueueError>,
+    ) -> Result<Job, QueueError> {
         let kind = job.kind()?;
         let lock_path = self.versions_dir.join(".lock");
         let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
@@ -273,7 +370,7 @@ impl Queue {
         let text = toml::to_string(&record).map_err(|e| QueueError::BadJob(e.to_string()))?;
         let path = self.version_path(kind, &job.name);
         satcast_store::fsutil::write_atomic(&path, text.as_bytes()).map_err(io_err(&path))?;
-        self.submit(&job, payload)?;
+        place(&job)?;
         drop(lock);
         Ok(job)
     }
@@ -410,6 +507,47 @@ impl Queue {
         satcast_store::fsutil::fsync_dir(&self.queue_dir).map_err(io_err(&self.queue_dir))
     }
 
+    /// Moves a job the daemon will not air to refused/, with `reason` beside it, so `list`
+    /// and `status` say why and nothing of it stays queued.
+    pub fn refuse(&self, object_id: &str, reason: &str) -> Result<(), QueueError> {
+        let reason_path = self.refused_dir.join(format!("{object_id}.reason"));
+        satcast_store::fsutil::write_atomic(&reason_path, reason.as_bytes()).map_err(io_err(&reason_path))?;
+        // The job file first: once it is gone from queue/, the job is no longer queued.
+        for name in [format!("{object_id}.job"), format!("{object_id}.payload")] {
+            let from = self.queue_dir.join(&name);
+            match fs::rename(&from, self.refused_dir.join(&name)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&from)(e)),
+                _ => {}
+            }
+        }
+        satcast_store::fsutil::fsync_dir(&self.refused_dir).map_err(io_err(&self.refused_dir))
+    }
+
+    /// Refused jobs with their reasons (at most [`REFUSED_LISTED_MAX`]); unreadable ones are
+    /// skipped.
+    pub fn refused(&self) -> Result<Vec<(Job, String)>, QueueError> {
+        let entries = fs::read_dir(&self.refused_dir).map_err(io_err(&self.refused_dir))?;
+        let ids: Vec<String> = entries
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str().and_then(|name| name.strip_suffix(".job")).map(str::to_owned))
+            .take(REFUSED_LISTED_MAX)
+            .collect();
+        Ok(ids.iter().filter_map(|id| self.refused_job(id)).collect())
+    }
+
+    /// One refused job and its reason.
+    pub fn refused_job(&self, object_id: &str) -> Option<(Job, String)> {
+        use std::io::Read;
+        let text = fs::read_to_string(self.refused_dir.join(format!("{object_id}.job"))).ok()?;
+        let job = toml::from_str::<Job>(&text).ok()?;
+        let mut reason = String::new();
+        let file = fs::File::open(self.refused_dir.join(format!("{object_id}.reason")));
+        if file.and_then(|f| f.take(REASON_BYTES_MAX).read_to_string(&mut reason)).is_err() {
+            reason = "refused (the reason file is unreadable)".into();
+        }
+        Some((job, reason))
+    }
+
     /// Moves a finished job and its payload to done/.
     pub fn finish(&self, object_id: &str) -> Result<(), QueueError> {
         for name in [format!("{object_id}.job"), format!("{object_id}.payload")] {
@@ -507,6 +645,34 @@ mod tests {
         other.name = "通知 2026.txt".into();
         assert_eq!(queue.submit_new(other, Version::Explicit(1), &payload).expect("another name").version, 1);
         assert_eq!(queue.job("00000000000000c3").expect("queued").version, 1_000, "the job file carries the version");
+    }
+
+    #[test]
+    fn an_upload_becomes_the_payload_once_admitted_and_leaves_nothing_otherwise() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = Queue::open(dir.path()).expect("queue");
+        let mut upload = queue.upload("00000000000000a1").expect("upload");
+        upload.file().write_all(b"notice").expect("write");
+        let queued = queue.submit_upload(job("00000000000000a1"), Version::Explicit(3), upload).expect("queued");
+        assert_eq!((queued.version, fs::read(queue.payload_path("00000000000000a1")).expect("payload")), (3, b"notice".to_vec()));
+        assert_eq!(ids(Watch::new(queue.clone()).scan()), ["00000000000000a1"], "the upload file itself is never a job");
+        // A version not above 3: refused, and the upload is gone with it.
+        let upload = queue.upload("00000000000000b2").expect("upload");
+        let path = upload.path().to_owned();
+        assert!(matches!(
+            queue.submit_upload(job("00000000000000b2"), Version::Explicit(3), upload),
+            Err(QueueError::VersionNotAbove { .. })
+        ));
+        assert!(!path.exists() && !queue.is_queued("00000000000000b2"), "nothing left of a refused upload");
+        // A job file the daemon will not air moves to refused/ with its reason.
+        queue.refuse("00000000000000a1", "--to 99: no county").expect("refuse");
+        assert!(!queue.is_queued("00000000000000a1"));
+        let refused = queue.refused().expect("refused");
+        assert_eq!(
+            refused.iter().map(|(j, r)| (j.object_id.as_str(), r.as_str())).collect::<Vec<_>>(),
+            [("00000000000000a1", "--to 99: no county")]
+        );
     }
 
     #[test]

@@ -7,6 +7,13 @@ use std::collections::BTreeMap;
 use satcast_store::{BroadcastRecord, LedgerEntry, LedgerState, ReceiverRecord};
 use serde::{Deserialize, Serialize};
 
+/// The state of a broadcast whose not-before time is still ahead.
+pub const SCHEDULED: &str = "scheduled";
+/// The state of a job the daemon refused to air.
+pub const REFUSED: &str = "refused";
+/// States a broadcast ends in.
+pub const FINAL_STATES: [&str; 5] = ["completed", "cancelled", "deadline", "aired", REFUSED];
+
 /// Province names from the national division table.
 const PROVINCES_CSV: &str = include_str!("../../data/divisions/provinces.csv");
 /// The most lagging counties listed in one status.
@@ -30,7 +37,8 @@ pub struct BroadcastSummary {
     pub priority: String,
     /// Prefixes it was sent to.
     pub to: Vec<String>,
-    /// queued, airing, completed, cancelled, deadline or aired (a carousel that ran out).
+    /// queued, preparing, scheduled (its not-before time is ahead), airing, idle, or how it
+    /// ended: completed, cancelled, deadline, aired (a carousel that ran out) or refused.
     pub state: String,
     /// Counties waited for, and any that have it without being waited for (enrolled after
     /// airing started, reached by a carousel, or delivered before a re-air narrowed the
@@ -46,6 +54,56 @@ pub struct BroadcastSummary {
     pub rejected: usize,
     /// When it started airing, seconds since the Unix epoch (0 while queued).
     pub started_unix_secs: u64,
+    /// Not aired before this time, seconds since the Unix epoch (`send --not-before`).
+    #[serde(default)]
+    pub not_before_unix_secs: Option<u64>,
+    /// Airing stops at this time, complete or not (`send --deadline`, `reair --deadline`).
+    #[serde(default)]
+    pub deadline_unix_secs: Option<u64>,
+    /// Payload bytes aired so far (source and repair symbols): above the size once repair
+    /// rounds air. Counted while the daemon runs: none for a broadcast it has not aired
+    /// since it last started (the count is not kept across restarts).
+    #[serde(default)]
+    pub bytes_aired: Option<u64>,
+    /// How fast it aired over the last second, bits per second (0 when not airing).
+    #[serde(default)]
+    pub rate_bits_per_sec: u64,
+    /// Seconds until the whole file has aired once at that rate (none when it has, or when
+    /// it is not airing): repair rounds, if counties need them, come after.
+    #[serde(default)]
+    pub eta_secs: Option<u64>,
+    /// Why the daemon refused it (state `refused`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl BroadcastSummary {
+    /// A job that has no broadcast record yet (queued, preparing, scheduled or refused):
+    /// nothing to count.
+    pub fn of_job(id: u64, job: &crate::queue::Job, size_bytes: u64, state: &str) -> BroadcastSummary {
+        BroadcastSummary {
+            id,
+            kind: job.kind.clone(),
+            name: job.name.clone(),
+            version: job.version,
+            size_bytes,
+            priority: job.priority.clone(),
+            to: job.targets.clone(),
+            state: state.to_owned(),
+            targeted: 0,
+            delivered: 0,
+            in_progress: 0,
+            silent: 0,
+            rejected: 0,
+            started_unix_secs: 0,
+            not_before_unix_secs: job.not_before_unix_secs,
+            deadline_unix_secs: job.deadline_unix_secs,
+            bytes_aired: None,
+            rate_bits_per_sec: 0,
+            eta_secs: None,
+            reason: None,
+        }
+    }
 }
 
 /// Counts for one province.
@@ -161,6 +219,8 @@ pub fn status(
             hooks_failed.push((county.to_owned(), detail.clone()));
         }
         match entry.map(|e| &e.state) {
+            // Not due yet: nobody is behind, and nobody is silent about it.
+            None if state == SCHEDULED => {}
             Some(LedgerState::Delivered { .. }) => {
                 counts.delivered += 1;
                 delivered.push(county.to_owned());
@@ -226,8 +286,107 @@ pub fn status(
         silent: sum(|p| p.silent),
         rejected: sum(|p| p.rejected),
         started_unix_secs: record.started_unix_secs,
+        not_before_unix_secs: None,
+        deadline_unix_secs: None,
+        bytes_aired: None,
+        rate_bits_per_sec: 0,
+        eta_secs: None,
+        reason: None,
     };
     BroadcastStatus { summary, provinces, lagging, hooks_failed, delivered }
+}
+
+/// A time as operators read it and `--not-before` takes it: 2026-11-27T08:00:00Z.
+pub fn utc_text(unix_secs: u64) -> String {
+    // Civil from days (Howard Hinnant's algorithm), the inverse of the CLI's parser.
+    let days = (unix_secs / 86_400) as i64;
+    let secs = unix_secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// Bytes in the largest unit that keeps a digit before the point: 512 B, 1.5 MB, 4.0 GB.
+pub fn bytes_text(bytes: u64) -> String {
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
+        _ => format!("{:.1} GB", bytes as f64 / 1e9),
+    }
+}
+
+/// A span of seconds as 45s, 12m30s or 3h05m.
+pub fn span_text(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs / 60 % 60),
+    }
+}
+
+/// What an operator wants to know of a broadcast beyond its counts, in one phrase: when it
+/// may air and must end, and how far its airing got ("not before ...; deadline ...; 1.2 MB
+/// aired at 4.0 Mbit/s, ETA 12s"). Empty when there is nothing to say.
+pub fn schedule_and_progress(summary: &BroadcastSummary, now_unix_secs: u64) -> String {
+    let mut parts = Vec::new();
+    if let Some(at) = summary.not_before_unix_secs {
+        let ahead = at.checked_sub(now_unix_secs).filter(|&secs| secs > 0);
+        parts.push(match ahead {
+            Some(secs) => format!("not before {} (in {})", utc_text(at), span_text(secs)),
+            None => format!("not before {}", utc_text(at)),
+        });
+    }
+    if let Some(at) = summary.deadline_unix_secs {
+        parts.push(format!("deadline {}", utc_text(at)));
+    }
+    if let Some(bytes) = summary.bytes_aired {
+        let mut aired = format!("{} aired", bytes_text(bytes));
+        if summary.rate_bits_per_sec > 0 {
+            aired.push_str(&format!(" at {:.1} Mbit/s", summary.rate_bits_per_sec as f64 / 1e6));
+        }
+        if let Some(eta) = summary.eta_secs {
+            aired.push_str(&format!(", ETA {}", span_text(eta)));
+        }
+        parts.push(aired);
+    }
+    if let Some(reason) = &summary.reason {
+        parts.push(reason.clone());
+    }
+    parts.join("; ")
+}
+
+/// One line of `send --wait`'s progress: state, counties, bytes aired of the size, rate,
+/// ETA, and the schedule.
+pub fn progress_line(summary: &BroadcastSummary, now_unix_secs: u64) -> String {
+    let mut line = format!(
+        "{}: {}/{} counties, {} of {} aired",
+        summary.state,
+        summary.delivered,
+        summary.targeted,
+        bytes_text(summary.bytes_aired.unwrap_or(0)),
+        bytes_text(summary.size_bytes)
+    );
+    if summary.rate_bits_per_sec > 0 {
+        line.push_str(&format!(" at {:.1} Mbit/s", summary.rate_bits_per_sec as f64 / 1e6));
+    }
+    if let Some(eta) = summary.eta_secs {
+        line.push_str(&format!(", ETA {}", span_text(eta)));
+    }
+    let schedule = BroadcastSummary { bytes_aired: None, rate_bits_per_sec: 0, eta_secs: None, ..summary.clone() };
+    let schedule = schedule_and_progress(&schedule, now_unix_secs);
+    if !schedule.is_empty() {
+        line.push_str("; ");
+        line.push_str(&schedule);
+    }
+    line
 }
 
 /// How a broadcast's prefixes read to an operator: `all` for the nation (the empty prefix
@@ -334,10 +493,29 @@ mod tests {
             silent: 0,
             rejected: 0,
             started_unix_secs,
+            not_before_unix_secs: None,
+            deadline_unix_secs: None,
+            bytes_aired: None,
+            rate_bits_per_sec: 0,
+            eta_secs: None,
+            reason: None,
         };
         let mut list = vec![summary(1, 300), summary(2, 0), summary(3, 100), summary(4, 200)];
         sort_by_time(&mut list);
         assert_eq!(list.iter().map(|b| b.id).collect::<Vec<_>>(), vec![3, 4, 1, 2], "oldest first, queued last");
+    }
+
+    #[test]
+    fn times_read_as_utc_and_a_scheduled_broadcast_has_nobody_lagging() {
+        assert_eq!(utc_text(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_text(1_795_766_400), "2026-11-27T08:00:00Z");
+        assert_eq!(utc_text(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!((bytes_text(999), bytes_text(1_500_000), span_text(750)), ("999 B".into(), "1.5 MB".into(), "12m30s".into()));
+        let record = BroadcastRecord { targets: vec!["410102".into()], ..BroadcastRecord::default() };
+        let scheduled = status(1, &record, SCHEDULED, &[], &BTreeMap::new());
+        assert_eq!((scheduled.summary.targeted, scheduled.summary.silent, scheduled.lagging.len()), (1, 0, 0));
+        let airing = status(1, &record, "airing", &[], &BTreeMap::new());
+        assert_eq!((airing.summary.silent, airing.lagging.len()), (1, 1));
     }
 
     #[test]

@@ -35,6 +35,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::acks::{self, AckRequest};
+use crate::admit;
 use crate::config::UplinkConfig;
 use crate::control::{self, Command, LiveStates};
 use crate::keys::{self, KeysError};
@@ -55,6 +56,8 @@ const INPUTS_MAX: usize = 64 + PREPARATIONS_MAX;
 /// Requests the storage worker writes before one flush: a burst of feedback costs one
 /// fsync, not one each.
 const STORE_BATCH_MAX: usize = 256;
+/// How often the bytes aired and the rate of each broadcast are published for `list`.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a stopping daemon waits for the storage worker's last checkpoints.
 const STOP_WAIT_MAX: Duration = Duration::from_secs(30);
 
@@ -167,6 +170,13 @@ struct Uplink {
     /// Feedback answered busy because too much waited for the store, since the last summary.
     busy_feedback: u64,
     live: LiveStates,
+    /// Bytes per FEC symbol on the air.
+    symbol_size: u16,
+    /// Symbols of each broadcast's finished rounds and of its current round, from the
+    /// node's round events: what it aired even if it ended between two samples.
+    rounds: HashMap<u64, (u64, u64)>,
+    /// When the bytes aired were last sampled.
+    progress_at: Instant,
     /// When signing.cert last changed, to notice a rotation.
     key_modified: Option<SystemTime>,
     /// When revocations.signed last changed, to air a new list.
@@ -247,7 +257,10 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
     let live: LiveStates = Arc::new(Mutex::new(BTreeMap::new()));
     let acks = start_acks(&config, stop.clone())?;
     let token = control::ensure_token(&config.state_dir)?;
-    let commands = control::start(&config.control.listen, store.clone(), queue.clone(), live.clone(), token, stop.clone())?;
+    // The largest object the FEC settings can carry: what `send` may upload.
+    let object_bytes_max = u64::from(satcast_protocol::fec::SOURCE_BLOCKS_MAX).saturating_mul(config.fec.block_bytes_max);
+    let commands =
+        control::start(&config.control.listen, store.clone(), queue.clone(), live.clone(), token, object_bytes_max, stop.clone())?;
     let opener = Opener {
         store: store.clone(),
         queue: queue.clone(),
@@ -260,7 +273,21 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
     let preparers = Preparers::start(move |request| opener.open(request), move |done| answer.send(Input::Prepared(Box::new(done))).is_ok())
         .map_err(ServeError::Thread)?;
     let store_work = start_store_worker(store.clone(), queue.clone(), input.clone()).map_err(ServeError::Thread)?;
-    queue.watch(stop.clone(), move |job| input.send(Input::Queued(job)).is_ok()).map_err(ServeError::Thread)?;
+    let refuser = queue.clone();
+    queue
+        .watch(stop.clone(), move |job| {
+            // Admission, on the watcher's thread (the move is disk work): a job file that did
+            // not come through the control API, as an older build wrote them, is checked too.
+            if let Err(refusal) = admit::check(&job) {
+                warn!(object = %job.object_id, reason = %refusal, "refused a queued job: it will not air");
+                if let Err(error) = refuser.refuse(&job.object_id, &refusal.0) {
+                    warn!(object = %job.object_id, %error, "cannot move the refused job to refused/");
+                }
+                return true;
+            }
+            input.send(Input::Queued(job)).is_ok()
+        })
+        .map_err(ServeError::Thread)?;
     info!(destination = %config.downlink.destination, rate_bits_per_sec = config.downlink.link_rate_bits_per_sec, symbol_size, "uplink started");
     let mut uplink = Uplink {
         config,
@@ -280,6 +307,9 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         key_modified: None,
         revocations_modified: None,
         live,
+        symbol_size,
+        rounds: HashMap::new(),
+        progress_at: Instant::now(),
     };
     uplink.reload_revocations_if_changed();
     uplink.key_modified = uplink.signing_cert_modified();
@@ -297,6 +327,9 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
             uplink.command(command);
         }
         uplink.node.handle_timeout(now);
+        if now.saturating_duration_since(uplink.progress_at) >= PROGRESS_INTERVAL {
+            uplink.publish_progress(now);
+        }
         if now >= next_key_check {
             next_key_check = now + KEY_CHECK_INTERVAL;
             uplink.reload_signing_key_if_rotated();
@@ -449,8 +482,8 @@ impl Uplink {
                     info!(object = %ObjectId(object_id), "preparing");
                 }
                 UplinkEvent::PreparationEnded { object_id } => {
-                    if let Ok(mut live) = self.live.lock() {
-                        live.remove(&object_id);
+                    if let Some(live) = self.live.lock().ok().as_mut().and_then(|live| live.get_mut(&object_id)) {
+                        live.state = None;
                     }
                 }
                 UplinkEvent::PreparationCancelled { object_id } => info!(object = %ObjectId(object_id), "preparation cancelled"),
@@ -465,7 +498,12 @@ impl Uplink {
                 UplinkEvent::CannotAir { object_id, error } => warn!(object = %ObjectId(object_id), %error, "cannot air job"),
                 UplinkEvent::Broadcast(BroadcastEvent::RoundStarted { object_id, round, symbols }) => {
                     info!(object = %ObjectId(object_id), round, symbols, "round started");
+                    self.rounds.entry(object_id).or_default().1 = symbols;
                     self.set_live(object_id, "airing");
+                }
+                UplinkEvent::Broadcast(BroadcastEvent::RoundEnded { object_id, .. }) => {
+                    let rounds = self.rounds.entry(object_id).or_default();
+                    *rounds = (rounds.0 + rounds.1, 0);
                 }
                 UplinkEvent::Broadcast(BroadcastEvent::Idle { object_id, incomplete }) => {
                     info!(object = %ObjectId(object_id), incomplete = incomplete.len(), "no county reports a need: idle until one does");
@@ -476,9 +514,18 @@ impl Uplink {
                 }
                 UplinkEvent::Broadcast(_) => {}
                 UplinkEvent::Finished { object_id, outcome, stats } => {
-                    info!(object = %ObjectId(object_id), outcome = outcome.as_str(), ?stats, "broadcast finished")
+                    info!(object = %ObjectId(object_id), outcome = outcome.as_str(), ?stats, "broadcast finished");
+                    // Its last stretch may have aired after the last sample.
+                    let ended = self.rounds.remove(&object_id).map_or(0, |(ended, _)| ended);
+                    if let Some(live) = self.live.lock().ok().as_mut().and_then(|live| live.get_mut(&object_id)) {
+                        live.bytes_aired = live.bytes_aired.max(ended.saturating_mul(u64::from(self.symbol_size)));
+                        live.rate_bits_per_sec = 0;
+                    }
                 }
-                UplinkEvent::Cancelled { object_id } => info!(object = %ObjectId(object_id), "cancelled by an operator"),
+                UplinkEvent::Cancelled { object_id } => {
+                    self.rounds.remove(&object_id);
+                    info!(object = %ObjectId(object_id), "cancelled by an operator")
+                }
                 UplinkEvent::ReairRequested { object_id, counties } => {
                     info!(object = %ObjectId(object_id), counties, "re-air requested")
                 }
@@ -584,7 +631,31 @@ impl Uplink {
 
     fn set_live(&self, object_id: u64, state: &str) {
         if let Ok(mut live) = self.live.lock() {
-            live.insert(object_id, state.to_owned());
+            live.entry(object_id).or_default().state = Some(state.to_owned());
+        }
+    }
+
+    /// Publishes the bytes each airing broadcast has aired, and its rate since the last
+    /// sample: the broadcast machine's own count of symbols sent.
+    fn publish_progress(&mut self, now: Instant) {
+        let elapsed_ms = now.saturating_duration_since(self.progress_at).as_millis().max(1) as u64;
+        self.progress_at = now;
+        let symbol_bytes = u64::from(self.symbol_size);
+        let broadcaster = self.node.broadcaster();
+        let airing = broadcaster.airing();
+        let Ok(mut live) = self.live.lock() else { return };
+        for object_id in &airing {
+            let sent = broadcaster.symbols_sent(*object_id).unwrap_or(0);
+            let ended = self.rounds.get(object_id).map_or(0, |(ended, _)| *ended);
+            let bytes = sent.max(ended).saturating_mul(symbol_bytes);
+            let entry = live.entry(*object_id).or_default();
+            entry.rate_bits_per_sec = bytes.saturating_sub(entry.bytes_aired).saturating_mul(8_000) / elapsed_ms;
+            entry.bytes_aired = bytes;
+        }
+        for (object_id, entry) in live.iter_mut() {
+            if !airing.contains(object_id) {
+                entry.rate_bits_per_sec = 0;
+            }
         }
     }
 }
