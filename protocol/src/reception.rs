@@ -136,7 +136,7 @@ impl RejectReason {
                 _ => return None,
             },
             RejectReason::TooManyPartial(count) => {
-                Refusal::new(RefusalCode::TooManyPartial, format!("{count} in progress (limits.partial_objects_max)"))
+                Refusal::new(RefusalCode::TooManyPartial, format!("{count} already, limits.partial_objects_max"))
             }
             RejectReason::Oti(_) | RejectReason::Inconsistent(_) | RejectReason::ObjectIdMismatch { .. } => return None,
         })
