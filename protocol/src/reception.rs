@@ -129,10 +129,9 @@ impl RejectReason {
                     RefusalCode::ManifestFromFuture,
                     format!("created at {created_unix_secs}, {}", clock(created_unix_secs, now_unix_secs)),
                 ),
-                TrustError::Rollback { accepted_version, offered_version } => Refusal::new(
-                    RefusalCode::Rollback,
-                    format!("offered version {offered_version}, version {accepted_version} delivered"),
-                ),
+                TrustError::Rollback { accepted_version, offered_version } => {
+                    Refusal::new(RefusalCode::Rollback, format!("offered version {offered_version}, version {accepted_version} delivered"))
+                }
                 _ => return None,
             },
             RejectReason::TooManyPartial(count) => {

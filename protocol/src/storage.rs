@@ -240,11 +240,9 @@ pub fn execute(request: StoreRequest, store: &mut dyn ReceptionStore) -> Option<
             }
             Some(match store.begin_object(&manifest, &signed_manifest) {
                 Ok(()) => StoreCompletion::Begun { object_id },
-                Err(e) => StoreCompletion::BeginFailed {
-                    object_id,
-                    storage_full: e.kind() == io::ErrorKind::StorageFull,
-                    error: e.to_string(),
-                },
+                Err(e) => {
+                    StoreCompletion::BeginFailed { object_id, storage_full: e.kind() == io::ErrorKind::StorageFull, error: e.to_string() }
+                }
             })
         }
         StoreRequest::AppendSymbol { object_id, sbn, esi, symbol } => {

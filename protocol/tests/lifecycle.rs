@@ -276,7 +276,7 @@ fn an_older_version_finishing_after_a_newer_one_is_refused() {
     w.county.mark_delivered(&done);
     let events = air_symbols(&mut w, &old, &old_payload);
     assert!(!events.iter().any(|e| matches!(e, ReceptionEvent::Complete { .. })), "the older version must not complete: {events:?}");
-        assert!(
+    assert!(
         events.iter().any(|e| matches!(e, ReceptionEvent::Refused { refusal, .. }
             if refusal.code == RefusalCode::Rollback && refusal.detail == "offered version 1, version 2 delivered")),
         "{events:?}"
@@ -323,10 +323,10 @@ fn a_refusal_is_told_once_per_object_and_reason_and_never_for_forgeries_or_other
     w.air_manifest(&good, &manifest(45, 1, NOW + 2 * DAY), NOW);
     w.air_manifest(&good, &manifest(46, 1, NOW - 8 * DAY), NOW);
     let told = w.told();
-    assert_eq!(told.iter().map(|(id, r)| (*id, r.code)).collect::<Vec<_>>(), vec![
-        (45, RefusalCode::ManifestFromFuture),
-        (46, RefusalCode::ManifestExpired)
-    ]);
+    assert_eq!(
+        told.iter().map(|(id, r)| (*id, r.code)).collect::<Vec<_>>(),
+        vec![(45, RefusalCode::ManifestFromFuture), (46, RefusalCode::ManifestExpired)]
+    );
     assert!(told[0].1.detail.contains("county clock 172800 s behind"), "{:?}", told[0].1);
     // Status lists what was refused, newest first.
     let stuck = w.county.stuck(w.now);
@@ -369,7 +369,9 @@ fn passing_refusals_are_told_once_and_clear_when_the_county_takes_the_object() {
     assert_eq!(told.len(), 1, "{told:?}");
     assert_eq!(told[0].1.to_string(), "spool full (needs 9.8 KiB, 1.0 KiB free under limits.spool_bytes_max)");
     let stuck = w.county.stuck(w.now);
-    assert!(matches!(&stuck[..], [s] if s.object_id == 51 && matches!(&s.reason, StuckReason::Refused(r) if r.code == RefusalCode::StorageFull)));
+    assert!(
+        matches!(&stuck[..], [s] if s.object_id == 51 && matches!(&s.reason, StuckReason::Refused(r) if r.code == RefusalCode::StorageFull))
+    );
     // No progress report while storage cannot take it: it would hide the refusal.
     let mut round = Vec::new();
     wire::write_round(&mut round, &w.network_key, 51, 1);

@@ -254,8 +254,5 @@ fn a_passing_refusal_keeps_the_county_waited_for_and_a_final_one_does_not() {
     assert_eq!(completed(&mut uplink), None, "a county whose spool is full is still waited for");
     let rollback = Refusal::new(RefusalCode::Rollback, "offered version 1, version 2 delivered");
     uplink.handle_feedback(start, &feedback("410103", FeedbackMessage::Refused { object_id: 78, refusal: rollback }));
-    assert_eq!(
-        completed(&mut uplink),
-        Some(vec![("410103".to_owned(), "rollback (offered version 1, version 2 delivered)".to_owned())])
-    );
+    assert_eq!(completed(&mut uplink), Some(vec![("410103".to_owned(), "rollback (offered version 1, version 2 delivered)".to_owned())]));
 }

@@ -17,8 +17,7 @@ use tracing::{debug, warn};
 
 use crate::hooks::{HookBook, Prepared};
 use crate::status::{
-    self, CachedStatus, DaemonStatus, DiskStatus, HeartbeatStatus, OutboxStatus, PartialStatus, ReceptionStatus, StuckState,
-    StuckStatus,
+    self, CachedStatus, DaemonStatus, DiskStatus, HeartbeatStatus, OutboxStatus, PartialStatus, ReceptionStatus, StuckState, StuckStatus,
 };
 
 /// How often the spool is synced: symbols received since are lost in a power cut, and

@@ -676,8 +676,13 @@ impl Outbox {
             }
             _ => false,
         };
-        if matches!(feedback.message, FeedbackMessage::Complete { .. } | FeedbackMessage::Rejected { .. } | FeedbackMessage::Refused { .. }) {
-            let repeat = self.tree.scan::<Vec<u8>>(&[], OUTBOX_ENTRIES_MAX)?.iter().any(|(_, old)| Feedback::from_bytes(old).is_ok_and(|f| same(&f.message)));
+        if matches!(feedback.message, FeedbackMessage::Complete { .. } | FeedbackMessage::Rejected { .. } | FeedbackMessage::Refused { .. })
+        {
+            let repeat = self
+                .tree
+                .scan::<Vec<u8>>(&[], OUTBOX_ENTRIES_MAX)?
+                .iter()
+                .any(|(_, old)| Feedback::from_bytes(old).is_ok_and(|f| same(&f.message)));
             if repeat {
                 return Ok(());
             }
