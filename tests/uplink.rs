@@ -358,9 +358,13 @@ fn a_county_without_room_shows_as_refused_with_why_at_the_uplink_and_in_its_stat
     let text = cluster.uplink_cli(&["status", &id]).expect("status");
     assert!(text.lines().any(|l| l.contains("410103") && l.contains("refused") && l.contains("spool full (needs")), "{text}");
     // The county's own status says why the object is stuck.
-    let local: serde_json::Value = serde_json::from_str(&receiver_status(&cluster.counties[1], true)).expect("status json");
-    let stuck = local["stuck"].as_array().and_then(|l| l.iter().find(|s| s["object_id"] == id.as_str())).cloned();
-    let stuck = stuck.unwrap_or_else(|| panic!("not listed as stuck: {local:#}"));
+    // (status.json is rewritten every second.)
+    let local = || -> serde_json::Value { serde_json::from_str(&receiver_status(&cluster.counties[1], true)).expect("status json") };
+    let listed =
+        |local: &serde_json::Value| local["stuck"].as_array().and_then(|l| l.iter().find(|s| s["object_id"] == id.as_str())).cloned();
+    wait_until(Duration::from_secs(10), || listed(&local()).is_some());
+    let local = local();
+    let stuck = listed(&local).unwrap_or_else(|| panic!("not listed as stuck: {local:#}"));
     assert_eq!((stuck["state"].as_str(), stuck["reason"].as_str()), (Some("refused"), Some("spool_full")), "{stuck:#}");
     let text = receiver_status(&cluster.counties[1], false);
     assert!(text.contains("refused: spool full (needs 976.6 KiB"), "{text}");
