@@ -389,6 +389,15 @@ mod tests {
         assert_eq!(&bytes[15..19], &[0, 0, 0, 5], "Refused is appended after HookResult");
         assert_eq!(Feedback::from_bytes(&bytes).expect("roundtrip"), new);
         assert_eq!(refusal.to_string(), "spool full (needs 40.0 MiB, 12.0 MiB free)");
+        // The example in docs/protocol.md, section 13.1.
+        let example = Feedback {
+            county_code: "410102".into(),
+            message: FeedbackMessage::Refused { object_id: 7, refusal: Refusal::new(RefusalCode::StorageFull, "x") },
+        };
+        assert_eq!(
+            hex::encode(example.to_bytes()),
+            ["01", "0000000000000006", "343130313032", "00000005", "0000000000000007", "0008", "0000000000000001", "78"].concat()
+        );
 
         // A code from a newer receiver still reads, as Other.
         let mut future = bytes.clone();
