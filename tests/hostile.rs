@@ -872,7 +872,7 @@ fn a_replayed_older_session_is_refused() {
         std::thread::sleep(Duration::from_millis(100));
     }
     rig.finish(
-        &["error=Trust(Rollback { accepted_version: 2, offered_version: 1 })", "heartbeat rejected reason=replay of an older heartbeat"],
+        &["rollback (offered version 1, version 2 delivered)", "heartbeat rejected reason=replay of an older heartbeat"],
         delivered_after,
     );
     assert_eq!(std::fs::read(&newer.delivered).expect("delivered"), newer.payload, "the older version came back");

@@ -453,3 +453,81 @@ fn a_reair_after_a_missed_deadline_airs_without_one_and_the_county_gets_the_file
     assert_eq!(std::fs::read(&delivered).expect("delivered"), bytes);
     assert!(!job.contains("deadline"), "the requeued job file must carry no deadline:\n{job}");
 }
+
+/// Sets a county's spool limit (`None`: the default) and restarts it.
+fn set_spool_limit(county: &mut satcast::County, bytes: Option<u64>) {
+    if let Some(daemon) = county.daemon.as_mut() {
+        daemon.stop();
+    }
+    let text = std::fs::read_to_string(&county.config).expect("county config");
+    let text = text.split("\n[limits]\n").next().unwrap_or_default().to_owned();
+    let limits = bytes.map_or(String::new(), |b| format!("\n[limits]\nspool_bytes_max = {b}\n"));
+    std::fs::write(&county.config, format!("{text}{limits}")).expect("write county config");
+    county.start().expect("start receiver");
+}
+
+fn receiver_status(county: &satcast::County, json: bool) -> String {
+    let mut command = std::process::Command::new(satcast::bin("satcast-receiver").expect("satcast-receiver is built"));
+    command.args(["status", "--config"]).arg(&county.config);
+    if json {
+        command.arg("--json");
+    }
+    String::from_utf8_lossy(&command.output().expect("run status").stdout).into_owned()
+}
+
+/// A county whose spool cannot hold the object refuses it and says why: at the uplink it
+/// shows as refused with the reason, not silent, and counts add up; its own status says
+/// why the object is stuck. Once it has room it takes the object like any other.
+#[test]
+fn a_county_without_room_shows_as_refused_with_why_at_the_uplink_and_in_its_status_then_catches_up() {
+    const SPOOL_BYTES_MAX: u64 = 256 * 1024;
+    let seed = seed("UPLINK_SEED", "uplink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = cluster(seed, dir.path(), &["410102", "410103"], 20_000_000, "");
+    set_spool_limit(&mut cluster.counties[1], Some(SPOOL_BYTES_MAX));
+    let (path, bytes) = payload(dir.path(), "agent.bin", 1_000_000, seed);
+    let id = cluster
+        .uplink_cli(&["send", path.to_str().expect("utf-8"), "--kind", "software", "--to", "41", "--version", "1"])
+        .expect("send")
+        .trim()
+        .to_owned();
+    let refused = |report: &serde_json::Value| {
+        report["lagging"].as_array().is_some_and(|l| l.iter().any(|c| c["code"] == "410103" && c["state"] == "refused"))
+            && report["summary"]["delivered"] == 1
+    };
+    let shown = wait_until(Duration::from_secs(30), || refused(&status(&cluster, &id)));
+    let report = status(&cluster, &id);
+    assert!(shown, "410103 is not shown as refused:\n{report:#}\n{}", receiver_status(&cluster.counties[1], false));
+    let county = report["lagging"].as_array().and_then(|l| l.iter().find(|c| c["code"] == "410103")).expect("lagging entry");
+    assert_eq!(county["reason"], "spool_full", "{county:#}");
+    let detail = county["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("spool full (needs 976.6 KiB, 256.0 KiB free"), "{detail}");
+    let s = &report["summary"];
+    assert_eq!(
+        (s["targeted"].as_u64(), s["delivered"].as_u64(), s["silent"].as_u64(), s["rejected"].as_u64()),
+        (Some(2), Some(1), Some(0), Some(1)),
+        "counts add up: {s:#}"
+    );
+    let text = cluster.uplink_cli(&["status", &id]).expect("status");
+    assert!(text.lines().any(|l| l.contains("410103") && l.contains("refused") && l.contains("spool full (needs")), "{text}");
+    // The county's own status says why the object is stuck.
+    // (status.json is rewritten every second.)
+    let local = || -> serde_json::Value { serde_json::from_str(&receiver_status(&cluster.counties[1], true)).expect("status json") };
+    let listed =
+        |local: &serde_json::Value| local["stuck"].as_array().and_then(|l| l.iter().find(|s| s["object_id"] == id.as_str())).cloned();
+    wait_until(Duration::from_secs(10), || listed(&local()).is_some());
+    let local = local();
+    let stuck = listed(&local).unwrap_or_else(|| panic!("not listed as stuck: {local:#}"));
+    assert_eq!((stuck["state"].as_str(), stuck["reason"].as_str()), (Some("refused"), Some("spool_full")), "{stuck:#}");
+    let text = receiver_status(&cluster.counties[1], false);
+    assert!(text.contains("refused: spool full (needs 976.6 KiB"), "{text}");
+
+    // Room again: the county takes the object, and the uplink ends with it delivered.
+    set_spool_limit(&mut cluster.counties[1], None);
+    let done = wait_until(Duration::from_secs(90), || status(&cluster, &id)["summary"]["state"] == "completed");
+    let report = status(&cluster, &id);
+    assert!(done, "not completed once the county had room:\n{report:#}\n{}", receiver_status(&cluster.counties[1], false));
+    assert_eq!(report["summary"]["delivered"], 2, "{report:#}");
+    assert_eq!(report["summary"]["rejected"], 0, "{report:#}");
+    assert_eq!(std::fs::read(cluster.counties[1].delivered_path("software", "agent.bin")).expect("delivered"), bytes);
+}

@@ -1044,7 +1044,7 @@ impl Sim {
                     let accepted = Accepted { version: manifest.version, object_id: manifest.object_id };
                     self.durable_delivered.push((manifest.kind, manifest.name.clone(), accepted));
                 }
-                ReceptionEvent::Rejected { .. } => self.counts.rejected += 1,
+                ReceptionEvent::Rejected { .. } | ReceptionEvent::Refused { .. } => self.counts.rejected += 1,
                 ReceptionEvent::BlockVerified { .. } => {
                     self.counts.blocks_verified += 1;
                     assert!(!self.revoked_ours, "verified a block of an object signed by a revoked key");

@@ -773,6 +773,28 @@ impl Broadcaster {
                     }),
                 )
             }
+            // A passing refusal (no room, too many objects at once) leaves the county
+            // waited for: it takes the object by itself once the condition passes, and its
+            // progress reports then drive repairs again. Its stale need drives none meanwhile.
+            FeedbackMessage::Refused { object_id, refusal } if refusal.code.is_passing() => {
+                let county = county.clone();
+                (
+                    *object_id,
+                    Box::new(move |f: &mut FeedbackState| {
+                        f.reports.remove(&county);
+                    }),
+                )
+            }
+            FeedbackMessage::Refused { object_id, refusal } => {
+                let (county, reason) = (county.clone(), refusal.to_string());
+                (
+                    *object_id,
+                    Box::new(move |f: &mut FeedbackState| {
+                        f.reports.remove(&county);
+                        f.refused.insert(county, reason);
+                    }),
+                )
+            }
         };
         let Some(airing) = self.objects.iter_mut().find(|a| a.object_id() == object_id) else { return };
         if airing.carousel.is_some() || !airing.feedback.targets.contains(county) {

@@ -110,7 +110,168 @@ pub enum FeedbackMessage {
         /// its error output.
         detail: String,
     },
+    /// The receiver refused a genuine manifest addressed to it, or cannot take the object
+    /// now (spool full, too many partial objects): a typed reason. Appended last, so the
+    /// variants before it keep their encoding (older receivers send [`FeedbackMessage::Rejected`]).
+    Refused {
+        /// The object.
+        object_id: u64,
+        /// Why.
+        refusal: Refusal,
+    },
 }
+
+/// Why a county refused an object: a code an uplink can act on and a short detail for
+/// people ("needs 40.0 MiB, 12.0 MiB free").
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Refusal {
+    /// What kind of refusal.
+    pub code: RefusalCode,
+    /// Specifics, at most [`TEXT_BYTES_MAX`] bytes (see [`Refusal::new`]).
+    pub detail: String,
+}
+
+impl Refusal {
+    /// A refusal with its detail cut to [`TEXT_BYTES_MAX`] bytes on a character boundary.
+    pub fn new(code: RefusalCode, detail: impl Into<String>) -> Refusal {
+        let mut detail = detail.into();
+        if detail.len() > TEXT_BYTES_MAX {
+            let mut end = TEXT_BYTES_MAX;
+            while !detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            detail.truncate(end);
+        }
+        Refusal { code, detail }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    /// "spool full (needs 40.0 MiB, 12.0 MiB free)".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.code, self.detail.is_empty()) {
+            (RefusalCode::Other(_), false) => f.write_str(&self.detail),
+            (code, true) => write!(f, "{code}"),
+            (code, false) => write!(f, "{code} ({})", self.detail),
+        }
+    }
+}
+
+/// The kinds of refusal. On the wire a `u16`; a code this build does not know reads as
+/// [`RefusalCode::Other`], so a newer receiver never makes its messages unreadable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalCode {
+    /// The signing key was revoked by the root.
+    KeyRevoked,
+    /// The signing key is not valid yet by the county's clock (a clock behind?).
+    KeyNotYetValid,
+    /// The signing key's validity ended by the county's clock.
+    KeyExpired,
+    /// The manifest expired by the county's clock.
+    ManifestExpired,
+    /// The manifest was created in the future of the county's clock (a clock behind?).
+    ManifestFromFuture,
+    /// A newer version of the (kind, name) was delivered already, or the same version
+    /// under another object id.
+    Rollback,
+    /// The county receives `limits.partial_objects_max` objects already; it takes this one
+    /// when one of them ends (passing).
+    TooManyPartial,
+    /// The spool or the disk has no room for the object (passing: retried every second).
+    StorageFull,
+    /// Storage failed otherwise when the object was begun (passing: retried every second).
+    StorageFailed,
+    /// A code this build does not know, or a reason an older receiver gave as text.
+    Other(u16),
+}
+
+impl RefusalCode {
+    /// The wire value.
+    pub fn to_u16(self) -> u16 {
+        match self {
+            RefusalCode::KeyRevoked => 1,
+            RefusalCode::KeyNotYetValid => 2,
+            RefusalCode::KeyExpired => 3,
+            RefusalCode::ManifestExpired => 4,
+            RefusalCode::ManifestFromFuture => 5,
+            RefusalCode::Rollback => 6,
+            RefusalCode::TooManyPartial => 7,
+            RefusalCode::StorageFull => 8,
+            RefusalCode::StorageFailed => 9,
+            RefusalCode::Other(code) => code,
+        }
+    }
+
+    /// The code a wire value stands for.
+    pub fn from_u16(code: u16) -> RefusalCode {
+        match code {
+            1 => RefusalCode::KeyRevoked,
+            2 => RefusalCode::KeyNotYetValid,
+            3 => RefusalCode::KeyExpired,
+            4 => RefusalCode::ManifestExpired,
+            5 => RefusalCode::ManifestFromFuture,
+            6 => RefusalCode::Rollback,
+            7 => RefusalCode::TooManyPartial,
+            8 => RefusalCode::StorageFull,
+            9 => RefusalCode::StorageFailed,
+            other => RefusalCode::Other(other),
+        }
+    }
+
+    /// Whether the county may still take the object by itself once the condition passes
+    /// (a slot or space frees): the uplink keeps waiting for it. Every other refusal is
+    /// final for this manifest.
+    pub fn is_passing(self) -> bool {
+        matches!(self, RefusalCode::TooManyPartial | RefusalCode::StorageFull | RefusalCode::StorageFailed)
+    }
+
+    /// A stable name for scripts: `spool_full`, `key_revoked`...
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalCode::KeyRevoked => "key_revoked",
+            RefusalCode::KeyNotYetValid => "key_not_yet_valid",
+            RefusalCode::KeyExpired => "key_expired",
+            RefusalCode::ManifestExpired => "manifest_expired",
+            RefusalCode::ManifestFromFuture => "manifest_from_future",
+            RefusalCode::Rollback => "rollback",
+            RefusalCode::TooManyPartial => "too_many_partial",
+            RefusalCode::StorageFull => "spool_full",
+            RefusalCode::StorageFailed => "storage_failed",
+            RefusalCode::Other(_) => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefusalCode::KeyRevoked => f.write_str("signing key revoked"),
+            RefusalCode::KeyNotYetValid => f.write_str("signing key not yet valid (county clock behind?)"),
+            RefusalCode::KeyExpired => f.write_str("signing key expired"),
+            RefusalCode::ManifestExpired => f.write_str("manifest expired"),
+            RefusalCode::ManifestFromFuture => f.write_str("manifest from the future (county clock behind?)"),
+            RefusalCode::Rollback => f.write_str("rollback"),
+            RefusalCode::TooManyPartial => f.write_str("too many partial objects"),
+            RefusalCode::StorageFull => f.write_str("spool full"),
+            RefusalCode::StorageFailed => f.write_str("storage failing"),
+            RefusalCode::Other(code) => write!(f, "refusal code {code}"),
+        }
+    }
+}
+
+impl Encode for RefusalCode {
+    fn encode<E: bincode::enc::Encoder>(&self, encoder: &mut E) -> Result<(), bincode::error::EncodeError> {
+        self.to_u16().encode(encoder)
+    }
+}
+
+impl<Context> Decode<Context> for RefusalCode {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, bincode::error::DecodeError> {
+        Ok(RefusalCode::from_u16(u16::decode(decoder)?))
+    }
+}
+
+bincode::impl_borrow_decode!(RefusalCode);
 
 /// Why feedback bytes could not be read.
 #[derive(Debug, Error)]
@@ -184,6 +345,9 @@ impl Feedback {
             FeedbackMessage::HookResult { detail, .. } if detail.len() > TEXT_BYTES_MAX => {
                 Err(FeedbackError::Bounds("hook detail too long"))
             }
+            FeedbackMessage::Refused { refusal, .. } if refusal.detail.len() > TEXT_BYTES_MAX => {
+                Err(FeedbackError::Bounds("refusal detail too long"))
+            }
             _ => Ok(()),
         }
     }
@@ -208,5 +372,51 @@ mod tests {
         assert!(matches!(Feedback::from_bytes(&trailing), Err(FeedbackError::TrailingBytes(1))));
         let bad_code = Feedback { county_code: "41".into(), message: FeedbackMessage::Complete { object_id: 1, object_hash: [0; 32] } };
         assert!(matches!(Feedback::from_bytes(&bad_code.to_bytes()), Err(FeedbackError::Bounds(_))));
+    }
+
+    #[test]
+    fn a_refusal_is_typed_and_older_messages_keep_their_bytes() {
+        // What an older receiver sends must still read the same: the new variant is last.
+        let old = Feedback { county_code: "410102".into(), message: FeedbackMessage::Rejected { object_id: 7, reason: "rollback".into() } };
+        let bytes = old.to_bytes();
+        // Version, county string (u64 length + 6 bytes), then the variant index 3 (u32).
+        assert_eq!(&bytes[15..19], &[0, 0, 0, 3], "Rejected keeps its variant index");
+        assert_eq!(Feedback::from_bytes(&bytes).expect("old message"), old);
+
+        let refusal = Refusal::new(RefusalCode::StorageFull, "needs 40.0 MiB, 12.0 MiB free");
+        let new = Feedback { county_code: "410102".into(), message: FeedbackMessage::Refused { object_id: 7, refusal: refusal.clone() } };
+        let bytes = new.to_bytes();
+        assert_eq!(&bytes[15..19], &[0, 0, 0, 5], "Refused is appended after HookResult");
+        assert_eq!(Feedback::from_bytes(&bytes).expect("roundtrip"), new);
+        assert_eq!(refusal.to_string(), "spool full (needs 40.0 MiB, 12.0 MiB free)");
+        // The example in docs/protocol.md, section 13.1.
+        let example = Feedback {
+            county_code: "410102".into(),
+            message: FeedbackMessage::Refused { object_id: 7, refusal: Refusal::new(RefusalCode::StorageFull, "x") },
+        };
+        assert_eq!(
+            hex::encode(example.to_bytes()),
+            ["01", "0000000000000006", "343130313032", "00000005", "0000000000000007", "0008", "0000000000000001", "78"].concat()
+        );
+
+        // A code from a newer receiver still reads, as Other.
+        let mut future = bytes.clone();
+        future[27..29].copy_from_slice(&999u16.to_be_bytes());
+        let Ok(Feedback { message: FeedbackMessage::Refused { refusal, .. }, .. }) = Feedback::from_bytes(&future) else {
+            panic!("an unknown code must still decode")
+        };
+        assert_eq!(refusal.code, RefusalCode::Other(999));
+        for code in 0..=10 {
+            assert_eq!(RefusalCode::from_u16(code).to_u16(), code);
+        }
+
+        // The detail is bounded, cut on a character boundary.
+        let long = Refusal::new(RefusalCode::StorageFailed, "满".repeat(200));
+        assert!(long.detail.len() <= TEXT_BYTES_MAX && long.detail.chars().all(|c| c == '满'));
+        let oversized = Feedback {
+            county_code: "410102".into(),
+            message: FeedbackMessage::Refused { object_id: 7, refusal: Refusal { code: RefusalCode::Rollback, detail: "x".repeat(300) } },
+        };
+        assert!(matches!(Feedback::from_bytes(&oversized.to_bytes()), Err(FeedbackError::Bounds(_))));
     }
 }

@@ -25,7 +25,7 @@ use std::time::Instant;
 use crate::feedback::{Feedback, FeedbackMessage};
 use crate::manifest::{Kind, Manifest};
 use crate::object_id::ObjectId;
-use crate::reception::{Progress, Reception, ReceptionConfig, ReceptionEvent, ReceptionStats};
+use crate::reception::{Progress, Reception, ReceptionConfig, ReceptionEvent, ReceptionStats, Stuck};
 use crate::storage::{Held, StoreCompletion, StoreRequest};
 use crate::trust::Accepted;
 
@@ -162,6 +162,24 @@ impl std::fmt::Display for DeliveryStep {
     }
 }
 
+/// An object not delivered yet, and why, for status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeStuck {
+    /// Waiting for symbols, refused, or storage failing.
+    Reception(Stuck),
+    /// Complete, but a delivery step keeps failing (retried every tick).
+    Delivery {
+        /// The object.
+        object_id: u64,
+        /// kind/name.
+        name: String,
+        /// The step.
+        step: DeliveryStep,
+        /// Its last error.
+        error: String,
+    },
+}
+
 /// What the node reports to its executor, for logs and status.
 #[derive(Debug)]
 pub enum NodeEvent {
@@ -203,6 +221,8 @@ struct Delivery {
     in_flight: bool,
     /// The step that last failed, so a retry that fails the same way is not said again.
     warned: Option<DeliveryStep>,
+    /// The last failure, until the step succeeds: for status.
+    error: Option<String>,
 }
 
 /// The receiver node. See the module documentation for the call order.
@@ -379,6 +399,16 @@ impl ReceiverNode {
         self.deliveries.len()
     }
 
+    /// Every object addressed to this county and not delivered yet, and why, at most
+    /// `max`: deliveries waiting on a failed step first, then the reception machine's.
+    pub fn stuck(&self, now: Instant, max: usize) -> Vec<NodeStuck> {
+        let deliveries = self.deliveries.iter().filter_map(|(id, d)| {
+            let error = d.error.clone()?;
+            Some(NodeStuck::Delivery { object_id: *id, name: format!("{}/{}", d.manifest.kind, d.manifest.name), step: d.step, error })
+        });
+        deliveries.chain(self.reception.stuck(now).into_iter().map(NodeStuck::Reception)).take(max).collect()
+    }
+
     /// Moves the machine's requests, feedback and events into the node's queues.
     fn collect(&mut self) {
         while let Some(request) = self.reception.poll_request() {
@@ -418,7 +448,7 @@ impl ReceiverNode {
     fn begin_delivery(&mut self, manifest: Box<Manifest>) {
         let object_id = manifest.object_id;
         let step = if self.hook_kinds.contains(&manifest.kind) { DeliveryStep::RecordHook } else { DeliveryStep::Commit };
-        self.deliveries.insert(object_id, Delivery { manifest, step, hook_due: false, in_flight: false, warned: None });
+        self.deliveries.insert(object_id, Delivery { manifest, step, hook_due: false, in_flight: false, warned: None, error: None });
         self.issue(object_id);
     }
 
@@ -442,12 +472,14 @@ impl ReceiverNode {
         match next {
             Ok((step, hook_due)) => {
                 delivery.step = step;
+                delivery.error = None;
                 if let Some(hook_due) = hook_due {
                     delivery.hook_due = hook_due;
                 }
                 self.issue(object_id);
             }
             Err(error) => {
+                delivery.error = Some(error.clone());
                 if delivery.warned != Some(delivery.step) {
                     delivery.warned = Some(delivery.step);
                     let step = delivery.step;

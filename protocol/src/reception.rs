@@ -38,7 +38,7 @@ use thiserror::Error;
 
 use crate::esi_set::{EsiSet, Inserted};
 use crate::fec::{self, Block, FecError, Oti};
-use crate::feedback::{Feedback, FeedbackMessage};
+use crate::feedback::{Feedback, FeedbackMessage, Refusal, RefusalCode};
 use crate::manifest::{Kind, Manifest};
 use crate::storage::{DecodeOutcome, Held, NotKept, StoreCompletion, StoreRequest, VerifyOutcome};
 // Where they lived before storage became requests; the daemon's store and tests name them here.
@@ -65,6 +65,14 @@ pub const EARLY_SYMBOL_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const EARLY_SYMBOLS_MAX: usize = 16_384;
 /// Bytes each early symbol is charged beyond its own: the entry and its allocation.
 const EARLY_ENTRY_OVERHEAD_BYTES: usize = 64;
+/// How many objects' refusals are remembered, so each (object, reason) is told to the
+/// uplink once, and again only when the reason changes: a manifest repeated on the carousel
+/// (or replayed by an insider) buys no more feedback. Beyond it the oldest is forgotten
+/// (and told again, at most, if its manifest comes back).
+pub const REFUSALS_REMEMBERED_MAX: usize = 1024;
+/// How long a refusal of an object not being received shows in status after its manifest
+/// was last seen (twice [`REJECTED_REMEMBER_FOR`], after which a repeat is checked again).
+pub const REFUSAL_SHOWN_FOR: Duration = Duration::from_secs(1200);
 /// The most feedback messages waiting for the driver; the oldest progress reports are
 /// dropped beyond it (the next round asks again).
 pub const FEEDBACK_QUEUE_MAX: usize = 1024;
@@ -94,6 +102,80 @@ pub enum RejectReason {
     TooManyPartial(usize),
 }
 
+impl RejectReason {
+    /// The refusal the uplink is told of, for a genuine manifest addressed to this county;
+    /// None for what is not its business (a forgery, a splice, another county's manifest).
+    pub fn refusal(&self) -> Option<Refusal> {
+        let clock = |at: u64, now: u64| {
+            let (by, way) = if at > now { (at - now, "behind") } else { (now - at, "ahead") };
+            format!("county clock {by} s {way} of it")
+        };
+        Some(match self {
+            RejectReason::Trust(error) => match *error {
+                TrustError::KeyRevoked { serial } => Refusal::new(RefusalCode::KeyRevoked, format!("serial {serial}")),
+                TrustError::KeyNotYetValid { not_before_unix_secs, now_unix_secs } => Refusal::new(
+                    RefusalCode::KeyNotYetValid,
+                    format!("valid from {not_before_unix_secs}, {}", clock(not_before_unix_secs, now_unix_secs)),
+                ),
+                TrustError::KeyExpired { not_after_unix_secs, now_unix_secs } => Refusal::new(
+                    RefusalCode::KeyExpired,
+                    format!("expired at {not_after_unix_secs}, {}", clock(not_after_unix_secs, now_unix_secs)),
+                ),
+                TrustError::ManifestExpired { expires_unix_secs, now_unix_secs } => Refusal::new(
+                    RefusalCode::ManifestExpired,
+                    format!("expired at {expires_unix_secs}, {}", clock(expires_unix_secs, now_unix_secs)),
+                ),
+                TrustError::ManifestFromFuture { created_unix_secs, now_unix_secs } => Refusal::new(
+                    RefusalCode::ManifestFromFuture,
+                    format!("created at {created_unix_secs}, {}", clock(created_unix_secs, now_unix_secs)),
+                ),
+                TrustError::Rollback { accepted_version, offered_version } => {
+                    Refusal::new(RefusalCode::Rollback, format!("offered version {offered_version}, version {accepted_version} delivered"))
+                }
+                _ => return None,
+            },
+            RejectReason::TooManyPartial(count) => {
+                Refusal::new(RefusalCode::TooManyPartial, format!("{count} already, limits.partial_objects_max"))
+            }
+            RejectReason::Oti(_) | RejectReason::Inconsistent(_) | RejectReason::ObjectIdMismatch { .. } => return None,
+        })
+    }
+}
+
+/// Why an object addressed to this county is not delivered yet, for status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StuckReason {
+    /// Accepted and being collected: this many symbols still needed, summed over blocks.
+    WaitingForSymbols {
+        /// Symbols still needed.
+        needed: u64,
+    },
+    /// Refused, and the uplink told.
+    Refused(Refusal),
+    /// Accepted, but storage failed on its last attempt (retried as symbols arrive).
+    StorageFailing(String),
+}
+
+/// One object this county does not have yet, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    /// The object.
+    pub object_id: u64,
+    /// kind/name.
+    pub name: String,
+    /// Why.
+    pub reason: StuckReason,
+}
+
+/// A refusal told to the uplink.
+#[derive(Debug)]
+struct RefusalNote {
+    object_id: u64,
+    name: String,
+    refusal: Refusal,
+    last_seen: Instant,
+}
+
 /// What the reception machine reports to its driver.
 #[derive(Debug)]
 pub enum ReceptionEvent {
@@ -102,7 +184,18 @@ pub enum ReceptionEvent {
         /// Why.
         reason: WireError,
     },
-    /// A manifest was refused.
+    /// A manifest addressed to this county was refused, or an accepted object cannot be
+    /// begun in storage, and the uplink is told: said once per (object, reason code).
+    Refused {
+        /// The object.
+        object_id: u64,
+        /// kind/name.
+        name: String,
+        /// Why.
+        refusal: Refusal,
+    },
+    /// A manifest was refused that the uplink is not told of (a forgery, a splice,
+    /// another county's): said once per manifest and [`REJECTED_REMEMBER_FOR`].
     Rejected {
         /// The object it described.
         object_id: u64,
@@ -245,6 +338,23 @@ impl ReceptionConfig {
     }
 }
 
+impl Incoming {
+    /// Fresh symbols still needed per block (0 = verified).
+    fn needs(&self) -> Vec<u32> {
+        self.blocks
+            .iter()
+            .zip(&self.verified)
+            .zip(&self.kept)
+            .map(|((block, verified), kept)| match (*verified, kept.count() >= block.source_symbols) {
+                (true, _) => 0,
+                // K symbols that did not decode yet: RaptorQ almost always needs one or two more.
+                (false, true) => 2,
+                (false, false) => block.source_symbols - kept.count(),
+            })
+            .collect()
+    }
+}
+
 struct Incoming {
     manifest: Manifest,
     /// As received, to begin the object again in storage after a whole-object mismatch.
@@ -267,6 +377,11 @@ struct Incoming {
     begun: bool,
     /// A begin request is out (false after one failed: the tick asks again).
     beginning: bool,
+    /// Why the last begin failed, until one succeeds: no progress is reported meanwhile,
+    /// so the uplink keeps showing the refusal.
+    begin_failed: Option<Refusal>,
+    /// The last storage failure since a block last verified.
+    store_error: Option<String>,
     /// Serial of the key that signed the manifest, so a later revocation can drop it.
     signer_serial: u64,
     /// DATA symbols of this object received, useful or not: the uplink's loss estimate.
@@ -298,6 +413,8 @@ pub struct Reception {
     incoming: BTreeMap<u64, Incoming>,
     /// Refused manifests: (object id in the datagram header, digest, when).
     rejected: VecDeque<(u64, [u8; 8], Instant)>,
+    /// Refusals told to the uplink, oldest first (at most [`REFUSALS_REMEMBERED_MAX`]).
+    refusals: VecDeque<RefusalNote>,
     /// Completed objects and their hashes, so a repeated ROUND marker re-sends Complete.
     /// Completed objects: id, hash, and whether the driver has made the delivery durable
     /// (only then may a repeated ROUND marker be answered with Complete).
@@ -329,6 +446,7 @@ impl Reception {
             assembler: ManifestAssembler::default(),
             incoming: BTreeMap::new(),
             rejected: VecDeque::new(),
+            refusals: VecDeque::new(),
             completed: VecDeque::new(),
             feedback: VecDeque::new(),
             early: VecDeque::new(),
@@ -372,9 +490,9 @@ impl Reception {
             .map(|(id, inc)| (*id, inc.signer_serial))
             .collect();
         for (object_id, serial) in doomed {
-            self.incoming.remove(&object_id);
+            let Some(inc) = self.incoming.remove(&object_id) else { continue };
             self.requests.push_back(StoreRequest::Discard { object_id });
-            self.push(ReceptionEvent::Rejected { object_id, reason: RejectReason::Trust(TrustError::KeyRevoked { serial }) });
+            self.refuse(inc.last_symbol_at, &inc.manifest, &RejectReason::Trust(TrustError::KeyRevoked { serial }));
         }
         self.push(ReceptionEvent::RevocationsUpdated { sequence: revocation.sequence, revoked_serials: revocation.revoked_serials });
     }
@@ -385,7 +503,69 @@ impl Reception {
         let accepted = Accepted { version: manifest.version, object_id: manifest.object_id };
         self.delivered.insert((manifest.kind, manifest.name.clone()), accepted);
         self.remember_completed(manifest.object_id, manifest.object_hash, true);
+        self.refusals.retain(|n| n.object_id != manifest.object_id);
         self.send_feedback(FeedbackMessage::Complete { object_id: manifest.object_id, object_hash: manifest.object_hash });
+    }
+
+    /// Tells the uplink why an object addressed to this county is refused, unless it was
+    /// told this reason (code) for this object already; the detail is kept up to date for
+    /// status either way. True if the uplink is told.
+    fn refuse(&mut self, now: Instant, manifest: &Manifest, reason: &RejectReason) -> bool {
+        let Some(refusal) = reason.refusal() else { return false };
+        self.note_refusal(now, manifest.object_id, format!("{}/{}", manifest.kind, manifest.name), refusal)
+    }
+
+    fn note_refusal(&mut self, now: Instant, object_id: u64, name: String, refusal: Refusal) -> bool {
+        if let Some(note) = self.refusals.iter_mut().find(|n| n.object_id == object_id) {
+            note.last_seen = now;
+            let same = note.refusal.code == refusal.code;
+            note.refusal = refusal.clone();
+            if same {
+                return false;
+            }
+        } else {
+            if self.refusals.len() >= REFUSALS_REMEMBERED_MAX {
+                self.refusals.pop_front();
+            }
+            self.refusals.push_back(RefusalNote { object_id, name: name.clone(), refusal: refusal.clone(), last_seen: now });
+        }
+        self.send_feedback(FeedbackMessage::Refused { object_id, refusal: refusal.clone() });
+        self.push(ReceptionEvent::Refused { object_id, name, refusal });
+        true
+    }
+
+    /// Whether the uplink was told of this refusal for this object already: checked before
+    /// any signature, so a repeated manifest costs nothing more.
+    fn told(&self, object_id: u64, reason: &RejectReason) -> bool {
+        let Some(code) = reason.refusal().map(|r| r.code) else { return false };
+        self.refusals.iter().any(|n| n.object_id == object_id && n.refusal.code == code)
+    }
+
+    /// Objects addressed to this county that are not delivered yet, and why: those being
+    /// received, then those refused whose manifest was seen within [`REFUSAL_SHOWN_FOR`].
+    pub fn stuck(&self, now: Instant) -> Vec<Stuck> {
+        let mut stuck: Vec<Stuck> = self
+            .incoming
+            .iter()
+            .map(|(id, inc)| {
+                let reason = if let Some(refusal) = inc.begin_failed.clone().filter(|_| !inc.begun) {
+                    StuckReason::Refused(refusal)
+                } else if let Some(error) = &inc.store_error {
+                    StuckReason::StorageFailing(error.clone())
+                } else {
+                    StuckReason::WaitingForSymbols { needed: inc.needs().iter().map(|n| u64::from(*n)).sum() }
+                };
+                Stuck { object_id: *id, name: format!("{}/{}", inc.manifest.kind, inc.manifest.name), reason }
+            })
+            .collect();
+        stuck.extend(
+            self.refusals
+                .iter()
+                .rev()
+                .filter(|n| !self.incoming.contains_key(&n.object_id) && now.saturating_duration_since(n.last_seen) < REFUSAL_SHOWN_FOR)
+                .map(|n| Stuck { object_id: n.object_id, name: n.name.clone(), reason: StuckReason::Refused(n.refusal.clone()) }),
+        );
+        stuck
     }
 
     fn send_feedback(&mut self, message: FeedbackMessage) {
@@ -442,19 +622,13 @@ impl Reception {
         let Some(inc) = self.incoming.get_mut(&object_id) else { return };
         inc.report_due = None;
         inc.last_report_at = Some(now);
+        if inc.begin_failed.is_some() && !inc.begun {
+            // Storage cannot take it: the uplink was told so, and a progress report would
+            // overwrite that with a need it cannot be served.
+            return;
+        }
         let (round, symbols_received) = (inc.round, inc.symbols_received);
-        let needs = inc
-            .blocks
-            .iter()
-            .zip(&inc.verified)
-            .zip(&inc.kept)
-            .map(|((block, verified), kept)| match (*verified, kept.count() >= block.source_symbols) {
-                (true, _) => 0,
-                // K symbols that did not decode yet: RaptorQ almost always needs one or two more.
-                (false, true) => 2,
-                (false, false) => block.source_symbols - kept.count(),
-            })
-            .collect();
+        let needs = inc.needs();
         self.send_feedback(FeedbackMessage::Progress { object_id, round, needs, symbols_received });
     }
 
@@ -627,6 +801,11 @@ impl Reception {
     /// a genuine manifest an insider re-tagged under another object id cannot block the
     /// genuine one; a passing refusal (too many partial objects) is not remembered at all.
     fn reject(&mut self, now: Instant, object_id: u64, digest: [u8; 8], reason: RejectReason) {
+        self.remember_rejected(now, object_id, digest, &reason);
+        self.push(ReceptionEvent::Rejected { object_id, reason });
+    }
+
+    fn remember_rejected(&mut self, now: Instant, object_id: u64, digest: [u8; 8], reason: &RejectReason) {
         if !matches!(reason, RejectReason::TooManyPartial(_)) {
             if self.rejected.len() >= REJECTED_REMEMBERED_MAX {
                 self.rejected.pop_front();
@@ -634,17 +813,45 @@ impl Reception {
             self.rejected.retain(|(id, d, _)| !(*id == object_id && *d == digest));
             self.rejected.push_back((object_id, digest, now));
         }
-        self.push(ReceptionEvent::Rejected { object_id, reason });
+    }
+
+    /// Refuses a verified manifest addressed to this county: remembered like any refusal,
+    /// and the uplink told (once per reason).
+    fn reject_genuine(&mut self, now: Instant, manifest: &Manifest, digest: [u8; 8], reason: RejectReason) {
+        self.remember_rejected(now, manifest.object_id, digest, &reason);
+        self.refuse(now, manifest, &reason);
+    }
+
+    /// Refuses a manifest whose signer is revoked or out of its validity by this county's
+    /// clock. The uplink is told only if the manifest is genuine and addressed to this
+    /// county, and only once: a refusal told already is checked first, before any signature.
+    fn reject_signer(&mut self, now: Instant, object_id: u64, digest: [u8; 8], signed: &[u8], reason: RejectReason) {
+        if self.told(object_id, &reason) {
+            self.remember_rejected(now, object_id, digest, &reason);
+            if let Some(note) = self.refusals.iter_mut().find(|n| n.object_id == object_id) {
+                note.last_seen = now;
+            }
+            return;
+        }
+        match trust::verify_genuine(signed, &self.config.root) {
+            Ok(manifest) if manifest.object_id == object_id && manifest.targets_code(&self.config.county_code) => {
+                self.reject_genuine(now, &manifest, digest, reason)
+            }
+            _ => self.reject(now, object_id, digest, reason),
+        }
     }
 
     fn handle_manifest(&mut self, now: Instant, wall_unix_secs: u64, object_id: u64, signed: &[u8], held: Option<&Held>) {
         let digest = wire::manifest_digest(signed);
         let signer_serial = trust::manifest_signer_serial(signed).unwrap_or(0);
         if self.revoked.1.contains(&signer_serial) {
-            return self.reject(now, object_id, digest, TrustError::KeyRevoked { serial: signer_serial }.into());
+            return self.reject_signer(now, object_id, digest, signed, TrustError::KeyRevoked { serial: signer_serial }.into());
         }
         let manifest = match trust::verify_signed(signed, &self.config.root, wall_unix_secs) {
             Ok(manifest) => manifest,
+            Err(error @ (TrustError::KeyNotYetValid { .. } | TrustError::KeyExpired { .. })) => {
+                return self.reject_signer(now, object_id, digest, signed, error.into());
+            }
             Err(error) => return self.reject(now, object_id, digest, error.into()),
         };
         if manifest.object_id != object_id {
@@ -656,10 +863,10 @@ impl Reception {
         if let Err(error) = trust::check_acceptance(&manifest, &self.config.county_code, wall_unix_secs, accepted) {
             // A genuine manifest for this county that it must refuse: tell the uplink, so
             // it does not wait for this county. Untargeted ones are none of its business.
-            if !matches!(error, TrustError::NotTargeted) && !self.rejected.iter().any(|(id, d, _)| *id == object_id && *d == digest) {
-                self.send_feedback(FeedbackMessage::Rejected { object_id, reason: error.to_string() });
+            if matches!(error, TrustError::NotTargeted) {
+                return self.reject(now, object_id, digest, error.into());
             }
-            return self.reject(now, object_id, digest, error.into());
+            return self.reject_genuine(now, &manifest, digest, error.into());
         }
         if accepted.is_some_and(|a| a.object_id == object_id) {
             // Already delivered (it is not in the completed list, so this receiver restarted
@@ -689,7 +896,8 @@ impl Reception {
             return;
         }
         if self.incoming.len() >= self.config.partial_objects_max {
-            return self.reject(now, object_id, digest, RejectReason::TooManyPartial(self.incoming.len()));
+            // Passing: taken when a slot frees, at a later repeat of the manifest.
+            return self.reject_genuine(now, &manifest, digest, RejectReason::TooManyPartial(self.incoming.len()));
         }
         let verified: Vec<bool> = blocks.iter().map(|b| held.is_some_and(|h| h.verified.contains(&b.sbn))).collect();
         let kept = blocks
@@ -723,6 +931,8 @@ impl Reception {
             verifying: false,
             begun: held.is_some(),
             beginning: held.is_none(),
+            begin_failed: None,
+            store_error: None,
             verified,
             remaining,
             kept,
@@ -824,11 +1034,17 @@ impl Reception {
     /// Takes back the result of a storage request.
     pub fn handle_completion(&mut self, completion: StoreCompletion) {
         match completion {
-            StoreCompletion::BeginFailed { object_id, error } => {
-                // A full disk, say: the object stays accepted (its symbols wait in the
-                // early buffer) and the tick asks storage again.
+            StoreCompletion::BeginFailed { object_id, error, storage_full } => {
+                // A full spool or disk, say: the object stays accepted (its symbols wait in
+                // the early buffer), the tick asks storage again, and the uplink is told
+                // why this county is not progressing.
                 if let Some(inc) = self.incoming.get_mut(&object_id) {
                     inc.beginning = false;
+                    let code = if storage_full { RefusalCode::StorageFull } else { RefusalCode::StorageFailed };
+                    let refusal = Refusal::new(code, error.clone());
+                    inc.begin_failed = Some(refusal.clone());
+                    let (at, name) = (inc.last_symbol_at, format!("{}/{}", inc.manifest.kind, inc.manifest.name));
+                    self.note_refusal(at, object_id, name, refusal);
                 }
                 self.push(ReceptionEvent::StoreFailed { object_id, error });
             }
@@ -836,6 +1052,11 @@ impl Reception {
                 let Some(inc) = self.incoming.get_mut(&object_id) else { return };
                 inc.begun = true;
                 inc.beginning = false;
+                inc.begin_failed = None;
+                inc.store_error = None;
+                // Progress reports tell the uplink from now on; a later refusal is news again.
+                self.refusals.retain(|n| n.object_id != object_id);
+                let Some(inc) = self.incoming.get_mut(&object_id) else { return };
                 let since = inc.last_symbol_at;
                 self.replay_early(since, object_id);
             }
@@ -854,6 +1075,9 @@ impl Reception {
                     NotKept::Duplicate => kept.set_count(kept.count().saturating_sub(1)),
                     NotKept::Failed(error) => {
                         kept.remove(esi);
+                        if let Some(inc) = self.incoming.get_mut(&object_id) {
+                            inc.store_error = Some(error.clone());
+                        }
                         self.push(ReceptionEvent::StoreFailed { object_id, error });
                     }
                 }
@@ -891,6 +1115,7 @@ impl Reception {
             }
             DecodeOutcome::Failed(error) => {
                 inc.tried_at[index] = 0;
+                inc.store_error = Some(error.clone());
                 self.push(ReceptionEvent::StoreFailed { object_id, error });
             }
         }
@@ -904,6 +1129,7 @@ impl Reception {
             return false;
         }
         inc.verified[index] = true;
+        inc.store_error = None;
         inc.kept[index].clear();
         inc.remaining -= 1;
         let last = inc.remaining == 0;
@@ -921,11 +1147,11 @@ impl Reception {
                 .then_some((delivered.version, inc.manifest.version))
         });
         if let Some((accepted_version, offered_version)) = newer {
-            self.incoming.remove(&object_id);
+            let Some(inc) = self.incoming.remove(&object_id) else { return };
             self.requests.push_back(StoreRequest::Discard { object_id });
             let reason = RejectReason::Trust(TrustError::Rollback { accepted_version, offered_version });
-            self.send_feedback(FeedbackMessage::Rejected { object_id, reason: reason.to_string() });
-            return self.push(ReceptionEvent::Rejected { object_id, reason });
+            self.refuse(inc.last_symbol_at, &inc.manifest, &reason);
+            return;
         }
         if let Some(inc) = self.incoming.remove(&object_id) {
             self.remember_completed(object_id, inc.manifest.object_hash, false);
@@ -963,7 +1189,10 @@ impl Reception {
                 self.push(ReceptionEvent::ObjectPoisoned { object_id });
             }
             // Retried at the next tick: storage may recover (space freed, say).
-            VerifyOutcome::Failed(error) => self.push(ReceptionEvent::StoreFailed { object_id, error }),
+            VerifyOutcome::Failed(error) => {
+                inc.store_error = Some(error.clone());
+                self.push(ReceptionEvent::StoreFailed { object_id, error })
+            }
         }
     }
 

@@ -125,6 +125,8 @@ pub enum StoreCompletion {
         object_id: u64,
         /// The error, as text.
         error: String,
+        /// No room: the spool limit, or the disk (`ErrorKind::StorageFull`).
+        storage_full: bool,
     },
     /// [`StoreRequest::BeginObject`] found the verified object in the cache already (a
     /// crash between the commit and the version record): deliver it from there.
@@ -238,7 +240,9 @@ pub fn execute(request: StoreRequest, store: &mut dyn ReceptionStore) -> Option<
             }
             Some(match store.begin_object(&manifest, &signed_manifest) {
                 Ok(()) => StoreCompletion::Begun { object_id },
-                Err(e) => StoreCompletion::BeginFailed { object_id, error: e.to_string() },
+                Err(e) => {
+                    StoreCompletion::BeginFailed { object_id, storage_full: e.kind() == io::ErrorKind::StorageFull, error: e.to_string() }
+                }
             })
         }
         StoreRequest::AppendSymbol { object_id, sbn, esi, symbol } => {

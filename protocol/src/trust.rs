@@ -601,6 +601,23 @@ pub fn verify_signed(bytes: &[u8], root: &RootPublicKey, now_unix_secs: u64) -> 
     SignedManifest::from_bytes(bytes)?.verify(root, now_unix_secs)
 }
 
+/// Whether `bytes` are a manifest the pinned `root`'s chain signed, whatever the time and
+/// the revocation list say. Never a reason to accept: only to tell the uplink why a genuine
+/// manifest for this county was refused (a revoked key, a key out of its validity by this
+/// county's clock), where a forgery deserves no answer.
+pub fn verify_genuine(bytes: &[u8], root: &RootPublicKey) -> Result<Manifest, TrustError> {
+    let signed = SignedManifest::from_bytes(bytes)?;
+    let message = signed_message(CERTIFICATE_CONTEXT, &signed.certificate.body.to_bytes());
+    if !verify(&root.0, &message, &signed.certificate.root_signature) {
+        return Err(TrustError::BadCertificateSignature);
+    }
+    let message = signed_message(MANIFEST_CONTEXT, &signed.manifest);
+    if !verify(&signed.certificate.body.public_key, &message, &signed.signature) {
+        return Err(TrustError::BadSignature);
+    }
+    Ok(Manifest::from_bytes(&signed.manifest)?)
+}
+
 /// Step two of accepting a manifest: it is within its lifetime at `now_unix_secs` (created
 /// at most [`CLOCK_SKEW_MAX_SECS`] ahead, not yet expired), it targets `county_code`, and
 /// it is not older than `accepted`, the last manifest accepted for its (kind, name). The

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::broadcast::{AirPlan, AirStats, BroadcastConfig, BroadcastEvent, Broadcaster, Checkpoint, Delivery, NewObject, Priority};
-use crate::feedback::{AckReply, Feedback, FeedbackMessage};
+use crate::feedback::{AckReply, Feedback, FeedbackMessage, Refusal, RefusalCode};
 use crate::trust::SigningKey;
 use crate::wire::NetworkKey;
 
@@ -157,12 +157,12 @@ pub enum LedgerDecision {
         /// The hash it reported (the right one).
         hash: [u8; 32],
     },
-    /// The county refused the manifest.
-    Rejected {
+    /// The county refused the manifest, or cannot take the object now.
+    Refused {
         /// The broadcast.
         object_id: u64,
-        /// Its reason.
-        reason: String,
+        /// Why (an older receiver's text reason as [`RefusalCode::Other`]).
+        refusal: Refusal,
     },
     /// The county's post-receive hook ran.
     Hook {
@@ -551,6 +551,7 @@ impl UplinkNode {
             FeedbackMessage::Progress { object_id, .. }
             | FeedbackMessage::Complete { object_id, .. }
             | FeedbackMessage::Rejected { object_id, .. }
+            | FeedbackMessage::Refused { object_id, .. }
             | FeedbackMessage::HookResult { object_id, .. } => Some(*object_id),
         };
         // Reports about broadcasts this uplink never recorded do not grow the ledger.
@@ -575,7 +576,10 @@ impl UplinkNode {
             }
             (FeedbackMessage::Complete { .. }, None) => LedgerDecision::Nothing,
             (FeedbackMessage::Rejected { object_id, reason }, _) => {
-                LedgerDecision::Rejected { object_id: *object_id, reason: reason.clone() }
+                LedgerDecision::Refused { object_id: *object_id, refusal: Refusal::new(RefusalCode::Other(0), reason.clone()) }
+            }
+            (FeedbackMessage::Refused { object_id, refusal }, _) => {
+                LedgerDecision::Refused { object_id: *object_id, refusal: refusal.clone() }
             }
             (FeedbackMessage::HookResult { object_id, success, detail }, _) => {
                 LedgerDecision::Hook { object_id: *object_id, success: *success, detail: detail.clone() }

@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use satcast_protocol::fec::Oti;
+use satcast_protocol::feedback::{FeedbackMessage, Refusal, RefusalCode};
 use satcast_protocol::manifest::{Compression, Kind, Manifest};
-use satcast_protocol::reception::{MemoryStore, Reception, ReceptionConfig, ReceptionEvent, RejectReason};
-use satcast_protocol::trust::{Heartbeat, NetworkKey, Revocation, RootKey, SigningKey, TrustError};
+use satcast_protocol::reception::{
+    MemoryStore, REJECTED_REMEMBER_FOR, Reception, ReceptionConfig, ReceptionEvent, ReceptionStore, StuckReason,
+};
+use satcast_protocol::trust::{Heartbeat, NetworkKey, Revocation, RootKey, SigningKey};
 use satcast_protocol::wire;
 
 const NOW: u64 = 1_795_000_000;
@@ -19,8 +22,48 @@ struct World {
     root: RootKey,
     network_key: NetworkKey,
     county: Reception,
-    store: MemoryStore,
+    store: FlakyStore,
     now: Instant,
+}
+
+/// Memory storage whose begin fails as a full spool does while `full` is set.
+#[derive(Default)]
+struct FlakyStore {
+    inner: MemoryStore,
+    full: bool,
+}
+
+impl ReceptionStore for FlakyStore {
+    fn begin_object(&mut self, manifest: &Manifest, signed_manifest: &[u8]) -> std::io::Result<()> {
+        if self.full {
+            return Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "needs 9.8 KiB, 1.0 KiB free under limits.spool_bytes_max"));
+        }
+        self.inner.begin_object(manifest, signed_manifest)
+    }
+    fn add_symbol(&mut self, object_id: u64, sbn: u8, esi: u32, symbol: &[u8]) -> std::io::Result<bool> {
+        self.inner.add_symbol(object_id, sbn, esi, symbol)
+    }
+    fn symbol_count(&self, object_id: u64, sbn: u8) -> u32 {
+        self.inner.symbol_count(object_id, sbn)
+    }
+    fn symbols(&mut self, object_id: u64, sbn: u8) -> std::io::Result<Vec<(u32, Vec<u8>)>> {
+        self.inner.symbols(object_id, sbn)
+    }
+    fn clear_block(&mut self, object_id: u64, sbn: u8) -> std::io::Result<()> {
+        self.inner.clear_block(object_id, sbn)
+    }
+    fn write_block(&mut self, object_id: u64, sbn: u8, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.inner.write_block(object_id, sbn, offset, data)
+    }
+    fn block_written(&self, object_id: u64, sbn: u8) -> bool {
+        self.inner.block_written(object_id, sbn)
+    }
+    fn object_hash(&mut self, object_id: u64, len: u64) -> std::io::Result<[u8; 32]> {
+        self.inner.object_hash(object_id, len)
+    }
+    fn discard(&mut self, object_id: u64) -> std::io::Result<()> {
+        self.inner.discard(object_id)
+    }
 }
 
 fn world(seed: u64) -> World {
@@ -28,7 +71,7 @@ fn world(seed: u64) -> World {
     let root = RootKey::generate(&mut rng);
     let network_key = NetworkKey::generate(&mut rng);
     let county = Reception::new(ReceptionConfig::new("410102".into(), root.public(), network_key.clone()));
-    World { root, network_key, county, store: MemoryStore::default(), now: Instant::now() }
+    World { root, network_key, county, store: FlakyStore::default(), now: Instant::now() }
 }
 
 fn key(world: &World, serial: u64, not_before: u64, not_after: u64) -> SigningKey {
@@ -89,14 +132,30 @@ impl World {
     fn events(&mut self) -> Vec<ReceptionEvent> {
         std::iter::from_fn(|| self.county.poll_event()).collect()
     }
+
+    /// The refusals queued for the uplink since the last call (and no old-style Rejected).
+    fn told(&mut self) -> Vec<(u64, Refusal)> {
+        std::iter::from_fn(|| self.county.poll_feedback())
+            .filter_map(|f| match f.message {
+                FeedbackMessage::Refused { object_id, refusal } => Some((object_id, refusal)),
+                FeedbackMessage::Rejected { .. } => panic!("this build tells refusals typed"),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn codes(&mut self) -> Vec<(u64, RefusalCode)> {
+        self.told().into_iter().map(|(id, r)| (id, r.code)).collect()
+    }
 }
 
 fn accepted(events: &[ReceptionEvent]) -> bool {
     events.iter().any(|e| matches!(e, ReceptionEvent::Accepted { .. }))
 }
 
-fn rejected_with(events: &[ReceptionEvent], check: impl Fn(&TrustError) -> bool) -> bool {
-    events.iter().any(|e| matches!(e, ReceptionEvent::Rejected { reason: RejectReason::Trust(t), .. } if check(t)))
+/// Refused and the uplink told, with this code.
+fn refused_with(events: &[ReceptionEvent], code: RefusalCode) -> bool {
+    events.iter().any(|e| matches!(e, ReceptionEvent::Refused { refusal, .. } if refusal.code == code))
 }
 
 #[test]
@@ -105,7 +164,7 @@ fn a_receiver_offline_through_three_rotations_catches_up_from_the_pinned_root() 
     let first = key(&w, 1, NOW - 400 * DAY, NOW - 200 * DAY);
     let fourth = key(&w, 4, NOW - DAY, NOW + 300 * DAY);
     // It last heard serial 1, long expired; serials 2 and 3 came and went while it was off.
-    assert!(rejected_with(&w.air_manifest(&first, &manifest(1, 1, NOW - 300 * DAY), NOW), |e| matches!(e, TrustError::KeyExpired { .. })));
+    assert!(refused_with(&w.air_manifest(&first, &manifest(1, 1, NOW - 300 * DAY), NOW), RefusalCode::KeyExpired));
     assert!(accepted(&w.air_manifest(&fourth, &manifest(2, 2, NOW), NOW)), "serial 4 chains to the root it pins");
     assert!(w.air_heartbeat(&fourth, 1, NOW * 1000, NOW).iter().any(|e| matches!(e, ReceptionEvent::Heartbeat { .. })));
 }
@@ -122,12 +181,9 @@ fn a_revoked_key_is_refused_and_what_it_signed_is_dropped() {
             .iter()
             .any(|e| matches!(e, ReceptionEvent::RevocationsUpdated { sequence: 1, revoked_serials } if revoked_serials == &vec![2]))
     );
-    assert!(rejected_with(&events, |e| matches!(e, TrustError::KeyRevoked { serial: 2 })), "the object it signed is dropped: {events:?}");
+    assert!(refused_with(&events, RefusalCode::KeyRevoked), "the object it signed is dropped: {events:?}");
     assert!(w.county.progress().is_empty());
-    assert!(rejected_with(&w.air_manifest(&compromised, &manifest(11, 2, NOW), NOW), |e| matches!(
-        e,
-        TrustError::KeyRevoked { serial: 2 }
-    )));
+    assert!(refused_with(&w.air_manifest(&compromised, &manifest(11, 2, NOW), NOW), RefusalCode::KeyRevoked));
     assert!(
         w.air_heartbeat(&compromised, 1, NOW * 1000, NOW)
             .iter()
@@ -148,7 +204,7 @@ fn a_clock_set_back_to_1970_or_far_forward_accepts_nothing_and_says_why() {
     let signer = key(&w, 1, NOW - DAY, NOW + 300 * DAY);
     // 1970: the key is not valid yet, and the heartbeat says so.
     let events = w.air_manifest(&signer, &manifest(20, 1, NOW), 0);
-    assert!(rejected_with(&events, |e| matches!(e, TrustError::KeyNotYetValid { .. })), "{events:?}");
+    assert!(refused_with(&events, RefusalCode::KeyNotYetValid), "{events:?}");
     let events = w.air_heartbeat(&signer, 1, NOW * 1000, 0);
     assert!(
         events.iter().any(|e| matches!(e, ReceptionEvent::HeartbeatRejected { reason } if reason.contains("valid from"))),
@@ -156,7 +212,7 @@ fn a_clock_set_back_to_1970_or_far_forward_accepts_nothing_and_says_why() {
     );
     // Far forward: the key and the manifest have expired.
     let events = w.air_manifest(&signer, &manifest(21, 1, NOW), NOW + 3650 * DAY);
-    assert!(rejected_with(&events, |e| matches!(e, TrustError::KeyExpired { .. })), "{events:?}");
+    assert!(refused_with(&events, RefusalCode::KeyExpired), "{events:?}");
     // A manifest that expired in real time is still refused by a receiver whose clock says
     // it has not: it would have been created in the receiver's future.
     let old = manifest(22, 1, NOW);
@@ -220,5 +276,118 @@ fn an_older_version_finishing_after_a_newer_one_is_refused() {
     w.county.mark_delivered(&done);
     let events = air_symbols(&mut w, &old, &old_payload);
     assert!(!events.iter().any(|e| matches!(e, ReceptionEvent::Complete { .. })), "the older version must not complete: {events:?}");
-    assert!(rejected_with(&events, |e| matches!(e, TrustError::Rollback { accepted_version: 2, offered_version: 1 })), "{events:?}");
+    assert!(
+        events.iter().any(|e| matches!(e, ReceptionEvent::Refused { refusal, .. }
+            if refusal.code == RefusalCode::Rollback && refusal.detail == "offered version 1, version 2 delivered")),
+        "{events:?}"
+    );
+}
+
+/// Every refusal of a genuine manifest for this county is told to the uplink once per
+/// (object, reason), and again only when the reason changes; forgeries and other
+/// counties' manifests are told nothing, and repeats cost no signature check.
+#[test]
+fn a_refusal_is_told_once_per_object_and_reason_and_never_for_forgeries_or_other_counties() {
+    let mut w = world(6);
+    let revoked = key(&w, 2, NOW - DAY, NOW + 300 * DAY);
+    let good = key(&w, 3, NOW - DAY, NOW + 300 * DAY);
+    w.air_revocation(None, 1, vec![2]);
+    w.air_manifest(&revoked, &manifest(40, 1, NOW), NOW);
+    let told = w.told();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].0, 40);
+    assert_eq!(told[0].1.to_string(), "signing key revoked (serial 2)");
+    // Repeated on the carousel, re-signed (a new digest), and after the memory of refused
+    // manifests lapses: nothing more.
+    w.air_manifest(&revoked, &manifest(40, 1, NOW), NOW);
+    w.air_manifest(&revoked, &manifest(40, 1, NOW + 1), NOW);
+    w.now += REJECTED_REMEMBER_FOR + Duration::from_secs(1);
+    w.air_manifest(&revoked, &manifest(40, 1, NOW), NOW);
+    assert_eq!(w.codes(), vec![], "a repeat buys no feedback");
+    // Another county's manifest by the same key, and a forgery claiming that serial.
+    w.air_manifest(&revoked, &Manifest { targets: vec!["42".into()], ..manifest(41, 1, NOW) }, NOW);
+    let other_root = RootKey::generate(&mut ChaCha8Rng::seed_from_u64(77));
+    let forger = SigningKey::generate(&mut ChaCha8Rng::seed_from_u64(78), &other_root, 2, NOW - DAY, NOW + DAY);
+    let events = w.air_manifest(&forger, &manifest(42, 1, NOW), NOW);
+    assert!(events.iter().any(|e| matches!(e, ReceptionEvent::Rejected { object_id: 42, .. })), "{events:?}");
+    let forger = SigningKey::generate(&mut ChaCha8Rng::seed_from_u64(79), &other_root, 3, NOW - DAY, NOW + DAY);
+    w.air_manifest(&forger, &manifest(43, 1, NOW), NOW);
+    assert_eq!(w.codes(), vec![], "none of this county's business, or not genuine");
+
+    // A county clock years behind, then years ahead: the reason changes, so it is told again.
+    w.air_manifest(&good, &manifest(44, 1, NOW), NOW - 3650 * DAY);
+    w.now += REJECTED_REMEMBER_FOR + Duration::from_secs(1);
+    w.air_manifest(&good, &manifest(44, 1, NOW), NOW + 3650 * DAY);
+    assert_eq!(w.codes(), vec![(44, RefusalCode::KeyNotYetValid), (44, RefusalCode::KeyExpired)]);
+    // Within its key's validity but outside the manifest's lifetime, both ways.
+    w.air_manifest(&good, &manifest(45, 1, NOW + 2 * DAY), NOW);
+    w.air_manifest(&good, &manifest(46, 1, NOW - 8 * DAY), NOW);
+    let told = w.told();
+    assert_eq!(
+        told.iter().map(|(id, r)| (*id, r.code)).collect::<Vec<_>>(),
+        vec![(45, RefusalCode::ManifestFromFuture), (46, RefusalCode::ManifestExpired)]
+    );
+    assert!(told[0].1.detail.contains("county clock 172800 s behind"), "{:?}", told[0].1);
+    // Status lists what was refused, newest first.
+    let stuck = w.county.stuck(w.now);
+    assert_eq!(stuck.iter().map(|s| s.object_id).collect::<Vec<_>>(), vec![46, 45, 44, 40], "{stuck:?}");
+    assert!(matches!(&stuck[3].reason, StuckReason::Refused(r) if r.code == RefusalCode::KeyRevoked));
+}
+
+/// Too many partial objects and a spool that cannot begin an object are passing: told
+/// once, no progress report meanwhile, and the object is taken once the condition passes.
+#[test]
+fn passing_refusals_are_told_once_and_clear_when_the_county_takes_the_object() {
+    let mut w = world(7);
+    let mut config = ReceptionConfig::new("410102".into(), w.root.public(), w.network_key.clone());
+    config.partial_objects_max = 1;
+    w.county = Reception::new(config);
+    let signer = key(&w, 1, NOW - DAY, NOW + 300 * DAY);
+    assert!(accepted(&w.air_manifest(&signer, &manifest(50, 1, NOW), NOW)));
+    let second = Manifest { name: "other.bin".into(), ..manifest(51, 1, NOW) };
+    for _ in 0..5 {
+        w.air_manifest(&signer, &second, NOW);
+    }
+    let told = w.told();
+    assert_eq!(told.len(), 1, "once, however often the manifest repeats: {told:?}");
+    assert_eq!(told[0].1.to_string(), "too many partial objects (1 already, limits.partial_objects_max)");
+    let stuck = w.county.stuck(w.now);
+    assert!(matches!(&stuck[0].reason, StuckReason::WaitingForSymbols { needed: 7 }), "{stuck:?}");
+    assert!(matches!(&stuck[1].reason, StuckReason::Refused(r) if r.code == RefusalCode::TooManyPartial), "{stuck:?}");
+
+    // The first object expires, a slot frees, and the spool is full: the second is
+    // accepted, its begin fails every tick, and that is told once, as a new reason.
+    w.store.full = true;
+    w.county.handle_tick(NOW + 8 * DAY);
+    satcast_protocol::storage::drain(&mut w.county, &mut w.store);
+    assert!(accepted(&w.air_manifest(&signer, &second, NOW)));
+    for _ in 0..3 {
+        w.county.handle_tick(NOW);
+        satcast_protocol::storage::drain(&mut w.county, &mut w.store);
+    }
+    let told = w.told();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].1.to_string(), "spool full (needs 9.8 KiB, 1.0 KiB free under limits.spool_bytes_max)");
+    let stuck = w.county.stuck(w.now);
+    assert!(
+        matches!(&stuck[..], [s] if s.object_id == 51 && matches!(&s.reason, StuckReason::Refused(r) if r.code == RefusalCode::StorageFull))
+    );
+    // No progress report while storage cannot take it: it would hide the refusal.
+    let mut round = Vec::new();
+    wire::write_round(&mut round, &w.network_key, 51, 1);
+    w.county.handle_datagram(w.now, NOW, &round);
+    w.county.handle_timeout(w.now + Duration::from_secs(60));
+    assert!(std::iter::from_fn(|| w.county.poll_feedback()).next().is_none());
+
+    // Space frees: begun at the next tick, progress is reported again.
+    w.store.full = false;
+    w.county.handle_tick(NOW);
+    satcast_protocol::storage::drain(&mut w.county, &mut w.store);
+    assert!(matches!(&w.county.stuck(w.now)[0].reason, StuckReason::WaitingForSymbols { .. }));
+    round.clear();
+    wire::write_round(&mut round, &w.network_key, 51, 2);
+    w.county.handle_datagram(w.now, NOW, &round);
+    w.county.handle_timeout(w.now + Duration::from_secs(60));
+    let feedback: Vec<_> = std::iter::from_fn(|| w.county.poll_feedback()).collect();
+    assert!(feedback.iter().any(|f| matches!(f.message, FeedbackMessage::Progress { object_id: 51, .. })), "{feedback:?}");
 }

@@ -199,3 +199,60 @@ fn a_resumed_broadcast_airs_only_fresh_symbols() {
     assert!(complete, "the receiver completes from both airings");
     assert_eq!(store.object(5).map(|o| &o[..payload.len()]), Some(payload.as_slice()));
 }
+
+/// A passing refusal (no room, too many objects) leaves the county waited for: it takes
+/// the object once the condition passes. A final one (a rollback) ends the wait for it.
+#[test]
+fn a_passing_refusal_keeps_the_county_waited_for_and_a_final_one_does_not() {
+    use satcast_protocol::broadcast::BroadcastEvent;
+    use satcast_protocol::feedback::{Feedback, FeedbackMessage, Refusal, RefusalCode};
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let root = RootKey::generate(&mut rng);
+    let now_secs = 1_800_000_000;
+    let signing = SigningKey::generate(&mut rng, &root, 1, now_secs - 10, now_secs + 1000);
+    let payload = vec![7u8; 10_000];
+    let oti = Oti::new_for_object(payload.len() as u64, 1436, 1 << 20).expect("oti");
+    let manifest = Manifest {
+        object_id: 78,
+        kind: Kind::Policy,
+        name: "n.txt".into(),
+        version: 1,
+        size_bytes: payload.len() as u64,
+        compression: Compression::None,
+        oti: oti.encode(),
+        object_hash: *blake3::hash(&payload).as_bytes(),
+        block_hashes: vec![fec::block_hash(&payload)],
+        targets: vec!["41".into()],
+        created_unix_secs: now_secs,
+        expires_unix_secs: now_secs + 3600,
+    };
+    let signed_manifest = signing.sign_manifest(&manifest).expect("sign").to_bytes();
+    let start = Instant::now();
+    let mut uplink = Broadcaster::new(start, BroadcastConfig::default(), NetworkKey::generate(&mut rng), signing);
+    let targets = vec!["410102".to_owned(), "410103".to_owned()];
+    let object = NewObject {
+        manifest,
+        signed_manifest,
+        source: Box::new(Bytes(payload)),
+        priority: Priority::Normal,
+        not_before: None,
+        deadline: None,
+        delivery: Delivery::Feedback { targets },
+        resume: None,
+    };
+    uplink.add_object(start, object).expect("add");
+    let feedback = |county: &str, message| Feedback { county_code: county.into(), message };
+    let completed = |uplink: &mut Broadcaster| {
+        std::iter::from_fn(|| uplink.poll_event()).find_map(|e| match e {
+            BroadcastEvent::Completed { refused, .. } => Some(refused),
+            _ => None,
+        })
+    };
+    uplink.handle_feedback(start, &feedback("410102", FeedbackMessage::Complete { object_id: 78, object_hash: [0; 32] }));
+    let full = Refusal::new(RefusalCode::StorageFull, "needs 9.8 KiB, 1.0 KiB free");
+    uplink.handle_feedback(start, &feedback("410103", FeedbackMessage::Refused { object_id: 78, refusal: full }));
+    assert_eq!(completed(&mut uplink), None, "a county whose spool is full is still waited for");
+    let rollback = Refusal::new(RefusalCode::Rollback, "offered version 1, version 2 delivered");
+    uplink.handle_feedback(start, &feedback("410103", FeedbackMessage::Refused { object_id: 78, refusal: rollback }));
+    assert_eq!(completed(&mut uplink), Some(vec![("410103".to_owned(), "rollback (offered version 1, version 2 delivered)".to_owned())]));
+}

@@ -312,3 +312,27 @@ fn a_job_cancelled_while_its_record_is_written_never_airs_and_is_recorded_cancel
     air(&mut rig, 1);
     assert_eq!(rig.node.stats().data_datagrams, 0);
 }
+
+#[test]
+fn a_refusal_is_recorded_typed_and_an_older_receivers_text_reason_still_is() {
+    use satcast_protocol::feedback::{Refusal, RefusalCode};
+    let mut rig = rig(true);
+    rig.node.load_broadcast(OBJECT, KnownBroadcast { object_hash: Some(HASH), targets: codes(&["410102", "410103"]), outcome: None });
+    let typed = Refusal::new(RefusalCode::StorageFull, "needs 40.0 MiB, 12.0 MiB free");
+    let new = Feedback { county_code: "410102".into(), message: FeedbackMessage::Refused { object_id: OBJECT, refusal: typed.clone() } };
+    let old = Feedback {
+        county_code: "410103".into(),
+        message: FeedbackMessage::Rejected { object_id: OBJECT, reason: "rollback: offered version 1, accepted version 2".into() },
+    };
+    rig.node.handle_feedback(new, 1);
+    let asked = requests(&mut rig.node);
+    assert!(
+        matches!(&asked[..], [Request::RecordFeedback { ledger: LedgerDecision::Refused { refusal, .. }, .. }] if *refusal == typed),
+        "{asked:?}"
+    );
+    rig.node.handle_feedback(old, 2);
+    let asked = requests(&mut rig.node);
+    let [Request::RecordFeedback { ledger: LedgerDecision::Refused { refusal, .. }, .. }] = &asked[..] else { panic!("{asked:?}") };
+    assert_eq!(refusal.code, RefusalCode::Other(0));
+    assert_eq!(refusal.to_string(), "rollback: offered version 1, accepted version 2");
+}

@@ -26,7 +26,7 @@ use satcast_protocol::feedback::{
     FEEDBACK_BYTES_MAX, FEEDBACK_VERSION, Feedback, FeedbackError, FeedbackMessage, NEEDS_MAX, TEXT_BYTES_MAX,
 };
 use satcast_protocol::manifest::{Compression, Kind, Manifest};
-use satcast_protocol::reception::{MemoryStore, Reception, ReceptionConfig, ReceptionEvent, RejectReason};
+use satcast_protocol::reception::{MemoryStore, Reception, ReceptionConfig, ReceptionEvent};
 use satcast_protocol::trust::{
     self, CERTIFICATE_CONTEXT, HEARTBEAT_CONTEXT, Heartbeat, KeyCertificate, MANIFEST_CONTEXT, NetworkKey, REVOCATION_CONTEXT,
     REVOKED_SERIALS_MAX, Revocation, RootKey, RootPublicKey, SignedHeartbeat, SignedManifest, SignedRevocation, SigningKey, TrustError,
@@ -712,18 +712,20 @@ fn a_receiver_takes_only_newer_lists_and_drops_what_a_revoked_key_signed() {
     assert!(
         got.iter().any(|e| matches!(
             e,
-            ReceptionEvent::Rejected { object_id: OBJECT_ID, reason: RejectReason::Trust(TrustError::KeyRevoked { .. }) }
+            ReceptionEvent::Refused { object_id: OBJECT_ID, refusal, .. } if refusal.code == satcast_protocol::feedback::RefusalCode::KeyRevoked
         )),
         "{got:?}"
     );
+    let told = std::iter::from_fn(|| county.poll_feedback()).filter(|f| matches!(f.message, FeedbackMessage::Refused { .. })).count();
+    assert_eq!(told, 1, "the uplink is told why");
     assert!(got.iter().any(|e| matches!(e, ReceptionEvent::RevocationsUpdated { sequence: 4, .. })), "{got:?}");
     assert!(county.progress().is_empty(), "the partial object is dropped");
+    // Its manifest again: refused, and the uplink, told already, is not told again.
     air_manifest(&mut county, &mut store, now);
     let got = events(&mut county);
-    assert!(
-        got.iter().any(|e| matches!(e, ReceptionEvent::Rejected { reason: RejectReason::Trust(TrustError::KeyRevoked { serial: 1 }), .. })),
-        "{got:?}"
-    );
+    assert!(!got.iter().any(|e| matches!(e, ReceptionEvent::Accepted { .. })), "{got:?}");
+    assert!(county.progress().is_empty());
+    assert!(std::iter::from_fn(|| county.poll_feedback()).all(|f| !matches!(f.message, FeedbackMessage::Refused { .. })));
     air(&mut county, &mut store, now, &document_bytes("heartbeat-datagram"));
     let got = events(&mut county);
     assert!(got.iter().any(|e| matches!(e, ReceptionEvent::HeartbeatRejected { reason } if reason.contains("revoked"))), "{got:?}");

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use satcast_daemon::clock::{wall_unix_ms, wall_unix_secs};
 use satcast_protocol::ObjectId;
 use satcast_protocol::manifest::Kind;
-use satcast_protocol::receiver_node::{Completion, NodeEvent, ReceiverNode, ReceiverNodeConfig, Request};
-use satcast_protocol::reception::{ReceptionConfig, ReceptionEvent};
+use satcast_protocol::receiver_node::{Completion, NodeEvent, NodeStuck, ReceiverNode, ReceiverNodeConfig, Request};
+use satcast_protocol::reception::{ReceptionConfig, ReceptionEvent, Stuck, StuckReason};
 use satcast_protocol::storage::{self, NotKept, StoreCompletion, StoreRequest};
 use satcast_protocol::trust::{NetworkKey, RootPublicKey};
 use satcast_store::{IndexOpen, Outbox, ReceiverLimits, ReceiverStore, TrustState};
@@ -29,7 +29,7 @@ use crate::config::ReceiverConfig;
 use crate::droplog::DropLog;
 use crate::heartbeat::HeartbeatWatch;
 use crate::hooks::{self, HookBook};
-use crate::status::{HeartbeatStatus, PartialStatus, ReceptionStatus};
+use crate::status::{HeartbeatStatus, PartialStatus, ReceptionStatus, StuckState, StuckStatus};
 use crate::upgrade::Executable;
 use crate::worker::{self, Job, NodeView};
 
@@ -420,6 +420,10 @@ impl Datapath {
             ReceptionEvent::Rejected { object_id, reason } => {
                 warn!(object = %ObjectId(object_id), reason = %reason, error = ?reason, "manifest rejected");
             }
+            // Said once per object and reason; the uplink is told the same.
+            ReceptionEvent::Refused { object_id, name, refusal } => {
+                warn!(object = %ObjectId(object_id), %name, reason = %refusal, code = refusal.code.name(), "object refused; the uplink is told why");
+            }
             ReceptionEvent::Accepted { manifest } => {
                 info!(
                     object = %ObjectId(manifest.object_id),
@@ -502,8 +506,28 @@ impl Datapath {
             },
             partial,
             deliveries_waiting: self.node.deliveries_waiting(),
+            // All of them (bounded by the node's memories), so the worker counts them before
+            // it cuts the list to STATUS_STUCK_MAX.
+            stuck: self.node.stuck(now, usize::MAX).into_iter().map(stuck_status).collect(),
         };
         // A full queue skips one status update; the next tick sends another.
         let _ = self.jobs.try_send(Job::Status(Box::new(view)));
+    }
+}
+
+/// How the node's view of an object not delivered yet reads in status.json.
+fn stuck_status(stuck: NodeStuck) -> StuckStatus {
+    match stuck {
+        NodeStuck::Delivery { object_id, name, step, error } => {
+            StuckStatus { object_id, name, state: StuckState::DeliveryFailing, detail: format!("{step}: {error}"), reason: None }
+        }
+        NodeStuck::Reception(Stuck { object_id, name, reason }) => {
+            let (state, detail, reason) = match reason {
+                StuckReason::WaitingForSymbols { needed } => (StuckState::WaitingForSymbols, format!("needs {needed} more symbols"), None),
+                StuckReason::Refused(refusal) => (StuckState::Refused, refusal.to_string(), Some(refusal.code.name().to_owned())),
+                StuckReason::StorageFailing(error) => (StuckState::StorageFailing, error, None),
+            };
+            StuckStatus { object_id, name, state, detail, reason }
+        }
     }
 }

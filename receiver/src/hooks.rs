@@ -306,6 +306,15 @@ impl HookBook {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Delivered objects whose hook has not finished (ready or running), oldest first, for
+    /// status: read from the records only while any are queued.
+    pub fn waiting(&self) -> Vec<HookJob> {
+        if self.status().queued == 0 {
+            return Vec::new();
+        }
+        self.due_jobs().into_iter().filter(|j| j.state != JobState::Pending).collect()
+    }
+
     fn due_path(&self, object_id: u64) -> PathBuf {
         self.due_dir.join(record_name(object_id))
     }

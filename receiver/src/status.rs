@@ -28,6 +28,8 @@ pub const STATUS_FILE: &str = "status.json";
 /// A status file older than this is stale (the daemon rewrites it every second). Only if
 /// the lock cannot be looked at does staleness alone mean the daemon is not running.
 pub const STATUS_STALE_AFTER: Duration = Duration::from_secs(5);
+/// The most objects listed as not delivered yet, with why (the total is always given).
+pub const STATUS_STUCK_MAX: usize = 100;
 /// The most cache entries listed in status (the total is always given).
 pub const STATUS_CACHED_MAX: usize = 1000;
 /// The most files looked at per folder when reading state without the daemon.
@@ -72,6 +74,13 @@ pub struct DaemonStatus {
     pub partial: Vec<PartialStatus>,
     /// Completed objects waiting to be delivered (a full disk, the cache limit, the hook queue).
     pub deliveries_waiting: usize,
+    /// Objects addressed to this county that are not delivered (or whose hook has not
+    /// run) yet, and why: at most [`STATUS_STUCK_MAX`], deliveries and refusals first.
+    #[serde(default)]
+    pub stuck: Vec<StuckStatus>,
+    /// How many there are in all.
+    #[serde(default)]
+    pub stuck_total: usize,
     /// Finished objects in the cache (at most [`STATUS_CACHED_MAX`], newest version first).
     pub cached: Vec<CachedStatus>,
     /// How many objects the cache holds in all.
@@ -146,6 +155,51 @@ pub struct PartialStatus {
     pub blocks: Option<usize>,
     /// Distinct symbols held for blocks not yet verified (known only while the daemon runs).
     pub symbols_held: Option<u64>,
+}
+
+/// Where an object that is not delivered yet stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StuckState {
+    /// Accepted and being collected.
+    WaitingForSymbols,
+    /// Refused (and the uplink told why).
+    Refused,
+    /// Accepted, but storage fails (retried as symbols arrive).
+    StorageFailing,
+    /// Complete, but a delivery step fails (retried every second).
+    DeliveryFailing,
+    /// Delivered; its post-receive hook is queued or running.
+    WaitingForHook,
+}
+
+impl std::fmt::Display for StuckState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StuckState::WaitingForSymbols => "waiting for symbols",
+            StuckState::Refused => "refused",
+            StuckState::StorageFailing => "storage failing",
+            StuckState::DeliveryFailing => "delivery failing",
+            StuckState::WaitingForHook => "waiting for hook",
+        })
+    }
+}
+
+/// One object not delivered yet, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StuckStatus {
+    /// The object.
+    #[serde(with = "satcast_daemon::object_id")]
+    pub object_id: u64,
+    /// kind/name.
+    pub name: String,
+    /// Where it stands.
+    pub state: StuckState,
+    /// Why, in words: "needs 120 more symbols", "spool full (needs 40.0 MiB, ...)".
+    pub detail: String,
+    /// For a refusal, its code (`spool_full`, `too_many_partial`, `key_revoked`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One finished object in the cache.
@@ -546,6 +600,20 @@ fn write_partial(out: &mut String, partial: &[PartialStatus]) {
     }
 }
 
+fn write_stuck(out: &mut String, stuck: &[StuckStatus], total: usize) {
+    use std::fmt::Write as _;
+    if total == 0 {
+        return;
+    }
+    let shown = if total > stuck.len() { format!(" ({} shown)", stuck.len()) } else { String::new() };
+    let _ = writeln!(out, "\nnot delivered yet: {total}{shown}");
+    let _ = writeln!(out, "  {:<16}  {:<38}  WHY", "OBJECT", "NAME");
+    for s in stuck {
+        let why = if s.detail.is_empty() { s.state.to_string() } else { format!("{}: {}", s.state, s.detail) };
+        let _ = writeln!(out, "  {}  {:<38}  {why}", ObjectId(s.object_id), s.name);
+    }
+}
+
 fn write_hooks(out: &mut String, hooks: &HookStatus, now: SystemTime) {
     use std::fmt::Write as _;
     let _ = writeln!(out, "\nhooks: {} waiting", hooks.queued);
@@ -605,6 +673,7 @@ pub fn human_report(liveness: &Liveness, offline: Option<&OfflineState>, now: Sy
             if s.deliveries_waiting > 0 {
                 let _ = writeln!(out, "  waiting     {} completed object(s) not yet delivered (see the log)", s.deliveries_waiting);
             }
+            write_stuck(&mut out, &s.stuck, s.stuck_total);
             write_partial(&mut out, &s.partial);
             write_cached(&mut out, &s.cached, s.cached_total);
             write_hooks(&mut out, &s.hooks, now);
@@ -654,6 +723,14 @@ mod tests {
             reception: ReceptionStatus { datagrams: 0, dropped: 0, symbols_kept: 0, symbols_ignored: 0, events_lost: 0 },
             partial: vec![],
             deliveries_waiting: 0,
+            stuck: vec![StuckStatus {
+                object_id: 7,
+                name: "software/agent.bin".into(),
+                state: StuckState::Refused,
+                detail: "spool full (needs 40.0 MiB, 12.0 MiB free under limits.spool_bytes_max)".into(),
+                reason: Some("spool_full".into()),
+            }],
+            stuck_total: 1,
             cached: vec![],
             cached_total: 0,
             hooks: HookStatus::default(),
@@ -669,6 +746,10 @@ mod tests {
         assert!(matches!(now, Liveness::Running { .. }), "{now:?}");
         let json = json_report(&now, None);
         assert_eq!(json["running"], true);
+        assert_eq!(json["stuck"][0]["state"], "refused");
+        assert_eq!(json["stuck"][0]["reason"], "spool_full");
+        let text = human_report(&now, None, SystemTime::now());
+        assert!(text.contains("refused: spool full (needs 40.0 MiB"), "{text}");
         assert_eq!(json["outbox"]["messages"], 2);
         // A status file the daemon could not rewrite (a full disk): still running, said stale.
         let later = liveness(dir.path(), SystemTime::now() + Duration::from_secs(3600));

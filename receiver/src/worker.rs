@@ -16,7 +16,9 @@ use satcast_store::{ReceiverStore, TrustState};
 use tracing::{debug, warn};
 
 use crate::hooks::{HookBook, Prepared};
-use crate::status::{self, CachedStatus, DaemonStatus, DiskStatus, HeartbeatStatus, OutboxStatus, PartialStatus, ReceptionStatus};
+use crate::status::{
+    self, CachedStatus, DaemonStatus, DiskStatus, HeartbeatStatus, OutboxStatus, PartialStatus, ReceptionStatus, StuckState, StuckStatus,
+};
 
 /// How often the spool is synced: symbols received since are lost in a power cut, and
 /// collected again.
@@ -52,6 +54,8 @@ pub struct NodeView {
     pub partial: Vec<PartialStatus>,
     /// Completed objects whose delivery waits on storage.
     pub deliveries_waiting: usize,
+    /// Objects not delivered yet, and why (the worker adds those whose hook waits).
+    pub stuck: Vec<StuckStatus>,
 }
 
 /// One job for the worker.
@@ -159,6 +163,17 @@ impl Storage {
         status::sort_cached(&mut cached);
         cached.truncate(status::STATUS_CACHED_MAX);
         let disk = self.store.disk_use();
+        let mut stuck = view.stuck;
+        let running = self.hooks.status().running.map(|r| r.object_id);
+        stuck.extend(self.hooks.waiting().into_iter().map(|job| StuckStatus {
+            object_id: job.object_id,
+            name: format!("{}/{}", job.kind, job.name),
+            state: StuckState::WaitingForHook,
+            detail: if running == Some(job.object_id) { "running".into() } else { "queued".into() },
+            reason: None,
+        }));
+        let stuck_total = stuck.len();
+        stuck.truncate(status::STATUS_STUCK_MAX);
         let status = DaemonStatus {
             format: status::STATUS_FORMAT,
             pid: std::process::id(),
@@ -179,6 +194,8 @@ impl Storage {
             reception: view.reception,
             partial: view.partial,
             deliveries_waiting: view.deliveries_waiting,
+            stuck,
+            stuck_total,
             cached,
             cached_total,
             hooks: self.hooks.status(),

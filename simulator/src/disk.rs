@@ -288,7 +288,7 @@ impl SimDisk {
                     return Some(StoreCompletion::AlreadyCached { object_id });
                 }
                 if full {
-                    return Some(StoreCompletion::BeginFailed { object_id, error: "No space left on device".into() });
+                    return Some(StoreCompletion::BeginFailed { object_id, error: "No space left on device".into(), storage_full: true });
                 }
                 self.partials.entry(object_id).or_insert_with(|| Partial {
                     blocks: manifest.block_hashes.len(),

@@ -462,6 +462,11 @@ impl ReceiverStore {
         self.partials.values().map(|p| p.spool.bytes() + p.partial_bytes).sum()
     }
 
+    /// The spool as objects in progress will need it: each at its full size at least.
+    fn spool_reserved(&self) -> u64 {
+        self.partials.values().map(|p| p.spool.bytes() + p.partial_bytes.max(p.manifest.size_bytes)).sum()
+    }
+
     fn cache_bytes(&self) -> u64 {
         self.cached().iter().map(|e| e.size_bytes).sum()
     }
@@ -662,12 +667,22 @@ impl Outbox {
     pub fn push(&self, feedback: &Feedback) -> Result<(), StoreError> {
         // One completion or refusal per object is enough: a repeat (the county answering
         // another round marker while the WAN is down) adds nothing.
-        if let FeedbackMessage::Complete { object_id, .. } | FeedbackMessage::Rejected { object_id, .. } = feedback.message {
-            let repeat = self.tree.scan::<Vec<u8>>(&[], OUTBOX_ENTRIES_MAX)?.iter().any(|(_, old)| {
-                Feedback::from_bytes(old).is_ok_and(|f| {
-                    matches!(f.message, FeedbackMessage::Complete { object_id: id, .. } | FeedbackMessage::Rejected { object_id: id, .. } if id == object_id)
-                })
-            });
+        // A refusal is a repeat only with the same code: a new reason is news.
+        let same = |old: &FeedbackMessage| match (old, &feedback.message) {
+            (FeedbackMessage::Complete { object_id: a, .. }, FeedbackMessage::Complete { object_id: b, .. })
+            | (FeedbackMessage::Rejected { object_id: a, .. }, FeedbackMessage::Rejected { object_id: b, .. }) => a == b,
+            (FeedbackMessage::Refused { object_id: a, refusal: r }, FeedbackMessage::Refused { object_id: b, refusal: s }) => {
+                a == b && r.code == s.code
+            }
+            _ => false,
+        };
+        if matches!(feedback.message, FeedbackMessage::Complete { .. } | FeedbackMessage::Rejected { .. } | FeedbackMessage::Refused { .. })
+        {
+            let repeat = self
+                .tree
+                .scan::<Vec<u8>>(&[], OUTBOX_ENTRIES_MAX)?
+                .iter()
+                .any(|(_, old)| Feedback::from_bytes(old).is_ok_and(|f| same(&f.message)));
             if repeat {
                 return Ok(());
             }
@@ -767,6 +782,16 @@ impl ReceptionStore for ReceiverStore {
             return Ok(());
         }
         let oti = Oti::decode(&manifest.oti).map_err(io::Error::other)?;
+        // Room for the whole object, counting each object in progress at its full size:
+        // refused here, the county says so once (and retries every second), rather than
+        // failing symbol after symbol halfway through.
+        let free = self.limits.spool_bytes_max.saturating_sub(self.spool_reserved());
+        if manifest.size_bytes > free {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("needs {}, {} free under limits.spool_bytes_max", human_bytes(manifest.size_bytes), human_bytes(free)),
+            ));
+        }
         let dir = self.object_spool_dir(object_id);
         fs::create_dir_all(&dir)?;
         write_atomic(&dir.join("manifest"), signed_manifest)?;
@@ -852,6 +877,18 @@ impl ReceptionStore for ReceiverStore {
             _ => Ok(()),
         }
     }
+}
+
+/// "40.0 MiB": sizes in a refusal an operator reads.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use bincode::{Decode, Encode};
+use satcast_protocol::feedback::Refusal;
 
 use crate::index::{Index, IndexError, IndexOpen, Tree};
 use crate::lock::StateLock;
@@ -63,10 +64,17 @@ pub enum LedgerState {
         /// BLAKE3 the county reported.
         hash: [u8; 32],
     },
-    /// The county refused the manifest.
+    /// The county refused the manifest (kept for ledgers written before refusals were
+    /// typed; [`LedgerState::Refused`] is recorded now).
     Rejected {
         /// Its reason.
         reason: String,
+    },
+    /// The county refused the manifest, or cannot take the object now (appended last, so
+    /// older entries keep their encoding).
+    Refused {
+        /// Why.
+        refusal: Refusal,
     },
 }
 
@@ -147,14 +155,19 @@ impl UplinkStore {
     }
 
     /// Records what a county reported about a broadcast; returns whether the ledger
-    /// changed. A delivery is final: it is never downgraded by a late progress report, and a
-    /// repeated acknowledgement changes nothing.
+    /// changed. A delivery is final: it is never downgraded by a late progress report or a
+    /// refusal (a replayed manifest refused as expired after the county delivered it), and
+    /// a repeated acknowledgement or refusal changes nothing.
     pub fn record(&self, object_id: u64, county: &str, state: LedgerState, now_unix_secs: u64) -> Result<bool, IndexError> {
         let key = ledger_key(object_id, county);
-        if let Some(LedgerEntry { state: old @ LedgerState::Delivered { .. }, .. }) = self.ledger.get::<LedgerEntry>(&key)? {
-            if matches!(state, LedgerState::InProgress { .. }) || old == state {
+        match self.ledger.get::<LedgerEntry>(&key)? {
+            Some(LedgerEntry { state: old @ LedgerState::Delivered { .. }, .. })
+                if !matches!(state, LedgerState::Delivered { .. }) || old == state =>
+            {
                 return Ok(false);
             }
+            Some(LedgerEntry { state: old @ LedgerState::Refused { .. }, .. }) if old == state => return Ok(false),
+            _ => {}
         }
         let hook = self.ledger.get::<LedgerEntry>(&key)?.and_then(|e| e.hook);
         self.ledger.put(&key, &LedgerEntry { state, updated_unix_secs: now_unix_secs, hook })?;
@@ -269,5 +282,24 @@ mod record_tests {
         assert!(store.record(7, "410102", LedgerState::Delivered { hash: [1; 32] }, 10).expect("first"));
         assert!(!store.record(7, "410102", LedgerState::Delivered { hash: [1; 32] }, 11).expect("repeat"));
         assert!(!store.record(7, "410102", LedgerState::InProgress { needed: 3 }, 12).expect("late progress"));
+    }
+
+    #[test]
+    fn a_refusal_is_recorded_once_clears_with_progress_and_never_downgrades_a_delivery() {
+        use satcast_protocol::feedback::RefusalCode;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = UplinkStore::open(dir.path(), 1).expect("open");
+        let full = LedgerState::Refused { refusal: Refusal::new(RefusalCode::StorageFull, "needs 40.0 MiB, 12.0 MiB free") };
+        assert!(store.record(7, "410102", full.clone(), 10).expect("refused"));
+        assert!(!store.record(7, "410102", full.clone(), 11).expect("the same again"), "said once");
+        assert!(store.record(7, "410102", LedgerState::InProgress { needed: 3 }, 12).expect("space freed"));
+        assert!(store.record(7, "410102", LedgerState::Delivered { hash: [1; 32] }, 13).expect("delivered"));
+        let expired = LedgerState::Refused { refusal: Refusal::new(RefusalCode::ManifestExpired, "replayed") };
+        assert!(!store.record(7, "410102", expired, 14).expect("a replay refused later"));
+        assert_eq!(store.ledger(7).expect("ledger")[0].1.state, LedgerState::Delivered { hash: [1; 32] });
+        // Entries written before refusals were typed still read.
+        let old = LedgerEntry { state: LedgerState::Rejected { reason: "rollback".into() }, updated_unix_secs: 1, hook: None };
+        store.ledger.put(&ledger_key(8, "410102"), &old).expect("put");
+        assert_eq!(store.ledger(8).expect("ledger")[0].1, old);
     }
 }

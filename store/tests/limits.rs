@@ -39,6 +39,29 @@ fn a_full_cache_refuses_clearly_keeps_what_it_has_and_resumes_when_a_version_is_
     assert_eq!(cached_hashes(&store), expected, "the latest version of each name is kept");
 }
 
+/// An object is begun only if all of it fits in the spool beside the objects in progress,
+/// each counted at its full size; the error says how much it needs and how much is free.
+#[test]
+fn a_spool_without_room_for_the_whole_object_refuses_to_begin_it_and_says_how_much() {
+    use satcast_protocol::reception::ReceptionStore;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = ReceiverLimits { spool_bytes_max: 3 << 20, cache_bytes_max: 1 << 30 };
+    let (mut store, _) = ReceiverStore::open(&dir.path().join("state"), &dir.path().join("deliver"), limits, NOW).expect("open");
+    let signer = signer();
+    let (a, b) = (payload(2 << 20, 1), payload(2 << 20, 2));
+    let a_manifest = manifest(1, "a.bin", 1, &a);
+    begin(&mut store, &signer, &a_manifest).expect("a fits");
+    let b_manifest = manifest(2, "b.bin", 1, &b);
+    let error = begin(&mut store, &signer, &b_manifest).expect_err("b does not fit beside a, which will need all of its 2 MiB");
+    assert_eq!(error.kind(), std::io::ErrorKind::StorageFull);
+    assert_eq!(error.to_string(), "needs 2.0 MiB, 1.0 MiB free under limits.spool_bytes_max");
+    // a is delivered and leaves the spool: b fits now.
+    write_blocks(&mut store, &a_manifest, &a).expect("blocks");
+    store.commit(&a_manifest).expect("commit");
+    store.discard(1).expect("discard");
+    begin(&mut store, &signer, &b_manifest).expect("b fits once a is done");
+}
+
 /// A real full disk: the state folder on a 10 MB tmpfs. Needs root (CI runs as root);
 /// elsewhere it says so and passes.
 #[test]

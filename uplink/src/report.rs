@@ -132,10 +132,15 @@ pub struct Lagging {
     pub code: String,
     /// Its name.
     pub name: String,
-    /// in_progress, silent or rejected.
+    /// in_progress, silent or refused.
     pub state: String,
-    /// Symbols it last said it needed, or why it refused.
+    /// Symbols it last said it needed, or why it refused ("spool full (needs 40.0 MiB,
+    /// 12.0 MiB free under limits.spool_bytes_max)").
     pub detail: String,
+    /// For a refusal, its code: `spool_full`, `too_many_partial`, `key_revoked`... (`other`
+    /// for an older county's text reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// When it was last heard from at all, seconds since the Unix epoch.
     pub last_seen_unix_secs: Option<u64>,
 }
@@ -232,6 +237,7 @@ pub fn status(
                     name,
                     state: "in_progress".into(),
                     detail: format!("needs {needed} symbols"),
+                    reason: None,
                     last_seen_unix_secs: last_seen,
                 });
             }
@@ -240,8 +246,20 @@ pub fn status(
                 lagging.push(Lagging {
                     code: county.into(),
                     name,
-                    state: "rejected".into(),
+                    state: "refused".into(),
                     detail: reason.clone(),
+                    reason: Some("other".into()),
+                    last_seen_unix_secs: last_seen,
+                });
+            }
+            Some(LedgerState::Refused { refusal }) => {
+                counts.rejected += 1;
+                lagging.push(Lagging {
+                    code: county.into(),
+                    name,
+                    state: "refused".into(),
+                    detail: refusal.to_string(),
+                    reason: Some(refusal.code.name().into()),
                     last_seen_unix_secs: last_seen,
                 });
             }
@@ -252,6 +270,7 @@ pub fn status(
                     name,
                     state: "silent".into(),
                     detail: String::new(),
+                    reason: None,
                     last_seen_unix_secs: last_seen,
                 });
             }
@@ -262,7 +281,7 @@ pub fn status(
         (
             match l.state.as_str() {
                 "silent" => 0,
-                "rejected" => 1,
+                "refused" => 1,
                 _ => 2,
             },
             l.code.clone(),
@@ -527,5 +546,25 @@ mod tests {
         // A carousel waits for nobody.
         assert_eq!(counts(&[], &["410102", "410103"]), (2, 2));
         assert_eq!(counts(&["410102", "410103"], &["410102"]), (1, 2));
+    }
+
+    #[test]
+    fn a_refusing_county_shows_refused_with_its_reason_not_silent() {
+        use satcast_protocol::feedback::{Refusal, RefusalCode};
+        let record = BroadcastRecord { targets: vec!["410102".into(), "410103".into(), "410104".into()], ..BroadcastRecord::default() };
+        let refused = |refusal| LedgerEntry { state: LedgerState::Refused { refusal }, updated_unix_secs: 0, hook: None };
+        let old = LedgerEntry { state: LedgerState::Rejected { reason: "rollback: offered 1".into() }, updated_unix_secs: 0, hook: None };
+        let ledger = vec![
+            ("410102".to_owned(), refused(Refusal::new(RefusalCode::StorageFull, "needs 40.0 MiB, 12.0 MiB free"))),
+            ("410103".to_owned(), old),
+            ("410104".to_owned(), delivered()),
+        ];
+        let status = status(1, &record, "airing", &ledger, &BTreeMap::new());
+        let s = &status.summary;
+        assert_eq!((s.targeted, s.delivered, s.in_progress, s.silent, s.rejected), (3, 1, 0, 0, 2), "counts add up");
+        assert_eq!(status.lagging[0].state, "refused");
+        assert_eq!(status.lagging[0].detail, "spool full (needs 40.0 MiB, 12.0 MiB free)");
+        assert_eq!(status.lagging[0].reason.as_deref(), Some("spool_full"));
+        assert_eq!((status.lagging[1].state.as_str(), status.lagging[1].detail.as_str()), ("refused", "rollback: offered 1"));
     }
 }

@@ -924,9 +924,11 @@ fn record_feedback(
             }
             store.record_hook(*object_id, county, *success, detail, now_secs)?;
         }
-        LedgerDecision::Rejected { object_id, reason } => {
-            if store.record(*object_id, county, LedgerState::Rejected { reason: reason.clone() }, now_secs)? {
-                warn!(object = %ObjectId(*object_id), county, %reason, "county refused the broadcast");
+        LedgerDecision::Refused { object_id, refusal } => {
+            // Once per (county, reason): the county tells each reason once, and a repeat
+            // (a resend after a lost reply) changes nothing.
+            if store.record(*object_id, county, LedgerState::Refused { refusal: refusal.clone() }, now_secs)? {
+                warn!(object = %ObjectId(*object_id), county, reason = %refusal, code = refusal.code.name(), "county refused the broadcast");
             }
         }
     }
