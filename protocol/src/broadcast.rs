@@ -65,6 +65,14 @@ pub const ROUND_MARKER_SPACING: Duration = Duration::from_millis(50);
 pub const FIRST_MANIFEST_REPEATS: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(300)];
 /// The most symbols beyond K a county may claim to need for a block.
 pub const NEED_OVERHEAD_SYMBOLS_MAX: u32 = 16;
+/// In carousel mode, the chance at most that a county losing the pass's target loss of its
+/// datagrams misses every copy of the manifest aired during one pass. Nothing else brings
+/// it the manifest (no feedback, and the object leaves the carousel after its last pass):
+/// without one, the symbols it heard are useless. With 300 counties at 5% loss, the three
+/// copies of a short pass left about one run in thirty with a county that never completed.
+pub const CAROUSEL_MANIFEST_MISS_MAX: f64 = 1e-6;
+/// The fewest and the most copies of the manifest spread over one carousel pass.
+pub const CAROUSEL_MANIFEST_COPIES: std::ops::RangeInclusive<u32> = 3..=64;
 /// Idle objects repeat their manifest this many times less often than airing ones.
 pub const IDLE_MANIFEST_SLOWDOWN: u32 = 10;
 /// How soon the machine asks its source again for a block encoder that was not ready.
@@ -152,6 +160,35 @@ pub struct AirPlan {
     /// Passes over the whole object, each with fresh repair symbols, for receivers that
     /// joined late or lost a whole pass.
     pub passes: u32,
+}
+
+/// Copies of the manifest to spread over one carousel pass so that a county losing `loss`
+/// of its datagrams (independently) misses them all with chance at most
+/// [`CAROUSEL_MANIFEST_MISS_MAX`].
+pub fn carousel_manifest_copies(loss: f64) -> u32 {
+    let (fewest, most) = (*CAROUSEL_MANIFEST_COPIES.start(), *CAROUSEL_MANIFEST_COPIES.end());
+    if loss.is_nan() || loss <= 0.0 {
+        return fewest;
+    }
+    if loss >= 1.0 {
+        return most;
+    }
+    let mut copies = ((CAROUSEL_MANIFEST_MISS_MAX.ln() / loss.ln()).ceil() as u32).clamp(fewest, most);
+    // The logarithms may round a whole ratio up or down by one ulp.
+    while copies < most && loss.powi(copies as i32) > CAROUSEL_MANIFEST_MISS_MAX {
+        copies += 1;
+    }
+    copies
+}
+
+/// The manifest's spacing over a carousel pass of `symbols` DATA datagrams: the pass's air
+/// time at the carrier rate, divided among [`carousel_manifest_copies`] copies. `None` for
+/// an object with feedback (its counties' reports and the next round bring the manifest).
+fn carousel_pass_manifest_spacing(config: &BroadcastConfig, plan: Option<AirPlan>, symbols: u64) -> Option<Duration> {
+    let plan = plan?;
+    let pass_bits = symbols.saturating_mul(config.datagram_bytes_max as u64 + wire::IP_UDP_HEADER_BYTES as u64).saturating_mul(8);
+    let air_time = Duration::from_secs_f64(pass_bits as f64 / config.link_rate_bits_per_sec.max(1) as f64);
+    Some(air_time / carousel_manifest_copies(plan.target_loss))
 }
 
 /// Symbols per block so that a receiver losing `loss` of them still gets K with high
@@ -417,6 +454,9 @@ struct Airing {
     retry_at: Option<Instant>,
     symbols_sent: u64,
     next_manifest_at: Instant,
+    /// In carousel mode, the manifest's spacing during the current pass (shorter than the
+    /// configured interval for a short pass; see [`carousel_manifest_copies`]).
+    pass_manifest_spacing: Option<Duration>,
     resume: Option<Checkpoint>,
 }
 
@@ -475,6 +515,7 @@ impl Airing {
             retry_at: None,
             symbols_sent: 0,
             next_manifest_at: now,
+            pass_manifest_spacing: None,
             resume: object.resume,
         })
     }
@@ -509,6 +550,16 @@ impl Airing {
 
     fn object_id(&self) -> u64 {
         self.manifest.object_id
+    }
+
+    /// Spreads the manifest's copies over the carousel pass just started (`spacing`, from
+    /// [`carousel_pass_manifest_spacing`]): the next copy is due no later than one spacing
+    /// from now, however long the configured interval.
+    fn space_manifests_over_pass(&mut self, now: Instant, spacing: Option<Duration>) {
+        self.pass_manifest_spacing = spacing;
+        if let Some(spacing) = spacing {
+            self.next_manifest_at = self.next_manifest_at.min(now + spacing);
+        }
     }
 
     /// Starts a round with `counts` symbols per block (fresh ESIs continue from where the
@@ -874,6 +925,7 @@ impl Broadcaster {
                         Some(plan) => {
                             let counts = airing.blocks.iter().map(|b| symbols_for_loss(b.source_symbols, plan.target_loss)).collect();
                             let symbols = airing.start_round(round, counts);
+                            airing.space_manifests_over_pass(now, carousel_pass_manifest_spacing(&self.config, airing.carousel, symbols));
                             self.push_event(BroadcastEvent::RoundStarted { object_id, round, symbols });
                         }
                         // Ask the counties where they stand: end the interrupted round.
@@ -887,6 +939,7 @@ impl Broadcaster {
                 Phase::Scheduled if airing.not_before.is_none_or(|t| now >= t) => {
                     let counts = airing.first_pass_counts(&self.config);
                     let symbols = airing.start_round(0, counts);
+                    airing.space_manifests_over_pass(now, carousel_pass_manifest_spacing(&self.config, airing.carousel, symbols));
                     // The manifest opens the object, and a second copy follows shortly so
                     // one lost datagram does not leave a county deaf until the carousel.
                     airing.next_manifest_at = now + self.config.manifest_interval;
@@ -940,6 +993,7 @@ impl Broadcaster {
                 }
                 let counts = airing.blocks.iter().map(|b| symbols_for_loss(b.source_symbols, plan.target_loss)).collect();
                 let symbols = airing.start_round(round + 1, counts);
+                airing.space_manifests_over_pass(now, carousel_pass_manifest_spacing(&self.config, airing.carousel, symbols));
                 self.push_event(BroadcastEvent::RoundEnded { object_id, round });
                 self.push_event(BroadcastEvent::RoundStarted { object_id, round: round + 1, symbols });
             }
@@ -972,8 +1026,12 @@ impl Broadcaster {
         for index in 0..self.objects.len() {
             let airing = &mut self.objects[index];
             if airing.phase != Phase::Scheduled && now >= airing.next_manifest_at {
-                let slowdown = if airing.phase == Phase::Idle { IDLE_MANIFEST_SLOWDOWN } else { 1 };
-                airing.next_manifest_at = now + self.config.manifest_interval * slowdown;
+                let interval = match (airing.phase, airing.pass_manifest_spacing) {
+                    (Phase::Idle, _) => self.config.manifest_interval * IDLE_MANIFEST_SLOWDOWN,
+                    (Phase::Sending, Some(spacing)) => spacing.min(self.config.manifest_interval),
+                    _ => self.config.manifest_interval,
+                };
+                airing.next_manifest_at = now + interval;
                 self.queue_manifest(now, index);
             }
         }
@@ -1093,3 +1151,26 @@ impl Broadcaster {
 
 /// A change to one county's feedback state, decided before the object is looked up.
 type FeedbackUpdate = Box<dyn FnOnce(&mut FeedbackState)>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_carousel_pass_carries_enough_manifest_copies_for_its_target_loss() {
+        assert_eq!(carousel_manifest_copies(0.05), 5, "0.05^5 is about 3e-7");
+        assert_eq!(carousel_manifest_copies(0.2), 9, "0.2^9 is about 5e-7");
+        assert_eq!(carousel_manifest_copies(0.0), *CAROUSEL_MANIFEST_COPIES.start());
+        assert_eq!(carousel_manifest_copies(f64::NAN), *CAROUSEL_MANIFEST_COPIES.start());
+        assert_eq!(carousel_manifest_copies(1.0), *CAROUSEL_MANIFEST_COPIES.end());
+        for loss in [0.01f64, 0.05, 0.1, 0.3] {
+            assert!(loss.powi(carousel_manifest_copies(loss) as i32) <= CAROUSEL_MANIFEST_MISS_MAX);
+        }
+        // A 1 MB pass at 20 Mbit/s lasts about 0.45 s: five copies, 90 ms apart.
+        let config = BroadcastConfig::default();
+        let plan = AirPlan { target_loss: 0.05, passes: 2 };
+        let spacing = carousel_pass_manifest_spacing(&config, Some(plan), 755).expect("a carousel");
+        assert!(spacing > Duration::from_millis(80) && spacing < Duration::from_millis(100), "{spacing:?}");
+        assert_eq!(carousel_pass_manifest_spacing(&config, None, 755), None);
+    }
+}
