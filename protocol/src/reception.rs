@@ -427,6 +427,10 @@ pub struct Reception {
     revoked: (u64, std::collections::BTreeSet<u64>),
     rng: ChaCha8Rng,
     delivered: HashMap<(Kind, String), Accepted>,
+    /// Objects complete and verified whose delivery the driver has not confirmed yet (the
+    /// node's delivery transaction): for rollback, they count as accepted already, so an
+    /// older version heard meanwhile is refused as it will be once the delivery is recorded.
+    delivering: HashMap<(Kind, String), Accepted>,
     last_heartbeat: Option<(u64, Instant)>,
     events: VecDeque<ReceptionEvent>,
     requests: VecDeque<StoreRequest>,
@@ -454,6 +458,7 @@ impl Reception {
             revoked: (0, std::collections::BTreeSet::new()),
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             delivered: HashMap::new(),
+            delivering: HashMap::new(),
             last_heartbeat: None,
             events: VecDeque::new(),
             requests: VecDeque::new(),
@@ -501,7 +506,11 @@ impl Reception {
     /// and tell the uplink.
     pub fn mark_delivered(&mut self, manifest: &Manifest) {
         let accepted = Accepted { version: manifest.version, object_id: manifest.object_id };
-        self.delivered.insert((manifest.kind, manifest.name.clone()), accepted);
+        let key = (manifest.kind, manifest.name.clone());
+        if self.delivering.get(&key).is_some_and(|d| d.object_id == manifest.object_id) {
+            self.delivering.remove(&key);
+        }
+        self.delivered.insert(key, accepted);
         self.remember_completed(manifest.object_id, manifest.object_hash, true);
         self.refusals.retain(|n| n.object_id != manifest.object_id);
         self.send_feedback(FeedbackMessage::Complete { object_id: manifest.object_id, object_hash: manifest.object_hash });
@@ -859,7 +868,7 @@ impl Reception {
             let reason = RejectReason::ObjectIdMismatch { manifest: manifest.object_id, header: object_id };
             return self.reject(now, object_id, digest, reason);
         }
-        let accepted = self.delivered.get(&(manifest.kind, manifest.name.clone())).copied();
+        let accepted = self.accepted(manifest.kind, &manifest.name);
         if let Err(error) = trust::check_acceptance(&manifest, &self.config.county_code, wall_unix_secs, accepted) {
             // A genuine manifest for this county that it must refuse: tell the uplink, so
             // it does not wait for this county. Untargeted ones are none of its business.
@@ -1142,9 +1151,9 @@ impl Reception {
     /// is refused as a rollback, and must not be delivered over the newer one.
     fn complete(&mut self, object_id: u64) {
         let newer = self.incoming.get(&object_id).and_then(|inc| {
-            let delivered = self.delivered.get(&(inc.manifest.kind, inc.manifest.name.clone()))?;
-            (delivered.version >= inc.manifest.version && delivered.object_id != object_id)
-                .then_some((delivered.version, inc.manifest.version))
+            let accepted = self.accepted(inc.manifest.kind, &inc.manifest.name)?;
+            (accepted.version >= inc.manifest.version && accepted.object_id != object_id)
+                .then_some((accepted.version, inc.manifest.version))
         });
         if let Some((accepted_version, offered_version)) = newer {
             let Some(inc) = self.incoming.remove(&object_id) else { return };
@@ -1155,8 +1164,16 @@ impl Reception {
         }
         if let Some(inc) = self.incoming.remove(&object_id) {
             self.remember_completed(object_id, inc.manifest.object_hash, false);
+            let accepted = Accepted { version: inc.manifest.version, object_id };
+            self.delivering.insert((inc.manifest.kind, inc.manifest.name.clone()), accepted);
             self.push(ReceptionEvent::Complete { manifest: Box::new(inc.manifest) });
         }
+    }
+
+    /// The newest version of (kind, name) delivered or on its way to delivery.
+    fn accepted(&self, kind: Kind, name: &str) -> Option<Accepted> {
+        let key = (kind, name.to_owned());
+        [self.delivered.get(&key), self.delivering.get(&key)].into_iter().flatten().copied().max_by_key(|a| a.version)
     }
 
     /// Every block verified: ask storage to check the whole object as it holds it.

@@ -283,6 +283,42 @@ fn an_older_version_finishing_after_a_newer_one_is_refused() {
     );
 }
 
+/// Between the newer version's completion and the driver's confirmation that it is
+/// delivered (the file is already in place while the version is being recorded), an older
+/// version's manifest is refused as a rollback, as it is afterwards: tests/broadcast.rs saw
+/// it accepted in that window now and then.
+#[test]
+fn an_older_manifest_heard_while_the_newer_version_is_being_delivered_is_a_rollback() {
+    use satcast_protocol::fec::{self, BlockEncoder};
+    let mut w = world(6);
+    let signer = key(&w, 1, NOW - DAY, NOW + 300 * DAY);
+    let payload = vec![0x33; 5_000];
+    let oti = Oti::new_for_object(payload.len() as u64, 1436, 1 << 20).expect("oti");
+    let new = Manifest {
+        size_bytes: payload.len() as u64,
+        oti: oti.encode(),
+        object_hash: *blake3::hash(&payload).as_bytes(),
+        block_hashes: vec![fec::block_hash(&payload)],
+        ..manifest(41, 2, NOW)
+    };
+    assert!(accepted(&w.air_manifest(&signer, &new, NOW)));
+    let encoder = BlockEncoder::new(&oti, 0, &payload).expect("encoder");
+    let (mut buf, mut symbol) = (Vec::new(), Vec::new());
+    for esi in 0..encoder.source_symbols() + 2 {
+        symbol.clear();
+        encoder.symbol_into(esi, &mut symbol).expect("symbol");
+        wire::write_data(&mut buf, &w.network_key, new.object_id, 0, esi, &symbol);
+        w.county.handle_datagram(w.now, NOW, &buf);
+        satcast_protocol::storage::drain(&mut w.county, &mut w.store);
+    }
+    let events = w.events();
+    assert!(events.iter().any(|e| matches!(e, ReceptionEvent::Complete { .. })), "the newer version completes: {events:?}");
+    // Not marked delivered yet: the delivery transaction is under way.
+    let events = w.air_manifest(&signer, &manifest(40, 1, NOW), NOW);
+    assert!(!accepted(&events), "{events:?}");
+    assert!(refused_with(&events, RefusalCode::Rollback), "{events:?}");
+}
+
 /// Every refusal of a genuine manifest for this county is told to the uplink once per
 /// (object, reason), and again only when the reason changes; forgeries and other
 /// counties' manifests are told nothing, and repeats cost no signature check.
