@@ -128,6 +128,9 @@ pub struct LoadOptions {
     pub handshakes_in_flight: usize,
     /// Picks the counties (from the division table) and their Progress figures.
     pub seed: u64,
+    /// The whole load gives up after this long: counties still at work then count as not
+    /// reported, so a run stays bounded whatever the uplink does.
+    pub time_limit: Duration,
 }
 
 /// The uplink the load goes to.
@@ -511,6 +514,7 @@ async fn round(
     messages: Vec<Vec<Feedback>>,
     cut: &Arc<AtomicBool>,
     pid: Option<u32>,
+    deadline: tokio::time::Instant,
 ) -> (RoundReport, Vec<Held>) {
     let shared = Arc::new(Shared {
         server,
@@ -524,8 +528,16 @@ async fn round(
         tasks.spawn(county(shared.clone(), tls.clone(), messages, cut.clone()));
     }
     let mut held = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        held.extend(done.ok().flatten());
+    loop {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(Some(done)) => held.extend(done.ok().flatten()),
+            Ok(None) => break,
+            Err(_) => {
+                // Out of time: the counties still at work have not reported.
+                tasks.abort_all();
+                break;
+            }
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     let uplink_cpu_secs = match (cpu_before, pid.and_then(cpu_secs)) {
@@ -609,8 +621,9 @@ pub fn load(options: &LoadOptions, target: &Target) -> Result<Vec<RoundReport>, 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(io("starting the runtime"))?;
     runtime.block_on(async {
         let mut reports = Vec::new();
+        let deadline = tokio::time::Instant::now() + options.time_limit;
         let wan = Arc::new(AtomicBool::new(false));
-        let (report, held) = round("initial", target.server, options.handshakes_in_flight, &configs, first, &wan, target.pid).await;
+        let (report, held) = round("initial", target.server, options.handshakes_in_flight, &configs, first, &wan, target.pid, deadline).await;
         reports.push(report);
         if options.outage {
             // Cut under every county at once: what they send now (their closes too) is lost.
@@ -620,7 +633,8 @@ pub fn load(options: &LoadOptions, target: &Target) -> Result<Vec<RoundReport>, 
             // The WAN is back: new sockets (new ports, as after a line reset), all at once.
             let wan = Arc::new(AtomicBool::new(false));
             let (report, held) =
-                round("after the outage", target.server, options.handshakes_in_flight, &configs, again, &wan, target.pid).await;
+                round("after the outage", target.server, options.handshakes_in_flight, &configs, again, &wan, target.pid, deadline)
+                    .await;
             reports.push(report);
             close(held).await;
         } else {
@@ -640,7 +654,12 @@ async fn close(held: Vec<Held>) {
 
 /// User plus system CPU time of a process so far, in seconds.
 pub fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_secs_of(Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// User plus system CPU time from a /proc stat file, in seconds.
+fn cpu_secs_of(path: &Path) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name may hold spaces: fields are counted after its closing parenthesis.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -648,6 +667,22 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / USER_HZ)
+}
+
+/// CPU time (user + system, seconds) of each thread of a process, summed per thread name
+/// ("main" for the process's first thread: the uplink's pacing thread).
+pub fn thread_cpu_secs(pid: u32) -> BTreeMap<String, f64> {
+    let mut threads = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return threads };
+    for task in tasks.flatten() {
+        let tid = task.file_name().to_string_lossy().into_owned();
+        let Ok(tid) = tid.parse::<u32>() else { continue };
+        let name = if tid == pid { "main".to_owned() } else { std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_owned() };
+        if let Some(secs) = cpu_secs_of(&task.path().join("stat")) {
+            *threads.entry(name).or_default() += secs;
+        }
+    }
+    threads
 }
 
 /// A field of /proc/PID/status in KiB (VmHWM: peak resident set; VmRSS: current).
@@ -778,6 +813,8 @@ pub struct AckLoadReport {
     pub uplink_peak_rss_kib: u64,
     /// The uplink's CPU time (user + system) from the load's start to its end, in seconds.
     pub uplink_cpu_secs: f64,
+    /// The same per uplink thread (by name; "main" is the pacing thread).
+    pub uplink_cpu_secs_by_thread: BTreeMap<String, f64>,
     /// Wall time of the load, in seconds.
     pub load_seconds: f64,
     /// The concurrent broadcast.
@@ -830,6 +867,10 @@ pub fn summary(report: &AckLoadReport) -> String {
         report.uplink_cpu_secs,
         report.load_seconds
     ));
+    let threads: Vec<String> = report.uplink_cpu_secs_by_thread.iter().map(|(name, secs)| format!("{name} {secs:.2}")).collect();
+    out.push_str(&format!("uplink CPU s by thread: {}\n", threads.join(", ")));
+    let windows: Vec<String> = report.air.windows_bits_per_sec.iter().map(|b| format!("{:.3}", *b as f64 / 1e6)).collect();
+    out.push_str(&format!("airing Mbit/s per second: {}\n", windows.join(" ")));
     let (low, high) = (report.air.windows_bits_per_sec.iter().min(), report.air.windows_bits_per_sec.iter().max());
     out.push_str(&format!(
         "airing: {} windows of 1 s, {} to {} bit/s against {} configured, worst deviation {:.3}% (bound {:.0}%)\n",
@@ -905,11 +946,20 @@ pub fn run(options: &AckLoadOptions) -> Result<AckLoadReport, AckLoadError> {
     let pid = uplink.pid();
     let target = Target { server: ack_server, keys_dir: dir.join("keys"), object_id, object_hash, pid: Some(pid) };
     let cpu_before = cpu_secs(pid).unwrap_or(0.0);
+    let threads_before = thread_cpu_secs(pid);
     let started = Instant::now();
     let rounds = load(&options.load, &target)?;
     let ended = Instant::now();
     let uplink_cpu_secs = cpu_secs(pid).unwrap_or(0.0) - cpu_before;
     let uplink_peak_rss_kib = status_kib(pid, "VmHWM:").unwrap_or(0);
+    let uplink_cpu_secs_by_thread = thread_cpu_secs(pid)
+        .into_iter()
+        .map(|(name, secs)| {
+            let before = threads_before.get(&name).copied().unwrap_or(0.0);
+            (name, secs - before)
+        })
+        .filter(|(_, secs)| *secs > 0.0)
+        .collect();
 
     let windows = meter.windows_bits(started, ended);
     let rate = options.link_rate_bits_per_sec as f64;
@@ -929,7 +979,9 @@ pub fn run(options: &AckLoadOptions) -> Result<AckLoadReport, AckLoadError> {
     let codes = pick_counties(options.load.seed, options.load.clients)?;
     let mut completions: BTreeMap<&str, usize> = BTreeMap::new();
     for line in log.lines().filter(|l| l.contains("county complete") && l.contains(&object_id_text)) {
-        if let Some(code) = codes.iter().find(|c| line.contains(c.as_str())) {
+        // The county is the `county=` field; other digits on the line (the time) are not.
+        let county = line.split_whitespace().find_map(|field| field.strip_prefix("county="));
+        if let Some(code) = county.and_then(|county| codes.iter().find(|c| c.as_str() == county.trim_matches('"'))) {
             *completions.entry(code).or_default() += 1;
         }
     }
@@ -952,6 +1004,7 @@ pub fn run(options: &AckLoadOptions) -> Result<AckLoadReport, AckLoadError> {
         rounds,
         uplink_peak_rss_kib,
         uplink_cpu_secs,
+        uplink_cpu_secs_by_thread,
         load_seconds: ended.duration_since(started).as_secs_f64(),
         air,
         ledger,

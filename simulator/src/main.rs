@@ -83,6 +83,10 @@ enum Command {
         /// Seed for the counties, their figures and the payload (default: random, printed).
         #[arg(long)]
         seed: Option<u64>,
+        /// Give the load up after this many seconds (counties still at work count as not
+        /// reported).
+        #[arg(long, default_value_t = 300)]
+        time_limit_secs: u64,
         /// Keep the uplink's keys, config, state and log in DIR.
         #[arg(long)]
         keep: Option<PathBuf>,
@@ -341,7 +345,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Ackload { clients, outage, outage_secs, handshakes, rate_mbps, payload_mb, passes, seed, keep, json } => {
+        Command::Ackload { clients, outage, outage_secs, handshakes, rate_mbps, payload_mb, passes, seed, time_limit_secs, keep, json } => {
             let seed = seed.unwrap_or_else(rand::random);
             let options = ackload::AckLoadOptions {
                 load: ackload::LoadOptions {
@@ -350,6 +354,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
                     outage_duration: Duration::from_secs(outage_secs),
                     handshakes_in_flight: handshakes,
                     seed,
+                    time_limit: Duration::from_secs(time_limit_secs),
                 },
                 link_rate_bits_per_sec: rate_mbps.max(1) * 1_000_000,
                 payload_bytes: payload_mb.max(1) * 1_000_000,
