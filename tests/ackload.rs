@@ -3,7 +3,8 @@
 //! Progress and Complete to a real uplink while it airs a broadcast; then the WAN is cut
 //! under all of them at once and all reconnect and report again. Every completion is in the
 //! ledger exactly once, and the broadcast aired meanwhile holds its rate within 1% in every
-//! second. The figures are printed (docs/performance.md records them).
+//! second (less the time other work on the machine kept its pacing thread from a CPU). The
+//! figures are printed (docs/performance.md records them).
 
 use std::time::{Duration, Instant};
 
@@ -50,11 +51,16 @@ fn two_thousand_counties_report_reconnect_at_once_and_each_completion_is_recorde
     assert!(ledger.missing.is_empty() && ledger.unexpected.is_empty(), "{ledger:?}");
     assert!(ledger.logged_twice.is_empty(), "a duplicate completion is not recorded again: {:?}", ledger.logged_twice);
     assert!(!report.air.windows_bits_per_sec.is_empty(), "the broadcast aired during the load");
-    for (second, bits) in report.air.windows_bits_per_sec.iter().enumerate() {
-        let deviation = (*bits as f64 - LINK_RATE_BITS_PER_SEC as f64).abs() / LINK_RATE_BITS_PER_SEC as f64;
+    // A pacing thread kept waiting for a CPU by other work on a shared machine (other
+    // builds; the 2000 counties, which in the field run elsewhere) loses carrier time no
+    // design of the daemon can give back; the kernel counts that wait, so the bound applies
+    // to what the uplink lost itself, as tests/pacing.rs does. An excess is never forgiven.
+    let air = &report.air;
+    for (second, (bits, wait_ms)) in air.windows_bits_per_sec.iter().zip(&air.pacing_cpu_wait_ms).enumerate() {
+        let deviation = ackload::own_deviation(*bits, LINK_RATE_BITS_PER_SEC, Duration::from_millis(*wait_ms));
         assert!(
             deviation <= RATE_DEVIATION_MAX,
-            "second {second} of the load aired {bits} bit/s, {:.2}% off {LINK_RATE_BITS_PER_SEC}",
+            "second {second} of the load aired {bits} bit/s against {LINK_RATE_BITS_PER_SEC}: {:.2}% off once the {wait_ms} ms the pacing thread waited for a CPU are forgiven",
             deviation * 100.0
         );
     }
