@@ -400,11 +400,7 @@ type Held = (quinn::Endpoint, quinn::Connection);
 
 /// Connects through a fresh socket behind `cut`; returns the connection and how long the
 /// handshake took.
-async fn connect(
-    shared: &Shared,
-    tls: &quinn::ClientConfig,
-    cut: &Arc<AtomicBool>,
-) -> Result<(Held, Duration), (ErrorKind, String)> {
+async fn connect(shared: &Shared, tls: &quinn::ClientConfig, cut: &Arc<AtomicBool>) -> Result<(Held, Duration), (ErrorKind, String)> {
     let connect_error = |e: &dyn std::fmt::Display| (ErrorKind::Connect, e.to_string());
     let _permit = shared.handshakes.acquire().await.map_err(|e| connect_error(&e))?;
     let bind: SocketAddr = if shared.server.is_ipv4() { ([127, 0, 0, 1], 0).into() } else { ([0u16, 0, 0, 0, 0, 0, 0, 1], 0).into() };
@@ -604,8 +600,19 @@ fn first_messages(code: &str, target: &Target, rng: &mut ChaCha8Rng) -> Vec<Feed
     messages
 }
 
-/// Drives the load against `target`; returns one report per round.
-pub fn load(options: &LoadOptions, target: &Target) -> Result<Vec<RoundReport>, AckLoadError> {
+/// Everything a load needs made before it starts: the counties' certificates and TLS
+/// configurations (seconds of CPU for 2000, which must not fall inside the measurement).
+#[derive(Debug)]
+pub struct PreparedLoad {
+    options: LoadOptions,
+    target: Target,
+    configs: Vec<quinn::ClientConfig>,
+    first: Vec<Vec<Feedback>>,
+    again: Vec<Vec<Feedback>>,
+}
+
+/// Issues the counties' certificates and builds their messages.
+pub fn prepare(options: &LoadOptions, target: &Target) -> Result<PreparedLoad, AckLoadError> {
     let codes = pick_counties(options.seed, options.clients)?;
     let identities = issue(&target.keys_dir, &codes)?;
     let ca = CertificateDer::from_pem_file(target.keys_dir.join(CA_CERT_FILE)).map_err(|e| AckLoadError::Certificate(e.to_string()))?;
@@ -622,6 +629,14 @@ pub fn load(options: &LoadOptions, target: &Target) -> Result<Vec<RoundReport>, 
             vec![hello(&i.code), Feedback { county_code: i.code.clone(), message: complete }]
         })
         .collect();
+    Ok(PreparedLoad { options: options.clone(), target: target.clone(), configs, first, again })
+}
+
+/// Drives a prepared load; returns one report per round.
+pub fn drive(prepared: PreparedLoad) -> Result<Vec<RoundReport>, AckLoadError> {
+    let PreparedLoad { options, target, configs, first, again } = prepared;
+    let options = &options;
+    let target = &target;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .on_thread_start(lowest_priority)
@@ -632,7 +647,8 @@ pub fn load(options: &LoadOptions, target: &Target) -> Result<Vec<RoundReport>, 
         let mut reports = Vec::new();
         let deadline = tokio::time::Instant::now() + options.time_limit;
         let wan = Arc::new(AtomicBool::new(false));
-        let (report, held) = round("initial", target.server, options.handshakes_in_flight, &configs, first, &wan, target.pid, deadline).await;
+        let (report, held) =
+            round("initial", target.server, options.handshakes_in_flight, &configs, first, &wan, target.pid, deadline).await;
         reports.push(report);
         if options.outage {
             // Cut under every county at once: what they send now (their closes too) is lost.
@@ -642,8 +658,7 @@ pub fn load(options: &LoadOptions, target: &Target) -> Result<Vec<RoundReport>, 
             // The WAN is back: new sockets (new ports, as after a line reset), all at once.
             let wan = Arc::new(AtomicBool::new(false));
             let (report, held) =
-                round("after the outage", target.server, options.handshakes_in_flight, &configs, again, &wan, target.pid, deadline)
-                    .await;
+                round("after the outage", target.server, options.handshakes_in_flight, &configs, again, &wan, target.pid, deadline).await;
             reports.push(report);
             close(held).await;
         } else {
@@ -693,7 +708,11 @@ pub fn thread_cpu_secs(pid: u32) -> BTreeMap<String, f64> {
     for task in tasks.flatten() {
         let tid = task.file_name().to_string_lossy().into_owned();
         let Ok(tid) = tid.parse::<u32>() else { continue };
-        let name = if tid == pid { "main".to_owned() } else { std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_owned() };
+        let name = if tid == pid {
+            "main".to_owned()
+        } else {
+            std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_owned()
+        };
         if let Some(secs) = cpu_secs_of(&task.path().join("stat")) {
             *threads.entry(name).or_default() += secs;
         }
@@ -1055,11 +1074,12 @@ pub fn run(options: &AckLoadOptions) -> Result<AckLoadReport, AckLoadError> {
     let pid = uplink.pid();
     let target = Target { server: ack_server, keys_dir: dir.join("keys"), object_id, object_hash, pid: Some(pid) };
     // The pacing thread is the daemon's main thread.
+    let prepared = prepare(&options.load, &target)?;
     let sampler = WaitSampler::start(pid, pid).map_err(io("sampling the pacing thread"))?;
     let cpu_before = cpu_secs(pid).unwrap_or(0.0);
     let threads_before = thread_cpu_secs(pid);
     let started = Instant::now();
-    let rounds = load(&options.load, &target)?;
+    let rounds = drive(prepared)?;
     let ended = Instant::now();
     let uplink_cpu_secs = cpu_secs(pid).unwrap_or(0.0) - cpu_before;
     let uplink_peak_rss_kib = status_kib(pid, "VmHWM:").unwrap_or(0);

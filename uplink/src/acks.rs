@@ -169,20 +169,15 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 /// The runtime the server runs on: [`WORKER_THREADS`] threads at a priority
 /// [`ACKS_NICE_INCREMENT`] below the daemon's.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKER_THREADS)
-        .on_thread_start(lower_priority)
-        .enable_all()
-        .build()
+    tokio::runtime::Builder::new_multi_thread().worker_threads(WORKER_THREADS).on_thread_start(lower_priority).enable_all().build()
 }
 
 /// Lowers the calling thread's priority by [`ACKS_NICE_INCREMENT`] (Linux nice values are
 /// per thread; raising one's own nice value needs no privilege). On failure the thread
 /// keeps the daemon's priority: the server still works, airing may only lose time to it.
 fn lower_priority() {
-    let result = rustix::process::getpriority_process(None).and_then(|nice| {
-        rustix::process::setpriority_process(Some(rustix::thread::gettid()), (nice + ACKS_NICE_INCREMENT).min(NICE_MAX))
-    });
+    let result = rustix::process::getpriority_process(None)
+        .and_then(|nice| rustix::process::setpriority_process(Some(rustix::thread::gettid()), (nice + ACKS_NICE_INCREMENT).min(NICE_MAX)));
     if let Err(error) = result {
         debug!(%error, "cannot lower the acknowledgement thread's priority");
     }
