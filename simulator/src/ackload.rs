@@ -508,17 +508,17 @@ async fn county(shared: Arc<Shared>, tls: quinn::ClientConfig, messages: Vec<Fee
 /// Runs one round: every county at once; returns its report and the open connections.
 async fn round(
     name: &str,
-    server: SocketAddr,
-    handshakes_in_flight: usize,
+    options: &LoadOptions,
+    target: &Target,
     configs: &[quinn::ClientConfig],
     messages: Vec<Vec<Feedback>>,
     cut: &Arc<AtomicBool>,
-    pid: Option<u32>,
     deadline: tokio::time::Instant,
 ) -> (RoundReport, Vec<Held>) {
+    let pid = target.pid;
     let shared = Arc::new(Shared {
-        server,
-        handshakes: tokio::sync::Semaphore::new(handshakes_in_flight.max(1)),
+        server: target.server,
+        handshakes: tokio::sync::Semaphore::new(options.handshakes_in_flight.max(1)),
         tally: Mutex::new(Tally::default()),
     });
     let cpu_before = pid.and_then(cpu_secs);
@@ -647,8 +647,7 @@ pub fn drive(prepared: PreparedLoad) -> Result<Vec<RoundReport>, AckLoadError> {
         let mut reports = Vec::new();
         let deadline = tokio::time::Instant::now() + options.time_limit;
         let wan = Arc::new(AtomicBool::new(false));
-        let (report, held) =
-            round("initial", target.server, options.handshakes_in_flight, &configs, first, &wan, target.pid, deadline).await;
+        let (report, held) = round("initial", options, target, &configs, first, &wan, deadline).await;
         reports.push(report);
         if options.outage {
             // Cut under every county at once: what they send now (their closes too) is lost.
@@ -657,8 +656,7 @@ pub fn drive(prepared: PreparedLoad) -> Result<Vec<RoundReport>, AckLoadError> {
             tokio::time::sleep(options.outage_duration).await;
             // The WAN is back: new sockets (new ports, as after a line reset), all at once.
             let wan = Arc::new(AtomicBool::new(false));
-            let (report, held) =
-                round("after the outage", target.server, options.handshakes_in_flight, &configs, again, &wan, target.pid, deadline).await;
+            let (report, held) = round("after the outage", options, target, &configs, again, &wan, deadline).await;
             reports.push(report);
             close(held).await;
         } else {
@@ -1073,8 +1071,8 @@ pub fn run(options: &AckLoadOptions) -> Result<AckLoadReport, AckLoadError> {
 
     let pid = uplink.pid();
     let target = Target { server: ack_server, keys_dir: dir.join("keys"), object_id, object_hash, pid: Some(pid) };
-    // The pacing thread is the daemon's main thread.
     let prepared = prepare(&options.load, &target)?;
+    // The pacing thread is the daemon's main thread.
     let sampler = WaitSampler::start(pid, pid).map_err(io("sampling the pacing thread"))?;
     let cpu_before = cpu_secs(pid).unwrap_or(0.0);
     let threads_before = thread_cpu_secs(pid);
