@@ -358,7 +358,7 @@ impl Cluster {
 const UPLINK_START_MAX: Duration = Duration::from_secs(20);
 
 /// The `listen` address of an uplink config's `[control]` section.
-fn control_listen(config: &str) -> Option<SocketAddr> {
+pub fn control_listen(config: &str) -> Option<SocketAddr> {
     let mut in_control = false;
     for line in config.lines().map(str::trim) {
         if line.starts_with('[') {

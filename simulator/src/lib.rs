@@ -1,6 +1,7 @@
 //! satcast-sim: the link simulator (`run`, `bench`), the UDP impairment relay and the demo.
 #![warn(missing_docs)]
 
+pub mod ackload;
 pub mod bench;
 pub mod bound;
 pub mod cluster;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use satcast_protocol::reception::Fidelity;
+use satcast_sim::ackload;
 use satcast_sim::bench::{self, BenchOptions};
 use satcast_sim::demo::{self, DemoOptions};
 use satcast_sim::harness::OutageKind;
@@ -49,6 +50,47 @@ enum Command {
         #[arg(long)]
         keep: Option<PathBuf>,
         /// Print a JSON summary instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load the acknowledgement channel of a real uplink: N counties, each with its own
+    /// client certificate from the uplink's CA, connect over QUIC and report (Hello, Progress,
+    /// Complete) while the uplink airs a broadcast; with --outage all are then cut off at
+    /// once and reconnect. Prints send-to-recorded latencies, the uplink's peak RSS and CPU,
+    /// the airing rate per second and what the ledger holds.
+    Ackload {
+        /// Counties reporting at once.
+        #[arg(long, default_value_t = 2000)]
+        clients: usize,
+        /// After all reported, cut the WAN under every county at once; all reconnect.
+        #[arg(long)]
+        outage: bool,
+        /// Seconds the WAN stays cut.
+        #[arg(long, default_value_t = 3)]
+        outage_secs: u64,
+        /// Handshakes in flight at once.
+        #[arg(long, default_value_t = satcast_sim::ackload::HANDSHAKES_IN_FLIGHT_DEFAULT)]
+        handshakes: usize,
+        /// Carrier rate in Mbit/s of the broadcast aired meanwhile.
+        #[arg(long, default_value_t = 8)]
+        rate_mbps: u64,
+        /// Size of the broadcast aired meanwhile, in MB.
+        #[arg(long, default_value_t = 16)]
+        payload_mb: usize,
+        /// Its carousel passes.
+        #[arg(long, default_value_t = 8)]
+        passes: u32,
+        /// Seed for the counties, their figures and the payload (default: random, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Give the load up after this many seconds (counties still at work count as not
+        /// reported).
+        #[arg(long, default_value_t = 300)]
+        time_limit_secs: u64,
+        /// Keep the uplink's keys, config, state and log in DIR.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -299,6 +341,35 @@ fn run_command(command: Command) -> anyhow::Result<()> {
                 out(&demo::table(&summary))?;
             }
             if !summary.success() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Ackload { clients, outage, outage_secs, handshakes, rate_mbps, payload_mb, passes, seed, time_limit_secs, keep, json } => {
+            let seed = seed.unwrap_or_else(rand::random);
+            let options = ackload::AckLoadOptions {
+                load: ackload::LoadOptions {
+                    clients,
+                    outage,
+                    outage_duration: Duration::from_secs(outage_secs),
+                    handshakes_in_flight: handshakes,
+                    seed,
+                    time_limit: Duration::from_secs(time_limit_secs),
+                },
+                link_rate_bits_per_sec: rate_mbps.max(1) * 1_000_000,
+                payload_bytes: payload_mb.max(1) * 1_000_000,
+                passes: passes.max(1),
+                keep,
+            };
+            let outage_flag = if outage { " --outage" } else { "" };
+            say!("seed {seed}; replay with: satcast-sim ackload --clients {clients} --seed {seed}{outage_flag}");
+            let report = ackload::run(&options).context("the load could not run")?;
+            if json {
+                out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+            } else {
+                out(&ackload::summary(&report))?;
+            }
+            if !report.success() {
                 std::process::exit(1);
             }
             Ok(())

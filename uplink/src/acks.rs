@@ -37,6 +37,22 @@ pub const FEEDBACK_BURST_MAX: f64 = 200.0;
 const STREAMS_PER_CONNECTION_MAX: u32 = 16;
 /// Connections dropped after this long without a packet.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Receive buffer asked of the kernel for the server's socket: when every county
+/// reconnects at once (a WAN outage ends), 2000 handshakes' datagrams arrive within
+/// milliseconds; the default (about 208 KiB) overflows and each lost Initial costs its
+/// county a retransmission timeout of one second or more. The kernel grants at most
+/// net.core.rmem_max.
+pub const RECV_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// How much lower than the daemon's the server's threads' priority is (a nice increment).
+/// Airing is the uplink's real-time job: a pacing thread kept waiting for a CPU for more
+/// than a few milliseconds loses carrier time for good (its burst allowance is four
+/// datagrams), and 2000 handshakes at once keep every core busy for seconds. Counties wait
+/// a little longer instead; the server still has every CPU nothing else wants.
+pub const ACKS_NICE_INCREMENT: i32 = 10;
+/// The lowest priority (highest nice value) Linux has.
+pub const NICE_MAX: i32 = 19;
+/// Worker threads of the acknowledgement server's runtime.
+pub const WORKER_THREADS: usize = 2;
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -140,6 +156,33 @@ fn allow(limits: &Limits, county: &str) -> bool {
     }
 }
 
+/// The server's UDP socket, bound to `addr`, with a receive buffer of up to
+/// [`RECV_BUFFER_BYTES`].
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    // Linux caps this at net.core.rmem_max without an error; serve() says what it got.
+    socket.set_recv_buffer_size(RECV_BUFFER_BYTES)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// The runtime the server runs on: [`WORKER_THREADS`] threads at a priority
+/// [`ACKS_NICE_INCREMENT`] below the daemon's.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(WORKER_THREADS).on_thread_start(lower_priority).enable_all().build()
+}
+
+/// Lowers the calling thread's priority by [`ACKS_NICE_INCREMENT`] (Linux nice values are
+/// per thread; raising one's own nice value needs no privilege). On failure the thread
+/// keeps the daemon's priority: the server still works, airing may only lose time to it.
+fn lower_priority() {
+    let result = rustix::process::getpriority_process(None)
+        .and_then(|nice| rustix::process::setpriority_process(Some(rustix::thread::gettid()), (nice + ACKS_NICE_INCREMENT).min(NICE_MAX)));
+    if let Err(error) = result {
+        debug!(%error, "cannot lower the acknowledgement thread's priority");
+    }
+}
+
 /// Binds `addr` and serves until `stop` is set, handing authenticated messages to `tx`.
 pub async fn serve(
     addr: SocketAddr,
@@ -148,7 +191,20 @@ pub async fn serve(
     revoked_clients: Arc<RevokedClients>,
     stop: Arc<AtomicBool>,
 ) -> Result<(), AckServerError> {
-    let endpoint = quinn::Endpoint::server(config, addr).map_err(|source| AckServerError::Bind { addr, source })?;
+    let socket = bind(addr).map_err(|source| AckServerError::Bind { addr, source })?;
+    if let Ok(granted) = socket2::SockRef::from(&socket).recv_buffer_size() {
+        // Linux reports twice what it grants, for its bookkeeping.
+        if granted / 2 < RECV_BUFFER_BYTES {
+            warn!(
+                granted_bytes = granted / 2,
+                wanted_bytes = RECV_BUFFER_BYTES,
+                "the kernel limits the acknowledgement socket's receive buffer (raise net.core.rmem_max): a reconnect storm may lose handshakes"
+            );
+        }
+    }
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(config), socket, runtime)
+        .map_err(|source| AckServerError::Bind { addr, source })?;
     info!(local = ?endpoint.local_addr().ok(), "acknowledgement server listening");
     let limits: Limits = Arc::default();
     let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -245,4 +301,35 @@ async fn forward(tx: &SyncSender<AckRequest>, feedback: Feedback) -> AckReply {
         return AckReply::Busy;
     }
     answer.await.unwrap_or(AckReply::Busy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rmem_max() -> usize {
+        std::fs::read_to_string("/proc/sys/net/core/rmem_max").ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0)
+    }
+
+    #[test]
+    fn the_server_socket_asks_for_a_receive_buffer_that_holds_a_reconnect_storm() {
+        let socket = bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let granted = socket2::SockRef::from(&socket).recv_buffer_size().expect("recv buffer size");
+        // The kernel grants at most rmem_max (and reports twice what it grants).
+        let expected = RECV_BUFFER_BYTES.min(rmem_max());
+        assert!(granted >= expected, "receive buffer {granted} bytes, expected at least {expected}");
+    }
+
+    /// The nice value of the calling thread.
+    fn thread_nice() -> i32 {
+        rustix::process::getpriority_process(None).expect("getpriority")
+    }
+
+    #[test]
+    fn the_server_threads_yield_the_cpu_to_the_pacing_thread() {
+        let base = thread_nice();
+        let runtime = runtime().expect("runtime");
+        let nice = runtime.block_on(async { tokio::spawn(async { thread_nice() }).await.expect("task") });
+        assert_eq!(nice, (base + ACKS_NICE_INCREMENT).min(NICE_MAX), "the worker threads run at a lower priority");
+    }
 }

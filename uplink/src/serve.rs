@@ -133,7 +133,7 @@ fn start_acks(config: &UplinkConfig, stop: Arc<AtomicBool>) -> Result<Option<Rec
     let revoked = Arc::new(acks::RevokedClients::new(keys.join(keys::REVOKED_RECEIVERS_FILE)));
     std::thread::Builder::new()
         .name("acks".into())
-        .spawn(move || match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        .spawn(move || match acks::runtime() {
             Ok(runtime) => {
                 if let Err(error) = runtime.block_on(acks::serve(acks.listen, tls, tx, revoked, stop)) {
                     warn!(%error, "acknowledgement server stopped");
