@@ -33,11 +33,14 @@ for dir in usr etc var; do
     mkdir -p "$scratch/$dir/upper" "$scratch/$dir/work"
     mount -t overlay overlay -o "lowerdir=/$dir,upperdir=$scratch/$dir/upper,workdir=$scratch/$dir/work" "/$dir"
 done
-for dir in /run /srv /tmp; do mount -t tmpfs tmpfs "$dir"; done
+# The repository stays reachable under /run whatever /tmp hides (CI may check out in /tmp).
+mount -t tmpfs tmpfs /run
+mkdir -p /run/walkthrough/repository
+mount --bind "$repository" /run/walkthrough/repository
+for dir in /srv /tmp; do mount -t tmpfs tmpfs "$dir"; done
 ip link set lo up
 ip link set lo multicast on
 ip route add 224.0.0.0/4 dev lo
-mkdir /run/walkthrough
 cat >/run/walkthrough/systemctl <<'STANDIN'
 #!/bin/sh
 # systemctl's stand-in for tests/walkthrough.rs: "restart UNIT" only.
@@ -72,7 +75,7 @@ finish() {
     fi
 }
 trap finish EXIT
-cd "$repository"
+cd /run/walkthrough/repository
 set -x
 "#;
 
