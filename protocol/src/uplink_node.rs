@@ -665,7 +665,10 @@ impl UplinkNode {
         }
         let Some(job) = job else { return Err((404, format!("the job file of {id} is gone"))) };
         let delivered = delivered.map_err(|e| (503, e))?;
-        let candidates = if known.targets.is_empty() { self.enrolled_under(&job.prefixes) } else { known.targets.clone() };
+        // Those it was aired for, and counties under its prefixes that enrolled since (a new
+        // PC, a county back from a long outage): the broadcast never waited for them.
+        let mut candidates: BTreeSet<String> = known.targets.iter().cloned().collect();
+        candidates.extend(self.enrolled_under(&job.prefixes));
         let targets: Vec<String> = candidates
             .into_iter()
             .filter(|c| !delivered.contains(c))

@@ -226,6 +226,20 @@ fn a_reair_targets_only_the_counties_that_lack_the_object() {
     assert!(matches!(&asked[..], [Request::Answer { token: 3, answer: Err((409, _)) }]), "{asked:?}");
 }
 
+/// A county that enrolled after the broadcast's targets were fixed was never waited for; a
+/// re-air for the counties that lack the object includes it.
+#[test]
+fn a_reair_includes_counties_that_enrolled_after_the_broadcast_was_targeted() {
+    let mut rig = rig(true);
+    rig.node.set_enrolled(codes(&["410102", "410103", "410104", "420101"]));
+    let targets = codes(&["410102", "410103"]);
+    rig.node.load_broadcast(OBJECT, KnownBroadcast { object_hash: Some(HASH), targets, outcome: Some(Outcome::Completed) });
+    let delivered: BTreeSet<String> = codes(&["410102"]).into_iter().collect();
+    rig.node.handle_reair(OBJECT, None, None, Some(job(&["41"])), Ok(delivered), 1);
+    let asked = requests(&mut rig.node);
+    assert!(matches!(&asked[..], [Request::Requeue { targets, .. }] if *targets == codes(&["410103", "410104"])), "{asked:?}");
+}
+
 #[test]
 fn a_reair_runs_with_its_own_deadline_or_none_never_the_one_that_ended_it() {
     let deadline_passed = NOW * 1000;
