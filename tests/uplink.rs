@@ -481,6 +481,7 @@ fn receiver_status(county: &satcast::County, json: bool) -> String {
 #[test]
 fn a_county_without_room_shows_as_refused_with_why_at_the_uplink_and_in_its_status_then_catches_up() {
     const SPOOL_BYTES_MAX: u64 = 256 * 1024;
+    const SPOOL_LOG_LINES_MAX: usize = 10;
     let seed = seed("UPLINK_SEED", "uplink");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cluster = cluster(seed, dir.path(), &["410102", "410103"], 20_000_000, "");
@@ -521,6 +522,15 @@ fn a_county_without_room_shows_as_refused_with_why_at_the_uplink_and_in_its_stat
     assert_eq!((stuck["state"].as_str(), stuck["reason"].as_str()), (Some("refused"), Some("spool_full")), "{stuck:#}");
     let text = receiver_status(&cluster.counties[1], false);
     assert!(text.contains("refused: spool full (needs 976.6 KiB"), "{text}");
+    // Seconds of refusing, with the manifest repeated every half second and symbols arriving
+    // all along: the county's log says so a handful of times, not per datagram (defect 12:
+    // a spool limit logged hundreds of warnings a second).
+    let log = cluster.counties[1].daemon.as_ref().map(|d| d.log_text()).unwrap_or_default();
+    let spool_lines = log.lines().filter(|l| l.contains("spool")).count();
+    assert!(
+        (1..=SPOOL_LOG_LINES_MAX).contains(&spool_lines),
+        "{spool_lines} log lines about the spool (said, and not per datagram):\n{log}"
+    );
 
     // Room again: the county takes the object, and the uplink ends with it delivered.
     set_spool_limit(&mut cluster.counties[1], None);
