@@ -1055,9 +1055,11 @@ fn a_genuine_manifest_spliced_under_another_id_does_not_block_the_genuine_one() 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum FragmentAttack {
     None,
-    /// Ten times a second: a forged copy of the first fragment (other bytes, genuine digest
+    /// Ten times a second: a forged copy of the second fragment (other bytes, genuine digest
     /// and place), then a fragment under the genuine digest covering all but the first byte.
-    /// The old assembler never assembled the manifest of a county that heard these first.
+    /// The old assembler merged byte ranges of one (digest, length): each airing's first
+    /// fragment completed the forged bytes and failed the digest, and the rest of the airing
+    /// started over, to be spoiled by the next forgery; it never assembled the manifest.
     Forgeries,
     /// The same, plus [`FLOOD_PER_SEC`] forged fragments a second: other digests and
     /// layouts for the same object, the genuine digest at other offsets and lengths, and
@@ -1091,7 +1093,7 @@ fn forge_fragments(insider: Insider, stop: Arc<AtomicBool>) -> u64 {
         &mut forged_copy,
         &key,
         object_id,
-        &wire::ManifestFragment { bytes: &junk[..genuine[0].bytes.len()], ..genuine[0].clone() },
+        &wire::ManifestFragment { bytes: &junk[..genuine[1].bytes.len()], ..genuine[1].clone() },
     );
     let mut cover = Vec::new();
     wire::write_manifest_fragment(
