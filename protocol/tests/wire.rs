@@ -114,6 +114,9 @@ enum Forgery {
     Place { index: usize, fill: u8 },
 }
 
+/// A forged fragment to send: (object id, digest, total length, offset, bytes).
+type Forged = (u64, [u8; 8], u32, u32, Vec<u8>);
+
 fn forgery() -> impl Strategy<Value = Forgery> {
     prop_oneof![
         (any::<bool>(), any::<[u8; 8]>(), 1u32..70_000, any::<u32>(), prop::collection::vec(any::<u8>(), 1..300)).prop_map(
@@ -154,7 +157,7 @@ proptest! {
             sequence.swap(i, (order[i % order.len()] % (i as u64 + 1)) as usize);
         }
         let mut places = std::collections::BTreeSet::new();
-        let mut slots: Vec<Vec<(u64, [u8; 8], u32, u32, Vec<u8>)>> = vec![Vec::new(); genuine.len() + 1];
+        let mut slots: Vec<Vec<Forged>> = vec![Vec::new(); genuine.len() + 1];
         for (forgery, at) in forgeries {
             let forged = match forgery {
                 Forgery::Anything { object_id: id, digest, total_len, offset, mut bytes } => {
