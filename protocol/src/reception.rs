@@ -736,7 +736,13 @@ impl Reception {
                 }) {
                     return;
                 }
-                if let Some(signed) = self.assembler.add(datagram.object_id, fragment) {
+                let assembled = self.assembler.add(datagram.object_id, fragment);
+                if let Some(refusal) = self.assembler.take_refusal() {
+                    // Only a key holder who is not the uplink sends these: the driver's drop
+                    // log counts them and summarises, so a flood costs no log line each.
+                    self.push(ReceptionEvent::Dropped { reason: WireError::Assembly(refusal) });
+                }
+                if let Some(signed) = assembled {
                     self.handle_manifest(now, wall_unix_secs, datagram.object_id, &signed, None);
                 }
             }

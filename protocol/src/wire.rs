@@ -16,6 +16,8 @@
 //! Parsing checks the length, magic and version, then the tag, and only then looks at the
 //! body: a sender without the network key cannot reach the body parsers or the decoder.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
 use thiserror::Error;
 
 /// The four magic bytes that open every satcast datagram.
@@ -97,6 +99,9 @@ pub enum WireError {
         /// Declared length of the whole signed manifest.
         total: u32,
     },
+    /// A manifest fragment the assembler refused, or an assembly that failed its digest.
+    #[error("manifest fragment refused: {0}")]
+    Assembly(FragmentRefusal),
 }
 
 /// A parsed datagram borrowing its body from the received bytes.
@@ -308,74 +313,411 @@ pub fn data_bytes_on_air(symbol_size: usize) -> usize {
     IP_UDP_HEADER_BYTES + HEADER_LEN + PAYLOAD_ID_LEN + symbol_size + TAG_LEN
 }
 
-/// Pending signed manifests being put back together from fragments, bounded in count and bytes.
-#[derive(Debug, Default)]
-pub struct ManifestAssembler {
-    pending: Vec<Pending>,
+/// The most fragments one signed manifest may be cut into. The smallest useful MTU (126
+/// bytes: 52 manifest bytes per fragment) cuts the largest signed manifest into 1267.
+pub const MANIFEST_FRAGMENTS_MAX: usize = 2048;
+/// Candidate manifests held at once, over all object ids, digests and layouts. Garbage
+/// that never completes is evicted oldest first, so a genuine manifest's first fragment
+/// survives this many garbage candidates before its next fragment arrives (a genuine
+/// manifest's fragments are aired back to back).
+pub const ASSEMBLIES_MAX: usize = 1024;
+/// Fragment bytes held by all candidates together.
+pub const ASSEMBLY_BYTES_MAX: usize = 8 << 20;
+/// Distinct contents kept for one fragment place of one candidate. Fragments with the same
+/// digest, total length and offset but other bytes can only be forgeries (the digest names
+/// the bytes), yet a forgery that arrives first must not shut out the genuine copy.
+pub const FRAGMENT_VARIANTS_MAX: usize = 2;
+/// Contested places (holding two contents) whose choices are tried when every place is
+/// filled: at most 2^this digest checks for a first attempt, half as many for a later one.
+pub const CONTESTED_TRIED_MAX: usize = 3;
+/// Digest attempts one candidate gets: the first when its last place fills, then one each
+/// time a place gains a second content. Each costs a hash of the whole manifest per choice,
+/// so a forger must keep sending to keep a failed candidate costing work, and after this
+/// many the candidate is dropped (the next airing starts it again).
+pub const ASSEMBLY_ATTEMPTS_MAX: u8 = 1 + CONTESTED_TRIED_MAX as u8;
+
+/// Why the assembler refused a fragment (or an assembly). Each says what only a holder of
+/// the network key who is not the uplink could have sent; the text is the same for every
+/// occurrence, so a receiver's drop log can count them under one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum FragmentRefusal {
+    /// Bytes outside the declared total length, or none (a fragment built without `parse`).
+    #[error("it does not fit its declared length")]
+    OutOfBounds,
+    /// A fragment that is not the last one of its manifest starts at an offset that is not
+    /// a multiple of its length: no sender cuts a manifest that way.
+    #[error("its offset is not a multiple of its length")]
+    Misaligned,
+    /// The layout would cut the manifest into more than [`MANIFEST_FRAGMENTS_MAX`] fragments.
+    #[error("its layout needs more than {max} fragments", max = MANIFEST_FRAGMENTS_MAX)]
+    TooManyFragments,
+    /// Other bytes for a place that already holds [`FRAGMENT_VARIANTS_MAX`] contents.
+    #[error("its place already holds other contents")]
+    Conflicting,
+    /// Every place is filled, but no choice of their contents matches the digest.
+    #[error("the reassembled manifest does not match its digest")]
+    DigestMismatch,
 }
 
-#[derive(Debug)]
-struct Pending {
+/// Counters of a [`ManifestAssembler`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AssemblyStats {
+    /// Fragments offered.
+    pub fragments: u64,
+    /// Fragments whose bytes a candidate already held (the carousel re-airs every fragment).
+    pub duplicates: u64,
+    /// Fragments with other bytes for a place already filled (second contents kept or not).
+    pub conflicts: u64,
+    /// Fragments refused for their shape ([`FragmentRefusal::OutOfBounds`], `Misaligned`,
+    /// `TooManyFragments`).
+    pub refused: u64,
+    /// Candidates dropped to stay within [`ASSEMBLIES_MAX`] and [`ASSEMBLY_BYTES_MAX`].
+    pub evicted: u64,
+    /// Assemblies (or single fragments) that did not match their digest.
+    pub digest_failures: u64,
+    /// Signed manifests returned.
+    pub completed: u64,
+}
+
+/// Which manifest a fragment claims to belong to, and how that manifest was cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
     object_id: u64,
     digest: [u8; 8],
-    bytes: Vec<u8>,
-    /// Which byte ranges have arrived, as (offset, len), merged lazily.
-    received: Vec<(u32, u32)>,
+    total_len: u32,
+    shape: Shape,
 }
 
-/// The most manifests reassembled at once; the oldest is dropped beyond this.
-pub const PENDING_MANIFESTS_MAX: usize = 16;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Shape {
+    /// Cut into fragments of this many bytes, the last one shorter or equal.
+    Stride(u32),
+    /// Only a last fragment, starting at this offset, has arrived: it joins the layout
+    /// whose last fragment starts there as soon as a fragment of that layout arrives.
+    Tail(u32),
+}
+
+/// Where a content lives in a candidate's `data`: (start, length).
+type Variant = Option<(u32, u32)>;
+
+/// One candidate manifest: the contents received for each place, appended to `data` in
+/// arrival order (no buffer of the declared total is allocated for a fragment that may be
+/// garbage).
+#[derive(Debug)]
+struct Candidate {
+    /// Admission order: among candidates with one place filled, the oldest is evicted first.
+    seq: u64,
+    /// Digest attempts that failed (at most [`ASSEMBLY_ATTEMPTS_MAX`]).
+    attempts: u8,
+    /// Place index (offset / stride; 0 for a [`Shape::Tail`]) to its contents, first arrived first.
+    places: BTreeMap<u16, [Variant; FRAGMENT_VARIANTS_MAX]>,
+    data: Vec<u8>,
+}
+
+enum Put {
+    New,
+    Duplicate,
+    /// Kept as the place's content number .0.
+    Kept(usize),
+    Full,
+}
+
+impl Candidate {
+    /// Garbage of one fragment, or a candidate that failed its digest: evicted first.
+    fn evictable_early(&self) -> bool {
+        self.places.len() <= 1 || self.attempts > 0
+    }
+
+    fn bytes(&self, (start, len): (u32, u32)) -> &[u8] {
+        &self.data[start as usize..start as usize + len as usize]
+    }
+
+    fn put(&mut self, place: u16, bytes: &[u8]) -> Put {
+        let Candidate { places, data, .. } = self;
+        let variants = places.entry(place).or_insert([None; FRAGMENT_VARIANTS_MAX]);
+        let mut free = None;
+        for (i, variant) in variants.iter().enumerate() {
+            match *variant {
+                Some((start, len)) if &data[start as usize..start as usize + len as usize] == bytes => return Put::Duplicate,
+                Some(_) => {}
+                None => {
+                    free = Some(i);
+                    break;
+                }
+            }
+        }
+        let Some(i) = free else { return Put::Full };
+        variants[i] = Some((data.len() as u32, bytes.len() as u32));
+        data.extend_from_slice(bytes);
+        if i == 0 { Put::New } else { Put::Kept(i) }
+    }
+
+    /// The signed manifest, if some choice of contents matches the digest. The choices: for
+    /// `only` (a place that just gained a content, after a failed attempt) that content; for
+    /// the first [`CONTESTED_TRIED_MAX`] other contested places, either content (those
+    /// choices were tried before without it).
+    fn assemble(&self, total_len: u32, digest: &[u8; 8], only: Option<(u16, usize)>) -> Option<Vec<u8>> {
+        let room = CONTESTED_TRIED_MAX - usize::from(only.is_some());
+        let contested: Vec<u16> = self
+            .places
+            .iter()
+            .filter(|(place, v)| v[1].is_some() && only.is_none_or(|(p, _)| p != **place))
+            .map(|(place, _)| *place)
+            .take(room)
+            .collect();
+        let mut out = Vec::with_capacity(total_len as usize);
+        for choice in 0u32..(1 << contested.len()) {
+            out.clear();
+            for (place, variants) in &self.places {
+                let pick = match only {
+                    Some((p, pick)) if p == *place => pick,
+                    _ => contested.iter().position(|c| c == place).map_or(0, |bit| (choice >> bit) & 1) as usize,
+                };
+                if let Some(variant) = variants[pick].or(variants[0]) {
+                    out.extend_from_slice(self.bytes(variant));
+                }
+            }
+            if out.len() == total_len as usize && manifest_digest(&out) == *digest {
+                return Some(out);
+            }
+        }
+        None
+    }
+}
+
+/// Signed manifests being put back together from fragments. The work per fragment is a hash
+/// lookup, a B-tree step and a copy of its bytes; the state is bounded by [`ASSEMBLIES_MAX`]
+/// candidates and [`ASSEMBLY_BYTES_MAX`] bytes. Candidates are kept apart by object id,
+/// digest, total length and fragment size, so garbage from a holder of the network key
+/// cannot write into the genuine manifest's assembly, and garbage that never completes is
+/// evicted before anything that has received two fragments (docs/protocol.md 6.1).
+#[derive(Debug, Default)]
+pub struct ManifestAssembler {
+    candidates: HashMap<Key, Candidate>,
+    /// The fragment sizes with a candidate, per (object id, digest, total length): where a
+    /// last fragment, whose size does not tell the layout, is offered.
+    strides: HashMap<(u64, [u8; 8], u32), Vec<u32>>,
+    /// Candidates admitted with one fragment, oldest first; entries of candidates since
+    /// removed or grown are skipped when met.
+    fresh: VecDeque<(Key, u64)>,
+    bytes: usize,
+    next_seq: u64,
+    stats: AssemblyStats,
+    refusal: Option<FragmentRefusal>,
+}
 
 impl ManifestAssembler {
-    /// Adds one fragment; returns the whole signed manifest once every byte has arrived and
-    /// its digest matches.
+    /// Adds one fragment; returns the whole signed manifest once every place of its layout
+    /// is filled and the bytes match its digest. Any input is safe: a fragment that does not
+    /// fit is refused ([`ManifestAssembler::take_refusal`] says why).
     pub fn add(&mut self, object_id: u64, fragment: &ManifestFragment<'_>) -> Option<Vec<u8>> {
-        if fragment.offset == 0 && fragment.bytes.len() as u64 == u64::from(fragment.total_len) {
-            return (manifest_digest(fragment.bytes) == fragment.digest).then(|| fragment.bytes.to_vec());
+        self.stats.fragments += 1;
+        self.refusal = None;
+        let (total, offset) = (fragment.total_len, fragment.offset);
+        let len = u32::try_from(fragment.bytes.len()).unwrap_or(u32::MAX);
+        let end = u64::from(offset) + u64::from(len);
+        if len == 0 || end > u64::from(total) || total > SIGNED_MANIFEST_BYTES_MAX {
+            return self.refuse(FragmentRefusal::OutOfBounds);
         }
-        let index = match self
-            .pending
-            .iter()
-            .position(|p| p.object_id == object_id && p.digest == fragment.digest && p.bytes.len() == fragment.total_len as usize)
-        {
-            Some(index) => index,
-            None => {
-                if self.pending.len() >= PENDING_MANIFESTS_MAX {
-                    self.pending.remove(0);
-                }
-                self.pending.push(Pending {
-                    object_id,
-                    digest: fragment.digest,
-                    bytes: vec![0; fragment.total_len as usize],
-                    received: Vec::new(),
-                });
-                self.pending.len() - 1
+        if offset == 0 && len == total {
+            if manifest_digest(fragment.bytes) == fragment.digest {
+                self.stats.completed += 1;
+                return Some(fragment.bytes.to_vec());
             }
-        };
-        let pending = &mut self.pending[index];
-        let start = fragment.offset as usize;
-        pending.bytes[start..start + fragment.bytes.len()].copy_from_slice(fragment.bytes);
-        pending.received.push((fragment.offset, fragment.bytes.len() as u32));
-        if !covers(&mut pending.received, fragment.total_len) {
+            self.stats.digest_failures += 1;
+            self.refusal = Some(FragmentRefusal::DigestMismatch);
             return None;
         }
-        let done = self.pending.remove(index);
-        (manifest_digest(&done.bytes) == done.digest).then_some(done.bytes)
+        let manifest = (object_id, fragment.digest, total);
+        let key = |shape| Key { object_id, digest: fragment.digest, total_len: total, shape };
+        if end < u64::from(total) {
+            // Not the last fragment: its length is the size of every fragment but the last.
+            if offset % len != 0 {
+                return self.refuse(FragmentRefusal::Misaligned);
+            }
+            let count = total.div_ceil(len);
+            if count as usize > MANIFEST_FRAGMENTS_MAX {
+                return self.refuse(FragmentRefusal::TooManyFragments);
+            }
+            let this = key(Shape::Stride(len));
+            if !self.candidates.contains_key(&this) {
+                self.admit(this);
+                // A last fragment that came first joins the layout that ends with it (it
+                // stays held as well: other layouts may end there too).
+                let tails: Vec<Vec<u8>> = self
+                    .candidates
+                    .get(&key(Shape::Tail((count - 1) * len)))
+                    .and_then(|tail| Some(tail.places.get(&0)?.iter().flatten().map(|v| tail.bytes(*v).to_vec()).collect()))
+                    .unwrap_or_default();
+                for bytes in &tails {
+                    self.put(this, (count - 1) as u16, bytes);
+                }
+            }
+            return self.put(this, (offset / len) as u16, fragment.bytes);
+        }
+        // The last fragment, whose length does not tell the layout: held on its own for a
+        // layout that has not shown itself yet, and put into every layout of this manifest
+        // that ends with it.
+        let tail = key(Shape::Tail(offset));
+        if !self.candidates.contains_key(&tail) {
+            self.admit(tail);
+        }
+        self.put(tail, 0, fragment.bytes);
+        for stride in self.strides.get(&manifest).cloned().unwrap_or_default() {
+            let count = total.div_ceil(stride);
+            if (count - 1) * stride == offset {
+                if let Some(done) = self.put(key(Shape::Stride(stride)), (count - 1) as u16, fragment.bytes) {
+                    return Some(done);
+                }
+            }
+        }
+        None
     }
-}
 
-/// Sorts and merges the ranges; true when they cover 0..total.
-fn covers(ranges: &mut Vec<(u32, u32)>, total: u32) -> bool {
-    ranges.sort_unstable();
-    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
-    for &(offset, len) in ranges.iter() {
-        match merged.last_mut() {
-            Some(last) if offset <= last.0 + last.1 => last.1 = last.1.max(offset + len - last.0),
-            _ => merged.push((offset, len)),
+    /// Why the last [`ManifestAssembler::add`] refused its fragment or assembly, once.
+    pub fn take_refusal(&mut self) -> Option<FragmentRefusal> {
+        self.refusal.take()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> AssemblyStats {
+        self.stats
+    }
+
+    /// Candidates held now (at most [`ASSEMBLIES_MAX`]).
+    pub fn candidates(&self) -> usize {
+        self.candidates.len()
+    }
+
+    /// Fragment bytes held now (at most [`ASSEMBLY_BYTES_MAX`]).
+    pub fn bytes_held(&self) -> usize {
+        self.bytes
+    }
+
+    fn refuse(&mut self, refusal: FragmentRefusal) -> Option<Vec<u8>> {
+        self.stats.refused += 1;
+        self.refusal = Some(refusal);
+        None
+    }
+
+    fn admit(&mut self, key: Key) {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        self.candidates.insert(key, Candidate { seq, attempts: 0, places: BTreeMap::new(), data: Vec::new() });
+        if let Shape::Stride(stride) = key.shape {
+            self.strides.entry((key.object_id, key.digest, key.total_len)).or_default().push(stride);
+        }
+        self.fresh.push_back((key, seq));
+        if self.fresh.len() > 2 * ASSEMBLIES_MAX {
+            // Mostly entries of candidates completed or grown since: keep the queue bounded.
+            let candidates = &self.candidates;
+            self.fresh.retain(|(key, seq)| candidates.get(key).is_some_and(|c| c.seq == *seq && c.evictable_early()));
         }
     }
-    *ranges = merged;
-    matches!(ranges.as_slice(), [(0, len)] if *len >= total)
+
+    fn remove(&mut self, key: &Key) -> Option<Candidate> {
+        let candidate = self.candidates.remove(key)?;
+        self.bytes -= candidate.data.len();
+        if let Shape::Stride(stride) = key.shape {
+            let manifest = (key.object_id, key.digest, key.total_len);
+            if let Some(strides) = self.strides.get_mut(&manifest) {
+                strides.retain(|s| *s != stride);
+                if strides.is_empty() {
+                    self.strides.remove(&manifest);
+                }
+            }
+        }
+        Some(candidate)
+    }
+
+    /// Puts `bytes` at `place` of the candidate `key`, then completes it or makes room.
+    fn put(&mut self, key: Key, place: u16, bytes: &[u8]) -> Option<Vec<u8>> {
+        let candidate = self.candidates.get_mut(&key)?;
+        let held = candidate.data.len();
+        let only = match candidate.put(place, bytes) {
+            Put::Duplicate => {
+                self.stats.duplicates += 1;
+                return None;
+            }
+            Put::Full => {
+                self.stats.conflicts += 1;
+                self.refusal = Some(FragmentRefusal::Conflicting);
+                if candidate.attempts > 0 {
+                    // Every place filled, no choice matched, and here is a third content: the
+                    // two held for this place may both be forgeries. Start again.
+                    self.remove(&key);
+                }
+                return None;
+            }
+            Put::Kept(pick) => {
+                self.stats.conflicts += 1;
+                // A second content for a failed candidate is worth another attempt.
+                (candidate.attempts > 0).then_some((place, pick))
+            }
+            Put::New => None,
+        };
+        self.bytes += candidate.data.len() - held;
+        let complete = match key.shape {
+            Shape::Stride(stride) => candidate.places.len() == key.total_len.div_ceil(stride) as usize,
+            Shape::Tail(_) => false,
+        };
+        if !complete {
+            self.make_room(key);
+            return None;
+        }
+        if let Some(done) = candidate.assemble(key.total_len, &key.digest, only) {
+            self.remove(&key);
+            if let Shape::Stride(stride) = key.shape {
+                // Its last fragment, held on its own too, is of no more use.
+                let last = (key.total_len.div_ceil(stride) - 1) * stride;
+                self.remove(&Key { shape: Shape::Tail(last), ..key });
+            }
+            self.stats.completed += 1;
+            return Some(done);
+        }
+        self.stats.digest_failures += 1;
+        self.refusal = Some(FragmentRefusal::DigestMismatch);
+        candidate.attempts += 1;
+        if candidate.attempts >= ASSEMBLY_ATTEMPTS_MAX {
+            self.remove(&key);
+        } else {
+            // Kept, not remembered as bad: a forgery may have filled a place whose genuine
+            // copy had not come yet, and the genuine copy then gets its attempt. Until then
+            // it is evicted as early as garbage of one fragment.
+            let seq = candidate.seq;
+            self.fresh.push_back((key, seq));
+            self.make_room(key);
+        }
+        None
+    }
+
+    /// Evicts candidates until the bounds hold, never `keep` (the one just grown): first
+    /// the oldest with one fragment, and only when there is none, the one with the fewest
+    /// fragments (the oldest among equals).
+    fn make_room(&mut self, keep: Key) {
+        while self.candidates.len() > ASSEMBLIES_MAX || self.bytes > ASSEMBLY_BYTES_MAX {
+            let mut victim = None;
+            let mut kept = None;
+            while let Some((key, seq)) = self.fresh.pop_front() {
+                let current = self.candidates.get(&key).is_some_and(|c| c.seq == seq && c.evictable_early());
+                if current && key == keep {
+                    kept = Some((key, seq));
+                } else if current {
+                    victim = Some(key);
+                    break;
+                }
+            }
+            if let Some(entry) = kept {
+                self.fresh.push_front(entry);
+            }
+            let victim = victim.or_else(|| {
+                self.candidates.iter().filter(|(key, _)| **key != keep).min_by_key(|(_, c)| (c.places.len(), c.seq)).map(|(key, _)| *key)
+            });
+            let Some(victim) = victim else { return };
+            self.remove(&victim);
+            self.stats.evicted += 1;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -412,6 +754,184 @@ mod tests {
             done = assembler.add(9, fragment);
         }
         assert_eq!(done.as_deref(), Some(manifest.as_slice()));
+    }
+
+    /// A stand-in for a signed manifest of `len` bytes.
+    fn signed_manifest(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    /// A small deterministic generator for forgeries (xorshift64; the seed is fixed, so a
+    /// failure replays as is).
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn a_forgery_before_each_airing_does_not_starve_a_late_joiner() {
+        // The county joins during an airing (it hears the last fragments), and before each
+        // later airing an insider sends one fragment under the genuine digest that covers all
+        // but the first byte. The old range-merging assembler then completed on the airing's
+        // first fragment, failed the digest, dropped everything and started over with the
+        // airing's other fragments: it never assembled the manifest.
+        let signed = signed_manifest(6000);
+        let fragments = manifest_fragments(&signed, 1472);
+        assert!(fragments.len() >= 4);
+        let junk = vec![0xEE; signed.len()];
+        let forgery = ManifestFragment { digest: fragments[0].digest, total_len: 6000, offset: 1, bytes: &junk[1..] };
+        let mut assembler = ManifestAssembler::default();
+        let mut done = None;
+        for fragment in &fragments[2..] {
+            done = done.or(assembler.add(5, fragment));
+        }
+        let mut airings = 0;
+        while done.is_none() && airings < 10 {
+            airings += 1;
+            done = assembler.add(5, &forgery);
+            for fragment in &fragments {
+                done = done.or(assembler.add(5, fragment));
+            }
+        }
+        assert_eq!(done.as_deref(), Some(signed.as_slice()), "not assembled after {airings} airings");
+        assert_eq!(airings, 1);
+    }
+
+    #[test]
+    fn a_forged_copy_of_a_genuine_fragment_that_comes_first_does_not_shut_out_the_genuine() {
+        // Same digest, same place, other bytes, before every airing: the genuine copy is kept
+        // beside it and the digest picks.
+        let signed = signed_manifest(6000);
+        let fragments = manifest_fragments(&signed, 1472);
+        let junk = vec![0xEE; fragments[0].bytes.len()];
+        let forgery = ManifestFragment { bytes: &junk, ..fragments[0].clone() };
+        let mut assembler = ManifestAssembler::default();
+        for fragment in &fragments[2..] {
+            assert_eq!(assembler.add(5, fragment), None);
+        }
+        assert_eq!(assembler.add(5, &forgery), None);
+        let mut done = None;
+        for fragment in &fragments {
+            done = done.or(assembler.add(5, fragment));
+        }
+        assert_eq!(done.as_deref(), Some(signed.as_slice()));
+        assert_eq!(assembler.stats().conflicts, 1);
+    }
+
+    #[test]
+    fn a_flood_of_forged_fragments_does_not_evict_the_genuine_assembly() {
+        // 500 forgeries for the same object between two genuine fragments, each a candidate
+        // of its own (random digest, length and layout): the old assembler kept 16 and lost
+        // the genuine one.
+        let signed = signed_manifest(6000);
+        let fragments = manifest_fragments(&signed, 1472);
+        let junk = vec![0x5A; 1400];
+        let mut state = 0x9E37_79B9_7F4A_7C15;
+        let mut assembler = ManifestAssembler::default();
+        let mut done = None;
+        for fragment in &fragments {
+            for _ in 0..500 {
+                let stride = 100 + (next(&mut state) % 1300) as u32;
+                let total = stride * (2 + (next(&mut state) % 40) as u32);
+                let offset = stride * (next(&mut state) % u64::from(total / stride - 1)) as u32;
+                let digest = next(&mut state).to_be_bytes();
+                let forged = ManifestFragment { digest, total_len: total, offset, bytes: &junk[..stride as usize] };
+                assert_eq!(assembler.add(5, &forged), None);
+            }
+            done = done.or(assembler.add(5, fragment));
+        }
+        assert_eq!(done.as_deref(), Some(signed.as_slice()));
+    }
+
+    #[test]
+    fn state_stays_bounded_and_a_genuine_manifest_still_assembles_after_a_flood() {
+        let signed = signed_manifest(20_000);
+        let fragments = manifest_fragments(&signed, 1472);
+        let junk = vec![0x33; 60_000];
+        let mut state = 0x2545_F491_4F6C_DD1D;
+        let mut assembler = ManifestAssembler::default();
+        for i in 0..20_000u64 {
+            // Large fragments of many layouts, and 1-byte overlapping pieces of the genuine one.
+            let forged = if i % 2 == 0 {
+                let stride = 30_000 + (next(&mut state) % 2) as u32;
+                ManifestFragment { digest: next(&mut state).to_be_bytes(), total_len: 65_000, offset: 0, bytes: &junk[..stride as usize] }
+            } else {
+                let offset = (next(&mut state) % 19_999) as u32;
+                ManifestFragment { digest: fragments[0].digest, total_len: 20_000, offset, bytes: &junk[..1] }
+            };
+            assert_eq!(assembler.add(i, &forged), None);
+            assert!(assembler.candidates() <= ASSEMBLIES_MAX);
+            assert!(assembler.bytes_held() <= ASSEMBLY_BYTES_MAX);
+        }
+        assert!(assembler.stats().evicted > 0);
+        assert!(assembler.stats().refused >= 9_000, "{:?}", assembler.stats());
+        let mut done = None;
+        for fragment in fragments.iter().rev() {
+            done = done.or(assembler.add(7, fragment));
+        }
+        assert_eq!(done.as_deref(), Some(signed.as_slice()));
+    }
+
+    #[test]
+    fn repeated_airings_cost_a_counter() {
+        let signed = signed_manifest(6000);
+        let fragments = manifest_fragments(&signed, 1472);
+        let mut assembler = ManifestAssembler::default();
+        for _ in 0..3 {
+            for fragment in &fragments[1..] {
+                assert_eq!(assembler.add(5, fragment), None);
+            }
+        }
+        // Each place held once, and the last fragment also on its own (until its layout completes).
+        let last = fragments[fragments.len() - 1].bytes.len();
+        assert_eq!(assembler.bytes_held(), signed.len() - fragments[0].bytes.len() + last);
+        assert_eq!(assembler.stats().duplicates, 2 * fragments.len() as u64, "the last fragment counts twice");
+        assert_eq!(assembler.take_refusal(), None);
+        assert_eq!(assembler.add(5, &fragments[0]).as_deref(), Some(signed.as_slice()));
+        assert_eq!((assembler.candidates(), assembler.bytes_held()), (0, 0));
+    }
+
+    #[test]
+    fn refusals_name_the_forgery() {
+        let signed = signed_manifest(6000);
+        let fragments = manifest_fragments(&signed, 1472);
+        let digest = fragments[0].digest;
+        let mut assembler = ManifestAssembler::default();
+        let bytes = [1u8; 100];
+        let misaligned = ManifestFragment { digest, total_len: 6000, offset: 150, bytes: &bytes };
+        assert_eq!(assembler.add(5, &misaligned), None);
+        assert_eq!(assembler.take_refusal(), Some(FragmentRefusal::Misaligned));
+        let tiny = ManifestFragment { digest, total_len: 6000, offset: 2, bytes: &bytes[..1] };
+        assert_eq!(assembler.add(5, &tiny), None);
+        assert_eq!(assembler.take_refusal(), Some(FragmentRefusal::TooManyFragments));
+        let single = ManifestFragment { digest, total_len: 100, offset: 0, bytes: &bytes };
+        assert_eq!(assembler.add(5, &single), None);
+        assert_eq!(assembler.take_refusal(), Some(FragmentRefusal::DigestMismatch));
+        let outside = ManifestFragment { digest, total_len: 50, offset: 0, bytes: &bytes };
+        assert_eq!(assembler.add(5, &outside), None);
+        assert_eq!(assembler.take_refusal(), Some(FragmentRefusal::OutOfBounds));
+        // Three contents for one place: the third is refused.
+        let (a, b) = (vec![2u8; fragments[1].bytes.len()], vec![3u8; fragments[1].bytes.len()]);
+        for bytes in [&a, &b] {
+            assert_eq!(assembler.add(5, &ManifestFragment { bytes, ..fragments[1].clone() }), None);
+        }
+        assert_eq!(assembler.take_refusal(), None);
+        assert_eq!(assembler.add(5, &fragments[1]), None);
+        assert_eq!(assembler.take_refusal(), Some(FragmentRefusal::Conflicting));
+        // Every place filled, neither forgery matches (the second digest failure, after the
+        // single fragment above). The genuine copy of that place, refused again, shows that
+        // both contents held may be forged: the candidate is dropped, the next airing succeeds.
+        let (mut done, mut airings) = (None, 0);
+        while done.is_none() && airings < 5 {
+            airings += 1;
+            for fragment in &fragments {
+                done = done.or(assembler.add(5, fragment));
+            }
+        }
+        assert_eq!(done.as_deref(), Some(signed.as_slice()));
+        assert_eq!((airings, assembler.stats().digest_failures), (3, 2));
     }
 
     #[test]

@@ -102,6 +102,113 @@ proptest! {
     }
 }
 
+/// A forgery a key holder could send while a genuine manifest airs.
+#[derive(Debug, Clone)]
+enum Forgery {
+    /// Any digest, length, offset and bytes.
+    Anything { object_id: u64, digest: [u8; 8], total_len: u32, offset: u32, bytes: Vec<u8> },
+    /// The genuine digest and length, any offset and bytes (overlapping the genuine ones).
+    Overlapping { offset: u32, bytes: Vec<u8> },
+    /// Other bytes for the place of genuine fragment `index` (one per place, at most
+    /// `CONTESTED_TRIED_MAX` places).
+    Place { index: usize, fill: u8 },
+}
+
+/// A forged fragment to send: (object id, digest, total length, offset, bytes).
+type Forged = (u64, [u8; 8], u32, u32, Vec<u8>);
+
+fn forgery() -> impl Strategy<Value = Forgery> {
+    prop_oneof![
+        (any::<bool>(), any::<[u8; 8]>(), 1u32..70_000, any::<u32>(), prop::collection::vec(any::<u8>(), 1..300)).prop_map(
+            |(same_object, digest, total_len, offset, bytes)| Forgery::Anything {
+                object_id: if same_object { 0 } else { 1 },
+                digest,
+                total_len,
+                offset: offset % total_len,
+                bytes
+            }
+        ),
+        (any::<u32>(), prop::collection::vec(any::<u8>(), 1..300)).prop_map(|(offset, bytes)| Forgery::Overlapping { offset, bytes }),
+        (any::<usize>(), any::<u8>()).prop_map(|(index, fill)| Forgery::Place { index, fill }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Whatever the order of a genuine manifest's fragments (each heard once) and however
+    /// forgeries from a key holder are interleaved with them, the genuine manifest is
+    /// assembled, and nothing else is. proptest prints the failing input and keeps it under
+    /// proptest-regressions/ for replay.
+    #[test]
+    fn any_interleaving_with_forgeries_assembles_the_genuine_manifest(
+        manifest in prop::collection::vec(any::<u8>(), 2..6000),
+        mtu in 100usize..1500,
+        order in prop::collection::vec(any::<u64>(), 64),
+        forgeries in prop::collection::vec((forgery(), any::<u64>()), 0..120),
+    ) {
+        let object_id = 0;
+        let genuine = wire::manifest_fragments(&manifest, mtu);
+        let (digest, total_len) = (genuine[0].digest, genuine[0].total_len);
+        let stride = genuine[0].bytes.len();
+        // The genuine fragments in the order `order` gives (Fisher-Yates).
+        let mut sequence: Vec<usize> = (0..genuine.len()).collect();
+        for i in (1..sequence.len()).rev() {
+            sequence.swap(i, (order[i % order.len()] % (i as u64 + 1)) as usize);
+        }
+        let mut places = std::collections::BTreeSet::new();
+        let mut slots: Vec<Vec<Forged>> = vec![Vec::new(); genuine.len() + 1];
+        for (forgery, at) in forgeries {
+            let forged = match forgery {
+                Forgery::Anything { object_id: id, digest, total_len, offset, mut bytes } => {
+                    bytes.truncate((total_len - offset) as usize);
+                    (id, digest, total_len, offset, bytes)
+                }
+                Forgery::Overlapping { offset, mut bytes } => {
+                    let offset = offset % total_len;
+                    bytes.truncate((total_len - offset) as usize);
+                    let end = offset as usize + bytes.len();
+                    // Not a copy of a genuine place: those are `Place` forgeries.
+                    let aligned = offset as usize % stride == 0 && (bytes.len() == stride || end == manifest.len());
+                    if aligned {
+                        continue;
+                    }
+                    (object_id, digest, total_len, offset, bytes)
+                }
+                Forgery::Place { index, fill } => {
+                    let index = index % genuine.len();
+                    if !places.contains(&index) && places.len() >= wire::CONTESTED_TRIED_MAX {
+                        continue;
+                    }
+                    if !places.insert(index) {
+                        continue;
+                    }
+                    let bytes = vec![fill; genuine[index].bytes.len()];
+                    if bytes == genuine[index].bytes {
+                        continue;
+                    }
+                    (object_id, digest, total_len, genuine[index].offset, bytes)
+                }
+            };
+            let gap = (at % slots.len() as u64) as usize;
+            slots[gap].push(forged);
+        }
+        let mut assembler = ManifestAssembler::default();
+        let mut assembled = Vec::new();
+        for (position, forged) in slots.iter().enumerate() {
+            for (id, digest, total_len, offset, bytes) in forged {
+                let fragment = ManifestFragment { digest: *digest, total_len: *total_len, offset: *offset, bytes };
+                assembled.extend(assembler.add(*id, &fragment));
+            }
+            if let Some(&index) = sequence.get(position) {
+                assembled.extend(assembler.add(object_id, &genuine[index]));
+            }
+        }
+        prop_assert_eq!(assembled, vec![manifest]);
+        prop_assert!(assembler.candidates() <= wire::ASSEMBLIES_MAX);
+    }
+}
+
 #[test]
 fn every_truncation_of_a_valid_datagram_is_refused() {
     let mut buf = Vec::new();
