@@ -73,6 +73,17 @@ pub const REFUSALS_REMEMBERED_MAX: usize = 1024;
 /// How long a refusal of an object not being received shows in status after its manifest
 /// was last seen (twice [`REJECTED_REMEMBER_FOR`], after which a repeat is checked again).
 pub const REFUSAL_SHOWN_FOR: Duration = Duration::from_secs(1200);
+/// The shortest time between two Completes of one object (its first, when the driver made
+/// it durable, included): the uplink asks again with a ROUND marker when a Complete was lost
+/// on the WAN, and its rounds are further apart than this (feedback_wait alone is 2.5 s),
+/// while an insider's forged markers at any rate buy no more than one per interval.
+pub const COMPLETE_REPEAT_INTERVAL_MIN: Duration = Duration::from_secs(2);
+/// Repeated Completes, over all objects, allowed in a burst; the budget refills at
+/// [`COMPLETE_REPEATS_PER_SEC_MAX`]. The uplink's ack server allows a county 20 messages a
+/// second (burst 200): forged markers for many completed objects must not use that up.
+pub const COMPLETE_REPEATS_BURST_MAX: u32 = 8;
+/// The rate at which the repeated-Complete budget refills.
+pub const COMPLETE_REPEATS_PER_SEC_MAX: u32 = 1;
 /// The most feedback messages waiting for the driver; the oldest progress reports are
 /// dropped beyond it (the next round asks again).
 pub const FEEDBACK_QUEUE_MAX: usize = 1024;
@@ -285,6 +296,19 @@ pub struct ReceptionStats {
     pub symbols_ignored: u64,
     /// Events dropped because the driver did not poll them in time.
     pub events_lost: u64,
+    /// Signed messages (manifests, heartbeats, revocation lists) whose signatures were
+    /// checked: each costs one or two Ed25519 verifications, so what a replay can make the
+    /// receiver spend shows here.
+    pub signatures_checked: u64,
+    /// Heartbeats dropped as replays: not newer than the last accepted, or the same bytes
+    /// as one refused already.
+    pub heartbeats_replayed: u64,
+    /// Revocation lists dropped as replays: not above the list held, or the same bytes as
+    /// one refused already.
+    pub revocations_replayed: u64,
+    /// ROUND markers for completed objects that were not answered with a Complete again
+    /// (a round answered already, or too soon after the last answer).
+    pub round_markers_repeated: u64,
 }
 
 /// How faithfully symbols are processed. The simulator uses [`Fidelity::Counting`] to run
@@ -479,11 +503,13 @@ impl Reception {
     }
 
     fn handle_revocation(&mut self, signed: &[u8]) {
+        self.stats.signatures_checked += 1;
         let revocation = match trust::verify_revocation(signed, &self.config.root) {
             Ok(revocation) => revocation,
             Err(error) => return self.push(ReceptionEvent::RevocationRejected { reason: error.to_string() }),
         };
         if revocation.sequence <= self.revoked.0 {
+            self.stats.revocations_replayed += 1;
             return;
         }
         self.revoked = (revocation.sequence, revocation.revoked_serials.iter().copied().collect());
@@ -758,6 +784,8 @@ impl Reception {
                 self.feedback.iter().any(|f| matches!(f.message, FeedbackMessage::Complete { object_id: id, .. } if id == object_id));
             if !already && round > 0 {
                 self.send_feedback(FeedbackMessage::Complete { object_id, object_hash });
+            } else {
+                self.stats.round_markers_repeated += 1;
             }
             return;
         }
@@ -784,6 +812,7 @@ impl Reception {
         if let Some(serial) = trust::heartbeat_signer_serial(signed).filter(|s| self.revoked.1.contains(s)) {
             return self.push(ReceptionEvent::HeartbeatRejected { reason: TrustError::KeyRevoked { serial }.to_string() });
         }
+        self.stats.signatures_checked += 1;
         match trust::verify_heartbeat(signed, &self.config.root, wall_unix_secs) {
             Ok(heartbeat) => {
                 let fresh = self.last_heartbeat.is_none_or(|(last_ms, _)| heartbeat.uplink_time_unix_ms > last_ms);
@@ -799,6 +828,7 @@ impl Reception {
                         uplink_time_unix_ms: heartbeat.uplink_time_unix_ms,
                     });
                 } else {
+                    self.stats.heartbeats_replayed += 1;
                     self.push(ReceptionEvent::HeartbeatRejected { reason: "replay of an older heartbeat".into() });
                 }
             }
@@ -842,6 +872,7 @@ impl Reception {
             }
             return;
         }
+        self.stats.signatures_checked += 1;
         match trust::verify_genuine(signed, &self.config.root) {
             Ok(manifest) if manifest.object_id == object_id && manifest.targets_code(&self.config.county_code) => {
                 self.reject_genuine(now, &manifest, digest, reason)
@@ -856,6 +887,7 @@ impl Reception {
         if self.revoked.1.contains(&signer_serial) {
             return self.reject_signer(now, object_id, digest, signed, TrustError::KeyRevoked { serial: signer_serial }.into());
         }
+        self.stats.signatures_checked += 1;
         let manifest = match trust::verify_signed(signed, &self.config.root, wall_unix_secs) {
             Ok(manifest) => manifest,
             Err(error @ (TrustError::KeyNotYetValid { .. } | TrustError::KeyExpired { .. })) => {
