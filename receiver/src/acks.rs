@@ -60,7 +60,12 @@ impl Backoff {
     /// A session ended in an error: how long to wait before the next attempt. `worked` says
     /// whether the uplink answered anything in it.
     pub fn after_failure(&mut self, worked: bool) -> Duration {
-        let _ = worked;
+        if worked {
+            // The outage that grew the wait is over: a new one starts from the shortest
+            // wait, not from a minute (a county would stay silent that long after every
+            // blip of its WAN).
+            self.next = BACKOFF_MIN;
+        }
         let wait = self.next;
         self.next = (self.next * 2).min(BACKOFF_MAX);
         wait
