@@ -317,6 +317,8 @@ pub struct ReceptionStats {
     /// ROUND markers for completed objects that were not answered with a Complete again
     /// (a round answered already, or too soon after the last answer).
     pub round_markers_repeated: u64,
+    /// Completes said again in answer to ROUND markers of completed objects.
+    pub completes_repeated: u64,
 }
 
 /// How faithfully symbols are processed. The simulator uses [`Fidelity::Counting`] to run
@@ -870,6 +872,7 @@ impl Reception {
         if let Some(entry) = self.completed.get_mut(index) {
             entry.told = Some((round, now));
         }
+        self.stats.completes_repeated += 1;
         self.send_feedback(FeedbackMessage::Complete { object_id, object_hash });
     }
 

@@ -519,6 +519,7 @@ impl Datapath {
                 heartbeats_replayed: stats.heartbeats_replayed,
                 revocations_replayed: stats.revocations_replayed,
                 round_markers_repeated: stats.round_markers_repeated,
+                completes_repeated: stats.completes_repeated,
             },
             partial,
             deliveries_waiting: self.node.deliveries_waiting(),

@@ -147,6 +147,9 @@ pub struct ReceptionStatus {
     /// ROUND markers for completed objects not answered again (answered already, or too soon).
     #[serde(default)]
     pub round_markers_repeated: u64,
+    /// Completes said again in answer to ROUND markers.
+    #[serde(default)]
+    pub completes_repeated: u64,
 }
 
 /// One object being received.
@@ -742,6 +745,7 @@ mod tests {
                 heartbeats_replayed: 0,
                 revocations_replayed: 0,
                 round_markers_repeated: 0,
+                completes_repeated: 0,
             },
             partial: vec![],
             deliveries_waiting: 0,
