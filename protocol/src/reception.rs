@@ -434,9 +434,8 @@ struct Completed {
     object_hash: [u8; 32],
     /// The driver has made its delivery durable: only then is it acknowledged.
     delivered: bool,
-    /// The round of the last ROUND marker answered with a Complete (or that started the
-    /// interval), and when. None until the first marker after the delivery: the Complete
-    /// queued at delivery is the first answer, and that marker starts the interval.
+    /// The round of the last ROUND marker answered with a Complete, and when (None until
+    /// the first marker after the delivery).
     told: Option<(u32, Instant)>,
 }
 
@@ -855,16 +854,12 @@ impl Reception {
             // first pass, whose Complete went at delivery.
             return;
         }
-        let Some((told_round, told_at)) = entry.told else {
-            // The first marker since the delivery's Complete: it starts the interval.
-            if let Some(entry) = self.completed.get_mut(index) {
-                entry.told = Some((round, now));
-            }
-            self.stats.round_markers_repeated += 1;
-            return;
-        };
         let queued = self.feedback.iter().any(|f| matches!(f.message, FeedbackMessage::Complete { object_id: id, .. } if id == object_id));
-        let due = round != told_round && now.saturating_duration_since(told_at) >= COMPLETE_REPEAT_INTERVAL_MIN && !queued;
+        let due = match entry.told {
+            // The first marker since the delivery: the uplink has not heard the Complete.
+            None => true,
+            Some((told_round, told_at)) => round != told_round && now.saturating_duration_since(told_at) >= COMPLETE_REPEAT_INTERVAL_MIN,
+        } && !queued;
         if !due || !self.take_complete_token(now) {
             self.stats.round_markers_repeated += 1;
             return;
