@@ -27,6 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use satcast::{Cluster, ClusterOptions, County, wait_until};
 use satcast_protocol::fec::{self, Block, Oti};
 use satcast_protocol::manifest::Manifest;
+use satcast_protocol::reception::COMPLETE_REPEAT_INTERVAL_MIN;
 use satcast_protocol::trust::{NetworkKey, SignedManifest};
 use satcast_protocol::wire::{self, Body};
 use satcast_sim::relay::LossModel;
@@ -42,6 +43,7 @@ const TYPE_DATA: u8 = 1;
 const TYPE_MANIFEST: u8 = 2;
 const TYPE_HEARTBEAT: u8 = 3;
 const TYPE_ROUND: u8 = 4;
+const TYPE_REVOCATION: u8 = 5;
 /// The county under attack, and the tap.
 const COUNTY: &str = "410102";
 const TAP_COUNTY: &str = "410103";
@@ -241,12 +243,21 @@ impl Rig {
     /// A cluster with the county under attack (and a tap county, if asked); the uplink airs
     /// at `rate` bits/s, carousel passes `passes`, blocks of at most [`BLOCK_BYTES_MAX`].
     fn start(test: &'static str, tap: bool, rate: u64, passes: u32) -> Rig {
-        Rig::start_with_blocks(test, tap, rate, passes, BLOCK_BYTES_MAX)
+        Rig::start_with(test, tap, rate, passes, false)
+    }
+
+    /// [`Rig::start`], with the acknowledgement channel (QUIC over the WAN proxy) if `acks`.
+    fn start_with(test: &'static str, tap: bool, rate: u64, passes: u32, acks: bool) -> Rig {
+        Rig::start_full(test, tap, rate, passes, acks, BLOCK_BYTES_MAX)
     }
 
     /// [`Rig::start`] with source blocks of at most `block_bytes_max` (only [`Rig::air`]'s
     /// OTI assumes [`BLOCK_BYTES_MAX`]).
     fn start_with_blocks(test: &'static str, tap: bool, rate: u64, passes: u32, block_bytes_max: u64) -> Rig {
+        Rig::start_full(test, tap, rate, passes, false, block_bytes_max)
+    }
+
+    fn start_full(test: &'static str, tap: bool, rate: u64, passes: u32, acks: bool, block_bytes_max: u64) -> Rig {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
         let seed = seed(test);
@@ -262,7 +273,7 @@ impl Rig {
             passes,
             seed,
             extra_uplink_config: format!("\n[fec]\nblock_bytes_max = {block_bytes_max}\n"),
-            acks: false,
+            acks,
         };
         let mut cluster = Cluster::start(dir.path(), &options).expect("cluster");
         let tap = tap.then(|| Tap::start(&mut cluster.counties[1]));
@@ -867,7 +878,9 @@ fn a_replayed_older_session_is_refused() {
         rig.send_paced(&replay);
         std::thread::sleep(Duration::from_millis(100));
     }
-    rig.assert_log(&["heartbeat rejected reason=replay of an older heartbeat"]);
+    // Replayed heartbeats cost a counter, not a log line (nor a signature check).
+    let replayed = rig.wait_counter("heartbeats_replayed", 1);
+    assert!(replayed >= 1, "the replayed heartbeats are not counted:\n{}", rig.log());
     // After a power cut the completed-object memory is gone: rollback protection has to
     // come from the durable trust state.
     rig.restart_receiver();
@@ -877,10 +890,9 @@ fn a_replayed_older_session_is_refused() {
         rig.send_paced(&replay);
         std::thread::sleep(Duration::from_millis(100));
     }
-    rig.finish(
-        &["rollback (offered version 1, version 2 delivered)", "heartbeat rejected reason=replay of an older heartbeat"],
-        delivered_after,
-    );
+    let replayed = rig.wait_counter("heartbeats_replayed", 1);
+    assert!(replayed >= 1, "the replayed heartbeats are not counted after the restart:\n{}", rig.log());
+    rig.finish(&["rollback (offered version 1, version 2 delivered)"], delivered_after);
     assert_eq!(std::fs::read(&newer.delivered).expect("delivered"), newer.payload, "the older version came back");
     assert!(!rig.log().contains(&format!("object={:016x} kind=codetable name=divisions.csv version=1", older.id)), "{}", rig.log());
 }
@@ -924,7 +936,17 @@ fn a_signature_spliced_onto_a_changed_manifest_is_refused() {
     let sent = rig.send_paced(&datagrams);
     let delivered_after = start.elapsed() + rig.wait_delivered(&genuine, Duration::from_secs(30));
     rig.finish(&["reason=signature does not verify under the certified signing key error=Trust(BadSignature)"], delivered_after);
-    let refused = rig.log().lines().filter(|l| l.contains("error=Trust(BadSignature)")).count();
+    // The first refusal of a reason is logged at once, the rest in one summary line per
+    // 10 s window (with its count).
+    let summary = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("manifests rejected") && l.contains("signature does not verify"))
+            .map(|l| stat(&l.replace('=', ": "), "count"))
+            .sum::<u64>()
+    };
+    wait_until(Duration::from_secs(12), || summary(&rig.log()) > 0);
+    let log = rig.log();
+    let refused = log.lines().filter(|l| l.contains("error=Trust(BadSignature)")).count() + summary(&log) as usize;
     // Each spliced manifest went under two header ids; the second copy has the same digest
     // and is skipped as already refused.
     println!("{sent} spliced datagrams sent, {refused} manifests refused with BadSignature");
@@ -1238,4 +1260,258 @@ fn a_late_joiner_assembles_a_long_manifest_under_forged_fragments() {
             clean.as_secs_f64()
         );
     }
+}
+
+/// Datagrams per second of the replay attacks: the rate the hostile corpus used.
+const REPLAY_PER_SEC: u64 = 20_000;
+/// Link rate of the timed cases, and the size of each timed object: about two seconds on
+/// air, so that 10% of it is more than the timing's granularity.
+const TIMED_RATE_BITS_PER_SEC: u64 = 16_000_000;
+const TIMED_OBJECT_BYTES: usize = 4_000_000;
+/// Under attack a delivery may take at most this much longer than the clean one timed in
+/// the same run (the 10%)...
+const ATTACK_SLOWDOWN_MAX: f64 = 1.10;
+/// ...plus this: each delivery is seen by polling every 100 ms (so the difference of two
+/// can be off by 100 ms), and thrice that for a machine shared with other builds. A replay
+/// that costs signature checks slows delivery by seconds, far beyond it.
+const TIMING_SLACK: Duration = Duration::from_millis(300);
+/// The most lines the receiver may log while the attack runs: the first of each refusal
+/// and one summary per reason every 10 s, never a line per datagram.
+const ATTACK_LOG_LINES_MAX: usize = 40;
+
+/// Sends `datagrams` round-robin at [`REPLAY_PER_SEC`] from its own thread until stopped;
+/// returns how many it sent.
+struct Attack {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Attack {
+    fn start(rig: &Rig, mut datagrams: impl FnMut(u64) -> Vec<u8> + Send + 'static) -> Attack {
+        let socket = rig.attacker.try_clone().expect("attacker socket");
+        let target = rig.target;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while !thread_stop.load(Ordering::Relaxed) {
+                let _ = socket.send_to(&datagrams(sent), target);
+                sent += 1;
+                // Hold the rate: sleep when ahead of it.
+                let due = Duration::from_micros(sent * 1_000_000 / REPLAY_PER_SEC);
+                if let Some(ahead) = due.checked_sub(start.elapsed()) {
+                    if ahead > Duration::from_millis(1) {
+                        std::thread::sleep(ahead);
+                    }
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            println!("attack: sent {sent} datagrams in {secs:.1} s ({:.0}/s)", sent as f64 / secs);
+            sent
+        });
+        Attack { stop, thread: Some(thread) }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+}
+
+impl Drop for Attack {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Times a genuine object's delivery clean, then another's while `attack` runs, and checks
+/// the second is within [`ATTACK_SLOWDOWN_MAX`] (and [`TIMING_SLACK`]) of the first and
+/// that the receiver logged at most [`ATTACK_LOG_LINES_MAX`] lines meanwhile. Returns the
+/// time under attack and how many datagrams the attack sent.
+fn timed_under_attack(rig: &mut Rig, attack: impl FnMut(u64) -> Vec<u8> + Send + 'static) -> (Duration, u64) {
+    let clean = rig.air("software", "clean.bin", TIMED_OBJECT_BYTES, 1, None);
+    let clean_after = rig.wait_delivered(&clean, Duration::from_secs(30));
+    // Its carousel would go on airing its later passes beside the timed object and halve
+    // that object's share of the link: stop it, as an operator would.
+    let id = format!("{:016x}", clean.id);
+    rig.cluster.uplink_cli(&["cancel", &id]).unwrap_or_else(|(code, out)| panic!("cancel exited {code}: {out}"));
+    let stopped =
+        wait_until(Duration::from_secs(5), || rig.uplink_log().lines().any(|l| l.contains(&id) && l.contains("cancelled by an operator")));
+    assert!(stopped, "the clean object's broadcast did not stop:\n{}", rig.uplink_log());
+    let lines_before = rig.log().lines().count();
+    let running = Attack::start(rig, attack);
+    // Let the attack reach its rate before the genuine object starts airing.
+    std::thread::sleep(Duration::from_millis(300));
+    let attacked = rig.air("software", "attacked.bin", TIMED_OBJECT_BYTES, 1, None);
+    let attacked_after = rig.wait_delivered(&attacked, Duration::from_secs(60));
+    let sent = running.stop();
+    let bound = clean_after.mul_f64(ATTACK_SLOWDOWN_MAX) + TIMING_SLACK;
+    println!(
+        "{}: clean delivery {:.2} s, under attack {:.2} s (bound {:.2} s = {ATTACK_SLOWDOWN_MAX} x clean + {:.1} s)",
+        rig.test,
+        clean_after.as_secs_f64(),
+        attacked_after.as_secs_f64(),
+        bound.as_secs_f64(),
+        TIMING_SLACK.as_secs_f64()
+    );
+    // Give the summaries of the attack's window time to come out, then count lines.
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = rig.log();
+    let logged = log.lines().count().saturating_sub(lines_before);
+    assert!(
+        logged <= ATTACK_LOG_LINES_MAX,
+        "{}: the receiver logged {logged} lines under an attack of {sent} datagrams (bound {ATTACK_LOG_LINES_MAX}); the last:\n{}",
+        rig.test,
+        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+    let about = |log: String, id: u64| {
+        let id = format!("{id:016x}");
+        log.lines().filter(|l| l.contains(&id)).collect::<Vec<_>>().join("\n")
+    };
+    assert!(
+        attacked_after <= bound,
+        "{}: delivery took {attacked_after:?} under attack, {clean_after:?} clean (bound {bound:?})\nclean, receiver:\n{}\nclean, uplink:\n{}\nattacked, receiver:\n{}\nattacked, uplink:\n{}",
+        rig.test,
+        about(rig.log(), clean.id),
+        about(rig.uplink_log(), clean.id),
+        about(rig.log(), attacked.id),
+        about(rig.uplink_log(), attacked.id),
+    );
+    (attacked_after, sent)
+}
+
+/// An outsider replays a captured genuine HEARTBEAT at 20k/s: each copy costs a counter
+/// (no signature check, no log line), and delivery is not slowed.
+#[test]
+fn a_heartbeat_replayed_at_20k_per_sec_does_not_slow_delivery_or_flood_the_log() {
+    let mut rig =
+        Rig::start("a_heartbeat_replayed_at_20k_per_sec_does_not_slow_delivery_or_flood_the_log", true, TIMED_RATE_BITS_PER_SEC, 3);
+    rig.prelude();
+    let heartbeat = rig.tap().of(TYPE_HEARTBEAT, None).into_iter().next().expect("a captured heartbeat");
+    let checked_before = rig.reception_counter("signatures_checked");
+    let (delivered_after, sent) = timed_under_attack(&mut rig, move |_| heartbeat.clone());
+    let replayed = rig.wait_counter("heartbeats_replayed", sent / 2);
+    let checked = rig.reception_counter("signatures_checked") - checked_before;
+    println!("the receiver counted {replayed} of {sent} as replays and checked {checked} signatures meanwhile");
+    assert!(replayed >= sent / 2, "replays are not counted: {replayed} of {sent}");
+    assert!(checked < 100, "replays cost signature checks: {checked}");
+    rig.finish(&[], delivered_after);
+}
+
+/// An outsider replays a captured genuine REVOCATION list at 20k/s: each copy is dropped by
+/// its sequence before the root signature is checked.
+#[test]
+fn a_revocation_list_replayed_at_20k_per_sec_does_not_slow_delivery() {
+    let mut rig = Rig::start("a_revocation_list_replayed_at_20k_per_sec_does_not_slow_delivery", true, TIMED_RATE_BITS_PER_SEC, 3);
+    // The root revokes a serial never issued, so nothing else changes; the uplink airs the
+    // list with every heartbeat.
+    satcast::run("satcast-uplink", &["keys", "revoke", "--dir", "keys", "--serial", "99", "--force"], rig.dir.path()).expect("revoke");
+    rig.prelude();
+    let captured = wait_until(Duration::from_secs(12), || !rig.tap().of(TYPE_REVOCATION, None).is_empty());
+    assert!(captured, "no revocation list captured:\n{}", rig.uplink_log());
+    let list = rig.tap().of(TYPE_REVOCATION, None).into_iter().next().expect("a captured list");
+    let checked_before = rig.reception_counter("signatures_checked");
+    let (delivered_after, sent) = timed_under_attack(&mut rig, move |_| list.clone());
+    let replayed = rig.wait_counter("revocations_replayed", sent / 2);
+    let checked = rig.reception_counter("signatures_checked") - checked_before;
+    println!("the receiver counted {replayed} of {sent} as replays and checked {checked} signatures meanwhile");
+    assert!(replayed >= sent / 2, "replays are not counted: {replayed} of {sent}");
+    assert!(checked < 100, "replays cost signature checks: {checked}");
+    rig.finish(&["signing keys revoked"], delivered_after);
+}
+
+/// An insider (it holds the network key) forges ROUND markers for an object the county
+/// completed, a new round each, at 20k/s: the county answers with a Complete at most once
+/// per interval, so its feedback budget at the uplink (20 a second) is never used up and
+/// its acknowledgement channel is never told "busy".
+#[test]
+fn forged_round_markers_for_a_completed_object_do_not_exhaust_the_feedback_budget() {
+    let mut rig = Rig::start_with(
+        "forged_round_markers_for_a_completed_object_do_not_exhaust_the_feedback_budget",
+        true,
+        TIMED_RATE_BITS_PER_SEC,
+        3,
+        true,
+    );
+    let prelude = rig.prelude().id;
+    let key = rig.key.clone();
+    let wan = |rig: &Rig| rig.cluster.wan.as_ref().map_or(0, |w| w.forwarded.load(Ordering::Relaxed));
+    let wan_before = wan(&rig);
+    let completes_before = rig.reception_counter("completes_repeated");
+    let (delivered_after, sent) = timed_under_attack(&mut rig, move |i| {
+        let mut buf = Vec::new();
+        wire::write_round(&mut buf, &key, prelude, i as u32 + 1);
+        buf
+    });
+    let wan_sent = wan(&rig) - wan_before;
+    let repeated = rig.wait_counter("round_markers_repeated", sent / 2);
+    let completes = rig.reception_counter("completes_repeated") - completes_before;
+    println!(
+        "the receiver answered {completes} of {sent} markers with a Complete, counted {repeated} as repeats, and sent {wan_sent} datagrams on the WAN meanwhile"
+    );
+    let log = rig.log();
+    let busy = log.lines().filter(|l| l.contains("the uplink is busy")).count();
+    assert_eq!(busy, 0, "the forged markers used up the county's feedback budget:\n{log}");
+    // One at once, then one per interval while the attack lasted, and one for a genuine
+    // marker of another object.
+    let bound = 2 + sent / REPLAY_PER_SEC / COMPLETE_REPEAT_INTERVAL_MIN.as_secs();
+    assert!(completes <= bound, "{completes} Completes for {sent} forged markers (bound {bound})");
+    assert!(repeated >= sent / 2, "repeated markers are not counted: {repeated} of {sent}");
+    rig.finish(&[], delivered_after);
+}
+
+/// An insider sends heartbeats, revocation lists and manifests that are each different and
+/// each refused (broken signatures): every one is checked, but the log names the first of
+/// each reason and then one summary per reason every 10 s, never a line per datagram.
+#[test]
+fn refused_heartbeats_revocations_and_manifests_are_summarised_in_the_log() {
+    use satcast_protocol::trust::{Revocation, SignedHeartbeat, SignedRevocation};
+    /// Forgeries of each kind.
+    const FORGED_EACH: u64 = 1000;
+    let mut rig = Rig::start("refused_heartbeats_revocations_and_manifests_are_summarised_in_the_log", true, 8_000_000, 3);
+    let prelude = rig.prelude();
+    let key = rig.key.clone();
+    let heartbeat = rig.tap().of(TYPE_HEARTBEAT, None).into_iter().next().expect("a captured heartbeat");
+    let Ok(Body::Heartbeat(signed)) = wire::parse(&heartbeat, &key).map(|d| d.body) else { panic!("not a heartbeat") };
+    let genuine_heartbeat = SignedHeartbeat::from_bytes(signed).expect("genuine heartbeat");
+    let (signed_manifest, _) = reassemble(&rig.tap().of(TYPE_MANIFEST, Some(prelude.id)), &key, prelude.id).expect("prelude manifest");
+    let original = SignedManifest::from_bytes(&signed_manifest).expect("genuine signed manifest");
+    let manifest = Manifest::from_bytes(&original.manifest).expect("genuine manifest");
+    let now_ms = u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis()).expect("ms");
+    let mut datagrams = Vec::new();
+    for i in 0..FORGED_EACH {
+        // Newer than any heartbeat accepted, within the clock bound; the signature no longer
+        // matches what it signs.
+        let mut forged = genuine_heartbeat;
+        forged.heartbeat.sequence += 1000 + i;
+        forged.heartbeat.uplink_time_unix_ms = now_ms + 10_000 + i;
+        let mut buf = Vec::new();
+        wire::write_heartbeat(&mut buf, &key, &forged.to_bytes());
+        datagrams.push(buf);
+        let list = SignedRevocation {
+            revocation: Revocation { sequence: 1000 + i, issued_unix_secs: now_ms / 1000, revoked_serials: vec![i] },
+            root_signature: [7; 64],
+        };
+        let mut buf = Vec::new();
+        wire::write_revocation(&mut buf, &key, &list.to_bytes());
+        datagrams.push(buf);
+        let id = rig.rng.next_u64() | 1;
+        let changed = Manifest { object_id: id, ..manifest.clone() };
+        let spliced = SignedManifest { manifest: changed.to_bytes(), ..original.clone() }.to_bytes();
+        datagrams.extend(manifest_datagrams(&key, id, &spliced));
+    }
+    let lines_before = rig.log().lines().count();
+    let sent = rig.send_paced(&datagrams);
+    // The summaries come when the 10 s window closes.
+    let summarised = wait_until(Duration::from_secs(12), || {
+        let log = rig.log();
+        ["heartbeats rejected", "revocation lists rejected", "manifests rejected"].iter().all(|n| log.contains(n))
+    });
+    let log = rig.log();
+    let logged = log.lines().count().saturating_sub(lines_before);
+    println!("{sent} forged datagrams sent; the receiver logged {logged} lines");
+    assert!(summarised, "no summary of the refusals:\n{log}");
+    assert!(logged <= ATTACK_LOG_LINES_MAX, "{logged} lines for {sent} forgeries (bound {ATTACK_LOG_LINES_MAX}):\n{log}");
+    rig.finish(&["heartbeat rejected", "revocation list rejected", "manifest rejected"], Duration::ZERO);
 }

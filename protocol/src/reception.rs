@@ -43,7 +43,7 @@ use crate::manifest::{Kind, Manifest};
 use crate::storage::{DecodeOutcome, Held, NotKept, StoreCompletion, StoreRequest, VerifyOutcome};
 // Where they lived before storage became requests; the daemon's store and tests name them here.
 pub use crate::storage::{MemoryStore, ReceptionStore};
-use crate::trust::{self, Accepted, RootPublicKey, TrustError};
+use crate::trust::{self, Accepted, RootPublicKey, SignedHeartbeat, SignedRevocation, TrustError};
 use crate::wire::{self, Body, ManifestAssembler, NetworkKey, WireError};
 
 /// The most events held for the driver; beyond it the oldest are dropped and counted.
@@ -73,6 +73,21 @@ pub const REFUSALS_REMEMBERED_MAX: usize = 1024;
 /// How long a refusal of an object not being received shows in status after its manifest
 /// was last seen (twice [`REJECTED_REMEMBER_FOR`], after which a repeat is checked again).
 pub const REFUSAL_SHOWN_FOR: Duration = Duration::from_secs(1200);
+/// The shortest time between two Completes of one object (its first, when the driver made
+/// it durable, included): the uplink asks again with a ROUND marker when a Complete was lost
+/// on the WAN, and its rounds are further apart than this (feedback_wait alone is 2.5 s),
+/// while an insider's forged markers at any rate buy no more than one per interval.
+pub const COMPLETE_REPEAT_INTERVAL_MIN: Duration = Duration::from_secs(2);
+/// Repeated Completes, over all objects, allowed in a burst; the budget refills at
+/// [`COMPLETE_REPEATS_PER_SEC_MAX`]. The uplink's ack server allows a county 20 messages a
+/// second (burst 200): forged markers for many completed objects must not use that up.
+pub const COMPLETE_REPEATS_BURST_MAX: u32 = 8;
+/// The rate at which the repeated-Complete budget refills.
+pub const COMPLETE_REPEATS_PER_SEC_MAX: u32 = 1;
+/// How many refused heartbeats and revocation lists are remembered (by a digest of their
+/// bytes), so a refused one repeated at any rate is checked once: its copies cost a hash
+/// and a counter. Fresh genuine ones are all different, so a few suffice.
+pub const CONTROL_REFUSED_REMEMBERED_MAX: usize = 64;
 /// The most feedback messages waiting for the driver; the oldest progress reports are
 /// dropped beyond it (the next round asks again).
 pub const FEEDBACK_QUEUE_MAX: usize = 1024;
@@ -252,7 +267,9 @@ pub enum ReceptionEvent {
         /// The uplink's wall clock when it was sent.
         uplink_time_unix_ms: u64,
     },
-    /// A heartbeat was refused (bad signature, or a replay of an older one).
+    /// A heartbeat was refused (bad signature, revoked key, dated in the future...): said
+    /// once per distinct heartbeat. A replay of one accepted or refused already is no event,
+    /// only a count ([`ReceptionStats::heartbeats_replayed`]).
     HeartbeatRejected {
         /// Why, as text.
         reason: String,
@@ -265,7 +282,9 @@ pub enum ReceptionEvent {
         /// Every revoked signing-key serial.
         revoked_serials: Vec<u64>,
     },
-    /// A revocation list was refused (not signed by the pinned root, or malformed).
+    /// A revocation list was refused (not signed by the pinned root, or malformed): said
+    /// once per distinct list. A list not above the one held is no event, only a count
+    /// ([`ReceptionStats::revocations_replayed`]).
     RevocationRejected {
         /// Why, as text.
         reason: String,
@@ -285,6 +304,21 @@ pub struct ReceptionStats {
     pub symbols_ignored: u64,
     /// Events dropped because the driver did not poll them in time.
     pub events_lost: u64,
+    /// Signed messages (manifests, heartbeats, revocation lists) whose signatures were
+    /// checked: each costs one or two Ed25519 verifications, so what a replay can make the
+    /// receiver spend shows here.
+    pub signatures_checked: u64,
+    /// Heartbeats dropped as replays: not newer than the last accepted, or the same bytes
+    /// as one refused already.
+    pub heartbeats_replayed: u64,
+    /// Revocation lists dropped as replays: not above the list held, or the same bytes as
+    /// one refused already.
+    pub revocations_replayed: u64,
+    /// ROUND markers for completed objects that were not answered with a Complete again
+    /// (a round answered already, or too soon after the last answer).
+    pub round_markers_repeated: u64,
+    /// Completes said again in answer to ROUND markers of completed objects.
+    pub completes_repeated: u64,
 }
 
 /// How faithfully symbols are processed. The simulator uses [`Fidelity::Counting`] to run
@@ -393,6 +427,18 @@ struct Incoming {
     report_due: Option<Instant>,
 }
 
+/// An object this receiver completed.
+#[derive(Debug)]
+struct Completed {
+    object_id: u64,
+    object_hash: [u8; 32],
+    /// The driver has made its delivery durable: only then is it acknowledged.
+    delivered: bool,
+    /// The round of the last ROUND marker answered with a Complete, and when (None until
+    /// the first marker after the delivery).
+    told: Option<(u32, Instant)>,
+}
+
 /// Progress of one partial object, for status displays.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
@@ -415,10 +461,14 @@ pub struct Reception {
     rejected: VecDeque<(u64, [u8; 8], Instant)>,
     /// Refusals told to the uplink, oldest first (at most [`REFUSALS_REMEMBERED_MAX`]).
     refusals: VecDeque<RefusalNote>,
-    /// Completed objects and their hashes, so a repeated ROUND marker re-sends Complete.
-    /// Completed objects: id, hash, and whether the driver has made the delivery durable
-    /// (only then may a repeated ROUND marker be answered with Complete).
-    completed: VecDeque<(u64, [u8; 32], bool)>,
+    /// Completed objects, so their repeats are ignored and a ROUND marker for one is
+    /// answered with Complete (within bounds).
+    completed: VecDeque<Completed>,
+    /// Tokens for repeated Completes, shared by all objects, and when they were last
+    /// refilled (see [`COMPLETE_REPEATS_BURST_MAX`]).
+    complete_budget: (f64, Option<Instant>),
+    /// Digests of refused heartbeats and revocation lists, oldest first.
+    refused_control: VecDeque<[u8; 32]>,
     feedback: VecDeque<Feedback>,
     /// Symbols that arrived before their object's manifest: (object id, sbn, esi, symbol).
     early: VecDeque<(u64, u8, u32, Vec<u8>)>,
@@ -452,6 +502,8 @@ impl Reception {
             rejected: VecDeque::new(),
             refusals: VecDeque::new(),
             completed: VecDeque::new(),
+            complete_budget: (f64::from(COMPLETE_REPEATS_BURST_MAX), None),
+            refused_control: VecDeque::new(),
             feedback: VecDeque::new(),
             early: VecDeque::new(),
             early_bytes: 0,
@@ -478,14 +530,28 @@ impl Reception {
         self.revoked = (sequence, revoked_serials.iter().copied().collect());
     }
 
+    /// A revocation list: cheap checks first (the same bytes as a list refused already, a
+    /// sequence not above the one held: a replay, counted and dropped), the root's
+    /// signature only for a list that would change something.
     fn handle_revocation(&mut self, signed: &[u8]) {
-        let revocation = match trust::verify_revocation(signed, &self.config.root) {
-            Ok(revocation) => revocation,
-            Err(error) => return self.push(ReceptionEvent::RevocationRejected { reason: error.to_string() }),
-        };
-        if revocation.sequence <= self.revoked.0 {
+        let digest = *blake3::hash(signed).as_bytes();
+        if self.refused_control.contains(&digest) {
+            self.stats.revocations_replayed += 1;
             return;
         }
+        let list = match SignedRevocation::from_bytes(signed) {
+            Ok(list) => list,
+            Err(error) => return self.refuse_revocation(digest, error.into()),
+        };
+        if list.revocation.sequence <= self.revoked.0 {
+            self.stats.revocations_replayed += 1;
+            return;
+        }
+        self.stats.signatures_checked += 1;
+        let revocation = match list.verify(&self.config.root) {
+            Ok(revocation) => revocation,
+            Err(error) => return self.refuse_revocation(digest, error),
+        };
         self.revoked = (revocation.sequence, revocation.revoked_serials.iter().copied().collect());
         // Objects accepted under a key now revoked are dropped, partial data and all.
         let doomed: Vec<(u64, u64)> = self
@@ -500,6 +566,18 @@ impl Reception {
             self.refuse(inc.last_symbol_at, &inc.manifest, &RejectReason::Trust(TrustError::KeyRevoked { serial }));
         }
         self.push(ReceptionEvent::RevocationsUpdated { sequence: revocation.sequence, revoked_serials: revocation.revoked_serials });
+    }
+
+    fn refuse_revocation(&mut self, digest: [u8; 32], error: TrustError) {
+        self.remember_refused_control(digest);
+        self.push(ReceptionEvent::RevocationRejected { reason: error.to_string() });
+    }
+
+    fn remember_refused_control(&mut self, digest: [u8; 32]) {
+        if self.refused_control.len() >= CONTROL_REFUSED_REMEMBERED_MAX {
+            self.refused_control.pop_front();
+        }
+        self.refused_control.push_back(digest);
     }
 
     /// The driver made a completed object durable and delivered it: remember its version
@@ -690,18 +768,18 @@ impl Reception {
     }
 
     fn remember_completed(&mut self, object_id: u64, object_hash: [u8; 32], delivered: bool) {
-        if let Some(entry) = self.completed.iter_mut().find(|(id, _, _)| *id == object_id) {
-            entry.2 |= delivered;
+        if let Some(entry) = self.completed.iter_mut().find(|c| c.object_id == object_id) {
+            entry.delivered |= delivered;
             return;
         }
         if self.completed.len() >= COMPLETED_REMEMBERED_MAX {
             self.completed.pop_front();
         }
-        self.completed.push_back((object_id, object_hash, delivered));
+        self.completed.push_back(Completed { object_id, object_hash, delivered, told: None });
     }
 
     fn is_completed(&self, object_id: u64) -> bool {
-        self.completed.iter().any(|(id, _, _)| *id == object_id)
+        self.completed.iter().any(|c| c.object_id == object_id)
     }
 
     /// Handles one received datagram.
@@ -753,19 +831,8 @@ impl Reception {
     }
 
     fn handle_round(&mut self, now: Instant, object_id: u64, round: u32) {
-        if let Some(&(_, object_hash, delivered)) = self.completed.iter().find(|(id, _, _)| *id == object_id) {
-            if !delivered {
-                // Its delivery is not durable yet: it is acknowledged when it is, not before.
-                return;
-            }
-            // The uplink still asks: our Complete may have been lost on the WAN. Say it
-            // again, once per round (the marker comes in several copies).
-            let already =
-                self.feedback.iter().any(|f| matches!(f.message, FeedbackMessage::Complete { object_id: id, .. } if id == object_id));
-            if !already && round > 0 {
-                self.send_feedback(FeedbackMessage::Complete { object_id, object_hash });
-            }
-            return;
+        if let Some(index) = self.completed.iter().position(|c| c.object_id == object_id) {
+            return self.handle_round_of_completed(now, index, round);
         }
         let window_ms = self.config.report_window.as_millis() as u64;
         let Some(inc) = self.incoming.get_mut(&object_id) else { return };
@@ -780,36 +847,102 @@ impl Reception {
         inc.report_due = Some(now + Duration::from_millis(jitter));
     }
 
+    /// A ROUND marker for an object completed here. The uplink still asks: our Complete may
+    /// have been lost on the WAN, so say it again, but at most once per (object, round), no
+    /// sooner than [`COMPLETE_REPEAT_INTERVAL_MIN`] after the last, and within the budget
+    /// shared by all objects: an insider forging markers (it holds the network key) buys a
+    /// bounded trickle of true Completes, and each other marker costs a counter.
+    fn handle_round_of_completed(&mut self, now: Instant, index: usize, round: u32) {
+        let Some(entry) = self.completed.get(index) else { return };
+        let (object_id, object_hash) = (entry.object_id, entry.object_hash);
+        if !entry.delivered || round == 0 {
+            // Not durable yet (it is acknowledged when it is, not before); round 0 is the
+            // first pass, whose Complete went at delivery.
+            return;
+        }
+        let queued = self.feedback.iter().any(|f| matches!(f.message, FeedbackMessage::Complete { object_id: id, .. } if id == object_id));
+        let due = match entry.told {
+            // The first marker since the delivery: the uplink has not heard the Complete.
+            None => true,
+            Some((told_round, told_at)) => round != told_round && now.saturating_duration_since(told_at) >= COMPLETE_REPEAT_INTERVAL_MIN,
+        } && !queued;
+        if !due || !self.take_complete_token(now) {
+            self.stats.round_markers_repeated += 1;
+            return;
+        }
+        if let Some(entry) = self.completed.get_mut(index) {
+            entry.told = Some((round, now));
+        }
+        self.stats.completes_repeated += 1;
+        self.send_feedback(FeedbackMessage::Complete { object_id, object_hash });
+    }
+
+    /// Takes one repeated Complete from the budget shared by all objects, refilled at
+    /// [`COMPLETE_REPEATS_PER_SEC_MAX`] up to [`COMPLETE_REPEATS_BURST_MAX`].
+    fn take_complete_token(&mut self, now: Instant) -> bool {
+        let (tokens, refilled_at) = &mut self.complete_budget;
+        let elapsed = refilled_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        *tokens = (*tokens + elapsed.as_secs_f64() * f64::from(COMPLETE_REPEATS_PER_SEC_MAX)).min(f64::from(COMPLETE_REPEATS_BURST_MAX));
+        *refilled_at = Some(now);
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Re-accepts a signed manifest kept by storage before a restart: it is verified
     /// again under today's clock and trust state, and what storage `held` of it counts.
     pub fn resume(&mut self, now: Instant, wall_unix_secs: u64, object_id: u64, signed_manifest: &[u8], held: &Held) {
         self.handle_manifest(now, wall_unix_secs, object_id, signed_manifest, Some(held));
     }
 
+    /// A heartbeat: cheap checks first, so a replay captured and re-sent at any rate costs
+    /// a hash and a counter. The same bytes as a heartbeat refused already, or a time not
+    /// after the last accepted heartbeat's (a replay: counted, dropped, no event); a time
+    /// beyond the county's clock plus [`trust::CLOCK_SKEW_MAX_SECS`], or a revoked signer
+    /// (refused); only then the signatures. Heartbeats are ordered by their signed time,
+    /// not their sequence, which starts again when the uplink restarts.
     fn handle_heartbeat(&mut self, now: Instant, wall_unix_secs: u64, signed: &[u8]) {
-        if let Some(serial) = trust::heartbeat_signer_serial(signed).filter(|s| self.revoked.1.contains(s)) {
-            return self.push(ReceptionEvent::HeartbeatRejected { reason: TrustError::KeyRevoked { serial }.to_string() });
+        let digest = *blake3::hash(signed).as_bytes();
+        if self.refused_control.contains(&digest) {
+            self.stats.heartbeats_replayed += 1;
+            return;
         }
-        match trust::verify_heartbeat(signed, &self.config.root, wall_unix_secs) {
-            Ok(heartbeat) => {
-                let fresh = self.last_heartbeat.is_none_or(|(last_ms, _)| heartbeat.uplink_time_unix_ms > last_ms);
-                if fresh {
-                    // Its age counts from when the uplink signed it, not from when it arrived:
-                    // a heartbeat captured earlier and replayed after a reboot (when the
-                    // receiver has forgotten the last one) shows as old, as it is.
-                    let age_at_arrival = Duration::from_millis((wall_unix_secs * 1000).saturating_sub(heartbeat.uplink_time_unix_ms));
-                    let signed_at = now.checked_sub(age_at_arrival).unwrap_or(now);
-                    self.last_heartbeat = Some((heartbeat.uplink_time_unix_ms, signed_at));
-                    self.push(ReceptionEvent::Heartbeat {
-                        sequence: heartbeat.sequence,
-                        uplink_time_unix_ms: heartbeat.uplink_time_unix_ms,
-                    });
-                } else {
-                    self.push(ReceptionEvent::HeartbeatRejected { reason: "replay of an older heartbeat".into() });
-                }
-            }
-            Err(error) => self.push(ReceptionEvent::HeartbeatRejected { reason: error.to_string() }),
+        let parsed = match SignedHeartbeat::from_bytes(signed) {
+            Ok(parsed) => parsed,
+            Err(error) => return self.refuse_heartbeat(digest, error.into()),
+        };
+        let sent_ms = parsed.heartbeat.uplink_time_unix_ms;
+        if self.last_heartbeat.is_some_and(|(last_ms, _)| sent_ms <= last_ms) {
+            self.stats.heartbeats_replayed += 1;
+            return;
         }
+        if let Err(error) = trust::check_heartbeat_time(&parsed.heartbeat, wall_unix_secs) {
+            return self.refuse_heartbeat(digest, error);
+        }
+        let serial = parsed.certificate.body.serial;
+        if self.revoked.1.contains(&serial) {
+            return self.refuse_heartbeat(digest, TrustError::KeyRevoked { serial });
+        }
+        self.stats.signatures_checked += 1;
+        let heartbeat = match parsed.verify(&self.config.root, wall_unix_secs) {
+            Ok(heartbeat) => heartbeat,
+            Err(error) => return self.refuse_heartbeat(digest, error),
+        };
+        // Its age counts from when the uplink signed it, not from when it arrived: a
+        // heartbeat captured earlier and replayed after a reboot (when the receiver has
+        // forgotten the last one) shows as old, as it is.
+        let age_at_arrival = Duration::from_millis((wall_unix_secs * 1000).saturating_sub(heartbeat.uplink_time_unix_ms));
+        let signed_at = now.checked_sub(age_at_arrival).unwrap_or(now);
+        self.last_heartbeat = Some((heartbeat.uplink_time_unix_ms, signed_at));
+        self.push(ReceptionEvent::Heartbeat { sequence: heartbeat.sequence, uplink_time_unix_ms: heartbeat.uplink_time_unix_ms });
+    }
+
+    fn refuse_heartbeat(&mut self, digest: [u8; 32], error: TrustError) {
+        self.remember_refused_control(digest);
+        self.push(ReceptionEvent::HeartbeatRejected { reason: error.to_string() });
     }
 
     /// Refuses a manifest. The refusal is remembered for this (object id, digest) only, so
@@ -848,6 +981,7 @@ impl Reception {
             }
             return;
         }
+        self.stats.signatures_checked += 1;
         match trust::verify_genuine(signed, &self.config.root) {
             Ok(manifest) if manifest.object_id == object_id && manifest.targets_code(&self.config.county_code) => {
                 self.reject_genuine(now, &manifest, digest, reason)
@@ -862,6 +996,7 @@ impl Reception {
         if self.revoked.1.contains(&signer_serial) {
             return self.reject_signer(now, object_id, digest, signed, TrustError::KeyRevoked { serial: signer_serial }.into());
         }
+        self.stats.signatures_checked += 1;
         let manifest = match trust::verify_signed(signed, &self.config.root, wall_unix_secs) {
             Ok(manifest) => manifest,
             Err(error @ (TrustError::KeyNotYetValid { .. } | TrustError::KeyExpired { .. })) => {

@@ -118,6 +118,15 @@ pub enum TrustError {
         /// The receiver's clock.
         now_unix_secs: u64,
     },
+    /// The heartbeat was sent more than [`CLOCK_SKEW_MAX_SECS`] in the future: believing it
+    /// would make every genuine heartbeat until then look like a replay.
+    #[error("heartbeat sent at {sent_unix_ms} ms, in the future of now {now_unix_secs} s")]
+    HeartbeatFromFuture {
+        /// The heartbeat's time, milliseconds since the Unix epoch.
+        sent_unix_ms: u64,
+        /// The receiver's clock.
+        now_unix_secs: u64,
+    },
     /// The manifest does not target this receiver's division code.
     #[error("manifest does not target this county")]
     NotTargeted,
@@ -564,9 +573,11 @@ impl SignedHeartbeat {
         decode_canonical::<Self, SIGNED_HEARTBEAT_BYTES_MAX>(bytes)
     }
 
-    /// Checks the certificate chain to `root`, the key's validity at `now_unix_secs` and the
-    /// signature. Freshness and sequence are the receiver's business.
+    /// Checks the heartbeat's time against `now_unix_secs` ([`check_heartbeat_time`], before
+    /// any signature), then the certificate chain to `root`, the key's validity and the
+    /// signature. Freshness against earlier heartbeats is the receiver's business.
     pub fn verify(&self, root: &RootPublicKey, now_unix_secs: u64) -> Result<Heartbeat, TrustError> {
+        check_heartbeat_time(&self.heartbeat, now_unix_secs)?;
         self.certificate.verify(root, now_unix_secs)?;
         let message = signed_message(HEARTBEAT_CONTEXT, &self.heartbeat.to_bytes());
         if !verify(&self.certificate.body.public_key, &message, &self.signature) {
@@ -654,6 +665,18 @@ pub fn verify_manifest(
     let manifest = verify_signed(bytes, root, now_unix_secs)?;
     check_acceptance(&manifest, county_code, now_unix_secs, accepted)?;
     Ok(manifest)
+}
+
+/// A heartbeat may be dated at most [`CLOCK_SKEW_MAX_SECS`] after the receiver's clock, as a
+/// manifest may be created: one dated further ahead (a signing key misused, an uplink clock
+/// set wrong) is refused, so it cannot make the genuine heartbeats that follow look old.
+/// Costs no signature check.
+pub fn check_heartbeat_time(heartbeat: &Heartbeat, now_unix_secs: u64) -> Result<(), TrustError> {
+    let limit_ms = now_unix_secs.saturating_add(CLOCK_SKEW_MAX_SECS).saturating_mul(1000);
+    if heartbeat.uplink_time_unix_ms > limit_ms {
+        return Err(TrustError::HeartbeatFromFuture { sent_unix_ms: heartbeat.uplink_time_unix_ms, now_unix_secs });
+    }
+    Ok(())
 }
 
 /// Decodes and verifies a [`SignedHeartbeat`] against the pinned `root` at `now_unix_secs`.

@@ -202,12 +202,13 @@ fn a_revoked_key_is_refused_and_what_it_signed_is_dropped() {
 fn a_clock_set_back_to_1970_or_far_forward_accepts_nothing_and_says_why() {
     let mut w = world(3);
     let signer = key(&w, 1, NOW - DAY, NOW + 300 * DAY);
-    // 1970: the key is not valid yet, and the heartbeat says so.
+    // 1970: the key is not valid yet; the heartbeat is dated far in the county's future,
+    // which is checked first (it costs no signature check), and the reason says so.
     let events = w.air_manifest(&signer, &manifest(20, 1, NOW), 0);
     assert!(refused_with(&events, RefusalCode::KeyNotYetValid), "{events:?}");
     let events = w.air_heartbeat(&signer, 1, NOW * 1000, 0);
     assert!(
-        events.iter().any(|e| matches!(e, ReceptionEvent::HeartbeatRejected { reason } if reason.contains("valid from"))),
+        events.iter().any(|e| matches!(e, ReceptionEvent::HeartbeatRejected { reason } if reason.contains("in the future of now 0 s"))),
         "{events:?}"
     );
     // Far forward: the key and the manifest have expired.
@@ -225,8 +226,11 @@ fn replayed_and_stale_heartbeats_are_refused_or_aged() {
     let mut w = world(4);
     let signer = key(&w, 1, NOW - DAY, NOW + 300 * DAY);
     assert!(w.air_heartbeat(&signer, 5, NOW * 1000, NOW).iter().any(|e| matches!(e, ReceptionEvent::Heartbeat { sequence: 5, .. })));
+    // A replay of an older one: counted and dropped before its signature is checked, and no
+    // event (a replay at 20k/s must not be 20k log lines).
     let replay = w.air_heartbeat(&signer, 4, NOW * 1000 - 5000, NOW);
-    assert!(replay.iter().any(|e| matches!(e, ReceptionEvent::HeartbeatRejected { reason } if reason.contains("replay"))), "{replay:?}");
+    assert!(replay.is_empty(), "{replay:?}");
+    assert_eq!(w.county.stats().heartbeats_replayed, 1);
     w.now += Duration::from_secs(120);
     assert_eq!(w.county.heartbeat_age(w.now), Some(Duration::from_secs(120)), "the age grows while nothing fresh arrives");
 }
@@ -426,4 +430,196 @@ fn passing_refusals_are_told_once_and_clear_when_the_county_takes_the_object() {
     w.county.handle_timeout(w.now + Duration::from_secs(60));
     let feedback: Vec<_> = std::iter::from_fn(|| w.county.poll_feedback()).collect();
     assert!(feedback.iter().any(|f| matches!(f.message, FeedbackMessage::Progress { object_id: 51, .. })), "{feedback:?}");
+}
+
+impl World {
+    /// Hands one datagram to the county, drains storage, and returns the events.
+    fn air_raw(&mut self, datagram: &[u8], wall: u64) -> Vec<ReceptionEvent> {
+        self.county.handle_datagram(self.now, wall, datagram);
+        satcast_protocol::storage::drain(&mut self.county, &mut self.store);
+        self.events()
+    }
+
+    /// The HEARTBEAT datagram of a heartbeat signed by `signer`.
+    fn heartbeat_datagram(&self, signer: &SigningKey, sequence: u64, uplink_ms: u64) -> Vec<u8> {
+        let signed = signer.sign_heartbeat(Heartbeat { sequence, uplink_time_unix_ms: uplink_ms }).to_bytes();
+        let mut buf = Vec::new();
+        wire::write_heartbeat(&mut buf, &self.network_key, &signed);
+        buf
+    }
+
+    /// The REVOCATION datagram of a list signed by `root`.
+    fn revocation_datagram(&self, root: &RootKey, sequence: u64, serials: Vec<u64>) -> Vec<u8> {
+        let signed =
+            root.sign_revocation(Revocation { sequence, issued_unix_secs: NOW, revoked_serials: serials }).expect("sign").to_bytes();
+        let mut buf = Vec::new();
+        wire::write_revocation(&mut buf, &self.network_key, &signed);
+        buf
+    }
+
+    /// Airs a one-block object of `name` whole, confirms its delivery as the driver does,
+    /// and drains the feedback that queued (its Complete).
+    fn deliver(&mut self, signer: &SigningKey, object_id: u64, name: &str) {
+        use satcast_protocol::fec::{self, BlockEncoder};
+        let payload = vec![object_id as u8; 5_000];
+        let oti = Oti::new_for_object(payload.len() as u64, 1436, 1 << 20).expect("oti");
+        let manifest = Manifest {
+            name: name.into(),
+            size_bytes: payload.len() as u64,
+            oti: oti.encode(),
+            object_hash: *blake3::hash(&payload).as_bytes(),
+            block_hashes: vec![fec::block_hash(&payload)],
+            ..manifest(object_id, 1, NOW)
+        };
+        assert!(accepted(&self.air_manifest(signer, &manifest, NOW)));
+        let encoder = BlockEncoder::new(&oti, 0, &payload).expect("encoder");
+        let (mut buf, mut symbol) = (Vec::new(), Vec::new());
+        for esi in 0..encoder.source_symbols() + 2 {
+            symbol.clear();
+            encoder.symbol_into(esi, &mut symbol).expect("symbol");
+            wire::write_data(&mut buf, &self.network_key, object_id, 0, esi, &symbol);
+            self.county.handle_datagram(self.now, NOW, &buf);
+            satcast_protocol::storage::drain(&mut self.county, &mut self.store);
+        }
+        let done = self.events().into_iter().find_map(|e| match e {
+            ReceptionEvent::Complete { manifest } => Some(manifest),
+            _ => None,
+        });
+        self.county.mark_delivered(&done.expect("the object completes"));
+        while self.county.poll_feedback().is_some() {}
+    }
+
+    /// A ROUND marker for `object_id` handed to the county; the Completes it queued (the
+    /// daemon drains feedback into its outbox after every datagram, so this does too).
+    fn round_marker(&mut self, object_id: u64, round: u32) -> usize {
+        let mut buf = Vec::new();
+        wire::write_round(&mut buf, &self.network_key, object_id, round);
+        self.county.handle_datagram(self.now, NOW, &buf);
+        std::iter::from_fn(|| self.county.poll_feedback()).filter(|f| matches!(f.message, FeedbackMessage::Complete { .. })).count()
+    }
+}
+
+/// Replays of a genuine heartbeat (captured and re-sent by an outsider at 20k/s) cost a
+/// counter: no signature check, no event (so no log line). A refused heartbeat repeated
+/// byte for byte is refused once.
+#[test]
+fn a_replayed_heartbeat_costs_a_counter_not_a_signature_check_or_an_event() {
+    let mut w = world(8);
+    let signer = key(&w, 1, NOW - DAY, NOW + 300 * DAY);
+    let genuine = w.heartbeat_datagram(&signer, 5, NOW * 1000);
+    assert!(w.air_raw(&genuine, NOW).iter().any(|e| matches!(e, ReceptionEvent::Heartbeat { sequence: 5, .. })));
+    let older = w.heartbeat_datagram(&signer, 4, NOW * 1000 - 5000);
+    let checked = w.county.stats().signatures_checked;
+    for _ in 0..1000 {
+        assert!(w.air_raw(&genuine, NOW).is_empty(), "a replay is an event");
+        assert!(w.air_raw(&older, NOW).is_empty(), "a replay is an event");
+    }
+    let stats = w.county.stats();
+    assert_eq!(stats.signatures_checked, checked, "replays were verified");
+    assert_eq!(stats.heartbeats_replayed, 2000);
+
+    // A fresh-looking heartbeat with a broken signature (an insider's), repeated: checked
+    // and refused once, then the same bytes cost a counter.
+    let mut signed = signer.sign_heartbeat(Heartbeat { sequence: 6, uplink_time_unix_ms: NOW * 1000 + 5000 }).to_bytes();
+    let last = signed.len() - 1;
+    signed[last] ^= 1;
+    let mut forged = Vec::new();
+    wire::write_heartbeat(&mut forged, &w.network_key, &signed);
+    let first = w.air_raw(&forged, NOW);
+    assert!(first.iter().any(|e| matches!(e, ReceptionEvent::HeartbeatRejected { .. })), "{first:?}");
+    let checked = w.county.stats().signatures_checked;
+    for _ in 0..100 {
+        assert!(w.air_raw(&forged, NOW).is_empty(), "a repeated refused heartbeat is an event again");
+    }
+    assert_eq!(w.county.stats().signatures_checked, checked, "a repeated refused heartbeat was verified again");
+    // The genuine next one is still taken.
+    let next = w.heartbeat_datagram(&signer, 6, NOW * 1000 + 5000);
+    assert!(w.air_raw(&next, NOW).iter().any(|e| matches!(e, ReceptionEvent::Heartbeat { sequence: 6, .. })));
+}
+
+/// Replays of a genuine revocation list cost a counter, before any signature check; so do
+/// repeats of a refused list.
+#[test]
+fn a_replayed_revocation_list_costs_a_counter_not_a_signature_check() {
+    let mut w = world(9);
+    let list = w.revocation_datagram(&w.root, 2, vec![7]);
+    assert!(w.air_raw(&list, NOW).iter().any(|e| matches!(e, ReceptionEvent::RevocationsUpdated { sequence: 2, .. })));
+    let older = w.revocation_datagram(&w.root, 1, vec![]);
+    let checked = w.county.stats().signatures_checked;
+    for _ in 0..1000 {
+        assert!(w.air_raw(&list, NOW).is_empty());
+        assert!(w.air_raw(&older, NOW).is_empty());
+    }
+    let stats = w.county.stats();
+    assert_eq!(stats.signatures_checked, checked, "replayed lists were verified");
+    assert_eq!(stats.revocations_replayed, 2000);
+    // A list from another root with a higher sequence: verified and refused once.
+    let other_root = RootKey::generate(&mut ChaCha8Rng::seed_from_u64(98));
+    let forged = w.revocation_datagram(&other_root, 9, vec![1]);
+    assert!(w.air_raw(&forged, NOW).iter().any(|e| matches!(e, ReceptionEvent::RevocationRejected { .. })));
+    let checked = w.county.stats().signatures_checked;
+    for _ in 0..100 {
+        assert!(w.air_raw(&forged, NOW).is_empty());
+    }
+    assert_eq!(w.county.stats().signatures_checked, checked, "a repeated refused list was verified again");
+}
+
+/// A genuine heartbeat dated ten years ahead (signed by a compromised or misconfigured
+/// uplink clock) is refused by the county's clock and does not lock out the genuine ones.
+#[test]
+fn a_heartbeat_from_the_future_is_refused_and_does_not_lock_out_the_genuine_ones() {
+    use satcast_protocol::trust::CLOCK_SKEW_MAX_SECS;
+    let mut w = world(10);
+    let signer = key(&w, 1, NOW - DAY, NOW + 3700 * DAY);
+    let future = w.heartbeat_datagram(&signer, 1_000_000, (NOW + 3650 * DAY) * 1000);
+    let events = w.air_raw(&future, NOW);
+    assert!(events.iter().any(|e| matches!(e, ReceptionEvent::HeartbeatRejected { reason } if reason.contains("future"))), "{events:?}");
+    let just_beyond = w.heartbeat_datagram(&signer, 3, (NOW + CLOCK_SKEW_MAX_SECS + 1) * 1000);
+    assert!(!w.air_raw(&just_beyond, NOW).iter().any(|e| matches!(e, ReceptionEvent::Heartbeat { .. })));
+    let genuine = w.heartbeat_datagram(&signer, 2, NOW * 1000);
+    let events = w.air_raw(&genuine, NOW);
+    assert!(events.iter().any(|e| matches!(e, ReceptionEvent::Heartbeat { sequence: 2, .. })), "locked out: {events:?}");
+    assert_eq!(w.county.heartbeat_age(w.now), Some(Duration::ZERO));
+    // Within the skew bound a heartbeat is taken (the county's clock may lag the uplink's).
+    let ahead = w.heartbeat_datagram(&signer, 3, (NOW + CLOCK_SKEW_MAX_SECS) * 1000);
+    assert!(w.air_raw(&ahead, NOW).iter().any(|e| matches!(e, ReceptionEvent::Heartbeat { sequence: 3, .. })));
+}
+
+/// An insider forges ROUND markers for an object this county completed, round after round:
+/// each (object, round) is answered with Complete at most once, no sooner than
+/// reception::COMPLETE_REPEAT_INTERVAL_MIN after the last repeated Complete of that object, and
+/// within a budget shared by all objects; the rest cost a counter.
+#[test]
+fn forged_round_markers_for_a_completed_object_buy_a_bounded_number_of_completes() {
+    use satcast_protocol::reception::{COMPLETE_REPEAT_INTERVAL_MIN, COMPLETE_REPEATS_BURST_MAX};
+    let mut w = world(11);
+    let signer = key(&w, 1, NOW - DAY, NOW + 300 * DAY);
+    w.deliver(&signer, 60, "a.bin");
+    // The uplink asks at once (the delivery's Complete may have been lost): one answer,
+    // however many markers and however their rounds go.
+    let completes: usize = (1..=1000).map(|round| w.round_marker(60, round)).sum();
+    assert_eq!(completes, 1, "a burst of markers buys one Complete");
+    assert_eq!(w.county.stats().round_markers_repeated, 999);
+    w.now += COMPLETE_REPEAT_INTERVAL_MIN;
+    // Round 1 was answered; round 2 is, once the interval has passed.
+    let completes: usize = (1..=1000).map(|round| w.round_marker(60, round)).sum();
+    assert_eq!(completes, 1, "one Complete per interval");
+    assert_eq!(w.county.stats().round_markers_repeated, 1998);
+    assert_eq!(w.county.stats().completes_repeated, 2);
+    // Later, the round answered is not answered again; another one is (the uplink still
+    // asks: the Complete may have been lost on the WAN).
+    w.now += COMPLETE_REPEAT_INTERVAL_MIN;
+    assert_eq!(w.round_marker(60, 2), 0, "round 2 was answered already");
+    assert_eq!(w.round_marker(60, 1001), 1, "a round later: say it again");
+    assert_eq!(w.round_marker(60, 1001), 0, "a copy of that marker");
+
+    // Many completed objects, each asked at once: the shared budget (full again after a
+    // minute) bounds the answers.
+    w.now += Duration::from_secs(60);
+    let objects = COMPLETE_REPEATS_BURST_MAX as u64 + 4;
+    for id in 0..objects {
+        w.deliver(&signer, 100 + id, &format!("o{id}.bin"));
+    }
+    let completes: usize = (0..objects).map(|id| w.round_marker(100 + id, 1)).sum();
+    assert_eq!(completes, COMPLETE_REPEATS_BURST_MAX as usize, "the budget shared by all objects");
 }

@@ -43,17 +43,47 @@ pub trait HelloSource: Send + Sync {
     fn hello(&self) -> Feedback;
 }
 
+/// The wait before the next connection attempt: [`BACKOFF_MIN`], doubled after each
+/// failed session up to [`BACKOFF_MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: BACKOFF_MIN }
+    }
+}
+
+impl Backoff {
+    /// A session ended in an error: how long to wait before the next attempt. `worked` says
+    /// whether the uplink answered anything in it.
+    pub fn after_failure(&mut self, worked: bool) -> Duration {
+        if worked {
+            // The outage that grew the wait is over: a new one starts from the shortest
+            // wait, not from a minute (a county would stay silent that long after every
+            // blip of its WAN).
+            self.next = BACKOFF_MIN;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        wait
+    }
+}
+
 /// Runs the client until `stop` is set: connect, say hello, drain the outbox, and on any
 /// failure wait (exponential backoff) and start again.
 pub async fn run(ack: AckConfig, tls: quinn::ClientConfig, outbox: Outbox, hello: Arc<dyn HelloSource>, stop: Arc<AtomicBool>) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::default();
     while !stop.load(Ordering::Relaxed) {
-        match session(&ack, &tls, &outbox, hello.as_ref(), &stop).await {
-            Ok(()) => backoff = BACKOFF_MIN,
+        let mut worked = false;
+        match session(&ack, &tls, &outbox, hello.as_ref(), &stop, &mut worked).await {
+            Ok(()) => backoff = Backoff::default(),
             Err(error) => {
-                warn!(uplink = %ack.uplink, %error, retry_in_secs = backoff.as_secs(), outbox = outbox.len(), "acknowledgement channel down");
-                sleep_unless_stopped(backoff, &stop).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                let wait = backoff.after_failure(worked);
+                warn!(uplink = %ack.uplink, %error, retry_in_secs = wait.as_secs(), outbox = outbox.len(), "acknowledgement channel down");
+                sleep_unless_stopped(wait, &stop).await;
             }
         }
     }
@@ -72,13 +102,15 @@ async fn resolve(uplink: &str) -> Result<SocketAddr, String> {
     tokio::net::lookup_host(uplink).await.map_err(|e| e.to_string())?.next().ok_or_else(|| format!("{uplink} resolves to nothing"))
 }
 
-/// One connection: lasts until an error or a stop.
+/// One connection: lasts until an error or a stop. Sets `worked` once the uplink has
+/// recorded a message in it (and clears it if the uplink then says it is busy).
 async fn session(
     ack: &AckConfig,
     tls: &quinn::ClientConfig,
     outbox: &Outbox,
     hello: &dyn HelloSource,
     stop: &AtomicBool,
+    worked: &mut bool,
 ) -> Result<(), String> {
     let addr = resolve(&ack.uplink).await?;
     let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
@@ -91,7 +123,7 @@ async fn session(
         .map_err(|e| e.to_string())?;
     info!(uplink = %addr, outbox = outbox.len(), "acknowledgement channel up");
     match send(&connection, &hello.hello()).await? {
-        AckReply::Recorded => {}
+        AckReply::Recorded => *worked = true,
         other => return Err(format!("hello answered {other:?}")),
     }
     let mut last_hello = tokio::time::Instant::now();
@@ -115,7 +147,11 @@ async fn session(
                     warn!(seq, message = ?feedback.message, "the uplink refused this message; dropping it");
                     outbox.ack(seq).map_err(|e| e.to_string())?;
                 }
-                AckReply::Busy => return Err("the uplink is busy".into()),
+                AckReply::Busy => {
+                    // Asked to wait: the backoff grows, as after a failure to connect.
+                    *worked = false;
+                    return Err("the uplink is busy".into());
+                }
             }
         }
     }
@@ -163,5 +199,21 @@ pub fn hello(county_code: &str, state_dir: &Path, heartbeat_age: Option<Duration
             free_disk_bytes: fs4::available_space(state_dir).unwrap_or(0),
             heartbeat_age_ms: heartbeat_age.map(|d| d.as_millis() as u64),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After one long outage the wait has grown to its maximum; a session that worked
+    /// starts the count again, so the next outage is retried within seconds, not a minute.
+    #[test]
+    fn the_backoff_starts_again_after_a_session_that_worked() {
+        let mut backoff = Backoff::default();
+        let waits: Vec<u64> = (0..8).map(|_| backoff.after_failure(false).as_secs()).collect();
+        assert_eq!(waits, vec![1, 2, 4, 8, 16, 32, 60, 60], "a long outage");
+        assert_eq!(backoff.after_failure(true), BACKOFF_MIN, "connected, recorded, then lost: retry soon");
+        assert_eq!(backoff.after_failure(false), BACKOFF_MIN * 2, "and grow again from there");
     }
 }

@@ -26,7 +26,7 @@ use tracing::{debug, info, info_span, warn};
 
 use crate::acks::{self, ReceiverHello};
 use crate::config::ReceiverConfig;
-use crate::droplog::DropLog;
+use crate::droplog::{DropLog, Refused, reason_key};
 use crate::heartbeat::HeartbeatWatch;
 use crate::hooks::{self, HookBook};
 use crate::status::{HeartbeatStatus, PartialStatus, ReceptionStatus, StuckState, StuckStatus};
@@ -417,8 +417,12 @@ impl Datapath {
     fn log_reception(&mut self, event: ReceptionEvent) {
         match event {
             ReceptionEvent::Dropped { reason } => self.drops.record(&reason),
+            // Forgeries can come at any rate: the first of each reason is logged, the rest
+            // summarised (a genuine refusal for this county is Refused, said once per object).
             ReceptionEvent::Rejected { object_id, reason } => {
-                warn!(object = %ObjectId(object_id), reason = %reason, error = ?reason, "manifest rejected");
+                if self.drops.first(Refused::Manifest, reason_key(&reason.to_string())) {
+                    warn!(object = %ObjectId(object_id), reason = %reason, error = ?reason, "manifest rejected");
+                }
             }
             // Said once per object and reason; the uplink is told the same.
             ReceptionEvent::Refused { object_id, name, refusal } => {
@@ -458,11 +462,19 @@ impl Datapath {
                 }
                 debug!(sequence, uplink_time_unix_ms, "heartbeat");
             }
-            ReceptionEvent::HeartbeatRejected { reason } => warn!(reason = %reason, "heartbeat rejected"),
+            ReceptionEvent::HeartbeatRejected { reason } => {
+                if self.drops.first(Refused::Heartbeat, reason_key(&reason)) {
+                    warn!(reason = %reason, "heartbeat rejected");
+                }
+            }
             ReceptionEvent::RevocationsUpdated { sequence, revoked_serials } => {
                 warn!(sequence, ?revoked_serials, "signing keys revoked by the root; objects they signed are refused");
             }
-            ReceptionEvent::RevocationRejected { reason } => warn!(reason = %reason, "revocation list rejected"),
+            ReceptionEvent::RevocationRejected { reason } => {
+                if self.drops.first(Refused::Revocation, reason_key(&reason)) {
+                    warn!(reason = %reason, "revocation list rejected");
+                }
+            }
         }
     }
 
@@ -503,6 +515,11 @@ impl Datapath {
                 symbols_kept: stats.symbols_kept,
                 symbols_ignored: stats.symbols_ignored,
                 events_lost: stats.events_lost,
+                signatures_checked: stats.signatures_checked,
+                heartbeats_replayed: stats.heartbeats_replayed,
+                revocations_replayed: stats.revocations_replayed,
+                round_markers_repeated: stats.round_markers_repeated,
+                completes_repeated: stats.completes_repeated,
             },
             partial,
             deliveries_waiting: self.node.deliveries_waiting(),

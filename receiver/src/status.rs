@@ -135,6 +135,21 @@ pub struct ReceptionStatus {
     pub symbols_ignored: u64,
     /// Events the datapath did not poll in time.
     pub events_lost: u64,
+    /// Signed messages whose signatures were checked (one or two Ed25519 verifications each).
+    #[serde(default)]
+    pub signatures_checked: u64,
+    /// Heartbeats dropped as replays, before any signature check.
+    #[serde(default)]
+    pub heartbeats_replayed: u64,
+    /// Revocation lists dropped as replays, before any signature check.
+    #[serde(default)]
+    pub revocations_replayed: u64,
+    /// ROUND markers for completed objects not answered again (answered already, or too soon).
+    #[serde(default)]
+    pub round_markers_repeated: u64,
+    /// Completes said again in answer to ROUND markers.
+    #[serde(default)]
+    pub completes_repeated: u64,
 }
 
 /// One object being received.
@@ -720,7 +735,18 @@ mod tests {
             heartbeat: HeartbeatStatus { age_ms: None, warn_after_secs: 60, stale: false },
             outbox: OutboxStatus { messages: 2 },
             disk: DiskStatus { spool_bytes: 0, spool_bytes_max: 1, cache_bytes: 0, cache_bytes_max: 1, free_bytes: None },
-            reception: ReceptionStatus { datagrams: 0, dropped: 0, symbols_kept: 0, symbols_ignored: 0, events_lost: 0 },
+            reception: ReceptionStatus {
+                datagrams: 0,
+                dropped: 0,
+                symbols_kept: 0,
+                symbols_ignored: 0,
+                events_lost: 0,
+                signatures_checked: 0,
+                heartbeats_replayed: 0,
+                revocations_replayed: 0,
+                round_markers_repeated: 0,
+                completes_repeated: 0,
+            },
             partial: vec![],
             deliveries_waiting: 0,
             stuck: vec![StuckStatus {

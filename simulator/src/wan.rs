@@ -20,6 +20,8 @@ pub struct WanProxy {
     stop: Arc<AtomicBool>,
     /// Datagrams dropped while down.
     pub dropped: Arc<AtomicU64>,
+    /// Datagrams forwarded from clients to the upstream server: what counties send.
+    pub forwarded: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -32,7 +34,8 @@ impl WanProxy {
         let up = Arc::new(AtomicBool::new(true));
         let stop = Arc::new(AtomicBool::new(false));
         let dropped = Arc::new(AtomicU64::new(0));
-        let (thread_up, thread_stop, thread_dropped) = (up.clone(), stop.clone(), dropped.clone());
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let (thread_up, thread_stop, thread_dropped, thread_forwarded) = (up.clone(), stop.clone(), dropped.clone(), forwarded.clone());
         let thread = std::thread::Builder::new().name("wan".into()).spawn(move || {
             let mut clients: HashMap<SocketAddr, UdpSocket> = HashMap::new();
             let mut buf = vec![0u8; 65_536];
@@ -52,6 +55,7 @@ impl WanProxy {
                     }
                     if let Some(upstream_socket) = clients.get(&from) {
                         let _ = upstream_socket.send(&buf[..len]);
+                        thread_forwarded.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 for (client, upstream_socket) in &clients {
@@ -69,7 +73,7 @@ impl WanProxy {
                 }
             }
         })?;
-        Ok(WanProxy { listen, up, stop, dropped, thread: Some(thread) })
+        Ok(WanProxy { listen, up, stop, dropped, forwarded, thread: Some(thread) })
     }
 
     /// Cuts (false) or restores (true) the WAN.
