@@ -22,12 +22,12 @@
 //! Needs root (mount namespaces, overlays); CI runs as root. Without the packages or root it
 //! fails under CI (`CI` set) and says so loudly elsewhere.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use satcast::{bin, free_udp_addr, run, wait_until};
+use satcast::{bin, free_tcp_addr, free_udp_addr, run, wait_until};
 
 const COUNTY: &str = "410102";
 /// How long an upgrade may take end to end (air, hook, dpkg, restart, hello): a few
@@ -184,7 +184,7 @@ fn a_county_upgrades_over_the_air_into_the_new_version_and_a_failed_install_keep
     run("satcast-uplink", &["keys", "init", "--dir", "keys"], dir).expect("keys init");
     let downlink = free_udp_addr().expect("port");
     let acks = free_udp_addr().expect("port");
-    let control: SocketAddr = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port");
+    let control: SocketAddr = free_tcp_addr().expect("port");
     let config = dir.join("uplink.toml");
     std::fs::write(
         &config,

@@ -154,10 +154,43 @@ pub fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// A loopback UDP address that was free a moment ago.
+/// Ports handed to test daemons: below the kernel's ephemeral range (32768 and up by
+/// default), so that no socket bound to port 0 (a QUIC client, the WAN proxy, another
+/// test's attacker) can take one between the check here and the daemon's own bind. That
+/// happened with ports from the ephemeral range: "Address already in use" now and then.
+const DAEMON_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// The next candidate port: each process walks [`DAEMON_PORTS`] from its own random start
+/// (test binaries running at once start far apart), every thread taking the next one.
+fn next_daemon_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: std::sync::OnceLock<AtomicU32> = std::sync::OnceLock::new();
+    let span = u32::from(DAEMON_PORTS.end - DAEMON_PORTS.start);
+    let next = NEXT.get_or_init(|| AtomicU32::new(rand::random::<u32>() % span));
+    let offset = next.fetch_add(1, Ordering::Relaxed) % span;
+    DAEMON_PORTS.start + offset as u16
+}
+
+/// A loopback port free for both UDP and TCP a moment ago, and handed out by no other call
+/// in this process.
+fn free_daemon_port() -> Result<u16, ClusterError> {
+    for _ in DAEMON_PORTS {
+        let port = next_daemon_port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(io("finding a free port")(std::io::Error::from(std::io::ErrorKind::AddrInUse)))
+}
+
+/// A loopback UDP address that was free a moment ago (see [`DAEMON_PORTS`]).
 pub fn free_udp_addr() -> Result<SocketAddr, ClusterError> {
-    let socket = UdpSocket::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    socket.local_addr().map_err(io("finding a free port"))
+    Ok(SocketAddr::from(([127, 0, 0, 1], free_daemon_port()?)))
+}
+
+/// A loopback TCP address that was free a moment ago (see [`DAEMON_PORTS`]).
+pub fn free_tcp_addr() -> Result<SocketAddr, ClusterError> {
+    free_udp_addr()
 }
 
 /// Waits until `check` returns true or `timeout` passes; returns whether it did.
@@ -373,7 +406,7 @@ pub fn control_listen(config: &str) -> Option<SocketAddr> {
 /// Writes an uplink config airing to `destination`.
 pub fn write_uplink_config(dir: &Path, destination: SocketAddr, rate_bits_per_sec: u64, passes: u32) -> Result<PathBuf, ClusterError> {
     let path = dir.join("uplink.toml");
-    let control = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(io("finding a free control port"))?;
+    let control = free_tcp_addr()?;
     let text = format!(
         "state_dir = \"state\"\nkeys_dir = \"keys\"\n\n[downlink]\ndestination = \"{destination}\"\nlink_rate_bits_per_sec = {rate_bits_per_sec}\n\n[carousel]\nmanifest_interval_ms = 500\nheartbeat_interval_ms = 1000\ntarget_loss = 0.15\npasses = {passes}\n\n[control]\nlisten = \"{control}\"\n"
     );
