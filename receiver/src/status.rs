@@ -18,6 +18,7 @@ use satcast_protocol::ObjectId;
 use satcast_protocol::fec::{self, Oti};
 use satcast_protocol::manifest::Manifest;
 use satcast_protocol::trust::SignedManifest;
+use satcast_store::receiver::human_bytes;
 use satcast_store::{Owner, Ownership, TrustState};
 use serde::{Deserialize, Serialize};
 
@@ -529,18 +530,6 @@ pub fn json_report(liveness: &Liveness, offline: Option<&OfflineState>) -> serde
             value
         }
     }
-}
-
-/// "1.5 GiB".
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 /// "3 s", "2 min 5 s", "4 h 10 min", "2 d 3 h".

@@ -879,8 +879,8 @@ impl ReceptionStore for ReceiverStore {
     }
 }
 
-/// "40.0 MiB": sizes in a refusal an operator reads.
-fn human_bytes(bytes: u64) -> String {
+/// "40.0 MiB": sizes an operator reads (a refusal here, the receiver's `status`).
+pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

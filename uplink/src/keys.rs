@@ -19,6 +19,8 @@ use rand::SeedableRng as _;
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use satcast_protocol::trust::{KeyCertificate, KeyTextError, NetworkKey, RootKey, RootPublicKey, SigningKey};
 
+use crate::report::utc_text;
+
 /// Root secret key, `satcast-root-secret-v1 <hex>`; move it offline after `init`.
 pub const ROOT_SECRET_FILE: &str = "root.secret";
 /// Root public key, `satcast-root-public-v1 <hex>`; pinned by receivers.
@@ -571,22 +573,6 @@ pub fn format_list(list: &SigningKeyList) -> String {
         _ => out.push_str("no revocation list\n"),
     }
     out
-}
-
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
-fn utc_text(unix_secs: u64) -> String {
-    // Civil from days (Howard Hinnant's algorithm).
-    let days = i64::try_from(unix_secs / DAY_SECS).unwrap_or(i64::MAX / 2) + 719_468;
-    let secs = unix_secs % DAY_SECS;
-    let era = days.div_euclid(146_097);
-    let doe = days - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 /// The verified revocation list in `dir`, if one was signed.
