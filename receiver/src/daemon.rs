@@ -452,7 +452,7 @@ impl Datapath {
             }
             ReceptionEvent::Expired { object_id } => {
                 self.receiving.remove(&object_id);
-                info!(object = %ObjectId(object_id), "manifest expired; partial object discarded");
+                info!(object = %ObjectId(object_id), "manifest expired; discarding the partial object");
             }
             // The node summarises storage failures and runs deliveries itself.
             ReceptionEvent::StoreFailed { .. } | ReceptionEvent::Complete { .. } => {}
