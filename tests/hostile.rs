@@ -1483,7 +1483,7 @@ fn refused_heartbeats_revocations_and_manifests_are_summarised_in_the_log() {
     for i in 0..FORGED_EACH {
         // Newer than any heartbeat accepted, within the clock bound; the signature no longer
         // matches what it signs.
-        let mut forged = genuine_heartbeat;
+        let mut forged = genuine_heartbeat.clone();
         forged.heartbeat.sequence += 1000 + i;
         forged.heartbeat.uplink_time_unix_ms = now_ms + 10_000 + i;
         let mut buf = Vec::new();
@@ -1514,4 +1514,41 @@ fn refused_heartbeats_revocations_and_manifests_are_summarised_in_the_log() {
     assert!(summarised, "no summary of the refusals:\n{log}");
     assert!(logged <= ATTACK_LOG_LINES_MAX, "{logged} lines for {sent} forgeries (bound {ATTACK_LOG_LINES_MAX}):\n{log}");
     rig.finish(&["heartbeat rejected", "revocation list rejected", "manifest rejected"], Duration::ZERO);
+}
+
+/// An outsider captured the manifests of eight broadcasts while they aired and replays them,
+/// at 20k datagrams a second, after an operator cancelled them and the county restarted (so
+/// it has forgotten them). They are genuine and unexpired: the old county took them into its
+/// eight partial-object slots and refused every new object for seven days. Now the uplink's
+/// heartbeat lists what it airs: a slot held by an ended broadcast is freed for the new
+/// object, and each ended manifest, once dropped, costs a lookup.
+#[test]
+fn replayed_manifests_of_cancelled_broadcasts_do_not_hold_the_partial_object_slots() {
+    let test = "replayed_manifests_of_cancelled_broadcasts_do_not_hold_the_partial_object_slots";
+    let mut rig = Rig::start(test, true, TIMED_RATE_BITS_PER_SEC, 3);
+    rig.prelude();
+    // The county under attack is down while they air: only the tap hears them.
+    if let Some(daemon) = rig.cluster.counties[0].daemon.as_mut() {
+        daemon.stop();
+    }
+    let withdrawn: Vec<Genuine> = (0..8).map(|i| rig.air("software", &format!("withdrawn-{i}.bin"), 300_000, 1, None)).collect();
+    let key = rig.key.clone();
+    let captured = wait_until(Duration::from_secs(20), || {
+        let manifests = rig.tap().of(TYPE_MANIFEST, None);
+        withdrawn.iter().all(|w| reassemble(&manifests, &key, w.id).is_some())
+    });
+    assert!(captured, "the tap did not capture all eight manifests:\n{}", rig.uplink_log());
+    for w in &withdrawn {
+        // One that finished airing already cannot be cancelled; it has ended all the same.
+        let _ = rig.cluster.uplink_cli(&["cancel", &format!("{:016x}", w.id)]);
+    }
+    let manifests = rig.tap().of(TYPE_MANIFEST, None);
+    let replays: Vec<Vec<u8>> = withdrawn.iter().filter_map(|w| reassemble(&manifests, &key, w.id)).flat_map(|(_, d)| d).collect();
+    rig.cluster.counties[0].start().expect("restart receiver");
+    assert!(wait_until(Duration::from_secs(10), || rig.log().contains("receiver started")), "{}", rig.log());
+    let (delivered_after, sent) = timed_under_attack(&mut rig, move |i| replays[i as usize % replays.len()].clone());
+    let dropped = rig.wait_counter("manifests_ended", 1);
+    println!("{sent} replayed manifest datagrams; {dropped} dropped as of ended broadcasts before assembly");
+    assert!(rig.reception_counter("partials_ended") >= 1, "no slot was freed: {}", rig.status()["reception"]);
+    rig.finish(&["no longer aired by the uplink"], delivered_after);
 }

@@ -145,7 +145,7 @@ fn main() {
     write("certificate", "vector", &hex(&vectors, "certificate"));
     let heartbeat = hex(&vectors, "heartbeat-datagram");
     write("heartbeat", "vector", &heartbeat[14..heartbeat.len() - 16]);
-    let fresh = harness::keys().signing.sign_heartbeat(Heartbeat { sequence: 1, uplink_time_unix_ms: 0 });
+    let fresh = harness::keys().signing.sign_heartbeat(Heartbeat { sequence: 1, uplink_time_unix_ms: 0, ..Heartbeat::default() });
     write("heartbeat", "sequence-1", &fresh.to_bytes());
     // Revocation lists (the document has no vector yet): signed by the fixed root.
     let root = &harness::keys().root;

@@ -920,7 +920,7 @@ impl Sim {
                 1 => self.wall.saturating_sub(u64::from(input.u16())) * 1000,
                 _ => input.u64(),
             };
-            let signed = keys().signing.sign_heartbeat(Heartbeat { sequence, uplink_time_unix_ms });
+            let signed = keys().signing.sign_heartbeat(Heartbeat { sequence, uplink_time_unix_ms, ..Heartbeat::default() });
             wire::write_heartbeat(&mut self.buf, &keys().network, &signed.to_bytes());
         } else {
             let body = input.chunk(600).to_vec();

@@ -39,9 +39,9 @@ use thiserror::Error;
 
 use crate::fec::{self, Block, BlockEncoder, Oti};
 use crate::feedback::{Feedback, FeedbackMessage};
-use crate::manifest::Manifest;
+use crate::manifest::{Kind, Manifest};
 use crate::pacer::Pacer;
-use crate::trust::{Heartbeat, SigningKey};
+use crate::trust::{self, Heartbeat, LatestVersion, SigningKey};
 use crate::wire::{self, NetworkKey, PacketType};
 
 /// The most source-block bytes interleaved at once. Encoders for one window stay in memory,
@@ -54,6 +54,9 @@ pub const AIRING_OBJECTS_MAX: usize = 1024;
 pub const EVENTS_MAX: usize = 4096;
 /// The most targeted receivers per object.
 pub const TARGETS_MAX: usize = 100_000;
+/// The most (kind, name) whose newest aired version is remembered for the heartbeat's
+/// latest-version statement (the one protecting for the shortest time is dropped first).
+pub const VERSION_NOTES_MAX: usize = 4096;
 /// Copies of each ROUND marker, spaced by [`ROUND_MARKER_SPACING`], so one lost datagram
 /// does not cost a round trip.
 pub const ROUND_MARKER_COPIES: u32 = 3;
@@ -426,6 +429,15 @@ enum Phase {
     Idle,
 }
 
+/// The newest version aired of one (kind, name), and until when an older version's
+/// manifest may still be accepted somewhere (seconds since the Unix epoch).
+#[derive(Debug, Clone, Copy, Default)]
+struct VersionNote {
+    version: u64,
+    expires_unix_secs: u64,
+    older_expire_unix_secs: u64,
+}
+
 struct Airing {
     manifest: Manifest,
     signed_manifest: Vec<u8>,
@@ -698,6 +710,14 @@ pub struct Broadcaster {
     pending: Option<(Vec<u8>, PacketType)>,
     next_heartbeat_at: Instant,
     heartbeat_sequence: u64,
+    /// The time of the last heartbeat, so the next is always later (receivers drop one
+    /// not later than the last as a replay).
+    last_heartbeat_unix_ms: u64,
+    /// An object was added or ended since the last heartbeat: the next goes at once, so
+    /// receivers learn a new object is live before its first manifest arrives.
+    live_changed: bool,
+    /// The newest version aired of each (kind, name), for the heartbeat's statement.
+    versions: BTreeMap<[u8; 8], VersionNote>,
     /// The root-signed revocation list, aired after every heartbeat so a receiver that was
     /// offline learns it within one heartbeat interval.
     revocation: Option<Vec<u8>>,
@@ -727,6 +747,9 @@ impl Broadcaster {
             pending: None,
             next_heartbeat_at: now,
             heartbeat_sequence: 0,
+            last_heartbeat_unix_ms: 0,
+            live_changed: false,
+            versions: BTreeMap::new(),
             revocation: None,
             events: VecDeque::new(),
             stats: AirStats::default(),
@@ -745,7 +768,10 @@ impl Broadcaster {
             return Err(BroadcastError::TooMany);
         }
         let airing = Airing::new(now, object)?;
+        let manifest = &airing.manifest;
+        self.note_aired(manifest.kind, &manifest.name, manifest.version, manifest.expires_unix_secs);
         self.objects.push_back(airing);
+        self.live_changed = true;
         self.advance(now);
         Ok(())
     }
@@ -755,7 +781,69 @@ impl Broadcaster {
         let before = self.objects.len();
         self.objects.retain(|a| a.object_id() != object_id);
         self.control.retain(|(_, buf, _)| buf.get(6..14) != Some(object_id.to_be_bytes().as_slice()));
+        self.live_changed |= before != self.objects.len();
         before != self.objects.len()
+    }
+
+    /// Records that a manifest of (kind, name) at `version`, valid until `expires_unix_secs`,
+    /// went on the air (objects added here are noted by themselves; the uplink notes those
+    /// of its stored broadcasts at start). While an older version's manifest is unexpired,
+    /// heartbeats state the newest, so receivers refuse the older one if it is aired again.
+    pub fn note_aired(&mut self, kind: Kind, name: &str, version: u64, expires_unix_secs: u64) {
+        let note = self.versions.entry(trust::name_digest(kind, name)).or_default();
+        if version > note.version {
+            note.older_expire_unix_secs = note.older_expire_unix_secs.max(note.expires_unix_secs);
+            (note.version, note.expires_unix_secs) = (version, expires_unix_secs);
+        } else if version < note.version {
+            note.older_expire_unix_secs = note.older_expire_unix_secs.max(expires_unix_secs);
+        } else {
+            note.expires_unix_secs = note.expires_unix_secs.max(expires_unix_secs);
+        }
+        if self.versions.len() > VERSION_NOTES_MAX {
+            // The note that protects for the shortest time goes first.
+            let shortest = self.versions.iter().min_by_key(|(_, n)| n.older_expire_unix_secs).map(|(k, _)| *k);
+            if let Some(key) = shortest {
+                self.versions.remove(&key);
+            }
+        }
+    }
+
+    /// The signed heartbeat due now: the live objects and the latest-version statement,
+    /// trimmed to fit one datagram (a trimmed live list is marked incomplete).
+    fn heartbeat_datagram(&mut self, wall_unix_ms: u64) -> Vec<u8> {
+        self.heartbeat_sequence += 1;
+        self.last_heartbeat_unix_ms = wall_unix_ms.max(self.last_heartbeat_unix_ms + 1);
+        self.live_changed = false;
+        let now_unix_secs = self.last_heartbeat_unix_ms / 1000;
+        self.versions.retain(|_, n| n.older_expire_unix_secs > now_unix_secs || n.expires_unix_secs > now_unix_secs);
+        let mut latest: Vec<(u64, LatestVersion)> = self
+            .versions
+            .iter()
+            .filter(|(_, n)| n.older_expire_unix_secs > now_unix_secs)
+            .map(|(name, n)| (n.older_expire_unix_secs, LatestVersion { name: *name, version: n.version }))
+            .collect();
+        // Those protecting the longest first, should the list be cut.
+        latest.sort_by_key(|(until, _)| std::cmp::Reverse(*until));
+        let mut heartbeat = Heartbeat {
+            sequence: self.heartbeat_sequence,
+            uplink_time_unix_ms: self.last_heartbeat_unix_ms,
+            live: self.objects.iter().map(Airing::object_id).take(trust::LIVE_OBJECTS_MAX).collect(),
+            live_complete: self.objects.len() <= trust::LIVE_OBJECTS_MAX,
+            latest: latest.into_iter().map(|(_, l)| l).take(trust::LATEST_VERSIONS_MAX).collect(),
+        };
+        loop {
+            let signed = self.signing_key.sign_heartbeat(heartbeat.clone()).to_bytes();
+            let mut buf = Vec::new();
+            wire::write_heartbeat(&mut buf, &self.network_key, &signed);
+            if buf.len() <= self.config.datagram_bytes_max || (heartbeat.live.is_empty() && heartbeat.latest.is_empty()) {
+                return buf;
+            }
+            // A small MTU: the statement shrinks, the heartbeat still goes.
+            if heartbeat.latest.pop().is_none() {
+                heartbeat.live.pop();
+                heartbeat.live_complete = false;
+            }
+        }
     }
 
     /// Airs this signed revocation list (canonical bytes) from now on, after every heartbeat.
@@ -901,12 +989,14 @@ impl Broadcaster {
             if feedback_mode && airing.feedback.outstanding().next().is_none() {
                 let refused = airing.feedback.refused.iter().map(|(c, r)| (c.clone(), r.clone())).collect();
                 self.objects.remove(index);
+                self.live_changed = true;
                 self.push_event(BroadcastEvent::Completed { object_id, refused });
                 continue;
             }
             if airing.deadline.is_some_and(|d| now >= d) {
                 let incomplete = airing.incomplete();
                 self.objects.remove(index);
+                self.live_changed = true;
                 self.push_event(BroadcastEvent::DeadlinePassed { object_id, incomplete });
                 continue;
             }
@@ -987,6 +1077,7 @@ impl Broadcaster {
             Some(plan) => {
                 if round + 1 >= plan.passes {
                     self.objects.remove(index);
+                    self.live_changed = true;
                     self.push_event(BroadcastEvent::RoundEnded { object_id, round });
                     self.push_event(BroadcastEvent::CarouselFinished { object_id });
                     return;
@@ -1008,19 +1099,15 @@ impl Broadcaster {
 
     /// Builds the next datagram to send, if any is due, without consulting the pacer.
     fn build_next(&mut self, now: Instant, wall_unix_ms: u64) -> Option<(Vec<u8>, PacketType)> {
-        if now >= self.next_heartbeat_at {
+        if now >= self.next_heartbeat_at || self.live_changed {
+            let regular = now >= self.next_heartbeat_at;
             self.next_heartbeat_at = now + self.config.heartbeat_interval;
-            self.heartbeat_sequence += 1;
-            let heartbeat = Heartbeat { sequence: self.heartbeat_sequence, uplink_time_unix_ms: wall_unix_ms };
-            let signed = self.signing_key.sign_heartbeat(heartbeat).to_bytes();
-            let mut buf = Vec::new();
-            if let Some(revocation) = &self.revocation {
+            if let Some(revocation) = self.revocation.as_ref().filter(|_| regular) {
                 let mut revocation_datagram = Vec::new();
                 wire::write_revocation(&mut revocation_datagram, &self.network_key, revocation);
                 self.control.push_front((now, revocation_datagram, PacketType::Revocation));
             }
-            wire::write_heartbeat(&mut buf, &self.network_key, &signed);
-            return Some((buf, PacketType::Heartbeat));
+            return Some((self.heartbeat_datagram(wall_unix_ms), PacketType::Heartbeat));
         }
         self.advance(now);
         for index in 0..self.objects.len() {
@@ -1074,6 +1161,7 @@ impl Broadcaster {
                 }
                 Err(error) => {
                     self.objects.remove(index);
+                    self.live_changed = true;
                     self.push_event(BroadcastEvent::SourceFailed { object_id, error: error.to_string() });
                     return self.build_next(now, wall_unix_ms);
                 }

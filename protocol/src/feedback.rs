@@ -174,6 +174,8 @@ pub enum RefusalCode {
     /// A newer version of the (kind, name) was delivered already, or the same version
     /// under another object id.
     Rollback,
+    /// The uplink's heartbeat states a newer version of the (kind, name).
+    Superseded,
     /// The county receives `limits.partial_objects_max` objects already; it takes this one
     /// when one of them ends (passing).
     TooManyPartial,
@@ -198,6 +200,7 @@ impl RefusalCode {
             RefusalCode::TooManyPartial => 7,
             RefusalCode::StorageFull => 8,
             RefusalCode::StorageFailed => 9,
+            RefusalCode::Superseded => 10,
             RefusalCode::Other(code) => code,
         }
     }
@@ -214,6 +217,7 @@ impl RefusalCode {
             7 => RefusalCode::TooManyPartial,
             8 => RefusalCode::StorageFull,
             9 => RefusalCode::StorageFailed,
+            10 => RefusalCode::Superseded,
             other => RefusalCode::Other(other),
         }
     }
@@ -237,6 +241,7 @@ impl RefusalCode {
             RefusalCode::TooManyPartial => "too_many_partial",
             RefusalCode::StorageFull => "spool_full",
             RefusalCode::StorageFailed => "storage_failed",
+            RefusalCode::Superseded => "superseded",
             RefusalCode::Other(_) => "other",
         }
     }
@@ -254,6 +259,7 @@ impl std::fmt::Display for RefusalCode {
             RefusalCode::TooManyPartial => f.write_str("too many partial objects"),
             RefusalCode::StorageFull => f.write_str("spool full"),
             RefusalCode::StorageFailed => f.write_str("storage failing"),
+            RefusalCode::Superseded => f.write_str("superseded by a newer version"),
             RefusalCode::Other(code) => write!(f, "refusal code {code}"),
         }
     }

@@ -28,7 +28,7 @@
 //! once. It also reports by itself when an object it is missing goes quiet (the marker may
 //! have been lost), and reports Complete once the driver has made the object durable.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -43,7 +43,7 @@ use crate::manifest::{Kind, Manifest};
 use crate::storage::{DecodeOutcome, Held, NotKept, StoreCompletion, StoreRequest, VerifyOutcome};
 // Where they lived before storage became requests; the daemon's store and tests name them here.
 pub use crate::storage::{MemoryStore, ReceptionStore};
-use crate::trust::{self, Accepted, RootPublicKey, SignedHeartbeat, SignedRevocation, TrustError};
+use crate::trust::{self, Accepted, Heartbeat, RootPublicKey, SignedHeartbeat, SignedRevocation, TrustError};
 use crate::wire::{self, Body, ManifestAssembler, NetworkKey, WireError};
 
 /// The most events held for the driver; beyond it the oldest are dropped and counted.
@@ -91,6 +91,14 @@ pub const CONTROL_REFUSED_REMEMBERED_MAX: usize = 64;
 /// The most feedback messages waiting for the driver; the oldest progress reports are
 /// dropped beyond it (the next round asks again).
 pub const FEEDBACK_QUEUE_MAX: usize = 1024;
+/// Object ids of partial objects dropped because the uplink no longer airs them: their
+/// manifests, replayed, are dropped before any signature check until a heartbeat names
+/// them live again.
+pub const ENDED_REMEMBERED_MAX: usize = 1024;
+/// A heartbeat's statement of live objects and latest versions is used only if the
+/// heartbeat arrived at most this long after the uplink signed it (by the county's
+/// clock): one captured long ago and replayed after a restart says nothing about now.
+pub const STATEMENT_AGE_MAX: Duration = Duration::from_secs(60);
 
 /// Why a manifest was not accepted.
 #[derive(Debug, Error)]
@@ -147,6 +155,10 @@ impl RejectReason {
                 TrustError::Rollback { accepted_version, offered_version } => {
                     Refusal::new(RefusalCode::Rollback, format!("offered version {offered_version}, version {accepted_version} delivered"))
                 }
+                TrustError::Superseded { latest_version, offered_version } => Refusal::new(
+                    RefusalCode::Superseded,
+                    format!("offered version {offered_version}, the uplink's latest is version {latest_version}"),
+                ),
                 _ => return None,
             },
             RejectReason::TooManyPartial(count) => {
@@ -253,6 +265,12 @@ pub enum ReceptionEvent {
         /// The object.
         object_id: u64,
     },
+    /// A partial object the uplink no longer airs (its heartbeats do not list it) was
+    /// discarded to make room for a new one.
+    Ended {
+        /// The object.
+        object_id: u64,
+    },
     /// The store failed; the object stays partial and is retried as data arrives.
     StoreFailed {
         /// The object.
@@ -319,6 +337,11 @@ pub struct ReceptionStats {
     pub round_markers_repeated: u64,
     /// Completes said again in answer to ROUND markers of completed objects.
     pub completes_repeated: u64,
+    /// Manifest fragments dropped because their object was dropped as ended (a replay
+    /// of a broadcast the uplink no longer airs), before any assembly or signature.
+    pub manifests_ended: u64,
+    /// Partial objects dropped, to make room, because the uplink no longer airs them.
+    pub partials_ended: u64,
 }
 
 /// How faithfully symbols are processed. The simulator uses [`Fidelity::Counting`] to run
@@ -422,9 +445,51 @@ struct Incoming {
     symbols_received: u64,
     /// The last ROUND marker seen.
     round: u32,
+    /// When the manifest was accepted: a heartbeat that arrived later and does not list
+    /// the object says its broadcast ended.
+    accepted_at: Instant,
     last_symbol_at: Instant,
     last_report_at: Option<Instant>,
     report_due: Option<Instant>,
+}
+
+/// The live objects and latest versions of the last fresh heartbeat.
+#[derive(Debug)]
+struct Statement {
+    received_at: Instant,
+    live: HashSet<u64>,
+    live_complete: bool,
+    latest: HashMap<[u8; 8], u64>,
+}
+
+/// A bounded set of object ids, oldest dropped first.
+#[derive(Debug, Default)]
+struct RecentIds {
+    order: VecDeque<u64>,
+    set: HashSet<u64>,
+}
+
+impl RecentIds {
+    fn contains(&self, id: u64) -> bool {
+        self.set.contains(&id)
+    }
+
+    fn insert(&mut self, id: u64) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > ENDED_REMEMBERED_MAX {
+            if let Some(oldest) = self.order.pop_front() {
+                self.set.remove(&oldest);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        if self.set.remove(&id) {
+            self.order.retain(|o| *o != id);
+        }
+    }
 }
 
 /// An object this receiver completed.
@@ -482,6 +547,10 @@ pub struct Reception {
     /// older version heard meanwhile is refused as it will be once the delivery is recorded.
     delivering: HashMap<(Kind, String), Accepted>,
     last_heartbeat: Option<(u64, Instant)>,
+    /// What the last fresh heartbeat said is live and latest.
+    statement: Option<Statement>,
+    /// Partial objects dropped as ended, newest last (at most [`ENDED_REMEMBERED_MAX`]).
+    ended: RecentIds,
     events: VecDeque<ReceptionEvent>,
     requests: VecDeque<StoreRequest>,
     stats: ReceptionStats,
@@ -512,6 +581,8 @@ impl Reception {
             delivered: HashMap::new(),
             delivering: HashMap::new(),
             last_heartbeat: None,
+            statement: None,
+            ended: RecentIds::default(),
             events: VecDeque::new(),
             requests: VecDeque::new(),
             stats: ReceptionStats::default(),
@@ -803,6 +874,10 @@ impl Reception {
                 if self.is_completed(datagram.object_id) {
                     return;
                 }
+                if self.ended.contains(datagram.object_id) {
+                    self.stats.manifests_ended += 1;
+                    return;
+                }
                 if let Some(inc) = self.incoming.get(&datagram.object_id) {
                     if inc.digest == fragment.digest {
                         return;
@@ -938,6 +1013,60 @@ impl Reception {
         let signed_at = now.checked_sub(age_at_arrival).unwrap_or(now);
         self.last_heartbeat = Some((heartbeat.uplink_time_unix_ms, signed_at));
         self.push(ReceptionEvent::Heartbeat { sequence: heartbeat.sequence, uplink_time_unix_ms: heartbeat.uplink_time_unix_ms });
+        if age_at_arrival <= STATEMENT_AGE_MAX {
+            self.take_statement(now, heartbeat);
+        }
+    }
+
+    /// A fresh heartbeat's statement: objects it lists live may be taken again; partial
+    /// objects of a version older than the stated latest are dropped and the uplink told.
+    fn take_statement(&mut self, now: Instant, heartbeat: Heartbeat) {
+        for id in &heartbeat.live {
+            self.ended.remove(*id);
+        }
+        self.statement = Some(Statement {
+            received_at: now,
+            live: heartbeat.live.into_iter().collect(),
+            live_complete: heartbeat.live_complete,
+            latest: heartbeat.latest.into_iter().map(|l| (l.name, l.version)).collect(),
+        });
+        let superseded: Vec<u64> =
+            self.incoming.iter().filter(|(_, inc)| self.stated_latest(&inc.manifest).is_some()).map(|(id, _)| *id).collect();
+        for object_id in superseded {
+            let Some(inc) = self.incoming.remove(&object_id) else { continue };
+            self.requests.push_back(StoreRequest::Discard { object_id });
+            if let Some(reason) = self.stated_latest(&inc.manifest) {
+                self.refuse(now, &inc.manifest, &reason);
+            }
+        }
+    }
+
+    /// The refusal of `manifest` if the last fresh heartbeat states a newer version of its
+    /// (kind, name).
+    fn stated_latest(&self, manifest: &Manifest) -> Option<RejectReason> {
+        let latest = *self.statement.as_ref()?.latest.get(&trust::name_digest(manifest.kind, &manifest.name))?;
+        (latest > manifest.version)
+            .then_some(RejectReason::Trust(TrustError::Superseded { latest_version: latest, offered_version: manifest.version }))
+    }
+
+    /// Drops one partial object whose broadcast ended (a complete live list that arrived
+    /// after it was accepted does not name it) to make room; true if one was dropped. Its
+    /// id is remembered, so its manifest replayed costs a lookup.
+    fn drop_one_ended(&mut self) -> bool {
+        let Some(statement) = self.statement.as_ref().filter(|s| s.live_complete) else { return false };
+        let ended = self
+            .incoming
+            .iter()
+            .filter(|(id, inc)| inc.accepted_at < statement.received_at && !statement.live.contains(id))
+            .min_by_key(|(_, inc)| inc.last_symbol_at)
+            .map(|(id, _)| *id);
+        let Some(object_id) = ended else { return false };
+        self.incoming.remove(&object_id);
+        self.ended.insert(object_id);
+        self.stats.partials_ended += 1;
+        self.requests.push_back(StoreRequest::Discard { object_id });
+        self.push(ReceptionEvent::Ended { object_id });
+        true
     }
 
     fn refuse_heartbeat(&mut self, digest: [u8; 32], error: TrustError) {
@@ -1018,6 +1147,9 @@ impl Reception {
             }
             return self.reject_genuine(now, &manifest, digest, error.into());
         }
+        if let Some(reason) = self.stated_latest(&manifest) {
+            return self.reject_genuine(now, &manifest, digest, reason);
+        }
         if accepted.is_some_and(|a| a.object_id == object_id) {
             // Already delivered (it is not in the completed list, so this receiver restarted
             // since): say so once. The Complete it queued before may have been lost with its
@@ -1045,7 +1177,7 @@ impl Reception {
             }
             return;
         }
-        if self.incoming.len() >= self.config.partial_objects_max {
+        if self.incoming.len() >= self.config.partial_objects_max && !self.drop_one_ended() {
             // Passing: taken when a slot frees, at a later repeat of the manifest.
             return self.reject_genuine(now, &manifest, digest, RejectReason::TooManyPartial(self.incoming.len()));
         }
@@ -1089,6 +1221,7 @@ impl Reception {
             signer_serial,
             symbols_received,
             round: 0,
+            accepted_at: now,
             last_symbol_at: now,
             last_report_at: None,
             report_due: None,
@@ -1296,10 +1429,12 @@ impl Reception {
             (accepted.version >= inc.manifest.version && accepted.object_id != object_id)
                 .then_some((accepted.version, inc.manifest.version))
         });
-        if let Some((accepted_version, offered_version)) = newer {
+        let newer = newer
+            .map(|(accepted_version, offered_version)| RejectReason::Trust(TrustError::Rollback { accepted_version, offered_version }))
+            .or_else(|| self.incoming.get(&object_id).and_then(|inc| self.stated_latest(&inc.manifest)));
+        if let Some(reason) = newer {
             let Some(inc) = self.incoming.remove(&object_id) else { return };
             self.requests.push_back(StoreRequest::Discard { object_id });
-            let reason = RejectReason::Trust(TrustError::Rollback { accepted_version, offered_version });
             self.refuse(inc.last_symbol_at, &inc.manifest, &reason);
             return;
         }

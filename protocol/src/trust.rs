@@ -16,7 +16,7 @@ use std::fmt;
 use bincode::{Decode, Encode};
 use ed25519_dalek::Signer as _;
 
-use crate::manifest::{CanonicalError, MANIFEST_BYTES_MAX, Manifest, ManifestError, decode_canonical, encode_canonical};
+use crate::manifest::{CanonicalError, Kind, MANIFEST_BYTES_MAX, Manifest, ManifestError, decode_canonical, encode_canonical};
 
 /// Signature context of a [`CertificateBody`].
 pub const CERTIFICATE_CONTEXT: &[u8] = b"satcast/v1/certificate\0";
@@ -39,8 +39,14 @@ pub const CERTIFICATE_BYTES_MAX: usize = 256;
 /// Largest canonical [`SignedManifest`]: the manifest, its length prefix, a certificate
 /// and a signature.
 pub const SIGNED_MANIFEST_BYTES_MAX: usize = MANIFEST_BYTES_MAX + 8 + CERTIFICATE_BYTES_MAX + 64;
-/// Largest canonical [`SignedHeartbeat`] (it is 200 bytes).
-pub const SIGNED_HEARTBEAT_BYTES_MAX: usize = 512;
+/// The most object ids one heartbeat lists as live; with more airing at once the list is
+/// marked incomplete and receivers judge no partial object by it.
+pub const LIVE_OBJECTS_MAX: usize = 64;
+/// The most (kind, name) entries of one heartbeat's latest-version statement.
+pub const LATEST_VERSIONS_MAX: usize = 32;
+/// Largest canonical [`SignedHeartbeat`]: 217 bytes with empty lists, plus 8 bytes per
+/// live object and 16 per latest version (the margin costs nothing).
+pub const SIGNED_HEARTBEAT_BYTES_MAX: usize = 512 + LIVE_OBJECTS_MAX * 8 + LATEST_VERSIONS_MAX * 16;
 /// Longest key text accepted by the `from_text` parsers, in bytes, checked before any
 /// decoding (a certificate line is about 280 bytes).
 pub const KEY_TEXT_BYTES_MAX: usize = 1024;
@@ -139,6 +145,16 @@ pub enum TrustError {
         /// The version offered now.
         offered_version: u64,
     },
+    /// The uplink's signed heartbeat names a newer version of the manifest's (kind, name):
+    /// an older one aired again (by an insider, or an operator who sent the next version
+    /// while this one aired) is refused before it is delivered.
+    #[error("superseded: offered version {offered_version}, the uplink's latest is version {latest_version}")]
+    Superseded {
+        /// The newest version the uplink states.
+        latest_version: u64,
+        /// The version offered.
+        offered_version: u64,
+    },
 }
 
 /// Why a key text line could not be parsed.
@@ -228,17 +244,53 @@ pub struct SignedManifest {
 }
 
 /// The uplink's periodic statement that it is alive, so a receiver can tell a quiet link
-/// from a jammed, frozen or replayed one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+/// from a jammed, frozen or replayed one, and of what it airs now (TUF's timestamp and
+/// snapshot roles in one signature): a replayed manifest of a broadcast that ended cannot
+/// hold a receiver's partial-object slot, and a superseded version cannot be delivered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Encode, Decode)]
 pub struct Heartbeat {
     /// Increases by one per heartbeat.
     pub sequence: u64,
     /// The uplink's clock when it sent the heartbeat, milliseconds since the Unix epoch.
     pub uplink_time_unix_ms: u64,
+    /// Objects the uplink airs (or holds scheduled) now, at most [`LIVE_OBJECTS_MAX`].
+    pub live: Vec<u64>,
+    /// `live` names every such object: only then may a receiver conclude that an object
+    /// missing from it has ended.
+    pub live_complete: bool,
+    /// The newest version of every (kind, name) whose older versions' manifests may still
+    /// be unexpired, at most [`LATEST_VERSIONS_MAX`]: receivers refuse those older versions.
+    pub latest: Vec<LatestVersion>,
+}
+
+/// "The newest version of (kind, name) is `version`", in a [`Heartbeat`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+pub struct LatestVersion {
+    /// [`name_digest`] of the (kind, name).
+    pub name: [u8; 8],
+    /// Its newest version.
+    pub version: u64,
+}
+
+/// Signature context of [`name_digest`] (a hash domain, not a signature).
+const NAME_DIGEST_CONTEXT: &[u8] = b"satcast/v1/name\0";
+
+/// Eight bytes naming a (kind, name) in a [`LatestVersion`]: BLAKE3 of a context, the
+/// kind's word, a zero byte and the name. Names are the ministry's, not an attacker's, so
+/// 64 bits keep collisions out of reach while the list stays small.
+pub fn name_digest(kind: Kind, name: &str) -> [u8; 8] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(NAME_DIGEST_CONTEXT);
+    hasher.update(kind.as_str().as_bytes());
+    hasher.update(&[0]);
+    hasher.update(name.as_bytes());
+    let mut digest = [0u8; 8];
+    digest.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    digest
 }
 
 /// A heartbeat with the signer's certificate and the signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct SignedHeartbeat {
     /// What is signed.
     pub heartbeat: Heartbeat,
@@ -429,7 +481,8 @@ impl SigningKey {
     /// Signs a heartbeat.
     pub fn sign_heartbeat(&self, heartbeat: Heartbeat) -> SignedHeartbeat {
         let message = signed_message(HEARTBEAT_CONTEXT, &heartbeat.to_bytes());
-        SignedHeartbeat { heartbeat, certificate: self.certificate, signature: self.key.sign(&message).to_bytes() }
+        let signature = self.key.sign(&message).to_bytes();
+        SignedHeartbeat { heartbeat, certificate: self.certificate, signature }
     }
 
     /// The secret's text form: `satcast-signing-secret-v1 <64 hex digits>`. The
@@ -583,7 +636,7 @@ impl SignedHeartbeat {
         if !verify(&self.certificate.body.public_key, &message, &self.signature) {
             return Err(TrustError::BadSignature);
         }
-        Ok(self.heartbeat)
+        Ok(self.heartbeat.clone())
     }
 }
 

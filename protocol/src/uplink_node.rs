@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::broadcast::{AirPlan, AirStats, BroadcastConfig, BroadcastEvent, Broadcaster, Checkpoint, Delivery, NewObject, Priority};
 use crate::feedback::{AckReply, Feedback, FeedbackMessage, Refusal, RefusalCode};
+use crate::manifest::Manifest;
 use crate::trust::SigningKey;
 use crate::wire::NetworkKey;
 
@@ -505,6 +506,12 @@ impl UplinkNode {
     /// A broadcast record kept from before (a restart).
     pub fn load_broadcast(&mut self, object_id: u64, known: KnownBroadcast) {
         self.broadcasts.insert(object_id, known);
+    }
+
+    /// A manifest aired before this start (a stored broadcast's): while an older version's
+    /// manifest may be unexpired, heartbeats state the newest version of its (kind, name).
+    pub fn note_aired(&mut self, manifest: &Manifest) {
+        self.broadcaster.note_aired(manifest.kind, &manifest.name, manifest.version, manifest.expires_unix_secs);
     }
 
     /// The counties that have ever reported (the enrolled registry).

@@ -109,7 +109,7 @@ impl World {
     }
 
     fn air_heartbeat(&mut self, signer: &SigningKey, sequence: u64, uplink_ms: u64, wall: u64) -> Vec<ReceptionEvent> {
-        let signed = signer.sign_heartbeat(Heartbeat { sequence, uplink_time_unix_ms: uplink_ms }).to_bytes();
+        let signed = signer.sign_heartbeat(Heartbeat { sequence, uplink_time_unix_ms: uplink_ms, ..Heartbeat::default() }).to_bytes();
         let mut buf = Vec::new();
         wire::write_heartbeat(&mut buf, &self.network_key, &signed);
         self.county.handle_datagram(self.now, wall, &buf);
@@ -442,7 +442,7 @@ impl World {
 
     /// The HEARTBEAT datagram of a heartbeat signed by `signer`.
     fn heartbeat_datagram(&self, signer: &SigningKey, sequence: u64, uplink_ms: u64) -> Vec<u8> {
-        let signed = signer.sign_heartbeat(Heartbeat { sequence, uplink_time_unix_ms: uplink_ms }).to_bytes();
+        let signed = signer.sign_heartbeat(Heartbeat { sequence, uplink_time_unix_ms: uplink_ms, ..Heartbeat::default() }).to_bytes();
         let mut buf = Vec::new();
         wire::write_heartbeat(&mut buf, &self.network_key, &signed);
         buf
@@ -520,7 +520,8 @@ fn a_replayed_heartbeat_costs_a_counter_not_a_signature_check_or_an_event() {
 
     // A fresh-looking heartbeat with a broken signature (an insider's), repeated: checked
     // and refused once, then the same bytes cost a counter.
-    let mut signed = signer.sign_heartbeat(Heartbeat { sequence: 6, uplink_time_unix_ms: NOW * 1000 + 5000 }).to_bytes();
+    let mut signed =
+        signer.sign_heartbeat(Heartbeat { sequence: 6, uplink_time_unix_ms: NOW * 1000 + 5000, ..Heartbeat::default() }).to_bytes();
     let last = signed.len() - 1;
     signed[last] ^= 1;
     let mut forged = Vec::new();

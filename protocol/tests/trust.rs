@@ -174,7 +174,7 @@ fn signature_spliced_onto_another_manifest_fails() {
     assert!(matches!(result, Err(TrustError::BadSignature)), "{result:?}");
 
     // A heartbeat signature is no manifest signature, whatever the bytes (domain separation).
-    let heartbeat = up.signing.sign_heartbeat(Heartbeat { sequence: 1, uplink_time_unix_ms: NOW * 1000 });
+    let heartbeat = up.signing.sign_heartbeat(Heartbeat { sequence: 1, uplink_time_unix_ms: NOW * 1000, ..Heartbeat::default() });
     let forged = SignedManifest { signature: heartbeat.signature, ..genuine };
     let result = verify_manifest(&forged.to_bytes(), &up.root.public(), COUNTY, NOW, None);
     assert!(matches!(result, Err(TrustError::BadSignature)), "{result:?}");
@@ -305,7 +305,7 @@ fn canonical_encodings_roundtrip() {
     let certificate = *up.signing.certificate();
     assert_eq!(KeyCertificate::from_bytes(&certificate.to_bytes()).expect("decodes"), certificate);
 
-    let heartbeat = up.signing.sign_heartbeat(Heartbeat { sequence: 42, uplink_time_unix_ms: 1 });
+    let heartbeat = up.signing.sign_heartbeat(Heartbeat { sequence: 42, uplink_time_unix_ms: 1, ..Heartbeat::default() });
     assert_eq!(SignedHeartbeat::from_bytes(&heartbeat.to_bytes()).expect("decodes"), heartbeat);
 
     let mut trailing = bytes;
@@ -318,12 +318,12 @@ fn heartbeats_verify_and_forgeries_fail() {
     let mut rng = seeded_rng("heartbeats_verify_and_forgeries_fail");
     let up = uplink(&mut rng);
     let root = up.root.public();
-    let beat = Heartbeat { sequence: 9, uplink_time_unix_ms: NOW * 1000 };
-    let signed = up.signing.sign_heartbeat(beat);
+    let beat = Heartbeat { sequence: 9, uplink_time_unix_ms: NOW * 1000, ..Heartbeat::default() };
+    let signed = up.signing.sign_heartbeat(beat.clone());
     assert_eq!(verify_heartbeat(&signed.to_bytes(), &root, NOW).expect("verifies"), beat);
 
     // A replayed signature on a later sequence number.
-    let forged = SignedHeartbeat { heartbeat: Heartbeat { sequence: 10, ..beat }, ..signed };
+    let forged = SignedHeartbeat { heartbeat: Heartbeat { sequence: 10, ..beat.clone() }, ..signed.clone() };
     let result = verify_heartbeat(&forged.to_bytes(), &root, NOW);
     assert!(matches!(result, Err(TrustError::BadSignature)), "{result:?}");
 

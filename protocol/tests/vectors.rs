@@ -72,6 +72,9 @@ const MANIFEST_DATAGRAM_BYTES: usize = 200;
 const MANIFEST_FRAGMENTS: usize = 3;
 const HEARTBEAT_SEQUENCE: u64 = 42;
 const HEARTBEAT_UPLINK_MS: u64 = 1_750_000_000_123;
+/// The heartbeat's latest-version statement: policy "notice.txt" is at version 3.
+const HEARTBEAT_LATEST_NAME: &str = "notice.txt";
+const HEARTBEAT_LATEST_VERSION: u64 = 3;
 /// The round ended by round-datagram.
 const ROUND: u32 = 1;
 /// The revocation list of revocation-datagram: sequence 3, issued at `NOW_UNIX_SECS`,
@@ -265,7 +268,7 @@ fn generate() -> Vec<(String, Vector)> {
         wire::write_manifest_fragment(&mut datagram, &keys.network, OBJECT_ID, fragment);
         out.push((format!("manifest-datagram-{i}"), Vector::Hex(datagram)));
     }
-    let heartbeat = Heartbeat { sequence: HEARTBEAT_SEQUENCE, uplink_time_unix_ms: HEARTBEAT_UPLINK_MS };
+    let heartbeat = vector_heartbeat();
     let mut datagram = Vec::new();
     wire::write_heartbeat(&mut datagram, &keys.network, &keys.signing.sign_heartbeat(heartbeat).to_bytes());
     out.push(("heartbeat-datagram".to_owned(), Vector::Hex(datagram)));
@@ -560,6 +563,21 @@ fn signed_manifest_verifies_and_reassembles() {
     assert_eq!(bytes.len(), 421);
 }
 
+/// The heartbeat of heartbeat-datagram: the vector object is live, and the statement names
+/// one other (kind, name).
+fn vector_heartbeat() -> Heartbeat {
+    Heartbeat {
+        sequence: HEARTBEAT_SEQUENCE,
+        uplink_time_unix_ms: HEARTBEAT_UPLINK_MS,
+        live: vec![OBJECT_ID],
+        live_complete: true,
+        latest: vec![trust::LatestVersion {
+            name: trust::name_digest(Kind::Policy, HEARTBEAT_LATEST_NAME),
+            version: HEARTBEAT_LATEST_VERSION,
+        }],
+    }
+}
+
 #[test]
 fn heartbeat_fields() {
     let keys = keys();
@@ -568,22 +586,28 @@ fn heartbeat_fields() {
     let parsed = wire::parse(&datagram, &keys.network).expect("heartbeat parses");
     assert_eq!(parsed.object_id, 0);
     let Body::Heartbeat(body) = parsed.body else { panic!("not HEARTBEAT: {parsed:?}") };
-    assert_eq!(body.len(), 200);
+    assert_eq!(body.len(), 241);
     let mut r = Reader(body);
     assert_eq!(r.u64(), HEARTBEAT_SEQUENCE);
     assert_eq!(r.u64(), HEARTBEAT_UPLINK_MS);
+    assert_eq!((r.u64(), r.u64()), (1, OBJECT_ID), "one live object");
+    assert_eq!(r.take(1), [1], "the live list is complete");
+    assert_eq!(r.u64(), 1, "one latest version");
+    let digest = *blake3::hash(b"satcast/v1/name\0policy\0notice.txt").as_bytes();
+    assert_eq!(r.take(8), &digest[..8]);
+    assert_eq!(r.u64(), HEARTBEAT_LATEST_VERSION);
     assert_eq!(r.take(120), document_bytes("certificate"));
-    let message = [HEARTBEAT_CONTEXT, &body[..16]].concat();
+    let message = [HEARTBEAT_CONTEXT, &body[..57]].concat();
     let signer = ed25519_dalek::VerifyingKey::from_bytes(&keys.signing.public_key()).expect("key");
     signer.verify_strict(&message, &ed25519_dalek::Signature::from_slice(r.take(64)).expect("signature")).expect("heartbeat signature");
     let heartbeat = trust::verify_heartbeat(body, &keys.root_public, NOW_UNIX_SECS).expect("verifies");
-    assert_eq!(heartbeat, Heartbeat { sequence: HEARTBEAT_SEQUENCE, uplink_time_unix_ms: HEARTBEAT_UPLINK_MS });
+    assert_eq!(heartbeat, vector_heartbeat());
     assert_eq!(SignedHeartbeat::from_bytes(body).expect("canonical").certificate, *keys.signing.certificate());
     // The object id of a HEARTBEAT must be 0, even under a valid tag.
     let mut readdressed = datagram.clone();
     readdressed[6..14].copy_from_slice(&OBJECT_ID.to_be_bytes());
     retag(&mut readdressed);
-    assert_eq!(wire::parse(&readdressed, &keys.network), Err(WireError::Body { kind: "heartbeat", len: 200 }));
+    assert_eq!(wire::parse(&readdressed, &keys.network), Err(WireError::Body { kind: "heartbeat", len: 241 }));
 }
 
 #[test]

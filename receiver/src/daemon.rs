@@ -454,6 +454,11 @@ impl Datapath {
                 self.receiving.remove(&object_id);
                 info!(object = %ObjectId(object_id), "manifest expired; discarding the partial object");
             }
+            // Once per object: its manifest, replayed, is dropped unlogged from then on.
+            ReceptionEvent::Ended { object_id } => {
+                self.receiving.remove(&object_id);
+                info!(object = %ObjectId(object_id), "no longer aired by the uplink; partial object discarded to make room");
+            }
             // The node summarises storage failures and runs deliveries itself.
             ReceptionEvent::StoreFailed { .. } | ReceptionEvent::Complete { .. } => {}
             ReceptionEvent::Heartbeat { sequence, uplink_time_unix_ms } => {
@@ -520,6 +525,8 @@ impl Datapath {
                 revocations_replayed: stats.revocations_replayed,
                 round_markers_repeated: stats.round_markers_repeated,
                 completes_repeated: stats.completes_repeated,
+                manifests_ended: stats.manifests_ended,
+                partials_ended: stats.partials_ended,
             },
             partial,
             deliveries_waiting: self.node.deliveries_waiting(),

@@ -151,6 +151,12 @@ pub struct ReceptionStatus {
     /// Completes said again in answer to ROUND markers.
     #[serde(default)]
     pub completes_repeated: u64,
+    /// Manifest fragments of broadcasts that ended, dropped before assembly (replays).
+    #[serde(default)]
+    pub manifests_ended: u64,
+    /// Partial objects of broadcasts that ended, dropped to make room for new ones.
+    #[serde(default)]
+    pub partials_ended: u64,
 }
 
 /// One object being received.
@@ -735,6 +741,8 @@ mod tests {
                 revocations_replayed: 0,
                 round_markers_repeated: 0,
                 completes_repeated: 0,
+                manifests_ended: 0,
+                partials_ended: 0,
             },
             partial: vec![],
             deliveries_waiting: 0,

@@ -249,7 +249,11 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         keys::load_signing_key(&config.keys_dir)?,
     );
     for (object_id, record) in store.broadcasts()? {
-        let object_hash = stored_manifest(&record.signed_manifest).ok().map(|m| m.object_hash);
+        let manifest = stored_manifest(&record.signed_manifest).ok();
+        if let Some(manifest) = &manifest {
+            node.note_aired(manifest);
+        }
+        let object_hash = manifest.map(|m| m.object_hash);
         let outcome = record.outcome.as_deref().map(Outcome::parse);
         node.load_broadcast(object_id, KnownBroadcast { object_hash, targets: record.targets, outcome });
     }
