@@ -105,9 +105,47 @@ fn manifest(c: &mut Criterion) {
     group.finish();
 }
 
+/// What authenticating each DATA datagram's source would cost per datagram, for the three
+/// candidates of docs/security.md ("Source authentication"): an Ed25519 signature per
+/// datagram (sign at the uplink, verify at every county), a TESLA MAC (keyed BLAKE3, as
+/// cheap as the tag), and a hash list signed ahead (one BLAKE3 of the datagram at each end,
+/// and one signature per list of [`HASHES_PER_LIST`] symbols).
+fn source_authentication(c: &mut Criterion) {
+    use ed25519_dalek::{Signer, Verifier};
+    const HASHES_PER_LIST: usize = 80;
+    let keys = common::Keys::new();
+    let symbol = common::payload(usize::from(common::SYMBOL_SIZE));
+    let mut datagram = Vec::with_capacity(1500);
+    wire::write_data(&mut datagram, &keys.network, common::OBJECT_ID, 3, 70_000, &symbol);
+    let signer = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let verifier = signer.verifying_key();
+    let signature = signer.sign(&datagram);
+    let list: Vec<u8> = (0..HASHES_PER_LIST).flat_map(|i| blake3::hash(&[i as u8]).as_bytes()[..12].to_vec()).collect();
+    let list_signature = signer.sign(&list);
+
+    let mut group = c.benchmark_group("auth/data_1436");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("ed25519_sign", |b| b.iter(|| black_box(signer.sign(black_box(&datagram)))));
+    group.bench_function("ed25519_verify", |b| b.iter(|| verifier.verify(black_box(&datagram), black_box(&signature)).expect("verifies")));
+    group.bench_function("tesla_mac", |b| b.iter(|| black_box(blake3::keyed_hash(&[9; 32], black_box(&datagram)))));
+    group.bench_function("hash_list_per_datagram", |b| {
+        let mut n = 0usize;
+        b.iter(|| {
+            // One hash of the datagram, and a 1/HASHES_PER_LIST share of the list's signature.
+            let hash = blake3::hash(black_box(&datagram));
+            n += 1;
+            if n % HASHES_PER_LIST == 0 {
+                verifier.verify(&list, &list_signature).expect("verifies");
+            }
+            black_box(hash)
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = common::criterion();
-    targets = data, manifest
+    targets = data, manifest, source_authentication
 }
 criterion_main!(benches);

@@ -108,6 +108,8 @@ struct Heard {
     object_id: u64,
     /// The uplink clock reading a heartbeat carries.
     heartbeat_ms: Option<u64>,
+    /// The objects a heartbeat lists live.
+    live: Vec<u64>,
     data: bool,
     /// How long this test's receiving thread waited for a CPU since the datagram before.
     receiver_wait: Duration,
@@ -140,14 +142,16 @@ impl Air {
                 let receiver_wait = (own_now - own_before).wait;
                 own_before = own_now;
                 let Ok(datagram) = wire::parse(&buf[..len], &key) else { continue };
-                let heartbeat_ms = match datagram.body {
-                    Body::Heartbeat(bytes) => SignedHeartbeat::from_bytes(bytes).ok().map(|h| h.heartbeat.uplink_time_unix_ms),
+                let heartbeat = match datagram.body {
+                    Body::Heartbeat(bytes) => SignedHeartbeat::from_bytes(bytes).ok().map(|h| h.heartbeat),
                     _ => None,
                 };
+                let heartbeat_ms = heartbeat.as_ref().map(|h| h.uplink_time_unix_ms);
+                let live = heartbeat.map(|h| h.live).unwrap_or_default();
                 let first = heartbeat_ms.is_none() && objects.insert(datagram.object_id);
                 let daemon = (heartbeat_ms.is_some() || first).then(|| Arc::new(daemon_sched(daemon_pid)));
                 let data = matches!(datagram.body, Body::Data { .. });
-                log.lock().expect("log").push(Heard { at, object_id: datagram.object_id, heartbeat_ms, data, receiver_wait, daemon });
+                log.lock().expect("log").push(Heard { at, object_id: datagram.object_id, heartbeat_ms, live, data, receiver_wait, daemon });
             }
         });
         Air { heard, stop, thread: Some(thread) }
@@ -248,7 +252,11 @@ fn worst_heartbeat(heartbeats: &[Heard]) -> Delay {
         .windows(2)
         .filter_map(|pair| {
             let (Some(a), Some(b)) = (pair[0].heartbeat_ms, pair[1].heartbeat_ms) else { return None };
-            let deviation = Duration::from_millis(b.saturating_sub(a)).abs_diff(HEARTBEAT_INTERVAL);
+            let interval = Duration::from_millis(b.saturating_sub(a));
+            // A heartbeat announcing that an object started or stopped goes at once, early
+            // by design, and the cadence starts again from it; only a late one strays.
+            let announces = pair[1].live != pair[0].live;
+            let deviation = if announces { interval.saturating_sub(HEARTBEAT_INTERVAL) } else { interval.abs_diff(HEARTBEAT_INTERVAL) };
             let (Some(before), Some(after)) = (&pair[0].daemon, &pair[1].daemon) else { return None };
             Some(Delay::new(deviation, change(before, after, "main").wait))
         })
