@@ -253,3 +253,27 @@ fn a_county_flooding_feedback_is_told_to_come_back_later() {
     assert!(busy > 0, "a county sending {} messages at once must hit the rate limit", replies.len());
     assert!(recorded >= 150, "the burst allowance lets a normal backlog through ({recorded} recorded)");
 }
+
+/// Handshakes that fail (no client certificate) at the rate a script can make them: the
+/// uplink logs the first and then one summary line per reason every 10 s, so nobody can
+/// buy its log (and disk) with connection attempts. The old server logged each one.
+#[test]
+fn failed_handshakes_are_logged_once_and_summarised() {
+    const ATTEMPTS: usize = 100;
+    let seed = seed("ACKS_SEED", "acks");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path(), &options(seed, &["410102"])).expect("cluster");
+    let ca = cluster.counties[0].dir.join("ca.cert.pem");
+    let log = || cluster.uplink.as_ref().map(|d| d.log_text()).unwrap_or_default();
+    let lines_before = log().lines().count();
+    for _ in 0..ATTEMPTS {
+        assert!(try_hello(&cluster, client_tls(&ca, None), "410102").is_err(), "no client certificate must be refused");
+    }
+    let summarised = wait_until(Duration::from_secs(15), || log().contains("acknowledgement connections refused"));
+    let text = log();
+    let refused_lines = text.lines().skip(lines_before).filter(|l| l.contains("acknowledgement connection")).count();
+    assert!(summarised, "no summary line:\n{text}");
+    assert!(refused_lines <= 3, "{refused_lines} lines for {ATTEMPTS} failed handshakes:\n{text}");
+    let summary = text.lines().find(|l| l.contains("acknowledgement connections refused")).unwrap_or_default();
+    assert!(summary.contains("count="), "the summary counts them: {summary}");
+}

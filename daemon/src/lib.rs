@@ -3,7 +3,8 @@
 //! from PEM files ([`tls`]), stopping on SIGTERM or SIGINT ([`signals`]), log set-up
 //! ([`logging`]), the wall clock ([`clock`]), object ids in JSON ([`object_id`]), and
 //! command-line output: one-line errors and closed pipes ([`cli`]), the `check` report
-//! ([`check`]), and completions and man pages for packaging ([`assets`]).
+//! ([`check`]), completions and man pages for packaging ([`assets`]), and repeated
+//! warnings summarised ([`summary`]).
 #![warn(missing_docs)]
 
 pub mod assets;
@@ -14,4 +15,5 @@ pub mod config;
 pub mod logging;
 pub mod object_id;
 pub mod signals;
+pub mod summary;
 pub mod tls;

@@ -26,7 +26,7 @@ use tracing::{debug, info, info_span, warn};
 
 use crate::acks::{self, ReceiverHello};
 use crate::config::ReceiverConfig;
-use crate::droplog::{DropLog, Refused, reason_key};
+use crate::droplog::{DropLog, Refused, reason_key, record_datagram};
 use crate::heartbeat::HeartbeatWatch;
 use crate::hooks::{self, HookBook};
 use crate::status::{HeartbeatStatus, PartialStatus, ReceptionStatus, StuckState, StuckStatus};
@@ -416,7 +416,7 @@ impl Datapath {
 
     fn log_reception(&mut self, event: ReceptionEvent) {
         match event {
-            ReceptionEvent::Dropped { reason } => self.drops.record(&reason),
+            ReceptionEvent::Dropped { reason } => record_datagram(&mut self.drops, &reason),
             // Forgeries can come at any rate: the first of each reason is logged, the rest
             // summarised (a genuine refusal for this county is Refused, said once per object).
             ReceptionEvent::Rejected { object_id, reason } => {

@@ -5,12 +5,13 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
+use satcast_daemon::summary::{Repeated, Summarised, reason_key};
 use satcast_daemon::tls::TlsError;
 use satcast_protocol::feedback::{ACK_ALPN, AckReply, FEEDBACK_BYTES_MAX, Feedback, county_dns_name};
 use thiserror::Error;
@@ -53,6 +54,45 @@ pub const ACKS_NICE_INCREMENT: i32 = 10;
 pub const NICE_MAX: i32 = 19;
 /// Worker threads of the acknowledgement server's runtime.
 pub const WORKER_THREADS: usize = 2;
+/// Refusals of the same kind and reason within this window are logged once, then counted
+/// in one summary line.
+const WARNINGS_WINDOW: Duration = Duration::from_secs(10);
+
+/// What the acknowledgement server refuses, for its summarised warnings: anyone who can
+/// reach its port can make it refuse at the rate they like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Refusal {
+    /// A handshake that failed (no certificate, another CA, a timeout...).
+    Handshake,
+    /// A client whose certificate is revoked.
+    Revoked,
+    /// A stream that could not be read.
+    Stream,
+    /// Feedback that does not decode.
+    Malformed,
+    /// Feedback about a county the client's certificate does not name.
+    OtherCounty,
+}
+
+impl Repeated for Refusal {
+    fn summary(self) -> &'static str {
+        match self {
+            Refusal::Handshake => "acknowledgement connections refused",
+            Refusal::Revoked => "connections with a revoked client certificate refused",
+            Refusal::Stream => "unreadable feedback streams",
+            Refusal::Malformed => "malformed feedback refused",
+            Refusal::OtherCounty => "feedback about a county the certificate does not name refused",
+        }
+    }
+}
+
+/// The server's refusals, shared by its connection tasks.
+type Warnings = Arc<Mutex<Summarised<Refusal>>>;
+
+/// Counts a refusal; true if it is the first of its kind and reason this window (log it).
+fn first(warnings: &Warnings, kind: Refusal, reason: &str) -> bool {
+    warnings.lock().map(|mut w| w.first(kind, reason_key(reason))).unwrap_or(true)
+}
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -207,10 +247,14 @@ pub async fn serve(
         .map_err(|source| AckServerError::Bind { addr, source })?;
     info!(local = ?endpoint.local_addr().ok(), "acknowledgement server listening");
     let limits: Limits = Arc::default();
+    let warnings: Warnings = Arc::new(Mutex::new(Summarised::new(WARNINGS_WINDOW)));
     let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
+        }
+        if let Ok(mut warnings) = warnings.lock() {
+            warnings.flush();
         }
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
@@ -227,16 +271,23 @@ pub async fn serve(
             continue;
         }
         let (tx, limits, connections, revoked_clients) = (tx.clone(), limits.clone(), connections.clone(), revoked_clients.clone());
+        let warnings = warnings.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             connections.fetch_add(1, Ordering::Relaxed);
             match incoming.await {
                 Ok(connection) if revoked(&connection, &revoked_clients) => {
-                    warn!(%remote, "client certificate is revoked: connection refused");
+                    if first(&warnings, Refusal::Revoked, "") {
+                        warn!(%remote, "client certificate is revoked: connection refused");
+                    }
                     connection.close(1u32.into(), b"certificate revoked");
                 }
-                Ok(connection) => connection_loop(connection, tx, limits, revoked_clients).await,
-                Err(error) => warn!(%remote, %error, "acknowledgement connection refused"),
+                Ok(connection) => connection_loop(connection, tx, limits, revoked_clients, warnings).await,
+                Err(error) => {
+                    if first(&warnings, Refusal::Handshake, &error.to_string()) {
+                        warn!(%remote, %error, "acknowledgement connection refused");
+                    }
+                }
             }
             connections.fetch_sub(1, Ordering::Relaxed);
         });
@@ -245,7 +296,13 @@ pub async fn serve(
     Ok(())
 }
 
-async fn connection_loop(connection: quinn::Connection, tx: SyncSender<AckRequest>, limits: Limits, revoked_clients: Arc<RevokedClients>) {
+async fn connection_loop(
+    connection: quinn::Connection,
+    tx: SyncSender<AckRequest>,
+    limits: Limits,
+    revoked_clients: Arc<RevokedClients>,
+    warnings: Warnings,
+) {
     let remote = connection.remote_address();
     // The county this connection speaks for, once its first message proved it.
     let mut county: Option<String> = None;
@@ -259,25 +316,33 @@ async fn connection_loop(connection: quinn::Connection, tx: SyncSender<AckReques
         };
         // A certificate revoked while its connection is open is shut out at its next message.
         if revoked(&connection, &revoked_clients) {
-            warn!(%remote, "client certificate is revoked: connection closed");
+            if first(&warnings, Refusal::Revoked, "") {
+                warn!(%remote, "client certificate is revoked: connection closed");
+            }
             connection.close(1u32.into(), b"certificate revoked");
             return;
         }
         let reply = match recv.read_to_end(FEEDBACK_BYTES_MAX).await {
             Err(error) => {
-                warn!(%remote, %error, "unreadable feedback stream");
+                if first(&warnings, Refusal::Stream, &error.to_string()) {
+                    warn!(%remote, %error, "unreadable feedback stream");
+                }
                 AckReply::Refused
             }
             Ok(bytes) => match Feedback::from_bytes(&bytes) {
                 Err(error) => {
-                    warn!(%remote, %error, "malformed feedback refused");
+                    if first(&warnings, Refusal::Malformed, &error.to_string()) {
+                        warn!(%remote, %error, "malformed feedback refused");
+                    }
                     AckReply::Refused
                 }
                 Ok(feedback) => {
                     let proven =
                         county.as_deref() == Some(feedback.county_code.as_str()) || certificate_names(&connection, &feedback.county_code);
                     if !proven {
-                        warn!(%remote, claimed = %feedback.county_code, "feedback about a county the client certificate does not name: refused");
+                        if first(&warnings, Refusal::OtherCounty, "") {
+                            warn!(%remote, claimed = %feedback.county_code, "feedback about a county the client certificate does not name: refused");
+                        }
                         AckReply::Refused
                     } else if !allow(&limits, &feedback.county_code) {
                         debug!(%remote, county = %feedback.county_code, "feedback rate limit: busy");
