@@ -213,7 +213,7 @@ function renderBroadcasts(overview) {
       el("td", {}, b.priority),
       el("td", {}, el("span", { class: "state " + b.state }, b.state)),
       el("td", {}, b.delivered + " / " + b.targeted),
-      el("td", { class: "name" }, progress(b, overview.now_unix_secs)))));
+      el("td", { class: "progress" }, progress(b, overview.now_unix_secs)))));
 }
 
 function closeDetail() {
@@ -235,7 +235,7 @@ async function renderDetail() {
     el("tr", {}, el("td", { class: "name" }, l.code + " " + l.name), el("td", {}, el("span", { class: "state " + l.state }, l.state)),
       el("td", { class: "name" }, l.detail), el("td", {}, l.last_seen_unix_secs ? utc(l.last_seen_unix_secs) : "never")));
   const hooks = status.hooks_failed.map(([county, detail]) => el("tr", {}, el("td", { class: "name" }, county), el("td", { class: "name" }, detail)));
-  document.getElementById("detail").replaceChildren(
+  document.getElementById("detail").replaceChildren(...[
     el("table", { id: "detail-provinces", class: "counts" },
       el("thead", {}, el("tr", {}, el("th", { class: "name" }, "Province"), el("th", {}, "Targeted"), el("th", {}, "Delivered"),
         el("th", {}, "In progress"), el("th", {}, "Silent"), el("th", {}, "Refused"))),
@@ -245,7 +245,8 @@ async function renderDetail() {
     hooks.length ? el("h3", {}, "Hook failures") : null,
     hooks.length ? el("table", { id: "detail-hooks" }, el("tbody", {}, hooks)) : null,
     el("h3", {}, "Delivered (" + status.delivered.length + ")"),
-    el("p", { class: "list" }, status.delivered.join(" ")));
+    el("p", { class: "list" }, status.delivered.join(" ")),
+  ].filter((node) => node !== null));
 }
 
 function renderCarrier(overview) {
