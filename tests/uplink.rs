@@ -560,12 +560,13 @@ fn stalled_uploads_are_abandoned_after_the_stall_bound_and_free_their_slots() {
     cluster.start_uplink().expect("restart with a short stall bound");
     let control = satcast::control_listen(&std::fs::read_to_string(&cluster.uplink_config).expect("config")).expect("control");
     let token = std::fs::read_to_string(dir.path().join("state/control.token")).expect("token");
-    // As many uploads as there are slots, each sending 10 of its 1000 bytes, then nothing.
+    // As many uploads as there are slots, each sending 10 of its 100000 bytes (more than
+    // a small body a server might read whole before answering), then nothing.
     let stalled: Vec<std::net::TcpStream> = (0..4)
         .map(|i| {
             let mut stream = std::net::TcpStream::connect(control).expect("connect");
             let head = format!(
-                "POST /v1/broadcasts?kind=policy&to=41&name=stalled-{i}.txt HTTP/1.1\r\nHost: uplink\r\nAuthorization: Bearer {}\r\nContent-Length: 1000\r\n\r\n0123456789",
+                "POST /v1/broadcasts?kind=policy&to=41&name=stalled-{i}.txt HTTP/1.1\r\nHost: uplink\r\nAuthorization: Bearer {}\r\nContent-Length: 100000\r\n\r\n0123456789",
                 token.trim()
             );
             stream.write_all(head.as_bytes()).expect("send the head");

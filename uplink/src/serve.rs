@@ -553,6 +553,7 @@ impl Uplink {
                 }
                 UplinkEvent::Cancelled { object_id } => {
                     self.rounds.remove(&object_id);
+                    self.classes.remove(&object_id);
                     info!(object = %ObjectId(object_id), "cancelled by an operator")
                 }
                 UplinkEvent::ReairRequested { object_id, counties } => {

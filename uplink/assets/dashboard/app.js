@@ -258,7 +258,9 @@ function renderCarrier(overview) {
     if (text !== undefined) n.textContent = text;
     return n;
   };
-  const width = 1000, height = 220, top = 10, bottom = 200;
+  // Drawn in the element's own pixels, so the labels are not stretched.
+  const width = Math.max(svg.clientWidth, 300), height = Math.max(svg.clientHeight, 120), top = 10, bottom = height - 20;
+  svg.setAttribute("viewBox", "0 0 " + width + " " + height);
   const samples = overview.carrier;
   const now = overview.now_unix_secs * 1000;
   const start = now - 3600 * 1000;
@@ -268,8 +270,8 @@ function renderCarrier(overview) {
   const children = [
     node("line", { x1: 0, x2: width, y1: y(max), y2: y(max), stroke: "#2c3a47", "stroke-dasharray": "6 6" }),
     node("text", { x: 6, y: y(max) + 16 }, "link " + rate(max)),
-    node("text", { x: 6, y: 216 }, "−60 min"),
-    node("text", { x: width - 40, y: 216 }, "now"),
+    node("text", { x: 6, y: height - 4 }, "−60 min"),
+    node("text", { x: width - 40, y: height - 4 }, "now"),
   ];
   // Stacked areas, emergency at the bottom: their sum is the carrier in use.
   let below = samples.map(() => 0);
