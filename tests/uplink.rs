@@ -287,7 +287,8 @@ fn send_refuses_names_targets_and_versions_no_county_would_take_and_queues_nothi
     let b_id = b_id["id"].as_str().expect("an id").to_owned();
     let versions: std::collections::HashMap<String, u64> = jobs(dir.path()).into_iter().collect();
     assert!(versions[a.1.trim()] < versions[&b_id], "default versions must go up: {versions:?}");
-    assert!(cluster.uplink_cli(&["list", "--json"]).expect("list").contains(&b_id));
+    let list = cluster.uplink_cli(&["list", "--json"]).expect("list");
+    assert!(list.contains(&b_id), "{b_id} is not listed:\n{list}\njobs: {:?}", jobs(dir.path()));
 }
 
 /// Issue "Operators and county sites", items 1 and 6, with one way in: `send` goes through
@@ -543,4 +544,64 @@ fn a_county_without_room_shows_as_refused_with_why_at_the_uplink_and_in_its_stat
     assert_eq!(report["summary"]["delivered"], 2, "{report:#}");
     assert_eq!(report["summary"]["rejected"], 0, "{report:#}");
     assert_eq!(std::fs::read(cluster.counties[1].delivered_path("software", "agent.bin")).expect("delivered"), bytes);
+}
+
+/// A client that starts an upload and then sends nothing does not hold one of the
+/// UPLOADS_MAX upload slots for ever: after `control.body_stall_secs` its upload is answered
+/// 408 and dropped (nothing queued, no upload file left), and `send` works again.
+#[test]
+fn stalled_uploads_are_abandoned_after_the_stall_bound_and_free_their_slots() {
+    use std::io::{Read, Write};
+    let seed = seed("UPLINK_SEED", "uplink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = bare_uplink(seed, dir.path());
+    let config = std::fs::read_to_string(&cluster.uplink_config).expect("config");
+    std::fs::write(&cluster.uplink_config, config.replace("[control]\n", "[control]\nbody_stall_secs = 3\n")).expect("config");
+    cluster.uplink.as_mut().expect("uplink").stop();
+    cluster.start_uplink().expect("restart with a short stall bound");
+    let control = satcast::control_listen(&std::fs::read_to_string(&cluster.uplink_config).expect("config")).expect("control");
+    let token = std::fs::read_to_string(dir.path().join("state/control.token")).expect("token");
+    // As many uploads as there are slots, each sending 10 of its 100000 bytes (more than
+    // a small body a server might read whole before answering), then nothing.
+    let stalled: Vec<std::net::TcpStream> = (0..4)
+        .map(|i| {
+            let mut stream = std::net::TcpStream::connect(control).expect("connect");
+            let head = format!(
+                "POST /v1/broadcasts?kind=policy&to=41&name=stalled-{i}.txt HTTP/1.1\r\nHost: uplink\r\nAuthorization: Bearer {}\r\nContent-Length: 100000\r\n\r\n0123456789",
+                token.trim()
+            );
+            stream.write_all(head.as_bytes()).expect("send the head");
+            stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+            stream
+        })
+        .collect();
+    // The daemon takes the four slots as the heads arrive: a moment, well inside the bound.
+    std::thread::sleep(Duration::from_millis(300));
+    let (path, _) = payload(dir.path(), "after.txt", 1000, seed);
+    let path = path.to_str().expect("utf-8").to_owned();
+    let args = ["--kind", "policy", "--to", "41"];
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let (code, _, stderr) = send(&cluster.uplink_config, &[&[path.as_str()][..], &args].concat());
+            code != Some(0) && stderr.contains("uploads are running")
+        }),
+        "the stalled uploads should hold every slot for a while"
+    );
+    for mut stream in stalled {
+        // Read until the answer is in (the daemon may keep the connection open after it).
+        let mut answer = String::new();
+        let mut buf = [0u8; 4096];
+        while !answer.contains("queued") {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        assert!(answer.starts_with("HTTP/1.1 408"), "a stalled upload is answered 408: {answer:?}");
+        assert!(answer.contains("nothing was queued"), "{answer}");
+    }
+    let (code, out, stderr) = send(&cluster.uplink_config, &[&[path.as_str()][..], &args].concat());
+    assert_eq!(code, Some(0), "send works once the slots are free: {out}{stderr}");
+    assert!(queue_files(dir.path()).iter().all(|f| !f.ends_with(".upload")), "{:?}", queue_files(dir.path()));
+    assert_eq!(jobs(dir.path()).len(), 1, "only the last upload was queued");
 }

@@ -20,7 +20,8 @@ use crate::config::{AckConfig, KeysConfig};
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest wait between connection attempts.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// How often a Hello goes out while connected (last seen, free disk, heartbeat age).
+/// How often a Hello goes out while connected (last seen, free disk, heartbeat age), unless
+/// `ack.hello_interval_secs` says otherwise.
 pub const HELLO_INTERVAL: Duration = Duration::from_secs(60);
 /// Messages sent per batch before the outbox is looked at again.
 const BATCH_MAX: usize = 64;
@@ -128,7 +129,7 @@ async fn session(
     }
     let mut last_hello = tokio::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if last_hello.elapsed() >= HELLO_INTERVAL {
+        if last_hello.elapsed() >= ack.hello_interval() {
             send(&connection, &hello.hello()).await?;
             last_hello = tokio::time::Instant::now();
         }

@@ -37,6 +37,36 @@ pub struct ReceiverConfig {
     /// Programs run after a delivery, per kind.
     #[serde(default)]
     pub hooks: HooksConfig,
+    /// `/metrics` (Prometheus) and `/health`.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Where `/metrics` and `/health` are served.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address and port; loopback by default (a Prometheus on the county's own machine, or
+    /// a tunnel). A port already taken is a warning: receiving goes on without them.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+    /// Set false to serve neither.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:5720".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: default_metrics_listen(), enabled: true }
+    }
 }
 
 /// The longest `heartbeat_warn_after_secs` accepted: a day. Longer is a typo, and would
@@ -133,6 +163,24 @@ pub struct AckConfig {
     pub uplink: String,
     /// The name in the uplink's certificate.
     pub server_name: String,
+    /// How often a hello goes to the uplink while connected: what its dashboard shows as
+    /// last contact, and what its silent-county alarm waits on.
+    #[serde(default = "default_hello_interval")]
+    pub hello_interval_secs: u64,
+}
+
+/// The longest `ack.hello_interval_secs` accepted: an hour.
+pub const HELLO_INTERVAL_SECS_MAX: u64 = 3600;
+
+fn default_hello_interval() -> u64 {
+    crate::acks::HELLO_INTERVAL.as_secs()
+}
+
+impl AckConfig {
+    /// How often a hello goes out.
+    pub fn hello_interval(&self) -> Duration {
+        Duration::from_secs(self.hello_interval_secs)
+    }
 }
 
 /// Paths of the county's key bundle.
@@ -214,6 +262,12 @@ impl ReceiverConfig {
         }
         if !(1..=HEARTBEAT_WARN_AFTER_SECS_MAX).contains(&config.heartbeat_warn_after_secs) {
             return Err(invalid(format!("heartbeat_warn_after_secs must be between 1 and {HEARTBEAT_WARN_AFTER_SECS_MAX}")));
+        }
+        if config.ack.as_ref().is_some_and(|ack| !(1..=HELLO_INTERVAL_SECS_MAX).contains(&ack.hello_interval_secs)) {
+            return Err(invalid(format!("ack.hello_interval_secs must be between 1 and {HELLO_INTERVAL_SECS_MAX}")));
+        }
+        if config.metrics.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(format!("metrics.listen {:?} is not an address and port, like 127.0.0.1:5720", config.metrics.listen)));
         }
         let base = config_dir(path);
         for kind in Kind::ALL {

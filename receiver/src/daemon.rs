@@ -214,10 +214,17 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<Stopped, Run
     let acks = start_acks(&config, outbox.clone(), hello.clone(), stop.clone())?;
     let hook_worker = start_hook_worker(&config, &hooks, outbox, executable.clone(), stop.clone())?;
     let (jobs, jobs_rx) = mpsc::sync_channel(STORAGE_JOBS_QUEUED_MAX);
+    let latest = crate::metrics::Latest::default();
+    if config.metrics.enabled {
+        crate::metrics::start(&config.metrics.listen, latest.clone(), stop.clone());
+    }
     let (completions_tx, completions) = mpsc::channel();
-    let storage_worker =
-        worker::start(worker::Storage { store, trust_state, hooks, state_dir: config.state_dir.clone() }, jobs_rx, completions_tx)
-            .map_err(|e| RunError::Socket(std::io::Error::other(e)))?;
+    let storage_worker = worker::start(
+        worker::Storage { store, trust_state, hooks, state_dir: config.state_dir.clone(), latest: latest.clone() },
+        jobs_rx,
+        completions_tx,
+    )
+    .map_err(|e| RunError::Socket(std::io::Error::other(e)))?;
     let mut datapath = Datapath {
         heartbeat: HeartbeatWatch::new(Duration::from_secs(config.heartbeat_warn_after_secs), Instant::now()),
         node,

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod droplog;
 pub mod heartbeat;
 pub mod hooks;
+pub mod metrics;
 pub mod status;
 pub mod upgrade;
 pub mod worker;

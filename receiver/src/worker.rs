@@ -35,6 +35,8 @@ pub struct Storage {
     pub hooks: HookBook,
     /// Where status.json goes.
     pub state_dir: PathBuf,
+    /// The status last written, for /metrics and /health.
+    pub latest: crate::metrics::Latest,
 }
 
 /// The receive thread's part of status.json.
@@ -202,6 +204,9 @@ impl Storage {
         };
         if let Err(error) = status::write(&self.state_dir, &status) {
             debug!(%error, "cannot write the status file");
+        }
+        if let Ok(mut latest) = self.latest.lock() {
+            *latest = Some(std::sync::Arc::new(status));
         }
     }
 }

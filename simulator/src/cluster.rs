@@ -392,11 +392,16 @@ const UPLINK_START_MAX: Duration = Duration::from_secs(20);
 
 /// The `listen` address of an uplink config's `[control]` section.
 pub fn control_listen(config: &str) -> Option<SocketAddr> {
-    let mut in_control = false;
+    section_listen(config, "[control]")
+}
+
+/// The `listen` address of a config's `section` ("[dashboard]", "[metrics]").
+pub fn section_listen(config: &str, section: &str) -> Option<SocketAddr> {
+    let mut inside = false;
     for line in config.lines().map(str::trim) {
         if line.starts_with('[') {
-            in_control = line == "[control]";
-        } else if let Some(value) = line.strip_prefix("listen").filter(|_| in_control) {
+            inside = line == section;
+        } else if let Some(value) = line.strip_prefix("listen").filter(|_| inside) {
             return value.trim_start().strip_prefix('=')?.trim().trim_matches('"').parse().ok();
         }
     }
@@ -407,8 +412,9 @@ pub fn control_listen(config: &str) -> Option<SocketAddr> {
 pub fn write_uplink_config(dir: &Path, destination: SocketAddr, rate_bits_per_sec: u64, passes: u32) -> Result<PathBuf, ClusterError> {
     let path = dir.join("uplink.toml");
     let control = free_tcp_addr()?;
+    let dashboard = free_tcp_addr()?;
     let text = format!(
-        "state_dir = \"state\"\nkeys_dir = \"keys\"\n\n[downlink]\ndestination = \"{destination}\"\nlink_rate_bits_per_sec = {rate_bits_per_sec}\n\n[carousel]\nmanifest_interval_ms = 500\nheartbeat_interval_ms = 1000\ntarget_loss = 0.15\npasses = {passes}\n\n[control]\nlisten = \"{control}\"\n"
+        "state_dir = \"state\"\nkeys_dir = \"keys\"\n\n[downlink]\ndestination = \"{destination}\"\nlink_rate_bits_per_sec = {rate_bits_per_sec}\n\n[carousel]\nmanifest_interval_ms = 500\nheartbeat_interval_ms = 1000\ntarget_loss = 0.15\npasses = {passes}\n\n[control]\nlisten = \"{control}\"\n\n[dashboard]\nlisten = \"{dashboard}\"\n"
     );
     std::fs::write(&path, text).map_err(io("writing the uplink config"))?;
     Ok(path)
@@ -440,6 +446,11 @@ pub fn make_county(dir: &Path, county_code: &str, bind: SocketAddr, ack: Option<
             _ => line.to_owned(),
         });
     }
+    // Each county's /metrics on a port of its own (the default one is shared by them all).
+    let metrics = free_tcp_addr()?;
+    lines.push(String::new());
+    lines.push("[metrics]".into());
+    lines.push(format!("listen = \"{metrics}\""));
     let text = lines;
     std::fs::write(&config, text.join("\n") + "\n").map_err(io("writing the county config"))?;
     Ok(config)

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub use satcast_daemon::config::ConfigError;
-use satcast_daemon::config::{load_toml, resolve_relative};
+use satcast_daemon::config::{config_dir, load_toml, resolve_relative};
 use serde::Deserialize;
 
 /// The whole uplink configuration.
@@ -29,6 +29,86 @@ pub struct UplinkConfig {
     /// The control API the CLI talks to.
     #[serde(default)]
     pub control: ControlConfig,
+    /// The read-only web dashboard; without this section it is not served.
+    pub dashboard: Option<DashboardConfig>,
+    /// Alarm thresholds and the command run once per alarm.
+    #[serde(default)]
+    pub alarms: AlarmsConfig,
+}
+
+/// The longest `control.body_stall_secs` accepted.
+pub const BODY_STALL_SECS_MAX: u64 = 3600;
+/// The longest `alarms.check_interval_secs` accepted.
+pub const ALARM_CHECK_INTERVAL_SECS_MAX: u64 = 600;
+
+/// The read-only dashboard (and `/metrics` for a Prometheus elsewhere), behind the viewer
+/// credential.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Address to listen on, e.g. "127.0.0.1:5711", or the operations room's network.
+    pub listen: String,
+    /// The viewer credential's file (created, random, on first start); default
+    /// `<state_dir>/viewer.token`. `satcast-uplink dashboard` prints the address with it.
+    pub viewer_token_file: Option<PathBuf>,
+}
+
+/// Alarm thresholds, and what runs once per alarm.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmsConfig {
+    /// An enrolled county not heard from for this long is an alarm.
+    #[serde(default = "default_silent_after")]
+    pub county_silent_after_secs: u64,
+    /// A county that says it has had no valid heartbeat for this long is an alarm.
+    #[serde(default = "default_heartbeat_age_max")]
+    pub county_heartbeat_age_max_secs: u64,
+    /// A county whose state disk has less free than this is an alarm.
+    #[serde(default = "default_free_disk_min")]
+    pub county_free_disk_bytes_min: u64,
+    /// The active signing key ending within this many days is an alarm.
+    #[serde(default = "default_key_expiry_warn_days")]
+    pub key_expiry_warn_days: u64,
+    /// How often the conditions are looked at.
+    #[serde(default = "default_alarm_check_interval")]
+    pub check_interval_secs: u64,
+    /// A program and its arguments, run without a shell once per alarm, with the alarm's
+    /// text appended and SATCAST_ALARM_KIND, SATCAST_ALARM_SUBJECT and SATCAST_ALARM_TEXT
+    /// set (an SMS gateway, a mail). Relative paths are against the config's folder.
+    pub command: Option<Vec<String>>,
+    /// The config file's folder, where the command runs.
+    #[serde(skip)]
+    pub base: Option<PathBuf>,
+}
+
+fn default_silent_after() -> u64 {
+    900
+}
+fn default_heartbeat_age_max() -> u64 {
+    600
+}
+fn default_free_disk_min() -> u64 {
+    1_000_000_000
+}
+fn default_key_expiry_warn_days() -> u64 {
+    14
+}
+fn default_alarm_check_interval() -> u64 {
+    5
+}
+
+impl Default for AlarmsConfig {
+    fn default() -> Self {
+        AlarmsConfig {
+            county_silent_after_secs: default_silent_after(),
+            county_heartbeat_age_max_secs: default_heartbeat_age_max(),
+            county_free_disk_bytes_min: default_free_disk_min(),
+            key_expiry_warn_days: default_key_expiry_warn_days(),
+            check_interval_secs: default_alarm_check_interval(),
+            command: None,
+            base: None,
+        }
+    }
 }
 
 /// The control API: HTTP and JSON, on loopback only.
@@ -38,15 +118,23 @@ pub struct ControlConfig {
     /// Address to listen on; keep it on loopback (the token is the only protection).
     #[serde(default = "default_control_listen")]
     pub listen: String,
+    /// A request body (an upload) that sends nothing for this long is abandoned, so a
+    /// stalled client does not hold one of the upload slots forever.
+    #[serde(default = "default_body_stall")]
+    pub body_stall_secs: u64,
 }
 
 fn default_control_listen() -> String {
     "127.0.0.1:5710".into()
 }
 
+fn default_body_stall() -> u64 {
+    60
+}
+
 impl Default for ControlConfig {
     fn default() -> Self {
-        ControlConfig { listen: default_control_listen() }
+        ControlConfig { listen: default_control_listen(), body_stall_secs: default_body_stall() }
     }
 }
 
@@ -182,7 +270,38 @@ impl UplinkConfig {
             Ok(addr) if addr.ip().is_loopback() => {}
             _ => return Err(invalid("control.listen must be a loopback address and port, like 127.0.0.1:5710")),
         }
-        resolve_relative(path, [&mut config.state_dir, &mut config.keys_dir]);
+        if !(1..=BODY_STALL_SECS_MAX).contains(&config.control.body_stall_secs) {
+            return Err(invalid(&format!("control.body_stall_secs must be between 1 and {BODY_STALL_SECS_MAX}")));
+        }
+        if let Some(dashboard) = &config.dashboard {
+            if dashboard.listen.parse::<SocketAddr>().is_err() {
+                return Err(invalid("dashboard.listen must be an address and port, like 127.0.0.1:5711"));
+            }
+            if dashboard.listen == config.control.listen {
+                return Err(invalid("dashboard.listen must differ from control.listen"));
+            }
+        }
+        if !(1..=ALARM_CHECK_INTERVAL_SECS_MAX).contains(&config.alarms.check_interval_secs) {
+            return Err(invalid(&format!("alarms.check_interval_secs must be between 1 and {ALARM_CHECK_INTERVAL_SECS_MAX}")));
+        }
+        if config.alarms.command.as_ref().is_some_and(|c| c.first().is_none_or(|p| p.is_empty())) {
+            return Err(invalid("alarms.command must name a program"));
+        }
+        let dir = config_dir(path);
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        config.alarms.base = std::path::absolute(dir).ok();
+        // "./notify.sh" means next to the config, like every other path in it; "mail" the
+        // one in PATH.
+        if let (Some(program), Some(base)) = (config.alarms.command.as_mut().and_then(|c| c.first_mut()), &config.alarms.base) {
+            if Path::new(program.as_str()).is_relative() && program.contains('/') {
+                *program = base.join(program.as_str()).to_string_lossy().into_owned();
+            }
+        }
+        let mut paths = vec![&mut config.state_dir, &mut config.keys_dir];
+        if let Some(file) = config.dashboard.as_mut().and_then(|d| d.viewer_token_file.as_mut()) {
+            paths.push(file);
+        }
+        resolve_relative(path, paths);
         Ok(config)
     }
 }

@@ -1,8 +1,9 @@
 //! The control API: HTTP and JSON on loopback, every request carrying the token from
 //! `<state_dir>/control.token` as `Authorization: Bearer <token>`. The CLI uses it for
-//! everything, `send` included, and a dashboard can. Reads come straight from the index and
-//! the queue folders; a new broadcast is admitted (`admit`) and queued here, on a thread of
-//! its own per upload; changes to broadcasts (cancel, re-air) go to the datapath, which owns
+//! everything, `send` included. Reads come straight from the index and the queue folders; a
+//! new broadcast is admitted (`admit`) and queued here, its bytes streamed to the queue
+//! folder by a blocking task (at most [`UPLOADS_MAX`] at once, each read bounded by
+//! `control.body_stall_secs`); changes to broadcasts (cancel, re-air) go to the datapath, which owns
 //! the broadcast machine, and are answered once done. docs/operations.md ("The control
 //! API") describes every endpoint for other clients.
 //!
@@ -16,19 +17,34 @@
 //! | POST | /v1/broadcasts/{id}/reair | `{"to": "41,4201", "deadline_unix_secs": n}`, either optional | `{"reaired": id, "targets": n}` |
 //! | GET | /v1/receivers?silent_for=SECS&all=1 | | `[ReceiverSummary]` |
 //!
+//! | GET | /health | | `{"status": "ok"}` (no token) |
+//! | GET | /metrics | | Prometheus text (no token: loopback only) |
+//!
 //! Errors are `{"error": "..."}` (one line) with status 400 (bad request, or a job refused:
-//! name, targets, dates), 401 (token), 404 (unknown id), 409 (not possible now, or a version
-//! not above the last), 411 (no Content-Length), 413 (larger than the uplink accepts) or 503
-//! (the daemon is busy).
+//! name, targets, dates), 401 (token), 404 (unknown id), 408 (an upload stalled for
+//! `control.body_stall_secs`), 409 (not possible now, or a version not above the last), 411
+//! (no Content-Length), 413 (larger than the uplink accepts) or 503 (the daemon is busy).
+//!
+//! It runs on axum, on a small tokio runtime of its own; blocking work (the index, the
+//! queue folders, an upload's file) goes to its blocking threads. The read-only dashboard
+//! (`crate::dashboard`) is served by the same runtime on a listener of its own.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use rand::{RngCore, SeedableRng};
 use satcast_daemon::clock::{wall_unix_ms, wall_unix_secs};
 use satcast_protocol::ObjectId;
@@ -49,6 +65,13 @@ pub const COMMANDS_PENDING_MAX: usize = 64;
 pub const UPLOADS_MAX: usize = 4;
 /// How long a command may wait for the datapath.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Threads for blocking work (index reads, upload writes, command answers): one per
+/// upload, and a few for everything else.
+const BLOCKING_THREADS_MAX: usize = UPLOADS_MAX + 4;
+/// Chunks of an upload read from the network but not yet written to its file.
+const UPLOAD_CHUNKS_PENDING_MAX: usize = 16;
+/// How often the servers look at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(200);
 
 /// Why the control API could not start.
 #[derive(Debug, Error)]
@@ -116,7 +139,23 @@ pub fn token_path(state_dir: &Path) -> PathBuf {
 
 /// The token, created (random, mode 0600) on first use.
 pub fn ensure_token(state_dir: &Path) -> Result<String, ControlError> {
-    let path = token_path(state_dir);
+    ensure_token_at(&token_path(state_dir))
+}
+
+/// Where the viewer credential lives: `dashboard.viewer_token_file`, else
+/// `<state_dir>/viewer.token`.
+pub fn viewer_token_path(config: &crate::UplinkConfig) -> PathBuf {
+    config.dashboard.as_ref().and_then(|d| d.viewer_token_file.clone()).unwrap_or_else(|| config.state_dir.join("viewer.token"))
+}
+
+/// The viewer credential, created (random, mode 0600) on first use: it reads the dashboard
+/// and /metrics, and nothing else.
+pub fn ensure_viewer_token(config: &crate::UplinkConfig) -> Result<String, ControlError> {
+    ensure_token_at(&viewer_token_path(config))
+}
+
+fn ensure_token_at(path: &Path) -> Result<String, ControlError> {
+    let path = path.to_owned();
     let err = |source| ControlError::Token { path: path.clone(), source };
     if let Ok(token) = std::fs::read_to_string(&path) {
         return Ok(token.trim().to_owned());
@@ -140,98 +179,223 @@ pub struct Context {
     pub queue: Queue,
     /// Live states from the datapath.
     pub live: LiveStates,
-    /// The token.
+    /// The operator token.
     pub token: String,
+    /// The viewer credential: the dashboard's reads and its /metrics, nothing else.
+    pub viewer_token: String,
     /// Where commands go.
     pub commands: SyncSender<Command>,
     /// The largest payload accepted, in bytes (what the FEC settings can carry).
     pub object_bytes_max: u64,
     /// Uploads running now, at most [`UPLOADS_MAX`].
     pub uploads: Arc<std::sync::atomic::AtomicUsize>,
+    /// The longest a request body may stall between two reads.
+    pub body_stall: Duration,
+    /// Metrics, alarms and the carrier's history, shared with the datapath.
+    pub shared: crate::dashboard::Shared,
 }
 
-/// Starts the API on its own thread; returns the receiving end of the command channel.
+/// What the control API and the dashboard are started with.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // holds the tokens, which must not end up in a log
+pub struct Settings {
+    /// The operator token.
+    pub token: String,
+    /// The largest payload accepted, in bytes.
+    pub object_bytes_max: u64,
+    /// The control API's address (loopback).
+    pub listen: String,
+    /// The dashboard's address, if it is served.
+    pub dashboard_listen: Option<String>,
+    /// The viewer credential the dashboard and its /metrics accept.
+    pub viewer_token: String,
+    /// The longest a request body (an upload) may stall between two reads.
+    pub body_stall: Duration,
+}
+
+/// Starts the API (and the dashboard) on a thread of its own, running a small tokio
+/// runtime; returns the receiving end of the command channel. The listeners are bound
+/// here, so a busy port is an error at start, not a log line later.
 pub fn start(
-    listen: &str,
+    settings: Settings,
     store: Arc<UplinkStore>,
     queue: Queue,
     live: LiveStates,
-    token: String,
-    object_bytes_max: u64,
+    shared: crate::dashboard::Shared,
     stop: Arc<AtomicBool>,
 ) -> Result<Receiver<Command>, ControlError> {
-    let server = tiny_http::Server::http(listen).map_err(|e| ControlError::Bind { addr: listen.to_owned(), why: e.to_string() })?;
+    let bind = |addr: &str| {
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| ControlError::Bind { addr: addr.to_owned(), why: e.to_string() })?;
+        listener.set_nonblocking(true).map_err(|e| ControlError::Bind { addr: addr.to_owned(), why: e.to_string() })?;
+        Ok::<_, ControlError>(listener)
+    };
+    let control_listener = bind(&settings.listen)?;
+    let dashboard_listener = settings.dashboard_listen.as_deref().map(bind).transpose()?;
     let (commands, rx) = sync_channel(COMMANDS_PENDING_MAX);
     queue.remove_stale_uploads();
     let uploads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let context = Context { store, queue, live, token, commands, object_bytes_max, uploads };
-    info!(%listen, "control API listening");
+    let context = Context {
+        store,
+        queue,
+        live,
+        token: settings.token,
+        viewer_token: settings.viewer_token,
+        commands,
+        object_bytes_max: settings.object_bytes_max,
+        uploads,
+        body_stall: settings.body_stall,
+        shared,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS_MAX)
+        .thread_name("control")
+        .build()
+        .map_err(|e| ControlError::Bind { addr: settings.listen.clone(), why: format!("cannot start the runtime: {e}") })?;
+    let listen = settings.listen.clone();
+    let dashboard_listen = settings.dashboard_listen.clone();
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match server.recv_timeout(Duration::from_millis(200)) {
-                    Ok(Some(request)) => handle(&context, request),
-                    Ok(None) => {}
-                    Err(error) => warn!(%error, "control API receive failed"),
+            runtime.block_on(async move {
+                let stopped = {
+                    let stop = stop.clone();
+                    move || {
+                        let stop = stop.clone();
+                        async move {
+                            while !stop.load(Ordering::Relaxed) {
+                                tokio::time::sleep(STOP_POLL).await;
+                            }
+                        }
+                    }
+                };
+                let control = match tokio::net::TcpListener::from_std(control_listener) {
+                    Ok(listener) => listener,
+                    Err(error) => return warn!(%error, "control API cannot listen"),
+                };
+                info!(%listen, "control API listening");
+                let app = router(context.clone());
+                let shutdown = stopped();
+                let control = tokio::spawn(async move { axum::serve(control, app).with_graceful_shutdown(shutdown).await });
+                if let Some(listener) = dashboard_listener.and_then(|l| tokio::net::TcpListener::from_std(l).ok()) {
+                    info!(listen = dashboard_listen.as_deref().unwrap_or(""), "dashboard listening");
+                    let app = crate::dashboard::router(context.clone());
+                    let shutdown = stopped();
+                    tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
                 }
-            }
+                tokio::spawn(crate::dashboard::background(context, stop.clone()));
+                let _ = control.await;
+            })
         })
-        .map_err(|e| ControlError::Bind { addr: listen.to_owned(), why: e.to_string() })?;
+        .map_err(|e| ControlError::Bind { addr: settings.listen.clone(), why: e.to_string() })?;
     Ok(rx)
 }
 
-fn respond(request: tiny_http::Request, status: u16, body: &impl Serialize) {
+/// The operators' API: every endpoint behind the operator token, but `/health` and
+/// `/metrics` (loopback only, like the rest).
+fn router(context: Context) -> Router {
+    Router::new()
+        .route("/health", get(crate::dashboard::health))
+        .route("/metrics", get(crate::dashboard::metrics_open))
+        .fallback(handle)
+        .with_state(context)
+}
+
+/// A JSON answer.
+pub fn respond(status: u16, body: &impl Serialize) -> Response {
     let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
-    let header = tiny_http::Header::from_bytes("Content-Type", "application/json").ok();
-    let mut response = tiny_http::Response::from_string(text).with_status_code(status);
-    if let Some(header) = header {
-        response.add_header(header);
-    }
-    let _ = request.respond(response);
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
-fn error(request: tiny_http::Request, status: u16, message: &str) {
-    respond(request, status, &serde_json::json!({ "error": message }));
+/// `{"error": message}` with a status.
+pub fn error(status: u16, message: &str) -> Response {
+    respond(status, &serde_json::json!({ "error": message }))
 }
 
-fn authorized(context: &Context, request: &tiny_http::Request) -> bool {
-    let expected = format!("Bearer {}", context.token);
-    request.headers().iter().any(|h| h.field.equiv("Authorization") && h.value.as_str().as_bytes() == expected.as_bytes())
+/// Whether the request carries `Authorization: Bearer <token>`, compared in constant time.
+pub fn bearer_is(headers: &HeaderMap, token: &str) -> bool {
+    let expected = format!("Bearer {token}");
+    headers.get_all(header::AUTHORIZATION).iter().any(|value| constant_time_eq(value.as_bytes(), expected.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn parse_id(text: &str) -> Option<u64> {
     text.parse::<ObjectId>().ok().map(u64::from)
 }
 
-fn handle(context: &Context, mut request: tiny_http::Request) {
-    if !authorized(context, &request) {
-        return error(request, 401, "missing or wrong token (Authorization: Bearer <state_dir/control.token>)");
-    }
-    let url = request.url().to_owned();
-    let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = request.method().clone();
-    match (method, segments.as_slice()) {
-        (tiny_http::Method::Post, ["v1", "broadcasts"]) => submit(context, request, query),
-        (tiny_http::Method::Get, ["v1", "broadcasts"]) => match list(context) {
-            Ok(list) => respond(request, 200, &list),
-            Err(message) => error(request, 503, &message),
-        },
-        (tiny_http::Method::Get, ["v1", "broadcasts", id]) => {
-            let Some(object_id) = parse_id(id) else { return error(request, 400, "a broadcast id is 16 hex digits") };
-            match status(context, object_id) {
-                Ok(Some(status)) => respond(request, 200, &status),
-                Ok(None) => error(request, 404, &format!("unknown broadcast {id}")),
-                Err(message) => error(request, 503, &message),
+/// Runs blocking work (the index, the queue folders) off the runtime's thread.
+pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(work).await.ok()
+}
+
+/// The next chunk of a body: its bytes, `None` at its end, or why it failed (nothing
+/// arrived for `stall`: a client that stopped sending does not hold its slot forever).
+async fn next_chunk(body: &mut Body, stall: Duration) -> Result<Option<Bytes>, String> {
+    loop {
+        match tokio::time::timeout(stall, body.frame()).await {
+            Err(_) => return Err(format!("nothing arrived for {} s", stall.as_secs())),
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(failed))) => return Err(failed.to_string()),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
             }
         }
-        (tiny_http::Method::Post, ["v1", "broadcasts", id, action @ ("cancel" | "reair")]) => {
-            let Some(object_id) = parse_id(id) else { return error(request, 400, "a broadcast id is 16 hex digits") };
-            let mut body = String::new();
-            if request.as_reader().take(REQUEST_BYTES_MAX).read_to_string(&mut body).is_err() {
-                return error(request, 400, "unreadable body");
+    }
+}
+
+/// Reads a small body, at most [`REQUEST_BYTES_MAX`] bytes.
+async fn small_body(body: &mut Body, stall: Duration) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = next_chunk(body, stall).await? {
+        if (bytes.len() + chunk.len()) as u64 > REQUEST_BYTES_MAX {
+            return Err(format!("the body is larger than {REQUEST_BYTES_MAX} bytes"));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+async fn handle(State(context): State<Context>, request: Request) -> Response {
+    let (parts, mut body) = request.into_parts();
+    if !bearer_is(&parts.headers, &context.token) {
+        return error(401, "missing or wrong token (Authorization: Bearer <state_dir/control.token>)");
+    }
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = parts.method.clone();
+    match (method, segments.as_slice()) {
+        (Method::POST, ["v1", "broadcasts"]) => submit(&context, &parts.headers, body, &query).await,
+        (Method::GET, ["v1", "broadcasts"]) => {
+            let reading = context.clone();
+            match blocking(move || list(&reading)).await {
+                Some(Ok(list)) => respond(200, &list),
+                Some(Err(message)) => error(503, &message),
+                None => error(503, "the daemon is busy; try again"),
             }
+        }
+        (Method::GET, ["v1", "broadcasts", id]) => {
+            let Some(object_id) = parse_id(id) else { return error(400, "a broadcast id is 16 hex digits") };
+            let reading = context.clone();
+            match blocking(move || status(&reading, object_id)).await {
+                Some(Ok(Some(status))) => respond(200, &status),
+                Some(Ok(None)) => error(404, &format!("unknown broadcast {id}")),
+                Some(Err(message)) => error(503, &message),
+                None => error(503, "the daemon is busy; try again"),
+            }
+        }
+        (Method::POST, ["v1", "broadcasts", id, action @ ("cancel" | "reair")]) => {
+            let Some(object_id) = parse_id(id) else { return error(400, "a broadcast id is 16 hex digits") };
+            let body = match small_body(&mut body, context.body_stall).await {
+                Ok(body) => String::from_utf8_lossy(&body).into_owned(),
+                Err(why) => return error(400, &format!("unreadable body: {why}")),
+            };
             let (reply, answer) = sync_channel(1);
             let command = if *action == "cancel" {
                 Command::Cancel { object_id, reply }
@@ -240,49 +404,51 @@ fn handle(context: &Context, mut request: tiny_http::Request) {
                 let to = body.as_ref().and_then(|v| v.get("to").and_then(|t| t.as_str()).map(str::to_owned));
                 let prefixes = match to.map(|t| satcast_protocol::manifest::parse_targets(&t)) {
                     Some(Ok(p)) => Some(p),
-                    Some(Err(e)) => return error(request, 400, &format!("bad prefixes: {e}")),
+                    Some(Err(e)) => return error(400, &format!("bad prefixes: {e}")),
                     None => None,
                 };
                 let deadline_unix_secs = match body.as_ref().and_then(|v| v.get("deadline_unix_secs")) {
                     None | Some(serde_json::Value::Null) => None,
                     Some(deadline) => match deadline.as_u64() {
                         Some(secs) => Some(secs),
-                        None => return error(request, 400, "deadline_unix_secs is unix seconds"),
+                        None => return error(400, "deadline_unix_secs is unix seconds"),
                     },
                 };
                 Command::Reair { object_id, prefixes, deadline_unix_secs, reply }
             };
             if context.commands.try_send(command).is_err() {
-                return error(request, 503, "the daemon is busy; try again");
+                return error(503, "the daemon is busy; try again");
             }
-            match answer.recv_timeout(COMMAND_TIMEOUT) {
-                Ok(Ok(value)) => respond(request, 200, &value),
-                Ok(Err((status, message))) => error(request, status, &message),
-                Err(_) => error(request, 503, "the daemon did not answer in time"),
+            match blocking(move || answer.recv_timeout(COMMAND_TIMEOUT)).await {
+                Some(Ok(Ok(value))) => respond(200, &value),
+                Some(Ok(Err((status, message)))) => error(status, &message),
+                _ => error(503, "the daemon did not answer in time"),
             }
         }
-        (tiny_http::Method::Get, ["v1", "receivers"]) => {
+        (Method::GET, ["v1", "receivers"]) => {
             let mut silent_for = None;
             let mut all = false;
             for pair in query.split('&').filter(|p| !p.is_empty()) {
                 match pair.split_once('=') {
                     Some(("silent_for", secs)) => match secs.parse() {
                         Ok(secs) => silent_for = Some(secs),
-                        Err(_) => return error(request, 400, "silent_for is a number of seconds"),
+                        Err(_) => return error(400, "silent_for is a number of seconds"),
                     },
                     Some(("all", value)) => all = value == "1" || value == "true",
-                    _ => return error(request, 400, &format!("unknown parameter {pair}")),
+                    _ => return error(400, &format!("unknown parameter {}", admit::echo(pair))),
                 }
             }
-            match context.store.receivers() {
-                Ok(registry) => {
+            let store = context.store.clone();
+            match blocking(move || store.receivers()).await {
+                Some(Ok(registry)) => {
                     let registry: BTreeMap<_, _> = registry.into_iter().collect();
-                    respond(request, 200, &report::receivers(&registry, wall_unix_secs(), silent_for, all));
+                    respond(200, &report::receivers(&registry, wall_unix_secs(), silent_for, all))
                 }
-                Err(e) => error(request, 503, &e.to_string()),
+                Some(Err(e)) => error(503, &e.to_string()),
+                None => error(503, "the daemon is busy; try again"),
             }
         }
-        _ => error(request, 404, &format!("no such endpoint: {path}")),
+        _ => error(404, &format!("no such endpoint: {path}")),
     }
 }
 
@@ -348,12 +514,15 @@ fn list(context: &Context) -> Result<Vec<BroadcastSummary>, String> {
     let now = wall_unix_secs();
     let registry: BTreeMap<_, _> = context.store.receivers().map_err(|e| e.to_string())?.into_iter().collect();
     let mut out = Vec::new();
+    // The queue before the records: a job leaves the queue only after its record is
+    // written, so one that starts airing (or ends) between the two reads is in one of them.
+    let pending = context.queue.pending().map_err(|e| e.to_string())?;
     let records = context.store.broadcasts().map_err(|e| e.to_string())?;
     for (object_id, record) in &records {
         out.push(recorded(context, *object_id, record, &registry, now)?.summary);
     }
     // Queued jobs that have not started airing yet.
-    for job in context.queue.pending().map_err(|e| e.to_string())?.into_iter().flatten() {
+    for job in pending.into_iter().flatten() {
         let Ok(object_id) = job.object_id() else { continue };
         if records.iter().any(|(id, _)| *id == object_id) {
             continue;
@@ -388,6 +557,22 @@ fn status(context: &Context, object_id: u64) -> Result<Option<report::BroadcastS
     };
     let registry: BTreeMap<_, _> = context.store.receivers().map_err(|e| e.to_string())?.into_iter().collect();
     recorded(context, object_id, &record, &registry, now).map(Some)
+}
+
+/// `GET /v1/broadcasts`, for the dashboard.
+pub fn broadcast_list(context: &Context) -> Result<Vec<BroadcastSummary>, String> {
+    list(context)
+}
+
+/// `GET /v1/broadcasts/{id}`, for the dashboard.
+pub fn broadcast_status(context: &Context, object_id: u64) -> Result<Option<report::BroadcastStatus>, String> {
+    status(context, object_id)
+}
+
+/// A recorded broadcast's state as `list` shows it.
+pub fn state_now(context: &Context, object_id: u64, record: &satcast_store::BroadcastRecord, now: u64) -> String {
+    let job = context.queue.find(&ObjectId(object_id).to_string()).map(|(job, _)| job);
+    state_of(context, object_id, record.outcome.as_deref(), job.as_ref(), "airing", now)
 }
 
 /// The parameters of `POST /v1/broadcasts`, decoded.
@@ -477,84 +662,127 @@ fn admissible(context: &Context, job: &Job, version: Version, size: u64) -> Resu
 }
 
 /// Answers an error to an upload, after reading what was sent of its body (at most the
-/// largest object, in small reads): a client still sending reads the answer, not a reset.
-/// A large body is read on an upload slot's thread, so the control thread goes on.
-fn refuse(context: &Context, request: tiny_http::Request, status: u16, message: &str) {
-    let sent = request.body_length().map_or(0, |n| n as u64).min(context.object_bytes_max);
-    let drain = move |mut request: tiny_http::Request, message: &str| {
-        let _ = std::io::copy(&mut request.as_reader().take(sent), &mut std::io::sink());
-        error(request, status, message);
-    };
+/// largest object, with the stall bound on each read): a client still sending reads the
+/// answer, not a reset. A large body is drained only on a free upload slot, so at most
+/// [`UPLOADS_MAX`] connections are kept for it; without one the answer goes at once and the
+/// connection closes.
+async fn refuse(context: &Context, headers: &HeaderMap, mut body: Body, status: u16, message: &str) -> Response {
+    let sent = content_length(headers).unwrap_or(0).min(context.object_bytes_max);
     let slot = if sent <= REQUEST_BYTES_MAX { None } else { UploadSlot::take(&context.uploads) };
-    let Some(slot) = slot else { return drain(request, message) };
-    let message = message.to_owned();
-    let spawned = std::thread::Builder::new().name("refuse".into()).spawn(move || {
-        let _slot = slot;
-        drain(request, &message);
-    });
-    if let Err(failed) = spawned {
-        warn!(error = %failed, "cannot start a thread to answer a refused upload");
+    if sent <= REQUEST_BYTES_MAX || slot.is_some() {
+        let mut drained = 0u64;
+        while drained < sent {
+            match next_chunk(&mut body, context.body_stall).await {
+                Ok(Some(chunk)) => drained += chunk.len() as u64,
+                Ok(None) | Err(_) => break,
+            }
+        }
     }
+    drop(slot);
+    error(status, message)
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
 }
 
 /// `POST /v1/broadcasts`: everything but the body is checked first (the CLI asks with
 /// `check=1` before it sends the file, so a refusal costs no transfer); the body then
-/// streams into the queue folder on a thread of its own, so a large file neither holds the
-/// control thread nor touches the pacing thread.
-fn submit(context: &Context, request: tiny_http::Request, query: &str) {
+/// streams into the queue folder, written by a blocking task, so a large file neither holds
+/// the control API nor touches the pacing thread.
+async fn submit(context: &Context, headers: &HeaderMap, body: Body, query: &str) -> Response {
     let UploadParams { job, version, check, size } = match upload_params(query) {
         Ok(params) => params,
-        Err(message) => return refuse(context, request, 400, &message),
+        Err(message) => return refuse(context, headers, body, 400, &message).await,
     };
-    let size = match (check, size, request.body_length()) {
+    let size = match (check, size, content_length(headers)) {
         (true, Some(size), _) => size,
-        (true, None, _) => return refuse(context, request, 400, "a check needs size=BYTES"),
-        (false, _, Some(size)) => size as u64,
-        (false, _, None) => return refuse(context, request, 411, "Content-Length is required: the file's size in bytes"),
+        (true, None, _) => return refuse(context, headers, body, 400, "a check needs size=BYTES").await,
+        (false, _, Some(size)) => size,
+        (false, _, None) => return refuse(context, headers, body, 411, "Content-Length is required: the file's size in bytes").await,
     };
-    if let Err((status, message)) = admissible(context, &job, version, size) {
-        return refuse(context, request, status, &message);
+    let checking = context.clone();
+    let checked = {
+        let job = job.clone();
+        blocking(move || admissible(&checking, &job, version, size)).await
+    };
+    match checked {
+        Some(Ok(())) => {}
+        Some(Err((status, message))) => return refuse(context, headers, body, status, &message).await,
+        None => return refuse(context, headers, body, 503, "the daemon is busy; try again").await,
     }
     if check {
-        return respond(request, 200, &serde_json::json!({ "admissible": true }));
+        return respond(200, &serde_json::json!({ "admissible": true }));
     }
     let Some(slot) = UploadSlot::take(&context.uploads) else {
-        return refuse(context, request, 503, &format!("{UPLOADS_MAX} uploads are running; try again"));
+        return refuse(context, headers, body, 503, &format!("{UPLOADS_MAX} uploads are running; try again")).await;
     };
-    let queue = context.queue.clone();
-    // The request moves into the thread: if it cannot start, the client sees the
-    // connection close and reports it.
-    let spawned = std::thread::Builder::new().name("upload".into()).spawn(move || {
-        let _slot = slot;
-        upload(&queue, request, job, version, size);
-    });
-    if let Err(failed) = spawned {
-        warn!(error = %failed, "cannot start an upload thread");
-    }
+    let response = upload(context.queue.clone(), body, job, version, size, context.body_stall).await;
+    drop(slot);
+    response
 }
 
-/// Streams the body into an upload file, then queues the job; answers the id.
-fn upload(queue: &Queue, mut request: tiny_http::Request, job: Job, version: Version, size: u64) {
-    let mut file = match queue.upload(&job.object_id) {
-        Ok(file) => file,
-        Err(failed) => return error(request, 503, &failed.to_string()),
-    };
-    let copied = std::io::copy(&mut request.as_reader().take(size), file.file());
-    match copied {
-        Ok(copied) if copied == size => {}
-        Ok(copied) => return error(request, 400, &format!("the upload ended after {copied} of {size} bytes; nothing was queued")),
-        Err(failed) => {
-            let message = format!("the upload failed: {failed}; nothing was queued");
-            return error(request, 503, &message);
+/// Streams the body into an upload file, then queues the job; answers the id. A body that
+/// ends early, fails or stalls for `stall` queues nothing (the upload file is removed).
+async fn upload(queue: Queue, mut body: Body, job: Job, version: Version, size: u64, stall: Duration) -> Response {
+    let (chunks, mut incoming) = tokio::sync::mpsc::channel::<Bytes>(UPLOAD_CHUNKS_PENDING_MAX);
+    let opening = queue.clone();
+    let object_id = job.object_id.clone();
+    let writer = tokio::task::spawn_blocking(move || -> Result<crate::queue::Upload, (u16, String)> {
+        let mut file = opening.upload(&object_id).map_err(|failed| (503, failed.to_string()))?;
+        while let Some(chunk) = incoming.blocking_recv() {
+            if let Err(failed) = file.file().write_all(&chunk) {
+                return Err((503, format!("the upload failed: {failed}; nothing was queued")));
+            }
+        }
+        Ok(file)
+    });
+    let mut copied = 0u64;
+    let mut failure = None;
+    while copied < size {
+        match next_chunk(&mut body, stall).await {
+            Ok(Some(mut chunk)) => {
+                let room = usize::try_from(size - copied).unwrap_or(usize::MAX);
+                chunk.truncate(room);
+                copied += chunk.len() as u64;
+                // The writer is gone only if it failed: its error is the answer.
+                if chunks.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(why) => {
+                failure = Some(why);
+                break;
+            }
         }
     }
-    match queue.submit_upload(job, version, file) {
-        Ok(job) => {
+    drop(chunks);
+    let file = match writer.await {
+        Ok(Ok(file)) => file,
+        Ok(Err((status, message))) => return error(status, &message),
+        Err(failed) => return error(503, &format!("the upload failed: {failed}; nothing was queued")),
+    };
+    if let Some(why) = failure {
+        info!(object = %job.object_id, copied, size, %why, "upload abandoned");
+        return error(408, &format!("the upload failed after {copied} of {size} bytes: {why}; nothing was queued"));
+    }
+    if copied != size {
+        return error(400, &format!("the upload ended after {copied} of {size} bytes; nothing was queued"));
+    }
+    let submitted = blocking(move || {
+        let result = queue.submit_upload(job, version, file);
+        if let Ok(job) = &result {
             info!(object = %job.object_id, kind = %job.kind, name = %job.name, version = job.version, size, "queued");
-            respond(request, 200, &serde_json::json!({ "id": job.object_id, "version": job.version }));
         }
-        Err(refused @ QueueError::VersionNotAbove { .. }) => error(request, 409, &refused.to_string()),
-        Err(failed) => error(request, 503, &failed.to_string()),
+        result
+    })
+    .await;
+    match submitted {
+        Some(Ok(job)) => respond(200, &serde_json::json!({ "id": job.object_id, "version": job.version })),
+        Some(Err(refused @ QueueError::VersionNotAbove { .. })) => error(409, &refused.to_string()),
+        Some(Err(failed)) => error(503, &failed.to_string()),
+        None => error(503, "the upload could not be queued; nothing was queued"),
     }
 }
 

@@ -5,12 +5,15 @@
 
 pub mod acks;
 pub mod admit;
+pub mod alarms;
 pub mod check;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod dashboard;
 pub mod divisions;
 pub mod keys;
+pub mod metrics;
 pub mod prepare;
 pub mod queue;
 pub mod report;

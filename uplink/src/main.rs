@@ -157,6 +157,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The read-only web dashboard's address with the viewer key (`[dashboard]` in the
+    /// config): open it in a browser. The key reads the dashboard and /metrics, nothing else.
+    Dashboard {
+        /// The uplink's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Check a config and the key files and folders it names, without starting: what
     /// `serve` would refuse, one `problem:` line each (run it as the daemon's user). Exit 0
     /// when none is found, 1 otherwise.
@@ -522,7 +529,7 @@ impl Command {
             | Command::Reair { json, .. }
             | Command::Receivers { json, .. }
             | Command::Check { json, .. } => *json,
-            Command::Serve { .. } | Command::Keys { .. } | Command::GenerateAssets { .. } => false,
+            Command::Serve { .. } | Command::Keys { .. } | Command::GenerateAssets { .. } | Command::Dashboard { .. } => false,
         }
     }
 }
@@ -531,6 +538,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check { config, json } => return Ok(ExitCode::from(satcast_uplink::check::check(&config).print(json)?)),
         Command::GenerateAssets { out } => satcast_daemon::assets::write(<Cli as clap::CommandFactory>::command(), &out)?,
+        Command::Dashboard { config } => {
+            let config = UplinkConfig::load(&config)?;
+            let Some(dashboard) = &config.dashboard else {
+                return Err(Refused(
+                    "the config has no [dashboard] section: add one with listen = \"127.0.0.1:5711\" and restart the daemon".into(),
+                )
+                .into());
+            };
+            let path = satcast_uplink::control::viewer_token_path(&config);
+            let key = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read the viewer key {} (the daemon writes it when it starts)", path.display()))?;
+            outln!("http://{}/dashboard/#key={}", dashboard.listen, key.trim())?;
+        }
         Command::Serve { config } => {
             let config = UplinkConfig::load(&config)?;
             let stop = signals::stop_on_signals()?;

@@ -315,6 +315,30 @@ pub fn status(
     BroadcastStatus { summary, provinces, lagging, hooks_failed, delivered }
 }
 
+/// Each counted county's state for one broadcast, as [`status`] counts it: `delivered`,
+/// `in_progress`, `silent` or `refused` (a county not heard from about a scheduled
+/// broadcast is not counted as behind: it is `waiting`).
+pub fn county_states<'a>(record: &'a BroadcastRecord, state: &str, ledger: &'a [(String, LedgerEntry)]) -> BTreeMap<&'a str, &'static str> {
+    let by_county: BTreeMap<&str, &LedgerEntry> = ledger.iter().map(|(c, e)| (c.as_str(), e)).collect();
+    let mut out = BTreeMap::new();
+    for county in record.targets.iter().map(String::as_str) {
+        let counted = match by_county.get(county).map(|e| &e.state) {
+            None if state == SCHEDULED => "waiting",
+            None => "silent",
+            Some(LedgerState::Delivered { .. }) => "delivered",
+            Some(LedgerState::InProgress { .. }) => "in_progress",
+            Some(LedgerState::Rejected { .. } | LedgerState::Refused { .. }) => "refused",
+        };
+        out.insert(county, counted);
+    }
+    for (county, entry) in ledger {
+        if matches!(entry.state, LedgerState::Delivered { .. }) {
+            out.insert(county.as_str(), "delivered");
+        }
+    }
+    out
+}
+
 /// A time as operators read it and `--not-before` takes it: 2026-11-27T08:00:00Z.
 pub fn utc_text(unix_secs: u64) -> String {
     // Civil from days (Howard Hinnant's algorithm), the inverse of the CLI's parser.

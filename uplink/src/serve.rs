@@ -36,9 +36,12 @@ use tracing::{info, warn};
 
 use crate::acks::{self, AckRequest};
 use crate::admit;
+use crate::alarms::AlarmKind;
 use crate::config::UplinkConfig;
 use crate::control::{self, Command, LiveStates};
+use crate::dashboard::Shared;
 use crate::keys::{self, KeysError};
+use crate::metrics::{self, UplinkMetrics};
 use crate::prepare::{self, PREPARATIONS_MAX, Prepare, PrepareError, Prepared, Preparers, prepare};
 use crate::queue::{Job, Queue, QueueError};
 use tokio::sync::oneshot;
@@ -181,6 +184,10 @@ struct Uplink {
     key_modified: Option<SystemTime>,
     /// When revocations.signed last changed, to air a new list.
     revocations_modified: Option<SystemTime>,
+    /// Each airing broadcast's class (an index of `metrics::CLASSES`), for the bytes on air.
+    classes: HashMap<u64, usize>,
+    /// Metrics, alarms and the dashboard's samples.
+    shared: Shared,
 }
 
 type CommandReply = SyncSender<Result<serde_json::Value, (u16, String)>>;
@@ -261,10 +268,19 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
     let live: LiveStates = Arc::new(Mutex::new(BTreeMap::new()));
     let acks = start_acks(&config, stop.clone())?;
     let token = control::ensure_token(&config.state_dir)?;
+    let viewer_token = control::ensure_viewer_token(&config)?;
     // The largest object the FEC settings can carry: what `send` may upload.
     let object_bytes_max = u64::from(satcast_protocol::fec::SOURCE_BLOCKS_MAX).saturating_mul(config.fec.block_bytes_max);
-    let commands =
-        control::start(&config.control.listen, store.clone(), queue.clone(), live.clone(), token, object_bytes_max, stop.clone())?;
+    let shared = Shared::new(&config);
+    let settings = control::Settings {
+        token,
+        object_bytes_max,
+        listen: config.control.listen.clone(),
+        dashboard_listen: config.dashboard.as_ref().map(|d| d.listen.clone()),
+        viewer_token,
+        body_stall: Duration::from_secs(config.control.body_stall_secs),
+    };
+    let commands = control::start(settings, store.clone(), queue.clone(), live.clone(), shared.clone(), stop.clone())?;
     let opener = Opener {
         store: store.clone(),
         queue: queue.clone(),
@@ -276,7 +292,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
     let answer = input.clone();
     let preparers = Preparers::start(move |request| opener.open(request), move |done| answer.send(Input::Prepared(Box::new(done))).is_ok())
         .map_err(ServeError::Thread)?;
-    let store_work = start_store_worker(store.clone(), queue.clone(), input.clone()).map_err(ServeError::Thread)?;
+    let store_work = start_store_worker(store.clone(), queue.clone(), input.clone(), shared.clone()).map_err(ServeError::Thread)?;
     let refuser = queue.clone();
     queue
         .watch(stop.clone(), move |job| {
@@ -314,11 +330,14 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         symbol_size,
         rounds: HashMap::new(),
         progress_at: Instant::now(),
+        classes: HashMap::new(),
+        shared,
     };
     uplink.reload_revocations_if_changed();
     uplink.key_modified = uplink.signing_cert_modified();
     let mut next_key_check = Instant::now() + KEY_CHECK_INTERVAL;
     let mut buf = Vec::with_capacity(65_536);
+    uplink.shared.metrics.loop_alive(wall_unix_ms());
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         while let Ok(input) = inputs.try_recv() {
@@ -333,6 +352,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         uplink.node.handle_timeout(now);
         if now.saturating_duration_since(uplink.progress_at) >= PROGRESS_INTERVAL {
             uplink.publish_progress(now);
+            uplink.shared.metrics.loop_alive(wall_unix_ms());
         }
         if now >= next_key_check {
             next_key_check = now + KEY_CHECK_INTERVAL;
@@ -348,6 +368,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
                 // The datagram is lost like any other on the carrier; FEC covers it.
                 warn!(%error, "send failed");
             }
+            uplink.count_aired(&buf);
         }
         uplink.execute();
         let sleep = uplink.node.poll_timeout().saturating_duration_since(Instant::now()).min(SLEEP_MAX);
@@ -502,6 +523,7 @@ impl Uplink {
                 UplinkEvent::CannotAir { object_id, error } => warn!(object = %ObjectId(object_id), %error, "cannot air job"),
                 UplinkEvent::Broadcast(BroadcastEvent::RoundStarted { object_id, round, symbols }) => {
                     info!(object = %ObjectId(object_id), round, symbols, "round started");
+                    self.shared.metrics.rounds.inc();
                     self.rounds.entry(object_id).or_default().1 = symbols;
                     self.set_live(object_id, "airing");
                 }
@@ -519,6 +541,13 @@ impl Uplink {
                 UplinkEvent::Broadcast(_) => {}
                 UplinkEvent::Finished { object_id, outcome, stats } => {
                     info!(object = %ObjectId(object_id), outcome = outcome.as_str(), ?stats, "broadcast finished");
+                    UplinkMetrics::count(&self.shared.metrics.broadcasts_finished, "outcome", outcome.as_str());
+                    self.classes.remove(&object_id);
+                    if matches!(outcome, Outcome::Deadline) {
+                        let what = self.jobs.get(&object_id).map(|j| format!(" ({}/{})", j.kind, j.name)).unwrap_or_default();
+                        let text = format!("broadcast {}{what} reached its deadline before every county had it", ObjectId(object_id));
+                        self.shared.alarm_event(AlarmKind::DeadlineMissed, ObjectId(object_id).to_string(), text);
+                    }
                     // Its last stretch may have aired after the last sample.
                     let ended = self.rounds.remove(&object_id).map_or(0, |(ended, _)| ended);
                     if let Some(live) = self.live.lock().ok().as_mut().and_then(|live| live.get_mut(&object_id)) {
@@ -528,19 +557,25 @@ impl Uplink {
                 }
                 UplinkEvent::Cancelled { object_id } => {
                     self.rounds.remove(&object_id);
+                    self.classes.remove(&object_id);
                     info!(object = %ObjectId(object_id), "cancelled by an operator")
                 }
                 UplinkEvent::ReairRequested { object_id, counties } => {
                     info!(object = %ObjectId(object_id), counties, "re-air requested")
                 }
                 UplinkEvent::UnknownBroadcast { object_id, county } => {
+                    UplinkMetrics::count(&self.shared.metrics.feedback_refused, "verdict", "unknown_broadcast");
                     warn!(object = %ObjectId(object_id), county, "feedback about an unknown broadcast ignored")
                 }
                 UplinkEvent::WrongHash { object_id, county } => {
+                    UplinkMetrics::count(&self.shared.metrics.feedback_refused, "verdict", "wrong_hash");
                     warn!(object = %ObjectId(object_id), county, "county reports a completion with the wrong hash: not recorded")
                 }
                 UplinkEvent::FeedbackNotRecorded { error } => warn!(%error, "cannot record feedback"),
-                UplinkEvent::FeedbackBusy => self.busy_feedback += 1,
+                UplinkEvent::FeedbackBusy => {
+                    UplinkMetrics::count(&self.shared.metrics.feedback_refused, "verdict", "busy");
+                    self.busy_feedback += 1;
+                }
             }
         }
     }
@@ -556,8 +591,49 @@ impl Uplink {
             let Ok(request) = acks.try_recv() else { return };
             let token = self.token();
             self.ack_replies.insert(token, request.reply);
+            self.observe_feedback(&request.feedback);
             self.node.handle_feedback(request.feedback, token);
         }
+    }
+
+    /// Counts a feedback message by type, and keeps a progress report's loss estimate.
+    fn observe_feedback(&self, feedback: &Feedback) {
+        let kind = match &feedback.message {
+            FeedbackMessage::Hello { .. } => "hello",
+            FeedbackMessage::Progress { object_id, symbols_received, .. } => {
+                let sent = self.node.broadcaster().symbols_sent(*object_id).unwrap_or(0);
+                if sent > 0 {
+                    self.shared.set_loss(&feedback.county_code, 1.0 - (*symbols_received as f64 / sent as f64));
+                }
+                "progress"
+            }
+            FeedbackMessage::Complete { .. } => "complete",
+            FeedbackMessage::Rejected { .. } => "rejected",
+            FeedbackMessage::HookResult { .. } => "hook_result",
+            FeedbackMessage::Refused { .. } => "refused",
+        };
+        UplinkMetrics::count(&self.shared.metrics.feedback, "type", kind);
+    }
+
+    /// Counts one datagram put on the carrier: its type, and its bytes (headers included)
+    /// under its broadcast's class.
+    fn count_aired(&mut self, datagram: &[u8]) {
+        let counters = &self.shared.metrics;
+        let kind = datagram.get(5).map_or(0, |&t| usize::from(t)).min(metrics::DATAGRAM_TYPES.len() - 1);
+        counters.datagrams[kind].inc();
+        if kind == 1 {
+            counters.symbols.inc();
+        }
+        let object_id = datagram.get(6..14).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes);
+        let class = if object_id == 0 {
+            metrics::CLASSES.len() - 1
+        } else {
+            let jobs = &self.jobs;
+            *self.classes.entry(object_id).or_insert_with(|| {
+                jobs.get(&object_id).and_then(|job| job.priority().ok()).map_or(metrics::class_of(Priority::Normal), metrics::class_of)
+            })
+        };
+        counters.air_bytes[class].inc_by((datagram.len() + wire::IP_UDP_HEADER_BYTES) as u64);
     }
 
     fn command(&mut self, command: Command) {
@@ -682,7 +758,12 @@ enum AfterFlush {
 /// Starts the storage worker: it takes the node's store and queue requests in order, a
 /// batch at a time, writes them, flushes the index once per batch, and only then moves
 /// queue files, answers and hands completions back to the loop.
-fn start_store_worker(store: Arc<UplinkStore>, queue: Queue, input: SyncSender<Input>) -> std::io::Result<Sender<StoreWork>> {
+fn start_store_worker(
+    store: Arc<UplinkStore>,
+    queue: Queue,
+    input: SyncSender<Input>,
+    shared: Shared,
+) -> std::io::Result<Sender<StoreWork>> {
     let (work, incoming) = std::sync::mpsc::channel::<StoreWork>();
     std::thread::Builder::new().name("store".into()).spawn(move || {
         while let Ok(first) = incoming.recv() {
@@ -691,7 +772,7 @@ fn start_store_worker(store: Arc<UplinkStore>, queue: Queue, input: SyncSender<I
                 let Ok(next) = incoming.try_recv() else { break };
                 batch.push(next);
             }
-            let after: Vec<AfterFlush> = batch.into_iter().filter_map(|work| write(&store, work)).collect();
+            let after: Vec<AfterFlush> = batch.into_iter().filter_map(|work| write(&store, work, &shared)).collect();
             let flushed = store.flush().map_err(|e| e.to_string());
             if let Err(error) = &flushed {
                 warn!(%error, "cannot flush the index");
@@ -745,7 +826,7 @@ fn start_store_worker(store: Arc<UplinkStore>, queue: Queue, input: SyncSender<I
 }
 
 /// Carries out one piece of store work's writes; returns what must wait for the flush.
-fn write(store: &UplinkStore, work: StoreWork) -> Option<AfterFlush> {
+fn write(store: &UplinkStore, work: StoreWork, shared: &Shared) -> Option<AfterFlush> {
     let now_secs = wall_unix_ms() / 1000;
     let request = match work {
         StoreWork::Node(request) => request,
@@ -760,7 +841,7 @@ fn write(store: &UplinkStore, work: StoreWork) -> Option<AfterFlush> {
             Some(AfterFlush::Complete(Completion::BroadcastRecorded { object_id, result }))
         }
         Request::RecordFeedback { feedback, ledger, token } => {
-            let result = record_feedback(store, &feedback, &ledger, now_secs).map_err(|e| e.to_string());
+            let result = record_feedback(store, &feedback, &ledger, now_secs, shared).map_err(|e| e.to_string());
             Some(AfterFlush::Complete(Completion::FeedbackRecorded { token, result }))
         }
         Request::RecordOutcome { object_id, outcome } => {
@@ -900,6 +981,7 @@ fn record_feedback(
     feedback: &Feedback,
     ledger: &LedgerDecision,
     now_secs: u64,
+    shared: &Shared,
 ) -> Result<(), satcast_store::IndexError> {
     let county = feedback.county_code.as_str();
     let mut record = store.receiver(county)?.unwrap_or_default();
@@ -917,6 +999,7 @@ fn record_feedback(
         }
         LedgerDecision::Delivered { object_id, hash } => {
             if store.record(*object_id, county, LedgerState::Delivered { hash: *hash }, now_secs)? {
+                shared.metrics.deliveries.inc();
                 info!(object = %ObjectId(*object_id), county, "county complete");
             }
         }
@@ -925,13 +1008,17 @@ fn record_feedback(
                 info!(object = %ObjectId(*object_id), county, %detail, "post-receive hook succeeded");
             } else {
                 warn!(object = %ObjectId(*object_id), county, %detail, "post-receive hook failed");
+                let text = format!("the post-receive hook of broadcast {} failed at county {county}: {detail}", ObjectId(*object_id));
+                shared.alarm_event(AlarmKind::HookFailed, format!("{}/{county}", ObjectId(*object_id)), text);
             }
+            UplinkMetrics::count(&shared.metrics.hooks, "outcome", if *success { "succeeded" } else { "failed" });
             store.record_hook(*object_id, county, *success, detail, now_secs)?;
         }
         LedgerDecision::Refused { object_id, refusal } => {
             // Once per (county, reason): the county tells each reason once, and a repeat
             // (a resend after a lost reply) changes nothing.
             if store.record(*object_id, county, LedgerState::Refused { refusal: refusal.clone() }, now_secs)? {
+                shared.metrics.refusals.inc();
                 warn!(object = %ObjectId(*object_id), county, reason = %refusal, code = refusal.code.name(), "county refused the broadcast");
             }
         }
