@@ -129,7 +129,9 @@ fn both_daemons_metrics_parse_and_agree_with_their_status() {
         assert!(
             wait_until(Duration::from_secs(10), || {
                 status = read_status();
-                status["cached_total"] == 1
+                // Cached first, then delivered: wait for both.
+                let daemon = if status["daemon"].is_null() { &status } else { &status["daemon"] };
+                status["cached_total"] == 1 && daemon["cached"].as_array().is_some_and(|c| c.iter().any(|o| o["delivered"] == true))
             }),
             "the delivery never shows in status: {status:#}"
         );
