@@ -5,6 +5,7 @@
 
 pub mod acks;
 pub mod admit;
+pub mod bases;
 pub mod check;
 pub mod client;
 pub mod config;

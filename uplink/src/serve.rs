@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use satcast_daemon::clock::wall_unix_ms;
 use satcast_protocol::ObjectId;
-use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Checkpoint, NewObject, Priority};
+use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Checkpoint, Delivery, NewObject, Priority};
 use satcast_protocol::feedback::{AckReply, Feedback, FeedbackMessage};
 use satcast_protocol::manifest::Manifest;
 use satcast_protocol::trust::{SignedManifest, SigningKey};
@@ -36,10 +36,11 @@ use tracing::{info, warn};
 
 use crate::acks::{self, AckRequest};
 use crate::admit;
-use crate::config::UplinkConfig;
+use crate::bases::Bases;
+use crate::config::{CodingConfig, UplinkConfig};
 use crate::control::{self, Command, LiveStates};
 use crate::keys::{self, KeysError};
-use crate::prepare::{self, PREPARATIONS_MAX, Prepare, PrepareError, Prepared, Preparers, prepare};
+use crate::prepare::{self, Coding, PREPARATIONS_MAX, Prepare, PrepareError, Prepared, Preparers, prepare};
 use crate::queue::{Job, Queue, QueueError};
 use tokio::sync::oneshot;
 
@@ -86,6 +87,9 @@ pub enum ServeError {
     /// A worker thread (queue watcher, preparation) could not start.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    /// The folder of patch bases (state_dir/bases) cannot be created.
+    #[error("cannot create the folder of patch bases: {0}")]
+    Bases(std::io::Error),
 }
 
 /// What the loop's helper threads hand it.
@@ -249,7 +253,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         keys::load_signing_key(&config.keys_dir)?,
     );
     for (object_id, record) in store.broadcasts()? {
-        let object_hash = stored_manifest(&record.signed_manifest).ok().map(|m| m.object_hash);
+        let object_hash = stored_manifest(&record.signed_manifest).ok().map(|m| m.delivered_hash());
         let outcome = record.outcome.as_deref().map(Outcome::parse);
         node.load_broadcast(object_id, KnownBroadcast { object_hash, targets: record.targets, outcome });
     }
@@ -264,6 +268,8 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
     let opener = Opener {
         store: store.clone(),
         queue: queue.clone(),
+        bases: Bases::open(&config.state_dir).map_err(ServeError::Bases)?,
+        coding: config.coding.clone(),
         symbol_size,
         block_bytes_max: config.fec.block_bytes_max,
         manifest_lifetime_secs: config.carousel.manifest_lifetime_secs,
@@ -432,6 +438,9 @@ impl Uplink {
                     Request::Answer { token, answer } => {
                         if let Some(reply) = self.command_replies.remove(&token) {
                             self.to_store(StoreWork::Answer { reply, answer });
+                        } else if let Err((_, why)) = answer {
+                            // The full airing after a patch asks without an operator.
+                            warn!(%why, "the full object is not aired after the patch");
                         }
                     }
                     request => {
@@ -442,8 +451,9 @@ impl Uplink {
                     }
                 }
             }
-            self.log_events();
-            if failed.is_empty() {
+            // A full airing after a patch asks the node for more: carried out in this loop.
+            let asked_more = self.log_events();
+            if failed.is_empty() && !asked_more {
                 return;
             }
             for (object_id, error) in failed {
@@ -474,7 +484,10 @@ impl Uplink {
         warn!("the storage worker did not finish in time: the last checkpoints may be lost");
     }
 
-    fn log_events(&mut self) {
+    /// Logs the node's events; true if handling them asked the node for more (requests to
+    /// carry out).
+    fn log_events(&mut self) -> bool {
+        let mut patches_ended = Vec::new();
         while let Some(event) = self.node.poll_event() {
             match event {
                 UplinkEvent::Preparing { object_id } => {
@@ -515,6 +528,9 @@ impl Uplink {
                 UplinkEvent::Broadcast(_) => {}
                 UplinkEvent::Finished { object_id, outcome, stats } => {
                     info!(object = %ObjectId(object_id), outcome = outcome.as_str(), ?stats, "broadcast finished");
+                    if outcome == Outcome::Completed {
+                        patches_ended.push(object_id);
+                    }
                     // Its last stretch may have aired after the last sample.
                     let ended = self.rounds.remove(&object_id).map_or(0, |(ended, _)| ended);
                     if let Some(live) = self.live.lock().ok().as_mut().and_then(|live| live.get_mut(&object_id)) {
@@ -539,6 +555,55 @@ impl Uplink {
                 UplinkEvent::FeedbackBusy => self.busy_feedback += 1,
             }
         }
+        let mut asked_more = false;
+        for object_id in patches_ended {
+            asked_more |= self.air_full_after_patch(object_id);
+        }
+        asked_more
+    }
+
+    /// A patch broadcast completed: if some counties refused it because they could not apply
+    /// it (no base, a corrupted one, a payload that did not decode), the same broadcast airs
+    /// again, whole, to exactly those counties, as an operator's re-air would. The operator
+    /// sees one broadcast, which completes once they have it too.
+    fn air_full_after_patch(&mut self, object_id: u64) -> bool {
+        let Ok(Some(record)) = self.store.broadcast(object_id) else { return false };
+        if stored_manifest(&record.signed_manifest).ok().and_then(|m| m.base_hash()).is_none() {
+            return false;
+        }
+        let ledger = match self.store.ledger(object_id) {
+            Ok(ledger) => ledger,
+            Err(error) => {
+                warn!(object = %ObjectId(object_id), %error, "cannot read the ledger: the full object is not aired");
+                return false;
+            }
+        };
+        let needing: Vec<String> = ledger
+            .iter()
+            .filter(|(_, e)| matches!(&e.state, LedgerState::Refused { refusal } if refusal.code.wants_full()))
+            .map(|(county, _)| county.clone())
+            .collect();
+        if needing.is_empty() {
+            return false;
+        }
+        let delivered = ledger.into_iter().filter(|(_, e)| matches!(e.state, LedgerState::Delivered { .. })).map(|(c, _)| c).collect();
+        info!(object = %ObjectId(object_id), counties = needing.len(), "some counties could not apply the patch: airing the full object to them");
+        let id = ObjectId(object_id).to_string();
+        let job = self.queue.find(&id).map(|(job, _)| job);
+        let node_job = match job.as_ref().map(node_job).transpose() {
+            Ok(node_job) => node_job,
+            Err(error) => {
+                warn!(object = %id, %error, "the job file is invalid: the full object is not aired");
+                return false;
+            }
+        };
+        if let Some(job) = job {
+            self.jobs.insert(object_id, job);
+        }
+        // No one waits for the answer: a refusal (the job file gone, say) is logged by the node.
+        let token = self.token();
+        self.node.handle_reair(object_id, Some(needing), None, node_job, Ok(delivered), token);
+        true
     }
 
     fn token(&mut self) -> u64 {
@@ -838,6 +903,8 @@ fn record_broadcast(
 struct Opener {
     store: Arc<UplinkStore>,
     queue: Queue,
+    bases: Bases,
+    coding: CodingConfig,
     symbol_size: u16,
     block_bytes_max: u64,
     manifest_lifetime_secs: u64,
@@ -854,8 +921,8 @@ impl Opener {
         let object_id = job.object_id()?;
         let payload = self.queue.payload_path(&job.object_id);
         let now_secs = wall_unix_ms() / 1000;
-        if request.resume == Resume::Fresh {
-            return prepare(
+        let prepare_fresh = |coding| {
+            prepare(
                 job,
                 &payload,
                 self.symbol_size,
@@ -865,9 +932,50 @@ impl Opener {
                 now_secs,
                 self.manifest_lifetime_secs,
                 cancel,
+                coding,
+            )
+        };
+        // A patch needs feedback: in a carousel no county can say it lacks the base.
+        let feedback = matches!(request.delivery, Delivery::Feedback { .. });
+        let (fresh, whole) = match (self.coding.compress, self.coding.patches && feedback) {
+            (false, _) => (Coding::Plain, Coding::Plain),
+            (true, false) => (Coding::Compress, Coding::Compress),
+            (true, true) => (Coding::Delta(&self.bases), Coding::Compress),
+        };
+        if request.resume == Resume::Fresh {
+            let object = prepare_fresh(fresh)?;
+            let manifest = &object.manifest;
+            info!(
+                object = %job.object_id,
+                compression = manifest.compression.as_str(),
+                delivered_bytes = manifest.delivered_size(),
+                aired_bytes = manifest.size_bytes,
+                "coded for the air"
             );
+            // The next version of this name is patched against this one.
+            if let Err(error) = self.bases.record(manifest.kind, &manifest.name, manifest.version, &payload, &manifest.delivered_hash()) {
+                warn!(object = %job.object_id, %error, "cannot keep the payload as the next version's base; it airs without a patch");
+            }
+            return Ok(object);
         }
         let record = self.store.broadcast(object_id)?.ok_or_else(|| PrepareError::Stored("the broadcast record is gone".into()))?;
+        let stored = stored_manifest(&record.signed_manifest).map_err(PrepareError::Stored)?;
+        if request.resume == Resume::Reair && stored.base_hash().is_some() {
+            // A patch airs again whole: those it is aired to again are the counties that
+            // could not apply it (no base, a corrupted one) or never heard it. Same object,
+            // same version, same delivered bytes, so counties that applied the patch take
+            // this manifest as the object they hold.
+            let object = prepare_fresh(whole)?;
+            let manifest = &object.manifest;
+            info!(
+                object = %job.object_id,
+                compression = manifest.compression.as_str(),
+                delivered_bytes = manifest.delivered_size(),
+                aired_bytes = manifest.size_bytes,
+                "coded for the air, whole, for the counties the patch did not serve"
+            );
+            return Ok(object);
+        }
         let checkpoint = record.checkpoint.as_deref().and_then(decode_checkpoint);
         let mut signed_manifest = record.signed_manifest;
         if request.resume == Resume::Reair {
