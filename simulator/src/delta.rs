@@ -152,6 +152,8 @@ pub fn mixes(measure: &Measure, receivers: usize, shares: &[f64], loss: f64, see
         let options = RunOptions {
             receivers,
             size_bytes,
+            // As the uplink does: an object under one symbol airs in a symbol of its size.
+            symbol_size: satcast_protocol::fec::Oti::symbol_size_for(size_bytes, RunOptions::new(seed).symbol_size),
             loss: LossSpec::Independent { loss },
             delivery: DeliverySpec::Feedback,
             ..RunOptions::new(seed)
@@ -161,10 +163,10 @@ pub fn mixes(measure: &Measure, receivers: usize, shares: &[f64], loss: f64, see
     let receivers = receivers.clamp(1, RECEIVERS_MAX);
     let uncoded = air(receivers, measure.full_bytes)?;
     let patch = measure.patch_bytes.unwrap_or(measure.compressed_bytes);
+    let patch_airing_bytes = air(receivers, patch)?;
     let mut out = Vec::new();
     for &share in shares {
         let without = ((1.0 - share) * receivers as f64).round() as usize;
-        let patch_airing_bytes = air(receivers, patch)?;
         let full_airing_bytes = air(without, measure.compressed_bytes.min(measure.full_bytes))?;
         out.push(Mix {
             share_with_base: share,

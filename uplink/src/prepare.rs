@@ -448,7 +448,7 @@ pub fn prepare(
     let read_err = |source| PrepareError::Read { path: aired.display().to_string(), source };
     let mut file = File::open(&aired).map_err(read_err)?;
     let size_bytes = file.metadata().map_err(read_err)?.len();
-    let oti = Oti::new_for_object(size_bytes, symbol_size, block_bytes_max)?;
+    let oti = Oti::new_for_object(size_bytes, Oti::symbol_size_for(size_bytes, symbol_size), block_bytes_max)?;
     let mut object_hasher = blake3::Hasher::new();
     let mut block_hashes = Vec::new();
     for block in fec::blocks(&oti) {
