@@ -307,7 +307,8 @@ impl Manifest {
         for target in &self.targets {
             validate_target(target)?;
         }
-        if self.delivered_size() > DELIVERED_BYTES_MAX {
+        // Only a coded payload declares a size apart from what is aired (the FEC layer bounds that).
+        if self.compression != Compression::None && self.delivered_size() > DELIVERED_BYTES_MAX {
             return Err(ManifestError::DeliveredSize { size_bytes: self.delivered_size() });
         }
         if self.created_unix_secs >= self.expires_unix_secs {
