@@ -167,7 +167,9 @@ pub fn mixes(measure: &Measure, receivers: usize, shares: &[f64], loss: f64, see
     let mut out = Vec::new();
     for &share in shares {
         let without = ((1.0 - share) * receivers as f64).round() as usize;
-        let full_airing_bytes = air(without, measure.compressed_bytes.min(measure.full_bytes))?;
+        // Without a base to patch against, the first airing is the compressed object itself.
+        let full_airing_bytes =
+            if measure.patch_bytes.is_some() { air(without, measure.compressed_bytes.min(measure.full_bytes))? } else { 0 };
         out.push(Mix {
             share_with_base: share,
             receivers,
