@@ -110,9 +110,11 @@ pub fn measure(name: &str, kind: Kind, base: Option<&[u8]>, new: &[u8]) -> Resul
     let level = codec::level_for(kind, new.len() as u64);
     let mut compressed = Vec::new();
     codec::compress(&mut &new[..], new.len() as u64, level, &mut compressed)?;
-    let patch_bytes = match base {
-        Some(base) => Some(codec::make_patch(base, new, level)?.len() as u64),
-        None => None,
+    let patch_bytes = match base.map(|base| codec::make_patch(base, new, level)) {
+        Some(Ok(patch)) => Some(patch.len() as u64),
+        // Beyond what a patch may span the uplink airs it compressed, as without a base.
+        Some(Err(codec::PatchError::TooLarge { .. })) | None => None,
+        Some(Err(error)) => return Err(error),
     };
     let full = new.len() as u64;
     let best = patch_bytes.unwrap_or(u64::MAX).min(compressed.len() as u64).min(full);
