@@ -131,3 +131,114 @@ fn a_new_version_airs_as_a_patch_and_counties_without_the_base_end_with_the_full
     let report = status(&cluster, &second);
     assert_eq!(report["summary"]["delivered"], 3, "one broadcast, delivered to all three: {report:#}");
 }
+
+/// The process's peak resident memory (VmHWM), in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
+
+/// What decoding the bomb may add to the receiver's peak memory: the decoder's buffer and
+/// the frame's 1 MiB window, with a wide margin for the allocator and the receive path. The
+/// bomb expands to [`BOMB_EXPANDED_BYTES`], eight times more.
+const BOMB_PEAK_GROWTH_KIB_MAX: u64 = 64 * 1024;
+const BOMB_EXPANDED_BYTES: u64 = 512 << 20;
+const BOMB_DECLARED_BYTES: u64 = 1 << 20;
+
+/// A decompression bomb signed with the genuine signing key (an insider holding it, or a bug
+/// at the uplink): 16 KiB on the air that expand to 512 MiB, declared as 1 MiB. The real
+/// receiver refuses it (undecodable) after the declared size, delivers nothing, keeps nothing,
+/// and its peak memory grows by less than [`BOMB_PEAK_GROWTH_KIB_MAX`].
+#[test]
+fn a_decompression_bomb_is_refused_by_a_real_receiver_with_bounded_memory() {
+    use satcast_protocol::fec::{self, BlockEncoder, Oti};
+    use satcast_protocol::manifest::{Compression, Delivered, Kind, Manifest};
+    use satcast_protocol::wire;
+
+    let seed = seed("DELTA_SEED", "delta");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = ClusterOptions {
+        counties: vec![HOLDS.to_owned()],
+        loss: vec![LossModel::None],
+        link_rate_bits_per_sec: 20_000_000,
+        passes: 1,
+        seed,
+        extra_uplink_config: String::new(),
+        acks: false,
+    };
+    let cluster = Cluster::start(dir.path(), &options).expect("cluster");
+    let county = &cluster.counties[0];
+    let pid = county.daemon.as_ref().expect("running").pid();
+    let started = wait_until(SLOW, || log(county).contains("receiver started"));
+    assert!(started, "the receiver did not start:\n{}", log(county));
+    let before_kib = peak_kib(pid);
+
+    let mut bomb = Vec::new();
+    {
+        let mut encoder = zstd::stream::write::Encoder::new(&mut bomb, 1).expect("encoder");
+        encoder.window_log(20).expect("window");
+        std::io::copy(&mut std::io::Read::take(std::io::repeat(0), BOMB_EXPANDED_BYTES), &mut encoder).expect("compress");
+        encoder.finish().expect("finish");
+    }
+    let keys = cluster.dir.join("keys");
+    let signing = satcast_uplink::keys::load_signing_key(&keys).expect("signing key");
+    let network = satcast_uplink::keys::load_network_key(&keys).expect("network key");
+    let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let oti = Oti::new_for_object(bomb.len() as u64, 1436, 1 << 20).expect("oti");
+    let blocks = fec::blocks(&oti);
+    let object_id = 0xb0b0_0000_0000_0001 ^ seed;
+    let declared = Delivered { size_bytes: BOMB_DECLARED_BYTES, hash: *blake3::hash(&vec![0u8; BOMB_DECLARED_BYTES as usize]).as_bytes() };
+    let manifest = Manifest {
+        object_id,
+        kind: Kind::CodeTable,
+        name: "bomb.csv".into(),
+        version: 1,
+        size_bytes: bomb.len() as u64,
+        compression: Compression::Zstd(declared),
+        oti: oti.encode(),
+        object_hash: *blake3::hash(&bomb).as_bytes(),
+        block_hashes: blocks.iter().map(|b| fec::block_hash(&bomb[b.offset as usize..(b.offset + b.len) as usize])).collect(),
+        targets: vec![HOLDS.into()],
+        created_unix_secs: now_secs - 1,
+        expires_unix_secs: now_secs + 3600,
+    };
+    let signed = signing.sign_manifest(&manifest).expect("sign").to_bytes();
+    let mut datagrams = Vec::new();
+    for fragment in wire::manifest_fragments(&signed, 1472) {
+        let mut datagram = Vec::new();
+        wire::write_manifest_fragment(&mut datagram, &network, object_id, &fragment);
+        datagrams.push(datagram);
+    }
+    for block in &blocks {
+        let data = &bomb[block.offset as usize..(block.offset + block.len) as usize];
+        let encoder = BlockEncoder::new(&oti, block.sbn, data).expect("encoder");
+        for esi in 0..block.source_symbols + 4 {
+            let mut symbol = Vec::new();
+            encoder.symbol_into(esi, &mut symbol).expect("symbol");
+            let mut datagram = Vec::new();
+            wire::write_data(&mut datagram, &network, object_id, block.sbn, esi, &symbol);
+            datagrams.push(datagram);
+        }
+    }
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+    let refused = wait_until(SLOW, || {
+        // Manifest first, then the symbols, again until refused (a datagram lost to a full
+        // socket buffer comes again), paced a little.
+        for datagram in &datagrams {
+            let _ = socket.send_to(datagram, county.addr);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        log(county).contains("undecodable")
+    });
+    assert!(refused, "the bomb was not refused:\n{}", log(county));
+    let growth_kib = peak_kib(pid).saturating_sub(before_kib);
+    println!(
+        "bomb: {} bytes on the air, {BOMB_EXPANDED_BYTES} expanded, {BOMB_DECLARED_BYTES} declared; peak grew by {growth_kib} KiB",
+        bomb.len()
+    );
+    assert!(log(county).contains("expands beyond"), "refused for its size:\n{}", log(county));
+    assert!(growth_kib < BOMB_PEAK_GROWTH_KIB_MAX, "peak memory grew by {growth_kib} KiB");
+    assert!(!county.delivered_path("codetable", "bomb.csv").exists(), "nothing delivered");
+    let kept: Vec<_> = std::fs::read_dir(county.dir.join("state").join("partial")).expect("partial").flatten().map(|e| e.path()).collect();
+    assert!(kept.is_empty(), "nothing of the bomb is kept: {kept:?}");
+}
