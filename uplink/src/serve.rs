@@ -179,6 +179,9 @@ struct Uplink {
     /// Symbols of each broadcast's finished rounds and of its current round, from the
     /// node's round events: what it aired even if it ended between two samples.
     rounds: HashMap<u64, (u64, u64)>,
+    /// Bytes per symbol of each airing broadcast (smaller than `symbol_size` for an object
+    /// under one symbol), for the bytes aired once it has ended.
+    symbol_bytes: HashMap<u64, u64>,
     /// When the bytes aired were last sampled.
     progress_at: Instant,
     /// When signing.cert last changed, to notice a rotation.
@@ -315,6 +318,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         live,
         symbol_size,
         rounds: HashMap::new(),
+        symbol_bytes: HashMap::new(),
         progress_at: Instant::now(),
     };
     uplink.reload_revocations_if_changed();
@@ -533,13 +537,15 @@ impl Uplink {
                     }
                     // Its last stretch may have aired after the last sample.
                     let ended = self.rounds.remove(&object_id).map_or(0, |(ended, _)| ended);
+                    let symbol_bytes = self.symbol_bytes.remove(&object_id).unwrap_or(u64::from(self.symbol_size));
                     if let Some(live) = self.live.lock().ok().as_mut().and_then(|live| live.get_mut(&object_id)) {
-                        live.bytes_aired = live.bytes_aired.max(ended.saturating_mul(u64::from(self.symbol_size)));
+                        live.bytes_aired = live.bytes_aired.max(ended.saturating_mul(symbol_bytes));
                         live.rate_bits_per_sec = 0;
                     }
                 }
                 UplinkEvent::Cancelled { object_id } => {
                     self.rounds.remove(&object_id);
+                    self.symbol_bytes.remove(&object_id);
                     info!(object = %ObjectId(object_id), "cancelled by an operator")
                 }
                 UplinkEvent::ReairRequested { object_id, counties } => {
@@ -705,11 +711,12 @@ impl Uplink {
     fn publish_progress(&mut self, now: Instant) {
         let elapsed_ms = now.saturating_duration_since(self.progress_at).as_millis().max(1) as u64;
         self.progress_at = now;
-        let symbol_bytes = u64::from(self.symbol_size);
         let broadcaster = self.node.broadcaster();
         let airing = broadcaster.airing();
         let Ok(mut live) = self.live.lock() else { return };
         for object_id in &airing {
+            let symbol_bytes = broadcaster.symbol_size(*object_id).map_or(u64::from(self.symbol_size), u64::from);
+            self.symbol_bytes.insert(*object_id, symbol_bytes);
             let sent = broadcaster.symbols_sent(*object_id).unwrap_or(0);
             let ended = self.rounds.get(object_id).map_or(0, |(ended, _)| *ended);
             let bytes = sent.max(ended).saturating_mul(symbol_bytes);
