@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::Signer as _;
 use satcast_protocol::fec::{self, BlockEncoder, FecError, Oti};
 use satcast_protocol::feedback::Feedback;
-use satcast_protocol::manifest::{self, Compression, Kind, Manifest};
+use satcast_protocol::manifest::{self, Compression, Delivered, Kind, Manifest};
 use satcast_protocol::reception::{self, Fidelity, MemoryStore, Reception, ReceptionConfig, ReceptionEvent};
 use satcast_protocol::storage;
 use satcast_protocol::trust::{
@@ -815,7 +815,16 @@ impl Sim {
             name,
             version,
             size_bytes,
-            compression: if flags & 32 != 0 { Compression::Zstd } else { Compression::None },
+            // Coded payloads too (no more input read, so stored regressions replay as before):
+            // the receiver decodes what verifies and refuses what does not decode.
+            compression: match (flags & 32 != 0, more & 8 != 0) {
+                (false, _) => Compression::None,
+                (true, false) => Compression::Zstd(Delivered { size_bytes: size_bytes.wrapping_mul(3), hash: object_hash }),
+                (true, true) => Compression::ZstdPatch {
+                    base_hash: object_hash,
+                    delivered: Delivered { size_bytes: size_bytes.wrapping_mul(3), hash: object_hash },
+                },
+            },
             oti: oti_bytes,
             object_hash,
             block_hashes,

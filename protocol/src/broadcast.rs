@@ -872,6 +872,12 @@ impl Broadcaster {
         self.objects.iter().find(|a| a.object_id() == object_id).map(Airing::checkpoint)
     }
 
+    /// The symbol size of one airing object: an object under one configured symbol airs in a
+    /// smaller one (see [`Oti::symbol_size_for`]).
+    pub fn symbol_size(&self, object_id: u64) -> Option<u16> {
+        self.objects.iter().find(|a| a.object_id() == object_id).map(|a| a.oti.symbol_size)
+    }
+
     /// DATA symbols aired for one object so far.
     pub fn symbols_sent(&self, object_id: u64) -> Option<u64> {
         self.objects.iter().find(|a| a.object_id() == object_id).map(|a| a.symbols_sent)

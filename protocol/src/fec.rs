@@ -360,6 +360,16 @@ impl Oti {
         Ok(Layout { kl, ks, zl })
     }
 
+    /// The symbol size a sender uses for an object of `transfer_length` bytes when its
+    /// configured size is `symbol_size`: an object smaller than one symbol (a patch, a short
+    /// notice) gets one symbol of its own length, rounded up to [`SYMBOL_ALIGNMENT`], so it
+    /// does not air a symbol of padding in every datagram.
+    pub fn symbol_size_for(transfer_length: u64, symbol_size: u16) -> u16 {
+        let align = u64::from(SYMBOL_ALIGNMENT);
+        let fitted = transfer_length.div_ceil(align).max(1) * align;
+        u16::try_from(fitted).map_or(symbol_size, |fitted| fitted.min(symbol_size))
+    }
+
     /// The OTI a satcast sender uses for an object of `transfer_length` bytes: symbol
     /// size `symbol_size` (a multiple of [`SYMBOL_ALIGNMENT`]), no sub-blocking, and the
     /// fewest blocks such that none holds more than min(K'max, block_bytes_max / T)
@@ -690,6 +700,16 @@ pub fn interleave(plan: &[(u8, u32, u32)]) -> Interleaved {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_object_under_one_symbol_gets_a_symbol_of_its_size() {
+        assert_eq!(Oti::symbol_size_for(482, 1436), 484);
+        assert_eq!(Oti::symbol_size_for(1, 1436), 4);
+        assert_eq!(Oti::symbol_size_for(1436, 1436), 1436);
+        assert_eq!(Oti::symbol_size_for(10_000_000, 1436), 1436);
+        let oti = Oti::new_for_object(482, Oti::symbol_size_for(482, 1436), DEFAULT_BLOCK_BYTES_MAX).expect("oti");
+        assert_eq!((oti.symbol_size, blocks(&oti)[0].source_symbols), (484, 1));
+    }
+
     use super::*;
 
     #[test]

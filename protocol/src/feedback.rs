@@ -183,6 +183,13 @@ pub enum RefusalCode {
     StorageFull,
     /// Storage failed otherwise when the object was begun (passing: retried every second).
     StorageFailed,
+    /// The payload is a patch against a base this county does not hold (never received,
+    /// evicted, or failing its hash): the uplink airs the full object to it afterwards.
+    NoBase,
+    /// The payload arrived intact but does not decode to the signed delivered bytes (it
+    /// expands past its declared size, or decodes to other bytes): nothing was delivered,
+    /// and the uplink airs the full object to it afterwards.
+    Undecodable,
     /// A code this build does not know, or a reason an older receiver gave as text.
     Other(u16),
 }
@@ -200,7 +207,9 @@ impl RefusalCode {
             RefusalCode::TooManyPartial => 7,
             RefusalCode::StorageFull => 8,
             RefusalCode::StorageFailed => 9,
-            RefusalCode::Superseded => 10,
+            RefusalCode::NoBase => 10,
+            RefusalCode::Undecodable => 11,
+            RefusalCode::Superseded => 12,
             RefusalCode::Other(code) => code,
         }
     }
@@ -217,9 +226,17 @@ impl RefusalCode {
             7 => RefusalCode::TooManyPartial,
             8 => RefusalCode::StorageFull,
             9 => RefusalCode::StorageFailed,
-            10 => RefusalCode::Superseded,
+            10 => RefusalCode::NoBase,
+            11 => RefusalCode::Undecodable,
+            12 => RefusalCode::Superseded,
             other => RefusalCode::Other(other),
         }
+    }
+
+    /// Whether the uplink airs the full object to the county afterwards (it could not use
+    /// the coded one it got).
+    pub fn wants_full(self) -> bool {
+        matches!(self, RefusalCode::NoBase | RefusalCode::Undecodable)
     }
 
     /// Whether the county may still take the object by itself once the condition passes
@@ -241,6 +258,8 @@ impl RefusalCode {
             RefusalCode::TooManyPartial => "too_many_partial",
             RefusalCode::StorageFull => "spool_full",
             RefusalCode::StorageFailed => "storage_failed",
+            RefusalCode::NoBase => "no_base",
+            RefusalCode::Undecodable => "undecodable",
             RefusalCode::Superseded => "superseded",
             RefusalCode::Other(_) => "other",
         }
@@ -259,6 +278,8 @@ impl std::fmt::Display for RefusalCode {
             RefusalCode::TooManyPartial => f.write_str("too many partial objects"),
             RefusalCode::StorageFull => f.write_str("spool full"),
             RefusalCode::StorageFailed => f.write_str("storage failing"),
+            RefusalCode::NoBase => f.write_str("no base for the patch"),
+            RefusalCode::Undecodable => f.write_str("payload does not decode to the signed bytes"),
             RefusalCode::Superseded => f.write_str("superseded by a newer version"),
             RefusalCode::Other(code) => write!(f, "refusal code {code}"),
         }
@@ -412,7 +433,7 @@ mod tests {
             panic!("an unknown code must still decode")
         };
         assert_eq!(refusal.code, RefusalCode::Other(999));
-        for code in 0..=10 {
+        for code in 0..=12 {
             assert_eq!(RefusalCode::from_u16(code).to_u16(), code);
         }
 

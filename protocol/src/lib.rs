@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod broadcast;
+pub mod codec;
 pub mod esi_set;
 pub mod fec;
 pub mod feedback;

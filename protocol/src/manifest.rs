@@ -31,6 +31,10 @@ pub const TARGET_DIGITS_MAX: usize = 6;
 /// Longest piece of rejected input echoed back in an error message, in characters, so a
 /// hostile or mistaken input cannot blow up a log line.
 pub const ECHO_CHARS_MAX: usize = 32;
+/// Largest delivered (decoded) size a manifest may declare, in bytes: 64 GiB, far above any
+/// payload the ministry airs and below what a county's disk holds. A receiver also refuses a
+/// declared size over its own cache limit before it receives a byte.
+pub const DELIVERED_BYTES_MAX: u64 = 64 << 30;
 
 /// The bincode configuration of the canonical encoding, limited to `LIMIT` bytes.
 pub(crate) type CanonicalConfig<const LIMIT: usize> = Configuration<BigEndian, Fixint, Limit<LIMIT>>;
@@ -144,14 +148,44 @@ impl FromStr for Kind {
     }
 }
 
-/// How the transmitted payload is compressed; receivers decompress after verifying
-/// [`Manifest::object_hash`], which covers the bytes as transmitted.
+/// How the transmitted payload is coded. [`Manifest::object_hash`] and the block hashes
+/// cover the bytes as transmitted (so a poisoned block is still caught block by block); a
+/// coded payload also declares the size and BLAKE3 of the bytes the receiver delivers, which
+/// it checks after decoding, before anything is delivered (see [`crate::codec`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
 pub enum Compression {
-    /// Transmitted as is.
+    /// Transmitted as is: the delivered bytes are the transmitted ones.
     None,
-    /// A zstd frame.
-    Zstd,
+    /// One zstd frame that decodes to the delivered bytes.
+    Zstd(Delivered),
+    /// One zstd frame made with the previous version as its reference prefix (`zstd
+    /// --patch-from`): only a receiver holding that base (by its BLAKE3) can decode it.
+    ZstdPatch {
+        /// BLAKE3 of the base: the delivered bytes of an earlier version of (kind, name).
+        base_hash: [u8; 32],
+        /// The bytes the patch decodes to.
+        delivered: Delivered,
+    },
+}
+
+/// The bytes a receiver delivers from a coded payload, as signed in the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+pub struct Delivered {
+    /// Their length: decoding stops with a refusal as soon as it would pass it.
+    pub size_bytes: u64,
+    /// Their BLAKE3.
+    pub hash: [u8; 32],
+}
+
+impl Compression {
+    /// The word operators see.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Zstd(_) => "zstd",
+            Compression::ZstdPatch { .. } => "zstd-patch",
+        }
+    }
 }
 
 /// The signed description of one broadcast object. Build one, call [`Manifest::validate`]
@@ -166,14 +200,16 @@ pub struct Manifest {
     pub name: String,
     /// Version of (kind, name); receivers refuse anything older than what they accepted.
     pub version: u64,
-    /// Bytes on the air: the RFC 6330 transfer length (section 3.3.2).
+    /// Bytes on the air: the RFC 6330 transfer length (section 3.3.2). What is delivered
+    /// may differ: see [`Manifest::delivered_size`].
     pub size_bytes: u64,
     /// How the transmitted bytes are compressed.
     pub compression: Compression,
     /// RFC 6330 section 3.3.2 Object Transmission Information, 12 bytes as on the wire;
     /// validated by the FEC layer, not here.
     pub oti: [u8; 12],
-    /// BLAKE3 of the whole transmitted payload.
+    /// BLAKE3 of the whole transmitted payload (see [`Manifest::delivered_hash`] for what
+    /// is delivered).
     pub object_hash: [u8; 32],
     /// BLAKE3 of each source block's bytes, in source block number order, so a poisoned
     /// block can be dropped and collected again without discarding the others.
@@ -225,6 +261,12 @@ pub enum ManifestError {
         /// The target, shortened to [`ECHO_CHARS_MAX`] characters.
         target: String,
     },
+    /// A coded payload declares a delivered size over [`DELIVERED_BYTES_MAX`].
+    #[error("declares {size_bytes} delivered bytes, more than {DELIVERED_BYTES_MAX}")]
+    DeliveredSize {
+        /// The declared size.
+        size_bytes: u64,
+    },
     /// The manifest expires before (or when) it is created.
     #[error("expires at {expires_unix_secs}, not after creation at {created_unix_secs}")]
     Lifetime {
@@ -265,10 +307,41 @@ impl Manifest {
         for target in &self.targets {
             validate_target(target)?;
         }
+        // Only a coded payload declares a size apart from what is aired (the FEC layer bounds that).
+        if self.compression != Compression::None && self.delivered_size() > DELIVERED_BYTES_MAX {
+            return Err(ManifestError::DeliveredSize { size_bytes: self.delivered_size() });
+        }
         if self.created_unix_secs >= self.expires_unix_secs {
             return Err(ManifestError::Lifetime { created_unix_secs: self.created_unix_secs, expires_unix_secs: self.expires_unix_secs });
         }
         Ok(())
+    }
+
+    /// BLAKE3 of the bytes a receiver delivers: [`Manifest::object_hash`] for a payload
+    /// aired as is, the declared hash of a coded one. The cache, the ledger and the
+    /// acknowledgements name an object by it, so a full airing and a patch of the same
+    /// version are the same object to them.
+    pub fn delivered_hash(&self) -> [u8; 32] {
+        match self.compression {
+            Compression::None => self.object_hash,
+            Compression::Zstd(delivered) | Compression::ZstdPatch { delivered, .. } => delivered.hash,
+        }
+    }
+
+    /// Length of the bytes a receiver delivers.
+    pub fn delivered_size(&self) -> u64 {
+        match self.compression {
+            Compression::None => self.size_bytes,
+            Compression::Zstd(delivered) | Compression::ZstdPatch { delivered, .. } => delivered.size_bytes,
+        }
+    }
+
+    /// BLAKE3 of the base a patch needs, if the payload is one.
+    pub fn base_hash(&self) -> Option<[u8; 32]> {
+        match self.compression {
+            Compression::ZstdPatch { base_hash, .. } => Some(base_hash),
+            Compression::None | Compression::Zstd(_) => None,
+        }
     }
 
     /// Whether this manifest is for the receiver with division code `county_code`: some

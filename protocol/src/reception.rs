@@ -123,6 +123,10 @@ pub enum RejectReason {
     /// Too many partial objects are being received already.
     #[error("{0} partial objects already in progress")]
     TooManyPartial(usize),
+    /// Storage cannot deliver it here (a patch without its base, a payload that does not
+    /// decode to its signed bytes).
+    #[error("{0}")]
+    Undeliverable(Refusal),
 }
 
 impl RejectReason {
@@ -164,6 +168,7 @@ impl RejectReason {
             RejectReason::TooManyPartial(count) => {
                 Refusal::new(RefusalCode::TooManyPartial, format!("{count} already, limits.partial_objects_max"))
             }
+            RejectReason::Undeliverable(refusal) => refusal.clone(),
             RejectReason::Oti(_) | RejectReason::Inconsistent(_) | RejectReason::ObjectIdMismatch { .. } => return None,
         })
     }
@@ -660,9 +665,9 @@ impl Reception {
             self.delivering.remove(&key);
         }
         self.delivered.insert(key, accepted);
-        self.remember_completed(manifest.object_id, manifest.object_hash, true);
+        self.remember_completed(manifest.object_id, manifest.delivered_hash(), true);
         self.refusals.retain(|n| n.object_id != manifest.object_id);
-        self.send_feedback(FeedbackMessage::Complete { object_id: manifest.object_id, object_hash: manifest.object_hash });
+        self.send_feedback(FeedbackMessage::Complete { object_id: manifest.object_id, object_hash: manifest.delivered_hash() });
     }
 
     /// Tells the uplink why an object addressed to this county is refused, unless it was
@@ -1154,8 +1159,8 @@ impl Reception {
             // Already delivered (it is not in the completed list, so this receiver restarted
             // since): say so once. The Complete it queued before may have been lost with its
             // outbox, and an uplink that went idle waiting for it airs no more round markers.
-            self.remember_completed(object_id, manifest.object_hash, true);
-            self.send_feedback(FeedbackMessage::Complete { object_id, object_hash: manifest.object_hash });
+            self.remember_completed(object_id, manifest.delivered_hash(), true);
+            self.send_feedback(FeedbackMessage::Complete { object_id, object_hash: manifest.delivered_hash() });
             return;
         }
         let oti = match Oti::decode(&manifest.oti) {
@@ -1343,6 +1348,7 @@ impl Reception {
                 let since = inc.last_symbol_at;
                 self.replay_early(since, object_id);
             }
+            StoreCompletion::BeginRefused { object_id, refusal } => self.refuse_for_good(object_id, refusal),
             StoreCompletion::AlreadyCached { object_id } => {
                 if self.incoming.contains_key(&object_id) {
                     self.complete(object_id);
@@ -1439,11 +1445,23 @@ impl Reception {
             return;
         }
         if let Some(inc) = self.incoming.remove(&object_id) {
-            self.remember_completed(object_id, inc.manifest.object_hash, false);
+            self.remember_completed(object_id, inc.manifest.delivered_hash(), false);
             let accepted = Accepted { version: inc.manifest.version, object_id };
             self.delivering.insert((inc.manifest.kind, inc.manifest.name.clone()), accepted);
             self.push(ReceptionEvent::Complete { manifest: Box::new(inc.manifest) });
         }
+    }
+
+    /// Storage cannot deliver the object here (it refused it at the start or after
+    /// decoding): out of the incoming set, its symbols dropped, its manifest remembered as
+    /// refused, and the uplink told (once), which then airs the full object to this county.
+    fn refuse_for_good(&mut self, object_id: u64, refusal: Refusal) {
+        let Some(inc) = self.incoming.remove(&object_id) else { return };
+        self.early.retain(|e| e.0 != object_id);
+        self.early_bytes = self.early.iter().map(|e| e.3.len() + EARLY_ENTRY_OVERHEAD_BYTES).sum();
+        let reason = RejectReason::Undeliverable(refusal);
+        self.remember_rejected(inc.last_symbol_at, object_id, inc.digest, &reason);
+        self.refuse(inc.last_symbol_at, &inc.manifest, &reason);
     }
 
     /// The newest version of (kind, name) delivered or on its way to delivery.
@@ -1459,8 +1477,8 @@ impl Reception {
             return;
         }
         inc.verifying = true;
-        let (size_bytes, expected_hash) = (inc.manifest.size_bytes, inc.manifest.object_hash);
-        self.requests.push_back(StoreRequest::VerifyObject { object_id, size_bytes, expected_hash });
+        let (size_bytes, expected_hash, compression) = (inc.manifest.size_bytes, inc.manifest.object_hash, inc.manifest.compression);
+        self.requests.push_back(StoreRequest::VerifyObject { object_id, size_bytes, expected_hash, compression });
     }
 
     fn object_verified(&mut self, object_id: u64, outcome: VerifyOutcome) {
@@ -1468,6 +1486,7 @@ impl Reception {
         inc.verifying = false;
         match outcome {
             VerifyOutcome::Verified => self.complete(object_id),
+            VerifyOutcome::Refused(refusal) => self.refuse_for_good(object_id, refusal),
             VerifyOutcome::Mismatch => {
                 // Storage discarded it: begin it again and collect everything again.
                 let (manifest, signed_manifest) = (Box::new(inc.manifest.clone()), inc.signed.clone());

@@ -12,8 +12,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 
+use crate::codec::DELTA_BASE_BYTES_MAX;
 use crate::fec::{self, Oti};
-use crate::manifest::Manifest;
+use crate::feedback::{Refusal, RefusalCode};
+use crate::manifest::{Compression, Manifest};
 
 /// Work the reception machine needs done by storage, in the order it must be done.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,15 +59,18 @@ pub enum StoreRequest {
         /// by it; a real one reads what it kept).
         symbols_counted: u32,
     },
-    /// Hash the object as kept and compare it with its signed hash. Always completed
-    /// ([`StoreCompletion::ObjectVerified`]).
+    /// Hash the object as kept and compare it with its signed hash; if it is coded, decode
+    /// it (streaming, into a file beside it) and check the result against the signed
+    /// delivered size and hash. Always completed ([`StoreCompletion::ObjectVerified`]).
     VerifyObject {
         /// The object.
         object_id: u64,
-        /// Its length.
+        /// Its length on the air.
         size_bytes: u64,
-        /// Its signed BLAKE3.
+        /// Its signed BLAKE3 on the air.
         expected_hash: [u8; 32],
+        /// How it is coded, with the signed delivered size and hash.
+        compression: Compression,
     },
     /// Forget everything about an object (expired, revoked, or poisoned as a whole).
     /// No completion unless it fails.
@@ -107,6 +112,10 @@ pub enum VerifyOutcome {
     Verified,
     /// It does not: everything kept for it was discarded.
     Mismatch,
+    /// It matches, but cannot be delivered (a patch whose base this county lacks, or a
+    /// payload that does not decode to its signed bytes): everything kept for it was
+    /// discarded, and the county refuses it for good.
+    Refused(Refusal),
     /// Storage failed.
     Failed(String),
 }
@@ -127,6 +136,14 @@ pub enum StoreCompletion {
         error: String,
         /// No room: the spool limit, or the disk (`ErrorKind::StorageFull`).
         storage_full: bool,
+    },
+    /// [`StoreRequest::BeginObject`] refused the object for good before receiving it: a
+    /// patch whose base is not in the cache, or a declared size over the cache's limit.
+    BeginRefused {
+        /// The object.
+        object_id: u64,
+        /// Why, as the uplink is told.
+        refusal: Refusal,
     },
     /// [`StoreRequest::BeginObject`] found the verified object in the cache already (a
     /// crash between the commit and the version record): deliver it from there.
@@ -206,10 +223,50 @@ pub trait ReceptionStore {
     /// Forgets everything about an object.
     fn discard(&mut self, object_id: u64) -> io::Result<()>;
     /// Whether a verified object with this hash is already in the content-addressed cache
-    /// (delivered before, or committed just before a crash).
+    /// (delivered before, or committed just before a crash). The hash is the delivered
+    /// one ([`Manifest::delivered_hash`]).
     fn has_cached(&self, _object_hash: &[u8; 32]) -> bool {
         false
     }
+    /// Decodes a coded object whose transmitted bytes verified (see [`crate::codec`]) into
+    /// the bytes to deliver, kept beside it until the commit. The default store holds no
+    /// bases and decodes nothing.
+    fn decode_object(&mut self, _object_id: u64, _compression: &Compression) -> Result<(), DecodeFailure> {
+        Err(DecodeFailure::Refused(Refusal::new(RefusalCode::Undecodable, "this store does not decode")))
+    }
+}
+
+/// Why [`ReceptionStore::decode_object`] delivered nothing.
+#[derive(Debug)]
+pub enum DecodeFailure {
+    /// The payload cannot be delivered by this county, whatever it retries.
+    Refused(Refusal),
+    /// Storage failed (a full disk, say): retried later.
+    Io(io::Error),
+}
+
+/// The refusal a decode error stands for, or the I/O error to retry on.
+pub fn decode_failure(error: crate::codec::DecodeError) -> DecodeFailure {
+    match error {
+        crate::codec::DecodeError::Write(error) => DecodeFailure::Io(error),
+        other => DecodeFailure::Refused(Refusal::new(RefusalCode::Undecodable, other.to_string())),
+    }
+}
+
+/// Why a coded object cannot even begin here, if it cannot: a patch whose base is not in
+/// the cache (or too large to hold in memory).
+pub fn begin_refusal(store: &dyn ReceptionStore, manifest: &Manifest) -> Option<Refusal> {
+    let base_hash = manifest.base_hash()?;
+    if !store.has_cached(&base_hash) {
+        return Some(Refusal::new(RefusalCode::NoBase, format!("base {} is not in the cache", hex::encode(&base_hash[..8]))));
+    }
+    if manifest.delivered_size() > DELTA_BASE_BYTES_MAX {
+        return Some(Refusal::new(
+            RefusalCode::Undecodable,
+            format!("patch result of {} bytes is over the limit", manifest.delivered_size()),
+        ));
+    }
+    None
 }
 
 /// What `store` holds of an object, for resuming it after a restart. `object_hash` is the
@@ -235,8 +292,11 @@ pub fn execute(request: StoreRequest, store: &mut dyn ReceptionStore) -> Option<
     match request {
         StoreRequest::BeginObject { manifest, signed_manifest } => {
             let object_id = manifest.object_id;
-            if store.has_cached(&manifest.object_hash) {
+            if store.has_cached(&manifest.delivered_hash()) {
                 return Some(StoreCompletion::AlreadyCached { object_id });
+            }
+            if let Some(refusal) = begin_refusal(store, &manifest) {
+                return Some(StoreCompletion::BeginRefused { object_id, refusal });
             }
             Some(match store.begin_object(&manifest, &signed_manifest) {
                 Ok(()) => StoreCompletion::Begun { object_id },
@@ -257,9 +317,17 @@ pub fn execute(request: StoreRequest, store: &mut dyn ReceptionStore) -> Option<
             let outcome = decode_block(store, object_id, &oti, sbn, expected_hash).unwrap_or_else(|e| DecodeOutcome::Failed(e.to_string()));
             Some(StoreCompletion::BlockDecoded { object_id, sbn, outcome })
         }
-        StoreRequest::VerifyObject { object_id, size_bytes, expected_hash } => {
+        StoreRequest::VerifyObject { object_id, size_bytes, expected_hash, compression } => {
             let outcome = match store.object_hash(object_id, size_bytes) {
-                Ok(hash) if hash == expected_hash => VerifyOutcome::Verified,
+                Ok(hash) if hash == expected_hash && compression == Compression::None => VerifyOutcome::Verified,
+                Ok(hash) if hash == expected_hash => match store.decode_object(object_id, &compression) {
+                    Ok(()) => VerifyOutcome::Verified,
+                    Err(DecodeFailure::Refused(refusal)) => match store.discard(object_id) {
+                        Ok(()) => VerifyOutcome::Refused(refusal),
+                        Err(error) => VerifyOutcome::Failed(error.to_string()),
+                    },
+                    Err(DecodeFailure::Io(error)) => VerifyOutcome::Failed(error.to_string()),
+                },
                 Ok(_) => match store.discard(object_id) {
                     Ok(()) => VerifyOutcome::Mismatch,
                     Err(error) => VerifyOutcome::Failed(error.to_string()),
@@ -326,12 +394,18 @@ pub struct MemoryStore {
     symbols: HashMap<(u64, u8), BTreeMap<u32, Vec<u8>>>,
     objects: HashMap<u64, Vec<u8>>,
     written: HashMap<u64, Vec<u8>>,
+    decoded: HashMap<u64, Vec<u8>>,
 }
 
 impl MemoryStore {
     /// The assembled bytes of an object, if any block was written.
     pub fn object(&self, object_id: u64) -> Option<&[u8]> {
         self.objects.get(&object_id).map(Vec::as_slice)
+    }
+
+    /// The bytes to deliver: the decoded ones of a coded object, else the assembled ones.
+    pub fn delivered(&self, object_id: u64) -> Option<&[u8]> {
+        self.decoded.get(&object_id).or_else(|| self.objects.get(&object_id)).map(Vec::as_slice)
     }
 }
 
@@ -387,6 +461,19 @@ impl ReceptionStore for MemoryStore {
         self.symbols.retain(|(id, _), _| *id != object_id);
         self.objects.remove(&object_id);
         self.written.remove(&object_id);
+        self.decoded.remove(&object_id);
+        Ok(())
+    }
+
+    fn decode_object(&mut self, object_id: u64, compression: &Compression) -> Result<(), DecodeFailure> {
+        // No cache, so no bases: only whole frames decode here.
+        let Compression::Zstd(delivered) = compression else {
+            return Err(DecodeFailure::Refused(Refusal::new(RefusalCode::NoBase, "the memory store holds no bases")));
+        };
+        let aired = self.objects.get(&object_id).map(Vec::as_slice).unwrap_or_default();
+        let mut out = Vec::new();
+        crate::codec::decode(&mut &aired[..], None, delivered.size_bytes, &delivered.hash, &mut out).map_err(decode_failure)?;
+        self.decoded.insert(object_id, out);
         Ok(())
     }
 }

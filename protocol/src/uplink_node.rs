@@ -877,7 +877,7 @@ impl UplinkNode {
             self.cannot_air(object_id, error);
             return;
         }
-        self.broadcasts.insert(object_id, KnownBroadcast { object_hash: Some(object.manifest.object_hash), targets, outcome: None });
+        self.broadcasts.insert(object_id, KnownBroadcast { object_hash: Some(object.manifest.delivered_hash()), targets, outcome: None });
         if cancelled {
             // Cancelled while its record was written: the record says so.
             self.set_outcome(object_id, Outcome::Cancelled);

@@ -256,3 +256,101 @@ fn a_passing_refusal_keeps_the_county_waited_for_and_a_final_one_does_not() {
     uplink.handle_feedback(start, &feedback("410103", FeedbackMessage::Refused { object_id: 78, refusal: rollback }));
     assert_eq!(completed(&mut uplink), Some(vec![("410103".to_owned(), "rollback (offered version 1, version 2 delivered)".to_owned())]));
 }
+
+/// Issue 16: a patch reaches a county that lacks its base. The county refuses it once
+/// (no_base), keeps nothing of it and ignores its repeats; the same object aired again
+/// whole (zstd, a new manifest under the same id, as the uplink does afterwards) is taken
+/// and decodes to the signed bytes.
+#[test]
+fn a_patch_without_its_base_is_refused_once_and_the_whole_airing_of_the_object_is_delivered() {
+    use satcast_protocol::codec;
+    use satcast_protocol::feedback::{FeedbackMessage, RefusalCode};
+    use satcast_protocol::manifest::Delivered;
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    let root = RootKey::generate(&mut rng);
+    let now_secs = 1_800_000_000;
+    let signing = SigningKey::generate(&mut rng, &root, 1, now_secs - 10, now_secs + 1000);
+    let network_key = NetworkKey::generate(&mut rng);
+    let table: Vec<u8> = (0..4000).flat_map(|i| format!("{:06},县{},{}\n", 110_000 + i, i % 89, i % 3).into_bytes()).collect();
+    let mut base = table.clone();
+    base[20] = b'9';
+    let delivered = Delivered { size_bytes: table.len() as u64, hash: *blake3::hash(&table).as_bytes() };
+    let air = |aired: Vec<u8>, compression: Compression, signing: SigningKey| {
+        let oti = Oti::new_for_object(aired.len() as u64, Oti::symbol_size_for(aired.len() as u64, 1436), 1 << 20).expect("oti");
+        let block_hashes =
+            fec::blocks(&oti).iter().map(|b| fec::block_hash(&aired[b.offset as usize..(b.offset + b.len) as usize])).collect();
+        let manifest = Manifest {
+            object_id: 79,
+            kind: Kind::CodeTable,
+            name: "divisions.csv".into(),
+            version: 2,
+            size_bytes: aired.len() as u64,
+            compression,
+            oti: oti.encode(),
+            object_hash: *blake3::hash(&aired).as_bytes(),
+            block_hashes,
+            targets: vec!["41".into()],
+            created_unix_secs: now_secs,
+            expires_unix_secs: now_secs + 3600,
+        };
+        let signed_manifest = signing.sign_manifest(&manifest).expect("sign").to_bytes();
+        let start = Instant::now();
+        let mut uplink = Broadcaster::new(start, BroadcastConfig::default(), network_key.clone(), signing);
+        let object = NewObject {
+            manifest,
+            signed_manifest,
+            source: Box::new(Bytes(aired)),
+            priority: Priority::Normal,
+            not_before: None,
+            deadline: None,
+            delivery: Delivery::Carousel(AirPlan { target_loss: 0.1, passes: 3 }),
+            resume: None,
+        };
+        uplink.add_object(start, object).expect("add");
+        let mut datagrams = Vec::new();
+        let (mut now, mut buf) = (start, Vec::new());
+        for _ in 0..100_000 {
+            if uplink.poll_transmit(now, 0, &mut buf) {
+                datagrams.push(buf.clone());
+            } else {
+                match uplink.poll_timeout() {
+                    Some(t) if t > now => now = t,
+                    Some(_) => now += Duration::from_micros(10),
+                    None => break,
+                }
+            }
+        }
+        datagrams
+    };
+    let patch = codec::make_patch(&base, &table, 19).expect("patch");
+    let patched = air(patch, Compression::ZstdPatch { base_hash: *blake3::hash(&base).as_bytes(), delivered }, signing);
+    let mut county = Reception::new(ReceptionConfig::new("410102".into(), root.public(), network_key.clone()));
+    let mut store = MemoryStore::default();
+    let now = Instant::now();
+    for datagram in &patched {
+        county.handle_datagram(now, now_secs, datagram);
+        satcast_protocol::storage::drain(&mut county, &mut store);
+    }
+    let refusals: Vec<RefusalCode> = std::iter::from_fn(|| county.poll_feedback())
+        .filter_map(|f| match f.message {
+            FeedbackMessage::Refused { object_id: 79, refusal } => Some(refusal.code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusals, vec![RefusalCode::NoBase], "refused once, however often the manifest repeats");
+    assert!(store.delivered(79).is_none(), "nothing of the patch is kept");
+
+    let mut compressed = Vec::new();
+    codec::compress(&mut &table[..], table.len() as u64, 19, &mut compressed).expect("compress");
+    // Signed again (with the next key, as after a rotation: any valid signer will do).
+    let resigning = SigningKey::generate(&mut rng, &root, 2, now_secs - 10, now_secs + 1000);
+    let whole = air(compressed, Compression::Zstd(delivered), resigning);
+    let mut complete = false;
+    for datagram in &whole {
+        county.handle_datagram(now, now_secs, datagram);
+        satcast_protocol::storage::drain(&mut county, &mut store);
+        complete |= std::iter::from_fn(|| county.poll_event()).any(|e| matches!(e, ReceptionEvent::Complete { .. }));
+    }
+    assert!(complete, "the whole airing completes: {:?}", county.stats());
+    assert_eq!(store.delivered(79), Some(table.as_slice()), "decoded to the signed bytes");
+}

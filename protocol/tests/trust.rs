@@ -10,7 +10,8 @@ use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, RngSeed};
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha20Rng;
 use satcast_protocol::manifest::{
-    CanonicalError, Compression, Kind, MANIFEST_BYTES_MAX, Manifest, ManifestError, TARGETS_MAX, parse_targets,
+    CanonicalError, Compression, DELIVERED_BYTES_MAX, Delivered, Kind, MANIFEST_BYTES_MAX, Manifest, ManifestError, TARGETS_MAX,
+    parse_targets,
 };
 use satcast_protocol::trust::{
     Accepted, CLOCK_SKEW_MAX_SECS, Heartbeat, KeyCertificate, KeyTextError, MANIFEST_CONTEXT, NetworkKey, RootKey, RootPublicKey,
@@ -71,7 +72,7 @@ fn manifest() -> Manifest {
         name: "flood-relief-2025.pdf".to_owned(),
         version: 3,
         size_bytes: 123_456,
-        compression: Compression::Zstd,
+        compression: Compression::Zstd(Delivered { size_bytes: 400_000, hash: *blake3::hash(b"delivered").as_bytes() }),
         oti: [0, 0, 0, 1, 226, 64, 0, 0, 4, 0, 1, 0],
         object_hash: *blake3::hash(b"payload").as_bytes(),
         block_hashes: vec![*blake3::hash(b"block 0").as_bytes(), *blake3::hash(b"block 1").as_bytes()],
@@ -473,7 +474,12 @@ prop_compose! {
         name in "[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}",
         version in any::<u64>(),
         size_bytes in any::<u64>(),
-        compression in prop_oneof![Just(Compression::None), Just(Compression::Zstd)],
+        compression in prop_oneof![
+            Just(Compression::None),
+            (0..=DELIVERED_BYTES_MAX, any::<[u8; 32]>()).prop_map(|(size_bytes, hash)| Compression::Zstd(Delivered { size_bytes, hash })),
+            (any::<[u8; 32]>(), 0..=DELIVERED_BYTES_MAX, any::<[u8; 32]>())
+                .prop_map(|(base_hash, size_bytes, hash)| Compression::ZstdPatch { base_hash, delivered: Delivered { size_bytes, hash } }),
+        ],
         oti in any::<[u8; 12]>(),
         object_hash in any::<[u8; 32]>(),
         block_hashes in arbitrary_block_hashes(),

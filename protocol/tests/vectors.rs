@@ -25,7 +25,7 @@ use satcast_protocol::fec::{self, BlockEncoder, Oti};
 use satcast_protocol::feedback::{
     FEEDBACK_BYTES_MAX, FEEDBACK_VERSION, Feedback, FeedbackError, FeedbackMessage, NEEDS_MAX, TEXT_BYTES_MAX,
 };
-use satcast_protocol::manifest::{Compression, Kind, Manifest};
+use satcast_protocol::manifest::{Compression, Delivered, Kind, Manifest};
 use satcast_protocol::reception::{MemoryStore, Reception, ReceptionConfig, ReceptionEvent};
 use satcast_protocol::trust::{
     self, CERTIFICATE_CONTEXT, HEARTBEAT_CONTEXT, Heartbeat, KeyCertificate, MANIFEST_CONTEXT, NetworkKey, REVOCATION_CONTEXT,
@@ -88,7 +88,7 @@ const PROGRESS_NEEDS: [u32; 2] = [0, 1];
 const PROGRESS_SYMBOLS_RECEIVED: u64 = 4;
 
 /// Every vector block the document must contain, in document order.
-const EXPECTED_NAMES: [&str; 16] = [
+const EXPECTED_NAMES: [&str; 17] = [
     "key-files",
     "payload",
     "oti",
@@ -96,6 +96,7 @@ const EXPECTED_NAMES: [&str; 16] = [
     "data-repair-datagram",
     "certificate",
     "manifest",
+    "manifest-patch",
     "signed-manifest",
     "manifest-datagram-0",
     "manifest-datagram-1",
@@ -166,6 +167,16 @@ fn manifest(oti: &Oti) -> Manifest {
         expires_unix_secs: MANIFEST_EXPIRES,
     }
 }
+
+/// The manifest of a zstd patch (section 8.4): the vectors' manifest with compression 2,
+/// base hash 10 11 .. 2f, delivering 100 bytes of BLAKE3 40 41 .. 5f.
+fn patch_manifest(oti: &Oti) -> Manifest {
+    let delivered = Delivered { size_bytes: PATCH_DELIVERED_BYTES, hash: pattern(0x40) };
+    Manifest { compression: Compression::ZstdPatch { base_hash: pattern(0x10), delivered }, ..manifest(oti) }
+}
+
+/// What the patch manifest's payload decodes to, in bytes.
+const PATCH_DELIVERED_BYTES: u64 = 100;
 
 fn revocation() -> Revocation {
     Revocation { sequence: REVOCATION_SEQUENCE, issued_unix_secs: REVOCATION_ISSUED, revoked_serials: REVOKED_SERIALS.to_vec() }
@@ -262,6 +273,7 @@ fn generate() -> Vec<(String, Vector)> {
     }
     out.push(("certificate".to_owned(), Vector::Hex(keys.signing.certificate().to_bytes())));
     out.push(("manifest".to_owned(), Vector::Hex(manifest.to_bytes())));
+    out.push(("manifest-patch".to_owned(), Vector::Hex(patch_manifest(&oti).to_bytes())));
     out.push(("signed-manifest".to_owned(), Vector::Hex(signed.clone())));
     for (i, fragment) in wire::manifest_fragments(&signed, MANIFEST_DATAGRAM_BYTES).iter().enumerate() {
         let mut datagram = Vec::new();
@@ -515,6 +527,24 @@ fn manifest_fields() {
     assert_eq!(r.u64(), MANIFEST_EXPIRES);
     assert!(r.0.is_empty(), "nothing after expires_unix_secs");
     assert_eq!(bytes.len(), 229);
+}
+
+#[test]
+fn patch_manifest_fields() {
+    let bytes = document_bytes("manifest-patch");
+    let manifest = Manifest::from_bytes(&bytes).expect("canonical, valid manifest");
+    assert_eq!(manifest, patch_manifest(&oti()));
+    let plain = document_bytes("manifest");
+    // Everything up to compression is the plain manifest's; then the variant and its fields.
+    assert_eq!(bytes[..49], plain[..49]);
+    let mut r = Reader(&bytes[49..]);
+    assert_eq!(r.u32(), 2, "compression zstd patch is variant 2");
+    assert_eq!(r.take(32), pattern(0x10), "base_hash");
+    assert_eq!(r.u64(), PATCH_DELIVERED_BYTES, "delivered size_bytes");
+    assert_eq!(r.take(32), pattern(0x40), "delivered hash");
+    assert_eq!(r.0, &plain[53..], "the rest as in the plain manifest");
+    assert_eq!(bytes.len(), 229 + 72);
+    assert_eq!((manifest.delivered_size(), manifest.delivered_hash(), manifest.base_hash()), (100, pattern(0x40), Some(pattern(0x10))));
 }
 
 #[test]

@@ -407,7 +407,8 @@ impl Datapath {
                     name = %manifest.name,
                     version = manifest.version,
                     path = %self.config.deliver_dir.join(manifest.kind.to_string()).join(&manifest.name).display(),
-                    hash = %hex::encode(manifest.object_hash),
+                    hash = %hex::encode(manifest.delivered_hash()),
+                    compression = manifest.compression.as_str(),
                     "delivered"
                 );
             }

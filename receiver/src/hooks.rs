@@ -371,7 +371,7 @@ impl HookBook {
             kind: manifest.kind.to_string(),
             name: manifest.name.clone(),
             version: manifest.version,
-            hash: hex::encode(manifest.object_hash),
+            hash: hex::encode(manifest.delivered_hash()),
             path: path.to_owned(),
             expires_unix_secs: manifest.expires_unix_secs,
             queued_unix_ms: wall_unix_ms(),

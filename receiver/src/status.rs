@@ -452,10 +452,10 @@ pub fn offline_state(state_dir: &Path) -> OfflineState {
             object_id: m.object_id,
             kind: m.kind.to_string(),
             delivered: delivered.iter().any(|(k, n, id)| *k == m.kind.as_str() && *n == m.name && *id == m.object_id),
+            size_bytes: m.delivered_size(),
+            hash: hex::encode(m.delivered_hash()),
             name: m.name,
             version: m.version,
-            size_bytes: m.size_bytes,
-            hash: hex::encode(m.object_hash),
         })
         .collect();
     sort_cached(&mut cached);

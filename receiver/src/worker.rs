@@ -72,7 +72,7 @@ pub enum Job {
 /// The object hash a kept signed manifest names, read without verifying it (the node
 /// verifies the manifest before anything counts); zeros if it does not parse.
 pub fn kept_object_hash(signed: &[u8]) -> [u8; 32] {
-    SignedManifest::from_bytes(signed).ok().and_then(|s| Manifest::from_bytes(&s.manifest).ok()).map_or([0; 32], |m| m.object_hash)
+    SignedManifest::from_bytes(signed).ok().and_then(|s| Manifest::from_bytes(&s.manifest).ok()).map_or([0; 32], |m| m.delivered_hash())
 }
 
 /// Starts the worker; it runs until `jobs` is closed, then syncs the spool.

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use satcast_protocol::fec::{self, Oti};
-use satcast_protocol::feedback::{Feedback, FeedbackMessage};
+use satcast_protocol::feedback::{Feedback, FeedbackMessage, Refusal, RefusalCode};
 use satcast_protocol::manifest::{Kind, Manifest};
 use satcast_protocol::receiver_node::{Completion, HookRecord, Request};
 use satcast_protocol::storage::{self, DecodeOutcome, Held, NotKept, StoreCompletion, StoreRequest, VerifyOutcome};
@@ -133,7 +133,7 @@ impl SimDisk {
                 let held = Held {
                     verified: p.verified.iter().copied().collect(),
                     kept: p.symbols.iter().map(|(sbn, esis)| (*sbn, esis.len() as u32)).filter(|(_, n)| *n > 0).collect(),
-                    in_cache: self.cache.contains_key(&p.manifest.object_hash),
+                    in_cache: self.cache.contains_key(&p.manifest.delivered_hash()),
                 };
                 (*id, p.signed.clone(), held)
             })
@@ -221,12 +221,12 @@ impl SimDisk {
                     return Some(Completion::Committed { object_id, result: Err(FULL.to_owned()) });
                 }
                 let verified = self.partials.get(&object_id).is_some_and(|p| p.whole);
-                if !verified && !self.cache.contains_key(&manifest.object_hash) {
+                if !verified && !self.cache.contains_key(&manifest.delivered_hash()) {
                     self.violation(format!("object {object_id} committed (delivered) without being verified"));
                 }
                 self.partials.remove(&object_id);
                 self.unsynced.retain(|(id, _, _)| *id != object_id);
-                self.cache.insert(manifest.object_hash, manifest);
+                self.cache.insert(manifest.delivered_hash(), manifest);
                 Some(Completion::Committed { object_id, result: Ok(()) })
             }
             Request::RecordVersion { manifest } => {
@@ -234,7 +234,7 @@ impl SimDisk {
                 if full {
                     return Some(Completion::VersionRecorded { object_id, result: Err(FULL.to_owned()) });
                 }
-                if !self.cache.contains_key(&manifest.object_hash) {
+                if !self.cache.contains_key(&manifest.delivered_hash()) {
                     self.violation(format!("object {object_id}: version recorded before the object was committed"));
                 }
                 let key = (manifest.kind, manifest.name.clone());
@@ -284,8 +284,13 @@ impl SimDisk {
         match request {
             StoreRequest::BeginObject { manifest, signed_manifest } => {
                 let object_id = manifest.object_id;
-                if self.cache.contains_key(&manifest.object_hash) {
+                if self.cache.contains_key(&manifest.delivered_hash()) {
                     return Some(StoreCompletion::AlreadyCached { object_id });
+                }
+                // A patch needs its base in the cache, as the daemon's store does.
+                if manifest.base_hash().is_some_and(|base| !self.cache.contains_key(&base)) {
+                    let refusal = Refusal::new(RefusalCode::NoBase, "base is not in the cache");
+                    return Some(StoreCompletion::BeginRefused { object_id, refusal });
                 }
                 if full {
                     return Some(StoreCompletion::BeginFailed { object_id, error: "No space left on device".into(), storage_full: true });

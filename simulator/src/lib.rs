@@ -5,6 +5,7 @@ pub mod ackload;
 pub mod bench;
 pub mod bound;
 pub mod cluster;
+pub mod delta;
 pub mod demo;
 pub mod disk;
 pub mod divisions;

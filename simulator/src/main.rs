@@ -124,6 +124,11 @@ enum Command {
     /// Print a table of delivery efficiency and repair rounds over receiver counts and
     /// loss models, plus the carousel mode.
     Bench(BenchArgs),
+    /// Bytes on the air for a new version: compressed, as a patch against the previous
+    /// version, and airings where a share of the counties hold the base (the others get the
+    /// full object afterwards). With no files: the division-code table after a seeded year
+    /// of changes.
+    Delta(DeltaArgs),
     /// The fault simulation: random seeds of crashes, full and slow disks, lost indexes and
     /// WAN outages against the receiver nodes, with invariants checked throughout; stops at
     /// the first violation and prints the line that replays it.
@@ -233,6 +238,34 @@ struct RunArgs {
     /// Write an SVG plot (completion over time; symbols sent against the bound) to FILE.
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct DeltaArgs {
+    /// The previous version (with --new).
+    #[arg(long, requires = "new")]
+    base: Option<PathBuf>,
+    /// The new version: measured against --base, or compressed alone.
+    #[arg(long)]
+    new: Option<PathBuf>,
+    /// Kind of --new: policy, software or codetable (sets the compression level).
+    #[arg(long, default_value = "codetable")]
+    kind: String,
+    /// Counties targeted by the simulated airings (0: no airing, sizes only).
+    #[arg(long, default_value_t = 2000)]
+    receivers: usize,
+    /// Shares of counties holding the base, comma-separated.
+    #[arg(long, default_value = "1,0.95,0.5", value_delimiter = ',')]
+    shares: Vec<f64>,
+    /// Independent loss per county during the airings.
+    #[arg(long, default_value_t = 0.01)]
+    loss: f64,
+    /// Seed of the year of changes and of the airings (default: random, printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -429,6 +462,44 @@ fn run_command(command: Command) -> anyhow::Result<()> {
                 }
                 say!("invariant violated; replay with: {}", options.replay_line());
                 std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Delta(args) => {
+            let seed = args.seed.unwrap_or_else(rand::random);
+            let kind: satcast_protocol::manifest::Kind = args.kind.parse()?;
+            let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+            let (name, base, new) = match (&args.base, &args.new) {
+                (base, Some(new)) => (new.display().to_string(), base.as_ref().map(read).transpose()?, read(new)?),
+                (_, None) => {
+                    let table = satcast_sim::delta::division_table();
+                    let year = satcast_sim::delta::year_of_changes(&table, seed);
+                    ("division-code table, a year of changes".to_owned(), Some(table.into_bytes()), year.into_bytes())
+                }
+            };
+            let shares: Vec<String> = args.shares.iter().map(f64::to_string).collect();
+            let files = match (&args.base, &args.new) {
+                (Some(b), Some(n)) => format!(" --base {} --new {} --kind {kind}", b.display(), n.display()),
+                (None, Some(n)) => format!(" --new {} --kind {kind}", n.display()),
+                _ => String::new(),
+            };
+            say!(
+                "seed {seed}; replay with: satcast-sim delta{files} --receivers {} --shares {} --loss {} --seed {seed}",
+                args.receivers,
+                shares.join(","),
+                args.loss
+            );
+            let measure = satcast_sim::delta::measure(&name, kind, base.as_deref(), &new).context("cannot code the payload")?;
+            let mixes = if args.receivers == 0 {
+                Vec::new()
+            } else {
+                satcast_sim::delta::mixes(&measure, args.receivers, &args.shares, args.loss, seed).context("the airing could not run")?
+            };
+            let report = vec![(measure, mixes)];
+            if args.json {
+                out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+            } else {
+                out(&satcast_sim::delta::summary(&report))?;
             }
             Ok(())
         }

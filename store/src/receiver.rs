@@ -19,11 +19,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bincode::{Decode, Encode};
+use satcast_protocol::codec::{self, DELTA_BASE_BYTES_MAX};
 use satcast_protocol::fec::{self, Oti};
 use satcast_protocol::feedback::{Feedback, FeedbackMessage};
-use satcast_protocol::manifest::Manifest;
+use satcast_protocol::feedback::{Refusal, RefusalCode};
+use satcast_protocol::manifest::{Compression, Manifest};
 use satcast_protocol::object_id::ObjectId;
 use satcast_protocol::reception::ReceptionStore;
+use satcast_protocol::storage::{self, DecodeFailure};
 use satcast_protocol::trust::SignedManifest;
 use thiserror::Error;
 
@@ -334,8 +337,8 @@ impl ReceiverStore {
             if self.cache_file_whole(&manifest) {
                 // What the interrupted commit may not have done yet, so the cache lists it
                 // (and `has_cached` finds it).
-                if self.cache.get::<CacheEntry>(&manifest.object_hash)?.is_none() {
-                    self.cache.put(&manifest.object_hash, &cache_entry(&manifest))?;
+                if self.cache.get::<CacheEntry>(&manifest.delivered_hash())?.is_none() {
+                    self.cache.put(&manifest.delivered_hash(), &cache_entry(&manifest))?;
                 }
                 report.partials_cached += 1;
             }
@@ -395,24 +398,26 @@ impl ReceiverStore {
                 continue;
             }
             let Some(manifest) = fs::read(&path).ok().and_then(|b| unverified_manifest(&b)) else { continue };
-            let object = self.objects_dir.join(hex::encode(manifest.object_hash));
-            if fs::metadata(&object).map(|m| m.len()).ok() != Some(manifest.size_bytes) {
+            let object = self.objects_dir.join(hex::encode(manifest.delivered_hash()));
+            if fs::metadata(&object).map(|m| m.len()).ok() != Some(manifest.delivered_size()) {
                 continue;
             }
-            self.cache.put(&manifest.object_hash, &cache_entry(&manifest))?;
+            self.cache.put(&manifest.delivered_hash(), &cache_entry(&manifest))?;
             rebuilt += 1;
         }
         Ok(rebuilt)
     }
 
+    /// Cached objects are named by what they deliver ([`Manifest::delivered_hash`]), so a
+    /// patch and a full airing of one version are one cache entry, and a patch finds its base.
     fn cached_path(&self, manifest: &Manifest) -> PathBuf {
-        self.objects_dir.join(hex::encode(manifest.object_hash))
+        self.objects_dir.join(hex::encode(manifest.delivered_hash()))
     }
 
     /// Whether the manifest's object is whole in the cache. Only a verified object is ever
     /// renamed to its hash there, so its size is enough to tell it from nothing.
     fn cache_file_whole(&self, manifest: &Manifest) -> bool {
-        fs::metadata(self.cached_path(manifest)).is_ok_and(|m| m.is_file() && m.len() == manifest.size_bytes)
+        fs::metadata(self.cached_path(manifest)).is_ok_and(|m| m.is_file() && m.len() == manifest.delivered_size())
     }
 
     /// The cached object with this BLAKE3 hash, if the cache lists it and holds it whole: an
@@ -424,6 +429,27 @@ impl ReceiverStore {
         let entry = self.cache.get::<CacheEntry>(object_hash).ok().flatten()?;
         let path = self.objects_dir.join(hex::encode(object_hash));
         fs::metadata(&path).is_ok_and(|m| m.len() == entry.size_bytes).then_some(path)
+    }
+
+    /// The cached object with this delivered hash, read whole for use as a patch's base, and
+    /// checked against its hash first: a base corrupted on disk is evicted and refused like a
+    /// missing one ([`RefusalCode::NoBase`]), so the county gets the full object instead.
+    fn read_base(&mut self, base_hash: &[u8; 32]) -> Result<Vec<u8>, DecodeFailure> {
+        let no_base =
+            |why: &str| DecodeFailure::Refused(Refusal::new(RefusalCode::NoBase, format!("base {} {why}", hex::encode(&base_hash[..8]))));
+        let Some(path) = self.cached_object(base_hash) else { return Err(no_base("is not in the cache")) };
+        let len = fs::metadata(&path).map_err(DecodeFailure::Io)?.len();
+        if len > DELTA_BASE_BYTES_MAX {
+            return Err(DecodeFailure::Refused(Refusal::new(RefusalCode::Undecodable, format!("base of {len} bytes is over the limit"))));
+        }
+        let base = fs::read(&path).map_err(DecodeFailure::Io)?;
+        if blake3::hash(&base).as_bytes() != base_hash {
+            let _ = fs::remove_file(path.with_extension("manifest"));
+            let _ = fs::remove_file(&path);
+            let _ = self.cache.remove(base_hash);
+            return Err(no_base("failed its hash in the cache (evicted)"));
+        }
+        Ok(base)
     }
 
     /// Signed manifests of the partial objects found at open, for the reception machine to
@@ -442,6 +468,12 @@ impl ReceiverStore {
 
     fn partial_path(&self, object_id: u64) -> PathBuf {
         self.partial_dir.join(format!("{}.part", ObjectId(object_id)))
+    }
+
+    /// Where a coded object's decoded bytes wait for the commit. Not a `.part` file, so open
+    /// removes one a crash left: the object is verified and decoded again.
+    fn decoded_path(&self, object_id: u64) -> PathBuf {
+        self.partial_dir.join(format!("{}.decoded", ObjectId(object_id)))
     }
 
     fn object_spool_dir(&self, object_id: u64) -> PathBuf {
@@ -556,11 +588,14 @@ impl ReceiverStore {
         let cached = self.cached_path(manifest);
         let cache_err = |source| StoreError::Cache { object_id, source };
         if !self.cache_file_whole(manifest) {
-            self.make_room(manifest.size_bytes)?;
-            let partial = self.partial_path(object_id);
+            self.make_room(manifest.delivered_size())?;
+            // A coded object delivers its decoded bytes (synced by the decode); the transmitted
+            // ones are forgotten with the partial object.
+            let coded = manifest.compression != Compression::None;
+            let partial = if coded { self.decoded_path(object_id) } else { self.partial_path(object_id) };
             {
                 let file = OpenOptions::new().write(true).open(&partial).map_err(cache_err)?;
-                file.set_len(manifest.size_bytes).map_err(cache_err)?;
+                file.set_len(manifest.delivered_size()).map_err(cache_err)?;
                 file.sync_all().map_err(cache_err)?;
             }
             self.crash_point(CommitStep::PartialSynced)?;
@@ -584,8 +619,8 @@ impl ReceiverStore {
             }
         }
         // Not overwritten if present: an object with the same bytes may be cached already.
-        if self.cache.get::<CacheEntry>(&manifest.object_hash)?.is_none() {
-            self.cache.put(&manifest.object_hash, &cache_entry(manifest))?;
+        if self.cache.get::<CacheEntry>(&manifest.delivered_hash())?.is_none() {
+            self.cache.put(&manifest.delivered_hash(), &cache_entry(manifest))?;
         }
         self.index.flush()?;
         self.crash_point(CommitStep::CacheIndexed)?;
@@ -599,9 +634,11 @@ impl ReceiverStore {
     /// is one if the same bytes were cached already), the spool folder, the index claims.
     fn forget(&mut self, object_id: u64) -> Result<(), StoreError> {
         let forget_err = |source| StoreError::Cache { object_id, source };
-        match fs::remove_file(self.partial_path(object_id)) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(forget_err(error)),
-            _ => {}
+        for path in [self.partial_path(object_id), self.decoded_path(object_id)] {
+            match fs::remove_file(path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(forget_err(error)),
+                _ => {}
+            }
         }
         match fs::remove_dir_all(self.object_spool_dir(object_id)) {
             Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(forget_err(error)),
@@ -755,8 +792,8 @@ fn cache_entry(manifest: &Manifest) -> CacheEntry {
         kind: manifest.kind.to_string(),
         name: manifest.name.clone(),
         version: manifest.version,
-        size_bytes: manifest.size_bytes,
-        hash: manifest.object_hash,
+        size_bytes: manifest.delivered_size(),
+        hash: manifest.delivered_hash(),
     }
 }
 
@@ -786,10 +823,15 @@ impl ReceptionStore for ReceiverStore {
         // refused here, the county says so once (and retries every second), rather than
         // failing symbol after symbol halfway through.
         let free = self.limits.spool_bytes_max.saturating_sub(self.spool_reserved());
-        if manifest.size_bytes > free {
+        // A coded object is decoded beside its transmitted bytes before the commit.
+        let needed = match manifest.compression {
+            Compression::None => manifest.size_bytes,
+            _ => manifest.size_bytes.saturating_add(manifest.delivered_size()),
+        };
+        if needed > free {
             return Err(io::Error::new(
                 io::ErrorKind::StorageFull,
-                format!("needs {}, {} free under limits.spool_bytes_max", human_bytes(manifest.size_bytes), human_bytes(free)),
+                format!("needs {}, {} free under limits.spool_bytes_max", human_bytes(needed), human_bytes(free)),
             ));
         }
         let dir = self.object_spool_dir(object_id);
@@ -872,10 +914,39 @@ impl ReceptionStore for ReceiverStore {
             Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
             _ => {}
         }
-        match fs::remove_file(self.partial_path(object_id)) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
-            _ => Ok(()),
+        for path in [self.partial_path(object_id), self.decoded_path(object_id)] {
+            match fs::remove_file(path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
         }
+        Ok(())
+    }
+
+    fn decode_object(&mut self, object_id: u64, compression: &Compression) -> Result<(), DecodeFailure> {
+        let partial = self.partials.get(&object_id).ok_or_else(|| DecodeFailure::Io(not_receiving(object_id)))?;
+        let (aired_bytes, delivered) = match compression {
+            Compression::None => return Ok(()),
+            Compression::Zstd(delivered) | Compression::ZstdPatch { delivered, .. } => (partial.manifest.size_bytes, *delivered),
+        };
+        let base = match compression {
+            Compression::ZstdPatch { base_hash, .. } => Some(self.read_base(base_hash)?),
+            Compression::None | Compression::Zstd(_) => None,
+        };
+        let out_path = self.decoded_path(object_id);
+        let aired = File::open(self.partial_path(object_id)).map_err(DecodeFailure::Io)?;
+        let mut aired = io::BufReader::new(aired.take(aired_bytes));
+        let mut out = io::BufWriter::new(File::create(&out_path).map_err(DecodeFailure::Io)?);
+        let decoded = codec::decode(&mut aired, base.as_deref(), delivered.size_bytes, &delivered.hash, &mut out);
+        let synced = decoded.map_err(storage::decode_failure).and_then(|_| {
+            let file = out.into_inner().map_err(|e| DecodeFailure::Io(e.into_error()))?;
+            file.sync_all().map_err(DecodeFailure::Io)
+        });
+        if synced.is_err() {
+            // Nothing of a payload that did not decode is kept, not even its prefix.
+            let _ = fs::remove_file(&out_path);
+        }
+        synced
     }
 }
 

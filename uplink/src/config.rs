@@ -24,6 +24,9 @@ pub struct UplinkConfig {
     /// FEC settings.
     #[serde(default)]
     pub fec: FecConfig,
+    /// How payloads are coded for the air: compression and patches.
+    #[serde(default)]
+    pub coding: CodingConfig,
     /// The QUIC acknowledgement server; without it every broadcast is a carousel.
     pub acks: Option<AcksConfig>,
     /// The control API the CLI talks to.
@@ -162,6 +165,32 @@ fn default_block_bytes() -> u64 {
 impl Default for FecConfig {
     fn default() -> Self {
         FecConfig { block_bytes_max: default_block_bytes() }
+    }
+}
+
+/// How payloads are coded for the air (docs/protocol.md section 8.4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodingConfig {
+    /// Compress payloads with zstd when it saves at least 5%. Counties must run a build
+    /// that decodes coded payloads (issue 16 and later): turn this off to air the upgrade
+    /// that brings them one.
+    #[serde(default = "yes")]
+    pub compress: bool,
+    /// Air a new version of a name as a patch against the previous version when that is
+    /// smaller (needs `compress`; counties without the base get the full object afterwards,
+    /// which needs feedback: a carousel airs whole).
+    #[serde(default = "yes")]
+    pub patches: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for CodingConfig {
+    fn default() -> Self {
+        CodingConfig { compress: true, patches: true }
     }
 }
 

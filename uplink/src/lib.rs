@@ -6,6 +6,7 @@
 pub mod acks;
 pub mod admit;
 pub mod alarms;
+pub mod bases;
 pub mod check;
 pub mod client;
 pub mod config;

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,13 +15,15 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use satcast_protocol::broadcast::{BlockSource, Checkpoint, Delivery, NewObject, Priority};
+use satcast_protocol::codec;
 use satcast_protocol::fec::{self, Block, BlockEncoder, Oti};
-use satcast_protocol::manifest::{Compression, Manifest};
+use satcast_protocol::manifest::{Compression, Delivered, Manifest};
 use satcast_protocol::trust::{SignedManifest, SigningKey};
 use satcast_protocol::uplink_node::Resume;
 use thiserror::Error;
 
-use crate::queue::{Job, QueueError};
+use crate::bases::Bases;
+use crate::queue::{Job, QueueError, aired_path};
 
 /// Blocks up to this size are read and encoded on the caller's (pacing) thread when first
 /// needed: 1 MiB encodes in a few milliseconds, and a small emergency notice then airs
@@ -167,7 +169,8 @@ impl Preparers {
 }
 
 /// Rebuilds an interrupted broadcast from its stored signed manifest, so counties see the
-/// same manifest and keep what they already have.
+/// same manifest and keep what they already have. A coded payload airs from its coded copy
+/// beside the payload, made by [`prepare`].
 pub fn resume(
     signed_manifest: Vec<u8>,
     payload: &Path,
@@ -176,7 +179,11 @@ pub fn resume(
 ) -> Result<NewObject, PrepareError> {
     let signed = SignedManifest::from_bytes(&signed_manifest).map_err(|e| PrepareError::Stored(e.to_string()))?;
     let manifest = Manifest::from_bytes(&signed.manifest).map_err(|e| PrepareError::Stored(e.to_string()))?;
-    let file = File::open(payload).map_err(|source| PrepareError::Read { path: payload.display().to_string(), source })?;
+    let aired = if manifest.compression == Compression::None { payload.to_owned() } else { aired_path(payload) };
+    let file = File::open(&aired).map_err(|source| PrepareError::Read { path: aired.display().to_string(), source })?;
+    if file.metadata().map_err(|source| PrepareError::Read { path: aired.display().to_string(), source })?.len() != manifest.size_bytes {
+        return Err(PrepareError::Stored(format!("{} is not the size its manifest says", aired.display())));
+    }
     Ok(new_object(manifest, signed_manifest, file, delivery, checkpoint))
 }
 
@@ -293,8 +300,114 @@ impl BlockSource for FileSource {
     }
 }
 
-/// Builds, signs and wraps one queued job for the broadcast machine. Stops early, with
-/// [`PrepareError::Cancelled`], once `cancel` is set.
+/// How [`prepare`] codes a payload for the air.
+#[derive(Debug, Clone, Copy)]
+pub enum Coding<'a> {
+    /// As it is (tests of the air path).
+    Plain,
+    /// Compressed when it pays.
+    Compress,
+    /// Compressed when it pays, or a patch against the kept base of its (kind, name) when
+    /// that is smaller still.
+    Delta(&'a Bases),
+}
+
+/// What the coding chose, with the coded bytes' length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Chosen {
+    compression: Compression,
+    aired_bytes: u64,
+}
+
+/// Codes `payload` (`size_bytes` long, BLAKE3 `hash`) into its coded copy at `aired` and
+/// says how; `Compression::None` (no copy) when nothing pays.
+fn code_payload(
+    job: &Job,
+    payload: &Path,
+    size_bytes: u64,
+    hash: [u8; 32],
+    aired: &Path,
+    coding: Coding<'_>,
+) -> Result<Chosen, PrepareError> {
+    let none = Chosen { compression: Compression::None, aired_bytes: size_bytes };
+    if matches!(coding, Coding::Plain) || size_bytes < codec::COMPRESS_BYTES_MIN {
+        return Ok(none);
+    }
+    let kind = job.kind()?;
+    let read_err = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| PrepareError::Read { path, source }
+    };
+    let delivered = Delivered { size_bytes, hash };
+    let tmp = aired.with_extension("aired.tmp");
+    let level = codec::level_for(kind, size_bytes);
+    let compressed = {
+        let mut input = io::BufReader::new(File::open(payload).map_err(read_err(payload))?);
+        let mut output = io::BufWriter::new(File::create(&tmp).map_err(read_err(&tmp))?);
+        let len = codec::compress(&mut input, size_bytes, level, &mut output).map_err(read_err(&tmp))?;
+        output.flush().map_err(read_err(&tmp))?;
+        len
+    };
+    let mut chosen = Chosen { compression: Compression::Zstd(delivered), aired_bytes: compressed };
+    if let Coding::Delta(bases) = coding {
+        if let Some(patch) = patch_against_base(bases, kind, job, payload, size_bytes, hash, level)? {
+            if patch.aired_bytes < chosen.aired_bytes {
+                std::fs::write(&tmp, &patch.bytes).map_err(read_err(&tmp))?;
+                chosen = Chosen { compression: patch.compression, aired_bytes: patch.aired_bytes };
+            }
+        }
+    }
+    if !codec::pays(chosen.aired_bytes, size_bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(none);
+    }
+    File::open(&tmp).and_then(|f| f.sync_all()).map_err(read_err(&tmp))?;
+    std::fs::rename(&tmp, aired).map_err(read_err(aired))?;
+    Ok(chosen)
+}
+
+struct Patch {
+    bytes: Vec<u8>,
+    compression: Compression,
+    aired_bytes: u64,
+}
+
+/// A patch of `payload` against the kept base of (kind, name), if there is a usable one: an
+/// older version, within [`codec::DELTA_BASE_BYTES_MAX`], whose bytes still match its hash.
+fn patch_against_base(
+    bases: &Bases,
+    kind: satcast_protocol::manifest::Kind,
+    job: &Job,
+    payload: &Path,
+    size_bytes: u64,
+    hash: [u8; 32],
+    level: i32,
+) -> Result<Option<Patch>, PrepareError> {
+    let Some((base, base_path)) = bases.latest(kind, &job.name) else { return Ok(None) };
+    let Some(base_hash) = hex::decode(&base.hash).ok().and_then(|h| <[u8; 32]>::try_from(h).ok()) else { return Ok(None) };
+    if base.version >= job.version || base_hash == hash || size_bytes > codec::DELTA_BASE_BYTES_MAX {
+        return Ok(None);
+    }
+    let read_err = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| PrepareError::Read { path, source }
+    };
+    let base_bytes = std::fs::read(&base_path).map_err(read_err(&base_path))?;
+    // A base whose bytes changed on disk would make a patch no county can apply.
+    if blake3::hash(&base_bytes).as_bytes() != &base_hash {
+        tracing::warn!(kind = %kind, name = %job.name, "kept base fails its hash; airing without a patch");
+        return Ok(None);
+    }
+    let new_bytes = std::fs::read(payload).map_err(read_err(payload))?;
+    let Ok(bytes) = codec::make_patch(&base_bytes, &new_bytes, level) else { return Ok(None) };
+    let aired_bytes = bytes.len() as u64;
+    let compression = Compression::ZstdPatch { base_hash, delivered: Delivered { size_bytes, hash } };
+    Ok(Some(Patch { bytes, compression, aired_bytes }))
+}
+
+/// Builds, signs and wraps one queued job for the broadcast machine: codes the payload as
+/// `coding` allows (see [`Coding`]), hashes what goes on the air block by block, signs.
+/// Stops early, with [`PrepareError::Cancelled`], once `cancel` is set.
 #[allow(clippy::too_many_arguments)] // each argument is a distinct setting; a struct would only rename them
 pub fn prepare(
     job: &Job,
@@ -306,11 +419,36 @@ pub fn prepare(
     now_unix_secs: u64,
     lifetime_secs: u64,
     cancel: &AtomicBool,
+    coding: Coding<'_>,
 ) -> Result<NewObject, PrepareError> {
-    let read_err = |source| PrepareError::Read { path: payload.display().to_string(), source };
-    let mut file = File::open(payload).map_err(read_err)?;
+    let payload_err = |source| PrepareError::Read { path: payload.display().to_string(), source };
+    let delivered_hash = {
+        let mut hasher = blake3::Hasher::new();
+        let mut file = File::open(payload).map_err(payload_err)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(PrepareError::Cancelled);
+            }
+            let n = file.read(&mut buf).map_err(payload_err)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        *hasher.finalize().as_bytes()
+    };
+    let delivered_size = File::open(payload).and_then(|f| f.metadata()).map_err(payload_err)?.len();
+    let aired = aired_path(payload);
+    let chosen = code_payload(job, payload, delivered_size, delivered_hash, &aired, coding)?;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(PrepareError::Cancelled);
+    }
+    let aired = if chosen.compression == Compression::None { payload.to_owned() } else { aired };
+    let read_err = |source| PrepareError::Read { path: aired.display().to_string(), source };
+    let mut file = File::open(&aired).map_err(read_err)?;
     let size_bytes = file.metadata().map_err(read_err)?.len();
-    let oti = Oti::new_for_object(size_bytes, symbol_size, block_bytes_max)?;
+    let oti = Oti::new_for_object(size_bytes, Oti::symbol_size_for(size_bytes, symbol_size), block_bytes_max)?;
     let mut object_hasher = blake3::Hasher::new();
     let mut block_hashes = Vec::new();
     for block in fec::blocks(&oti) {
@@ -330,7 +468,7 @@ pub fn prepare(
         name: job.name.clone(),
         version: job.version,
         size_bytes,
-        compression: Compression::None,
+        compression: chosen.compression,
         oti: oti.encode(),
         object_hash: *object_hasher.finalize().as_bytes(),
         block_hashes,
@@ -339,6 +477,8 @@ pub fn prepare(
         expires_unix_secs: now_unix_secs + lifetime_secs,
     };
     let signed_manifest = signing_key.sign_manifest(&manifest)?.to_bytes();
+    // The file read for the hashes is read again from the start by the broadcast.
+    let file = File::open(&aired).map_err(read_err)?;
     Ok(new_object(manifest, signed_manifest, file, delivery, None))
 }
 
@@ -349,6 +489,7 @@ mod tests {
 
     use rand::SeedableRng;
     use satcast_protocol::broadcast::AirPlan;
+    use satcast_protocol::manifest::Kind;
     use satcast_protocol::trust::RootKey;
 
     use super::*;
@@ -436,11 +577,51 @@ mod tests {
                 1_800_000_000,
                 3600,
                 &AtomicBool::new(cancel),
+                Coding::Plain,
             )
         };
         assert!(matches!(prepare_with(true), Err(PrepareError::Cancelled)));
         let object = prepare_with(false).expect("prepared");
         assert_eq!(object.manifest.size_bytes, 3_000_000);
+    }
+
+    #[test]
+    fn a_table_airs_compressed_then_its_next_version_as_a_patch_and_a_reair_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bases = Bases::open(dir.path()).expect("bases");
+        let plan = Delivery::Carousel(AirPlan { target_loss: 0.1, passes: 1 });
+        let key = signing_key();
+        let table: String = (0..5000).map(|i| format!("{:06},县{},{}\n", 110_000 + i, i % 97, i % 3)).collect();
+        let payload = dir.path().join("t.payload");
+        let mut job = Job { kind: "codetable".into(), name: "divisions.csv".into(), ..job("00000000000000d1", "normal") };
+        let air = |job: &Job, bytes: &[u8], coding: Coding<'_>| {
+            std::fs::write(&payload, bytes).expect("payload");
+            prepare(job, &payload, 1436, 1 << 20, &key, plan.clone(), 1_800_000_000, 3600, &AtomicBool::new(false), coding)
+                .expect("prepared")
+        };
+        let v1 = air(&job, table.as_bytes(), Coding::Delta(&bases));
+        assert!(matches!(v1.manifest.compression, Compression::Zstd(_)), "{:?}", v1.manifest.compression);
+        assert!(v1.manifest.size_bytes * 4 < table.len() as u64, "{} aired for {}", v1.manifest.size_bytes, table.len());
+        assert_eq!(v1.manifest.delivered_hash(), *blake3::hash(table.as_bytes()).as_bytes());
+        bases.record(Kind::CodeTable, "divisions.csv", 1, &payload, &v1.manifest.delivered_hash()).expect("base");
+
+        let v2 = table.replace("110100,县", "110100,更名县");
+        job.version = 2;
+        let patched = air(&job, v2.as_bytes(), Coding::Delta(&bases));
+        assert_eq!(patched.manifest.base_hash(), Some(v1.manifest.delivered_hash()));
+        assert!(patched.manifest.size_bytes < 200, "a one-line change costs {} bytes", patched.manifest.size_bytes);
+        let aired = std::fs::read(aired_path(&payload)).expect("aired copy");
+        let mut out = Vec::new();
+        codec::decode(&mut &aired[..], Some(table.as_bytes()), v2.len() as u64, &patched.manifest.delivered_hash(), &mut out)
+            .expect("applies");
+        assert_eq!(out, v2.as_bytes());
+
+        let whole = air(&job, v2.as_bytes(), Coding::Compress);
+        assert!(matches!(whole.manifest.compression, Compression::Zstd(_)), "a re-air goes whole");
+        assert_eq!(whole.manifest.delivered_hash(), patched.manifest.delivered_hash(), "the same object to counties");
+        let mut noise = vec![0u8; 10_000];
+        blake3::Hasher::new().finalize_xof().fill(&mut noise);
+        assert_eq!(air(&job, &noise, Coding::Compress).manifest.compression, Compression::None, "incompressible goes as it is");
     }
 
     #[test]

@@ -28,6 +28,11 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::warn;
 
+/// The coded (aired) copy beside a payload file.
+pub fn aired_path(payload: &Path) -> PathBuf {
+    payload.with_extension("aired")
+}
+
 /// The most jobs read from the queue directory at once.
 pub const QUEUED_JOBS_MAX: usize = 10_000;
 /// The most job files (queued and done) read to find the last version of a name that has
@@ -276,6 +281,12 @@ impl Queue {
         self.queue_dir.join(format!("{object_id}.payload"))
     }
 
+    /// Where a job's payload as aired lives when it is coded (compressed, or a patch): made
+    /// by its preparation, read by the broadcast, and moved with the payload.
+    pub fn aired_path(&self, object_id: &str) -> PathBuf {
+        aired_path(&self.payload_path(object_id))
+    }
+
     fn job_path(&self, object_id: &str) -> PathBuf {
         self.queue_dir.join(format!("{object_id}.job"))
     }
@@ -497,7 +508,7 @@ impl Queue {
             let text = toml::to_string(&Job { deadline_unix_secs, ..job }).map_err(|e| QueueError::BadJob(e.to_string()))?;
             satcast_store::fsutil::write_atomic(&done_job, text.as_bytes()).map_err(io_err(&done_job))?;
         }
-        for name in [format!("{object_id}.payload"), format!("{object_id}.job")] {
+        for name in [format!("{object_id}.payload"), format!("{object_id}.aired"), format!("{object_id}.job")] {
             let from = self.done_dir.join(&name);
             let to = self.queue_dir.join(&name);
             if from.exists() {
@@ -513,7 +524,7 @@ impl Queue {
         let reason_path = self.refused_dir.join(format!("{object_id}.reason"));
         satcast_store::fsutil::write_atomic(&reason_path, reason.as_bytes()).map_err(io_err(&reason_path))?;
         // The job file first: once it is gone from queue/, the job is no longer queued.
-        for name in [format!("{object_id}.job"), format!("{object_id}.payload")] {
+        for name in [format!("{object_id}.job"), format!("{object_id}.payload"), format!("{object_id}.aired")] {
             let from = self.queue_dir.join(&name);
             match fs::rename(&from, self.refused_dir.join(&name)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&from)(e)),
@@ -550,7 +561,7 @@ impl Queue {
 
     /// Moves a finished job and its payload to done/.
     pub fn finish(&self, object_id: &str) -> Result<(), QueueError> {
-        for name in [format!("{object_id}.job"), format!("{object_id}.payload")] {
+        for name in [format!("{object_id}.job"), format!("{object_id}.payload"), format!("{object_id}.aired")] {
             let from = self.queue_dir.join(&name);
             let to = self.done_dir.join(&name);
             match fs::rename(&from, &to) {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use satcast_daemon::clock::wall_unix_ms;
 use satcast_protocol::ObjectId;
-use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Checkpoint, NewObject, Priority};
+use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Checkpoint, Delivery, NewObject, Priority};
 use satcast_protocol::feedback::{AckReply, Feedback, FeedbackMessage};
 use satcast_protocol::manifest::Manifest;
 use satcast_protocol::trust::{SignedManifest, SigningKey};
@@ -37,12 +37,13 @@ use tracing::{info, warn};
 use crate::acks::{self, AckRequest};
 use crate::admit;
 use crate::alarms::AlarmKind;
-use crate::config::UplinkConfig;
+use crate::bases::Bases;
+use crate::config::{CodingConfig, UplinkConfig};
 use crate::control::{self, Command, LiveStates};
 use crate::dashboard::Shared;
 use crate::keys::{self, KeysError};
 use crate::metrics::{self, UplinkMetrics};
-use crate::prepare::{self, PREPARATIONS_MAX, Prepare, PrepareError, Prepared, Preparers, prepare};
+use crate::prepare::{self, Coding, PREPARATIONS_MAX, Prepare, PrepareError, Prepared, Preparers, prepare};
 use crate::queue::{Job, Queue, QueueError};
 use tokio::sync::oneshot;
 
@@ -89,6 +90,9 @@ pub enum ServeError {
     /// A worker thread (queue watcher, preparation) could not start.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    /// The folder of patch bases (state_dir/bases) cannot be created.
+    #[error("cannot create the folder of patch bases: {0}")]
+    Bases(std::io::Error),
 }
 
 /// What the loop's helper threads hand it.
@@ -178,6 +182,9 @@ struct Uplink {
     /// Symbols of each broadcast's finished rounds and of its current round, from the
     /// node's round events: what it aired even if it ended between two samples.
     rounds: HashMap<u64, (u64, u64)>,
+    /// Bytes per symbol of each airing broadcast (smaller than `symbol_size` for an object
+    /// under one symbol), for the bytes aired once it has ended.
+    symbol_bytes: HashMap<u64, u64>,
     /// When the bytes aired were last sampled.
     progress_at: Instant,
     /// When signing.cert last changed, to notice a rotation.
@@ -260,7 +267,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         if let Some(manifest) = &manifest {
             node.note_aired(manifest);
         }
-        let object_hash = manifest.map(|m| m.object_hash);
+        let object_hash = manifest.map(|m| m.delivered_hash());
         let outcome = record.outcome.as_deref().map(Outcome::parse);
         node.load_broadcast(object_id, KnownBroadcast { object_hash, targets: record.targets, outcome });
     }
@@ -284,6 +291,8 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
     let opener = Opener {
         store: store.clone(),
         queue: queue.clone(),
+        bases: Bases::open(&config.state_dir).map_err(ServeError::Bases)?,
+        coding: config.coding.clone(),
         symbol_size,
         block_bytes_max: config.fec.block_bytes_max,
         manifest_lifetime_secs: config.carousel.manifest_lifetime_secs,
@@ -329,6 +338,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         live,
         symbol_size,
         rounds: HashMap::new(),
+        symbol_bytes: HashMap::new(),
         progress_at: Instant::now(),
         classes: HashMap::new(),
         shared,
@@ -457,6 +467,9 @@ impl Uplink {
                     Request::Answer { token, answer } => {
                         if let Some(reply) = self.command_replies.remove(&token) {
                             self.to_store(StoreWork::Answer { reply, answer });
+                        } else if let Err((_, why)) = answer {
+                            // The full airing after a patch asks without an operator.
+                            warn!(%why, "the full object is not aired after the patch");
                         }
                     }
                     request => {
@@ -467,8 +480,9 @@ impl Uplink {
                     }
                 }
             }
-            self.log_events();
-            if failed.is_empty() {
+            // A full airing after a patch asks the node for more: carried out in this loop.
+            let asked_more = self.log_events();
+            if failed.is_empty() && !asked_more {
                 return;
             }
             for (object_id, error) in failed {
@@ -499,7 +513,10 @@ impl Uplink {
         warn!("the storage worker did not finish in time: the last checkpoints may be lost");
     }
 
-    fn log_events(&mut self) {
+    /// Logs the node's events; true if handling them asked the node for more (requests to
+    /// carry out).
+    fn log_events(&mut self) -> bool {
+        let mut patches_ended = Vec::new();
         while let Some(event) = self.node.poll_event() {
             match event {
                 UplinkEvent::Preparing { object_id } => {
@@ -548,16 +565,21 @@ impl Uplink {
                         let text = format!("broadcast {}{what} reached its deadline before every county had it", ObjectId(object_id));
                         self.shared.alarm_event(AlarmKind::DeadlineMissed, ObjectId(object_id).to_string(), text);
                     }
+                    if outcome == Outcome::Completed {
+                        patches_ended.push(object_id);
+                    }
                     // Its last stretch may have aired after the last sample.
                     let ended = self.rounds.remove(&object_id).map_or(0, |(ended, _)| ended);
+                    let symbol_bytes = self.symbol_bytes.remove(&object_id).unwrap_or(u64::from(self.symbol_size));
                     if let Some(live) = self.live.lock().ok().as_mut().and_then(|live| live.get_mut(&object_id)) {
-                        live.bytes_aired = live.bytes_aired.max(ended.saturating_mul(u64::from(self.symbol_size)));
+                        live.bytes_aired = live.bytes_aired.max(ended.saturating_mul(symbol_bytes));
                         live.rate_bits_per_sec = 0;
                     }
                 }
                 UplinkEvent::Cancelled { object_id } => {
                     self.rounds.remove(&object_id);
                     self.classes.remove(&object_id);
+                    self.symbol_bytes.remove(&object_id);
                     info!(object = %ObjectId(object_id), "cancelled by an operator")
                 }
                 UplinkEvent::ReairRequested { object_id, counties } => {
@@ -578,6 +600,55 @@ impl Uplink {
                 }
             }
         }
+        let mut asked_more = false;
+        for object_id in patches_ended {
+            asked_more |= self.air_full_after_patch(object_id);
+        }
+        asked_more
+    }
+
+    /// A patch broadcast completed: if some counties refused it because they could not apply
+    /// it (no base, a corrupted one, a payload that did not decode), the same broadcast airs
+    /// again, whole, to exactly those counties, as an operator's re-air would. The operator
+    /// sees one broadcast, which completes once they have it too.
+    fn air_full_after_patch(&mut self, object_id: u64) -> bool {
+        let Ok(Some(record)) = self.store.broadcast(object_id) else { return false };
+        if stored_manifest(&record.signed_manifest).ok().and_then(|m| m.base_hash()).is_none() {
+            return false;
+        }
+        let ledger = match self.store.ledger(object_id) {
+            Ok(ledger) => ledger,
+            Err(error) => {
+                warn!(object = %ObjectId(object_id), %error, "cannot read the ledger: the full object is not aired");
+                return false;
+            }
+        };
+        let needing: Vec<String> = ledger
+            .iter()
+            .filter(|(_, e)| matches!(&e.state, LedgerState::Refused { refusal } if refusal.code.wants_full()))
+            .map(|(county, _)| county.clone())
+            .collect();
+        if needing.is_empty() {
+            return false;
+        }
+        let delivered = ledger.into_iter().filter(|(_, e)| matches!(e.state, LedgerState::Delivered { .. })).map(|(c, _)| c).collect();
+        info!(object = %ObjectId(object_id), counties = needing.len(), "some counties could not apply the patch: airing the full object to them");
+        let id = ObjectId(object_id).to_string();
+        let job = self.queue.find(&id).map(|(job, _)| job);
+        let node_job = match job.as_ref().map(node_job).transpose() {
+            Ok(node_job) => node_job,
+            Err(error) => {
+                warn!(object = %id, %error, "the job file is invalid: the full object is not aired");
+                return false;
+            }
+        };
+        if let Some(job) = job {
+            self.jobs.insert(object_id, job);
+        }
+        // No one waits for the answer: a refusal (the job file gone, say) is logged by the node.
+        let token = self.token();
+        self.node.handle_reair(object_id, Some(needing), None, node_job, Ok(delivered), token);
+        true
     }
 
     fn token(&mut self) -> u64 {
@@ -720,11 +791,12 @@ impl Uplink {
     fn publish_progress(&mut self, now: Instant) {
         let elapsed_ms = now.saturating_duration_since(self.progress_at).as_millis().max(1) as u64;
         self.progress_at = now;
-        let symbol_bytes = u64::from(self.symbol_size);
         let broadcaster = self.node.broadcaster();
         let airing = broadcaster.airing();
         let Ok(mut live) = self.live.lock() else { return };
         for object_id in &airing {
+            let symbol_bytes = broadcaster.symbol_size(*object_id).map_or(u64::from(self.symbol_size), u64::from);
+            self.symbol_bytes.insert(*object_id, symbol_bytes);
             let sent = broadcaster.symbols_sent(*object_id).unwrap_or(0);
             let ended = self.rounds.get(object_id).map_or(0, |(ended, _)| *ended);
             let bytes = sent.max(ended).saturating_mul(symbol_bytes);
@@ -923,6 +995,8 @@ fn record_broadcast(
 struct Opener {
     store: Arc<UplinkStore>,
     queue: Queue,
+    bases: Bases,
+    coding: CodingConfig,
     symbol_size: u16,
     block_bytes_max: u64,
     manifest_lifetime_secs: u64,
@@ -939,8 +1013,8 @@ impl Opener {
         let object_id = job.object_id()?;
         let payload = self.queue.payload_path(&job.object_id);
         let now_secs = wall_unix_ms() / 1000;
-        if request.resume == Resume::Fresh {
-            return prepare(
+        let prepare_fresh = |coding| {
+            prepare(
                 job,
                 &payload,
                 self.symbol_size,
@@ -950,9 +1024,50 @@ impl Opener {
                 now_secs,
                 self.manifest_lifetime_secs,
                 cancel,
+                coding,
+            )
+        };
+        // A patch needs feedback: in a carousel no county can say it lacks the base.
+        let feedback = matches!(request.delivery, Delivery::Feedback { .. });
+        let (fresh, whole) = match (self.coding.compress, self.coding.patches && feedback) {
+            (false, _) => (Coding::Plain, Coding::Plain),
+            (true, false) => (Coding::Compress, Coding::Compress),
+            (true, true) => (Coding::Delta(&self.bases), Coding::Compress),
+        };
+        if request.resume == Resume::Fresh {
+            let object = prepare_fresh(fresh)?;
+            let manifest = &object.manifest;
+            info!(
+                object = %job.object_id,
+                compression = manifest.compression.as_str(),
+                delivered_bytes = manifest.delivered_size(),
+                aired_bytes = manifest.size_bytes,
+                "coded for the air"
             );
+            // The next version of this name is patched against this one.
+            if let Err(error) = self.bases.record(manifest.kind, &manifest.name, manifest.version, &payload, &manifest.delivered_hash()) {
+                warn!(object = %job.object_id, %error, "cannot keep the payload as the next version's base; it airs without a patch");
+            }
+            return Ok(object);
         }
         let record = self.store.broadcast(object_id)?.ok_or_else(|| PrepareError::Stored("the broadcast record is gone".into()))?;
+        let stored = stored_manifest(&record.signed_manifest).map_err(PrepareError::Stored)?;
+        if request.resume == Resume::Reair && stored.base_hash().is_some() {
+            // A patch airs again whole: those it is aired to again are the counties that
+            // could not apply it (no base, a corrupted one) or never heard it. Same object,
+            // same version, same delivered bytes, so counties that applied the patch take
+            // this manifest as the object they hold.
+            let object = prepare_fresh(whole)?;
+            let manifest = &object.manifest;
+            info!(
+                object = %job.object_id,
+                compression = manifest.compression.as_str(),
+                delivered_bytes = manifest.delivered_size(),
+                aired_bytes = manifest.size_bytes,
+                "coded for the air, whole, for the counties the patch did not serve"
+            );
+            return Ok(object);
+        }
         let checkpoint = record.checkpoint.as_deref().and_then(decode_checkpoint);
         let mut signed_manifest = record.signed_manifest;
         if request.resume == Resume::Reair {
