@@ -23,6 +23,7 @@ use satcast_protocol::ObjectId;
 use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Checkpoint, NewObject, Priority};
 use satcast_protocol::feedback::{AckReply, Feedback, FeedbackMessage};
 use satcast_protocol::manifest::Manifest;
+use satcast_protocol::sizing::SizingConfig;
 use satcast_protocol::trust::{SignedManifest, SigningKey};
 use satcast_protocol::uplink_node::{
     CommandAnswer, CommandRefusal, Completion, KnownBroadcast, LedgerDecision, Outcome, PrepareFailure, Request, Resume, UplinkEvent,
@@ -239,6 +240,8 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
                 manifest_interval: Duration::from_millis(config.carousel.manifest_interval_ms),
                 heartbeat_interval: Duration::from_millis(config.carousel.heartbeat_interval_ms),
                 target_loss: config.carousel.target_loss,
+                // A county not heard from yet is assumed to lose what a carousel is sized for.
+                sizing: SizingConfig { prior_loss: config.carousel.target_loss, ..SizingConfig::default() },
                 ..BroadcastConfig::default()
             },
             plan,
