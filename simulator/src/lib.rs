@@ -13,5 +13,6 @@ pub mod loss;
 pub mod plot;
 pub mod relay;
 pub mod run;
+pub mod utilisation;
 pub mod vopr;
 pub mod wan;
