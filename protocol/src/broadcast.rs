@@ -362,6 +362,9 @@ pub enum BroadcastEvent {
         object_id: u64,
         /// Counties that refused it (with their reasons).
         refused: Vec<(String, String)>,
+        /// DATA symbols aired for it in all: the last counties may complete before the
+        /// round on the air ends, so the rounds' ends do not add up to this.
+        symbols_sent: u64,
     },
     /// No receiver reported a need and blind rounds are used up: the object idles until a
     /// report arrives (for example when the WAN returns).
@@ -377,6 +380,8 @@ pub enum BroadcastEvent {
         object_id: u64,
         /// Targeted counties that had not completed.
         incomplete: Vec<String>,
+        /// DATA symbols aired for it in all.
+        symbols_sent: u64,
     },
     /// A carousel-mode object aired all its passes.
     CarouselFinished {
@@ -991,14 +996,16 @@ impl Broadcaster {
             // Completion and deadline end an object wherever it is.
             if feedback_mode && airing.feedback.outstanding().next().is_none() {
                 let refused = airing.feedback.refused.iter().map(|(c, r)| (c.clone(), r.clone())).collect();
+                let symbols_sent = airing.symbols_sent;
                 self.objects.remove(index);
-                self.push_event(BroadcastEvent::Completed { object_id, refused });
+                self.push_event(BroadcastEvent::Completed { object_id, refused, symbols_sent });
                 continue;
             }
             if airing.deadline.is_some_and(|d| now >= d) {
                 let incomplete = airing.incomplete();
+                let symbols_sent = airing.symbols_sent;
                 self.objects.remove(index);
-                self.push_event(BroadcastEvent::DeadlinePassed { object_id, incomplete });
+                self.push_event(BroadcastEvent::DeadlinePassed { object_id, incomplete, symbols_sent });
                 continue;
             }
             match airing.phase {

@@ -515,6 +515,14 @@ impl Uplink {
                 UplinkEvent::Broadcast(BroadcastEvent::SourceFailed { object_id, error }) => {
                     warn!(object = %ObjectId(object_id), %error, "payload unreadable; broadcast withdrawn")
                 }
+                // Its last counties may complete before the round on the air ends: what it
+                // aired in all, for the Finished below.
+                UplinkEvent::Broadcast(
+                    BroadcastEvent::Completed { object_id, symbols_sent, .. }
+                    | BroadcastEvent::DeadlinePassed { object_id, symbols_sent, .. },
+                ) => {
+                    self.rounds.insert(object_id, (symbols_sent, 0));
+                }
                 UplinkEvent::Broadcast(_) => {}
                 UplinkEvent::Finished { object_id, outcome, stats } => {
                     info!(object = %ObjectId(object_id), outcome = outcome.as_str(), ?stats, "broadcast finished");
