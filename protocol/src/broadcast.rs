@@ -1337,6 +1337,43 @@ mod tests {
     }
 
     #[test]
+    fn the_wait_for_reports_follows_the_measured_round_trip_and_reports_teach_the_loss() {
+        let start = Instant::now();
+        let mut uplink = machine(start);
+        let county = "410102".to_owned();
+        uplink.add_object(start, object(3, 300_000, Priority::Normal, vec![county.clone()])).expect("add");
+        assert_eq!(uplink.feedback_wait(), Duration::from_millis(2500), "nothing measured yet: the configured wait");
+        let mut ended_at = None;
+        let mut now = start;
+        let mut buf = Vec::new();
+        while ended_at.is_none() {
+            let sent = uplink.poll_transmit(now, 0, &mut buf);
+            while let Some(event) = uplink.poll_event() {
+                if let BroadcastEvent::RoundEnded { round: 0, .. } = event {
+                    ended_at = Some(now);
+                }
+            }
+            if !sent && ended_at.is_none() {
+                now = uplink.poll_timeout().filter(|t| *t > now).unwrap_or(now + Duration::from_micros(100));
+            }
+        }
+        let sent = uplink.symbols_sent(3).expect("airing");
+        // The county answers the marker 350 ms later: it lost a fifth and still needs 10.
+        let at = now + Duration::from_millis(350);
+        let received = sent * 4 / 5;
+        let progress = FeedbackMessage::Progress { object_id: 3, round: 0, needs: vec![10], symbols_received: received };
+        uplink.handle_feedback(at, &Feedback { county_code: county.clone(), message: progress });
+        // Everyone reported: the repair round starts at once, and the next wait is the
+        // round trip plus the report window and slack.
+        assert_eq!(uplink.feedback_wait(), Duration::from_millis(350) + Duration::from_secs(1) + FEEDBACK_WAIT_SLACK);
+        let loss = uplink.county_loss(at, &county);
+        let expected = (sent - received) as f64 / (sent as f64 + sizing::LOSS_PRIOR_WEIGHT_SYMBOLS)
+            + 0.05 * sizing::LOSS_PRIOR_WEIGHT_SYMBOLS / (sent as f64 + sizing::LOSS_PRIOR_WEIGHT_SYMBOLS);
+        assert!((loss - expected).abs() < 1e-9, "{loss} against {expected}");
+        assert!(loss > 0.05, "a county losing a fifth is worse than the prior");
+    }
+
+    #[test]
     fn an_emergency_notice_first_pass_is_sized_for_every_county_to_complete() {
         let start = Instant::now();
         let mut uplink = machine(start);
