@@ -2,11 +2,15 @@
 //!
 //! It owns the pacer, the manifest and heartbeat carousel and, per object, the airing
 //! schedule. An object is aired in rounds. Round 0 (the first pass) sends every source
-//! symbol plus a proactive repair fraction; each round interleaves the source blocks of a
+//! symbol plus repair symbols sized from the targeted counties' loss rates (see
+//! [`crate::sizing`]: few counties, or for an emergency-sized object almost surely none,
+//! need a repair round); each round interleaves the source blocks of a
 //! window so a rain-fade burst costs every block a little instead of one block everything;
 //! each round ends with a ROUND marker. Then:
 //!
-//! - with feedback, the machine waits for progress reports, and sizes the next round per
+//! - with feedback, the machine waits for progress reports (the round trip measured on
+//!   earlier rounds plus the receivers' report window, at most the configured wait, and
+//!   no longer once every outstanding county has reported), and sizes the next round per
 //!   block to the worst reporting receiver's need, inflated by the observed loss, with
 //!   fresh ESIs; until every targeted receiver has completed (or refused), the deadline
 //!   passes, or the object is cancelled. If nobody reports, a few blind rounds sized from
@@ -16,7 +20,10 @@
 //!
 //! Objects are scheduled by priority class, emergency > high > normal > bulk: the best
 //! class with something to send takes every datagram, so an emergency object preempts the
-//! rest at once; objects of one class take turns datagram by datagram.
+//! rest at once. Within a class the object with the fewest symbols left in its round goes
+//! first (ties: the one added first). So objects of a class end their passes one after
+//! another, not all together: while one waits for its counties' reports the carrier airs
+//! the next, and a short repair round goes ahead of a long pass.
 //!
 //! It performs no I/O: block bytes come from a [`BlockSource`] the driver supplies; time
 //! and wall-clock time are passed in; feedback arrives through [`Broadcaster::handle_feedback`].
@@ -41,6 +48,7 @@ use crate::fec::{self, Block, BlockEncoder, Oti};
 use crate::feedback::{Feedback, FeedbackMessage};
 use crate::manifest::{Kind, Manifest};
 use crate::pacer::Pacer;
+use crate::sizing::{self, LossBook, SizingConfig};
 use crate::trust::{self, Heartbeat, LatestVersion, SigningKey};
 use crate::wire::{self, NetworkKey, PacketType};
 
@@ -80,6 +88,11 @@ pub const CAROUSEL_MANIFEST_COPIES: std::ops::RangeInclusive<u32> = 3..=64;
 pub const IDLE_MANIFEST_SLOWDOWN: u32 = 10;
 /// How soon the machine asks its source again for a block encoder that was not ready.
 pub const ENCODER_RETRY_INTERVAL: Duration = Duration::from_millis(5);
+/// The shortest wait for reports after a round, however short the measured round trip.
+pub const FEEDBACK_WAIT_MIN: Duration = Duration::from_millis(200);
+/// Added to the measured round trip and the report window: timer and scheduling slack on
+/// both ends.
+pub const FEEDBACK_WAIT_SLACK: Duration = Duration::from_millis(250);
 
 /// Scheduling class. Ordered so that `Emergency` is the smallest (goes first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -129,11 +142,15 @@ pub struct BroadcastConfig {
     pub manifest_interval: Duration,
     /// How often a signed heartbeat is sent.
     pub heartbeat_interval: Duration,
-    /// Repair symbols added to the first pass, as a fraction of the source symbols.
-    pub proactive_repair: f64,
-    /// How long after a round's end to wait for progress reports: the downlink delay, the
-    /// receivers' report jitter window and the WAN delay, with some slack.
+    /// How the first pass with feedback is sized (the loss prior, the emergency size).
+    pub sizing: SizingConfig,
+    /// The longest wait for progress reports after a round's end: the downlink delay, the
+    /// receivers' report jitter window and the WAN delay, with some slack. Once a round
+    /// trip has been measured the wait is that plus `report_window` and
+    /// [`FEEDBACK_WAIT_SLACK`], if shorter.
     pub feedback_wait: Duration,
+    /// The receivers' report jitter window (their `ReceptionConfig::report_window`).
+    pub report_window: Duration,
     /// Loss rate assumed when no receiver reports (blind rounds, carousel passes).
     pub target_loss: f64,
     /// Blind rounds aired when nobody reports before the object idles.
@@ -147,8 +164,9 @@ impl Default for BroadcastConfig {
             datagram_bytes_max: 1472,
             manifest_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(5),
-            proactive_repair: 0.02,
+            sizing: SizingConfig::default(),
             feedback_wait: Duration::from_millis(2500),
+            report_window: Duration::from_secs(1),
             target_loss: 0.1,
             blind_rounds_max: 2,
         }
@@ -347,6 +365,9 @@ pub enum BroadcastEvent {
         object_id: u64,
         /// Counties that refused it (with their reasons).
         refused: Vec<(String, String)>,
+        /// DATA symbols aired for it in all: the last counties may complete before the
+        /// round on the air ends, so the rounds' ends do not add up to this.
+        symbols_sent: u64,
     },
     /// No receiver reported a need and blind rounds are used up: the object idles until a
     /// report arrives (for example when the WAN returns).
@@ -362,6 +383,8 @@ pub enum BroadcastEvent {
         object_id: u64,
         /// Targeted counties that had not completed.
         incomplete: Vec<String>,
+        /// DATA symbols aired for it in all.
+        symbols_sent: u64,
     },
     /// A carousel-mode object aired all its passes.
     CarouselFinished {
@@ -465,6 +488,14 @@ struct Airing {
     /// Set while the encoder for `held` is awaited: when to ask the source again.
     retry_at: Option<Instant>,
     symbols_sent: u64,
+    /// Symbols planned for the current round, and `symbols_sent` when it started: what is
+    /// left of it orders the objects of a class.
+    round_symbols: u64,
+    round_start_sent: u64,
+    /// Order of arrival, breaking ties between objects of a class.
+    seq: u64,
+    /// The shortest delay from this round's end to a report answering it.
+    report_delay: Option<Duration>,
     next_manifest_at: Instant,
     /// In carousel mode, the manifest's spacing during the current pass (shorter than the
     /// configured interval for a short pass; see [`carousel_manifest_copies`]).
@@ -526,6 +557,10 @@ impl Airing {
             held: None,
             retry_at: None,
             symbols_sent: 0,
+            round_symbols: 0,
+            round_start_sent: 0,
+            seq: 0,
+            report_delay: None,
             next_manifest_at: now,
             pass_manifest_spacing: None,
             resume: object.resume,
@@ -585,7 +620,14 @@ impl Airing {
         self.retry_at = None;
         self.phase = Phase::Sending;
         self.schedule = self.window_schedule();
-        self.round_counts.iter().map(|c| u64::from(*c)).sum()
+        self.round_symbols = self.round_counts.iter().map(|c| u64::from(*c)).sum();
+        self.round_start_sent = self.symbols_sent;
+        self.round_symbols
+    }
+
+    /// Symbols left to air in the current round.
+    fn round_left(&self) -> u64 {
+        self.round_symbols.saturating_sub(self.symbols_sent - self.round_start_sent)
     }
 
     /// The interleaved (sbn, esi) order for the current round over the current window.
@@ -644,17 +686,31 @@ impl Airing {
         current.chain(next).map(|i| self.blocks[i]).collect()
     }
 
-    fn first_pass_counts(&self, config: &BroadcastConfig) -> Vec<u32> {
-        self.blocks
-            .iter()
-            .map(|b| match self.carousel {
-                Some(plan) => symbols_for_loss(b.source_symbols, plan.target_loss),
-                None => {
-                    let extra = (f64::from(b.source_symbols) * config.proactive_repair.clamp(0.0, 1.0)).ceil() as u32;
-                    b.source_symbols.saturating_add(extra)
-                }
-            })
-            .collect()
+    /// Symbols per block of the first pass: for a carousel, enough for its target loss;
+    /// with feedback, sized for the targeted counties' loss rates (see [`crate::sizing`]).
+    fn first_pass_counts(&self, now: Instant, config: &BroadcastConfig, losses: &LossBook) -> Vec<u32> {
+        match self.carousel {
+            Some(plan) => self.blocks.iter().map(|b| symbols_for_loss(b.source_symbols, plan.target_loss)).collect(),
+            None => {
+                let histogram = losses.histogram(now, self.feedback.outstanding());
+                let source: Vec<u32> = self.blocks.iter().map(|b| b.source_symbols).collect();
+                sizing::first_pass_counts(&config.sizing, self.manifest.size_bytes, &source, &histogram)
+            }
+        }
+    }
+
+    /// For an emergency-sized object with feedback: the manifest's spacing over its first
+    /// pass of `symbols`, so that few counties miss every copy of it (each would wait a
+    /// carousel interval for the next). None for anything else.
+    fn first_pass_manifest_spacing(&self, now: Instant, config: &BroadcastConfig, losses: &LossBook, symbols: u64) -> Option<Duration> {
+        if self.carousel.is_some() || self.manifest.size_bytes > config.sizing.all_complete_bytes_max {
+            return None;
+        }
+        let histogram = losses.histogram(now, self.feedback.outstanding());
+        let copies = sizing::manifest_copies(&histogram, 1.0 - sizing::ALL_COMPLETE_PROBABILITY, *CAROUSEL_MANIFEST_COPIES.end());
+        let pass_bits = symbols.saturating_mul(config.datagram_bytes_max as u64 + wire::IP_UDP_HEADER_BYTES as u64).saturating_mul(8);
+        let air_time = Duration::from_secs_f64(pass_bits as f64 / config.link_rate_bits_per_sec.max(1) as f64);
+        Some((air_time / copies.max(1)).max(Duration::from_millis(1)))
     }
 
     /// The next round's symbols per block from the reports received since the last round
@@ -724,6 +780,12 @@ pub struct Broadcaster {
     events: VecDeque<BroadcastEvent>,
     stats: AirStats,
     symbol: Vec<u8>,
+    /// Each county's loss rate, from its reports: sizes first passes.
+    losses: LossBook,
+    /// The round trip from a round's end to the first report answering it, smoothed over
+    /// rounds: how long to wait for reports.
+    report_delay: Option<Duration>,
+    next_seq: u64,
 }
 
 impl std::fmt::Debug for Broadcaster {
@@ -739,7 +801,6 @@ impl Broadcaster {
         let burst_bytes = (config.datagram_bytes_max as u64 + wire::IP_UDP_HEADER_BYTES as u64) * 4;
         Broadcaster {
             pacer: Pacer::new(now, config.link_rate_bits_per_sec, burst_bytes),
-            config,
             network_key,
             signing_key,
             objects: VecDeque::new(),
@@ -754,6 +815,10 @@ impl Broadcaster {
             events: VecDeque::new(),
             stats: AirStats::default(),
             symbol: Vec::new(),
+            losses: LossBook::new(config.sizing.prior_loss),
+            report_delay: None,
+            next_seq: 0,
+            config,
         }
     }
 
@@ -767,7 +832,9 @@ impl Broadcaster {
         if self.objects.len() >= AIRING_OBJECTS_MAX {
             return Err(BroadcastError::TooMany);
         }
-        let airing = Airing::new(now, object)?;
+        let mut airing = Airing::new(now, object)?;
+        airing.seq = self.next_seq;
+        self.next_seq += 1;
         let manifest = &airing.manifest;
         self.note_aired(manifest.kind, &manifest.name, manifest.version, manifest.expires_unix_secs);
         self.objects.push_back(airing);
@@ -878,6 +945,22 @@ impl Broadcaster {
         self.objects.iter().find(|a| a.object_id() == object_id).map(|a| a.oti.symbol_size)
     }
 
+    /// The loss rate the machine holds for a county now (its prior if it never reported).
+    pub fn county_loss(&self, now: Instant, county: &str) -> f64 {
+        self.losses.loss(now, county)
+    }
+
+    /// How long the machine waits for reports after a round ends, now: the measured round
+    /// trip plus the report window and slack, or the configured wait before any was
+    /// measured (and never longer).
+    pub fn feedback_wait(&self) -> Duration {
+        let longest = self.config.feedback_wait.max(FEEDBACK_WAIT_MIN);
+        match self.report_delay {
+            Some(delay) => (delay + self.config.report_window + FEEDBACK_WAIT_SLACK).clamp(FEEDBACK_WAIT_MIN, longest),
+            None => self.config.feedback_wait,
+        }
+    }
+
     /// DATA symbols aired for one object so far.
     pub fn symbols_sent(&self, object_id: u64) -> Option<u64> {
         self.objects.iter().find(|a| a.object_id() == object_id).map(|a| a.symbols_sent)
@@ -945,6 +1028,19 @@ impl Broadcaster {
         if airing.carousel.is_some() || !airing.feedback.targets.contains(county) {
             return;
         }
+        // A report answering the round that last ended counts every symbol aired so far:
+        // the county's loss, and the round trip since the marker went out.
+        if let FeedbackMessage::Progress { round, symbols_received, .. } = &feedback.message {
+            if *round == airing.round {
+                if let Phase::AwaitingFeedback { since, .. } = airing.phase {
+                    self.losses.observe(now, county, airing.symbols_sent, *symbols_received);
+                    let delay = now.saturating_duration_since(since);
+                    airing.report_delay = Some(airing.report_delay.map_or(delay, |d| d.min(delay)));
+                } else if airing.phase == Phase::Idle {
+                    self.losses.observe(now, county, airing.symbols_sent, *symbols_received);
+                }
+            }
+        }
         update(&mut airing.feedback);
         // A need reported while idle (the WAN came back, a county rebooted) wakes the object.
         if airing.phase == Phase::Idle {
@@ -994,16 +1090,18 @@ impl Broadcaster {
             // Completion and deadline end an object wherever it is.
             if feedback_mode && airing.feedback.outstanding().next().is_none() {
                 let refused = airing.feedback.refused.iter().map(|(c, r)| (c.clone(), r.clone())).collect();
+                let symbols_sent = airing.symbols_sent;
                 self.objects.remove(index);
                 self.live_changed = true;
-                self.push_event(BroadcastEvent::Completed { object_id, refused });
+                self.push_event(BroadcastEvent::Completed { object_id, refused, symbols_sent });
                 continue;
             }
             if airing.deadline.is_some_and(|d| now >= d) {
                 let incomplete = airing.incomplete();
+                let symbols_sent = airing.symbols_sent;
                 self.objects.remove(index);
                 self.live_changed = true;
-                self.push_event(BroadcastEvent::DeadlinePassed { object_id, incomplete });
+                self.push_event(BroadcastEvent::DeadlinePassed { object_id, incomplete, symbols_sent });
                 continue;
             }
             match airing.phase {
@@ -1026,19 +1124,22 @@ impl Broadcaster {
                         }
                         // Ask the counties where they stand: end the interrupted round.
                         None => {
-                            airing.phase = Phase::AwaitingFeedback { since: now, until: now + self.config.feedback_wait };
+                            let until = now + self.feedback_wait();
+                            self.objects[index].phase = Phase::AwaitingFeedback { since: now, until };
                             self.queue_round_markers(now, object_id, round);
                             self.push_event(BroadcastEvent::RoundEnded { object_id, round });
                         }
                     }
                 }
                 Phase::Scheduled if airing.not_before.is_none_or(|t| now >= t) => {
-                    let counts = airing.first_pass_counts(&self.config);
+                    let counts = airing.first_pass_counts(now, &self.config, &self.losses);
                     let symbols = airing.start_round(0, counts);
-                    airing.space_manifests_over_pass(now, carousel_pass_manifest_spacing(&self.config, airing.carousel, symbols));
+                    let spacing = carousel_pass_manifest_spacing(&self.config, airing.carousel, symbols)
+                        .or_else(|| airing.first_pass_manifest_spacing(now, &self.config, &self.losses, symbols));
                     // The manifest opens the object, and a second copy follows shortly so
                     // one lost datagram does not leave a county deaf until the carousel.
                     airing.next_manifest_at = now + self.config.manifest_interval;
+                    airing.space_manifests_over_pass(now, spacing);
                     for delay in [Duration::ZERO].iter().chain(&FIRST_MANIFEST_REPEATS) {
                         self.queue_manifest(now + *delay, index);
                     }
@@ -1048,6 +1149,11 @@ impl Broadcaster {
                     let everyone_reported =
                         airing.feedback.outstanding().all(|c| airing.feedback.reports.get(c).is_some_and(|r| r.received_at >= since));
                     if now >= until || everyone_reported {
+                        if let Some(delay) = airing.report_delay.take() {
+                            // Smoothed, so one slow round does not stretch every wait.
+                            self.report_delay = Some(self.report_delay.map_or(delay, |d| (d * 3 + delay) / 4));
+                        }
+                        let airing = &mut self.objects[index];
                         let next = airing.round + 1;
                         if let Some(counts) = airing.repair_counts(since) {
                             let symbols = airing.start_round(next, counts);
@@ -1096,7 +1202,9 @@ impl Broadcaster {
             }
             None => {
                 // Reports are counted from when the marker goes out.
-                airing.phase = Phase::AwaitingFeedback { since: now, until: now + self.config.feedback_wait };
+                let until = now + self.feedback_wait();
+                let Some(airing) = self.objects.get_mut(index) else { return };
+                airing.phase = Phase::AwaitingFeedback { since: now, until };
                 self.push_event(BroadcastEvent::RoundEnded { object_id, round });
             }
         }
@@ -1133,12 +1241,16 @@ impl Broadcaster {
                 return Some((buf, kind));
             }
         }
-        // The best class with something to send; within it, the first in turn order. An
-        // object waiting for an encoder lets the next one send meanwhile.
+        // The best class with something to send; within it, the fewest symbols left in its
+        // round, then the first added (see the module documentation). An object waiting for
+        // an encoder lets the next one send meanwhile.
         let mut candidates: Vec<usize> = (0..self.objects.len())
             .filter(|i| self.objects[*i].phase == Phase::Sending && self.objects[*i].retry_at.is_none_or(|t| now >= t))
             .collect();
-        candidates.sort_by_key(|i| self.objects[*i].priority);
+        candidates.sort_by_key(|i| {
+            let airing = &self.objects[*i];
+            (airing.priority, airing.round_left(), airing.seq)
+        });
         let mut chosen = None;
         for index in candidates {
             let airing = &mut self.objects[index];
@@ -1178,10 +1290,6 @@ impl Broadcaster {
         airing.symbols_sent += 1;
         let mut buf = Vec::new();
         wire::write_data(&mut buf, &self.network_key, object_id, sbn, esi, &self.symbol);
-        // Objects of one class take turns: the one just served goes to the back.
-        if let Some(served) = self.objects.remove(index) {
-            self.objects.push_back(served);
-        }
         Some((buf, PacketType::Data))
     }
 
@@ -1249,6 +1357,143 @@ type FeedbackUpdate = Box<dyn FnOnce(&mut FeedbackState)>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::{Compression, Kind};
+    use crate::trust::RootKey;
+    use rand::SeedableRng;
+
+    struct Zeros;
+    impl BlockSource for Zeros {
+        fn read_at(&mut self, _offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            buf.fill(0);
+            Ok(())
+        }
+    }
+
+    fn machine(start: Instant) -> Broadcaster {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let root = RootKey::generate(&mut rng);
+        let signing = SigningKey::generate(&mut rng, &root, 1, 1_800_000_000, 1_800_003_600);
+        let config = BroadcastConfig {
+            link_rate_bits_per_sec: 10_000_000,
+            sizing: SizingConfig { prior_loss: 0.05, ..SizingConfig::default() },
+            ..BroadcastConfig::default()
+        };
+        Broadcaster::new(start, config, NetworkKey::generate(&mut rng), signing)
+    }
+
+    fn object(object_id: u64, size_bytes: u64, priority: Priority, targets: Vec<String>) -> NewObject {
+        let oti = Oti::new_for_object(size_bytes, 1436, 1 << 20).expect("oti");
+        let manifest = Manifest {
+            object_id,
+            kind: Kind::Policy,
+            name: format!("notice-{object_id}.txt"),
+            version: 1,
+            size_bytes,
+            compression: Compression::None,
+            oti: oti.encode(),
+            object_hash: [0; 32],
+            block_hashes: vec![[0; 32]; fec::blocks(&oti).len()],
+            targets: vec!["41".into()],
+            created_unix_secs: 1_800_000_000,
+            expires_unix_secs: 1_800_003_600,
+        };
+        NewObject {
+            manifest,
+            signed_manifest: vec![0; 200],
+            source: Box::new(Zeros),
+            priority,
+            not_before: None,
+            deadline: None,
+            delivery: Delivery::Feedback { targets },
+            resume: None,
+        }
+    }
+
+    /// Runs the machine in virtual time, handing every event to `on_event` with the
+    /// machine, until it returns true (or 10 virtual minutes).
+    fn drive(uplink: &mut Broadcaster, start: Instant, mut on_event: impl FnMut(&Broadcaster, &BroadcastEvent) -> bool) {
+        let mut now = start;
+        let mut buf = Vec::new();
+        while now < start + Duration::from_secs(600) {
+            let sent = uplink.poll_transmit(now, 0, &mut buf);
+            while let Some(event) = uplink.poll_event() {
+                if on_event(uplink, &event) {
+                    return;
+                }
+            }
+            if !sent {
+                match uplink.poll_timeout() {
+                    Some(t) if t > now => now = t,
+                    _ => now += Duration::from_micros(100),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_wait_for_reports_follows_the_measured_round_trip_and_reports_teach_the_loss() {
+        let start = Instant::now();
+        let mut uplink = machine(start);
+        let county = "410102".to_owned();
+        uplink.add_object(start, object(3, 300_000, Priority::Normal, vec![county.clone()])).expect("add");
+        assert_eq!(uplink.feedback_wait(), Duration::from_millis(2500), "nothing measured yet: the configured wait");
+        let mut ended_at = None;
+        let mut now = start;
+        let mut buf = Vec::new();
+        while ended_at.is_none() {
+            let sent = uplink.poll_transmit(now, 0, &mut buf);
+            while let Some(event) = uplink.poll_event() {
+                if let BroadcastEvent::RoundEnded { round: 0, .. } = event {
+                    ended_at = Some(now);
+                }
+            }
+            if !sent && ended_at.is_none() {
+                now = uplink.poll_timeout().filter(|t| *t > now).unwrap_or(now + Duration::from_micros(100));
+            }
+        }
+        let sent = uplink.symbols_sent(3).expect("airing");
+        // The county answers the marker 350 ms later: it lost a fifth and still needs 10.
+        let at = now + Duration::from_millis(350);
+        let received = sent * 4 / 5;
+        let progress = FeedbackMessage::Progress { object_id: 3, round: 0, needs: vec![10], symbols_received: received };
+        uplink.handle_feedback(at, &Feedback { county_code: county.clone(), message: progress });
+        // Everyone reported: the repair round starts at once, and the next wait is the
+        // round trip plus the report window and slack.
+        assert_eq!(uplink.feedback_wait(), Duration::from_millis(350) + Duration::from_secs(1) + FEEDBACK_WAIT_SLACK);
+        let loss = uplink.county_loss(at, &county);
+        let expected = (sent - received) as f64 / (sent as f64 + sizing::LOSS_PRIOR_WEIGHT_SYMBOLS)
+            + 0.05 * sizing::LOSS_PRIOR_WEIGHT_SYMBOLS / (sent as f64 + sizing::LOSS_PRIOR_WEIGHT_SYMBOLS);
+        assert!((loss - expected).abs() < 1e-9, "{loss} against {expected}");
+        assert!(loss > 0.05, "a county losing a fifth is worse than the prior");
+    }
+
+    #[test]
+    fn an_emergency_notice_first_pass_is_sized_for_every_county_to_complete() {
+        let start = Instant::now();
+        let mut uplink = machine(start);
+        let counties: Vec<String> = (0..2000).map(|i| format!("{:06}", 110_000 + i)).collect();
+        uplink.add_object(start, object(9, 100_000, Priority::Emergency, counties)).expect("add");
+        let mut planned = None;
+        let mut manifests_in_pass = 0;
+        drive(&mut uplink, start, |uplink, event| match event {
+            BroadcastEvent::RoundStarted { round: 0, symbols, .. } => {
+                planned = Some(*symbols);
+                false
+            }
+            BroadcastEvent::RoundEnded { round: 0, .. } => {
+                manifests_in_pass = uplink.stats().manifest_datagrams;
+                true
+            }
+            _ => false,
+        });
+        let n = u32::try_from(planned.expect("a first pass")).expect("small");
+        // K = 70: every county at 5% loss completes from this pass with probability 99.9%.
+        let every_county = (1.0 - sizing::decode_failure(n, 70, 0.05)).powi(2000);
+        assert!(every_county >= sizing::ALL_COMPLETE_PROBABILITY, "{n} symbols: every county completes with {every_county}");
+        // And each county catches one of the manifest's copies in the pass (0.05^5 * 2000
+        // is 6e-4): else it would wait a carousel interval for the next.
+        assert!(manifests_in_pass >= 5, "{manifests_in_pass} manifest copies in the pass");
+    }
 
     #[test]
     fn a_carousel_pass_carries_enough_manifest_copies_for_its_target_loss() {

@@ -15,6 +15,7 @@ pub mod object_id;
 pub mod pacer;
 pub mod receiver_node;
 pub mod reception;
+pub mod sizing;
 pub mod storage;
 pub mod trust;
 pub mod uplink_node;

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use satcast_protocol::broadcast::{AirPlan, BlockSource, BroadcastConfig, Broadcaster, Delivery, NewObject, Priority};
+use satcast_protocol::broadcast::{AirPlan, BlockSource, BroadcastConfig, BroadcastEvent, Broadcaster, Delivery, NewObject, Priority};
 use satcast_protocol::fec::{self, Oti};
 use satcast_protocol::manifest::{Compression, Kind, Manifest};
 use satcast_protocol::reception::{MemoryStore, Reception, ReceptionConfig, ReceptionEvent};
@@ -204,7 +204,6 @@ fn a_resumed_broadcast_airs_only_fresh_symbols() {
 /// the object once the condition passes. A final one (a rollback) ends the wait for it.
 #[test]
 fn a_passing_refusal_keeps_the_county_waited_for_and_a_final_one_does_not() {
-    use satcast_protocol::broadcast::BroadcastEvent;
     use satcast_protocol::feedback::{Feedback, FeedbackMessage, Refusal, RefusalCode};
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let root = RootKey::generate(&mut rng);
@@ -353,4 +352,79 @@ fn a_patch_without_its_base_is_refused_once_and_the_whole_airing_of_the_object_i
     }
     assert!(complete, "the whole airing completes: {:?}", county.stats());
     assert_eq!(store.delivered(79), Some(table.as_slice()), "decoded to the signed bytes");
+}
+
+struct Zeros;
+impl BlockSource for Zeros {
+    fn read_at(&mut self, _offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        buf.fill(0);
+        Ok(())
+    }
+}
+
+/// An object of zeros for one county, with feedback.
+fn feedback_object(object_id: u64, size_bytes: u64, county: &str) -> NewObject {
+    let oti = Oti::new_for_object(size_bytes, 1436, 1 << 20).expect("oti");
+    let manifest = Manifest {
+        object_id,
+        kind: Kind::Policy,
+        name: format!("notice-{object_id}.txt"),
+        version: 1,
+        size_bytes,
+        compression: Compression::None,
+        oti: oti.encode(),
+        object_hash: [0; 32],
+        block_hashes: vec![[0; 32]; fec::blocks(&oti).len()],
+        targets: vec!["41".into()],
+        created_unix_secs: 1_800_000_000,
+        expires_unix_secs: 1_800_003_600,
+    };
+    NewObject {
+        manifest,
+        signed_manifest: vec![0; 200],
+        source: Box::new(Zeros),
+        priority: Priority::Normal,
+        not_before: None,
+        deadline: None,
+        delivery: Delivery::Feedback { targets: vec![county.to_owned()] },
+        resume: None,
+    }
+}
+
+/// Two broadcasts of one class queued together: the first's pass ends first, so its
+/// county's reports come back while the second airs. Airing them datagram by datagram in
+/// turn ended both passes together, and the carrier then idled while both waited.
+#[test]
+fn while_one_object_waits_for_reports_the_next_of_its_class_airs() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let root = RootKey::generate(&mut rng);
+    let signing = SigningKey::generate(&mut rng, &root, 1, 1_800_000_000, 1_800_003_600);
+    let start = Instant::now();
+    let config = BroadcastConfig { link_rate_bits_per_sec: 10_000_000, ..BroadcastConfig::default() };
+    let mut uplink = Broadcaster::new(start, config, NetworkKey::generate(&mut rng), signing);
+    for id in [1, 2] {
+        uplink.add_object(start, feedback_object(id, 300_000, "410102")).expect("add");
+    }
+    let mut second_at_first_end = None;
+    let mut second_pass = None;
+    let mut now = start;
+    let mut buf = Vec::new();
+    while second_pass.is_none() && now < start + Duration::from_secs(600) {
+        let sent = uplink.poll_transmit(now, 0, &mut buf);
+        while let Some(event) = uplink.poll_event() {
+            match event {
+                BroadcastEvent::RoundEnded { object_id: 1, round: 0 } => second_at_first_end = uplink.symbols_sent(2),
+                BroadcastEvent::RoundEnded { object_id: 2, round: 0 } => second_pass = uplink.symbols_sent(2),
+                _ => {}
+            }
+        }
+        if !sent {
+            match uplink.poll_timeout() {
+                Some(t) if t > now => now = t,
+                _ => now += Duration::from_micros(100),
+            }
+        }
+    }
+    let (at_end, pass) = (second_at_first_end.expect("the first pass ended"), second_pass.expect("the second pass ended"));
+    assert!(at_end * 10 <= pass, "{at_end} of the second object's {pass} symbols aired before the first's pass ended");
 }

@@ -406,7 +406,7 @@ impl Harness {
         let mut loss_rng = SimRng::seed_from_u64(rng.next_u64());
         let start = Instant::now();
         let node_config = UplinkNodeConfig {
-            broadcast: options.broadcast.clone(),
+            broadcast: BroadcastConfig { report_window: options.report_window, ..options.broadcast.clone() },
             plan: AirPlan { target_loss: options.broadcast.target_loss, passes: options.carousel_passes },
             acks: true,
             // Preparations complete at once here: a slot is always free.

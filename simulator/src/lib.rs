@@ -14,5 +14,6 @@ pub mod loss;
 pub mod plot;
 pub mod relay;
 pub mod run;
+pub mod utilisation;
 pub mod vopr;
 pub mod wan;

@@ -17,6 +17,7 @@ use satcast_sim::harness::OutageKind;
 use satcast_sim::plot;
 use satcast_sim::relay::{Destination, LossModel, Relay};
 use satcast_sim::run::{self, DeliverySpec, LossSpec, OutageSpec, RunOptions};
+use satcast_sim::utilisation;
 use satcast_sim::vopr;
 
 #[derive(Parser)]
@@ -88,6 +89,39 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         time_limit_secs: u64,
         /// Keep the uplink's keys, config, state and log in DIR.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Carrier utilisation of the real daemons: a real uplink with feedback and N real
+    /// county receivers behind the relay; M broadcasts queued at once. Prints the air time
+    /// of the bytes sent against the wall time from the first DATA burst to the last
+    /// delivery.
+    Utilisation {
+        /// County receivers.
+        #[arg(long, default_value_t = 10)]
+        counties: usize,
+        /// Broadcasts queued at once.
+        #[arg(long, default_value_t = 8)]
+        objects: usize,
+        /// Size of each: 5MB, 500KB (powers of 1000), 1MiB.
+        #[arg(long, default_value = "5MB", value_parser = run::parse_size)]
+        size: u64,
+        /// Independent loss per county.
+        #[arg(long, default_value_t = 0.05)]
+        loss: f64,
+        /// Carrier rate in Mbit/s.
+        #[arg(long, default_value_t = 20)]
+        rate_mbps: u64,
+        /// Seed of payloads and loss (default: random, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        time_limit_secs: u64,
+        /// Keep keys, configs and logs in DIR.
         #[arg(long)]
         keep: Option<PathBuf>,
         /// Print the report as JSON.
@@ -223,9 +257,10 @@ struct RunArgs {
     /// Loss rate each carousel pass is sized for (default: the model's mean loss).
     #[arg(long)]
     carousel_target_loss: Option<f64>,
-    /// Repair symbols added to the first pass, as a fraction of the source symbols.
-    #[arg(long, default_value_t = 0.02)]
-    proactive_repair: f64,
+    /// Loss the uplink assumes for counties it has not heard from, which sizes the first
+    /// pass (default: the model's mean loss, as learnt from earlier broadcasts).
+    #[arg(long)]
+    prior_loss: Option<f64>,
     /// Give up after this many seconds of virtual time.
     #[arg(long, default_value_t = 3600)]
     time_limit_secs: u64,
@@ -315,7 +350,7 @@ fn run_options(args: &RunArgs) -> anyhow::Result<RunOptions> {
         let target_loss = args.carousel_target_loss.unwrap_or(options.loss.mean_loss());
         options.delivery = DeliverySpec::Carousel { passes: args.carousel_passes, target_loss };
     }
-    options.proactive_repair = args.proactive_repair;
+    options.prior_loss = args.prior_loss;
     options.time_limit = Duration::from_secs(args.time_limit_secs);
     options.validate()?;
     Ok(options)
@@ -401,6 +436,34 @@ fn run_command(command: Command) -> anyhow::Result<()> {
                 out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
             } else {
                 out(&ackload::summary(&report))?;
+            }
+            if !report.success() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Utilisation { counties, objects, size, loss, rate_mbps, seed, time_limit_secs, keep, json } => {
+            anyhow::ensure!((0.0..0.5).contains(&loss), "--loss must be in [0, 0.5)");
+            let seed = seed.unwrap_or_else(rand::random);
+            let size_bytes = usize::try_from(size).ok().filter(|s| *s <= 1 << 30).context("--size must be at most 1 GiB")?;
+            let options = utilisation::UtilisationOptions {
+                counties,
+                objects,
+                size_bytes,
+                loss,
+                link_rate_bits_per_sec: rate_mbps.max(1) * 1_000_000,
+                seed,
+                time_limit: Duration::from_secs(time_limit_secs),
+                keep,
+            };
+            say!(
+                "seed {seed}; replay with: satcast-sim utilisation --counties {counties} --objects {objects} --size {size} --loss {loss} --rate-mbps {rate_mbps} --seed {seed}"
+            );
+            let report = utilisation::run(&options).context("the bench could not run")?;
+            if json {
+                out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+            } else {
+                out(&utilisation::summary(&report))?;
             }
             if !report.success() {
                 std::process::exit(1);

@@ -15,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Priority};
 use satcast_protocol::fec::{self, Oti};
 use satcast_protocol::reception::Fidelity;
+use satcast_protocol::wire;
 use serde::Serialize;
 use thiserror::Error;
 
@@ -220,8 +221,10 @@ pub struct RunOptions {
     pub fidelity: Fidelity,
     /// Feedback or carousel.
     pub delivery: DeliverySpec,
-    /// Repair symbols added to the first pass, as a fraction of the source symbols.
-    pub proactive_repair: f64,
+    /// The loss the uplink assumes for a county it has not heard from, which sizes the
+    /// first pass. None: the model's long-run loss, as an uplink that has heard these
+    /// counties' reports on earlier broadcasts knows it.
+    pub prior_loss: Option<f64>,
     /// Give up after this much virtual time.
     pub time_limit: Duration,
 }
@@ -243,7 +246,7 @@ impl RunOptions {
             symbol_size: 1436,
             fidelity: Fidelity::Counting,
             delivery: DeliverySpec::Feedback,
-            proactive_repair: broadcast.proactive_repair,
+            prior_loss: None,
             time_limit: Duration::from_secs(3600),
         }
     }
@@ -296,8 +299,10 @@ impl RunOptions {
                 return invalid(format!("carousel target loss must be in [0, {LOSS_MAX}], not {target_loss}"));
             }
         }
-        if !(0.0..=1.0).contains(&self.proactive_repair) {
-            return invalid(format!("proactive repair must be in [0, 1], not {}", self.proactive_repair));
+        if let Some(prior) = self.prior_loss {
+            if !(0.0..=LOSS_MAX).contains(&prior) {
+                return invalid(format!("prior loss must be in [0, {LOSS_MAX}], not {prior}"));
+            }
         }
         if self.time_limit.is_zero() || self.time_limit > VIRTUAL_TIME_MAX {
             return invalid(format!("time limit must be positive and at most {} s", VIRTUAL_TIME_MAX.as_secs()));
@@ -307,6 +312,11 @@ impl RunOptions {
             return Err(RunError::FullFidelityTooLarge { receiver_bytes });
         }
         Ok(())
+    }
+
+    /// The loss the uplink assumes for counties it has not heard from.
+    pub fn prior_loss(&self) -> f64 {
+        self.prior_loss.unwrap_or_else(|| self.loss.mean_loss())
     }
 
     /// The command line that replays this run.
@@ -327,13 +337,13 @@ impl RunOptions {
         }
         let _ = write!(
             line,
-            " --geo-delay-ms {} --wan-delay-ms {} --rate-bps {} --symbol-size {} --fidelity {} --proactive-repair {} --time-limit-secs {}",
+            " --geo-delay-ms {} --wan-delay-ms {} --rate-bps {} --symbol-size {} --fidelity {} --prior-loss {} --time-limit-secs {}",
             self.geo_delay.as_millis(),
             self.wan_delay.as_millis(),
             self.link_rate_bits_per_sec,
             self.symbol_size,
             fidelity_name(self.fidelity),
-            self.proactive_repair,
+            self.prior_loss(),
             self.time_limit.as_secs()
         );
         if let DeliverySpec::Carousel { passes, target_loss } = self.delivery {
@@ -458,6 +468,13 @@ pub struct RunReport {
     pub round_symbols: Vec<u64>,
     /// Completion-time percentiles, virtual seconds.
     pub completion_seconds: Percentiles,
+    /// Air time of the lower bound's symbols at the carrier rate, seconds: what the last
+    /// county's completion time is held against.
+    pub bound_air_seconds: f64,
+    /// Air time of the DATA symbols aired until the last county completed, over the
+    /// virtual time from the first DATA datagram to that completion: the share of that
+    /// span the carrier was busy with the object (None if nobody completed).
+    pub utilisation: Option<f64>,
     /// The highest share of datagrams lost at one receiver while it was powered.
     pub worst_observed_loss: f64,
     /// Virtual time at the end of the run.
@@ -531,7 +548,7 @@ pub fn harness_options(options: &RunOptions) -> Result<HarnessOptions, RunError>
     let broadcast = &mut harness.broadcast;
     broadcast.link_rate_bits_per_sec = options.link_rate_bits_per_sec;
     broadcast.datagram_bytes_max = broadcast.datagram_bytes_max.max(usize::from(options.symbol_size) + DATAGRAM_OVERHEAD_BYTES);
-    broadcast.proactive_repair = options.proactive_repair;
+    broadcast.sizing.prior_loss = options.prior_loss();
     // Wait for reports at least a downlink, a report window and a WAN trip, plus slack.
     let round_trip = options.geo_delay + harness.report_window + options.wan_delay + Duration::from_secs(1);
     broadcast.feedback_wait = broadcast.feedback_wait.max(round_trip);
@@ -610,6 +627,16 @@ pub fn run_with_progress(options: &RunOptions, progress: &mut dyn FnMut(&Sample)
         })
         .unzip();
     let worst_observed_loss = harness.receivers.iter().map(|r| r.observed_loss()).fold(0.0, f64::max);
+    let datagram_bits = ((usize::from(options.symbol_size) + DATAGRAM_OVERHEAD_BYTES + wire::IP_UDP_HEADER_BYTES) * 8) as f64;
+    let air_seconds = |symbols: f64| symbols * datagram_bits / options.link_rate_bits_per_sec as f64;
+    let until_last = harness.receivers.iter().filter_map(|r| r.completed_after_symbols.get(&id).copied()).max();
+    let last_completion = harness.receivers.iter().filter_map(|r| r.completed.get(&id).copied()).max();
+    let utilisation = match (until_last, last_completion, object.first_data_at) {
+        (Some(symbols), Some(last), Some(first)) if last > first => {
+            Some((air_seconds(symbols as f64) / (last - first).as_secs_f64() * 1e4).round() / 1e4)
+        }
+        _ => None,
+    };
     Ok(RunReport {
         seed: options.seed,
         replay: options.replay_command(),
@@ -632,6 +659,8 @@ pub fn run_with_progress(options: &RunOptions, progress: &mut dyn FnMut(&Sample)
         repair_rounds: round_starts.len().saturating_sub(1),
         round_symbols,
         completion_seconds: Percentiles::of(&completion_times),
+        bound_air_seconds: round3(air_seconds(bound)),
+        utilisation,
         worst_observed_loss: (worst_observed_loss * 1e4).round() / 1e4,
         virtual_seconds: round3(harness.elapsed().as_secs_f64()),
         steps: harness.steps,
@@ -647,7 +676,6 @@ pub fn run_with_progress(options: &RunOptions, progress: &mut dyn FnMut(&Sample)
 /// The human summary of a run.
 pub fn summary(report: &RunReport) -> String {
     let mut out = String::new();
-    let secs = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{s:.1} s"));
     let _ = writeln!(
         out,
         "satcast-sim run: {} receivers, {} bytes in {} blocks ({} source symbols), {} fidelity, {} delivery",
@@ -675,7 +703,14 @@ pub fn summary(report: &RunReport) -> String {
     }
     let _ = writeln!(out, "repair rounds   {} (symbols per round: {})", report.repair_rounds, rounds.join(", "));
     let c = &report.completion_seconds;
+    let secs = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{s:.3} s"));
     let _ = writeln!(out, "completion      p50 {}  p90 {}  p99 {}  max {} (virtual)", secs(c.p50), secs(c.p90), secs(c.p99), secs(c.max));
+    let utilisation = report.utilisation.map_or("-".to_owned(), |u| format!("{u:.4}"));
+    let _ = writeln!(
+        out,
+        "air time        {:.3} s for the lower bound's symbols; carrier utilisation until the last completion {utilisation}",
+        report.bound_air_seconds
+    );
     let _ = writeln!(out, "worst county    {:.2}% of datagrams lost", report.worst_observed_loss * 100.0);
     let wall = report.wall_seconds.map_or(String::new(), |w| format!(" in {w:.1} s of wall time"));
     let _ = writeln!(out, "virtual time    {:.1} s ({} steps){wall}", report.virtual_seconds, report.steps);

@@ -23,6 +23,7 @@ use satcast_protocol::ObjectId;
 use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Checkpoint, Delivery, NewObject, Priority};
 use satcast_protocol::feedback::{AckReply, Feedback, FeedbackMessage};
 use satcast_protocol::manifest::Manifest;
+use satcast_protocol::sizing::SizingConfig;
 use satcast_protocol::trust::{SignedManifest, SigningKey};
 use satcast_protocol::uplink_node::{
     CommandAnswer, CommandRefusal, Completion, KnownBroadcast, LedgerDecision, Outcome, PrepareFailure, Request, Resume, UplinkEvent,
@@ -253,6 +254,8 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
                 manifest_interval: Duration::from_millis(config.carousel.manifest_interval_ms),
                 heartbeat_interval: Duration::from_millis(config.carousel.heartbeat_interval_ms),
                 target_loss: config.carousel.target_loss,
+                // A county not heard from yet is assumed to lose what a carousel is sized for.
+                sizing: SizingConfig { prior_loss: config.carousel.target_loss, ..SizingConfig::default() },
                 ..BroadcastConfig::default()
             },
             plan,
@@ -554,6 +557,14 @@ impl Uplink {
                 }
                 UplinkEvent::Broadcast(BroadcastEvent::SourceFailed { object_id, error }) => {
                     warn!(object = %ObjectId(object_id), %error, "payload unreadable; broadcast withdrawn")
+                }
+                // Its last counties may complete before the round on the air ends: what it
+                // aired in all, for the Finished below.
+                UplinkEvent::Broadcast(
+                    BroadcastEvent::Completed { object_id, symbols_sent, .. }
+                    | BroadcastEvent::DeadlinePassed { object_id, symbols_sent, .. },
+                ) => {
+                    self.rounds.insert(object_id, (symbols_sent, 0));
                 }
                 UplinkEvent::Broadcast(_) => {}
                 UplinkEvent::Finished { object_id, outcome, stats } => {
