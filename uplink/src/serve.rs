@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use satcast_daemon::clock::wall_unix_ms;
 use satcast_protocol::ObjectId;
 use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Checkpoint, Delivery, NewObject, Priority};
+use satcast_protocol::fec::Oti;
 use satcast_protocol::feedback::{AckReply, Feedback, FeedbackMessage};
 use satcast_protocol::manifest::Manifest;
 use satcast_protocol::sizing::SizingConfig;
@@ -424,6 +425,11 @@ impl Uplink {
                 let Prepared { job, outcome } = *done;
                 let Ok(object_id) = job.object_id() else { return };
                 self.cancels.remove(&object_id);
+                // Known before the first progress sample: an object that ends before one
+                // (a small one) still counts its bytes aired in its own symbol size.
+                if let Some(oti) = outcome.as_ref().ok().and_then(|object| Oti::decode(&object.manifest.oti).ok()) {
+                    self.symbol_bytes.insert(object_id, u64::from(oti.symbol_size));
+                }
                 let result = outcome.map(Box::new).map_err(|error| match error {
                     PrepareError::Gone => PrepareFailure::Gone,
                     PrepareError::Cancelled => PrepareFailure::Cancelled,
@@ -540,7 +546,10 @@ impl Uplink {
                         info!(object = %job.object_id, kind = %job.kind, name = %job.name, version = job.version, targets = ?job.targets, priority = %job.priority, "airing");
                     }
                 }
-                UplinkEvent::CannotAir { object_id, error } => warn!(object = %ObjectId(object_id), %error, "cannot air job"),
+                UplinkEvent::CannotAir { object_id, error } => {
+                    self.symbol_bytes.remove(&object_id);
+                    warn!(object = %ObjectId(object_id), %error, "cannot air job")
+                }
                 UplinkEvent::Broadcast(BroadcastEvent::RoundStarted { object_id, round, symbols }) => {
                     info!(object = %ObjectId(object_id), round, symbols, "round started");
                     self.shared.metrics.rounds.inc();
@@ -556,6 +565,8 @@ impl Uplink {
                     self.set_live(object_id, "idle");
                 }
                 UplinkEvent::Broadcast(BroadcastEvent::SourceFailed { object_id, error }) => {
+                    self.symbol_bytes.remove(&object_id);
+                    self.rounds.remove(&object_id);
                     warn!(object = %ObjectId(object_id), %error, "payload unreadable; broadcast withdrawn")
                 }
                 // Its last counties may complete before the round on the air ends: what it
