@@ -452,6 +452,12 @@ enum Phase {
     Idle,
 }
 
+/// The bytes a HEARTBEAT datagram carrying `heartbeat` takes: its canonical encoding, a
+/// certificate and a signature, in the wire's frame.
+fn heartbeat_datagram_len(heartbeat: &Heartbeat) -> usize {
+    wire::HEADER_LEN + heartbeat.to_bytes().len() + trust::SIGNED_HEARTBEAT_OVERHEAD_BYTES + wire::TAG_LEN
+}
+
 /// The newest version aired of one (kind, name), and until when an older version's
 /// manifest may still be accepted somewhere (seconds since the Unix epoch).
 #[derive(Debug, Clone, Copy, Default)]
@@ -898,19 +904,22 @@ impl Broadcaster {
             live_complete: self.objects.len() <= trust::LIVE_OBJECTS_MAX,
             latest: latest.into_iter().map(|(_, l)| l).take(trust::LATEST_VERSIONS_MAX).collect(),
         };
-        loop {
-            let signed = self.signing_key.sign_heartbeat(heartbeat.clone()).to_bytes();
-            let mut buf = Vec::new();
-            wire::write_heartbeat(&mut buf, &self.network_key, &signed);
-            if buf.len() <= self.config.datagram_bytes_max || (heartbeat.live.is_empty() && heartbeat.latest.is_empty()) {
-                return buf;
-            }
-            // A small MTU: the statement shrinks, the heartbeat still goes.
-            if heartbeat.latest.pop().is_none() {
+        // A small MTU: the statement shrinks (16 bytes a latest version, then 8 a live id),
+        // the heartbeat still goes. The encoding's size is exact, so one cut suffices.
+        let mut over = (heartbeat_datagram_len(&heartbeat)).saturating_sub(self.config.datagram_bytes_max);
+        while over > 0 && !(heartbeat.live.is_empty() && heartbeat.latest.is_empty()) {
+            if heartbeat.latest.pop().is_some() {
+                over = over.saturating_sub(16);
+            } else {
                 heartbeat.live.pop();
                 heartbeat.live_complete = false;
+                over = over.saturating_sub(8);
             }
         }
+        let signed = self.signing_key.sign_heartbeat(heartbeat).to_bytes();
+        let mut buf = Vec::new();
+        wire::write_heartbeat(&mut buf, &self.network_key, &signed);
+        buf
     }
 
     /// Airs this signed revocation list (canonical bytes) from now on, after every heartbeat.

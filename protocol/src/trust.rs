@@ -47,6 +47,8 @@ pub const LATEST_VERSIONS_MAX: usize = 32;
 /// Largest canonical [`SignedHeartbeat`]: 217 bytes with empty lists, plus 8 bytes per
 /// live object and 16 per latest version (the margin costs nothing).
 pub const SIGNED_HEARTBEAT_BYTES_MAX: usize = 512 + LIVE_OBJECTS_MAX * 8 + LATEST_VERSIONS_MAX * 16;
+/// What signing adds to a canonical [`Heartbeat`]: the certificate and the signature.
+pub const SIGNED_HEARTBEAT_OVERHEAD_BYTES: usize = 120 + 64;
 /// Longest key text accepted by the `from_text` parsers, in bytes, checked before any
 /// decoding (a certificate line is about 280 bytes).
 pub const KEY_TEXT_BYTES_MAX: usize = 1024;

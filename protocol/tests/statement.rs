@@ -288,3 +288,28 @@ fn the_uplink_states_what_it_airs_as_soon_as_it_changes() {
     let stated = trust::SignedHeartbeat::from_bytes(body).expect("decodes").heartbeat;
     assert!(stated.latest.is_empty(), "version 1 expired: {stated:?}");
 }
+
+/// With a small MTU the statement is cut to fit one datagram (latest versions first, then
+/// live ids, the list then marked incomplete), and the heartbeat still goes.
+#[test]
+fn a_small_mtu_cuts_the_statement_to_fit_one_datagram() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let root = RootKey::generate(&mut rng);
+    let network_key = NetworkKey::generate(&mut rng);
+    let signer = SigningKey::generate(&mut rng, &root, 1, NOW - DAY, NOW + DAY);
+    let start = Instant::now();
+    let config = BroadcastConfig { datagram_bytes_max: 300, ..BroadcastConfig::default() };
+    let mut uplink = Broadcaster::new(start, config, network_key.clone(), signer);
+    for i in 0..40u64 {
+        // Two versions of each name, so each has an entry in the latest-version statement.
+        uplink.note_aired(Kind::Policy, &format!("notice-{i}.txt"), 1, NOW + DAY);
+        uplink.note_aired(Kind::Policy, &format!("notice-{i}.txt"), 2, NOW + DAY);
+    }
+    let mut buf = Vec::new();
+    assert!(uplink.poll_transmit(start, NOW * 1000, &mut buf));
+    assert!(buf.len() <= 300, "{} bytes", buf.len());
+    let Body::Heartbeat(body) = wire::parse(&buf, &network_key).expect("parses").body else { panic!("not a heartbeat") };
+    let stated = trust::verify_heartbeat(body, &root.public(), NOW).expect("verifies");
+    assert!(!stated.latest.is_empty() && stated.latest.len() < 40, "cut, not emptied: {}", stated.latest.len());
+    assert!(buf.len() > 300 - 16, "cut no further than needed: {} bytes", buf.len());
+}
