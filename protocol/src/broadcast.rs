@@ -1307,7 +1307,10 @@ impl Broadcaster {
         if self.pending.is_none() {
             self.pending = self.build_next(now, wall_unix_ms);
         }
-        let Some((buf, kind)) = self.pending.take() else { return false };
+        let Some((buf, kind)) = self.pending.take() else {
+            self.pacer.idle(now);
+            return false;
+        };
         if !self.pacer.try_send(now, buf.len()) {
             self.pending = Some((buf, kind));
             return false;
