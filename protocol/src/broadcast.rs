@@ -48,7 +48,7 @@ use crate::fec::{self, Block, BlockEncoder, Oti};
 use crate::feedback::{Feedback, FeedbackMessage};
 use crate::manifest::{Kind, Manifest};
 use crate::pacer::Pacer;
-use crate::sizing::{self, LossBook, SizingConfig};
+use crate::sizing::{self, LossBook, SizingConfig, SIZING_LOSS_MAX};
 use crate::trust::{self, Heartbeat, LatestVersion, SigningKey};
 use crate::wire::{self, NetworkKey, PacketType};
 
@@ -425,12 +425,24 @@ struct Report {
     symbols_received: u64,
 }
 
+/// A county's latest report from the middle of a pass.
+#[derive(Debug, Clone)]
+struct PassReport {
+    /// The object's `symbols_sent` when it arrived: reports from before the current round
+    /// started are not used again, so one report buys at most one early repair.
+    sent_when_received: u64,
+    needs: Vec<u32>,
+    seen: Vec<u32>,
+}
+
 #[derive(Debug, Default)]
 struct FeedbackState {
     targets: BTreeSet<String>,
     complete: BTreeSet<String>,
     refused: BTreeMap<String, String>,
     reports: HashMap<String, Report>,
+    /// At most one per targeted county.
+    pass_reports: HashMap<String, PassReport>,
     blind_rounds: u32,
 }
 
@@ -750,6 +762,36 @@ impl Airing {
         any.then(|| worst_need.iter().map(|n| repair_symbols_for_need(*n, loss)).collect())
     }
 
+    /// At the end of a round, the symbols per block that the counties' reports from the
+    /// middle of it say they will still need, or None if none will. A county that had
+    /// received `seen[b]` of block b's ESIs will still receive the rest of what was aired,
+    /// less its loss; what that leaves short is repaired at once, without a marker and a
+    /// wait for reports. The expected shortfall is used, not a worst case: a county that
+    /// ends only just short is repaired from its report after the marker, as before.
+    fn predicted_counts(&self, now: Instant, losses: &LossBook) -> Option<Vec<u32>> {
+        let mut worst_short = vec![0.0f64; self.blocks.len()];
+        let mut worst_loss: f64 = 0.0;
+        for county in self.feedback.outstanding() {
+            let Some(report) = self.feedback.pass_reports.get(county) else { continue };
+            if report.sent_when_received < self.round_start_sent || report.needs.len() != self.blocks.len() {
+                continue;
+            }
+            let loss = losses.loss(now, county).min(SIZING_LOSS_MAX);
+            for (index, block) in self.blocks.iter().enumerate() {
+                let need = report.needs[index].min(block.source_symbols + NEED_OVERHEAD_SYMBOLS_MAX);
+                let coming = f64::from(self.next_esi[index].saturating_sub(report.seen[index])) * (1.0 - loss);
+                let short = f64::from(need) - coming;
+                if short > 0.0 {
+                    worst_short[index] = worst_short[index].max(short);
+                    worst_loss = worst_loss.max(loss);
+                }
+            }
+        }
+        worst_short.iter().any(|s| *s > 0.0).then(|| {
+            worst_short.iter().map(|s| if *s > 0.0 { repair_symbols_for_need(s.ceil() as u32, worst_loss) } else { 0 }).collect()
+        })
+    }
+
     fn blind_counts(&self, config: &BroadcastConfig) -> Vec<u32> {
         self.blocks.iter().map(|b| symbols_for_loss(b.source_symbols, config.target_loss) - b.source_symbols + 2).collect()
     }
@@ -980,6 +1022,14 @@ impl Broadcaster {
         let county = &feedback.county_code;
         let (object_id, update): (u64, FeedbackUpdate) = match &feedback.message {
             FeedbackMessage::Hello { .. } | FeedbackMessage::HookResult { .. } => return,
+            FeedbackMessage::PassProgress { object_id, needs, seen } => {
+                let Some(airing) = self.objects.iter_mut().find(|a| a.object_id() == *object_id) else { return };
+                if airing.carousel.is_none() && airing.feedback.targets.contains(county) {
+                    let report = PassReport { sent_when_received: airing.symbols_sent, needs: needs.clone(), seen: seen.clone() };
+                    airing.feedback.pass_reports.insert(county.clone(), report);
+                }
+                return;
+            }
             FeedbackMessage::Progress { object_id, needs, symbols_received, .. } => {
                 let report = Report { received_at: now, needs: needs.clone(), symbols_received: *symbols_received };
                 let county = county.clone();
@@ -1210,6 +1260,12 @@ impl Broadcaster {
                 self.push_event(BroadcastEvent::RoundStarted { object_id, round: round + 1, symbols });
             }
             None => {
+                // Counties that said mid-pass they would fall short are repaired at once.
+                if let Some(counts) = airing.predicted_counts(now, &self.losses) {
+                    let symbols = airing.start_round(round + 1, counts);
+                    self.push_event(BroadcastEvent::RoundStarted { object_id, round: round + 1, symbols });
+                    return;
+                }
                 // Reports are counted from when the marker goes out.
                 let until = now + self.feedback_wait();
                 let Some(airing) = self.objects.get_mut(index) else { return };
@@ -1477,6 +1533,62 @@ mod tests {
             + 0.05 * sizing::LOSS_PRIOR_WEIGHT_SYMBOLS / (sent as f64 + sizing::LOSS_PRIOR_WEIGHT_SYMBOLS);
         assert!((loss - expected).abs() < 1e-9, "{loss} against {expected}");
         assert!(loss > 0.05, "a county losing a fifth is worse than the prior");
+    }
+
+    /// Airs a 700 KB object (one block) to one county, which reports from the middle of
+    /// the first pass that it received `received_share` of what it saw; returns the events
+    /// from then until the first round after the pass starts (or 10 virtual seconds).
+    fn events_after_a_mid_pass_report(received_share: f64) -> Vec<BroadcastEvent> {
+        let start = Instant::now();
+        let mut uplink = machine(start);
+        let county = "410102".to_owned();
+        uplink.add_object(start, object(3, 700_000, Priority::Normal, vec![county.clone()])).expect("add");
+        let mut now = start;
+        let mut buf = Vec::new();
+        let mut reported = false;
+        let mut events = Vec::new();
+        let source_symbols = 488;
+        while now < start + Duration::from_secs(10) {
+            let sent = uplink.poll_transmit(now, 0, &mut buf);
+            let aired = uplink.symbols_sent(3).unwrap_or(0) as u32;
+            if !reported && aired >= source_symbols / 2 {
+                reported = true;
+                let received = (f64::from(aired) * received_share) as u32;
+                let message = FeedbackMessage::PassProgress { object_id: 3, needs: vec![source_symbols - received], seen: vec![aired] };
+                uplink.handle_feedback(now, &Feedback { county_code: county.clone(), message });
+            }
+            while let Some(event) = uplink.poll_event() {
+                let done = matches!(event, BroadcastEvent::RoundStarted { round: 1, .. });
+                events.push(event);
+                if done {
+                    return events;
+                }
+            }
+            if !sent {
+                now = uplink.poll_timeout().filter(|t| *t > now).unwrap_or(now + Duration::from_micros(100));
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn a_county_that_says_mid_pass_it_will_fall_short_is_repaired_without_a_wait() {
+        // It lost 40% of what it saw: at the prior's 5% for the rest it ends far short.
+        let events = events_after_a_mid_pass_report(0.6);
+        let round_ended = events.iter().any(|e| matches!(e, BroadcastEvent::RoundEnded { round: 0, .. }));
+        let Some(BroadcastEvent::RoundStarted { symbols, .. }) = events.last() else { panic!("no repair round: {events:?}") };
+        assert!(!round_ended, "the pass ended with a marker and a wait for reports: {events:?}");
+        // 488 - 0.6 * 244 needed, 0.95 * (pass - 244) still coming: about 80 short.
+        assert!((60..150).contains(symbols), "{symbols} repair symbols");
+    }
+
+    #[test]
+    fn a_county_on_track_mid_pass_buys_no_early_repair() {
+        let events = events_after_a_mid_pass_report(0.95);
+        assert!(
+            events.iter().any(|e| matches!(e, BroadcastEvent::RoundEnded { round: 0, .. })),
+            "the pass must end with its marker and the usual wait: {events:?}"
+        );
     }
 
     #[test]

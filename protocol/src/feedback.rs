@@ -119,6 +119,19 @@ pub enum FeedbackMessage {
         /// Why.
         refusal: Refusal,
     },
+    /// Where a county stands while a pass is still airing, so the uplink can start a
+    /// repair the moment the pass ends instead of waiting for reports after its marker
+    /// (section 15.1 of docs/protocol.md). Appended last: the variants before it keep
+    /// their encoding. Not recorded in the ledger.
+    PassProgress {
+        /// The object.
+        object_id: u64,
+        /// Per source block, in SBN order: fresh symbols still needed (0 = verified).
+        needs: Vec<u32>,
+        /// Per source block: one past the highest ESI received, so the uplink knows which
+        /// of the symbols it aired are still on their way.
+        seen: Vec<u32>,
+    },
 }
 
 /// Why a county refused an object: a code an uplink can act on and a short detail for
@@ -367,6 +380,9 @@ impl Feedback {
             }
             FeedbackMessage::Progress { needs, .. } if needs.is_empty() || needs.len() > NEEDS_MAX => {
                 Err(FeedbackError::Bounds("needs must list 1 to 256 blocks"))
+            }
+            FeedbackMessage::PassProgress { needs, seen, .. } if needs.is_empty() || needs.len() > NEEDS_MAX || seen.len() != needs.len() => {
+                Err(FeedbackError::Bounds("needs and seen must list the same 1 to 256 blocks"))
             }
             FeedbackMessage::Rejected { reason, .. } if reason.len() > TEXT_BYTES_MAX => Err(FeedbackError::Bounds("reason too long")),
             FeedbackMessage::HookResult { detail, .. } if detail.len() > TEXT_BYTES_MAX => {

@@ -91,6 +91,10 @@ pub const CONTROL_REFUSED_REMEMBERED_MAX: usize = 64;
 /// The most feedback messages waiting for the driver; the oldest progress reports are
 /// dropped beyond it (the next round asks again).
 pub const FEEDBACK_QUEUE_MAX: usize = 1024;
+/// How often a receiver reports from the middle of a pass, per object, by default: 2000
+/// counties make 2000 reports a second per object at the uplink, which keeps none of them
+/// (they steer the airing only).
+pub const PASS_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Object ids of partial objects dropped because the uplink no longer airs them: their
 /// manifests, replayed, are dropped before any signature check until a heartbeat names
 /// them live again.
@@ -378,6 +382,10 @@ pub struct ReceptionConfig {
     /// An incomplete object that received nothing for this long is reported on the
     /// receiver's own initiative (its ROUND markers may all have been lost).
     pub quiet_report_after: Duration,
+    /// While symbols of an incomplete object arrive, a report of where it stands goes out
+    /// about this often (drawn from half to one and a half times it), so the uplink knows
+    /// at a pass's end who will fall short; None sends none.
+    pub pass_report_interval: Option<Duration>,
     /// Seed of the report jitter (the daemon draws it from the OS; the simulator from its seed).
     pub seed: u64,
     /// Full processing, or symbol counting for large simulations.
@@ -394,6 +402,7 @@ impl ReceptionConfig {
             partial_objects_max: 8,
             report_window: Duration::from_secs(1),
             quiet_report_after: Duration::from_secs(5),
+            pass_report_interval: Some(PASS_REPORT_INTERVAL),
             seed: 0,
             fidelity: Fidelity::Full,
         }
@@ -456,6 +465,17 @@ struct Incoming {
     last_symbol_at: Instant,
     last_report_at: Option<Instant>,
     report_due: Option<Instant>,
+    /// Per block: one past the highest ESI received.
+    seen: Vec<u32>,
+    /// When the next report from the middle of a pass goes, while symbols arrive.
+    pass_report_due: Option<Instant>,
+}
+
+/// A moment between half and one and a half times `interval` from now, so counties that
+/// heard the same symbols do not report at the same moment.
+fn jittered(rng: &mut ChaCha8Rng, interval: Duration) -> Duration {
+    let millis = interval.as_millis().min(u128::from(u32::MAX)) as u64;
+    Duration::from_millis(rng.random_range(millis / 2..=millis + millis / 2))
 }
 
 /// The live objects and latest versions of the last fresh heartbeat.
@@ -752,9 +772,12 @@ impl Reception {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.incoming
             .values()
-            .map(|inc| match inc.report_due {
-                Some(due) => due,
-                None => inc.last_symbol_at.max(inc.last_report_at.unwrap_or(inc.last_symbol_at)) + self.config.quiet_report_after,
+            .map(|inc| {
+                let report = match inc.report_due {
+                    Some(due) => due,
+                    None => inc.last_symbol_at.max(inc.last_report_at.unwrap_or(inc.last_symbol_at)) + self.config.quiet_report_after,
+                };
+                inc.pass_report_due.map_or(report, |due| due.min(report))
             })
             .min()
     }
@@ -763,7 +786,11 @@ impl Reception {
     /// went quiet.
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut due = Vec::new();
+        let mut pass_due = Vec::new();
         for (object_id, inc) in self.incoming.iter_mut() {
+            if inc.pass_report_due.is_some_and(|at| at <= now) {
+                pass_due.push(*object_id);
+            }
             match inc.report_due {
                 Some(at) if at <= now => due.push(*object_id),
                 None => {
@@ -779,6 +806,21 @@ impl Reception {
         for object_id in due {
             self.report_progress(now, object_id);
         }
+        for object_id in pass_due {
+            self.report_pass_progress(object_id);
+        }
+    }
+
+    /// Reports where an object stands in the middle of a pass. The next such report is
+    /// armed by the next symbol, so a quiet object sends none.
+    fn report_pass_progress(&mut self, object_id: u64) {
+        let Some(inc) = self.incoming.get_mut(&object_id) else { return };
+        inc.pass_report_due = None;
+        if inc.remaining == 0 || (inc.begin_failed.is_some() && !inc.begun) {
+            return;
+        }
+        let (needs, seen) = (inc.needs(), inc.seen.clone());
+        self.send_feedback(FeedbackMessage::PassProgress { object_id, needs, seen });
     }
 
     fn report_progress(&mut self, now: Instant, object_id: u64) {
@@ -1187,6 +1229,7 @@ impl Reception {
             return self.reject_genuine(now, &manifest, digest, RejectReason::TooManyPartial(self.incoming.len()));
         }
         let verified: Vec<bool> = blocks.iter().map(|b| held.is_some_and(|h| h.verified.contains(&b.sbn))).collect();
+        let verified_len = verified.len();
         let kept = blocks
             .iter()
             .map(|b| {
@@ -1230,6 +1273,8 @@ impl Reception {
             last_symbol_at: now,
             last_report_at: None,
             report_due: None,
+            seen: vec![0; verified_len],
+            pass_report_due: None,
         };
         self.incoming.insert(object_id, incoming);
         if held.is_some_and(|h| h.in_cache) {
@@ -1282,6 +1327,14 @@ impl Reception {
         };
         inc.symbols_received += 1;
         inc.last_symbol_at = now;
+        if let Some(seen) = inc.seen.get_mut(usize::from(sbn)) {
+            *seen = (*seen).max(esi.saturating_add(1));
+        }
+        if inc.pass_report_due.is_none() && inc.remaining > 0 {
+            if let Some(interval) = self.config.pass_report_interval {
+                inc.pass_report_due = Some(now + jittered(&mut self.rng, interval));
+            }
+        }
         let usable =
             usize::from(sbn) < inc.blocks.len() && symbol.len() == usize::from(inc.oti.symbol_size) && !inc.verified[usize::from(sbn)];
         if !usable {

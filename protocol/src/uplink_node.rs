@@ -556,6 +556,7 @@ impl UplinkNode {
         let about = match &feedback.message {
             FeedbackMessage::Hello { .. } => None,
             FeedbackMessage::Progress { object_id, .. }
+            | FeedbackMessage::PassProgress { object_id, .. }
             | FeedbackMessage::Complete { object_id, .. }
             | FeedbackMessage::Rejected { object_id, .. }
             | FeedbackMessage::Refused { object_id, .. }
@@ -563,6 +564,7 @@ impl UplinkNode {
         };
         // Reports about broadcasts this uplink never recorded do not grow the ledger.
         let known = about.map(|id| self.broadcasts.get(&id));
+        let about_a_known_broadcast = matches!(known, Some(Some(_)));
         let ledger = match (&feedback.message, known) {
             (FeedbackMessage::Hello { .. }, _) => LedgerDecision::Nothing,
             (_, Some(None)) => {
@@ -570,6 +572,10 @@ impl UplinkNode {
                 self.push(UplinkEvent::UnknownBroadcast { object_id, county: county.clone() });
                 LedgerDecision::Nothing
             }
+            // Mid-pass reports steer the airing only; the ledger hears the county's need
+            // from its report after the round's marker, and 2000 counties a second need
+            // not cost 2000 writes.
+            (FeedbackMessage::PassProgress { .. }, _) => LedgerDecision::Nothing,
             (FeedbackMessage::Progress { object_id, needs, .. }, _) => {
                 LedgerDecision::InProgress { object_id: *object_id, needed: needs.iter().map(|n| u64::from(*n)).sum() }
             }
@@ -594,7 +600,9 @@ impl UplinkNode {
         };
         // The machine hears only of what it may act on: never of an unknown broadcast or
         // a completion the ledger refused.
-        let tell = matches!(feedback.message, FeedbackMessage::Hello { .. }) || ledger != LedgerDecision::Nothing;
+        let tell = matches!(feedback.message, FeedbackMessage::Hello { .. })
+            || (matches!(feedback.message, FeedbackMessage::PassProgress { .. }) && about_a_known_broadcast)
+            || ledger != LedgerDecision::Nothing;
         self.feedback.insert(token, (county, tell.then(|| feedback.clone())));
         self.requests.push_back(Request::RecordFeedback { feedback, ledger, token });
     }

@@ -6,6 +6,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use satcast_protocol::broadcast::{AirPlan, BlockSource, BroadcastConfig, BroadcastEvent, Broadcaster, Delivery, NewObject, Priority};
 use satcast_protocol::fec::{self, Oti};
+use satcast_protocol::feedback::FeedbackMessage;
 use satcast_protocol::manifest::{Compression, Kind, Manifest};
 use satcast_protocol::reception::{MemoryStore, Reception, ReceptionConfig, ReceptionEvent};
 use satcast_protocol::trust::{NetworkKey, RootKey, SigningKey};
@@ -427,4 +428,76 @@ fn while_one_object_waits_for_reports_the_next_of_its_class_airs() {
     }
     let (at_end, pass) = (second_at_first_end.expect("the first pass ended"), second_pass.expect("the second pass ended"));
     assert!(at_end * 10 <= pass, "{at_end} of the second object's {pass} symbols aired before the first's pass ended");
+}
+
+/// A county losing a third of the symbols (the uplink expects 5%) says so from the middle
+/// of the first pass, at a bounded rate: its repair airs the moment the pass ends, with no
+/// marker and no wait for reports after it, and it completes.
+#[test]
+fn a_county_falling_behind_mid_pass_is_repaired_as_the_pass_ends() {
+    let seed = seed();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let root = RootKey::generate(&mut rng);
+    let now_secs = 1_800_000_000;
+    let signing = SigningKey::generate(&mut rng, &root, 1, now_secs - 10, now_secs + 1000);
+    let network_key = NetworkKey::generate(&mut rng);
+    let mut payload = vec![0u8; 3_000_000];
+    rng.fill_bytes(&mut payload);
+    let oti = Oti::new_for_object(payload.len() as u64, 1436, 1 << 20).expect("oti");
+    let block_hashes =
+        fec::blocks(&oti).iter().map(|b| fec::block_hash(&payload[b.offset as usize..(b.offset + b.len) as usize])).collect();
+    let manifest = Manifest {
+        object_hash: *blake3::hash(&payload).as_bytes(),
+        block_hashes,
+        created_unix_secs: now_secs,
+        expires_unix_secs: now_secs + 3600,
+        ..feedback_object(78, payload.len() as u64, "410102").manifest
+    };
+    let signed_manifest = signing.sign_manifest(&manifest).expect("sign").to_bytes();
+    let start = Instant::now();
+    let config = BroadcastConfig { link_rate_bits_per_sec: 10_000_000, ..BroadcastConfig::default() };
+    let mut uplink = Broadcaster::new(start, config, network_key.clone(), signing);
+    let object = NewObject { manifest, signed_manifest, source: Box::new(Bytes(payload.clone())), ..feedback_object(78, 1, "410102") };
+    uplink.add_object(start, object).expect("add");
+    let county_config = ReceptionConfig { seed, ..ReceptionConfig::new("410102".into(), root.public(), network_key) };
+    let interval = county_config.pass_report_interval.expect("the default reports mid-pass");
+    let mut county = Reception::new(county_config);
+    let mut store = MemoryStore::default();
+    let (mut now, mut buf) = (start, Vec::new());
+    let (mut events, mut pass_reports, mut first_pass_ended_at, mut complete) = (Vec::new(), 0u32, None, false);
+    while !complete && now < start + Duration::from_secs(60) {
+        let sent = uplink.poll_transmit(now, 0, &mut buf);
+        // A third of the symbols are lost; the manifest is not, so the county hears the
+        // whole pass (a county that missed it would report only after it).
+        let is_data = buf.get(5) == Some(&(wire::PacketType::Data as u8));
+        if sent && !(is_data && rng.random_bool(1.0 / 3.0)) {
+            county.handle_datagram(now, now_secs, &buf);
+        }
+        county.handle_timeout(now);
+        satcast_protocol::storage::drain(&mut county, &mut store);
+        while let Some(event) = county.poll_event() {
+            complete |= matches!(event, ReceptionEvent::Complete { .. });
+        }
+        while let Some(feedback) = county.poll_feedback() {
+            pass_reports += u32::from(matches!(feedback.message, FeedbackMessage::PassProgress { .. }));
+            uplink.handle_feedback(now, &feedback);
+        }
+        while let Some(event) = uplink.poll_event() {
+            if matches!(event, BroadcastEvent::RoundStarted { round: 1, .. }) {
+                first_pass_ended_at.get_or_insert(now);
+            }
+            events.push(event);
+        }
+        if !sent {
+            let next = [uplink.poll_timeout(), county.poll_timeout()].into_iter().flatten().filter(|t| *t > now).min();
+            now = next.unwrap_or(now + Duration::from_micros(100));
+        }
+    }
+    assert!(complete, "stats {:?} / {:?}", uplink.stats(), county.stats());
+    let repair_started = first_pass_ended_at.expect("a repair round");
+    let first_pass_markers = events.iter().any(|e| matches!(e, BroadcastEvent::RoundEnded { round: 0, .. }));
+    assert!(!first_pass_markers, "the first pass ended with a marker and a wait: {events:?}");
+    // At most one report per half interval while symbols arrive.
+    let reports_max = (repair_started.duration_since(start).as_secs_f64() / (interval.as_secs_f64() / 2.0)).ceil() as u32 + 1;
+    assert!((1..=reports_max).contains(&pass_reports), "{pass_reports} reports from the middle of passes, at most {reports_max}");
 }

@@ -724,11 +724,12 @@ impl Outbox {
                 return Ok(());
             }
         }
-        if let FeedbackMessage::Progress { object_id, .. } = feedback.message {
+        if let Some(object_id) = report_about(&feedback.message) {
+            let same_report = |old: &FeedbackMessage| {
+                std::mem::discriminant(old) == std::mem::discriminant(&feedback.message) && report_about(old) == Some(object_id)
+            };
             for (key, old) in self.tree.scan::<Vec<u8>>(&[], OUTBOX_ENTRIES_MAX)? {
-                if Feedback::from_bytes(&old)
-                    .is_ok_and(|f| matches!(f.message, FeedbackMessage::Progress { object_id: id, .. } if id == object_id))
-                {
+                if Feedback::from_bytes(&old).is_ok_and(|f| same_report(&f.message)) {
                     self.tree.remove(&key)?;
                 }
             }
@@ -738,14 +739,14 @@ impl Outbox {
                 .tree
                 .scan::<Vec<u8>>(&[], OUTBOX_ENTRIES_MAX)?
                 .into_iter()
-                .find(|(_, b)| Feedback::from_bytes(b).is_ok_and(|f| matches!(f.message, FeedbackMessage::Progress { .. })));
+                .find(|(_, b)| Feedback::from_bytes(b).is_ok_and(|f| report_about(&f.message).is_some()));
             if let Some((key, _)) = oldest_progress {
                 self.tree.remove(&key)?;
             }
         }
         let seq = self.next_seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.tree.put(&seq.to_be_bytes(), &feedback.to_bytes())?;
-        if !matches!(feedback.message, FeedbackMessage::Progress { .. }) {
+        if report_about(&feedback.message).is_none() {
             self.index.flush()?;
         }
         Ok(())
@@ -775,6 +776,16 @@ impl Outbox {
     /// Whether nothing waits for the uplink.
     pub fn is_empty(&self) -> bool {
         self.tree.is_empty()
+    }
+}
+
+/// The object a progress report (after a marker, or from the middle of a pass) is about:
+/// only the latest of each matters, and losing one in a crash costs nothing, since the
+/// county reports again.
+fn report_about(message: &FeedbackMessage) -> Option<u64> {
+    match message {
+        FeedbackMessage::Progress { object_id, .. } | FeedbackMessage::PassProgress { object_id, .. } => Some(*object_id),
+        _ => None,
     }
 }
 

@@ -700,6 +700,7 @@ impl Uplink {
                 }
                 "progress"
             }
+            FeedbackMessage::PassProgress { .. } => "pass_progress",
             FeedbackMessage::Complete { .. } => "complete",
             FeedbackMessage::Rejected { .. } => "rejected",
             FeedbackMessage::HookResult { .. } => "hook_result",
