@@ -352,7 +352,8 @@ pub enum BroadcastEvent {
         /// Symbols planned for the round.
         symbols: u64,
     },
-    /// Every symbol of a round has been aired; the ROUND marker goes out.
+    /// Every symbol of a round has been aired; the ROUND marker goes out, unless a repair
+    /// round predicted from reports during the pass starts at once (a RoundStarted follows).
     RoundEnded {
         /// The object.
         object_id: u64,
@@ -1260,9 +1261,11 @@ impl Broadcaster {
                 self.push_event(BroadcastEvent::RoundStarted { object_id, round: round + 1, symbols });
             }
             None => {
-                // Counties that said mid-pass they would fall short are repaired at once.
+                // Counties that said mid-pass they would fall short are repaired at once:
+                // the round ends without its marker and the next starts.
                 if let Some(counts) = airing.predicted_counts(now, &self.losses) {
                     let symbols = airing.start_round(round + 1, counts);
+                    self.push_event(BroadcastEvent::RoundEnded { object_id, round });
                     self.push_event(BroadcastEvent::RoundStarted { object_id, round: round + 1, symbols });
                     return;
                 }
@@ -1538,7 +1541,7 @@ mod tests {
     /// Airs a 700 KB object (one block) to one county, which reports from the middle of
     /// the first pass that it received `received_share` of what it saw; returns the events
     /// from then until the first round after the pass starts (or 10 virtual seconds).
-    fn events_after_a_mid_pass_report(received_share: f64) -> Vec<BroadcastEvent> {
+    fn events_after_a_mid_pass_report(received_share: f64) -> (Vec<BroadcastEvent>, AirStats) {
         let start = Instant::now();
         let mut uplink = machine(start);
         let county = "410102".to_owned();
@@ -1561,30 +1564,29 @@ mod tests {
                 let done = matches!(event, BroadcastEvent::RoundStarted { round: 1, .. });
                 events.push(event);
                 if done {
-                    return events;
+                    return (events, uplink.stats());
                 }
             }
             if !sent {
                 now = uplink.poll_timeout().filter(|t| *t > now).unwrap_or(now + Duration::from_micros(100));
             }
         }
-        events
+        (events, uplink.stats())
     }
 
     #[test]
     fn a_county_that_says_mid_pass_it_will_fall_short_is_repaired_without_a_wait() {
         // It lost 40% of what it saw: at the prior's 5% for the rest it ends far short.
-        let events = events_after_a_mid_pass_report(0.6);
-        let round_ended = events.iter().any(|e| matches!(e, BroadcastEvent::RoundEnded { round: 0, .. }));
+        let (events, stats) = events_after_a_mid_pass_report(0.6);
         let Some(BroadcastEvent::RoundStarted { symbols, .. }) = events.last() else { panic!("no repair round: {events:?}") };
-        assert!(!round_ended, "the pass ended with a marker and a wait for reports: {events:?}");
+        assert_eq!(stats.round_datagrams, 0, "the pass ended with a marker and a wait for reports: {events:?}");
         // 488 - 0.6 * 244 needed, 0.95 * (pass - 244) still coming: about 80 short.
         assert!((60..150).contains(symbols), "{symbols} repair symbols");
     }
 
     #[test]
     fn a_county_on_track_mid_pass_buys_no_early_repair() {
-        let events = events_after_a_mid_pass_report(0.95);
+        let (events, _) = events_after_a_mid_pass_report(0.95);
         assert!(
             events.iter().any(|e| matches!(e, BroadcastEvent::RoundEnded { round: 0, .. })),
             "the pass must end with its marker and the usual wait: {events:?}"

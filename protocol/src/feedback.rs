@@ -400,6 +400,22 @@ impl Feedback {
 mod tests {
     use super::*;
 
+    /// The PassProgress example of docs/protocol.md section 13.1.
+    #[test]
+    fn a_pass_progress_encodes_as_documented() {
+        let feedback = Feedback {
+            county_code: "410102".into(),
+            message: FeedbackMessage::PassProgress { object_id: 7, needs: vec![0, 30], seen: vec![80, 100] },
+        };
+        let hex: String = feedback.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let documented = "01 0000000000000006 343130313032 00000006 0000000000000007 0000000000000002 00000000 0000001e \
+                          0000000000000002 00000050 00000064";
+        assert_eq!(hex, documented.split_whitespace().collect::<String>());
+        assert_eq!(Feedback::from_bytes(&feedback.to_bytes()).expect("roundtrip"), feedback);
+        let uneven = Feedback { message: FeedbackMessage::PassProgress { object_id: 7, needs: vec![0, 30], seen: vec![80] }, ..feedback };
+        assert!(matches!(Feedback::from_bytes(&uneven.to_bytes()), Err(FeedbackError::Bounds(_))));
+    }
+
     #[test]
     fn roundtrips_and_refuses_bad_input() {
         let feedback = Feedback {

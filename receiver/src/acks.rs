@@ -77,9 +77,10 @@ impl Backoff {
 /// failure wait (exponential backoff) and start again.
 pub async fn run(ack: AckConfig, tls: quinn::ClientConfig, outbox: Outbox, hello: Arc<dyn HelloSource>, stop: Arc<AtomicBool>) {
     let mut backoff = Backoff::default();
+    let mut pass_reports_refused = false;
     while !stop.load(Ordering::Relaxed) {
         let mut worked = false;
-        match session(&ack, &tls, &outbox, hello.as_ref(), &stop, &mut worked).await {
+        match session(&ack, &tls, &outbox, hello.as_ref(), &stop, &mut worked, &mut pass_reports_refused).await {
             Ok(()) => backoff = Backoff::default(),
             Err(error) => {
                 let wait = backoff.after_failure(worked);
@@ -104,7 +105,9 @@ async fn resolve(uplink: &str) -> Result<SocketAddr, String> {
 }
 
 /// One connection: lasts until an error or a stop. Sets `worked` once the uplink has
-/// recorded a message in it (and clears it if the uplink then says it is busy).
+/// recorded a message in it (and clears it if the uplink then says it is busy). Sets
+/// `pass_reports_refused` once the uplink refuses a PassProgress (a build from before
+/// them): from then on they are dropped unsent, so that one warning says it all.
 async fn session(
     ack: &AckConfig,
     tls: &quinn::ClientConfig,
@@ -112,6 +115,7 @@ async fn session(
     hello: &dyn HelloSource,
     stop: &AtomicBool,
     worked: &mut bool,
+    pass_reports_refused: &mut bool,
 ) -> Result<(), String> {
     let addr = resolve(&ack.uplink).await?;
     let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
@@ -139,9 +143,19 @@ async fn session(
             continue;
         }
         for (seq, feedback) in batch {
+            let pass_report = matches!(feedback.message, FeedbackMessage::PassProgress { .. });
+            if pass_report && *pass_reports_refused {
+                outbox.ack(seq).map_err(|e| e.to_string())?;
+                continue;
+            }
             match send(&connection, &feedback).await? {
                 AckReply::Recorded => {
                     debug!(seq, message = ?feedback.message, "acknowledged");
+                    outbox.ack(seq).map_err(|e| e.to_string())?;
+                }
+                AckReply::Refused if pass_report => {
+                    *pass_reports_refused = true;
+                    warn!("the uplink refuses reports from the middle of a pass (a build from before them?): no more are sent until restart");
                     outbox.ack(seq).map_err(|e| e.to_string())?;
                 }
                 AckReply::Refused => {
