@@ -196,3 +196,41 @@ fn an_object_whose_encoders_are_not_ready_airs_the_same_symbols_later_and_others
         );
     }
 }
+
+/// Two objects of one class: the second's first encoder is asked for while the first is
+/// still on the air, so the carrier goes from one to the other without waiting for a build
+/// (it waited [`BUILD_TIME`] before, idle, for every broadcast in a queue).
+#[test]
+fn the_next_object_s_encoder_is_built_while_the_one_before_it_airs() {
+    let seed = std::env::var("DEFERRED_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    println!("seed {seed}; replay with DEFERRED_SEED={seed} cargo test -p satcast-protocol --test deferred_encoders");
+    let world = world(seed);
+    let clock = Arc::new(Mutex::new(world.start));
+    let asks = Arc::new(Mutex::new(Vec::new()));
+    let deferred = Deferred { payload: world.payload.clone(), clock: clock.clone(), first_asked: HashMap::new(), asks: asks.clone() };
+    let mut uplink = broadcaster(&world);
+    uplink.add_object(world.start, object(&world, 1, Priority::Normal, Box::new(Bytes(world.payload.clone())))).expect("add");
+    uplink.add_object(world.start, object(&world, 2, Priority::Normal, Box::new(deferred))).expect("add");
+    let (mut now, mut buf, mut aired) = (world.start, Vec::new(), Vec::new());
+    for _ in 0..STEPS_MAX {
+        *clock.lock().expect("clock") = now;
+        if uplink.poll_transmit(now, 0, &mut buf) {
+            if let Ok(datagram) = wire::parse(&buf, &world.network_key) {
+                if let Body::Data { .. } = datagram.body {
+                    aired.push((datagram.object_id, now));
+                }
+            }
+            continue;
+        }
+        while uplink.poll_event().is_some() {}
+        if uplink.airing().is_empty() {
+            break;
+        }
+        now = uplink.poll_timeout().expect("a wake-up time").max(now + NUDGE);
+    }
+    let last_first = aired.iter().rposition(|d| d.0 == 1).expect("object 1 aired");
+    let (next_object, next_at) = aired[last_first + 1];
+    assert_eq!(next_object, 2, "object 2 follows object 1");
+    let gap = next_at - aired[last_first].1;
+    assert!(gap < BUILD_TIME, "the carrier waited {gap:?} between the objects for an encoder");
+}

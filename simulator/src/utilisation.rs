@@ -74,6 +74,9 @@ pub struct UtilisationReport {
     pub utilisation: f64,
     /// Each broadcast's last delivery, seconds after the first DATA burst, in queue order.
     pub completions: Vec<f64>,
+    /// Per whole second from the first DATA burst: milliseconds the carrier carried
+    /// nothing (its rate less what the relay saw), to find where utilisation is lost.
+    pub idle_ms_per_second: Vec<u32>,
 }
 
 impl UtilisationReport {
@@ -154,12 +157,23 @@ fn measure(cluster: &mut Cluster, dir: &Path, options: &UtilisationOptions) -> R
     let mut done: Vec<Vec<Option<f64>>> = vec![vec![None; options.counties]; options.objects];
     let mut at_last = baseline;
     let mut last_at = 0.0;
+    // Bytes the relay saw in each whole second since the first burst.
+    let mut per_second: Vec<u64> = Vec::new();
+    let mut previous = baseline;
     while start.elapsed() < options.time_limit {
         let now = start.elapsed().as_secs_f64();
         let on_air = stats.bytes_on_air.load(Ordering::Relaxed);
         if first_burst.is_none() && on_air > baseline + FIRST_BURST_BYTES {
             // The burst began when the bytes beyond the baseline started to go out.
             first_burst = Some(now - (on_air - baseline) as f64 * 8.0 / rate);
+        }
+        if let Some(first) = first_burst {
+            let second = ((now - first).max(0.0) as usize).min(options.time_limit.as_secs() as usize);
+            if per_second.len() <= second {
+                per_second.resize(second + 1, 0);
+            }
+            per_second[second] += on_air - previous;
+            previous = on_air;
         }
         let mut all = true;
         for (object, name) in names.iter().enumerate() {
@@ -186,6 +200,12 @@ fn measure(cluster: &mut Cluster, dir: &Path, options: &UtilisationOptions) -> R
     let air_seconds = bytes_on_air as f64 * 8.0 / rate;
     let wall_seconds = (last_at - first).max(1e-9);
     let delivered = done.iter().flatten().filter(|d| d.is_some()).count();
+    let whole_seconds = wall_seconds.floor() as usize;
+    let idle_ms_per_second = per_second
+        .iter()
+        .take(whole_seconds)
+        .map(|bytes| ((1.0 - *bytes as f64 * 8.0 / rate).max(0.0) * 1000.0).round() as u32)
+        .collect();
     let completions: Vec<f64> = done.iter().map(|o| o.iter().map(|d| d.map_or(f64::NAN, |t| t - first)).fold(0.0, f64::max)).collect();
     Ok(UtilisationReport {
         seed: options.seed,
@@ -198,6 +218,7 @@ fn measure(cluster: &mut Cluster, dir: &Path, options: &UtilisationOptions) -> R
         wall_seconds: round3(wall_seconds),
         utilisation: round4(air_seconds / wall_seconds),
         completions: completions.into_iter().map(round3).collect(),
+        idle_ms_per_second,
     })
 }
 
@@ -217,7 +238,8 @@ pub fn summary(report: &UtilisationReport) -> String {
          delivered       {}/{}\n\
          on the carrier  {} bytes: {:.3} s of air time\n\
          first DATA burst to last delivery {:.3} s: utilisation {:.4}\n\
-         last delivery of each broadcast (s): {}\n",
+         last delivery of each broadcast (s): {}\n\
+         carrier idle per whole second (ms): {}\n",
         report.objects,
         report.size_bytes,
         report.counties,
@@ -228,6 +250,7 @@ pub fn summary(report: &UtilisationReport) -> String {
         report.air_seconds,
         report.wall_seconds,
         report.utilisation,
-        completions.join(" ")
+        completions.join(" "),
+        report.idle_ms_per_second.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
     )
 }
