@@ -25,6 +25,13 @@ pub const COMPRESS_BYTES_MIN: u64 = 256;
 /// Compression is kept only if it saves at least this many percent of the bytes on the air;
 /// below that (already compressed media, archives) the receiver's decoding is not worth it.
 pub const COMPRESSION_SAVING_PERCENT_MIN: u64 = 5;
+/// The fast zstd level that probes whether a payload compresses at all before a strong
+/// level is spent on it: hundreds of MB a second, where level 19 takes about a second per MB.
+pub const PROBE_LEVEL: i32 = 3;
+/// A payload the probe cannot shrink by this many percent is aired as it is without trying
+/// the strong level: random, encrypted or already compressed bytes, which no level makes
+/// 5% smaller. (Repeats farther apart than the probe's 2 MiB window are missed.)
+pub const PROBE_SAVING_PERCENT_MIN: u64 = 1;
 /// Size of the buffer the decoder writes through, in bytes (with the window, all the memory
 /// decoding needs).
 pub const DECODE_BUFFER_BYTES: usize = 256 * 1024;
@@ -66,6 +73,16 @@ pub fn compress(input: &mut dyn Read, size_bytes: u64, level: i32, output: &mut 
         encoder.finish()?;
     }
     Ok(counted.written)
+}
+
+/// Whether `input` is worth compressing at `level`: true at once for a level no stronger
+/// than [`PROBE_LEVEL`], else whether [`PROBE_LEVEL`] saves [`PROBE_SAVING_PERCENT_MIN`].
+pub fn worth_compressing(input: &mut dyn Read, size_bytes: u64, level: i32) -> io::Result<bool> {
+    if level <= PROBE_LEVEL {
+        return Ok(true);
+    }
+    let probed = compress(input, size_bytes, PROBE_LEVEL, &mut io::sink())?;
+    Ok(probed.saturating_mul(100) <= size_bytes.saturating_mul(100 - PROBE_SAVING_PERCENT_MIN))
 }
 
 /// The window (log2 bytes) a patch from a base of `base_len` to `new_len` bytes needs, so
@@ -249,6 +266,17 @@ mod tests {
         let mut out = Vec::new();
         decode(&mut &aired[..], base, declared, hash, &mut out)?;
         Ok(out)
+    }
+
+    #[test]
+    fn the_probe_spares_the_strong_level_for_random_bytes_only() {
+        let mut random = vec![0u8; 300_000];
+        rand::rngs::StdRng::seed_from_u64(3).fill(&mut random[..]);
+        let level = level_for(Kind::Software, random.len() as u64);
+        assert!(!worth_compressing(&mut &random[..], random.len() as u64, level).expect("probe"));
+        let document = text(2, 300_000);
+        assert!(worth_compressing(&mut &document[..], document.len() as u64, level).expect("probe"));
+        assert!(worth_compressing(&mut &random[..], random.len() as u64, PROBE_LEVEL).expect("no probe below it"));
     }
 
     #[test]

@@ -341,14 +341,15 @@ fn code_payload(
     let delivered = Delivered { size_bytes, hash };
     let tmp = aired.with_extension("aired.tmp");
     let level = codec::level_for(kind, size_bytes);
-    let compressed = {
-        let mut input = io::BufReader::new(File::open(payload).map_err(read_err(payload))?);
+    let open = || File::open(payload).map(io::BufReader::new).map_err(read_err(payload));
+    // A fast probe first: random or already compressed bytes are not worth seconds a MB.
+    let mut chosen = none;
+    if codec::worth_compressing(&mut open()?, size_bytes, level).map_err(read_err(payload))? {
         let mut output = io::BufWriter::new(File::create(&tmp).map_err(read_err(&tmp))?);
-        let len = codec::compress(&mut input, size_bytes, level, &mut output).map_err(read_err(&tmp))?;
+        let compressed = codec::compress(&mut open()?, size_bytes, level, &mut output).map_err(read_err(&tmp))?;
         output.flush().map_err(read_err(&tmp))?;
-        len
-    };
-    let mut chosen = Chosen { compression: Compression::Zstd(delivered), aired_bytes: compressed };
+        chosen = Chosen { compression: Compression::Zstd(delivered), aired_bytes: compressed };
+    }
     if let Coding::Delta(bases) = coding {
         if let Some(patch) = patch_against_base(bases, kind, job, payload, size_bytes, hash, level)? {
             if patch.aired_bytes < chosen.aired_bytes {
