@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use satcast::{Cluster, ClusterOptions, run, section_listen, seed, wait_until};
+use satcast_daemon::http::HTTP_CONNECTIONS_MAX;
 use satcast_sim::relay::LossModel;
 
 /// An HTTP answer: status and body.
@@ -160,4 +161,26 @@ fn both_daemons_metrics_parse_and_agree_with_their_status() {
         let (code, health) = http_get(&format!("http://{metrics}/health"), None);
         assert_eq!(code, 200, "{health}");
     }
+
+    // Someone on the county's LAN opens connections to /metrics and sends nothing: the
+    // daemon holds at most HTTP_CONNECTIONS_MAX of them (it held every one, each a file
+    // descriptor, for ever), and answers again once they go.
+    let county = &cluster.counties[0];
+    let county_config = std::fs::read_to_string(&county.config).expect("county config");
+    let metrics = section_listen(&county_config, "[metrics]").expect("county metrics address");
+    let pid = county.daemon.as_ref().expect("running").pid();
+    let descriptors = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let before = descriptors();
+    let silent: Vec<_> = (0..HTTP_CONNECTIONS_MAX * 4).filter_map(|_| std::net::TcpStream::connect(metrics).ok()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let held = descriptors().saturating_sub(before);
+    assert!(held <= HTTP_CONNECTIONS_MAX + 8, "{} silent connections made the daemon hold {held} more descriptors", silent.len());
+    drop(silent);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(2))).build().into();
+            agent.get(&format!("http://{metrics}/health")).call().is_ok_and(|r| r.status() == 200)
+        }),
+        "/health does not answer once the silent connections closed"
+    );
 }

@@ -4,7 +4,8 @@
 //! ([`logging`]), the wall clock ([`clock`]), object ids in JSON ([`object_id`]), and
 //! command-line output: one-line errors and closed pipes ([`cli`]), the `check` report
 //! ([`check`]), completions and man pages for packaging ([`assets`]), and repeated
-//! warnings summarised ([`summary`]).
+//! warnings summarised ([`summary`]), and HTTP listeners with bounded connections
+//! ([`http`]).
 #![warn(missing_docs)]
 
 pub mod assets;
@@ -12,6 +13,7 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod http;
 pub mod logging;
 pub mod object_id;
 pub mod signals;

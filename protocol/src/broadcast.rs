@@ -48,7 +48,7 @@ use crate::fec::{self, Block, BlockEncoder, Oti};
 use crate::feedback::{Feedback, FeedbackMessage};
 use crate::manifest::{Kind, Manifest};
 use crate::pacer::Pacer;
-use crate::sizing::{self, LossBook, SizingConfig, SIZING_LOSS_MAX};
+use crate::sizing::{self, LossBook, SIZING_LOSS_MAX, SizingConfig};
 use crate::trust::{self, Heartbeat, LatestVersion, SigningKey};
 use crate::wire::{self, NetworkKey, PacketType};
 
@@ -808,9 +808,10 @@ impl Airing {
                 }
             }
         }
-        worst_short.iter().any(|s| *s > 0.0).then(|| {
-            worst_short.iter().map(|s| if *s > 0.0 { repair_symbols_for_need(s.ceil() as u32, worst_loss) } else { 0 }).collect()
-        })
+        worst_short
+            .iter()
+            .any(|s| *s > 0.0)
+            .then(|| worst_short.iter().map(|s| if *s > 0.0 { repair_symbols_for_need(s.ceil() as u32, worst_loss) } else { 0 }).collect())
     }
 
     fn blind_counts(&self, config: &BroadcastConfig) -> Vec<u32> {
@@ -1388,12 +1389,10 @@ impl Broadcaster {
     /// round (the same order as [`Broadcaster::build_next`]), so the carrier does not wait
     /// for it to be built.
     fn prefetch_next_after(&mut self, now: Instant, index: usize) {
-        let next = (0..self.objects.len())
-            .filter(|i| *i != index && self.objects[*i].phase == Phase::Sending)
-            .min_by_key(|i| {
-                let airing = &self.objects[*i];
-                (airing.priority, airing.round_left(), airing.seq)
-            });
+        let next = (0..self.objects.len()).filter(|i| *i != index && self.objects[*i].phase == Phase::Sending).min_by_key(|i| {
+            let airing = &self.objects[*i];
+            (airing.priority, airing.round_left(), airing.seq)
+        });
         if let Some(next) = next {
             self.objects[next].prefetch(now);
         }

@@ -381,7 +381,9 @@ impl Feedback {
             FeedbackMessage::Progress { needs, .. } if needs.is_empty() || needs.len() > NEEDS_MAX => {
                 Err(FeedbackError::Bounds("needs must list 1 to 256 blocks"))
             }
-            FeedbackMessage::PassProgress { needs, seen, .. } if needs.is_empty() || needs.len() > NEEDS_MAX || seen.len() != needs.len() => {
+            FeedbackMessage::PassProgress { needs, seen, .. }
+                if needs.is_empty() || needs.len() > NEEDS_MAX || seen.len() != needs.len() =>
+            {
                 Err(FeedbackError::Bounds("needs and seen must list the same 1 to 256 blocks"))
             }
             FeedbackMessage::Rejected { reason, .. } if reason.len() > TEXT_BYTES_MAX => Err(FeedbackError::Bounds("reason too long")),

@@ -155,7 +155,9 @@ async fn session(
                 }
                 AckReply::Refused if pass_report => {
                     *pass_reports_refused = true;
-                    warn!("the uplink refuses reports from the middle of a pass (a build from before them?): no more are sent until restart");
+                    warn!(
+                        "the uplink refuses reports from the middle of a pass (a build from before them?): no more are sent until restart"
+                    );
                     outbox.ack(seq).map_err(|e| e.to_string())?;
                 }
                 AckReply::Refused => {

@@ -57,6 +57,7 @@ pub fn start(listen: &str, latest: Latest, stop: Arc<AtomicBool>) {
                     tokio::time::sleep(STOP_POLL).await;
                 }
             };
+            let listener = satcast_daemon::http::BoundedListener::new(listener);
             if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
                 warn!(%error, "the metrics server stopped");
             }

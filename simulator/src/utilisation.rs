@@ -201,11 +201,8 @@ fn measure(cluster: &mut Cluster, dir: &Path, options: &UtilisationOptions) -> R
     let wall_seconds = (last_at - first).max(1e-9);
     let delivered = done.iter().flatten().filter(|d| d.is_some()).count();
     let whole_seconds = wall_seconds.floor() as usize;
-    let idle_ms_per_second = per_second
-        .iter()
-        .take(whole_seconds)
-        .map(|bytes| ((1.0 - *bytes as f64 * 8.0 / rate).max(0.0) * 1000.0).round() as u32)
-        .collect();
+    let idle_ms_per_second =
+        per_second.iter().take(whole_seconds).map(|bytes| ((1.0 - *bytes as f64 * 8.0 / rate).max(0.0) * 1000.0).round() as u32).collect();
     let completions: Vec<f64> = done.iter().map(|o| o.iter().map(|d| d.map_or(f64::NAN, |t| t - first)).fold(0.0, f64::max)).collect();
     Ok(UtilisationReport {
         seed: options.seed,

@@ -29,6 +29,7 @@
 //! queue folders, an upload's file) goes to its blocking threads. The read-only dashboard
 //! (`crate::dashboard`) is served by the same runtime on a listener of its own.
 
+use satcast_daemon::http::{BoundedListener, HTTP_CONNECTIONS_MAX, HTTP_IDLE_TIMEOUT};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -276,11 +277,15 @@ pub fn start(
                 info!(%listen, "control API listening");
                 let app = router(context.clone());
                 let shutdown = stopped();
+                // Longer than an upload's stall, so a stalled upload is answered, not cut.
+                let idle = (context.body_stall * 2).max(HTTP_IDLE_TIMEOUT);
+                let control = BoundedListener::with_limits(control, HTTP_CONNECTIONS_MAX, idle);
                 let control = tokio::spawn(async move { axum::serve(control, app).with_graceful_shutdown(shutdown).await });
                 if let Some(listener) = dashboard_listener.and_then(|l| tokio::net::TcpListener::from_std(l).ok()) {
                     info!(listen = dashboard_listen.as_deref().unwrap_or(""), "dashboard listening");
                     let app = crate::dashboard::router(context.clone());
                     let shutdown = stopped();
+                    let listener = BoundedListener::new(listener);
                     tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
                 }
                 tokio::spawn(crate::dashboard::background(context, stop.clone()));
