@@ -794,7 +794,8 @@ impl Airing {
         let mut worst_loss: f64 = 0.0;
         for county in self.feedback.outstanding() {
             let Some(report) = self.feedback.pass_reports.get(county) else { continue };
-            if report.sent_when_received < self.round_start_sent || report.needs.len() != self.blocks.len() {
+            let (blocks, stale) = (self.blocks.len(), report.sent_when_received < self.round_start_sent);
+            if stale || report.needs.len() != blocks || report.seen.len() != blocks {
                 continue;
             }
             let loss = losses.loss(now, county).min(SIZING_LOSS_MAX);

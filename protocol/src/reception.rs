@@ -92,8 +92,8 @@ pub const CONTROL_REFUSED_REMEMBERED_MAX: usize = 64;
 /// dropped beyond it (the next round asks again).
 pub const FEEDBACK_QUEUE_MAX: usize = 1024;
 /// How often a receiver reports from the middle of a pass, per object, by default: 2000
-/// counties make 2000 reports a second per object at the uplink, which keeps none of them
-/// (they steer the airing only).
+/// counties make 2000 reports a second per object at the uplink, which writes none of them
+/// down (they steer the airing only; it keeps the latest per county in memory).
 pub const PASS_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Object ids of partial objects dropped because the uplink no longer airs them: their
 /// manifests, replayed, are dropped before any signature check until a heartbeat names
