@@ -347,6 +347,8 @@ pub struct ReceptionStats {
     pub manifests_ended: u64,
     /// Partial objects dropped, to make room, because the uplink no longer airs them.
     pub partials_ended: u64,
+    /// KEY_WRAP datagrams (confidential key tree), not yet used by this machine.
+    pub key_wraps: u64,
 }
 
 /// How faithfully symbols are processed. The simulator uses [`Fidelity::Counting`] to run
@@ -907,6 +909,7 @@ impl Reception {
             Body::Heartbeat(signed) => self.handle_heartbeat(now, wall_unix_secs, signed),
             Body::Round { round } => self.handle_round(now, datagram.object_id, round),
             Body::Revocation(signed) => self.handle_revocation(signed),
+            Body::KeyWrap(_) => self.stats.key_wraps += 1,
         }
     }
 
