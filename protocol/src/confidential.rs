@@ -27,6 +27,8 @@ pub const TAG_LEN: usize = 16;
 pub const CONTENT_WRAPS_MAX: usize = TARGETS_MAX;
 /// Largest sealed metadata: the encoding of [`Secrets`] and its tag.
 pub const SEALED_SECRETS_BYTES_MAX: usize = 8 + NAME_BYTES_MAX + 8 + 32 + 4 + 8 + 32 + 32 + TAG_LEN;
+/// Largest canonical encoding of a [`Confidential`] section.
+pub const CONFIDENTIAL_BYTES_MAX: usize = 8 + CONTENT_WRAPS_MAX * crate::key_tree::SEALED_BYTES_MAX + 8 + SEALED_SECRETS_BYTES_MAX;
 /// Bytes of the name digest in a pseudonym.
 pub const PSEUDONYM_DIGEST_LEN: usize = 12;
 
@@ -91,6 +93,22 @@ pub struct Confidential {
     pub wraps: Vec<Sealed>,
     /// [`Secrets`] sealed under the content key.
     pub sealed_secrets: Vec<u8>,
+}
+
+impl Confidential {
+    /// The canonical encoding, as carried in the manifest.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode_canonical::<Self, CONFIDENTIAL_BYTES_MAX>(self)
+    }
+
+    /// Decodes [`Confidential::to_bytes`], refusing more than [`CONTENT_WRAPS_MAX`] wraps.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Confidential, ConfidentialError> {
+        let section: Confidential = decode_canonical::<Self, CONFIDENTIAL_BYTES_MAX>(bytes).map_err(|_| ConfidentialError::Secrets)?;
+        if section.wraps.len() > CONTENT_WRAPS_MAX {
+            return Err(ConfidentialError::TooManyWraps(section.wraps.len()));
+        }
+        Ok(section)
+    }
 }
 
 fn nonce(domain: u8, object_id: u64, sbn: u8) -> [u8; NONCE_LEN] {
@@ -300,6 +318,25 @@ mod tests {
         assert!(opened.len() >= plain.len());
         assert_eq!(&opened[..plain.len()], &plain[..]);
         assert!(opened[plain.len()..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn the_documented_bounds_hold() {
+        // docs/protocol.md sections 7.4, 8.5 and 11 quote these.
+        assert_eq!(SEALED_SECRETS_BYTES_MAX, 380);
+        assert_eq!(CONFIDENTIAL_BYTES_MAX, 6604);
+        assert_eq!(crate::key_tree::SIGNED_KEY_WRAPS_BYTES_MAX, 10_912);
+        assert_eq!(crate::key_tree::wraps_per_datagram(1472), 11);
+        let longest = Secrets {
+            name: "n".repeat(NAME_BYTES_MAX),
+            plain_size: u64::MAX,
+            plain_hash: [9; 32],
+            compression: Compression::ZstdPatch {
+                base_hash: [1; 32],
+                delivered: crate::manifest::Delivered { size_bytes: 1, hash: [2; 32] },
+            },
+        };
+        assert_eq!(seal_secrets(&SecretKey([1; 32]), 1, &longest).len(), SEALED_SECRETS_BYTES_MAX);
     }
 
     #[test]

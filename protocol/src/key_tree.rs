@@ -47,10 +47,23 @@ pub const COUNTIES_MAX: usize = 8192;
 /// Wraps in one signed key-wrap message (one KEY_WRAP datagram). 96 wraps of at most
 /// [`EDGE_WRAP_BYTES_MAX`] fit [`SIGNED_KEY_WRAPS_BYTES_MAX`].
 pub const WRAPS_PER_MESSAGE_MAX: usize = 96;
+/// Largest canonical encoding of one [`Sealed`]: node, epoch, sealing, key and tag.
+pub const SEALED_BYTES_MAX: usize = 5 + 8 + 4 + KEY_LEN + SEALED_KEY_LEN;
 /// Largest canonical encoding of one [`EdgeWrap`].
-pub const EDGE_WRAP_BYTES_MAX: usize = 5 + 8 + 5 + 8 + 4 + KEY_LEN + SEALED_KEY_LEN;
+pub const EDGE_WRAP_BYTES_MAX: usize = 5 + 8 + SEALED_BYTES_MAX;
 /// Largest canonical signed key-wrap message: fits one UDP datagram with room to spare.
 pub const SIGNED_KEY_WRAPS_BYTES_MAX: usize = 8 + 8 + 8 + WRAPS_PER_MESSAGE_MAX * EDGE_WRAP_BYTES_MAX + 8 + 256 + 64;
+/// Bytes of a signed key-wrap message besides its wraps: the lengths, sequence and time, the
+/// certificate (120) and the signature (64).
+pub const SIGNED_KEY_WRAPS_OVERHEAD_BYTES: usize = 8 + 8 + 8 + 8 + 120 + 64;
+
+/// How many wraps one KEY_WRAP datagram of at most `datagram_bytes_max` bytes (UDP payload)
+/// holds: 11 at a 1500-byte MTU (1472).
+pub fn wraps_per_datagram(datagram_bytes_max: usize) -> usize {
+    let room = datagram_bytes_max.saturating_sub(crate::wire::HEADER_LEN + crate::wire::TAG_LEN + SIGNED_KEY_WRAPS_OVERHEAD_BYTES);
+    (room / EDGE_WRAP_BYTES_MAX).clamp(1, WRAPS_PER_MESSAGE_MAX)
+}
+
 /// Context of the signature over a key-wrap message.
 pub const KEY_WRAP_CONTEXT: &[u8] = b"satcast/v1/key-wrap\0";
 /// Label of a county's secret in its bundle.
@@ -398,6 +411,12 @@ fn aead_open(key: &[u8; KEY_LEN], nonce: &[u8; NONCE_LEN], aad: &[u8], sealed: &
 pub fn seal_under_group(rng: &mut impl rand::CryptoRng, what: Wrapped, key: &SecretKey, under: Node, group: &GroupKey) -> Sealed {
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill_bytes(&mut nonce);
+    seal_under_group_with_nonce(nonce, what, key, under, group)
+}
+
+/// [`seal_under_group`] with a given nonce, for test vectors: a nonce must never repeat
+/// under one group key, so everything else draws it from a CSPRNG.
+pub fn seal_under_group_with_nonce(nonce: [u8; NONCE_LEN], what: Wrapped, key: &SecretKey, under: Node, group: &GroupKey) -> Sealed {
     let aad = associated_data(what, under, group.epoch);
     let sealed = aead_seal(&group.key.0, &nonce, &aad, &key.0);
     Sealed { under, under_epoch: group.epoch, sealing: Sealing::Group { nonce }, sealed }
@@ -413,6 +432,18 @@ pub fn seal_to_county(
 ) -> Result<Sealed, KeyTreeError> {
     let mut ephemeral_secret = [0u8; KEY_LEN];
     rng.fill_bytes(&mut ephemeral_secret);
+    seal_to_county_with_ephemeral(ephemeral_secret, what, key, county, public)
+}
+
+/// [`seal_to_county`] with a given ephemeral secret, for test vectors: it must be fresh for
+/// every wrap, so everything else draws it from a CSPRNG.
+pub fn seal_to_county_with_ephemeral(
+    ephemeral_secret: [u8; KEY_LEN],
+    what: Wrapped,
+    key: &SecretKey,
+    county: Node,
+    public: &[u8; KEY_LEN],
+) -> Result<Sealed, KeyTreeError> {
     let ephemeral_secret = x25519_dalek::StaticSecret::from(ephemeral_secret);
     let ephemeral = x25519_dalek::PublicKey::from(&ephemeral_secret).to_bytes();
     let shared = ephemeral_secret.diffie_hellman(&x25519_dalek::PublicKey::from(*public));

@@ -17,8 +17,8 @@ use satcast_protocol::wire::{self, Body};
 
 const NOW: u64 = 1_800_000_000;
 const NETWORK: NetworkKey = NetworkKey([9; 32]);
-/// Wraps per KEY_WRAP datagram at a 1500-byte MTU (see docs/protocol.md).
-const WRAPS_PER_DATAGRAM: usize = 10;
+/// The largest UDP payload at a 1500-byte MTU.
+const DATAGRAM_BYTES_MAX: usize = 1472;
 
 struct Uplink {
     rng: ChaCha20Rng,
@@ -38,13 +38,20 @@ impl Uplink {
     /// One pass of the carousel's key wraps, as KEY_WRAP datagrams.
     fn carousel(&mut self) -> Vec<Vec<u8>> {
         let wraps = self.tree.edge_wraps(&mut self.rng).expect("wraps");
-        let signed = KeyWraps::sign_all(&self.signing, self.tree.sequence, NOW, &wraps, WRAPS_PER_DATAGRAM).expect("signs");
+        let signed = KeyWraps::sign_all(
+            &self.signing,
+            self.tree.sequence,
+            NOW,
+            &wraps,
+            satcast_protocol::key_tree::wraps_per_datagram(DATAGRAM_BYTES_MAX),
+        )
+        .expect("signs");
         signed
             .iter()
             .map(|s| {
                 let mut out = Vec::new();
                 wire::write_key_wrap(&mut out, &NETWORK, &s.to_bytes());
-                assert!(out.len() <= 1472, "a KEY_WRAP datagram of {} bytes does not fit the MTU", out.len());
+                assert!(out.len() <= DATAGRAM_BYTES_MAX, "a KEY_WRAP datagram of {} bytes does not fit the MTU", out.len());
                 out
             })
             .collect()
