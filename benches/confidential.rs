@@ -32,7 +32,7 @@ use satcast_protocol::wire;
 const DATAGRAM_BYTES_MAX: usize = 1472;
 
 fn tree_of_2000(rng: &mut ChaCha20Rng) -> KeyTree {
-    let mut tree = KeyTree::new();
+    let mut tree = KeyTree::new(rng);
     let mut n = 0;
     'outer: for province in 11..42u32 {
         for prefecture in 1..=8u32 {

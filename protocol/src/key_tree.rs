@@ -458,10 +458,13 @@ pub fn seal_to_county_with_ephemeral(
 
 /// The uplink's key tree: every enrolled county's public key and every group's current key.
 /// Kept durably by the uplink ([`KeyTree::to_bytes`]); it holds secrets.
-#[derive(Clone, Default, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, PartialEq, Eq, Encode, Decode)]
 pub struct KeyTree {
     /// Grows with every change of the tree: key-wrap messages carry it.
     pub sequence: u64,
+    /// The key of the public pseudonyms of confidential names
+    /// ([`crate::confidential::pseudonym`]).
+    name_key: SecretKey,
     counties: BTreeMap<Node, [u8; KEY_LEN]>,
     groups: BTreeMap<Node, GroupKey>,
     /// Epochs of groups that emptied, so a group that fills again never reuses an epoch.
@@ -479,12 +482,28 @@ impl fmt::Debug for KeyTree {
 }
 
 /// Largest canonical encoding of a [`KeyTree`].
-pub const KEY_TREE_BYTES_MAX: usize = 64 + COUNTIES_MAX * (5 + KEY_LEN) + 3 * COUNTIES_MAX * (5 + 8 + KEY_LEN) + 8;
+pub const KEY_TREE_BYTES_MAX: usize = 64 + KEY_LEN + COUNTIES_MAX * (5 + KEY_LEN) + 3 * COUNTIES_MAX * (5 + 8 + KEY_LEN) + 8;
 
 impl KeyTree {
-    /// An empty tree.
-    pub fn new() -> KeyTree {
-        KeyTree::default()
+    /// An empty tree with a fresh pseudonym key.
+    pub fn new(rng: &mut impl rand::CryptoRng) -> KeyTree {
+        KeyTree {
+            sequence: 0,
+            name_key: SecretKey::generate(rng),
+            counties: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            retired: BTreeMap::new(),
+        }
+    }
+
+    /// The key of the public pseudonyms of confidential names.
+    pub fn name_key(&self) -> &SecretKey {
+        &self.name_key
+    }
+
+    /// Whether `county` is enrolled.
+    pub fn is_enrolled(&self, county: &Node) -> bool {
+        self.counties.contains_key(county)
     }
 
     /// The canonical encoding, secrets included.
@@ -846,9 +865,31 @@ mod tests {
     #[test]
     fn weak_public_keys_are_refused() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
-        let mut tree = KeyTree::new();
+        let mut tree = KeyTree::new(&mut rng);
         let county = Node::county("410102").expect("county");
         assert_eq!(tree.enroll(&mut rng, county, [0u8; 32]), Err(KeyTreeError::WeakPublicKey));
+    }
+
+    #[test]
+    fn the_tree_survives_its_encoding_and_refuses_an_inconsistent_one() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let mut tree = KeyTree::new(&mut rng);
+        for code in ["410102", "410103", "420101"] {
+            let public = CountySecret::generate(&mut rng).public();
+            tree.enroll(&mut rng, Node::county(code).expect("code"), public).expect("enrols");
+        }
+        tree.revoke(&mut rng, Node::county("420101").expect("code")).expect("revokes");
+        let bytes = tree.to_bytes();
+        assert_eq!(KeyTree::from_bytes(&bytes).expect("decodes"), tree);
+        assert!(KeyTree::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+        // A group with no county below it.
+        let mut bad = tree.clone();
+        bad.groups.insert(Node::from_prefix("42").expect("p"), GroupKey { epoch: 9, key: SecretKey([0; 32]) });
+        assert!(KeyTree::from_bytes(&bad.to_bytes()).is_err());
+        // Province 42 emptied at epoch 1; refilled, it continues at 2, never reusing an epoch.
+        let public = CountySecret::generate(&mut rng).public();
+        tree.enroll(&mut rng, Node::county("420102").expect("code"), public).expect("enrols");
+        assert_eq!(tree.group(&Node::from_prefix("42").expect("p")).map(|g| g.epoch), Some(2));
     }
 
     #[test]

@@ -32,7 +32,8 @@ impl Uplink {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let root_key = RootKey::generate(&mut rng);
         let signing = SigningKey::generate(&mut rng, &root_key, 1, NOW - 10, NOW + 86_400);
-        Uplink { rng, tree: KeyTree::new(), signing, root: root_key.public() }
+        let tree = KeyTree::new(&mut rng);
+        Uplink { rng, tree, signing, root: root_key.public() }
     }
 
     /// One pass of the carousel's key wraps, as KEY_WRAP datagrams.
@@ -323,7 +324,7 @@ fn cover_of_a_province_and_the_nation_is_one_wrap_at_two_thousand_counties() {
 /// 2000 counties: 31 provinces of 8 prefectures of 8 counties (first 2000 codes), and every
 /// 97th of them as a county that holds its secret.
 fn two_thousand(uplink: &mut Uplink) -> (KeyTree, Vec<County>) {
-    let mut tree = KeyTree::new();
+    let mut tree = KeyTree::new(&mut uplink.rng);
     let mut sampled = Vec::new();
     let mut n = 0;
     'outer: for province in 11..42u32 {
@@ -358,7 +359,7 @@ proptest! {
     ) {
         println!("seed {seed} (replay: PROPTEST case above)");
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let mut tree = KeyTree::new();
+        let mut tree = KeyTree::new(&mut rng);
         let nodes: Vec<Node> = enrolled.iter().map(|(p, f, c)| Node::county(&format!("{p:02}{f:02}{c:02}")).expect("code")).collect();
         let mut rings = Vec::new();
         for node in &nodes {
