@@ -346,6 +346,71 @@ fn two_thousand(uplink: &mut Uplink) -> (KeyTree, Vec<County>) {
     (tree, sampled)
 }
 
+#[test]
+fn twenty_counties_read_a_confidential_object_through_five_percent_loss() {
+    // The protocol-level stand-in for the multicast run (the daemons do not air confidential
+    // objects yet): 20 counties of two provinces, one carousel of key wraps and a first pass
+    // of source and repair symbols, each datagram lost with probability 5% per county.
+    use rand::Rng;
+    let seed: u64 = rand::random();
+    println!("seed {seed}; replay: SATCAST_SEED={seed} cargo test -p satcast-protocol --test confidential twenty");
+    let seed = std::env::var("SATCAST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(seed);
+    let mut uplink = Uplink::new(seed);
+    let mut counties: Vec<County> =
+        (0..20).map(|i| County::new(&format!("{}{:02}{:02}", 41 + i % 2, 1 + i % 3, 1 + i), &mut uplink)).collect();
+    let carousel = uplink.carousel();
+    let mut loss = ChaCha20Rng::seed_from_u64(seed ^ 0x5eed);
+    for county in &mut counties {
+        // Key wraps are lost too: a county that misses one hears the next pass. A county needs
+        // about 3 datagrams; losing one of them in all 10 passes happens about once in 10^11
+        // runs (3 x 20 x 0.05^10).
+        let mut passes = 0;
+        while county.ring.group(&Node::NATION).is_none() && passes < 10 {
+            passes += 1;
+            for datagram in carousel.iter().filter(|_| loss.random_bool(0.95)) {
+                county.hear(datagram, &uplink.root);
+            }
+        }
+    }
+    let plain = document(400_000);
+    let (section, oti, _) = uplink.seal(21, &["41", "42"], &plain);
+    // Every enrolled county is in 41 or 42: the nation's key covers exactly that set.
+    assert_eq!(section.wraps.len(), 1);
+    // Source and repair symbols: 20% repair per block, as a first pass for 5% loss would be.
+    let key_section = section.clone();
+    let mut datagrams = Vec::new();
+    {
+        let County { ring, .. } = &counties[0];
+        let confidential::Opened::Readable(key, _) = confidential::open_section(ring, 21, &key_section).expect("opens") else {
+            panic!("county 0 cannot read")
+        };
+        let sealed = confidential::seal_object(&key, 21, &oti, &plain).expect("seals");
+        for block in fec::blocks(&oti) {
+            let encoder =
+                BlockEncoder::new(&oti, block.sbn, &sealed[block.offset as usize..(block.offset + block.len) as usize]).expect("encoder");
+            let k = encoder.source_symbols();
+            let mut symbol = Vec::new();
+            for esi in 0..k {
+                symbol.clear();
+                encoder.symbol_into(esi, &mut symbol).expect("symbol");
+                let mut out = Vec::new();
+                wire::write_data(&mut out, &NETWORK, 21, block.sbn, esi, &symbol);
+                datagrams.push(out);
+            }
+            for (esi, symbol) in encoder.repair_symbols(k, k / 5 + 4).expect("repair") {
+                let mut out = Vec::new();
+                wire::write_data(&mut out, &NETWORK, 21, block.sbn, esi, &symbol);
+                datagrams.push(out);
+            }
+        }
+    }
+    for county in &counties {
+        let heard: Vec<Vec<u8>> = datagrams.iter().filter(|_| loss.random_bool(0.95)).cloned().collect();
+        let read = county.read(21, &section, &oti, &heard);
+        assert!(read.as_deref() == Ok(&plain[..]), "county {} (seed {seed}): {:?}", county.ring.county(), read.err());
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
