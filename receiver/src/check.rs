@@ -34,6 +34,10 @@ pub fn check(path: &Path) -> CheckReport {
     let network = key_text(&keys.network_key).and_then(|text| NetworkKey::from_text(&text).map_err(|e| e.to_string()));
     record_text(&mut report, "keys.network_key", &keys.network_key, network);
     match &keys.county_secret {
+        // Not needed for clear broadcasts: a missing file is a warning, a damaged one a problem.
+        Some(path) if !path.exists() => {
+            report.warning(format!("keys.county_secret {} is missing: this county cannot read confidential broadcasts", path.display()))
+        }
         Some(path) => {
             let secret = key_text(path).and_then(|text| CountySecret::from_text(&text).map_err(|e| e.to_string()));
             record_text(&mut report, "keys.county_secret", path, secret);
