@@ -411,6 +411,79 @@ fn twenty_counties_read_a_confidential_object_through_five_percent_loss() {
     }
 }
 
+#[test]
+fn the_broadcaster_airs_the_key_tree_and_reception_machines_learn_their_paths() {
+    use satcast_protocol::broadcast::{BroadcastConfig, Broadcaster, KEY_WRAPS_PER_HEARTBEAT};
+    use satcast_protocol::reception::{Reception, ReceptionConfig};
+    use std::time::{Duration, Instant};
+    let mut rng = ChaCha20Rng::seed_from_u64(30);
+    let root_key = RootKey::generate(&mut rng);
+    let for_wraps = SigningKey::generate(&mut rng, &root_key, 1, NOW - 10, NOW + 86_400);
+    let for_heartbeats = SigningKey::generate(&mut rng, &root_key, 2, NOW - 10, NOW + 86_400);
+    let mut tree = KeyTree::new(&mut rng);
+    let mut counties = Vec::new();
+    for i in 0..60u32 {
+        let code = format!("{}{:02}{:02}", 41 + i % 3, 1 + i % 4, 1 + i / 12);
+        let secret = CountySecret::generate(&mut rng);
+        tree.enroll(&mut rng, Node::county(&code).expect("code"), secret.public()).expect("enrols");
+        let mut reception = Reception::new(ReceptionConfig::new(code, root_key.public(), NETWORK));
+        reception.set_county_secret(secret).expect("a county code");
+        counties.push(reception);
+    }
+    // A county with an old bundle (no key of its own): it counts the datagrams and drops them.
+    let mut old_bundle = Reception::new(ReceptionConfig::new("410101".into(), root_key.public(), NETWORK));
+    let wraps = tree.edge_wraps(&mut rng).expect("wraps");
+    let messages =
+        KeyWraps::sign_all(&for_wraps, tree.sequence, NOW, &wraps, satcast_protocol::key_tree::wraps_per_datagram(DATAGRAM_BYTES_MAX))
+            .expect("signs");
+    let config = BroadcastConfig { datagram_bytes_max: DATAGRAM_BYTES_MAX, link_rate_bits_per_sec: 1 << 40, ..BroadcastConfig::default() };
+    let interval = config.heartbeat_interval;
+    let start = Instant::now();
+    let mut uplink = Broadcaster::new(start, config, NETWORK, for_heartbeats);
+    uplink.set_key_wraps(messages.iter().map(|m| m.to_bytes()).collect());
+    let heartbeats = messages.len().div_ceil(KEY_WRAPS_PER_HEARTBEAT) + 1;
+    let mut out = Vec::new();
+    for beat in 0..=heartbeats as u32 {
+        let now = start + interval * beat + Duration::from_millis(1);
+        while uplink.poll_transmit(now, NOW * 1000, &mut out) {
+            for county in counties.iter_mut().chain(std::iter::once(&mut old_bundle)) {
+                county.handle_datagram(now, NOW, &out);
+            }
+        }
+    }
+    assert!(uplink.stats().key_wrap_datagrams >= messages.len() as u64);
+    for county in &counties {
+        let stats = county.stats();
+        let epochs = county.group_epochs();
+        assert_eq!(epochs.len(), 3, "{county:?}: {epochs:?}");
+        for (prefix, epoch) in &epochs {
+            assert_eq!(tree.group(&Node::from_prefix(prefix).expect("prefix")).map(|g| g.epoch), Some(*epoch));
+        }
+        assert_eq!(stats.group_keys_learned, 3);
+        assert!(stats.key_wraps_unwanted >= stats.key_wraps - 3 - (heartbeats as u64), "{stats:?}");
+    }
+    assert_eq!(old_bundle.group_epochs(), Vec::new());
+    assert_eq!(old_bundle.stats().key_wraps, old_bundle.stats().key_wraps_unwanted);
+    // An insider's forgery: newer epochs for a county's whole path, signed under another
+    // root. Refused after one signature check; the county keeps its keys.
+    let county = &mut counties[0];
+    let held = county.group_epochs();
+    let rogue_root = RootKey::generate(&mut rng);
+    let rogue = SigningKey::generate(&mut rng, &rogue_root, 1, NOW - 10, NOW + 86_400);
+    let mut forged_tree = tree.clone();
+    let node = Node::county("410101").expect("code");
+    let public = CountySecret::generate(&mut rng).public();
+    forged_tree.enroll(&mut rng, node, public).expect("enrols");
+    let forged = KeyWraps { sequence: 99, created_unix_secs: NOW, wraps: forged_tree.edge_wraps(&mut rng).expect("wraps")[..5].to_vec() };
+    let mut datagram = Vec::new();
+    wire::write_key_wrap(&mut datagram, &NETWORK, &forged.sign(&rogue).expect("signs").to_bytes());
+    let before = county.stats();
+    county.handle_datagram(start, NOW, &datagram);
+    let after = county.stats();
+    assert_eq!(county.group_epochs(), held);
+    assert_eq!(after.key_wraps_refused + after.key_wraps_unwanted, before.key_wraps_refused + before.key_wraps_unwanted + 1);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
