@@ -640,14 +640,20 @@ impl Reception {
             self.stats.key_wraps_unwanted += 1;
             return;
         }
-        if self.revoked.1.contains(&signed.certificate.body.serial) {
+        // A forgery repeated costs a hash: the same bytes refused before are not verified again.
+        let digest = *blake3::hash(bytes).as_bytes();
+        if self.refused_control.contains(&digest) {
             self.stats.key_wraps_refused += 1;
             return;
+        }
+        if self.revoked.1.contains(&signed.certificate.body.serial) {
+            self.stats.key_wraps_refused += 1;
+            return self.remember_refused_control(digest);
         }
         self.stats.signatures_checked += 1;
         if signed.verify(&self.config.root, wall_unix_secs).is_err() {
             self.stats.key_wraps_refused += 1;
-            return;
+            return self.remember_refused_control(digest);
         }
         if let Some(ring) = self.keys.as_mut() {
             self.stats.group_keys_learned += ring.learn(&message.wraps) as u64;
