@@ -47,7 +47,7 @@ mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /srv
 dpkg --force-confold -i "$package" >&2
 for key in root.public ca.cert.pem client.cert.pem; do install -m 0644 "$bundle/$key" /etc/satcast/; done
-for key in network.key client.key.pem; do install -m 0640 -g satcast "$bundle/$key" /etc/satcast/; done
+for key in network.key client.key.pem county.secret; do install -m 0640 -g satcast "$bundle/$key" /etc/satcast/; done
 install -m 0644 "$bundle/receiver.toml" /etc/satcast/receiver.toml
 cat >>/etc/satcast/receiver.toml <<EOF
 

@@ -205,9 +205,14 @@ fn packages_install_check_their_configs_and_run_the_receiver_through_its_unit() 
     assert!(text.lines().any(|l| l.starts_with("problem: keys.root_public /etc/satcast/root.public")), "{text}");
     // The keys from the bundle, as the README says: the secrets readable by the satcast
     // group only.
-    for (name, mode) in
-        [("root.public", 0o644), ("network.key", 0o640), ("ca.cert.pem", 0o644), ("client.cert.pem", 0o644), ("client.key.pem", 0o640)]
-    {
+    for (name, mode) in [
+        ("root.public", 0o644),
+        ("network.key", 0o640),
+        ("ca.cert.pem", 0o644),
+        ("client.cert.pem", 0o644),
+        ("client.key.pem", 0o640),
+        ("county.secret", 0o640),
+    ] {
         let to = root.host("/etc/satcast").join(name);
         std::fs::copy(root.host("/tmp/bundle").join(name), &to).expect("copy key");
         chown(&to, Some(0), Some(gid)).expect("chown key");

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::Signer as _;
 use satcast_protocol::fec::{self, BlockEncoder, FecError, Oti};
 use satcast_protocol::feedback::Feedback;
+use satcast_protocol::key_tree::{self, CountySecret, KeyRing, Node, SignedKeyWraps};
 use satcast_protocol::manifest::{self, Compression, Delivered, Kind, Manifest};
 use satcast_protocol::reception::{self, Fidelity, MemoryStore, Reception, ReceptionConfig, ReceptionEvent};
 use satcast_protocol::storage;
@@ -39,6 +40,7 @@ pub const TARGETS: &[Target] = &[
     ("parse_targets", parse_targets),
     ("signed_manifest", signed_manifest),
     ("revocation", revocation),
+    ("key_wraps", key_wraps),
     ("certificate", certificate),
     ("heartbeat", heartbeat),
     ("key_text", key_text),
@@ -233,6 +235,11 @@ fn check_datagram(bytes: &[u8], datagram: &Datagram<'_>) {
             assert!(!signed.is_empty(), "empty revocation");
             wire::write_revocation(&mut out, key, signed);
         }
+        Body::KeyWrap(signed) => {
+            assert_eq!(datagram.object_id, 0, "key wrap with an object id");
+            assert!(!signed.is_empty(), "empty key wrap");
+            wire::write_key_wrap(&mut out, key, signed);
+        }
     }
     assert_eq!(out, bytes, "parsed datagram does not write back to the same bytes");
 }
@@ -338,6 +345,25 @@ pub fn signed_manifest(data: &[u8]) {
 /// `SignedRevocation::from_bytes` + `verify` (canonical, within its bounds, agreeing with
 /// `verify_revocation`); the signer-serial peeks on the same bytes; and the input's revocation
 /// list re-signed by the genuine root, which verifies exactly when it is within its bounds.
+/// A KEY_WRAP body (docs/protocol.md 7.4): decoding is canonical and bounded, the cheap
+/// checks and the unwrapping never panic whatever the wraps say (verified or not), and the
+/// message, signed again with the fixed signing key, verifies. Seed: the vector of 12.14.
+pub fn key_wraps(data: &[u8]) {
+    let Ok((signed, message)) = SignedKeyWraps::decode(data) else { return };
+    assert_eq!(signed.to_bytes(), data, "accepted key wraps are not canonical");
+    assert!(message.wraps.len() <= key_tree::WRAPS_PER_MESSAGE_MAX);
+    let digits: String = pattern(0x80).iter().map(|b| format!("{b:02x}")).collect();
+    let secret = CountySecret::from_text(&format!("{} {digits}", key_tree::COUNTY_SECRET_LABEL)).expect("secret");
+    let mut ring = KeyRing::new(Node::county(COUNTY_CODE).expect("county"), secret);
+    let wanted = ring.wants_any(&message);
+    let learned = ring.learn(&message.wraps);
+    assert!(learned <= usize::from(key_tree::LEVELS));
+    assert!(wanted || learned == 0, "learned from wraps it did not want");
+    let _ = signed.verify(&keys().root_public, NOW_UNIX_SECS);
+    let resigned = message.sign(&keys().signing).expect("within bounds");
+    resigned.verify(&keys().root_public, NOW_UNIX_SECS).expect("genuine key wraps");
+}
+
 pub fn revocation(data: &[u8]) {
     let root = &keys().root_public;
     let both = trust::verify_revocation(data, root);

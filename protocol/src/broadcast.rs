@@ -418,6 +418,8 @@ pub struct AirStats {
     pub round_datagrams: u64,
     /// REVOCATION datagrams sent.
     pub revocation_datagrams: u64,
+    /// KEY_WRAP datagrams sent (the confidential key tree's carousel).
+    pub key_wrap_datagrams: u64,
     /// Bytes on the carrier, IP and UDP headers included.
     pub bytes_on_air: u64,
 }
@@ -824,6 +826,14 @@ impl Airing {
     }
 }
 
+/// KEY_WRAP datagrams aired after each regular heartbeat: the tree of 2000 counties (206
+/// datagrams at a 1500-byte MTU) goes round in 13 heartbeat intervals, about a minute at the
+/// default 5 s, 23 kB per heartbeat (37 kbit/s).
+pub const KEY_WRAPS_PER_HEARTBEAT: usize = 16;
+/// Key-wrap messages a broadcaster keeps: a tree of `key_tree::COUNTIES_MAX` counties at a
+/// 1500-byte MTU needs about 900.
+pub const KEY_WRAP_MESSAGES_MAX: usize = 16_384;
+
 /// The broadcast-side machine. See the module documentation for the call order.
 pub struct Broadcaster {
     config: BroadcastConfig,
@@ -848,6 +858,11 @@ pub struct Broadcaster {
     /// The root-signed revocation list, aired after every heartbeat so a receiver that was
     /// offline learns it within one heartbeat interval.
     revocation: Option<Vec<u8>>,
+    /// The key tree's signed key-wrap messages, aired in turn, [`KEY_WRAPS_PER_HEARTBEAT`]
+    /// after every heartbeat (docs/protocol.md 7.4).
+    key_wraps: Vec<Vec<u8>>,
+    /// The next of `key_wraps` to air.
+    key_wrap_next: usize,
     events: VecDeque<BroadcastEvent>,
     stats: AirStats,
     symbol: Vec<u8>,
@@ -883,6 +898,8 @@ impl Broadcaster {
             live_changed: false,
             versions: BTreeMap::new(),
             revocation: None,
+            key_wraps: Vec::new(),
+            key_wrap_next: 0,
             events: VecDeque::new(),
             stats: AirStats::default(),
             symbol: Vec::new(),
@@ -985,6 +1002,15 @@ impl Broadcaster {
         let mut buf = Vec::new();
         wire::write_heartbeat(&mut buf, &self.network_key, &signed);
         buf
+    }
+
+    /// Airs these signed key-wrap messages (canonical bytes, one per KEY_WRAP datagram) from
+    /// now on, in turn, [`KEY_WRAPS_PER_HEARTBEAT`] after every heartbeat; at most
+    /// [`KEY_WRAP_MESSAGES_MAX`] are kept.
+    pub fn set_key_wraps(&mut self, mut signed_key_wraps: Vec<Vec<u8>>) {
+        signed_key_wraps.truncate(KEY_WRAP_MESSAGES_MAX);
+        self.key_wraps = signed_key_wraps;
+        self.key_wrap_next = 0;
     }
 
     /// Airs this signed revocation list (canonical bytes) from now on, after every heartbeat.
@@ -1311,6 +1337,15 @@ impl Broadcaster {
                 wire::write_revocation(&mut revocation_datagram, &self.network_key, revocation);
                 self.control.push_front((now, revocation_datagram, PacketType::Revocation));
             }
+            if regular {
+                for _ in 0..KEY_WRAPS_PER_HEARTBEAT.min(self.key_wraps.len()) {
+                    let index = self.key_wrap_next % self.key_wraps.len();
+                    self.key_wrap_next = index + 1;
+                    let mut datagram = Vec::new();
+                    wire::write_key_wrap(&mut datagram, &self.network_key, &self.key_wraps[index]);
+                    self.control.push_back((now, datagram, PacketType::KeyWrap));
+                }
+            }
             return Some((self.heartbeat_datagram(wall_unix_ms), PacketType::Heartbeat));
         }
         self.advance(now);
@@ -1419,6 +1454,7 @@ impl Broadcaster {
             PacketType::Heartbeat => self.stats.heartbeat_datagrams += 1,
             PacketType::Round => self.stats.round_datagrams += 1,
             PacketType::Revocation => self.stats.revocation_datagrams += 1,
+            PacketType::KeyWrap => self.stats.key_wrap_datagrams += 1,
         }
         out.clear();
         out.extend_from_slice(&buf);

@@ -7,9 +7,11 @@
 
 pub mod broadcast;
 pub mod codec;
+pub mod confidential;
 pub mod esi_set;
 pub mod fec;
 pub mod feedback;
+pub mod key_tree;
 pub mod manifest;
 pub mod object_id;
 pub mod pacer;

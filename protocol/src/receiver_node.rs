@@ -273,6 +273,16 @@ impl ReceiverNode {
         self.reception.set_delivered(kind, name, accepted);
     }
 
+    /// This county's own key for confidential broadcasts, from its bundle.
+    pub fn set_county_secret(&mut self, secret: crate::key_tree::CountySecret) -> Result<(), crate::key_tree::KeyTreeError> {
+        self.reception.set_county_secret(secret)
+    }
+
+    /// The group keys of this county's path it holds: (prefix, epoch), prefecture first.
+    pub fn group_epochs(&self) -> Vec<(String, u64)> {
+        self.reception.group_epochs()
+    }
+
     /// The revocation list kept in durable trust state.
     pub fn set_revocations(&mut self, sequence: u64, revoked_serials: &[u64]) {
         self.reception.set_revocations(sequence, revoked_serials);

@@ -39,6 +39,7 @@ use thiserror::Error;
 use crate::esi_set::{EsiSet, Inserted};
 use crate::fec::{self, Block, FecError, Oti};
 use crate::feedback::{Feedback, FeedbackMessage, Refusal, RefusalCode};
+use crate::key_tree::{CountySecret, KeyRing, KeyTreeError, Node, SignedKeyWraps};
 use crate::manifest::{Kind, Manifest};
 use crate::storage::{DecodeOutcome, Held, NotKept, StoreCompletion, StoreRequest, VerifyOutcome};
 // Where they lived before storage became requests; the daemon's store and tests name them here.
@@ -351,6 +352,16 @@ pub struct ReceptionStats {
     pub manifests_ended: u64,
     /// Partial objects dropped, to make room, because the uplink no longer airs them.
     pub partials_ended: u64,
+    /// KEY_WRAP datagrams (the confidential key tree's carousel, docs/protocol.md 7.4).
+    pub key_wraps: u64,
+    /// KEY_WRAP datagrams dropped before any signature: nothing in them for this county
+    /// (another part of the tree, epochs it holds already: the carousel repeating itself),
+    /// or this county has no key of its own.
+    pub key_wraps_unwanted: u64,
+    /// KEY_WRAP datagrams refused: malformed, a revoked or unknown signer, a bad signature.
+    pub key_wraps_refused: u64,
+    /// Group keys of this county's path learned from them.
+    pub group_keys_learned: u64,
 }
 
 /// How faithfully symbols are processed. The simulator uses [`Fidelity::Counting`] to run
@@ -579,6 +590,8 @@ pub struct Reception {
     events: VecDeque<ReceptionEvent>,
     requests: VecDeque<StoreRequest>,
     stats: ReceptionStats,
+    /// This county's own key and the group keys of its path (confidential broadcasts).
+    keys: Option<KeyRing>,
 }
 
 impl std::fmt::Debug for Reception {
@@ -611,7 +624,59 @@ impl Reception {
             events: VecDeque::new(),
             requests: VecDeque::new(),
             stats: ReceptionStats::default(),
+            keys: None,
             config,
+        }
+    }
+
+    /// Gives the receiver its county's own X25519 key (from its bundle), so it learns the
+    /// group keys of its path from the carousel's KEY_WRAP datagrams.
+    pub fn set_county_secret(&mut self, secret: CountySecret) -> Result<(), KeyTreeError> {
+        let county = Node::county(&self.config.county_code)?;
+        self.keys = Some(KeyRing::new(county, secret));
+        Ok(())
+    }
+
+    /// The group keys this county holds: (prefix, epoch), prefecture first.
+    pub fn group_epochs(&self) -> Vec<(String, u64)> {
+        let Some(ring) = &self.keys else { return Vec::new() };
+        ring.county().path().filter_map(|node| ring.group(&node).map(|g| (node.prefix(), g.epoch))).collect()
+    }
+
+    /// A KEY_WRAP datagram: cheap checks first (decode, then whether any wrap is for this
+    /// county's path at a newer epoch: the carousel repeating itself costs a counter), the
+    /// signer's revocation, certificate and signature only for wraps it wants.
+    fn handle_key_wrap(&mut self, wall_unix_secs: u64, bytes: &[u8]) {
+        self.stats.key_wraps += 1;
+        let Some(ring) = self.keys.as_ref() else {
+            self.stats.key_wraps_unwanted += 1;
+            return;
+        };
+        let Ok((signed, message)) = SignedKeyWraps::decode(bytes) else {
+            self.stats.key_wraps_refused += 1;
+            return;
+        };
+        if !ring.wants_any(&message) {
+            self.stats.key_wraps_unwanted += 1;
+            return;
+        }
+        // A forgery repeated costs a hash: the same bytes refused before are not verified again.
+        let digest = *blake3::hash(bytes).as_bytes();
+        if self.refused_control.contains(&digest) {
+            self.stats.key_wraps_refused += 1;
+            return;
+        }
+        if self.revoked.1.contains(&signed.certificate.body.serial) {
+            self.stats.key_wraps_refused += 1;
+            return self.remember_refused_control(digest);
+        }
+        self.stats.signatures_checked += 1;
+        if signed.verify(&self.config.root, wall_unix_secs).is_err() {
+            self.stats.key_wraps_refused += 1;
+            return self.remember_refused_control(digest);
+        }
+        if let Some(ring) = self.keys.as_mut() {
+            self.stats.group_keys_learned += ring.learn(&message.wraps) as u64;
         }
     }
 
@@ -949,6 +1014,7 @@ impl Reception {
             Body::Heartbeat(signed) => self.handle_heartbeat(now, wall_unix_secs, signed),
             Body::Round { round } => self.handle_round(now, datagram.object_id, round),
             Body::Revocation(signed) => self.handle_revocation(signed),
+            Body::KeyWrap(signed) => self.handle_key_wrap(wall_unix_secs, signed),
         }
     }
 

@@ -348,6 +348,23 @@ fn signed_message(context: &[u8], body: &[u8]) -> Vec<u8> {
     message
 }
 
+/// Checks `signature` by the certified key over `context` followed by `body`, after the
+/// certificate chain to `root` and the key's validity at `now_unix_secs`.
+pub(crate) fn verify_context(
+    certificate: &KeyCertificate,
+    root: &RootPublicKey,
+    now_unix_secs: u64,
+    context: &[u8],
+    body: &[u8],
+    signature: &[u8; 64],
+) -> Result<(), TrustError> {
+    certificate.verify(root, now_unix_secs)?;
+    if !verify(&certificate.body.public_key, &signed_message(context, body), signature) {
+        return Err(TrustError::BadSignature);
+    }
+    Ok(())
+}
+
 fn verify(public_key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
     let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(public_key) else {
         return false;
@@ -478,6 +495,12 @@ impl SigningKey {
         let bytes = manifest.to_bytes();
         let signature = self.key.sign(&signed_message(MANIFEST_CONTEXT, &bytes)).to_bytes();
         Ok(SignedManifest { manifest: bytes, certificate: self.certificate, signature })
+    }
+
+    /// Signs `body` under `context` (a context string of its own, such as
+    /// [`crate::key_tree::KEY_WRAP_CONTEXT`]), for the signed messages of other modules.
+    pub(crate) fn sign_context(&self, context: &[u8], body: &[u8]) -> [u8; 64] {
+        self.key.sign(&signed_message(context, body)).to_bytes()
     }
 
     /// Signs a heartbeat.

@@ -524,6 +524,11 @@ impl UplinkNode {
         self.broadcaster.set_signing_key(signing_key);
     }
 
+    /// Airs these signed key-wrap messages, in turn, after every heartbeat from now on.
+    pub fn set_key_wraps(&mut self, signed_key_wraps: Vec<Vec<u8>>) {
+        self.broadcaster.set_key_wraps(signed_key_wraps);
+    }
+
     /// Airs this root-signed revocation list after every heartbeat from now on.
     pub fn set_revocation(&mut self, signed_revocation: Option<Vec<u8>>) {
         self.broadcaster.set_revocation(signed_revocation);

@@ -7,7 +7,7 @@
 //! offset  size  field
 //! 0       4     magic "SCST"
 //! 4       1     version (1)
-//! 5       1     type (1 DATA, 2 MANIFEST, 3 HEARTBEAT, 4 ROUND, 5 REVOCATION)
+//! 5       1     type (1 DATA, 2 MANIFEST, 3 HEARTBEAT, 4 ROUND, 5 REVOCATION, 6 KEY_WRAP)
 //! 6       8     object id (0 in HEARTBEAT)
 //! 14      n     body
 //! 14+n    16    tag: first 16 bytes of BLAKE3 keyed by the network key over bytes 0..14+n
@@ -58,6 +58,8 @@ pub enum PacketType {
     Round = 4,
     /// The root's signed list of revoked signing keys.
     Revocation = 5,
+    /// Signed wraps of the confidential key tree's group keys (see `key_tree`).
+    KeyWrap = 6,
 }
 
 /// Bytes of a ROUND body: the round number.
@@ -131,6 +133,9 @@ pub enum Body<'a> {
     Heartbeat(&'a [u8]),
     /// A canonical signed revocation list (see `trust`).
     Revocation(&'a [u8]),
+    /// Canonical signed key wraps (see `key_tree`), at most
+    /// [`crate::key_tree::SIGNED_KEY_WRAPS_BYTES_MAX`] bytes.
+    KeyWrap(&'a [u8]),
     /// The end of a round of symbols for the object: round 0 is the first pass.
     Round {
         /// The round that just ended.
@@ -199,6 +204,8 @@ pub fn parse<'a>(bytes: &'a [u8], key: &NetworkKey) -> Result<Datagram<'a>, Wire
         4 => return Err(WireError::Body { kind: "round", len: body.len() }),
         5 if object_id == 0 && !body.is_empty() => Body::Revocation(body),
         5 => return Err(WireError::Body { kind: "revocation", len: body.len() }),
+        6 if object_id == 0 && !body.is_empty() && body.len() <= crate::key_tree::SIGNED_KEY_WRAPS_BYTES_MAX => Body::KeyWrap(body),
+        6 => return Err(WireError::Body { kind: "key wrap", len: body.len() }),
         other => return Err(WireError::Type(other)),
     };
     Ok(Datagram { object_id, body })
@@ -271,6 +278,13 @@ pub fn write_heartbeat(out: &mut Vec<u8>, key: &NetworkKey, signed_heartbeat: &[
 pub fn write_revocation(out: &mut Vec<u8>, key: &NetworkKey, signed_revocation: &[u8]) {
     begin(out, PacketType::Revocation, 0);
     out.extend_from_slice(signed_revocation);
+    seal(out, key);
+}
+
+/// Writes a KEY_WRAP datagram carrying canonical signed key wraps.
+pub fn write_key_wrap(out: &mut Vec<u8>, key: &NetworkKey, signed_key_wraps: &[u8]) {
+    begin(out, PacketType::KeyWrap, 0);
+    out.extend_from_slice(signed_key_wraps);
     seal(out, key);
 }
 

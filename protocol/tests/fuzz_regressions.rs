@@ -118,6 +118,11 @@ fn revocation() {
 }
 
 #[test]
+fn key_wraps() {
+    replay("key_wraps");
+}
+
+#[test]
 fn certificate() {
     replay("certificate");
 }

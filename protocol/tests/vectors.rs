@@ -21,10 +21,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use satcast_protocol::confidential::{self, Opened, Secrets};
 use satcast_protocol::fec::{self, BlockEncoder, Oti};
 use satcast_protocol::feedback::{
     FEEDBACK_BYTES_MAX, FEEDBACK_VERSION, Feedback, FeedbackError, FeedbackMessage, NEEDS_MAX, TEXT_BYTES_MAX,
 };
+use satcast_protocol::key_tree::{self, CountySecret, EdgeWrap, GroupKey, KeyRing, KeyWraps, Node, SecretKey, SignedKeyWraps, Wrapped};
 use satcast_protocol::manifest::{Compression, Delivered, Kind, Manifest};
 use satcast_protocol::reception::{MemoryStore, Reception, ReceptionConfig, ReceptionEvent};
 use satcast_protocol::trust::{
@@ -87,8 +89,23 @@ const REVOKED_SERIALS: [u64; 2] = [2, 5];
 const PROGRESS_NEEDS: [u32; 2] = [0, 1];
 const PROGRESS_SYMBOLS_RECEIVED: u64 = 4;
 
+/// Confidential vectors (section 12.14): the county's X25519 secret, the group keys of
+/// prefecture 4101 (epoch 2) and province 41 (epoch 3), the content key, the ephemeral secret
+/// of the county wrap and the nonces of the group wraps, all fixed patterns.
+const COUNTY_SECRET: u8 = 0x80;
+const PREFECTURE_KEY: u8 = 0xa0;
+const PREFECTURE_EPOCH: u64 = 2;
+const PROVINCE_KEY: u8 = 0xc0;
+const PROVINCE_EPOCH: u64 = 3;
+const CONTENT_KEY: u8 = 0x60;
+const EPHEMERAL_SECRET: u8 = 0x90;
+const EDGE_NONCE: u8 = 0xe0;
+const CONTENT_NONCE: u8 = 0xd0;
+const KEY_WRAP_SEQUENCE: u64 = 5;
+const SEALED_NAME: &str = "relief-2025.csv";
+
 /// Every vector block the document must contain, in document order.
-const EXPECTED_NAMES: [&str; 17] = [
+const EXPECTED_NAMES: [&str; 20] = [
     "key-files",
     "payload",
     "oti",
@@ -106,6 +123,9 @@ const EXPECTED_NAMES: [&str; 17] = [
     "revocation-datagram",
     "feedback-progress",
     "feedback-complete",
+    "key-wrap-datagram",
+    "confidential-section",
+    "sealed-object",
 ];
 
 fn pattern(first: u8) -> [u8; 32] {
@@ -293,7 +313,115 @@ fn generate() -> Vec<(String, Vector)> {
     out.push(("revocation-datagram".to_owned(), Vector::Hex(datagram)));
     out.push(("feedback-progress".to_owned(), Vector::Hex(progress().to_bytes())));
     out.push(("feedback-complete".to_owned(), Vector::Hex(complete().to_bytes())));
+    let (key_wraps, section, sealed) = confidential_vectors(&keys);
+    out.push(("key-wrap-datagram".to_owned(), Vector::Hex(key_wraps)));
+    out.push(("confidential-section".to_owned(), Vector::Hex(section.to_bytes())));
+    out.push(("sealed-object".to_owned(), Vector::Hex(sealed)));
     out
+}
+
+fn nonce24(first: u8) -> [u8; 24] {
+    std::array::from_fn(|i| first + i as u8)
+}
+
+/// The KEY_WRAP datagram (the prefecture key sealed to the county, the province key sealed
+/// under the prefecture key), the confidential section of the payload for province 41, and
+/// the payload sealed.
+fn confidential_vectors(keys: &Keys) -> (Vec<u8>, confidential::Confidential, Vec<u8>) {
+    let county = Node::county(COUNTY_CODE).expect("county");
+    let prefecture = Node::from_prefix("4101").expect("prefecture");
+    let province = Node::from_prefix("41").expect("province");
+    let county_public = CountySecret::from_text(&format!("{} {}", key_tree::COUNTY_SECRET_LABEL, hex::encode(pattern(COUNTY_SECRET))))
+        .expect("secret")
+        .public();
+    let prefecture_key = GroupKey { epoch: PREFECTURE_EPOCH, key: SecretKey(pattern(PREFECTURE_KEY)) };
+    let province_key = GroupKey { epoch: PROVINCE_EPOCH, key: SecretKey(pattern(PROVINCE_KEY)) };
+    let leaf = key_tree::seal_to_county_with_ephemeral(
+        pattern(EPHEMERAL_SECRET),
+        Wrapped::Group { node: prefecture, epoch: PREFECTURE_EPOCH },
+        &prefecture_key.key,
+        county,
+        &county_public,
+    )
+    .expect("county wrap");
+    let edge = key_tree::seal_under_group_with_nonce(
+        nonce24(EDGE_NONCE),
+        Wrapped::Group { node: province, epoch: PROVINCE_EPOCH },
+        &province_key.key,
+        prefecture,
+        &prefecture_key,
+    );
+    let message = KeyWraps {
+        sequence: KEY_WRAP_SEQUENCE,
+        created_unix_secs: NOW_UNIX_SECS,
+        wraps: vec![
+            EdgeWrap { node: prefecture, epoch: PREFECTURE_EPOCH, wrap: leaf },
+            EdgeWrap { node: province, epoch: PROVINCE_EPOCH, wrap: edge },
+        ],
+    };
+    let mut datagram = Vec::new();
+    wire::write_key_wrap(&mut datagram, &keys.network, &message.sign(&keys.signing).expect("signs").to_bytes());
+    let content_key = SecretKey(pattern(CONTENT_KEY));
+    let wrap = key_tree::seal_under_group_with_nonce(
+        nonce24(CONTENT_NONCE),
+        Wrapped::Content { object_id: OBJECT_ID },
+        &content_key,
+        province,
+        &province_key,
+    );
+    let secrets = Secrets {
+        name: SEALED_NAME.to_owned(),
+        plain_size: PAYLOAD.len() as u64,
+        plain_hash: *blake3::hash(PAYLOAD).as_bytes(),
+        compression: Compression::None,
+    };
+    let section =
+        confidential::Confidential { wraps: vec![wrap], sealed_secrets: confidential::seal_secrets(&content_key, OBJECT_ID, &secrets) };
+    let oti = confidential::sealed_oti(PAYLOAD.len() as u64, SYMBOL_SIZE, BLOCK_BYTES_MAX).expect("layout");
+    let sealed = confidential::seal_object(&content_key, OBJECT_ID, &oti, PAYLOAD).expect("seals");
+    (datagram, section, sealed)
+}
+
+#[test]
+fn the_county_of_the_vectors_reads_the_sealed_object_and_no_other_does() {
+    let keys = keys();
+    let secret =
+        CountySecret::from_text(&format!("{} {}", key_tree::COUNTY_SECRET_LABEL, hex::encode(pattern(COUNTY_SECRET)))).expect("secret");
+    let mut ring = KeyRing::new(Node::county(COUNTY_CODE).expect("county"), secret);
+    let datagram = document_bytes("key-wrap-datagram");
+    let Body::KeyWrap(body) = wire::parse(&datagram, &keys.network).expect("parses").body else { panic!("not KEY_WRAP") };
+    let (signed, message) = SignedKeyWraps::decode(body).expect("decodes");
+    assert!(ring.wants_any(&message));
+    signed.verify(&keys.root_public, NOW_UNIX_SECS).expect("verifies");
+    assert_eq!(ring.learn(&message.wraps), 2, "prefecture, then province from the same datagram");
+    assert!(!ring.wants_any(&message), "heard again, it costs a lookup");
+    let section = confidential::Confidential::from_bytes(&document_bytes("confidential-section")).expect("section");
+    let Opened::Readable(key, secrets) = confidential::open_section(&ring, OBJECT_ID, &section).expect("opens") else {
+        panic!("not readable")
+    };
+    assert_eq!(secrets.name, SEALED_NAME);
+    let sealed = document_bytes("sealed-object");
+    let oti = confidential::sealed_oti(PAYLOAD.len() as u64, SYMBOL_SIZE, BLOCK_BYTES_MAX).expect("layout");
+    assert_eq!((sealed.len(), oti.source_blocks), (128, 3));
+    let mut plain = Vec::new();
+    for block in fec::blocks(&oti) {
+        let mut bytes = sealed[block.offset as usize..(block.offset + block.len) as usize].to_vec();
+        assert_eq!(blake3::hash(&bytes), blake3::hash(&sealed[block.offset as usize..(block.offset + block.len) as usize]));
+        confidential::open_block(&key, OBJECT_ID, &oti, block.sbn, &mut bytes).expect("block opens");
+        plain.extend_from_slice(&bytes);
+    }
+    assert_eq!(&plain[..PAYLOAD.len()], PAYLOAD);
+    assert!(plain[PAYLOAD.len()..].iter().all(|b| *b == 0));
+    // A county of another prefecture with its own valid key learns nothing from the datagram.
+    let other = CountySecret::from_text(&format!("{} {}", key_tree::COUNTY_SECRET_LABEL, hex::encode(pattern(0x81)))).expect("secret");
+    let mut other = KeyRing::new(Node::county("410201").expect("county"), other);
+    assert!(!other.wants_any(&message));
+    assert_eq!(other.learn(&message.wraps), 0);
+    // It is in province 41, so targeted: it waits for its own prefecture's wraps.
+    assert_eq!(confidential::open_section(&other, OBJECT_ID, &section).expect("well formed"), Opened::Pending);
+    let outside = CountySecret::from_text(&format!("{} {}", key_tree::COUNTY_SECRET_LABEL, hex::encode(pattern(0x82)))).expect("secret");
+    let outside = KeyRing::new(Node::county("420101").expect("county"), outside);
+    assert_eq!(confidential::open_section(&outside, OBJECT_ID, &section).expect("well formed"), Opened::NotTargeted);
 }
 
 /// Every ```` ```hex NAME ```` and ```` ```text NAME ```` block of the document, by name,
@@ -659,11 +787,11 @@ fn round_fields() {
         retag(&mut datagram);
         assert_eq!(wire::parse(&datagram, &keys.network), Err(WireError::Body { kind: "round", len }));
     }
-    // Types other than 1 to 5 are refused after the tag.
+    // Types other than 1 to 6 (7 is reserved) are refused after the tag.
     let mut unknown = datagram.clone();
-    unknown[5] = 6;
+    unknown[5] = 8;
     retag(&mut unknown);
-    assert_eq!(wire::parse(&unknown, &keys.network), Err(WireError::Type(6)));
+    assert_eq!(wire::parse(&unknown, &keys.network), Err(WireError::Type(8)));
 }
 
 #[test]

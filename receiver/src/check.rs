@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use satcast_daemon::check::{self, CheckReport};
 use satcast_daemon::tls;
 use satcast_protocol::feedback::county_dns_name;
+use satcast_protocol::key_tree::CountySecret;
 use satcast_protocol::manifest::Kind;
 use satcast_protocol::trust::{NetworkKey, RootPublicKey};
 use satcast_store::TrustState;
@@ -32,6 +33,17 @@ pub fn check(path: &Path) -> CheckReport {
     record_text(&mut report, "keys.root_public", &keys.root_public, root);
     let network = key_text(&keys.network_key).and_then(|text| NetworkKey::from_text(&text).map_err(|e| e.to_string()));
     record_text(&mut report, "keys.network_key", &keys.network_key, network);
+    match &keys.county_secret {
+        // Not needed for clear broadcasts: a missing file is a warning, a damaged one a problem.
+        Some(path) if !path.exists() => {
+            report.warning(format!("keys.county_secret {} is missing: this county cannot read confidential broadcasts", path.display()))
+        }
+        Some(path) => {
+            let secret = key_text(path).and_then(|text| CountySecret::from_text(&text).map_err(|e| e.to_string()));
+            record_text(&mut report, "keys.county_secret", path, secret);
+        }
+        None => report.warning("no keys.county_secret: this county cannot read confidential broadcasts (a bundle from before them)"),
+    }
     if config.ack.is_some() {
         let dns_name = county_dns_name(&config.county_code);
         let result =

@@ -197,6 +197,10 @@ pub struct KeysConfig {
     pub client_cert: PathBuf,
     /// Its private key.
     pub client_key: PathBuf,
+    /// This county's X25519 secret for confidential broadcasts (docs/protocol.md 8.5).
+    /// Bundles made before confidential broadcasts have none: they receive clear objects only.
+    #[serde(default)]
+    pub county_secret: Option<PathBuf>,
 }
 
 /// Bounds on what the receiver keeps.
@@ -308,6 +312,9 @@ impl ReceiverConfig {
                 &mut config.keys.client_key,
             ],
         );
+        if let Some(county_secret) = config.keys.county_secret.as_mut() {
+            resolve_relative(path, [county_secret]);
+        }
         Ok(config)
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use satcast_daemon::clock::{wall_unix_ms, wall_unix_secs};
 use satcast_protocol::ObjectId;
+use satcast_protocol::key_tree::CountySecret;
 use satcast_protocol::manifest::Kind;
 use satcast_protocol::receiver_node::{Completion, NodeEvent, NodeStuck, ReceiverNode, ReceiverNodeConfig, Request};
 use satcast_protocol::reception::{ReceptionConfig, ReceptionEvent, Stuck, StuckReason};
@@ -184,6 +185,7 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<Stopped, Run
     }
     let (revocation_sequence, revoked_serials) = trust_state.revocations();
     node.set_revocations(revocation_sequence, revoked_serials);
+    load_county_secret(&config, &mut node)?;
     let hooks = HookBook::open(&config.state_dir)?;
     // Hooks recorded before a stop: settled against what was delivered, before the worker
     // looks at them.
@@ -533,6 +535,10 @@ impl Datapath {
                 revocations_replayed: stats.revocations_replayed,
                 round_markers_repeated: stats.round_markers_repeated,
                 completes_repeated: stats.completes_repeated,
+                key_wraps: stats.key_wraps,
+                key_wraps_unwanted: stats.key_wraps_unwanted,
+                key_wraps_refused: stats.key_wraps_refused,
+                group_keys_learned: stats.group_keys_learned,
                 manifests_ended: stats.manifests_ended,
                 partials_ended: stats.partials_ended,
             },
@@ -562,4 +568,20 @@ fn stuck_status(stuck: NodeStuck) -> StuckStatus {
             StuckStatus { object_id, name, state, detail, reason }
         }
     }
+}
+
+/// Gives the node this county's key for confidential broadcasts, if its bundle has one. A
+/// bundle from before them has none: the county receives clear broadcasts only. A key
+/// file named but damaged stops the daemon, like any other key.
+fn load_county_secret(config: &ReceiverConfig, node: &mut ReceiverNode) -> Result<(), RunError> {
+    let Some(path) = &config.keys.county_secret else {
+        info!("no county key (keys.county_secret): confidential broadcasts cannot be read here");
+        return Ok(());
+    };
+    if !path.exists() {
+        warn!(path = %path.display(), "the county key file is missing: confidential broadcasts cannot be read here");
+        return Ok(());
+    }
+    let secret = CountySecret::from_text(&read_key_text(path)?).map_err(|e| RunError::Key { path: path.clone(), why: e.to_string() })?;
+    node.set_county_secret(secret).map_err(|e| RunError::Key { path: path.clone(), why: e.to_string() })
 }

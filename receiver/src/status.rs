@@ -157,6 +157,18 @@ pub struct ReceptionStatus {
     /// Partial objects of broadcasts that ended, dropped to make room for new ones.
     #[serde(default)]
     pub partials_ended: u64,
+    /// KEY_WRAP datagrams heard (the confidential key tree's carousel).
+    #[serde(default)]
+    pub key_wraps: u64,
+    /// Of them, dropped before any signature: nothing new for this county.
+    #[serde(default)]
+    pub key_wraps_unwanted: u64,
+    /// Of them, refused: malformed, revoked or unknown signer, bad signature.
+    #[serde(default)]
+    pub key_wraps_refused: u64,
+    /// Group keys of this county's path learned from them.
+    #[serde(default)]
+    pub group_keys_learned: u64,
 }
 
 /// One object being received.
@@ -741,6 +753,10 @@ mod tests {
                 revocations_replayed: 0,
                 round_markers_repeated: 0,
                 completes_repeated: 0,
+                key_wraps: 0,
+                key_wraps_unwanted: 0,
+                key_wraps_refused: 0,
+                group_keys_learned: 0,
                 manifests_ended: 0,
                 partials_ended: 0,
             },

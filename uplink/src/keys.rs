@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::SeedableRng as _;
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use satcast_protocol::key_tree::{CountySecret, KeyTree, Node};
 use satcast_protocol::trust::{KeyCertificate, KeyTextError, NetworkKey, RootKey, RootPublicKey, SigningKey};
 
 use crate::report::utc_text;
@@ -39,6 +40,15 @@ pub const CA_KEY_FILE: &str = "ca.key.pem";
 pub const UPLINK_CERT_FILE: &str = "uplink.cert.pem";
 /// The uplink's QUIC server key (PEM).
 pub const UPLINK_KEY_FILE: &str = "uplink.key.pem";
+/// A county's own X25519 secret for confidential broadcasts (`satcast-county-secret-v1`),
+/// in its bundle only.
+pub const COUNTY_SECRET_FILE: &str = "county.secret";
+/// The key tree of confidential broadcasts: every enrolled county's public key and every
+/// group key (docs/protocol.md 8.5). Secret; rewritten whole (fsync) at every change.
+pub const KEY_TREE_FILE: &str = "key-tree.state";
+/// The first bytes of [`KEY_TREE_FILE`]; a BLAKE3 of the rest follows, then the tree.
+pub const KEY_TREE_MAGIC: &[u8; 8] = b"SCKTREE1";
+
 /// A receiver's QUIC client certificate (PEM), naming its county code.
 pub const CLIENT_CERT_FILE: &str = "client.cert.pem";
 /// A receiver's QUIC client key (PEM).
@@ -137,6 +147,14 @@ pub enum KeysError {
     /// The operating system could not provide randomness.
     #[error("no operating system randomness: {0}")]
     Random(String),
+    /// The key tree file is damaged, or the tree refused an operation.
+    #[error("{}: {why}", path.display())]
+    KeyTree {
+        /// The key tree file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// rcgen could not make or sign a QUIC certificate or parse the CA key.
     #[error("quic certificate: {0}")]
     Certificate(#[from] rcgen::Error),
@@ -310,7 +328,8 @@ pub fn receiver(dir: &Path, county_code: &str, out: &Path, settings: &BundleSett
     if county_code.len() != 6 || !county_code.bytes().all(|b| b.is_ascii_digit()) {
         return Err(KeysError::CountyCode(county_code.chars().take(32).collect()));
     }
-    let names = [ROOT_PUBLIC_FILE, NETWORK_KEY_FILE, CA_CERT_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, RECEIVER_CONFIG_FILE];
+    let names =
+        [ROOT_PUBLIC_FILE, NETWORK_KEY_FILE, CA_CERT_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, COUNTY_SECRET_FILE, RECEIVER_CONFIG_FILE];
     refuse_existing(out, &names)?;
     let config = receiver_config(county_code, settings)?;
 
@@ -334,6 +353,10 @@ pub fn receiver(dir: &Path, county_code: &str, out: &Path, settings: &BundleSett
     params.use_authority_key_identifier_extension = true;
     set_tls_validity(&mut params, now_unix_secs)?;
     let client_cert = params.signed_by(&client_key, &ca_issuer, &ca_key)?;
+    let mut rng = os_rng()?;
+    let county_secret = CountySecret::generate(&mut rng);
+    let county = Node::county(county_code).map_err(|e| KeysError::CountyCode(e.to_string()))?;
+    let mut tree = load_key_tree(dir)?;
 
     create_dir(out)?;
     write_new(out, ROOT_PUBLIC_FILE, root.to_text().as_bytes(), Secrecy::Public)?;
@@ -341,9 +364,56 @@ pub fn receiver(dir: &Path, county_code: &str, out: &Path, settings: &BundleSett
     write_new(out, CA_CERT_FILE, ca_cert_pem.as_bytes(), Secrecy::Public)?;
     write_new(out, CLIENT_CERT_FILE, client_cert.pem().as_bytes(), Secrecy::Public)?;
     write_new(out, CLIENT_KEY_FILE, client_key.serialize_pem().as_bytes(), Secrecy::Secret)?;
+    write_new(out, COUNTY_SECRET_FILE, format!("{}\n", county_secret.to_text()).as_bytes(), Secrecy::Secret)?;
     write_new(out, RECEIVER_CONFIG_FILE, config.as_bytes(), Secrecy::Public)?;
     sync_dir(out)?;
-    record_issued(dir, county_code, client_cert.der())
+    record_issued(dir, county_code, client_cert.der())?;
+    // Enrolled last: a bundle that was not written leaves no key in the tree. A new bundle
+    // for an enrolled county replaces its key (the old bundle's key can read nothing aired
+    // from now on: the path is re-keyed).
+    tree.enroll(&mut rng, county, county_secret.public())
+        .map_err(|e| KeysError::KeyTree { path: dir.join(KEY_TREE_FILE), why: e.to_string() })?;
+    save_key_tree(dir, &tree)
+}
+
+/// The key tree in `dir`, or a new empty one (with a fresh pseudonym key) if there is none
+/// yet. A damaged file is an error, never silently replaced: the counties' keys are in it.
+pub fn load_key_tree(dir: &Path) -> Result<KeyTree, KeysError> {
+    let path = dir.join(KEY_TREE_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(KeyTree::new(&mut os_rng()?)),
+        Err(source) => return Err(KeysError::Io { path, source }),
+    };
+    let damaged = |why: &str| KeysError::KeyTree { path: path.clone(), why: why.to_owned() };
+    let header = KEY_TREE_MAGIC.len() + 32;
+    if bytes.len() < header || &bytes[..KEY_TREE_MAGIC.len()] != KEY_TREE_MAGIC {
+        return Err(damaged("not a key tree file"));
+    }
+    if blake3::hash(&bytes[header..]).as_bytes() != &bytes[KEY_TREE_MAGIC.len()..header] {
+        return Err(damaged("checksum mismatch: the file is damaged"));
+    }
+    KeyTree::from_bytes(&bytes[header..]).map_err(|e| damaged(&e.to_string()))
+}
+
+/// Writes the key tree whole: temporary file (mode 0600), fsync, rename over the old one,
+/// fsync of the directory.
+pub fn save_key_tree(dir: &Path, tree: &KeyTree) -> Result<(), KeysError> {
+    let body = tree.to_bytes();
+    let mut bytes = Vec::with_capacity(KEY_TREE_MAGIC.len() + 32 + body.len());
+    bytes.extend_from_slice(KEY_TREE_MAGIC);
+    bytes.extend_from_slice(blake3::hash(&body).as_bytes());
+    bytes.extend_from_slice(&body);
+    let tmp = dir.join(format!(".{KEY_TREE_FILE}.tmp"));
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(KeysError::Io { path: tmp, source }),
+    }
+    write_new(dir, &format!(".{KEY_TREE_FILE}.tmp"), &bytes, Secrecy::Secret)?;
+    let path = dir.join(KEY_TREE_FILE);
+    fs::rename(&tmp, &path).map_err(io_error(&path))?;
+    sync_dir(dir)
 }
 
 /// Which client certificates were issued to which county: `<code> <BLAKE3 of the DER>`
@@ -371,6 +441,14 @@ fn record_issued(dir: &Path, county_code: &str, der: &[u8]) -> Result<(), KeysEr
 /// Revokes every client certificate issued to `county_code`: the acknowledgement server
 /// refuses them from then on (it rereads the list when it changes). Returns how many.
 pub fn revoke_receiver(dir: &Path, county_code: &str) -> Result<usize, KeysError> {
+    // Out of the key tree first: its path is re-keyed, so it reads nothing aired from now on.
+    if let Ok(county) = Node::county(county_code) {
+        let mut tree = load_key_tree(dir)?;
+        if tree.is_enrolled(&county) {
+            tree.revoke(&mut os_rng()?, county).map_err(|e| KeysError::KeyTree { path: dir.join(KEY_TREE_FILE), why: e.to_string() })?;
+            save_key_tree(dir, &tree)?;
+        }
+    }
     let issued_path = dir.join(ISSUED_FILE);
     let issued = fs::read_to_string(&issued_path).map_err(io_error(&issued_path))?;
     let revoked_path = dir.join(REVOKED_RECEIVERS_FILE);
@@ -689,6 +767,8 @@ network_key = "{NETWORK_KEY_FILE}"
 ca_cert = "{CA_CERT_FILE}"
 client_cert = "{CLIENT_CERT_FILE}"
 client_key = "{CLIENT_KEY_FILE}"
+# This county's own key for confidential broadcasts (bundles made before it have none).
+county_secret = "{COUNTY_SECRET_FILE}"
 "#
     ))
 }

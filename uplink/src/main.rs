@@ -656,7 +656,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Keys { command: KeysCommand::RevokeReceiver { dir, id } } => {
             let count = keys::revoke_receiver(&dir, &id)?;
-            outln!("revoked {count} client certificate(s) of county {id}")?;
+            outln!(
+                "revoked {count} client certificate(s) of county {id}; if it was in the confidential key tree, it is out and its path re-keyed"
+            )?;
         }
         Command::Keys { command: KeysCommand::Revoke { dir, serials, force } } => {
             let check = if force { keys::RevokeCheck::Force } else { keys::RevokeCheck::Refuse };

@@ -193,6 +193,8 @@ struct Uplink {
     key_modified: Option<SystemTime>,
     /// When revocations.signed last changed, to air a new list.
     revocations_modified: Option<SystemTime>,
+    /// When key-tree.state last changed, to air the confidential key tree's new wraps.
+    key_tree_modified: Option<SystemTime>,
     /// Each airing broadcast's class (an index of `metrics::CLASSES`), for the bytes on air.
     classes: HashMap<u64, usize>,
     /// Metrics, alarms and the dashboard's samples.
@@ -339,6 +341,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         busy_feedback: 0,
         key_modified: None,
         revocations_modified: None,
+        key_tree_modified: None,
         live,
         symbol_size,
         rounds: HashMap::new(),
@@ -348,6 +351,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         shared,
     };
     uplink.reload_revocations_if_changed();
+    uplink.reload_key_tree_if_changed(false);
     uplink.key_modified = uplink.signing_cert_modified();
     let mut next_key_check = Instant::now() + KEY_CHECK_INTERVAL;
     let mut buf = Vec::with_capacity(65_536);
@@ -372,6 +376,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
             next_key_check = now + KEY_CHECK_INTERVAL;
             uplink.reload_signing_key_if_rotated();
             uplink.reload_revocations_if_changed();
+            uplink.reload_key_tree_if_changed(false);
             if uplink.busy_feedback > 0 {
                 warn!(messages = std::mem::take(&mut uplink.busy_feedback), "feedback answered busy: too much waits for the index");
             }
@@ -780,6 +785,8 @@ impl Uplink {
                 info!(serial = for_manifests.certificate().body.serial, "signing key rotated: airing its certificate from now on");
                 self.node.set_signing_key(for_heartbeats);
                 self.signing_key = Arc::new(for_manifests);
+                // The key wraps carry the signer's certificate too: sign them again.
+                self.reload_key_tree_if_changed(true);
             }
             (Err(error), _) | (_, Err(error)) => warn!(%error, "signing key files changed but cannot be loaded yet; keeping the old key"),
         }
@@ -800,6 +807,39 @@ impl Uplink {
             }
             Ok(_) => warn!(path = %path.display(), "revocation list is malformed; not airing it"),
             Err(error) => warn!(path = %path.display(), %error, "cannot read the revocation list"),
+        }
+    }
+
+    /// Airs the wraps of the confidential key tree in keys/key-tree.state (written by `keys
+    /// receiver` and `keys revoke-receiver`) if it changed, or `resign` after a rotation:
+    /// every edge sealed afresh and signed, cut to fit the downlink's datagrams.
+    fn reload_key_tree_if_changed(&mut self, resign: bool) {
+        let path = self.config.keys_dir.join(keys::KEY_TREE_FILE);
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        if modified.is_none() || (modified == self.key_tree_modified && !resign) {
+            return;
+        }
+        let tree = match keys::load_key_tree(&self.config.keys_dir) {
+            Ok(tree) => tree,
+            Err(error) => return warn!(%error, "cannot load the key tree; airing the wraps made before"),
+        };
+        let datagram_bytes_max = usize::from(self.config.downlink.mtu) - wire::IP_UDP_HEADER_BYTES;
+        let per_datagram = satcast_protocol::key_tree::wraps_per_datagram(datagram_bytes_max);
+        let signed = tree.edge_wraps(&mut rand::rng()).and_then(|wraps| {
+            satcast_protocol::key_tree::KeyWraps::sign_all(&self.signing_key, tree.sequence, wall_unix_ms() / 1000, &wraps, per_datagram)
+        });
+        match signed {
+            Ok(messages) => {
+                self.key_tree_modified = modified;
+                info!(
+                    counties = tree.counties().count(),
+                    sequence = tree.sequence,
+                    datagrams = messages.len(),
+                    "airing the confidential key tree's wraps after every heartbeat"
+                );
+                self.node.set_key_wraps(messages.iter().map(|m| m.to_bytes()).collect());
+            }
+            Err(error) => warn!(%error, "cannot make the key tree's wraps; airing the wraps made before"),
         }
     }
 

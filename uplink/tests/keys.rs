@@ -146,7 +146,7 @@ fn receiver_bundle_parses_and_works_with_the_uplink_keys() {
     keys::init(&dir, NOW, 30).expect("init");
     keys::receiver(&dir, COUNTY, &out, &keys::BundleSettings::default()).expect("bundle");
 
-    for name in ["root.public", "network.key", "ca.cert.pem", "client.cert.pem", "client.key.pem", "receiver.toml"] {
+    for name in ["root.public", "network.key", "ca.cert.pem", "client.cert.pem", "client.key.pem", "county.secret", "receiver.toml"] {
         assert!(out.join(name).is_file(), "{name} written");
     }
     for secret in ["root.secret", "signing.secret", "signing.cert", "ca.key.pem", "uplink.key.pem"] {
@@ -166,7 +166,7 @@ fn receiver_bundle_parses_and_works_with_the_uplink_keys() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        for name in ["client.key.pem", "network.key"] {
+        for name in ["client.key.pem", "network.key", "county.secret"] {
             let mode = std::fs::metadata(out.join(name)).expect("metadata").permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{name} is private");
         }
@@ -184,6 +184,52 @@ fn receiver_bundle_parses_and_works_with_the_uplink_keys() {
 
     let result = keys::receiver(&dir, COUNTY, &out, &keys::BundleSettings::default());
     assert!(matches!(result, Err(KeysError::Exists { .. })), "{result:?}");
+}
+
+#[test]
+fn bundles_enrol_their_county_in_the_durable_key_tree_and_revocation_rekeys_its_path() {
+    use satcast_protocol::key_tree::{CountySecret, KeyRing, Node};
+    let tmp = tempdir();
+    let dir = tmp.path().join("keys");
+    keys::init(&dir, NOW, 30).expect("init");
+    let mut rings = Vec::new();
+    for code in ["410102", "410103", "420101"] {
+        let out = tmp.path().join(code);
+        keys::receiver(&dir, code, &out, &keys::BundleSettings::default()).expect("bundle");
+        let secret = CountySecret::from_text(&read(&out.join("county.secret"))).expect("county secret parses");
+        rings.push(KeyRing::new(Node::county(code).expect("code"), secret));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.join(keys::KEY_TREE_FILE)).expect("metadata").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the key tree is secret");
+    }
+    // Read back from disk: every bundle's county learns its path from the tree's wraps.
+    let tree = keys::load_key_tree(&dir).expect("loads");
+    let mut rng = rand::rng();
+    let wraps = tree.edge_wraps(&mut rng).expect("wraps");
+    for ring in &mut rings {
+        assert_eq!(ring.learn(&wraps), 3, "{}", ring.county());
+    }
+    let province = Node::from_prefix("41").expect("p");
+    let before = tree.group(&province).expect("group").epoch;
+    assert_eq!(keys::revoke_receiver(&dir, "410103").expect("revokes"), 1);
+    let tree = keys::load_key_tree(&dir).expect("loads");
+    assert!(!tree.is_enrolled(&Node::county("410103").expect("code")));
+    assert_eq!(tree.group(&province).expect("group").epoch, before + 1, "its path is re-keyed");
+    let wraps = tree.edge_wraps(&mut rng).expect("wraps");
+    assert_eq!(rings[1].learn(&wraps), 0, "the revoked county learns nothing new");
+    assert_eq!(rings[0].learn(&wraps), 3, "its neighbour learns the new keys");
+    // A damaged tree is an error, never replaced by an empty one.
+    let path = dir.join(keys::KEY_TREE_FILE);
+    let mut bytes = std::fs::read(&path).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, &bytes).expect("write");
+    let error = keys::load_key_tree(&dir).expect_err("damaged");
+    assert!(error.to_string().contains("checksum"), "{error}");
+    assert!(keys::receiver(&dir, "110101", &tmp.path().join("110101"), &keys::BundleSettings::default()).is_err());
 }
 
 #[test]
@@ -235,6 +281,8 @@ network_key = "network.key"
 ca_cert = "ca.cert.pem"
 client_cert = "client.cert.pem"
 client_key = "client.key.pem"
+# This county's own key for confidential broadcasts (bundles made before it have none).
+county_secret = "county.secret"
 "#;
 
 /// Runs the built `satcast-uplink` with `args`; returns its exit code, stdout and stderr.
