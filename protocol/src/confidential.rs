@@ -87,7 +87,7 @@ pub struct Secrets {
 }
 
 /// The confidential section of a manifest: the content key's wraps and the sealed secrets.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Encode, Decode)]
 pub struct Confidential {
     /// The content key sealed under each node of the cover of the targets.
     pub wraps: Vec<Sealed>,

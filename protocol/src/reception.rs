@@ -1596,7 +1596,8 @@ impl Reception {
             return;
         }
         inc.verifying = true;
-        let (size_bytes, expected_hash, compression) = (inc.manifest.size_bytes, inc.manifest.object_hash, inc.manifest.compression);
+        let (size_bytes, expected_hash, compression) =
+            (inc.manifest.size_bytes, inc.manifest.object_hash, inc.manifest.compression.clone());
         self.requests.push_back(StoreRequest::VerifyObject { object_id, size_bytes, expected_hash, compression });
     }
 

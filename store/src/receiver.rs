@@ -939,10 +939,18 @@ impl ReceptionStore for ReceiverStore {
         let (aired_bytes, delivered) = match compression {
             Compression::None => return Ok(()),
             Compression::Zstd(delivered) | Compression::ZstdPatch { delivered, .. } => (partial.manifest.size_bytes, *delivered),
+            // The reception machine never begins a sealed object (it cannot open them yet:
+            // docs/protocol.md 8.5); should one come here, it is refused, never delivered.
+            Compression::Sealed(_) => {
+                return Err(DecodeFailure::Refused(satcast_protocol::feedback::Refusal::new(
+                    satcast_protocol::feedback::RefusalCode::Undecodable,
+                    "this receiver does not decrypt sealed objects".to_owned(),
+                )));
+            }
         };
         let base = match compression {
             Compression::ZstdPatch { base_hash, .. } => Some(self.read_base(base_hash)?),
-            Compression::None | Compression::Zstd(_) => None,
+            Compression::None | Compression::Zstd(_) | Compression::Sealed(_) => None,
         };
         let out_path = self.decoded_path(object_id);
         let aired = File::open(self.partial_path(object_id)).map_err(DecodeFailure::Io)?;
