@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use crate::confidential::{self, Opened};
 use crate::esi_set::{EsiSet, Inserted};
 use crate::fec::{self, Block, FecError, Oti};
 use crate::feedback::{Feedback, FeedbackMessage, Refusal, RefusalCode};
@@ -362,6 +363,17 @@ pub struct ReceptionStats {
     pub key_wraps_refused: u64,
     /// Group keys of this county's path learned from them.
     pub group_keys_learned: u64,
+    /// Confidential objects whose targets include this county's code but whose content key
+    /// is not sealed for it (revoked before the object was made, or enrolled after): dropped
+    /// without a word to the uplink, once per manifest signature.
+    pub sealed_not_targeted: u64,
+    /// Manifest repeats of confidential objects sealed under a group key of this county's
+    /// path at an epoch it does not hold yet: it waits for the carousel's key wraps and
+    /// tries again at a later repeat.
+    pub sealed_pending: u64,
+    /// Confidential objects this county can open but not deliver: this build does not
+    /// decrypt payloads yet (docs/protocol.md 8.5). Nothing is received or delivered.
+    pub sealed_held_back: u64,
 }
 
 /// How faithfully symbols are processed. The simulator uses [`Fidelity::Counting`] to run
@@ -1252,6 +1264,36 @@ impl Reception {
             return self.reject(now, object_id, digest, reason);
         }
         let accepted = self.accepted(manifest.kind, &manifest.name);
+        let targeted = trust::check_acceptance(&manifest, &self.config.county_code, wall_unix_secs, accepted).is_ok();
+        if let (true, Some(section)) = (targeted, manifest.confidential()) {
+            // Opened before anything is begun: a county that cannot read it keeps nothing of it.
+            let opened = self.keys.as_ref().map(|ring| confidential::open_section(ring, object_id, section));
+            match opened {
+                None | Some(Ok(Opened::NotTargeted)) => {
+                    // Quietly: the uplink knows whom it sealed it for, and the daemon's log
+                    // gets no line per object; remembered so repeats cost no signature.
+                    self.stats.sealed_not_targeted += 1;
+                    return self.remember_rejected(now, object_id, digest, &RejectReason::Trust(TrustError::NotTargeted));
+                }
+                Some(Ok(Opened::Pending)) => {
+                    // Not remembered: a later repeat, after the key wraps, opens it.
+                    self.stats.sealed_pending += 1;
+                    return;
+                }
+                Some(Err(_)) => {
+                    return self.reject(now, object_id, digest, RejectReason::Inconsistent("the confidential section does not open"));
+                }
+                Some(Ok(Opened::Readable(..))) => {
+                    self.stats.sealed_held_back += 1;
+                    return self.remember_rejected(
+                        now,
+                        object_id,
+                        digest,
+                        &RejectReason::Inconsistent("sealed payloads are not decrypted yet"),
+                    );
+                }
+            }
+        }
         if let Err(error) = trust::check_acceptance(&manifest, &self.config.county_code, wall_unix_secs, accepted) {
             // A genuine manifest for this county that it must refuse: tell the uplink, so
             // it does not wait for this county. Untargeted ones are none of its business.
