@@ -94,14 +94,12 @@ fn counties_learn_their_path_from_the_uplink_and_a_revoked_county_learns_nothing
 }
 
 /// A confidential broadcast to province 41 from the real uplink, through the lossy relay:
-/// the targeted county opens its section; the county of province 42 (an insider with its own
-/// valid bundle, hearing every datagram) and the county revoked before the broadcast cannot,
-/// and keep nothing of it;
-/// the bytes aired are not the plaintext. Receivers do not decrypt payloads yet
-/// (docs/protocol.md 8.5), so the targeted county holds the object back instead of
-/// delivering it: this test says so, and is where delivery will be asserted.
+/// the targeted county delivers it byte-exact under its real name; the county of province 42
+/// (an insider with its own valid bundle, hearing every datagram) and the county revoked
+/// before the broadcast cannot read it and keep nothing of it; the bytes aired are not the
+/// plaintext.
 #[test]
-fn a_confidential_broadcast_opens_only_for_the_targeted_counties_and_airs_no_plaintext() {
+fn a_confidential_broadcast_is_delivered_by_the_targeted_county_only_and_airs_no_plaintext() {
     let seed = seed("E2E_SEED", "confidential-broadcast");
     let tmp = tempfile::tempdir().expect("tempdir");
     let options = ClusterOptions {
@@ -130,26 +128,31 @@ fn a_confidential_broadcast_opens_only_for_the_targeted_counties_and_airs_no_pla
         .trim()
         .to_owned();
 
-    let opened = wait_until(LEARN_WITHIN, || {
-        counter(&cluster, 0, "sealed_held_back") == Some(1) && counter(&cluster, 1, "sealed_pending").is_some_and(|n| n >= 1)
+    let delivered = cluster.counties[0].delivered_path("policy", "名册.csv");
+    let byte_exact = || std::fs::read(&delivered).is_ok_and(|bytes| bytes == plain);
+    // The counters reach status.json with its next refresh.
+    let done = wait_until(LEARN_WITHIN, || {
+        byte_exact() && counter(&cluster, 0, "sealed_opened") == Some(1) && counter(&cluster, 1, "sealed_pending").is_some_and(|n| n >= 1)
     });
-    // (held back, pending, not targeted) per county.
+    // (opened, pending, not targeted) per county.
     let counts: Vec<[Option<u64>; 3]> =
-        (0..3).map(|i| ["sealed_held_back", "sealed_pending", "sealed_not_targeted"].map(|key| counter(&cluster, i, key))).collect();
+        (0..3).map(|i| ["sealed_opened", "sealed_pending", "sealed_not_targeted"].map(|key| counter(&cluster, i, key))).collect();
     assert!(
-        opened,
-        "broadcast {id}: (held back, pending, not targeted) per county {counts:?}; uplink log:\n{}",
-        cluster.uplink.as_ref().map(|d| d.log_text()).unwrap_or_default()
+        done,
+        "broadcast {id}: delivered byte-exact at 410102: {}; (opened, pending, not targeted) per county {counts:?}; 410102 log:\n{}",
+        byte_exact(),
+        cluster.counties[0].daemon.as_ref().map(|d| d.log_text()).unwrap_or_default()
     );
+    assert_eq!(counts[0][0], Some(1), "410102 opened it once");
     assert_eq!(counts[2], [Some(0); 3], "province 42 is not among the targets: it never opens the section");
     // The revoked county holds its path's keys of before the revocation only: to it the
     // wrap under province 41's new key looks like a key it has not heard yet. It waits, and
     // no carousel will ever bring it that key.
     assert_eq!(counts[1][0], Some(0), "the revoked county opened the section");
 
-    // Nothing readable anywhere but at the uplink: no county keeps the plaintext (nor a
-    // file under its real name), and the uplink's aired copy is ciphertext.
-    for county in &cluster.counties {
+    // Nothing readable anywhere else: neither other county keeps the plaintext (nor a file
+    // under its real name), and the uplink's aired copy is ciphertext.
+    for county in &cluster.counties[1..] {
         assert!(!county.delivered_path("policy", "名册.csv").exists(), "{} delivered it", county.code);
         assert_eq!(any_file_holds(&county.dir, marker.as_bytes()), None, "{} holds the plaintext", county.code);
     }

@@ -260,6 +260,16 @@ pub fn seal_section(
     Ok(Confidential { wraps, sealed_secrets: seal_secrets(key, object_id, secrets) })
 }
 
+/// What a county needs to decrypt a sealed object it opened: the content key and the
+/// secrets (what the plaintext is and how it is coded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opening {
+    /// The content key.
+    pub key: SecretKey,
+    /// The sealed secrets, opened.
+    pub secrets: Secrets,
+}
+
 /// What a county makes of a confidential section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Opened {

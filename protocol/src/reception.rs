@@ -371,9 +371,9 @@ pub struct ReceptionStats {
     /// path at an epoch it does not hold yet: it waits for the carousel's key wraps and
     /// tries again at a later repeat.
     pub sealed_pending: u64,
-    /// Confidential objects this county can open but not deliver: this build does not
-    /// decrypt payloads yet (docs/protocol.md 8.5). Nothing is received or delivered.
-    pub sealed_held_back: u64,
+    /// Manifests of confidential objects this county opened (it is among their readers):
+    /// once per object, and again after a restart.
+    pub sealed_opened: u64,
 }
 
 /// How faithfully symbols are processed. The simulator uses [`Fidelity::Counting`] to run
@@ -450,7 +450,10 @@ impl Incoming {
 }
 
 struct Incoming {
+    /// The manifest as this county uses it: for a sealed object, under its real name.
     manifest: Manifest,
+    /// For a sealed object, what decrypts it.
+    opened: Option<Box<confidential::Opening>>,
     /// As received, to begin the object again in storage after a whole-object mismatch.
     signed: Vec<u8>,
     digest: [u8; 8],
@@ -1263,9 +1266,10 @@ impl Reception {
             let reason = RejectReason::ObjectIdMismatch { manifest: manifest.object_id, header: object_id };
             return self.reject(now, object_id, digest, reason);
         }
-        let accepted = self.accepted(manifest.kind, &manifest.name);
-        let targeted = trust::check_acceptance(&manifest, &self.config.county_code, wall_unix_secs, accepted).is_ok();
-        if let (true, Some(section)) = (targeted, manifest.confidential()) {
+        // The heartbeat states versions by the public (pseudonymous) name.
+        let stated = self.stated_latest(&manifest);
+        let mut opening = None;
+        if let (true, Some(section)) = (manifest.targets_code(&self.config.county_code), manifest.confidential()) {
             // Opened before anything is begun: a county that cannot read it keeps nothing of it.
             let opened = self.keys.as_ref().map(|ring| confidential::open_section(ring, object_id, section));
             match opened {
@@ -1283,17 +1287,19 @@ impl Reception {
                 Some(Err(_)) => {
                     return self.reject(now, object_id, digest, RejectReason::Inconsistent("the confidential section does not open"));
                 }
-                Some(Ok(Opened::Readable(..))) => {
-                    self.stats.sealed_held_back += 1;
-                    return self.remember_rejected(
-                        now,
-                        object_id,
-                        digest,
-                        &RejectReason::Inconsistent("sealed payloads are not decrypted yet"),
-                    );
+                Some(Ok(Opened::Readable(key, secrets))) => {
+                    self.stats.sealed_opened += 1;
+                    opening = Some(Box::new(confidential::Opening { key, secrets: *secrets }));
                 }
             }
         }
+        // From here on a sealed object is what it is to this county: its real name, under
+        // which it is checked against what was delivered, received and delivered.
+        let manifest = match &opening {
+            Some(opening) => Manifest { name: opening.secrets.name.clone(), ..manifest },
+            None => manifest,
+        };
+        let accepted = self.accepted(manifest.kind, &manifest.name);
         if let Err(error) = trust::check_acceptance(&manifest, &self.config.county_code, wall_unix_secs, accepted) {
             // A genuine manifest for this county that it must refuse: tell the uplink, so
             // it does not wait for this county. Untargeted ones are none of its business.
@@ -1302,7 +1308,7 @@ impl Reception {
             }
             return self.reject_genuine(now, &manifest, digest, error.into());
         }
-        if let Some(reason) = self.stated_latest(&manifest) {
+        if let Some(reason) = stated {
             return self.reject_genuine(now, &manifest, digest, reason);
         }
         if accepted.is_some_and(|a| a.object_id == object_id) {
@@ -1361,6 +1367,7 @@ impl Reception {
         let incoming = Incoming {
             signed: signed.to_vec(),
             manifest,
+            opened: opening,
             digest,
             oti,
             blocks,
@@ -1640,7 +1647,8 @@ impl Reception {
         inc.verifying = true;
         let (size_bytes, expected_hash, compression) =
             (inc.manifest.size_bytes, inc.manifest.object_hash, inc.manifest.compression.clone());
-        self.requests.push_back(StoreRequest::VerifyObject { object_id, size_bytes, expected_hash, compression });
+        let opened = inc.opened.clone();
+        self.requests.push_back(StoreRequest::VerifyObject { object_id, size_bytes, expected_hash, compression, opened });
     }
 
     fn object_verified(&mut self, object_id: u64, outcome: VerifyOutcome) {

@@ -541,7 +541,7 @@ impl Datapath {
                 group_keys_learned: stats.group_keys_learned,
                 sealed_not_targeted: stats.sealed_not_targeted,
                 sealed_pending: stats.sealed_pending,
-                sealed_held_back: stats.sealed_held_back,
+                sealed_opened: stats.sealed_opened,
                 manifests_ended: stats.manifests_ended,
                 partials_ended: stats.partials_ended,
             },

@@ -176,9 +176,9 @@ pub struct ReceptionStatus {
     /// Manifest repeats of confidential objects waiting for a group key from the carousel.
     #[serde(default)]
     pub sealed_pending: u64,
-    /// Confidential objects this county can open but this build does not decrypt yet.
+    /// Confidential objects this county opened (it is among their readers).
     #[serde(default)]
-    pub sealed_held_back: u64,
+    pub sealed_opened: u64,
 }
 
 /// One object being received.
@@ -769,7 +769,7 @@ mod tests {
                 group_keys_learned: 0,
                 sealed_not_targeted: 0,
                 sealed_pending: 0,
-                sealed_held_back: 0,
+                sealed_opened: 0,
                 manifests_ended: 0,
                 partials_ended: 0,
             },

@@ -44,6 +44,7 @@ fn receive(store: &mut ReceiverStore, manifest: &Manifest, aired: &[u8]) -> Opti
         size_bytes: manifest.size_bytes,
         expected_hash: manifest.object_hash,
         compression: manifest.compression.clone(),
+        opened: None,
     };
     storage::execute(verify, store)
 }
