@@ -1,8 +1,8 @@
 //! End to end, confidential broadcasts' key distribution (issue 14): the real uplink airs the
 //! key tree that `keys receiver` built, through the lossy relay, and each county's receiver
 //! learns the group keys of its own path; `keys revoke-receiver` re-keys the path while the
-//! daemons run, and the revoked county learns nothing more. (The daemons do not encrypt
-//! payloads yet: docs/security.md, residual risk 1.)
+//! daemons run, and the revoked county learns nothing more. A confidential broadcast from
+//! the real uplink is delivered by the targeted county only, and no plaintext is aired.
 
 use std::time::Duration;
 
