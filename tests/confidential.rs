@@ -144,6 +144,9 @@ fn a_confidential_broadcast_is_delivered_by_the_targeted_county_only_and_airs_no
         cluster.counties[0].daemon.as_ref().map(|d| d.log_text()).unwrap_or_default()
     );
     assert_eq!(counts[0][0], Some(1), "410102 opened it once");
+    let status: serde_json::Value = serde_json::from_str(&cluster.uplink_cli(&["status", &id, "--json"]).expect("status")).expect("json");
+    assert_eq!(status["summary"]["confidential"], true, "status shows it confidential: {status:#}");
+    assert!(cluster.uplink_cli(&["status", &id]).expect("status").contains("confidential"), "and in text");
     assert_eq!(counts[2], [Some(0); 3], "province 42 is not among the targets: it never opens the section");
     // The revoked county holds its path's keys of before the revocation only: to it the
     // wrap under province 41's new key looks like a key it has not heard yet. It waits, and

@@ -380,7 +380,7 @@ fn print_list(list: &[BroadcastSummary]) -> Result<(), OutputError> {
             b.delivered,
             b.targeted,
             report::targets_text(&b.to),
-            report::schedule_and_progress(b, now)
+            report::schedule_and_progress(b, now) + if b.confidential { ", confidential" } else { "" }
         )?;
     }
     Ok(())
@@ -388,7 +388,8 @@ fn print_list(list: &[BroadcastSummary]) -> Result<(), OutputError> {
 
 fn print_status(status: &BroadcastStatus) -> Result<(), OutputError> {
     let s = &status.summary;
-    outln!("{} {}/{} version {} ({} bytes, {}): {}", ObjectId(s.id), s.kind, s.name, s.version, s.size_bytes, s.priority, s.state)?;
+    let sealed = if s.confidential { ", confidential" } else { "" };
+    outln!("{} {}/{} version {} ({} bytes, {}{sealed}): {}", ObjectId(s.id), s.kind, s.name, s.version, s.size_bytes, s.priority, s.state)?;
     outln!("to {}: {} counties targeted", report::targets_text(&s.to), s.targeted)?;
     let more = report::schedule_and_progress(s, wall_unix_secs());
     if !more.is_empty() {
