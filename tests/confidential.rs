@@ -1,8 +1,8 @@
 //! End to end, confidential broadcasts' key distribution (issue 14): the real uplink airs the
 //! key tree that `keys receiver` built, through the lossy relay, and each county's receiver
 //! learns the group keys of its own path; `keys revoke-receiver` re-keys the path while the
-//! daemons run, and the revoked county learns nothing more. (The daemons do not encrypt
-//! payloads yet: docs/security.md, residual risk 1.)
+//! daemons run, and the revoked county learns nothing more. A confidential broadcast from
+//! the real uplink is delivered by the targeted county only, and no plaintext is aired.
 
 use std::time::Duration;
 
@@ -16,10 +16,40 @@ const LEARN_WITHIN: Duration = Duration::from_secs(60);
 
 /// The `group_keys_learned` counter of a county's status (`status --json`), if it answers.
 fn learned(cluster: &Cluster, index: usize) -> Option<u64> {
+    counter(cluster, index, "group_keys_learned")
+}
+
+/// A counter of a county's status (`status --json`), if it answers.
+fn counter(cluster: &Cluster, index: usize, key: &str) -> Option<u64> {
     let config = cluster.counties[index].config.to_string_lossy().into_owned();
     let text = run("satcast-receiver", &["status", "--json", "--config", &config], &cluster.dir).ok()?;
     let status: serde_json::Value = serde_json::from_str(&text).ok()?;
-    find(&status, "group_keys_learned")
+    find(&status, key)
+}
+
+/// The file called `name` somewhere under `dir`.
+fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find_map(|path| if path.is_dir() { find_file(&path, name) } else { path.file_name().is_some_and(|n| n == name).then_some(path) })
+}
+
+/// Whether any file under `dir` holds `needle`.
+fn any_file_holds(dir: &std::path::Path, needle: &[u8]) -> Option<std::path::PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = any_file_holds(&path, needle) {
+                return Some(found);
+            }
+        } else if std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)) {
+            return Some(path);
+        }
+    }
+    None
 }
 
 fn find(value: &serde_json::Value, key: &str) -> Option<u64> {
@@ -60,5 +90,77 @@ fn counties_learn_their_path_from_the_uplink_and_a_revoked_county_learns_nothing
     let counts: Vec<Option<u64>> = (0..3).map(|i| learned(&cluster, i)).collect();
     assert!(rekeyed, "group keys learned after the revocation {counts:?}");
     assert_eq!(learned(&cluster, 1), Some(3), "the revoked county learned a new key");
+    cluster.stop();
+}
+
+/// A confidential broadcast to province 41 from the real uplink, through the lossy relay:
+/// the targeted county delivers it byte-exact under its real name; the county of province 42
+/// (an insider with its own valid bundle, hearing every datagram) and the county revoked
+/// before the broadcast cannot read it and keep nothing of it; the bytes aired are not the
+/// plaintext.
+#[test]
+fn a_confidential_broadcast_is_delivered_by_the_targeted_county_only_and_airs_no_plaintext() {
+    let seed = seed("E2E_SEED", "confidential-broadcast");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let options = ClusterOptions {
+        counties: vec!["410102".into(), "410103".into(), "420101".into()],
+        loss: vec![LossModel::Bernoulli(0.05)],
+        link_rate_bits_per_sec: 20_000_000,
+        passes: 1,
+        seed,
+        extra_uplink_config: String::new(),
+        acks: false,
+    };
+    let mut cluster = Cluster::start(tmp.path(), &options).expect("cluster starts");
+    let all_learned = wait_until(LEARN_WITHIN, || (0..3).all(|i| learned(&cluster, i) == Some(3)));
+    assert!(all_learned, "group keys learned {:?}", (0..3).map(|i| learned(&cluster, i)).collect::<Vec<_>>());
+    run("satcast-uplink", &["keys", "revoke-receiver", "--dir", "keys", "--id", "410103"], &cluster.dir).expect("revokes");
+    let rekeyed = wait_until(LEARN_WITHIN, || learned(&cluster, 0) == Some(6));
+    assert!(rekeyed, "410102 did not learn the new keys");
+
+    let marker = format!("低保名册 seed {seed} 身份证 410102199001011234");
+    let plain: Vec<u8> = (0..2_000).flat_map(|i| format!("{marker} row {i}\n").into_bytes()).collect();
+    let path = tmp.path().join("名册.csv");
+    std::fs::write(&path, &plain).expect("payload");
+    let id = cluster
+        .uplink_cli(&["send", path.to_str().expect("utf-8"), "--kind", "policy", "--to", "41", "--confidential"])
+        .expect("sends")
+        .trim()
+        .to_owned();
+
+    let delivered = cluster.counties[0].delivered_path("policy", "名册.csv");
+    let byte_exact = || std::fs::read(&delivered).is_ok_and(|bytes| bytes == plain);
+    // The counters reach status.json with its next refresh.
+    let done = wait_until(LEARN_WITHIN, || {
+        byte_exact() && counter(&cluster, 0, "sealed_opened") == Some(1) && counter(&cluster, 1, "sealed_pending").is_some_and(|n| n >= 1)
+    });
+    // (opened, pending, not targeted) per county.
+    let counts: Vec<[Option<u64>; 3]> =
+        (0..3).map(|i| ["sealed_opened", "sealed_pending", "sealed_not_targeted"].map(|key| counter(&cluster, i, key))).collect();
+    assert!(
+        done,
+        "broadcast {id}: delivered byte-exact at 410102: {}; (opened, pending, not targeted) per county {counts:?}; 410102 log:\n{}",
+        byte_exact(),
+        cluster.counties[0].daemon.as_ref().map(|d| d.log_text()).unwrap_or_default()
+    );
+    assert_eq!(counts[0][0], Some(1), "410102 opened it once");
+    let status: serde_json::Value = serde_json::from_str(&cluster.uplink_cli(&["status", &id, "--json"]).expect("status")).expect("json");
+    assert_eq!(status["summary"]["confidential"], true, "status shows it confidential: {status:#}");
+    assert!(cluster.uplink_cli(&["status", &id]).expect("status").contains("confidential"), "and in text");
+    assert_eq!(counts[2], [Some(0); 3], "province 42 is not among the targets: it never opens the section");
+    // The revoked county holds its path's keys of before the revocation only: to it the
+    // wrap under province 41's new key looks like a key it has not heard yet. It waits, and
+    // no carousel will ever bring it that key.
+    assert_eq!(counts[1][0], Some(0), "the revoked county opened the section");
+
+    // Nothing readable anywhere else: neither other county keeps the plaintext (nor a file
+    // under its real name), and the uplink's aired copy is ciphertext.
+    for county in &cluster.counties[1..] {
+        assert!(!county.delivered_path("policy", "名册.csv").exists(), "{} delivered it", county.code);
+        assert_eq!(any_file_holds(&county.dir, marker.as_bytes()), None, "{} holds the plaintext", county.code);
+    }
+    // The uplink's copy as aired (beside the payload, which is the plaintext) is ciphertext.
+    let aired = find_file(&cluster.dir.join("state"), &format!("{id}.aired")).and_then(|p| std::fs::read(p).ok()).expect("the aired copy");
+    assert!(!aired.windows(marker.len()).any(|w| w == marker.as_bytes()), "the aired copy is plaintext");
     cluster.stop();
 }

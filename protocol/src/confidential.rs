@@ -87,7 +87,7 @@ pub struct Secrets {
 }
 
 /// The confidential section of a manifest: the content key's wraps and the sealed secrets.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Encode, Decode)]
 pub struct Confidential {
     /// The content key sealed under each node of the cover of the targets.
     pub wraps: Vec<Sealed>,
@@ -258,6 +258,16 @@ pub fn seal_section(
     }
     let wraps = tree.seal_for(rng, Wrapped::Content { object_id }, key, &cover)?;
     Ok(Confidential { wraps, sealed_secrets: seal_secrets(key, object_id, secrets) })
+}
+
+/// What a county needs to decrypt a sealed object it opened: the content key and the
+/// secrets (what the plaintext is and how it is coded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opening {
+    /// The content key.
+    pub key: SecretKey,
+    /// The sealed secrets, opened.
+    pub secrets: Secrets,
 }
 
 /// What a county makes of a confidential section.

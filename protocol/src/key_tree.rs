@@ -286,7 +286,7 @@ fn parse_key_text(label: &'static str, text: &str) -> Result<[u8; KEY_LEN], KeyT
 }
 
 /// How a key is sealed: under a group key, or to a county's public key.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Encode, Decode)]
 pub enum Sealing {
     /// XChaCha20-Poly1305 under the group key of `under`, with a random nonce.
     Group {
@@ -303,7 +303,7 @@ pub enum Sealing {
 }
 
 /// One key sealed under another: `sealed` holds the key and its AEAD tag.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Encode, Decode)]
 pub struct Sealed {
     /// The key it is sealed under: a group (at `under_epoch`) or a county (epoch 0).
     pub under: Node,

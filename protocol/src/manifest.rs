@@ -152,7 +152,7 @@ impl FromStr for Kind {
 /// cover the bytes as transmitted (so a poisoned block is still caught block by block); a
 /// coded payload also declares the size and BLAKE3 of the bytes the receiver delivers, which
 /// it checks after decoding, before anything is delivered (see [`crate::codec`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Encode, Decode)]
 pub enum Compression {
     /// Transmitted as is: the delivered bytes are the transmitted ones.
     None,
@@ -166,6 +166,13 @@ pub enum Compression {
         /// The bytes the patch decodes to.
         delivered: Delivered,
     },
+    /// A confidential object (docs/protocol.md 8.5): the aired bytes are the plaintext
+    /// sealed block by block under a content key; the section carries that key's wraps and
+    /// the sealed secrets (real name, plaintext size and hash, and the plaintext's own
+    /// coding, none or zstd). The public manifest names the object by a pseudonym; what is
+    /// delivered is known only to a county that opens the section, so the delivered hash
+    /// and size of the public manifest are those of the aired bytes.
+    Sealed(Box<crate::confidential::Confidential>),
 }
 
 /// The bytes a receiver delivers from a coded payload, as signed in the manifest.
@@ -184,6 +191,7 @@ impl Compression {
             Compression::None => "none",
             Compression::Zstd(_) => "zstd",
             Compression::ZstdPatch { .. } => "zstd-patch",
+            Compression::Sealed(_) => "sealed",
         }
     }
 }
@@ -261,6 +269,10 @@ pub enum ManifestError {
         /// The target, shortened to [`ECHO_CHARS_MAX`] characters.
         target: String,
     },
+    /// A confidential section with more than [`crate::confidential::CONTENT_WRAPS_MAX`] wraps
+    /// or no sealed secrets.
+    #[error("confidential section: {0}")]
+    Confidential(&'static str),
     /// A coded payload declares a delivered size over [`DELIVERED_BYTES_MAX`].
     #[error("declares {size_bytes} delivered bytes, more than {DELIVERED_BYTES_MAX}")]
     DeliveredSize {
@@ -308,6 +320,16 @@ impl Manifest {
             validate_target(target)?;
         }
         // Only a coded payload declares a size apart from what is aired (the FEC layer bounds that).
+        if let Compression::Sealed(section) = &self.compression {
+            if section.wraps.is_empty() || section.wraps.len() > crate::confidential::CONTENT_WRAPS_MAX {
+                return Err(ManifestError::Confidential("1 to 64 content-key wraps expected"));
+            }
+            if section.sealed_secrets.len() < crate::confidential::TAG_LEN
+                || section.sealed_secrets.len() > crate::confidential::SEALED_SECRETS_BYTES_MAX
+            {
+                return Err(ManifestError::Confidential("sealed secrets of impossible length"));
+            }
+        }
         if self.compression != Compression::None && self.delivered_size() > DELIVERED_BYTES_MAX {
             return Err(ManifestError::DeliveredSize { size_bytes: self.delivered_size() });
         }
@@ -323,7 +345,7 @@ impl Manifest {
     /// version are the same object to them.
     pub fn delivered_hash(&self) -> [u8; 32] {
         match self.compression {
-            Compression::None => self.object_hash,
+            Compression::None | Compression::Sealed(_) => self.object_hash,
             Compression::Zstd(delivered) | Compression::ZstdPatch { delivered, .. } => delivered.hash,
         }
     }
@@ -331,7 +353,7 @@ impl Manifest {
     /// Length of the bytes a receiver delivers.
     pub fn delivered_size(&self) -> u64 {
         match self.compression {
-            Compression::None => self.size_bytes,
+            Compression::None | Compression::Sealed(_) => self.size_bytes,
             Compression::Zstd(delivered) | Compression::ZstdPatch { delivered, .. } => delivered.size_bytes,
         }
     }
@@ -340,7 +362,15 @@ impl Manifest {
     pub fn base_hash(&self) -> Option<[u8; 32]> {
         match self.compression {
             Compression::ZstdPatch { base_hash, .. } => Some(base_hash),
-            Compression::None | Compression::Zstd(_) => None,
+            Compression::None | Compression::Zstd(_) | Compression::Sealed(_) => None,
+        }
+    }
+
+    /// The confidential section, if the object is sealed.
+    pub fn confidential(&self) -> Option<&crate::confidential::Confidential> {
+        match &self.compression {
+            Compression::Sealed(section) => Some(section),
+            _ => None,
         }
     }
 

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use crate::confidential::{self, Opened};
 use crate::esi_set::{EsiSet, Inserted};
 use crate::fec::{self, Block, FecError, Oti};
 use crate::feedback::{Feedback, FeedbackMessage, Refusal, RefusalCode};
@@ -362,6 +363,17 @@ pub struct ReceptionStats {
     pub key_wraps_refused: u64,
     /// Group keys of this county's path learned from them.
     pub group_keys_learned: u64,
+    /// Confidential objects whose targets include this county's code but whose content key
+    /// is not sealed for it (revoked before the object was made, or enrolled after): dropped
+    /// without a word to the uplink, once per manifest signature.
+    pub sealed_not_targeted: u64,
+    /// Manifest repeats of confidential objects sealed under a group key of this county's
+    /// path at an epoch it does not hold yet: it waits for the carousel's key wraps and
+    /// tries again at a later repeat.
+    pub sealed_pending: u64,
+    /// Manifests of confidential objects this county opened (it is among their readers):
+    /// once per object, and again after a restart.
+    pub sealed_opened: u64,
 }
 
 /// How faithfully symbols are processed. The simulator uses [`Fidelity::Counting`] to run
@@ -438,7 +450,10 @@ impl Incoming {
 }
 
 struct Incoming {
+    /// The manifest as this county uses it: for a sealed object, under its real name.
     manifest: Manifest,
+    /// For a sealed object, what decrypts it.
+    opened: Option<Box<confidential::Opening>>,
     /// As received, to begin the object again in storage after a whole-object mismatch.
     signed: Vec<u8>,
     digest: [u8; 8],
@@ -1251,6 +1266,39 @@ impl Reception {
             let reason = RejectReason::ObjectIdMismatch { manifest: manifest.object_id, header: object_id };
             return self.reject(now, object_id, digest, reason);
         }
+        // The heartbeat states versions by the public (pseudonymous) name.
+        let stated = self.stated_latest(&manifest);
+        let mut opening = None;
+        if let (true, Some(section)) = (manifest.targets_code(&self.config.county_code), manifest.confidential()) {
+            // Opened before anything is begun: a county that cannot read it keeps nothing of it.
+            let opened = self.keys.as_ref().map(|ring| confidential::open_section(ring, object_id, section));
+            match opened {
+                None | Some(Ok(Opened::NotTargeted)) => {
+                    // Quietly: the uplink knows whom it sealed it for, and the daemon's log
+                    // gets no line per object; remembered so repeats cost no signature.
+                    self.stats.sealed_not_targeted += 1;
+                    return self.remember_rejected(now, object_id, digest, &RejectReason::Trust(TrustError::NotTargeted));
+                }
+                Some(Ok(Opened::Pending)) => {
+                    // Not remembered: a later repeat, after the key wraps, opens it.
+                    self.stats.sealed_pending += 1;
+                    return;
+                }
+                Some(Err(_)) => {
+                    return self.reject(now, object_id, digest, RejectReason::Inconsistent("the confidential section does not open"));
+                }
+                Some(Ok(Opened::Readable(key, secrets))) => {
+                    self.stats.sealed_opened += 1;
+                    opening = Some(Box::new(confidential::Opening { key, secrets: *secrets }));
+                }
+            }
+        }
+        // From here on a sealed object is what it is to this county: its real name, under
+        // which it is checked against what was delivered, received and delivered.
+        let manifest = match &opening {
+            Some(opening) => Manifest { name: opening.secrets.name.clone(), ..manifest },
+            None => manifest,
+        };
         let accepted = self.accepted(manifest.kind, &manifest.name);
         if let Err(error) = trust::check_acceptance(&manifest, &self.config.county_code, wall_unix_secs, accepted) {
             // A genuine manifest for this county that it must refuse: tell the uplink, so
@@ -1260,7 +1308,7 @@ impl Reception {
             }
             return self.reject_genuine(now, &manifest, digest, error.into());
         }
-        if let Some(reason) = self.stated_latest(&manifest) {
+        if let Some(reason) = stated {
             return self.reject_genuine(now, &manifest, digest, reason);
         }
         if accepted.is_some_and(|a| a.object_id == object_id) {
@@ -1319,6 +1367,7 @@ impl Reception {
         let incoming = Incoming {
             signed: signed.to_vec(),
             manifest,
+            opened: opening,
             digest,
             oti,
             blocks,
@@ -1596,8 +1645,10 @@ impl Reception {
             return;
         }
         inc.verifying = true;
-        let (size_bytes, expected_hash, compression) = (inc.manifest.size_bytes, inc.manifest.object_hash, inc.manifest.compression);
-        self.requests.push_back(StoreRequest::VerifyObject { object_id, size_bytes, expected_hash, compression });
+        let (size_bytes, expected_hash, compression) =
+            (inc.manifest.size_bytes, inc.manifest.object_hash, inc.manifest.compression.clone());
+        let opened = inc.opened.clone();
+        self.requests.push_back(StoreRequest::VerifyObject { object_id, size_bytes, expected_hash, compression, opened });
     }
 
     fn object_verified(&mut self, object_id: u64, outcome: VerifyOutcome) {

@@ -71,6 +71,8 @@ pub enum StoreRequest {
         expected_hash: [u8; 32],
         /// How it is coded, with the signed delivered size and hash.
         compression: Compression,
+        /// For a sealed object, the content key and secrets the county opened.
+        opened: Option<Box<crate::confidential::Opening>>,
     },
     /// Forget everything about an object (expired, revoked, or poisoned as a whole).
     /// No completion unless it fails.
@@ -231,7 +233,12 @@ pub trait ReceptionStore {
     /// Decodes a coded object whose transmitted bytes verified (see [`crate::codec`]) into
     /// the bytes to deliver, kept beside it until the commit. The default store holds no
     /// bases and decodes nothing.
-    fn decode_object(&mut self, _object_id: u64, _compression: &Compression) -> Result<(), DecodeFailure> {
+    fn decode_object(
+        &mut self,
+        _object_id: u64,
+        _compression: &Compression,
+        _opened: Option<&crate::confidential::Opening>,
+    ) -> Result<(), DecodeFailure> {
         Err(DecodeFailure::Refused(Refusal::new(RefusalCode::Undecodable, "this store does not decode")))
     }
 }
@@ -317,10 +324,10 @@ pub fn execute(request: StoreRequest, store: &mut dyn ReceptionStore) -> Option<
             let outcome = decode_block(store, object_id, &oti, sbn, expected_hash).unwrap_or_else(|e| DecodeOutcome::Failed(e.to_string()));
             Some(StoreCompletion::BlockDecoded { object_id, sbn, outcome })
         }
-        StoreRequest::VerifyObject { object_id, size_bytes, expected_hash, compression } => {
+        StoreRequest::VerifyObject { object_id, size_bytes, expected_hash, compression, opened } => {
             let outcome = match store.object_hash(object_id, size_bytes) {
                 Ok(hash) if hash == expected_hash && compression == Compression::None => VerifyOutcome::Verified,
-                Ok(hash) if hash == expected_hash => match store.decode_object(object_id, &compression) {
+                Ok(hash) if hash == expected_hash => match store.decode_object(object_id, &compression, opened.as_deref()) {
                     Ok(()) => VerifyOutcome::Verified,
                     Err(DecodeFailure::Refused(refusal)) => match store.discard(object_id) {
                         Ok(()) => VerifyOutcome::Refused(refusal),
@@ -465,8 +472,13 @@ impl ReceptionStore for MemoryStore {
         Ok(())
     }
 
-    fn decode_object(&mut self, object_id: u64, compression: &Compression) -> Result<(), DecodeFailure> {
-        // No cache, so no bases: only whole frames decode here.
+    fn decode_object(
+        &mut self,
+        object_id: u64,
+        compression: &Compression,
+        _opened: Option<&crate::confidential::Opening>,
+    ) -> Result<(), DecodeFailure> {
+        // No cache, so no bases, and no sealed objects: only whole frames decode here.
         let Compression::Zstd(delivered) = compression else {
             return Err(DecodeFailure::Refused(Refusal::new(RefusalCode::NoBase, "the memory store holds no bases")));
         };

@@ -103,9 +103,11 @@ const EDGE_NONCE: u8 = 0xe0;
 const CONTENT_NONCE: u8 = 0xd0;
 const KEY_WRAP_SEQUENCE: u64 = 5;
 const SEALED_NAME: &str = "relief-2025.csv";
+/// The uplink's pseudonym key of the sealed manifest's vector: bytes 0x30 ... 0x4f.
+const NAME_KEY: u8 = 0x30;
 
 /// Every vector block the document must contain, in document order.
-const EXPECTED_NAMES: [&str; 20] = [
+const EXPECTED_NAMES: [&str; 21] = [
     "key-files",
     "payload",
     "oti",
@@ -126,6 +128,7 @@ const EXPECTED_NAMES: [&str; 20] = [
     "key-wrap-datagram",
     "confidential-section",
     "sealed-object",
+    "manifest-sealed",
 ];
 
 fn pattern(first: u8) -> [u8; 32] {
@@ -316,8 +319,50 @@ fn generate() -> Vec<(String, Vector)> {
     let (key_wraps, section, sealed) = confidential_vectors(&keys);
     out.push(("key-wrap-datagram".to_owned(), Vector::Hex(key_wraps)));
     out.push(("confidential-section".to_owned(), Vector::Hex(section.to_bytes())));
+    let manifest = sealed_manifest(&section, &sealed);
     out.push(("sealed-object".to_owned(), Vector::Hex(sealed)));
+    out.push(("manifest-sealed".to_owned(), Vector::Hex(manifest.to_bytes())));
     out
+}
+
+/// The manifest of the sealed object (section 8.5): the vectors' manifest named by its
+/// pseudonym, describing the 128 aired bytes of `sealed`, compression variant 3 carrying
+/// the confidential section. Not signed in these vectors.
+fn sealed_manifest(section: &confidential::Confidential, sealed: &[u8]) -> Manifest {
+    let layout = confidential::sealed_oti(PAYLOAD.len() as u64, SYMBOL_SIZE, BLOCK_BYTES_MAX).expect("layout");
+    Manifest {
+        name: confidential::pseudonym(&SecretKey(pattern(NAME_KEY)), Kind::CodeTable, SEALED_NAME),
+        size_bytes: sealed.len() as u64,
+        compression: Compression::Sealed(Box::new(section.clone())),
+        oti: layout.encode(),
+        object_hash: *blake3::hash(sealed).as_bytes(),
+        block_hashes: fec::blocks(&layout)
+            .iter()
+            .map(|b| fec::block_hash(&sealed[b.offset as usize..(b.offset + b.len) as usize]))
+            .collect(),
+        ..manifest(&oti())
+    }
+}
+
+#[test]
+fn sealed_manifest_fields() {
+    let bytes = document_bytes("manifest-sealed");
+    let manifest = Manifest::from_bytes(&bytes).expect("canonical, valid manifest");
+    let section_bytes = document_bytes("confidential-section");
+    let section = confidential::Confidential::from_bytes(&section_bytes).expect("section");
+    assert_eq!(manifest, sealed_manifest(&section, &document_bytes("sealed-object")));
+    assert_eq!(manifest.confidential(), Some(&section));
+    assert!(manifest.name.starts_with("sealed-") && !manifest.name.contains("relief"), "{}", manifest.name);
+    // object id, kind, the 31-byte pseudonym, version, size: then compression variant 3
+    // and the section exactly as its own vector.
+    let mut r = Reader(&bytes[8 + 4..]);
+    assert_eq!(r.u64(), 31, "name length");
+    assert_eq!(r.take(31), manifest.name.as_bytes());
+    assert_eq!(r.u64(), MANIFEST_VERSION);
+    assert_eq!(r.u64(), 128, "size on the air");
+    assert_eq!(r.u32(), 3, "compression sealed is variant 3");
+    assert_eq!(r.take(section_bytes.len()), section_bytes);
+    assert_eq!((manifest.delivered_size(), manifest.delivered_hash()), (128, manifest.object_hash), "what is public is what airs");
 }
 
 fn nonce24(first: u8) -> [u8; 24] {

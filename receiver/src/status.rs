@@ -169,6 +169,16 @@ pub struct ReceptionStatus {
     /// Group keys of this county's path learned from them.
     #[serde(default)]
     pub group_keys_learned: u64,
+    /// Confidential objects aimed at this county's code but not sealed for it (revoked
+    /// before they were made): dropped quietly.
+    #[serde(default)]
+    pub sealed_not_targeted: u64,
+    /// Manifest repeats of confidential objects waiting for a group key from the carousel.
+    #[serde(default)]
+    pub sealed_pending: u64,
+    /// Confidential objects this county opened (it is among their readers).
+    #[serde(default)]
+    pub sealed_opened: u64,
 }
 
 /// One object being received.
@@ -757,6 +767,9 @@ mod tests {
                 key_wraps_unwanted: 0,
                 key_wraps_refused: 0,
                 group_keys_learned: 0,
+                sealed_not_targeted: 0,
+                sealed_pending: 0,
+                sealed_opened: 0,
                 manifests_ended: 0,
                 partials_ended: 0,
             },

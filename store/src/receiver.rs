@@ -595,7 +595,10 @@ impl ReceiverStore {
             let partial = if coded { self.decoded_path(object_id) } else { self.partial_path(object_id) };
             {
                 let file = OpenOptions::new().write(true).open(&partial).map_err(cache_err)?;
-                file.set_len(manifest.delivered_size()).map_err(cache_err)?;
+                // A sealed object's delivered length is sealed: its decoded file has it.
+                if !matches!(manifest.compression, Compression::Sealed(_)) {
+                    file.set_len(manifest.delivered_size()).map_err(cache_err)?;
+                }
                 file.sync_all().map_err(cache_err)?;
             }
             self.crash_point(CommitStep::PartialSynced)?;
@@ -934,15 +937,26 @@ impl ReceptionStore for ReceiverStore {
         Ok(())
     }
 
-    fn decode_object(&mut self, object_id: u64, compression: &Compression) -> Result<(), DecodeFailure> {
+    fn decode_object(
+        &mut self,
+        object_id: u64,
+        compression: &Compression,
+        opened: Option<&satcast_protocol::confidential::Opening>,
+    ) -> Result<(), DecodeFailure> {
         let partial = self.partials.get(&object_id).ok_or_else(|| DecodeFailure::Io(not_receiving(object_id)))?;
         let (aired_bytes, delivered) = match compression {
             Compression::None => return Ok(()),
             Compression::Zstd(delivered) | Compression::ZstdPatch { delivered, .. } => (partial.manifest.size_bytes, *delivered),
+            Compression::Sealed(_) => {
+                let Some(opened) = opened else {
+                    return Err(DecodeFailure::Refused(Refusal::new(RefusalCode::Undecodable, "a sealed object without its content key")));
+                };
+                return self.open_sealed(object_id, opened);
+            }
         };
         let base = match compression {
             Compression::ZstdPatch { base_hash, .. } => Some(self.read_base(base_hash)?),
-            Compression::None | Compression::Zstd(_) => None,
+            Compression::None | Compression::Zstd(_) | Compression::Sealed(_) => None,
         };
         let out_path = self.decoded_path(object_id);
         let aired = File::open(self.partial_path(object_id)).map_err(DecodeFailure::Io)?;
@@ -960,6 +974,61 @@ impl ReceptionStore for ReceiverStore {
         synced
     }
 }
+
+impl ReceiverStore {
+    /// Decrypts a sealed object whose ciphertext verified against its signed hashes, block
+    /// by block, checks the sealed plaintext size and hash, and decodes it as the secrets
+    /// say (none or zstd) into the decoded file the commit delivers (docs/protocol.md 8.5).
+    fn open_sealed(&mut self, object_id: u64, opened: &satcast_protocol::confidential::Opening) -> Result<(), DecodeFailure> {
+        let refused = |why: String| DecodeFailure::Refused(Refusal::new(RefusalCode::Undecodable, why));
+        let partial = self.partials.get(&object_id).ok_or_else(|| DecodeFailure::Io(not_receiving(object_id)))?;
+        let oti = Oti::decode(&partial.manifest.oti).map_err(|e| refused(e.to_string()))?;
+        let aired_bytes = partial.manifest.size_bytes;
+        if aired_bytes > SEALED_OBJECT_BYTES_MAX {
+            return Err(refused(format!("sealed object of {aired_bytes} bytes, more than {SEALED_OBJECT_BYTES_MAX}")));
+        }
+        let secrets = &opened.secrets;
+        if secrets.plain_size > aired_bytes {
+            return Err(refused("sealed plaintext longer than the object".into()));
+        }
+        let file = File::open(self.partial_path(object_id)).map_err(DecodeFailure::Io)?;
+        let mut plain = Vec::with_capacity(aired_bytes as usize);
+        for block in satcast_protocol::fec::blocks(&oti) {
+            let mut bytes = vec![0u8; block.len as usize];
+            file.read_exact_at(&mut bytes, block.offset).map_err(DecodeFailure::Io)?;
+            satcast_protocol::confidential::open_block(&opened.key, object_id, &oti, block.sbn, &mut bytes)
+                .map_err(|e| refused(e.to_string()))?;
+            plain.extend_from_slice(&bytes);
+        }
+        plain.truncate(secrets.plain_size as usize);
+        if blake3::hash(&plain).as_bytes() != &secrets.plain_hash {
+            return Err(refused("the decrypted plaintext does not match its sealed hash".into()));
+        }
+        let out_path = self.decoded_path(object_id);
+        let mut out = io::BufWriter::new(File::create(&out_path).map_err(DecodeFailure::Io)?);
+        let written = match secrets.compression {
+            Compression::None => io::Write::write_all(&mut out, &plain).map_err(DecodeFailure::Io),
+            Compression::Zstd(delivered) => codec::decode(&mut plain.as_slice(), None, delivered.size_bytes, &delivered.hash, &mut out)
+                .map(|_| ())
+                .map_err(storage::decode_failure),
+            Compression::ZstdPatch { .. } | Compression::Sealed(_) => {
+                Err(refused(format!("sealed plaintext coded as {}", secrets.compression.as_str())))
+            }
+        };
+        let synced = written.and_then(|()| {
+            let file = out.into_inner().map_err(|e| DecodeFailure::Io(e.into_error()))?;
+            file.sync_all().map_err(DecodeFailure::Io)
+        });
+        if synced.is_err() {
+            let _ = fs::remove_file(&out_path);
+        }
+        synced
+    }
+}
+
+/// Largest sealed object a county decrypts: it is held in memory while its blocks are
+/// opened. Twice the uplink's limit on a sealed plaintext (256 MiB), for the tags and padding.
+pub const SEALED_OBJECT_BYTES_MAX: u64 = 512 << 20;
 
 /// "40.0 MiB": sizes an operator reads (a refusal here, the receiver's `status`).
 pub fn human_bytes(bytes: u64) -> String {

@@ -50,8 +50,13 @@ fn a_bomb_is_refused_with_bounded_memory_and_disk() {
     write_blocks(&mut store, &m, &bomb).expect("blocks");
 
     let before = peak_rss_bytes();
-    let verify =
-        StoreRequest::VerifyObject { object_id: 1, size_bytes: m.size_bytes, expected_hash: m.object_hash, compression: m.compression };
+    let verify = StoreRequest::VerifyObject {
+        object_id: 1,
+        size_bytes: m.size_bytes,
+        expected_hash: m.object_hash,
+        compression: m.compression,
+        opened: None,
+    };
     let outcome = storage::execute(verify, &mut store);
     let growth = peak_rss_bytes().saturating_sub(before);
     println!("peak memory grew by {growth} bytes while refusing it");

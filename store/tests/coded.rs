@@ -43,7 +43,8 @@ fn receive(store: &mut ReceiverStore, manifest: &Manifest, aired: &[u8]) -> Opti
         object_id: manifest.object_id,
         size_bytes: manifest.size_bytes,
         expected_hash: manifest.object_hash,
-        compression: manifest.compression,
+        compression: manifest.compression.clone(),
+        opened: None,
     };
     storage::execute(verify, store)
 }
@@ -97,7 +98,7 @@ fn a_patch_without_its_base_or_with_a_corrupted_one_is_refused_and_nothing_is_de
     let coded = Compression::ZstdPatch { base_hash: *blake3::hash(&v1).as_bytes(), delivered: delivered(&v2) };
 
     // Never received the base: refused before a symbol is kept.
-    let m2 = coded_manifest(2, 2, &patch, coded);
+    let m2 = coded_manifest(2, 2, &patch, coded.clone());
     assert_eq!(refusal_code(receive(&mut store, &m2, &patch)), Some(RefusalCode::NoBase));
 
     // The base cached, then corrupted on disk (same size): found at decode time, evicted.

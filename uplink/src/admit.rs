@@ -81,6 +81,7 @@ mod tests {
             priority: "normal".into(),
             not_before_unix_secs: None,
             deadline_unix_secs: None,
+            confidential: None,
         }
     }
 

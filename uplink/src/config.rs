@@ -182,6 +182,19 @@ pub struct CodingConfig {
     /// which needs feedback: a carousel airs whole).
     #[serde(default = "yes")]
     pub patches: bool,
+    /// Kinds aired confidential (sealed for the targeted counties) unless `send` says
+    /// `--no-confidential`: "policy", "software", "codetable". Empty by default: receivers
+    /// do not decrypt sealed objects yet (docs/protocol.md 8.5), so a sealed object is
+    /// delivered nowhere until they do.
+    #[serde(default)]
+    pub confidential_kinds: Vec<String>,
+}
+
+impl CodingConfig {
+    /// Whether a job of `kind` that does not say is aired confidential.
+    pub fn confidential_by_default(&self, kind: satcast_protocol::manifest::Kind) -> bool {
+        self.confidential_kinds.iter().any(|k| k == kind.as_str())
+    }
 }
 
 fn yes() -> bool {
@@ -190,7 +203,7 @@ fn yes() -> bool {
 
 impl Default for CodingConfig {
     fn default() -> Self {
-        CodingConfig { compress: true, patches: true }
+        CodingConfig { compress: true, patches: true, confidential_kinds: Vec::new() }
     }
 }
 
@@ -288,6 +301,10 @@ impl UplinkConfig {
         }
         if !(64 * 1024..=satcast_protocol::fec::BLOCK_BYTES_MAX_LIMIT).contains(&config.fec.block_bytes_max) {
             return Err(invalid("fec.block_bytes_max must be between 64 KiB and 64 MiB"));
+        }
+        if let Some(kind) = config.coding.confidential_kinds.iter().find(|k| k.parse::<satcast_protocol::manifest::Kind>().is_err()) {
+            let kind: String = kind.chars().take(satcast_protocol::manifest::ECHO_CHARS_MAX).collect();
+            return Err(invalid(&format!("coding.confidential_kinds: unknown kind {kind:?} (policy, software or codetable)")));
         }
         if config.carousel.passes == 0 {
             return Err(invalid("carousel.passes must be at least 1"));

@@ -9,7 +9,7 @@
 //!
 //! | method | path | body | answer |
 //! |---|---|---|---|
-//! | POST | /v1/broadcasts?kind=K&to=T&name=N[&version=V&priority=P&not_before=S&deadline=S&feedback=0] | the file's bytes (Content-Length required) | `{"id": id, "version": v}` |
+//! | POST | /v1/broadcasts?kind=K&to=T&name=N[&version=V&priority=P&not_before=S&deadline=S&feedback=0&confidential=1|0] | the file's bytes (Content-Length required) | `{"id": id, "version": v}` |
 //! | POST | the same with &check=1&size=BYTES | | `{"admissible": true}` or the refusal |
 //! | GET | /v1/broadcasts | | `[BroadcastSummary]` |
 //! | GET | /v1/broadcasts/{id} | | `BroadcastStatus` |
@@ -599,7 +599,10 @@ fn upload_params(query: &str) -> Result<UploadParams, String> {
             .decode_utf8()
             .map_err(|_| format!("parameter {} is not UTF-8", admit::echo(key)))?
             .into_owned();
-        if !matches!(key, "kind" | "name" | "to" | "version" | "priority" | "not_before" | "deadline" | "feedback" | "check" | "size") {
+        if !matches!(
+            key,
+            "kind" | "name" | "to" | "version" | "priority" | "not_before" | "deadline" | "feedback" | "check" | "size" | "confidential"
+        ) {
             return Err(format!("unknown parameter {}", admit::echo(key)));
         }
         params.insert(key.to_owned(), value);
@@ -621,6 +624,12 @@ fn upload_params(query: &str) -> Result<UploadParams, String> {
         priority: params.get("priority").cloned().unwrap_or_else(|| "normal".into()),
         not_before_unix_secs: number("not_before")?,
         deadline_unix_secs: number("deadline")?,
+        confidential: match params.get("confidential").map(String::as_str) {
+            None => None,
+            Some("1" | "true") => Some(true),
+            Some("0" | "false") => Some(false),
+            Some(other) => return Err(format!("confidential is 1 or 0, not {:?}", admit::echo(other))),
+        },
     };
     let version = match number("version")? {
         Some(version) => Version::Explicit(version),

@@ -84,6 +84,13 @@ enum Command {
         /// Air as a carousel sized from the target loss, without waiting for acknowledgements.
         #[arg(long)]
         no_feedback: bool,
+        /// Seal it so only the targeted counties can read it (default: the kind's, from
+        /// coding.confidential_kinds in the config).
+        #[arg(long, conflicts_with = "no_confidential")]
+        confidential: bool,
+        /// Air it readable by anyone under the beam, whatever the kind's default.
+        #[arg(long)]
+        no_confidential: bool,
         /// Show progress (counties complete / targeted, bytes aired, rate, ETA) until the
         /// broadcast ends: a bar on a terminal, plain lines otherwise; with --json, the final
         /// status follows the id as a second JSON line.
@@ -373,7 +380,7 @@ fn print_list(list: &[BroadcastSummary]) -> Result<(), OutputError> {
             b.delivered,
             b.targeted,
             report::targets_text(&b.to),
-            report::schedule_and_progress(b, now)
+            report::schedule_and_progress(b, now) + if b.confidential { ", confidential" } else { "" }
         )?;
     }
     Ok(())
@@ -381,7 +388,8 @@ fn print_list(list: &[BroadcastSummary]) -> Result<(), OutputError> {
 
 fn print_status(status: &BroadcastStatus) -> Result<(), OutputError> {
     let s = &status.summary;
-    outln!("{} {}/{} version {} ({} bytes, {}): {}", ObjectId(s.id), s.kind, s.name, s.version, s.size_bytes, s.priority, s.state)?;
+    let sealed = if s.confidential { ", confidential" } else { "" };
+    outln!("{} {}/{} version {} ({} bytes, {}{sealed}): {}", ObjectId(s.id), s.kind, s.name, s.version, s.size_bytes, s.priority, s.state)?;
     outln!("to {}: {} counties targeted", report::targets_text(&s.to), s.targeted)?;
     let more = report::schedule_and_progress(s, wall_unix_secs());
     if !more.is_empty() {
@@ -556,7 +564,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let stop = signals::stop_on_signals()?;
             serve::serve(config, stop).context("uplink stopped with an error")?;
         }
-        Command::Send { file, config, kind, to, name, version, priority, not_before, deadline, no_feedback, wait: follow, json } => {
+        Command::Send {
+            file,
+            config,
+            kind,
+            to,
+            name,
+            version,
+            priority,
+            not_before,
+            deadline,
+            no_feedback,
+            confidential,
+            no_confidential,
+            wait: follow,
+            json,
+        } => {
             let config = UplinkConfig::load(&config)?;
             let name = match name {
                 Some(name) => name,
@@ -583,6 +606,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             if no_feedback {
                 query.push(("feedback", "0".into()));
+            }
+            if confidential || no_confidential {
+                query.push(("confidential", if confidential { "1" } else { "0" }.into()));
             }
             let client = Client::new(&config)?;
             let answer = client.post_file("/v1/broadcasts", &query, &opened)?;

@@ -14,9 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
+use rand::SeedableRng;
+
 use satcast_protocol::broadcast::{BlockSource, Checkpoint, Delivery, NewObject, Priority};
 use satcast_protocol::codec;
+use satcast_protocol::confidential;
 use satcast_protocol::fec::{self, Block, BlockEncoder, Oti};
+use satcast_protocol::key_tree::{KeyTree, SecretKey};
 use satcast_protocol::manifest::{Compression, Delivered, Manifest};
 use satcast_protocol::trust::{SignedManifest, SigningKey};
 use satcast_protocol::uplink_node::Resume;
@@ -40,6 +44,11 @@ pub const ENCODE_AHEAD_BYTES_MAX: u64 = satcast_protocol::broadcast::INTERLEAVE_
 /// the hashing of a large file.
 pub const PREPARATIONS_MAX: usize = 2;
 
+/// Largest coded plaintext of a confidential object: it is sealed in memory, block by block
+/// of the FEC layout (policy documents and personal-data rolls are far smaller; a software
+/// image that must be confidential is refused with this number instead of exhausting memory).
+pub const SEALED_PLAIN_BYTES_MAX: u64 = 256 << 20;
+
 /// Why a payload could not be prepared for airing.
 #[derive(Debug, Error)]
 pub enum PrepareError {
@@ -57,6 +66,9 @@ pub enum PrepareError {
     /// The payload cannot be FEC-encoded (empty, or too large).
     #[error("cannot encode payload: {0}")]
     Fec(#[from] fec::FecError),
+    /// A confidential object could not be sealed (nobody enrolled is targeted, too large...).
+    #[error("cannot seal the confidential object: {0}")]
+    Seal(String),
     /// The manifest is invalid (name, targets...).
     #[error("invalid manifest: {0}")]
     Manifest(#[from] satcast_protocol::manifest::ManifestError),
@@ -166,6 +178,61 @@ impl Preparers {
     pub fn answered(&mut self) {
         self.in_flight = self.in_flight.saturating_sub(1);
     }
+}
+
+/// A confidential object as aired: the ciphertext written to `aired`, its layout, the
+/// section for the manifest and the public name.
+struct SealedObject {
+    oti: Oti,
+    section: satcast_protocol::confidential::Confidential,
+    pseudonym: String,
+}
+
+/// Seals the coded plaintext at `coded` (coded as `inner`) for the job's targets, under a
+/// fresh content key (docs/protocol.md 8.5), into `aired` (temporary file, fsync, rename).
+fn seal(
+    job: &Job,
+    tree: &KeyTree,
+    coded: &Path,
+    aired: &Path,
+    inner: Compression,
+    symbol_size: u16,
+    block_bytes_max: u64,
+) -> Result<SealedObject, PrepareError> {
+    let read_err = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| PrepareError::Read { path, source }
+    };
+    let plain_size = File::open(coded).and_then(|f| f.metadata()).map_err(read_err(coded))?.len();
+    if plain_size > SEALED_PLAIN_BYTES_MAX {
+        return Err(PrepareError::Seal(format!("{plain_size} bytes after coding, more than {SEALED_PLAIN_BYTES_MAX}")));
+    }
+    let plain = std::fs::read(coded).map_err(read_err(coded))?;
+    let object_id = job.object_id()?;
+    let kind = job.kind()?;
+    let seal_err = |e: confidential::ConfidentialError| PrepareError::Seal(e.to_string());
+    let oti = confidential::sealed_oti(plain.len() as u64, symbol_size, block_bytes_max).map_err(seal_err)?;
+    let mut rng = rand::rngs::StdRng::try_from_os_rng().map_err(|e| PrepareError::Seal(format!("no randomness: {e}")))?;
+    let key = SecretKey::generate(&mut rng);
+    let secrets = confidential::Secrets {
+        name: job.name.clone(),
+        plain_size: plain.len() as u64,
+        plain_hash: *blake3::hash(&plain).as_bytes(),
+        compression: inner,
+    };
+    // The section first: a job no enrolled county could read is refused before any writing.
+    let section = confidential::seal_section(&mut rng, tree, object_id, &job.targets, &key, &secrets).map_err(seal_err)?;
+    let ciphertext = confidential::seal_object(&key, object_id, &oti, &plain).map_err(seal_err)?;
+    drop(plain);
+    let tmp = aired.with_extension("sealed.tmp");
+    let written = File::create(&tmp).and_then(|mut f| {
+        f.write_all(&ciphertext)?;
+        f.sync_all()
+    });
+    written.map_err(read_err(&tmp))?;
+    // A compressed copy at `aired` is replaced by its sealed form: only the ciphertext airs.
+    std::fs::rename(&tmp, aired).map_err(read_err(aired))?;
+    Ok(SealedObject { oti, section, pseudonym: confidential::pseudonym(tree.name_key(), kind, &job.name) })
 }
 
 /// Rebuilds an interrupted broadcast from its stored signed manifest, so counties see the
@@ -313,7 +380,7 @@ pub enum Coding<'a> {
 }
 
 /// What the coding chose, with the coded bytes' length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Chosen {
     compression: Compression,
     aired_bytes: u64,
@@ -343,7 +410,7 @@ fn code_payload(
     let level = codec::level_for(kind, size_bytes);
     let open = || File::open(payload).map(io::BufReader::new).map_err(read_err(payload));
     // A fast probe first: random or already compressed bytes are not worth seconds a MB.
-    let mut chosen = none;
+    let mut chosen = none.clone();
     if codec::worth_compressing(&mut open()?, size_bytes, level).map_err(read_err(payload))? {
         let mut output = io::BufWriter::new(File::create(&tmp).map_err(read_err(&tmp))?);
         let compressed = codec::compress(&mut open()?, size_bytes, level, &mut output).map_err(read_err(&tmp))?;
@@ -421,6 +488,7 @@ pub fn prepare(
     lifetime_secs: u64,
     cancel: &AtomicBool,
     coding: Coding<'_>,
+    sealing: Option<&KeyTree>,
 ) -> Result<NewObject, PrepareError> {
     let payload_err = |source| PrepareError::Read { path: payload.display().to_string(), source };
     let delivered_hash = {
@@ -445,11 +513,21 @@ pub fn prepare(
     if cancel.load(Ordering::Relaxed) {
         return Err(PrepareError::Cancelled);
     }
-    let aired = if chosen.compression == Compression::None { payload.to_owned() } else { aired };
+    let coded = if chosen.compression == Compression::None { payload.to_owned() } else { aired.clone() };
+    let (name, compression, aired, oti) = match sealing {
+        None => {
+            let size_bytes = File::open(&coded).and_then(|f| f.metadata()).map_err(payload_err)?.len();
+            let oti = Oti::new_for_object(size_bytes, Oti::symbol_size_for(size_bytes, symbol_size), block_bytes_max)?;
+            (job.name.clone(), chosen.compression, coded, oti)
+        }
+        Some(tree) => {
+            let sealed = seal(job, tree, &coded, &aired, chosen.compression, symbol_size, block_bytes_max)?;
+            (sealed.pseudonym, Compression::Sealed(Box::new(sealed.section)), aired, sealed.oti)
+        }
+    };
     let read_err = |source| PrepareError::Read { path: aired.display().to_string(), source };
     let mut file = File::open(&aired).map_err(read_err)?;
     let size_bytes = file.metadata().map_err(read_err)?.len();
-    let oti = Oti::new_for_object(size_bytes, Oti::symbol_size_for(size_bytes, symbol_size), block_bytes_max)?;
     let mut object_hasher = blake3::Hasher::new();
     let mut block_hashes = Vec::new();
     for block in fec::blocks(&oti) {
@@ -466,10 +544,10 @@ pub fn prepare(
     let manifest = Manifest {
         object_id: job.object_id()?,
         kind: job.kind()?,
-        name: job.name.clone(),
+        name,
         version: job.version,
         size_bytes,
-        compression: chosen.compression,
+        compression,
         oti: oti.encode(),
         object_hash: *object_hasher.finalize().as_bytes(),
         block_hashes,
@@ -507,6 +585,7 @@ mod tests {
             priority: priority.into(),
             not_before_unix_secs: None,
             deadline_unix_secs: None,
+            confidential: None,
         }
     }
 
@@ -579,6 +658,7 @@ mod tests {
                 3600,
                 &AtomicBool::new(cancel),
                 Coding::Plain,
+                None,
             )
         };
         assert!(matches!(prepare_with(true), Err(PrepareError::Cancelled)));
@@ -597,7 +677,7 @@ mod tests {
         let mut job = Job { kind: "codetable".into(), name: "divisions.csv".into(), ..job("00000000000000d1", "normal") };
         let air = |job: &Job, bytes: &[u8], coding: Coding<'_>| {
             std::fs::write(&payload, bytes).expect("payload");
-            prepare(job, &payload, 1436, 1 << 20, &key, plan.clone(), 1_800_000_000, 3600, &AtomicBool::new(false), coding)
+            prepare(job, &payload, 1436, 1 << 20, &key, plan.clone(), 1_800_000_000, 3600, &AtomicBool::new(false), coding, None)
                 .expect("prepared")
         };
         let v1 = air(&job, table.as_bytes(), Coding::Delta(&bases));
@@ -658,5 +738,122 @@ mod tests {
         }
         let encoding = source.encoding.as_ref().expect("a thread was started");
         assert!(encoding.asked.is_empty() && encoding.ready.is_empty(), "nothing left over");
+    }
+}
+
+#[cfg(test)]
+mod sealed_tests {
+    use std::io::Write;
+
+    use rand::SeedableRng;
+    use satcast_protocol::broadcast::AirPlan;
+    use satcast_protocol::confidential::Opened;
+    use satcast_protocol::key_tree::{CountySecret, KeyRing, Node};
+    use satcast_protocol::trust::RootKey;
+
+    use super::*;
+
+    #[test]
+    fn a_confidential_job_airs_ciphertext_under_a_pseudonym_that_only_the_targeted_province_opens() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+        let mut tree = KeyTree::new(&mut rng);
+        let mut ring = |code: &str, tree: &mut KeyTree| {
+            let secret = CountySecret::generate(&mut rng);
+            let node = Node::county(code).expect("code");
+            tree.enroll(&mut rng, node, secret.public()).expect("enrols");
+            KeyRing::new(node, secret)
+        };
+        let mut henan = ring("410102", &mut tree);
+        let mut hubei = ring("420101", &mut tree);
+        let wraps = tree.edge_wraps(&mut rand::rngs::StdRng::seed_from_u64(15)).expect("wraps");
+        henan.learn(&wraps);
+        hubei.learn(&wraps);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let payload = dir.path().join("payload");
+        let plain: Vec<u8> = (0..20_000u32).flat_map(|i| format!("身份证 4101{i:06} 低保 {i}\n").into_bytes()).collect();
+        File::create(&payload).and_then(|mut f| f.write_all(&plain)).expect("payload");
+        let job = Job {
+            object_id: "00000000000000c1".into(),
+            kind: "policy".into(),
+            name: "低保名册.csv".into(),
+            version: 3,
+            targets: vec!["41".into()],
+            queued_unix_secs: 1_800_000_000,
+            feedback: true,
+            priority: "normal".into(),
+            not_before_unix_secs: None,
+            deadline_unix_secs: None,
+            confidential: Some(true),
+        };
+        let mut key_rng = rand::rngs::StdRng::seed_from_u64(7);
+        let root = RootKey::generate(&mut key_rng);
+        let key = SigningKey::generate(&mut key_rng, &root, 1, 1_799_999_000, 1_800_100_000);
+        let plan = Delivery::Carousel(AirPlan { target_loss: 0.1, passes: 1 });
+        let cancel = AtomicBool::new(false);
+        let object = prepare(&job, &payload, 1024, 64 * 1024, &key, plan, 1_800_000_000, 3600, &cancel, Coding::Compress, Some(&tree))
+            .expect("prepares");
+        let manifest = object.manifest;
+        assert_eq!(Manifest::from_bytes(&manifest.to_bytes()).expect("round trip"), manifest);
+        assert!(manifest.name.starts_with("sealed-") && !manifest.name.contains("低保"), "{}", manifest.name);
+        let Compression::Sealed(section) = &manifest.compression else { panic!("not sealed: {:?}", manifest.compression) };
+
+        // What airs: the hashes cover it, and it holds neither the text nor its compressed form.
+        let aired = std::fs::read(aired_path(&payload)).expect("aired");
+        assert_eq!(aired.len() as u64, manifest.size_bytes);
+        assert_eq!(blake3::hash(&aired).as_bytes(), &manifest.object_hash);
+        assert!(!aired.windows(8).any(|w| w == &plain[..8]), "plaintext on the air");
+        let oti = Oti::decode(&manifest.oti).expect("oti");
+        for (block, hash) in fec::blocks(&oti).iter().zip(&manifest.block_hashes) {
+            assert_eq!(&fec::block_hash(&aired[block.offset as usize..(block.offset + block.len) as usize]), hash);
+        }
+
+        assert_eq!(confidential::open_section(&hubei, manifest.object_id, section), Ok(Opened::NotTargeted), "another province");
+        let Ok(Opened::Readable(content_key, secrets)) = confidential::open_section(&henan, manifest.object_id, section) else {
+            panic!("the targeted county cannot open it");
+        };
+        assert_eq!(secrets.name, "低保名册.csv");
+        assert!(matches!(secrets.compression, Compression::Zstd(_)), "compressed before sealing: {:?}", secrets.compression);
+        let mut opened = Vec::new();
+        for block in fec::blocks(&oti) {
+            let mut bytes = aired[block.offset as usize..(block.offset + block.len) as usize].to_vec();
+            confidential::open_block(&content_key, manifest.object_id, &oti, block.sbn, &mut bytes).expect("opens");
+            opened.extend_from_slice(&bytes);
+        }
+        opened.truncate(secrets.plain_size as usize);
+        assert_eq!(blake3::hash(&opened).as_bytes(), &secrets.plain_hash);
+        let Compression::Zstd(delivered) = secrets.compression else { unreachable!() };
+        let mut out = Vec::new();
+        codec::decode(&mut opened.as_slice(), None, delivered.size_bytes, &delivered.hash, &mut out).expect("decodes");
+        assert_eq!(out, plain, "byte-exact");
+    }
+
+    #[test]
+    fn a_confidential_job_no_enrolled_county_could_read_is_refused() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+        let tree = KeyTree::new(&mut rng);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let payload = dir.path().join("payload");
+        std::fs::write(&payload, b"draft").expect("payload");
+        let job = Job {
+            object_id: "00000000000000c2".into(),
+            kind: "policy".into(),
+            name: "draft.txt".into(),
+            version: 1,
+            targets: vec!["41".into()],
+            queued_unix_secs: 1_800_000_000,
+            feedback: true,
+            priority: "normal".into(),
+            not_before_unix_secs: None,
+            deadline_unix_secs: None,
+            confidential: Some(true),
+        };
+        let mut key_rng = rand::rngs::StdRng::seed_from_u64(7);
+        let root = RootKey::generate(&mut key_rng);
+        let key = SigningKey::generate(&mut key_rng, &root, 1, 1_799_999_000, 1_800_100_000);
+        let plan = Delivery::Carousel(AirPlan { target_loss: 0.1, passes: 1 });
+        let refused =
+            prepare(&job, &payload, 1024, 64 * 1024, &key, plan, 1_800_000_000, 3600, &AtomicBool::new(false), Coding::Plain, Some(&tree));
+        assert!(matches!(refused, Err(PrepareError::Seal(_))), "{:?}", refused.err());
     }
 }

@@ -133,6 +133,10 @@ pub struct Job {
     /// Stop airing at this time, complete or not, seconds since the Unix epoch.
     #[serde(default)]
     pub deadline_unix_secs: Option<u64>,
+    /// Air sealed for the targeted counties only (docs/protocol.md 8.5); `None` (and job
+    /// files of older builds): the kind's default, `coding.confidential_kinds`.
+    #[serde(default)]
+    pub confidential: Option<bool>,
 }
 
 fn normal() -> String {
@@ -589,6 +593,7 @@ mod tests {
             priority: "normal".into(),
             not_before_unix_secs: None,
             deadline_unix_secs: None,
+            confidential: None,
         }
     }
 

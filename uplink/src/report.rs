@@ -75,6 +75,11 @@ pub struct BroadcastSummary {
     /// Why the daemon refused it (state `refused`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Sealed for its targeted counties (`send --confidential`, or its kind's default once
+    /// prepared). The name of an aired confidential broadcast is its pseudonym: the real
+    /// name is sealed, and the uplink keeps no key to it.
+    #[serde(default)]
+    pub confidential: bool,
 }
 
 impl BroadcastSummary {
@@ -86,6 +91,7 @@ impl BroadcastSummary {
             kind: job.kind.clone(),
             name: job.name.clone(),
             version: job.version,
+            confidential: job.confidential == Some(true),
             size_bytes,
             priority: job.priority.clone(),
             to: job.targets.clone(),
@@ -295,6 +301,10 @@ pub fn status(
         kind: record.kind.clone(),
         name: record.name.clone(),
         version: record.version,
+        confidential: satcast_protocol::trust::SignedManifest::from_bytes(&record.signed_manifest)
+            .ok()
+            .and_then(|signed| satcast_protocol::manifest::Manifest::from_bytes(&signed.manifest).ok())
+            .is_some_and(|manifest| manifest.confidential().is_some()),
         size_bytes: record.size_bytes,
         priority: record.priority.clone(),
         to: record.prefixes.clone(),
@@ -542,6 +552,7 @@ mod tests {
             rate_bits_per_sec: 0,
             eta_secs: None,
             reason: None,
+            confidential: false,
         };
         let mut list = vec![summary(1, 300), summary(2, 0), summary(3, 100), summary(4, 200)];
         sort_by_time(&mut list);

@@ -299,6 +299,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         queue: queue.clone(),
         bases: Bases::open(&config.state_dir).map_err(ServeError::Bases)?,
         coding: config.coding.clone(),
+        keys_dir: config.keys_dir.clone(),
         symbol_size,
         block_bytes_max: config.fec.block_bytes_max,
         manifest_lifetime_secs: config.carousel.manifest_lifetime_secs,
@@ -1060,6 +1061,7 @@ struct Opener {
     queue: Queue,
     bases: Bases,
     coding: CodingConfig,
+    keys_dir: std::path::PathBuf,
     symbol_size: u16,
     block_bytes_max: u64,
     manifest_lifetime_secs: u64,
@@ -1076,6 +1078,13 @@ impl Opener {
         let object_id = job.object_id()?;
         let payload = self.queue.payload_path(&job.object_id);
         let now_secs = wall_unix_ms() / 1000;
+        let confidential = job.confidential.unwrap_or(self.coding.confidential_by_default(job.kind()?));
+        // Read when the object is prepared: a county enrolled or revoked just before is
+        // covered (or not) by this object's content-key wraps.
+        let tree = match confidential {
+            true => Some(keys::load_key_tree(&self.keys_dir).map_err(|e| PrepareError::Seal(e.to_string()))?),
+            false => None,
+        };
         let prepare_fresh = |coding| {
             prepare(
                 job,
@@ -1088,11 +1097,13 @@ impl Opener {
                 self.manifest_lifetime_secs,
                 cancel,
                 coding,
+                tree.as_ref(),
             )
         };
         // A patch needs feedback: in a carousel no county can say it lacks the base.
         let feedback = matches!(request.delivery, Delivery::Feedback { .. });
-        let (fresh, whole) = match (self.coding.compress, self.coding.patches && feedback) {
+        // A sealed object is never a patch: its base would be known by its public delivered hash.
+        let (fresh, whole) = match (self.coding.compress, self.coding.patches && feedback && !confidential) {
             (false, _) => (Coding::Plain, Coding::Plain),
             (true, false) => (Coding::Compress, Coding::Compress),
             (true, true) => (Coding::Delta(&self.bases), Coding::Compress),
@@ -1107,7 +1118,10 @@ impl Opener {
                 aired_bytes = manifest.size_bytes,
                 "coded for the air"
             );
-            // The next version of this name is patched against this one.
+            // The next version of this name is patched against this one (a sealed one is no base).
+            if confidential {
+                return Ok(object);
+            }
             if let Err(error) = self.bases.record(manifest.kind, &manifest.name, manifest.version, &payload, &manifest.delivered_hash()) {
                 warn!(object = %job.object_id, %error, "cannot keep the payload as the next version's base; it airs without a patch");
             }

@@ -25,9 +25,31 @@ fn bad_values_are_named() {
             "passes",
         ),
         ("state_dir = \"s\"\nkeys_dir = \"k\"\n", "downlink"),
+        (
+            "state_dir = \"s\"\nkeys_dir = \"k\"\n[downlink]\ndestination = \"127.0.0.1:1\"\nlink_rate_bits_per_sec = 1000000\n[coding]\nconfidential_kinds = [\"poem\"]\n",
+            "confidential_kinds",
+        ),
     ] {
         std::fs::write(&path, text).expect("write");
         let err = UplinkConfig::load(&path).expect_err("must be refused").to_string();
         assert!(err.contains(needle), "{err} should name {needle}");
     }
+}
+
+#[test]
+fn confidential_kinds_set_the_default_per_kind() {
+    use satcast_protocol::manifest::Kind;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("uplink.toml");
+    let text = "state_dir = \"s\"\nkeys_dir = \"k\"\n[downlink]\ndestination = \"127.0.0.1:1\"\nlink_rate_bits_per_sec = 1000000\n";
+    std::fs::write(&path, text).expect("write");
+    let config = UplinkConfig::load(&path).expect("loads");
+    assert!(
+        Kind::ALL.iter().all(|k| !config.coding.confidential_by_default(*k)),
+        "nothing sealed by default while receivers do not decrypt"
+    );
+    std::fs::write(&path, format!("{text}[coding]\nconfidential_kinds = [\"policy\"]\n")).expect("write");
+    let config = UplinkConfig::load(&path).expect("loads");
+    assert!(config.coding.confidential_by_default(Kind::Policy));
+    assert!(!config.coding.confidential_by_default(Kind::Software));
 }
