@@ -27,19 +27,35 @@ fn seed() -> u64 {
     seed
 }
 
-#[test]
-fn one_receiver_gets_an_object_through_loss() {
-    let seed = seed();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let root = RootKey::generate(&mut rng);
+/// The keys, clock and a 3 MB random payload with its block hashes, drawn from `rng`.
+struct Keyed {
+    root: RootKey,
+    now_secs: u64,
+    signing: SigningKey,
+    network_key: NetworkKey,
+    payload: Vec<u8>,
+    oti: Oti,
+    block_hashes: Vec<[u8; 32]>,
+}
+
+fn keyed(rng: &mut ChaCha8Rng) -> Keyed {
+    let root = RootKey::generate(rng);
     let now_secs = 1_800_000_000;
-    let signing = SigningKey::generate(&mut rng, &root, 1, now_secs - 10, now_secs + 1000);
-    let network_key = NetworkKey::generate(&mut rng);
+    let signing = SigningKey::generate(rng, &root, 1, now_secs - 10, now_secs + 1000);
+    let network_key = NetworkKey::generate(rng);
     let mut payload = vec![0u8; 3_000_000];
     rng.fill_bytes(&mut payload);
     let oti = Oti::new_for_object(payload.len() as u64, 1436, 1 << 20).expect("oti");
     let block_hashes =
         fec::blocks(&oti).iter().map(|b| fec::block_hash(&payload[b.offset as usize..(b.offset + b.len) as usize])).collect();
+    Keyed { root, now_secs, signing, network_key, payload, oti, block_hashes }
+}
+
+#[test]
+fn one_receiver_gets_an_object_through_loss() {
+    let seed = seed();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let Keyed { root, now_secs, signing, network_key, payload, oti, block_hashes } = keyed(&mut rng);
     let manifest = Manifest {
         object_id: 77,
         kind: Kind::Software,
@@ -437,15 +453,7 @@ fn while_one_object_waits_for_reports_the_next_of_its_class_airs() {
 fn a_county_falling_behind_mid_pass_is_repaired_as_the_pass_ends() {
     let seed = seed();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let root = RootKey::generate(&mut rng);
-    let now_secs = 1_800_000_000;
-    let signing = SigningKey::generate(&mut rng, &root, 1, now_secs - 10, now_secs + 1000);
-    let network_key = NetworkKey::generate(&mut rng);
-    let mut payload = vec![0u8; 3_000_000];
-    rng.fill_bytes(&mut payload);
-    let oti = Oti::new_for_object(payload.len() as u64, 1436, 1 << 20).expect("oti");
-    let block_hashes =
-        fec::blocks(&oti).iter().map(|b| fec::block_hash(&payload[b.offset as usize..(b.offset + b.len) as usize])).collect();
+    let Keyed { root, now_secs, signing, network_key, payload, block_hashes, .. } = keyed(&mut rng);
     let manifest = Manifest {
         object_hash: *blake3::hash(&payload).as_bytes(),
         block_hashes,

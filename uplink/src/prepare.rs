@@ -573,7 +573,7 @@ mod tests {
 
     use super::*;
 
-    fn job(object_id: &str, priority: &str) -> Job {
+    pub(super) fn job(object_id: &str, priority: &str) -> Job {
         Job {
             object_id: object_id.into(),
             kind: "software".into(),
@@ -589,7 +589,7 @@ mod tests {
         }
     }
 
-    fn signing_key() -> SigningKey {
+    pub(super) fn signing_key() -> SigningKey {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let root = RootKey::generate(&mut rng);
         SigningKey::generate(&mut rng, &root, 1, 1_799_999_000, 1_800_100_000)
@@ -749,9 +749,14 @@ mod sealed_tests {
     use satcast_protocol::broadcast::AirPlan;
     use satcast_protocol::confidential::Opened;
     use satcast_protocol::key_tree::{CountySecret, KeyRing, Node};
-    use satcast_protocol::trust::RootKey;
 
+    use super::tests::{job, signing_key};
     use super::*;
+
+    /// A confidential policy job for province 41 with feedback.
+    fn sealed_job(object_id: &str, name: &str, version: u64) -> Job {
+        Job { kind: "policy".into(), name: name.into(), version, feedback: true, confidential: Some(true), ..job(object_id, "normal") }
+    }
 
     #[test]
     fn a_confidential_job_airs_ciphertext_under_a_pseudonym_that_only_the_targeted_province_opens() {
@@ -773,22 +778,8 @@ mod sealed_tests {
         let payload = dir.path().join("payload");
         let plain: Vec<u8> = (0..20_000u32).flat_map(|i| format!("身份证 4101{i:06} 低保 {i}\n").into_bytes()).collect();
         File::create(&payload).and_then(|mut f| f.write_all(&plain)).expect("payload");
-        let job = Job {
-            object_id: "00000000000000c1".into(),
-            kind: "policy".into(),
-            name: "低保名册.csv".into(),
-            version: 3,
-            targets: vec!["41".into()],
-            queued_unix_secs: 1_800_000_000,
-            feedback: true,
-            priority: "normal".into(),
-            not_before_unix_secs: None,
-            deadline_unix_secs: None,
-            confidential: Some(true),
-        };
-        let mut key_rng = rand::rngs::StdRng::seed_from_u64(7);
-        let root = RootKey::generate(&mut key_rng);
-        let key = SigningKey::generate(&mut key_rng, &root, 1, 1_799_999_000, 1_800_100_000);
+        let job = sealed_job("00000000000000c1", "低保名册.csv", 3);
+        let key = signing_key();
         let plan = Delivery::Carousel(AirPlan { target_loss: 0.1, passes: 1 });
         let cancel = AtomicBool::new(false);
         let object = prepare(&job, &payload, 1024, 64 * 1024, &key, plan, 1_800_000_000, 3600, &cancel, Coding::Compress, Some(&tree))
@@ -835,22 +826,8 @@ mod sealed_tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let payload = dir.path().join("payload");
         std::fs::write(&payload, b"draft").expect("payload");
-        let job = Job {
-            object_id: "00000000000000c2".into(),
-            kind: "policy".into(),
-            name: "draft.txt".into(),
-            version: 1,
-            targets: vec!["41".into()],
-            queued_unix_secs: 1_800_000_000,
-            feedback: true,
-            priority: "normal".into(),
-            not_before_unix_secs: None,
-            deadline_unix_secs: None,
-            confidential: Some(true),
-        };
-        let mut key_rng = rand::rngs::StdRng::seed_from_u64(7);
-        let root = RootKey::generate(&mut key_rng);
-        let key = SigningKey::generate(&mut key_rng, &root, 1, 1_799_999_000, 1_800_100_000);
+        let job = sealed_job("00000000000000c2", "draft.txt", 1);
+        let key = signing_key();
         let plan = Delivery::Carousel(AirPlan { target_loss: 0.1, passes: 1 });
         let refused =
             prepare(&job, &payload, 1024, 64 * 1024, &key, plan, 1_800_000_000, 3600, &AtomicBool::new(false), Coding::Plain, Some(&tree));
