@@ -124,6 +124,9 @@ enum Command {
         /// Keep keys, configs and logs in DIR.
         #[arg(long)]
         keep: Option<PathBuf>,
+        /// Send every broadcast confidential: sealed for the counties (issue 14).
+        #[arg(long)]
+        confidential: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -442,7 +445,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Utilisation { counties, objects, size, loss, rate_mbps, seed, time_limit_secs, keep, json } => {
+        Command::Utilisation { counties, objects, size, loss, rate_mbps, seed, time_limit_secs, keep, confidential, json } => {
             anyhow::ensure!((0.0..0.5).contains(&loss), "--loss must be in [0, 0.5)");
             let seed = seed.unwrap_or_else(rand::random);
             let size_bytes = usize::try_from(size).ok().filter(|s| *s <= 1 << 30).context("--size must be at most 1 GiB")?;
@@ -455,9 +458,11 @@ fn run_command(command: Command) -> anyhow::Result<()> {
                 seed,
                 time_limit: Duration::from_secs(time_limit_secs),
                 keep,
+                confidential,
             };
+            let sealed = if confidential { " --confidential" } else { "" };
             say!(
-                "seed {seed}; replay with: satcast-sim utilisation --counties {counties} --objects {objects} --size {size} --loss {loss} --rate-mbps {rate_mbps} --seed {seed}"
+                "seed {seed}; replay with: satcast-sim utilisation --counties {counties} --objects {objects} --size {size} --loss {loss} --rate-mbps {rate_mbps} --seed {seed}{sealed}"
             );
             let report = utilisation::run(&options).context("the bench could not run")?;
             if json {

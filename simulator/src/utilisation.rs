@@ -48,6 +48,8 @@ pub struct UtilisationOptions {
     pub time_limit: Duration,
     /// Keep keys, configs and logs here.
     pub keep: Option<PathBuf>,
+    /// Send every broadcast confidential (sealed for the counties, issue 14).
+    pub confidential: bool,
 }
 
 /// What the bench measured.
@@ -150,7 +152,13 @@ fn measure(cluster: &mut Cluster, dir: &Path, options: &UtilisationOptions) -> R
     let baseline = stats.bytes_on_air.load(Ordering::Relaxed);
     let rate = options.link_rate_bits_per_sec as f64;
     for file in &files {
-        cluster.send(file, "software", "all", 1)?;
+        if options.confidential {
+            let path = file.to_string_lossy();
+            let args = ["send", path.as_ref(), "--kind", "software", "--to", "all", "--version", "1", "--confidential"];
+            cluster.uplink_cli(&args).map_err(|(code, out)| UtilisationError::Io(format!("send exited {code}: {out}")))?;
+        } else {
+            cluster.send(file, "software", "all", 1)?;
+        }
     }
     let start = Instant::now();
     let mut first_burst: Option<f64> = None;
