@@ -164,3 +164,45 @@ fn a_confidential_broadcast_is_delivered_by_the_targeted_county_only_and_airs_no
     assert!(!aired.windows(marker.len()).any(|w| w == marker.as_bytes()), "the aired copy is plaintext");
     cluster.stop();
 }
+
+/// A county offline through two re-keys (two other counties revoked while it was down,
+/// each re-keying the nation) reads the next confidential broadcast once it has heard one
+/// carousel of the key tree after it comes back.
+#[test]
+fn a_county_offline_through_two_rekeys_reads_the_next_broadcast_after_one_carousel() {
+    let seed = seed("E2E_SEED", "confidential-offline");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let options = ClusterOptions {
+        counties: vec!["410102".into(), "410103".into(), "410104".into(), "420101".into()],
+        loss: vec![LossModel::Bernoulli(0.05)],
+        link_rate_bits_per_sec: 20_000_000,
+        passes: 1,
+        seed,
+        extra_uplink_config: String::new(),
+        acks: false,
+    };
+    let mut cluster = Cluster::start(tmp.path(), &options).expect("cluster starts");
+    assert!(wait_until(LEARN_WITHIN, || (0..4).all(|i| learned(&cluster, i) == Some(3))), "the first keys");
+    if let Some(daemon) = cluster.counties[0].daemon.as_mut() {
+        daemon.stop();
+    }
+    // Each revocation re-keys the nation; 410104 (4101's other county) hears both.
+    run("satcast-uplink", &["keys", "revoke-receiver", "--dir", "keys", "--id", "410103"], &cluster.dir).expect("revokes");
+    assert!(wait_until(LEARN_WITHIN, || learned(&cluster, 2) == Some(6)), "the first re-key: {:?}", learned(&cluster, 2));
+    run("satcast-uplink", &["keys", "revoke-receiver", "--dir", "keys", "--id", "420101"], &cluster.dir).expect("revokes");
+    assert!(wait_until(LEARN_WITHIN, || learned(&cluster, 2) == Some(7)), "the second re-key: {:?}", learned(&cluster, 2));
+
+    cluster.counties[0].start().expect("410102 comes back");
+    let plain: Vec<u8> = (0..3_000).flat_map(|i| format!("救灾物资 seed {seed} row {i}\n").into_bytes()).collect();
+    let path = tmp.path().join("救灾名单.csv");
+    std::fs::write(&path, &plain).expect("payload");
+    cluster.uplink_cli(&["send", path.to_str().expect("utf-8"), "--kind", "policy", "--to", "41", "--confidential"]).expect("sends");
+    let delivered = cluster.counties[0].delivered_path("policy", "救灾名单.csv");
+    assert!(
+        wait_until(LEARN_WITHIN, || std::fs::read(&delivered).is_ok_and(|bytes| bytes == plain)),
+        "410102 did not deliver it byte-exact; learned {:?}; log:\n{}",
+        learned(&cluster, 0),
+        cluster.counties[0].daemon.as_ref().map(|d| d.log_text()).unwrap_or_default()
+    );
+    cluster.stop();
+}
