@@ -60,12 +60,10 @@ fn find(value: &serde_json::Value, key: &str) -> Option<u64> {
     }
 }
 
-#[test]
-fn counties_learn_their_path_from_the_uplink_and_a_revoked_county_learns_nothing_more() {
-    let seed = seed("E2E_SEED", "confidential");
-    let tmp = tempfile::tempdir().expect("tempdir");
+/// A cluster of these counties, 5% independent loss towards each, no acknowledgements.
+fn start(dir: &std::path::Path, seed: u64, counties: &[&str]) -> Cluster {
     let options = ClusterOptions {
-        counties: vec!["410102".into(), "410103".into(), "420101".into()],
+        counties: counties.iter().map(|c| c.to_string()).collect(),
         loss: vec![LossModel::Bernoulli(0.05)],
         link_rate_bits_per_sec: 20_000_000,
         passes: 1,
@@ -73,7 +71,14 @@ fn counties_learn_their_path_from_the_uplink_and_a_revoked_county_learns_nothing
         extra_uplink_config: String::new(),
         acks: false,
     };
-    let mut cluster = Cluster::start(tmp.path(), &options).expect("cluster starts");
+    Cluster::start(dir, &options).expect("cluster starts")
+}
+
+#[test]
+fn counties_learn_their_path_from_the_uplink_and_a_revoked_county_learns_nothing_more() {
+    let seed = seed("E2E_SEED", "confidential");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cluster = start(tmp.path(), seed, &["410102", "410103", "420101"]);
     // Prefecture, province and nation, for each county.
     let all_learned = wait_until(LEARN_WITHIN, || (0..3).all(|i| learned(&cluster, i) == Some(3)));
     let counts: Vec<Option<u64>> = (0..3).map(|i| learned(&cluster, i)).collect();
@@ -102,16 +107,7 @@ fn counties_learn_their_path_from_the_uplink_and_a_revoked_county_learns_nothing
 fn a_confidential_broadcast_is_delivered_by_the_targeted_county_only_and_airs_no_plaintext() {
     let seed = seed("E2E_SEED", "confidential-broadcast");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let options = ClusterOptions {
-        counties: vec!["410102".into(), "410103".into(), "420101".into()],
-        loss: vec![LossModel::Bernoulli(0.05)],
-        link_rate_bits_per_sec: 20_000_000,
-        passes: 1,
-        seed,
-        extra_uplink_config: String::new(),
-        acks: false,
-    };
-    let mut cluster = Cluster::start(tmp.path(), &options).expect("cluster starts");
+    let mut cluster = start(tmp.path(), seed, &["410102", "410103", "420101"]);
     let all_learned = wait_until(LEARN_WITHIN, || (0..3).all(|i| learned(&cluster, i) == Some(3)));
     assert!(all_learned, "group keys learned {:?}", (0..3).map(|i| learned(&cluster, i)).collect::<Vec<_>>());
     run("satcast-uplink", &["keys", "revoke-receiver", "--dir", "keys", "--id", "410103"], &cluster.dir).expect("revokes");
@@ -172,16 +168,7 @@ fn a_confidential_broadcast_is_delivered_by_the_targeted_county_only_and_airs_no
 fn a_county_offline_through_two_rekeys_reads_the_next_broadcast_after_one_carousel() {
     let seed = seed("E2E_SEED", "confidential-offline");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let options = ClusterOptions {
-        counties: vec!["410102".into(), "410103".into(), "410104".into(), "420101".into()],
-        loss: vec![LossModel::Bernoulli(0.05)],
-        link_rate_bits_per_sec: 20_000_000,
-        passes: 1,
-        seed,
-        extra_uplink_config: String::new(),
-        acks: false,
-    };
-    let mut cluster = Cluster::start(tmp.path(), &options).expect("cluster starts");
+    let mut cluster = start(tmp.path(), seed, &["410102", "410103", "410104", "420101"]);
     assert!(wait_until(LEARN_WITHIN, || (0..4).all(|i| learned(&cluster, i) == Some(3))), "the first keys");
     if let Some(daemon) = cluster.counties[0].daemon.as_mut() {
         daemon.stop();
@@ -192,7 +179,10 @@ fn a_county_offline_through_two_rekeys_reads_the_next_broadcast_after_one_carous
     run("satcast-uplink", &["keys", "revoke-receiver", "--dir", "keys", "--id", "420101"], &cluster.dir).expect("revokes");
     assert!(wait_until(LEARN_WITHIN, || learned(&cluster, 2) == Some(7)), "the second re-key: {:?}", learned(&cluster, 2));
 
+    // Back up, it hears one carousel of the key tree (its keys were in memory only): the
+    // wraps of both re-keys' nation and province keys, from its own key up.
     cluster.counties[0].start().expect("410102 comes back");
+    assert!(wait_until(LEARN_WITHIN, || learned(&cluster, 0) == Some(3)), "410102 did not relearn its path: {:?}", learned(&cluster, 0));
     let plain: Vec<u8> = (0..3_000).flat_map(|i| format!("救灾物资 seed {seed} row {i}\n").into_bytes()).collect();
     let path = tmp.path().join("救灾名单.csv");
     std::fs::write(&path, &plain).expect("payload");

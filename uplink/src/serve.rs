@@ -1119,11 +1119,11 @@ impl Opener {
                 "coded for the air"
             );
             // The next version of this name is patched against this one (a sealed one is no base).
-            if confidential {
-                return Ok(object);
-            }
-            if let Err(error) = self.bases.record(manifest.kind, &manifest.name, manifest.version, &payload, &manifest.delivered_hash()) {
-                warn!(object = %job.object_id, %error, "cannot keep the payload as the next version's base; it airs without a patch");
+            if !confidential {
+                if let Err(error) = self.bases.record(manifest.kind, &manifest.name, manifest.version, &payload, &manifest.delivered_hash())
+                {
+                    warn!(object = %job.object_id, %error, "cannot keep the payload as the next version's base; it airs without a patch");
+                }
             }
             return Ok(object);
         }
