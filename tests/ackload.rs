@@ -25,7 +25,7 @@ const LOAD_TIME_LIMIT: Duration = Duration::from_secs(75);
 
 #[test]
 fn two_thousand_counties_report_reconnect_at_once_and_each_completion_is_recorded_once_while_a_broadcast_airs() {
-    let seed = seed("ACKLOAD_SEED", "ackload");
+    let seed = seed("ACKLOAD_SEED");
     let options = AckLoadOptions {
         load: LoadOptions {
             clients: CLIENTS,

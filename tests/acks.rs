@@ -24,7 +24,7 @@ fn options(seed: u64, counties: &[&str]) -> ClusterOptions {
 
 #[test]
 fn acknowledgements_held_through_a_wan_outage_all_arrive_once_it_returns() {
-    let seed = seed("ACKS_SEED", "acks");
+    let seed = seed("ACKS_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::start(dir.path(), &options(seed, &["410102", "410103"])).expect("cluster");
     let uplink_log = |c: &Cluster| c.uplink.as_ref().map(|d| d.log_text()).unwrap_or_default();
@@ -59,7 +59,7 @@ fn acknowledgements_held_through_a_wan_outage_all_arrive_once_it_returns() {
 
 #[test]
 fn a_county_certificate_cannot_report_about_another_county() {
-    let seed = seed("ACKS_SEED", "acks");
+    let seed = seed("ACKS_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::start(dir.path(), &options(seed, &["410102"])).expect("cluster");
     let config = ReceiverConfig::load(&cluster.counties[0].config).expect("county config");
@@ -140,7 +140,7 @@ fn client_tls(ca: &std::path::Path, cert_and_key: Option<(&std::path::Path, &std
 
 #[test]
 fn the_ack_channel_refuses_no_certificate_another_ca_and_a_revoked_certificate() {
-    let seed = seed("ACKS_SEED", "acks");
+    let seed = seed("ACKS_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::start(dir.path(), &options(seed, &["410102"])).expect("cluster");
     let bundle = &cluster.counties[0].dir;
@@ -176,7 +176,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn a_flood_of_quic_initials_keeps_the_uplink_memory_bounded() {
-    let seed = seed("ACKS_SEED", "acks");
+    let seed = seed("ACKS_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::start(dir.path(), &options(seed, &["410102"])).expect("cluster");
     let config = ReceiverConfig::load(&cluster.counties[0].config).expect("config");
@@ -209,7 +209,7 @@ fn a_flood_of_quic_initials_keeps_the_uplink_memory_bounded() {
 
 #[test]
 fn a_county_flooding_feedback_is_told_to_come_back_later() {
-    let seed = seed("ACKS_SEED", "acks");
+    let seed = seed("ACKS_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::start(dir.path(), &options(seed, &["410102"])).expect("cluster");
     let config = ReceiverConfig::load(&cluster.counties[0].config).expect("config");
@@ -260,7 +260,7 @@ fn a_county_flooding_feedback_is_told_to_come_back_later() {
 #[test]
 fn failed_handshakes_are_logged_once_and_summarised() {
     const ATTEMPTS: usize = 100;
-    let seed = seed("ACKS_SEED", "acks");
+    let seed = seed("ACKS_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::start(dir.path(), &options(seed, &["410102"])).expect("cluster");
     let ca = cluster.counties[0].dir.join("ca.cert.pem");

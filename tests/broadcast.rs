@@ -56,7 +56,7 @@ fn send_manifest(socket: &UdpSocket, to: std::net::SocketAddr, key: &NetworkKey,
 
 #[test]
 fn ten_megabytes_arrive_byte_exact_through_loss_and_forgeries() {
-    let seed = seed("E2E_SEED", "broadcast");
+    let seed = seed("E2E_SEED");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let options = ClusterOptions {

@@ -138,7 +138,7 @@ fn a_closed_stdout_ends_a_simulation_quietly() {
 
 #[test]
 fn a_closed_stdout_ends_listings_quietly_and_daemon_logs_have_no_colour_codes() {
-    let seed = seed("SATCAST_CLI_SEED", "cli");
+    let seed = seed("SATCAST_CLI_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let options = ClusterOptions {
         counties: vec!["410102".into()],
@@ -214,7 +214,7 @@ fn help_into_a_closed_pipe_exits_141_without_a_panic() {
 
 #[test]
 fn the_demo_runs_to_its_end_with_a_closed_stderr() {
-    let seed = seed("DEMO_SEED", "demo with a closed stderr");
+    let seed = seed("DEMO_SEED");
     let out = with_closed("satcast-sim", &["demo", "--receivers", "2", "--seed", &seed.to_string()], false);
     assert_eq!(out.status.code(), Some(0), "stdout:\n{}", text(&out.stdout));
 }

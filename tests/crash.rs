@@ -39,7 +39,7 @@ fn assert_no_partial_delivery(deliver: &Path, payload: &[u8]) {
 
 #[test]
 fn a_receiver_killed_fifty_times_resumes_from_its_spool_and_completes() {
-    let seed = seed("CRASH_SEED", "crash");
+    let seed = seed("CRASH_SEED");
     let kills: usize = std::env::var("CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -102,7 +102,7 @@ fn a_receiver_killed_fifty_times_resumes_from_its_spool_and_completes() {
 
 #[test]
 fn a_corrupted_index_is_quarantined_rebuilt_and_the_daemon_runs_on() {
-    let seed = seed("CRASH_SEED", "crash");
+    let seed = seed("CRASH_SEED");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let options = ClusterOptions {
@@ -163,7 +163,7 @@ fn a_corrupted_index_is_quarantined_rebuilt_and_the_daemon_runs_on() {
 
 #[test]
 fn an_uplink_killed_mid_broadcast_continues_the_same_broadcast() {
-    let seed = seed("CRASH_SEED", "crash");
+    let seed = seed("CRASH_SEED");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let options = ClusterOptions {

@@ -134,7 +134,7 @@ fn forget_completion(config: &ReceiverConfig, object_id: u64) -> usize {
 
 #[test]
 fn killed_after_the_commit_before_the_version_record_a_county_delivers_the_reaired_object_from_its_cache() {
-    let seed = seed("CRASH_DELIVERY_SEED", "crash_delivery");
+    let seed = seed("CRASH_DELIVERY_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     // One pass of the object takes about two seconds.
     let mut cluster = Cluster::start(dir.path(), &options(seed, 8_000_000, 1, "")).expect("cluster");
@@ -199,7 +199,7 @@ fn killed_after_the_commit_before_the_version_record_a_county_delivers_the_reair
 
 #[test]
 fn killed_after_the_cache_rename_before_the_spool_removal_a_county_delivers_from_its_cache_at_restart() {
-    let seed = seed("CRASH_DELIVERY_SEED", "crash_delivery");
+    let seed = seed("CRASH_DELIVERY_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     // A slow carrier: one pass of the object takes about four seconds.
     let mut cluster = Cluster::start(dir.path(), &options(seed, 4_000_000, 1, "")).expect("cluster");

@@ -144,7 +144,7 @@ fn addresses(cluster: &Cluster) -> (SocketAddr, SocketAddr, String) {
 
 #[test]
 fn the_viewer_credential_reads_the_dashboard_and_can_change_nothing() {
-    let seed = seed("DASHBOARD_SEED", "dashboard");
+    let seed = seed("DASHBOARD_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = cluster(seed, dir.path(), &["410102"], 2_000_000, "");
     let payload = dir.path().join("big.bin");
@@ -196,7 +196,7 @@ const PROVINCES_SCRIPT: &str = r#"
 
 #[test]
 fn a_county_killed_mid_broadcast_becomes_one_silent_county_alarm_and_the_page_matches_status() {
-    let seed = seed("DASHBOARD_SEED", "dashboard");
+    let seed = seed("DASHBOARD_SEED");
     let browser_ok = Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists();
     if !browser_ok && std::env::var_os("CI").is_some() {
         panic!("{CHROMEDRIVER} or {CHROMIUM} is missing: .ci/run installs the Debian packages chromium and chromium-driver");

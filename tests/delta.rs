@@ -50,7 +50,7 @@ fn cached(county: &County, bytes: &[u8]) -> std::path::PathBuf {
 
 #[test]
 fn a_new_version_airs_as_a_patch_and_counties_without_the_base_end_with_the_full_object() {
-    let seed = seed("DELTA_SEED", "delta");
+    let seed = seed("DELTA_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let options = ClusterOptions {
         counties: [HOLDS, EVICTED, CORRUPTED].map(str::to_owned).to_vec(),
@@ -155,7 +155,7 @@ fn a_decompression_bomb_is_refused_by_a_real_receiver_with_bounded_memory() {
     use satcast_protocol::manifest::{Compression, Delivered, Kind, Manifest};
     use satcast_protocol::wire;
 
-    let seed = seed("DELTA_SEED", "delta");
+    let seed = seed("DELTA_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let options = ClusterOptions {
         counties: vec![HOLDS.to_owned()],

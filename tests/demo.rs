@@ -6,7 +6,7 @@ use satcast::{bin, seed};
 
 #[test]
 fn the_demo_delivers_everything_byte_exact() {
-    let seed = seed("DEMO_SEED", "demo");
+    let seed = seed("DEMO_SEED");
     let output = Command::new(bin("satcast-sim").expect("satcast-sim is built"))
         .args(["demo", "--receivers", "12", "--json", "--seed", &seed.to_string()])
         .output()

@@ -52,7 +52,7 @@ fn value(samples: &BTreeMap<String, f64>, key: &str) -> u64 {
 
 #[test]
 fn both_daemons_metrics_parse_and_agree_with_their_status() {
-    let seed = seed("METRICS_SEED", "metrics");
+    let seed = seed("METRICS_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let options = ClusterOptions {
         counties: vec!["410102".into(), "420102".into()],

@@ -102,7 +102,7 @@ fn status_json(county: &County) -> (i32, serde_json::Value) {
 
 #[test]
 fn a_second_daemon_on_a_state_folder_refuses_to_start_and_the_first_keeps_its_history() {
-    let seed = seed("OWNERSHIP_SEED", "ownership");
+    let seed = seed("OWNERSHIP_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cluster = Cluster::start(dir.path(), &options(seed, true)).expect("cluster");
     let mut bytes = vec![0u8; 100_000];
@@ -158,7 +158,7 @@ fn a_second_daemon_on_a_state_folder_refuses_to_start_and_the_first_keeps_its_hi
 
 #[test]
 fn status_says_running_while_the_daemon_owns_its_folder_even_when_its_status_file_is_stale() {
-    let seed = seed("OWNERSHIP_SEED", "ownership");
+    let seed = seed("OWNERSHIP_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cluster = Cluster::start(dir.path(), &options(seed, false)).expect("cluster");
     let county = &cluster.counties[0];

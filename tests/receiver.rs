@@ -103,7 +103,7 @@ const ENV_HOOK: &str = "out=\"$1\"\n{ echo '--- run'; env | grep '^SATCAST_' | s
 
 #[test]
 fn a_hook_runs_exactly_once_per_delivery_with_its_environment() {
-    let seed = seed("RECEIVER_SEED", "receiver");
+    let seed = seed("RECEIVER_SEED");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cluster = Cluster::start(dir.path(), &options(seed, true, 20_000_000)).expect("cluster");
@@ -157,7 +157,7 @@ fn a_hook_runs_exactly_once_per_delivery_with_its_environment() {
 
 #[test]
 fn a_relative_hook_runs_when_the_daemon_is_started_with_a_relative_config_from_elsewhere() {
-    let seed = seed("RECEIVER_SEED", "receiver");
+    let seed = seed("RECEIVER_SEED");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cluster = Cluster::start(dir.path(), &options(seed, false, 20_000_000)).expect("cluster");
@@ -252,7 +252,7 @@ fn the_county_bundle_takes_the_uplink_group_and_interface_and_folders_the_unit_a
 
 #[test]
 fn a_hook_interrupted_by_a_crash_runs_again_once_and_only_then() {
-    let seed = seed("RECEIVER_SEED", "receiver");
+    let seed = seed("RECEIVER_SEED");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cluster = Cluster::start(dir.path(), &options(seed, false, 20_000_000)).expect("cluster");
@@ -282,7 +282,7 @@ fn a_hook_interrupted_by_a_crash_runs_again_once_and_only_then() {
 
 #[test]
 fn a_failing_hook_is_reported_and_not_retried() {
-    let seed = seed("RECEIVER_SEED", "receiver");
+    let seed = seed("RECEIVER_SEED");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cluster = Cluster::start(dir.path(), &options(seed, true, 20_000_000)).expect("cluster");
@@ -326,7 +326,7 @@ fn a_failing_hook_is_reported_and_not_retried() {
 
 #[test]
 fn a_hanging_hook_is_killed_at_its_timeout_without_holding_up_deliveries() {
-    let seed = seed("RECEIVER_SEED", "receiver");
+    let seed = seed("RECEIVER_SEED");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cluster = Cluster::start(dir.path(), &options(seed, false, 20_000_000)).expect("cluster");
@@ -373,7 +373,7 @@ fn a_hanging_hook_is_killed_at_its_timeout_without_holding_up_deliveries() {
 
 #[test]
 fn status_shows_deliveries_and_the_outbox_and_exits_3_once_stopped() {
-    let seed = seed("RECEIVER_SEED", "receiver");
+    let seed = seed("RECEIVER_SEED");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     // No acknowledgement channel: the completion waits in the outbox, so its length shows.
@@ -421,7 +421,7 @@ fn status_shows_deliveries_and_the_outbox_and_exits_3_once_stopped() {
 
 #[test]
 fn the_heartbeat_warning_comes_once_when_the_uplink_stops_and_clears_when_it_returns() {
-    let seed = seed("RECEIVER_SEED", "receiver");
+    let seed = seed("RECEIVER_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cluster = Cluster::start(dir.path(), &options(seed, false, 5_000_000)).expect("cluster");
     reconfigure(&mut cluster.counties[0], "heartbeat_warn_after_secs = 3", "");
@@ -497,7 +497,7 @@ fn garbage_at_full_rate_does_not_stop_a_genuine_delivery_or_grow_memory() {
     // garbage never fills it), sled's page cache (8 MiB), code, TLS and thread stacks
     // (~15 MiB). Garbage itself is refused before any allocation but one log key per reason.
     const RSS_BOUND_KIB: u64 = 96 * 1024;
-    let seed = seed("RECEIVER_SEED", "receiver");
+    let seed = seed("RECEIVER_SEED");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::start(dir.path(), &options(seed, false, 40_000_000)).expect("cluster");
@@ -549,7 +549,7 @@ fn garbage_at_full_rate_does_not_stop_a_genuine_delivery_or_grow_memory() {
 #[ignore = "takes minutes and 2 GiB of disk; run by hand with --release"]
 fn one_gibibyte_object_peak_memory() {
     const TARGET_KIB: u64 = 128 * 1024;
-    let seed = seed("RECEIVER_SEED", "receiver");
+    let seed = seed("RECEIVER_SEED");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let rate: u64 = std::env::var("GIB_RATE_BITS_PER_SEC").ok().and_then(|s| s.parse().ok()).unwrap_or(400_000_000);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -600,7 +600,7 @@ fn one_gibibyte_object_peak_memory() {
 /// Needs root to mount (CI runs as root); skipped, saying so, elsewhere.
 #[test]
 fn a_full_disk_is_summarised_and_recovered_from_without_a_restart() {
-    let seed = seed("RECEIVER_SEED", "receiver");
+    let seed = seed("RECEIVER_SEED");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cluster = Cluster::start(dir.path(), &options(seed, true, 8_000_000)).expect("cluster");

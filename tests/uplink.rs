@@ -35,7 +35,7 @@ fn status(cluster: &Cluster, id: &str) -> serde_json::Value {
 
 #[test]
 fn a_broadcast_to_a_province_reaches_exactly_its_counties() {
-    let seed = seed("UPLINK_SEED", "uplink");
+    let seed = seed("UPLINK_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = cluster(seed, dir.path(), &["410102", "410103", "420102", "110101"], 20_000_000, "");
     let (path, bytes) = payload(dir.path(), "henan-notice.txt", 400_000, seed);
@@ -73,7 +73,7 @@ fn a_broadcast_to_a_province_reaches_exactly_its_counties() {
 
 #[test]
 fn cancel_stops_airing_within_a_second_and_counties_drop_the_partial_object_when_it_expires() {
-    let seed = seed("UPLINK_SEED", "uplink");
+    let seed = seed("UPLINK_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     // Slow carrier and short manifest lifetime, so the cancel lands mid-object and the
     // manifest expires within the test.
@@ -116,7 +116,7 @@ fn cancel_stops_airing_within_a_second_and_counties_drop_the_partial_object_when
 
 #[test]
 fn an_emergency_sent_during_a_bulk_broadcast_completes_first() {
-    let seed = seed("UPLINK_SEED", "uplink");
+    let seed = seed("UPLINK_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = cluster(seed, dir.path(), &["410102", "410103"], 8_000_000, "");
     let (bulk, _) = payload(dir.path(), "mapdata.bin", 6_000_000, seed);
@@ -228,7 +228,7 @@ fn queue_files(dir: &std::path::Path) -> Vec<String> {
 /// control API (the CLI no longer validates or writes the queue itself).
 #[test]
 fn send_refuses_names_targets_and_versions_no_county_would_take_and_queues_nothing() {
-    let seed = seed("UPLINK_SEED", "uplink");
+    let seed = seed("UPLINK_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = bare_uplink(seed, dir.path());
     let config = cluster.uplink_config.clone();
@@ -320,7 +320,7 @@ fn send_with_the_daemon_down_fails_in_one_line_and_queues_nothing() {
 /// table does not have must end refused, saying why, not air to nobody as "0/0 aired".
 #[test]
 fn a_queued_job_for_an_area_not_in_the_division_table_ends_refused() {
-    let seed = seed("UPLINK_SEED", "uplink");
+    let seed = seed("UPLINK_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = bare_uplink(seed, dir.path());
     let id = "00000000000099aa";
@@ -354,7 +354,7 @@ fn a_scheduled_broadcast_shows_its_times_and_a_broadcast_its_progress() {
     const COUNTY: &str = "410102";
     // Generous bound for steps that take a few seconds on an idle machine.
     const SLOW: Duration = Duration::from_secs(30);
-    let seed = seed("UPLINK_SEED", "uplink");
+    let seed = seed("UPLINK_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = cluster_of(seed, dir.path(), &[COUNTY], true, "");
     let enrolled = wait_until(SLOW, || cluster.uplink_cli(&["receivers", "--json"]).is_ok_and(|t| t.contains(COUNTY)));
@@ -398,7 +398,7 @@ fn a_scheduled_broadcast_shows_its_times_and_a_broadcast_its_progress() {
 
 #[test]
 fn a_chinese_name_with_a_space_is_delivered_byte_exact_and_a_resend_within_a_second_supersedes_it() {
-    let seed = seed("UPLINK_SEED", "uplink");
+    let seed = seed("UPLINK_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = cluster(seed, dir.path(), &["410102"], 20_000_000, "");
     let name = "通知 2026.txt";
@@ -427,7 +427,7 @@ fn a_reair_after_a_missed_deadline_airs_without_one_and_the_county_gets_the_file
     const COUNTY: &str = "410102";
     // Generous bounds for steps that take a few seconds on an idle machine.
     const SLOW: Duration = Duration::from_secs(30);
-    let seed = seed("UPLINK_SEED", "uplink");
+    let seed = seed("UPLINK_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cluster = cluster(seed, dir.path(), &[COUNTY], 20_000_000, "");
     // Enrolled first, so the broadcast waits for its acknowledgement; then powered off.
@@ -486,7 +486,7 @@ fn receiver_status(county: &satcast::County, json: bool) -> String {
 fn a_county_without_room_shows_as_refused_with_why_at_the_uplink_and_in_its_status_then_catches_up() {
     const SPOOL_BYTES_MAX: u64 = 256 * 1024;
     const SPOOL_LOG_LINES_MAX: usize = 10;
-    let seed = seed("UPLINK_SEED", "uplink");
+    let seed = seed("UPLINK_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cluster = cluster(seed, dir.path(), &["410102", "410103"], 20_000_000, "");
     set_spool_limit(&mut cluster.counties[1], Some(SPOOL_BYTES_MAX));
@@ -552,7 +552,7 @@ fn a_county_without_room_shows_as_refused_with_why_at_the_uplink_and_in_its_stat
 #[test]
 fn stalled_uploads_are_abandoned_after_the_stall_bound_and_free_their_slots() {
     use std::io::{Read, Write};
-    let seed = seed("UPLINK_SEED", "uplink");
+    let seed = seed("UPLINK_SEED");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cluster = bare_uplink(seed, dir.path());
     let config = std::fs::read_to_string(&cluster.uplink_config).expect("config");

@@ -84,6 +84,10 @@ pub const NEED_OVERHEAD_SYMBOLS_MAX: u32 = 16;
 pub const CAROUSEL_MANIFEST_MISS_MAX: f64 = 1e-6;
 /// The fewest and the most copies of the manifest spread over one carousel pass.
 pub const CAROUSEL_MANIFEST_COPIES: std::ops::RangeInclusive<u32> = 3..=64;
+/// Times a round's markers are repeated when the WAN is up but outstanding counties stay
+/// silent, before any blind repair: a repeat costs a few datagrams and one wait, a blind
+/// round a tenth of the object.
+pub const MARKER_REPEATS_MAX: u32 = 1;
 /// Idle objects repeat their manifest this many times less often than airing ones.
 pub const IDLE_MANIFEST_SLOWDOWN: u32 = 10;
 /// How soon the machine asks its source again for a block encoder that was not ready.
@@ -451,6 +455,11 @@ struct FeedbackState {
     /// At most one per targeted county.
     pass_reports: HashMap<String, PassReport>,
     blind_rounds: u32,
+    /// A targeted county said anything (a report, a completion, a refusal) since the round
+    /// started or its markers were last repeated: the WAN is up.
+    heard_this_round: bool,
+    /// Times this round's markers were repeated for counties that stayed silent.
+    markers_repeated: u32,
 }
 
 impl FeedbackState {
@@ -647,6 +656,8 @@ impl Airing {
         self.schedule = self.window_schedule();
         self.round_symbols = self.round_counts.iter().map(|c| u64::from(*c)).sum();
         self.round_start_sent = self.symbols_sent;
+        self.feedback.heard_this_round = false;
+        self.feedback.markers_repeated = 0;
         self.round_symbols
     }
 
@@ -1074,6 +1085,7 @@ impl Broadcaster {
             FeedbackMessage::PassProgress { object_id, needs, seen } => {
                 let Some(airing) = self.objects.iter_mut().find(|a| a.object_id() == *object_id) else { return };
                 if airing.carousel.is_none() && airing.feedback.targets.contains(county) {
+                    airing.feedback.heard_this_round = true;
                     let report = PassReport { sent_when_received: airing.symbols_sent, needs: needs.clone(), seen: seen.clone() };
                     airing.feedback.pass_reports.insert(county.clone(), report);
                 }
@@ -1150,6 +1162,7 @@ impl Broadcaster {
             }
         }
         update(&mut airing.feedback);
+        airing.feedback.heard_this_round = true;
         // A need reported while idle (the WAN came back, a county rebooted) wakes the object.
         if airing.phase == Phase::Idle {
             if let Some(counts) = airing.repair_counts(now) {
@@ -1266,6 +1279,19 @@ impl Broadcaster {
                         if let Some(counts) = airing.repair_counts(since) {
                             let symbols = airing.start_round(next, counts);
                             self.push_event(BroadcastEvent::RoundStarted { object_id, round: next, symbols });
+                        } else if !airing.feedback.reports.values().any(|r| r.received_at >= since)
+                            && airing.feedback.heard_this_round
+                            && airing.feedback.markers_repeated < MARKER_REPEATS_MAX
+                        {
+                            // The WAN is up (counties spoke during the round) but those still
+                            // outstanding are silent: they missed the markers, or learnt the
+                            // object from a later manifest after them. Ask again.
+                            airing.feedback.markers_repeated += 1;
+                            airing.feedback.heard_this_round = false;
+                            let round = airing.round;
+                            let until = now + self.feedback_wait();
+                            self.objects[index].phase = Phase::AwaitingFeedback { since: now, until };
+                            self.queue_round_markers(now, object_id, round);
                         } else if airing.feedback.blind_rounds < self.config.blind_rounds_max
                             && !airing.feedback.reports.values().any(|r| r.received_at >= since)
                         {
@@ -1646,6 +1672,46 @@ mod tests {
             }
         }
         (events, uplink.stats())
+    }
+
+    #[test]
+    fn a_county_silent_after_the_markers_while_others_spoke_is_asked_again_not_sent_a_blind_round() {
+        // One county completes during the pass; the other missed every marker (or learnt
+        // the object from a later manifest after them) and says nothing. The WAN is up, so
+        // a blind round would buy symbols for a county that may need two.
+        let start = Instant::now();
+        let mut uplink = machine(start);
+        let (done, silent) = ("410102".to_owned(), "410103".to_owned());
+        uplink.add_object(start, object(3, 300_000, Priority::Normal, vec![done.clone(), silent.clone()])).expect("add");
+        let (mut now, mut buf) = (start, Vec::new());
+        let mut told_complete = false;
+        let mut silent_reported = false;
+        while now < start + Duration::from_secs(20) {
+            let sent = uplink.poll_transmit(now, 0, &mut buf);
+            let aired = uplink.symbols_sent(3).unwrap_or(0);
+            if !told_complete && aired >= 100 {
+                told_complete = true;
+                let message = FeedbackMessage::Complete { object_id: 3, object_hash: [0; 32] };
+                uplink.handle_feedback(now, &Feedback { county_code: done.clone(), message });
+            }
+            // The silent county hears the repeated markers and answers them.
+            if !silent_reported && uplink.stats().round_datagrams > u64::from(ROUND_MARKER_COPIES) {
+                silent_reported = true;
+                let message = FeedbackMessage::Progress { object_id: 3, round: 0, needs: vec![2], symbols_received: aired * 95 / 100 };
+                uplink.handle_feedback(now + Duration::from_millis(350), &Feedback { county_code: silent.clone(), message });
+            }
+            while let Some(event) = uplink.poll_event() {
+                if let BroadcastEvent::RoundStarted { round: 1, symbols, .. } = event {
+                    assert!(silent_reported, "a blind round of {symbols} symbols went before the markers were repeated");
+                    assert!(symbols < 10, "{symbols} symbols repair a need of 2");
+                    return;
+                }
+            }
+            if !sent {
+                now = uplink.poll_timeout().filter(|t| *t > now).unwrap_or(now + Duration::from_micros(100));
+            }
+        }
+        panic!("no repair round (complete told: {told_complete}, silent county reported: {silent_reported})");
     }
 
     #[test]
