@@ -19,11 +19,22 @@ fn learned(cluster: &Cluster, index: usize) -> Option<u64> {
     counter(cluster, index, "group_keys_learned")
 }
 
-/// A counter of a county's status (`status --json`), if it answers.
+/// A county's status as JSON text, for a failure's message.
+fn status_text(cluster: &Cluster, index: usize) -> String {
+    let config = cluster.counties[index].config.to_string_lossy().into_owned();
+    run("satcast-receiver", &["status", "--json", "--config", &config], &cluster.dir).unwrap_or_else(|e| e.to_string())
+}
+
+/// A counter of a county's status (`status --json`), if its running daemon wrote it: a
+/// restarted daemon's status file is its predecessor's until it writes one (`status_stale`),
+/// and that one's counters are not the new process's.
 fn counter(cluster: &Cluster, index: usize, key: &str) -> Option<u64> {
     let config = cluster.counties[index].config.to_string_lossy().into_owned();
     let text = run("satcast-receiver", &["status", "--json", "--config", &config], &cluster.dir).ok()?;
     let status: serde_json::Value = serde_json::from_str(&text).ok()?;
+    if status.get("status_stale").and_then(|v| v.as_bool()) == Some(true) {
+        return None;
+    }
     find(&status, key)
 }
 
@@ -162,11 +173,12 @@ fn a_confidential_broadcast_is_delivered_by_the_targeted_county_only_and_airs_no
 }
 
 /// A county offline through two re-keys (two other counties revoked while it was down,
-/// each re-keying the nation) reads the next confidential broadcast once it has heard one
-/// carousel of the key tree after it comes back.
+/// each re-keying the nation) reads a confidential broadcast aired once, sent as it comes
+/// back: its group keys were in memory only, so the manifest may come before the key
+/// carousel has taught it the new ones; it then keeps the manifest and the symbols until
+/// the carousel does (protocol/tests/confidential.rs shows that order deterministically).
 #[test]
-#[ignore = "open defect: in two clean-clone CI runs the restarted county relearned its three keys and then never took the sealed broadcast (no log line); it passed in every local run; see the issue 14 note"]
-fn a_county_offline_through_two_rekeys_reads_the_next_broadcast_after_one_carousel() {
+fn a_county_offline_through_two_rekeys_reads_a_broadcast_aired_before_it_heard_the_carousel() {
     let seed = seed("E2E_SEED");
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut cluster = start(tmp.path(), seed, &["410102", "410103", "410104", "420101"]);
@@ -180,10 +192,8 @@ fn a_county_offline_through_two_rekeys_reads_the_next_broadcast_after_one_carous
     run("satcast-uplink", &["keys", "revoke-receiver", "--dir", "keys", "--id", "420101"], &cluster.dir).expect("revokes");
     assert!(wait_until(LEARN_WITHIN, || learned(&cluster, 2) == Some(7)), "the second re-key: {:?}", learned(&cluster, 2));
 
-    // Back up, it hears one carousel of the key tree (its keys were in memory only): the
-    // wraps of both re-keys' nation and province keys, from its own key up.
+    // Back up and sent to at once: the one pass airs before the next heartbeat's key wraps.
     cluster.counties[0].start().expect("410102 comes back");
-    assert!(wait_until(LEARN_WITHIN, || learned(&cluster, 0) == Some(3)), "410102 did not relearn its path: {:?}", learned(&cluster, 0));
     let plain: Vec<u8> = (0..3_000).flat_map(|i| format!("救灾物资 seed {seed} row {i}\n").into_bytes()).collect();
     let path = tmp.path().join("救灾名单.csv");
     std::fs::write(&path, &plain).expect("payload");
@@ -191,9 +201,10 @@ fn a_county_offline_through_two_rekeys_reads_the_next_broadcast_after_one_carous
     let delivered = cluster.counties[0].delivered_path("policy", "救灾名单.csv");
     assert!(
         wait_until(LEARN_WITHIN, || std::fs::read(&delivered).is_ok_and(|bytes| bytes == plain)),
-        "410102 did not deliver it byte-exact; learned {:?}; log:\n{}",
-        learned(&cluster, 0),
+        "410102 did not deliver it byte-exact; status {}; log:\n{}",
+        status_text(&cluster, 0),
         cluster.counties[0].daemon.as_ref().map(|d| d.log_text()).unwrap_or_default()
     );
+    assert!(wait_until(LEARN_WITHIN, || learned(&cluster, 0) == Some(3)), "its path, relearnt: {}", status_text(&cluster, 0));
     cluster.stop();
 }

@@ -56,6 +56,13 @@ pub const REJECTED_REMEMBERED_MAX: usize = 1024;
 /// How long a rejected manifest is remembered; after that it is checked again, in case the
 /// reason was passing (a receiver clock that was wrong).
 pub const REJECTED_REMEMBER_FOR: Duration = Duration::from_secs(600);
+/// Sealed manifests kept while this county lacks the group key that opens them (it was
+/// offline through a re-key, or restarted and has not heard the key carousel yet), so the
+/// key wraps that bring the key open them at once; their symbols wait in the early buffer
+/// meanwhile. Beyond it the oldest is dropped (a later repeat brings it back).
+pub const PENDING_SEALED_MAX: usize = 8;
+/// How long a sealed manifest waits for its key before it is dropped.
+pub const PENDING_SEALED_FOR: Duration = Duration::from_secs(600);
 /// How many completed object ids are remembered, so their repeats are ignored cheaply.
 pub const COMPLETED_REMEMBERED_MAX: usize = 4096;
 /// The most symbol bytes kept for objects whose manifest has not arrived yet, so a lost
@@ -568,6 +575,15 @@ pub struct Progress {
     pub blocks: usize,
 }
 
+/// A sealed manifest that waits for the group key that opens it.
+#[derive(Debug)]
+struct PendingSealed {
+    object_id: u64,
+    digest: [u8; 8],
+    signed: Vec<u8>,
+    since: Instant,
+}
+
 /// The reception-side machine. See the module documentation for the call order.
 pub struct Reception {
     config: ReceptionConfig,
@@ -575,6 +591,9 @@ pub struct Reception {
     incoming: BTreeMap<u64, Incoming>,
     /// Refused manifests: (object id in the datagram header, digest, when).
     rejected: VecDeque<(u64, [u8; 8], Instant)>,
+    /// Sealed manifests waiting for a group key, oldest first (at most
+    /// [`PENDING_SEALED_MAX`]).
+    pending_sealed: VecDeque<PendingSealed>,
     /// Refusals told to the uplink, oldest first (at most [`REFUSALS_REMEMBERED_MAX`]).
     refusals: VecDeque<RefusalNote>,
     /// Completed objects, so their repeats are ignored and a ROUND marker for one is
@@ -622,6 +641,7 @@ impl Reception {
             assembler: ManifestAssembler::default(),
             incoming: BTreeMap::new(),
             rejected: VecDeque::new(),
+            pending_sealed: VecDeque::new(),
             refusals: VecDeque::new(),
             completed: VecDeque::new(),
             complete_budget: (f64::from(COMPLETE_REPEATS_BURST_MAX), None),
@@ -661,7 +681,7 @@ impl Reception {
     /// A KEY_WRAP datagram: cheap checks first (decode, then whether any wrap is for this
     /// county's path at a newer epoch: the carousel repeating itself costs a counter), the
     /// signer's revocation, certificate and signature only for wraps it wants.
-    fn handle_key_wrap(&mut self, wall_unix_secs: u64, bytes: &[u8]) {
+    fn handle_key_wrap(&mut self, now: Instant, wall_unix_secs: u64, bytes: &[u8]) {
         self.stats.key_wraps += 1;
         let Some(ring) = self.keys.as_ref() else {
             self.stats.key_wraps_unwanted += 1;
@@ -690,9 +710,31 @@ impl Reception {
             self.stats.key_wraps_refused += 1;
             return self.remember_refused_control(digest);
         }
-        if let Some(ring) = self.keys.as_mut() {
-            self.stats.group_keys_learned += ring.learn(&message.wraps) as u64;
+        let learned = self.keys.as_mut().map_or(0, |ring| ring.learn(&message.wraps));
+        self.stats.group_keys_learned += learned as u64;
+        if learned > 0 {
+            self.open_pending_sealed(now, wall_unix_secs);
         }
+    }
+
+    /// Tries the sealed manifests that waited for a key again, now that keys arrived: one
+    /// that opens begins at once, and the symbols it waited with count.
+    fn open_pending_sealed(&mut self, now: Instant, wall_unix_secs: u64) {
+        let waiting = std::mem::take(&mut self.pending_sealed);
+        for pending in waiting {
+            if now.saturating_duration_since(pending.since) < PENDING_SEALED_FOR {
+                self.handle_manifest(now, wall_unix_secs, pending.object_id, &pending.signed, None);
+            }
+        }
+    }
+
+    /// Keeps a sealed manifest that waits for its group key (once per object id and digest).
+    fn keep_pending_sealed(&mut self, now: Instant, object_id: u64, digest: [u8; 8], signed: &[u8]) {
+        self.pending_sealed.retain(|p| now.saturating_duration_since(p.since) < PENDING_SEALED_FOR && p.object_id != object_id);
+        if self.pending_sealed.len() >= PENDING_SEALED_MAX {
+            self.pending_sealed.pop_front();
+        }
+        self.pending_sealed.push_back(PendingSealed { object_id, digest, signed: signed.to_vec(), since: now });
     }
 
     /// Records the last version delivered for a (kind, name), from durable trust state at
@@ -1029,7 +1071,7 @@ impl Reception {
             Body::Heartbeat(signed) => self.handle_heartbeat(now, wall_unix_secs, signed),
             Body::Round { round } => self.handle_round(now, datagram.object_id, round),
             Body::Revocation(signed) => self.handle_revocation(signed),
-            Body::KeyWrap(signed) => self.handle_key_wrap(wall_unix_secs, signed),
+            Body::KeyWrap(signed) => self.handle_key_wrap(now, wall_unix_secs, signed),
         }
     }
 
@@ -1249,6 +1291,10 @@ impl Reception {
 
     fn handle_manifest(&mut self, now: Instant, wall_unix_secs: u64, object_id: u64, signed: &[u8], held: Option<&Held>) {
         let digest = wire::manifest_digest(signed);
+        if self.pending_sealed.iter().any(|p| p.object_id == object_id && p.digest == digest) {
+            self.stats.sealed_pending += 1;
+            return;
+        }
         let signer_serial = trust::manifest_signer_serial(signed).unwrap_or(0);
         if self.revoked.1.contains(&signer_serial) {
             return self.reject_signer(now, object_id, digest, signed, TrustError::KeyRevoked { serial: signer_serial }.into());
@@ -1280,9 +1326,10 @@ impl Reception {
                     return self.remember_rejected(now, object_id, digest, &RejectReason::Trust(TrustError::NotTargeted));
                 }
                 Some(Ok(Opened::Pending)) => {
-                    // Not remembered: a later repeat, after the key wraps, opens it.
+                    // Kept: the key wraps that bring the key open it (its symbols wait in
+                    // the early buffer), and its repeats meanwhile cost no signature.
                     self.stats.sealed_pending += 1;
-                    return;
+                    return self.keep_pending_sealed(now, object_id, digest, signed);
                 }
                 Some(Err(_)) => {
                     return self.reject(now, object_id, digest, RejectReason::Inconsistent("the confidential section does not open"));

@@ -538,3 +538,79 @@ proptest! {
         }
     }
 }
+
+/// A county back from an outage (its group keys were in memory only) hears a sealed
+/// object's manifest and symbols before the key carousel has taught it its new keys: it
+/// keeps the manifest and the symbols, and begins the object the moment the key wraps
+/// arrive, without a repeat of either. Before, the manifest was dropped as "pending" and
+/// a broadcast aired once was lost to it.
+#[test]
+fn a_sealed_manifest_heard_before_its_keys_opens_when_the_key_wraps_come() {
+    use satcast_protocol::manifest::{Kind, Manifest};
+    use satcast_protocol::reception::{Reception, ReceptionConfig};
+    use satcast_protocol::storage::StoreRequest;
+    use std::time::Instant;
+    let mut uplink = Uplink::new(41);
+    let secret = CountySecret::generate(&mut uplink.rng);
+    uplink.tree.enroll(&mut uplink.rng, Node::county("410102").expect("code"), secret.public()).expect("enrols");
+    let _other = County::new("410201", &mut uplink);
+    let mut county = Reception::new(ReceptionConfig::new("410102".into(), uplink.root.clone(), NETWORK));
+    county.set_county_secret(secret).expect("a county code");
+
+    let plain = document(30_000);
+    let (section, oti, datagrams) = uplink.seal(12, &["41"], &plain);
+    let manifest = Manifest {
+        object_id: 12,
+        kind: Kind::Policy,
+        name: "pseudonym-12".into(),
+        version: 1,
+        size_bytes: oti.transfer_length,
+        compression: Compression::Sealed(Box::new(section)),
+        oti: oti.encode(),
+        object_hash: [1; 32],
+        block_hashes: vec![[2; 32]; fec::blocks(&oti).len()],
+        targets: vec!["41".into()],
+        created_unix_secs: NOW - 10,
+        expires_unix_secs: NOW + 86_400,
+    };
+    let signed = uplink.signing.sign_manifest(&manifest).expect("signs").to_bytes();
+    let now = Instant::now();
+    let mut heard = Vec::new();
+    for fragment in wire::manifest_fragments(&signed, DATAGRAM_BYTES_MAX) {
+        let mut out = Vec::new();
+        wire::write_manifest_fragment(&mut out, &NETWORK, 12, &fragment);
+        heard.push(out);
+    }
+    heard.extend(datagrams.iter().cloned());
+    // The manifest, a repeat of it, and every symbol, all before the keys.
+    for datagram in heard.iter().chain(heard.iter().take(1)) {
+        county.handle_datagram(now, NOW, datagram);
+    }
+    let mut requests = Vec::new();
+    while let Some(request) = county.poll_request() {
+        requests.push(request);
+    }
+    assert!(!requests.iter().any(|r| matches!(r, StoreRequest::BeginObject { .. })), "begun without its key: {requests:?}");
+    let stats = county.stats();
+    assert_eq!(stats.sealed_pending, 2, "{stats:?}");
+    assert_eq!(stats.signatures_checked, 1, "the repeat of a manifest waiting for its key costs no signature");
+
+    for datagram in uplink.carousel() {
+        county.handle_datagram(now, NOW, &datagram);
+    }
+    assert_eq!(county.stats().group_keys_learned, 3);
+    let mut begun = false;
+    while let Some(request) = county.poll_request() {
+        if let StoreRequest::BeginObject { manifest, .. } = &request {
+            assert_eq!(manifest.name, "relief-list.csv", "begun under its real name");
+            begun = true;
+        }
+    }
+    assert!(begun, "the key wraps did not open the waiting manifest");
+    county.handle_completion(satcast_protocol::storage::StoreCompletion::Begun { object_id: 12 });
+    let mut appended = 0;
+    while let Some(request) = county.poll_request() {
+        appended += usize::from(matches!(request, StoreRequest::AppendSymbol { .. }));
+    }
+    assert_eq!(appended, datagrams.len(), "the symbols heard before the keys count");
+}
