@@ -554,7 +554,7 @@ fn a_sealed_manifest_heard_before_its_keys_opens_when_the_key_wraps_come() {
     let secret = CountySecret::generate(&mut uplink.rng);
     uplink.tree.enroll(&mut uplink.rng, Node::county("410102").expect("code"), secret.public()).expect("enrols");
     let _other = County::new("410201", &mut uplink);
-    let mut county = Reception::new(ReceptionConfig::new("410102".into(), uplink.root.clone(), NETWORK));
+    let mut county = Reception::new(ReceptionConfig::new("410102".into(), uplink.root, NETWORK));
     county.set_county_secret(secret).expect("a county code");
 
     let plain = document(30_000);
