@@ -1077,6 +1077,21 @@ impl Broadcaster {
         self.objects.iter().find(|a| a.object_id() == object_id).map(|a| a.symbols_sent)
     }
 
+    /// Stops waiting for `county` on every object airing with feedback: it was revoked, so it
+    /// can neither read what is sealed nor report. It counts as refused with `reason`, and an
+    /// object that waited only for it completes.
+    pub fn withdraw(&mut self, now: Instant, county: &str, reason: &str) {
+        for airing in self.objects.iter_mut().filter(|a| a.carousel.is_none()) {
+            let feedback = &mut airing.feedback;
+            if feedback.targets.contains(county) && !feedback.complete.contains(county) {
+                feedback.reports.remove(county);
+                feedback.pass_reports.remove(county);
+                feedback.refused.insert(county.to_owned(), reason.to_owned());
+            }
+        }
+        self.advance(now);
+    }
+
     /// Takes one feedback message. The caller has authenticated `feedback.county_code`.
     pub fn handle_feedback(&mut self, now: Instant, feedback: &Feedback) {
         let county = &feedback.county_code;

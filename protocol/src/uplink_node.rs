@@ -43,6 +43,8 @@ pub const FEEDBACK_IN_FLIGHT_MAX: usize = 4096;
 pub const WAITING_JOBS_MAX: usize = 100_000;
 /// The most node events held for the executor; beyond it the oldest are dropped.
 pub const UPLINK_EVENTS_MAX: usize = 4096;
+/// The refusal recorded for a county revoked while a broadcast waited for it.
+pub const REVOKED_REASON: &str = "revoked: every certificate of this county is revoked";
 
 /// Settings for the uplink node.
 #[derive(Debug, Clone)]
@@ -444,6 +446,8 @@ pub struct UplinkNode {
     preparations_max: usize,
     broadcasts: BTreeMap<u64, KnownBroadcast>,
     enrolled: BTreeSet<String>,
+    /// Counties whose every certificate is revoked: never targeted, never waited for.
+    revoked: BTreeSet<String>,
     waiting: BTreeMap<u64, UplinkJob>,
     preparing: BTreeMap<u64, Preparing>,
     recording: BTreeMap<u64, Recording>,
@@ -488,6 +492,7 @@ impl UplinkNode {
             preparations_max: config.preparations_max.max(1),
             broadcasts: BTreeMap::new(),
             enrolled: BTreeSet::new(),
+            revoked: BTreeSet::new(),
             waiting: BTreeMap::new(),
             preparing: BTreeMap::new(),
             recording: BTreeMap::new(),
@@ -516,7 +521,20 @@ impl UplinkNode {
 
     /// The counties that have ever reported (the enrolled registry).
     pub fn set_enrolled(&mut self, counties: impl IntoIterator<Item = String>) {
-        self.enrolled = counties.into_iter().collect();
+        self.enrolled = counties.into_iter().filter(|c| !self.revoked.contains(c)).collect();
+    }
+
+    /// The counties whose every certificate is revoked (`keys revoke-receiver`): no longer
+    /// targeted by new broadcasts, and no longer waited for by those airing, which record
+    /// them as refused ([`REVOKED_REASON`]). A county given a new bundle leaves the set and
+    /// is enrolled again when it next reports.
+    pub fn set_revoked(&mut self, now: Instant, counties: BTreeSet<String>) {
+        for county in counties.difference(&self.revoked) {
+            self.enrolled.remove(county);
+            self.broadcaster.withdraw(now, county, REVOKED_REASON);
+        }
+        self.revoked = counties;
+        self.collect();
     }
 
     /// Signs heartbeats with a new key from now on (after a rotation).
@@ -691,6 +709,7 @@ impl UplinkNode {
         candidates.extend(self.enrolled_under(&job.prefixes));
         let targets: Vec<String> = candidates
             .into_iter()
+            .filter(|c| !self.revoked.contains(c))
             .filter(|c| !delivered.contains(c))
             .filter(|c| prefixes.as_ref().is_none_or(|p| p.iter().any(|p| c.starts_with(p.as_str()))))
             .collect();
@@ -709,7 +728,9 @@ impl UplinkNode {
                 let Some((county, feedback)) = self.feedback.remove(&token) else { return };
                 let reply = match result {
                     Ok(()) => {
-                        self.enrolled.insert(county);
+                        if !self.revoked.contains(&county) {
+                            self.enrolled.insert(county);
+                        }
                         if let Some(feedback) = feedback {
                             self.broadcaster.handle_feedback(now, &feedback);
                         }
@@ -824,7 +845,7 @@ impl UplinkNode {
             return (Delivery::Carousel(self.plan), Vec::new());
         }
         let targets = match only {
-            Some(only) => only.to_vec(),
+            Some(only) => only.iter().filter(|c| !self.revoked.contains(*c)).cloned().collect(),
             None => self.enrolled_under(&job.prefixes),
         };
         if targets.is_empty() {

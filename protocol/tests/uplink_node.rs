@@ -350,3 +350,57 @@ fn a_refusal_is_recorded_typed_and_an_older_receivers_text_reason_still_is() {
     assert_eq!(refusal.code, RefusalCode::Other(0));
     assert_eq!(refusal.to_string(), "rollback: offered version 1, accepted version 2");
 }
+
+/// A county revoked (`keys revoke-receiver`) can neither read what is sealed nor report
+/// (its certificates are refused): a broadcast airing for it completes once every other
+/// county has it, recording it refused as revoked, and new broadcasts and re-airs leave it
+/// out. Before, every broadcast to its prefix waited for it until its deadline.
+#[test]
+fn a_revoked_county_is_no_longer_waited_for_or_targeted() {
+    let mut rig = rig(true);
+    rig.node.set_enrolled(codes(&["410102", "410103"]));
+    rig.node.handle_queued(job(&["41"]));
+    let asked = requests(&mut rig.node);
+    let [Request::Prepare { delivery, .. }] = &asked[..] else { panic!("{asked:?}") };
+    assert_eq!(*delivery, Delivery::Feedback { targets: codes(&["410102", "410103"]) });
+    let prepared = object(&rig.signer, delivery.clone());
+    rig.node.handle_completion(rig.now, NOW * 1000, Completion::Prepared { object_id: OBJECT, result: Ok(prepared) });
+    requests(&mut rig.node);
+    rig.node.handle_completion(rig.now, NOW * 1000, Completion::BroadcastRecorded { object_id: OBJECT, result: Ok(()) });
+    air(&mut rig, 2);
+    let hash = *blake3::hash(&{
+        let mut payload = vec![0u8; 20_000];
+        ChaCha8Rng::seed_from_u64(3).fill_bytes(&mut payload);
+        payload
+    })
+    .as_bytes();
+    rig.node.handle_feedback(complete("410102", OBJECT, hash), 1);
+    requests(&mut rig.node);
+    rig.node.handle_completion(rig.now, NOW * 1000, Completion::FeedbackRecorded { token: 1, result: Ok(()) });
+    air(&mut rig, 1);
+    assert!(rig.node.is_airing(OBJECT), "410103 is still waited for");
+
+    rig.node.set_revoked(rig.now, codes(&["410103"]).into_iter().collect());
+    air(&mut rig, 1);
+    assert!(!rig.node.is_airing(OBJECT), "the revoked county was still waited for");
+    assert!(
+        events(&mut rig.node).iter().any(|e| matches!(e, UplinkEvent::Finished { object_id: OBJECT, outcome: Outcome::Completed, .. })),
+        "completed once only revoked counties lacked it"
+    );
+
+    // The next broadcast to the prefix, and a re-air, leave it out.
+    rig.node.handle_queued(UplinkJob { object_id: OBJECT + 1, ..job(&["41"]) });
+    let asked = requests(&mut rig.node);
+    assert!(
+        asked
+            .iter()
+            .any(|r| matches!(r, Request::Prepare { delivery: Delivery::Feedback { targets }, .. } if *targets == codes(&["410102"]))),
+        "{asked:?}"
+    );
+    rig.node.handle_reair(OBJECT, None, None, Some(job(&["41"])), Ok(codes(&["410102"]).into_iter().collect()), 2);
+    let asked = requests(&mut rig.node);
+    assert!(
+        matches!(&asked[..], [Request::Answer { token: 2, answer: Err((409, _)) }]),
+        "nobody but the revoked county lacks it: {asked:?}"
+    );
+}

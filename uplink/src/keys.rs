@@ -9,6 +9,7 @@
 //! The root secret is generated here for convenience but belongs offline: after `init`,
 //! move `root.secret` to offline storage; only `root.public` is needed online.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -464,6 +465,28 @@ pub fn revoke_receiver(dir: &Path, county_code: &str) -> Result<usize, KeysError
         }
     }
     Ok(count)
+}
+
+/// The counties every certificate of which is revoked: the uplink stops waiting for them
+/// (a county given a new bundle after its revocation counts again). Missing files are
+/// empty lists.
+pub fn revoked_counties(dir: &Path) -> Result<BTreeSet<String>, KeysError> {
+    let read = |path: PathBuf| match fs::read_to_string(&path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(io_error(&path)(e)),
+    };
+    let revoked: BTreeSet<String> =
+        read(dir.join(REVOKED_RECEIVERS_FILE))?.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect();
+    let mut counties: BTreeMap<String, bool> = BTreeMap::new();
+    for line in read(dir.join(ISSUED_FILE))?.lines() {
+        let mut fields = line.split_whitespace();
+        if let (Some(code), Some(fingerprint)) = (fields.next(), fields.next()) {
+            let all_revoked = counties.entry(code.to_owned()).or_insert(true);
+            *all_revoked &= revoked.contains(fingerprint);
+        }
+    }
+    Ok(counties.into_iter().filter(|(_, all_revoked)| *all_revoked).map(|(code, _)| code).collect())
 }
 
 /// The root-signed revocation list the daemon airs.

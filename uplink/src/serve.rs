@@ -195,6 +195,9 @@ struct Uplink {
     revocations_modified: Option<SystemTime>,
     /// When key-tree.state last changed, to air the confidential key tree's new wraps.
     key_tree_modified: Option<SystemTime>,
+    /// When the issued and revoked receiver lists last changed, to stop waiting for counties
+    /// revoked since.
+    receivers_lists_modified: Option<(Option<SystemTime>, Option<SystemTime>)>,
     /// Each airing broadcast's class (an index of `metrics::CLASSES`), for the bytes on air.
     classes: HashMap<u64, usize>,
     /// Metrics, alarms and the dashboard's samples.
@@ -343,6 +346,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         key_modified: None,
         revocations_modified: None,
         key_tree_modified: None,
+        receivers_lists_modified: None,
         live,
         symbol_size,
         rounds: HashMap::new(),
@@ -353,6 +357,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
     };
     uplink.reload_revocations_if_changed();
     uplink.reload_key_tree_if_changed(false);
+    uplink.reload_revoked_counties_if_changed(Instant::now());
     uplink.key_modified = uplink.signing_cert_modified();
     let mut next_key_check = Instant::now() + KEY_CHECK_INTERVAL;
     let mut buf = Vec::with_capacity(65_536);
@@ -378,6 +383,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
             uplink.reload_signing_key_if_rotated();
             uplink.reload_revocations_if_changed();
             uplink.reload_key_tree_if_changed(false);
+            uplink.reload_revoked_counties_if_changed(now);
             if uplink.busy_feedback > 0 {
                 warn!(messages = std::mem::take(&mut uplink.busy_feedback), "feedback answered busy: too much waits for the index");
             }
@@ -790,6 +796,26 @@ impl Uplink {
                 self.reload_key_tree_if_changed(true);
             }
             (Err(error), _) | (_, Err(error)) => warn!(%error, "signing key files changed but cannot be loaded yet; keeping the old key"),
+        }
+    }
+
+    /// Stops targeting and waiting for counties whose every certificate is revoked, if the
+    /// issued or revoked receiver lists changed (`keys receiver`, `keys revoke-receiver`).
+    fn reload_revoked_counties_if_changed(&mut self, now: Instant) {
+        let modified = |name: &str| std::fs::metadata(self.config.keys_dir.join(name)).and_then(|m| m.modified()).ok();
+        let lists = Some((modified(keys::ISSUED_FILE), modified(keys::REVOKED_RECEIVERS_FILE)));
+        if lists == self.receivers_lists_modified {
+            return;
+        }
+        match keys::revoked_counties(&self.config.keys_dir) {
+            Ok(revoked) => {
+                self.receivers_lists_modified = lists;
+                if !revoked.is_empty() {
+                    info!(counties = revoked.len(), "revoked counties are no longer targeted or waited for");
+                }
+                self.node.set_revoked(now, revoked);
+            }
+            Err(error) => warn!(%error, "cannot read the receiver lists; revoked counties may still be waited for"),
         }
     }
 

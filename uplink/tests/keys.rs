@@ -221,6 +221,11 @@ fn bundles_enrol_their_county_in_the_durable_key_tree_and_revocation_rekeys_its_
     let wraps = tree.edge_wraps(&mut rng).expect("wraps");
     assert_eq!(rings[1].learn(&wraps), 0, "the revoked county learns nothing new");
     assert_eq!(rings[0].learn(&wraps), 3, "its neighbour learns the new keys");
+    // The uplink stops waiting for it; a new bundle for it makes it a county again.
+    let revoked = keys::revoked_counties(&dir).expect("lists");
+    assert_eq!(revoked.into_iter().collect::<Vec<_>>(), ["410103"]);
+    keys::receiver(&dir, "410103", &tmp.path().join("410103-again"), &keys::BundleSettings::default()).expect("bundle");
+    assert!(keys::revoked_counties(&dir).expect("lists").is_empty(), "a county with a valid certificate is not revoked");
     // A damaged tree is an error, never replaced by an empty one.
     let path = dir.join(keys::KEY_TREE_FILE);
     let mut bytes = std::fs::read(&path).expect("read");
