@@ -240,6 +240,11 @@ fn check_datagram(bytes: &[u8], datagram: &Datagram<'_>) {
             assert!(!signed.is_empty(), "empty key wrap");
             wire::write_key_wrap(&mut out, key, signed);
         }
+        Body::NetworkKey(signed) => {
+            assert_eq!(datagram.object_id, 0, "network key with an object id");
+            assert!(!signed.is_empty(), "empty network key");
+            wire::write_network_key(&mut out, key, signed);
+        }
     }
     assert_eq!(out, bytes, "parsed datagram does not write back to the same bytes");
 }

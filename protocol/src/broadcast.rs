@@ -424,6 +424,8 @@ pub struct AirStats {
     pub revocation_datagrams: u64,
     /// KEY_WRAP datagrams sent (the confidential key tree's carousel).
     pub key_wrap_datagrams: u64,
+    /// NETWORK KEY datagrams sent (the next network key, during a rotation).
+    pub network_key_datagrams: u64,
     /// Bytes on the carrier, IP and UDP headers included.
     pub bytes_on_air: u64,
 }
@@ -869,6 +871,8 @@ pub struct Broadcaster {
     /// The root-signed revocation list, aired after every heartbeat so a receiver that was
     /// offline learns it within one heartbeat interval.
     revocation: Option<Vec<u8>>,
+    /// The signed next network key, aired after every regular heartbeat until it takes over.
+    next_network_key: Option<Vec<u8>>,
     /// The key tree's signed key-wrap messages, aired in turn, [`KEY_WRAPS_PER_HEARTBEAT`]
     /// after every heartbeat (docs/protocol.md 7.4).
     key_wraps: Vec<Vec<u8>>,
@@ -909,6 +913,7 @@ impl Broadcaster {
             live_changed: false,
             versions: BTreeMap::new(),
             revocation: None,
+            next_network_key: None,
             key_wraps: Vec::new(),
             key_wrap_next: 0,
             events: VecDeque::new(),
@@ -1022,6 +1027,25 @@ impl Broadcaster {
         signed_key_wraps.truncate(KEY_WRAP_MESSAGES_MAX);
         self.key_wraps = signed_key_wraps;
         self.key_wrap_next = 0;
+    }
+
+    /// Airs this signed next network key (canonical bytes) from now on, after every regular
+    /// heartbeat, or stops (None).
+    pub fn set_next_network_key(&mut self, signed_next_network_key: Option<Vec<u8>>) {
+        self.next_network_key = signed_next_network_key;
+    }
+
+    /// Tags every datagram with `key` from now on (a rotation's activation), those already
+    /// queued included, and stops airing the announcement of it.
+    pub fn set_network_key(&mut self, key: NetworkKey) {
+        self.network_key = key;
+        self.next_network_key = None;
+        for (_, datagram, _) in self.control.iter_mut() {
+            wire::retag(datagram, &self.network_key);
+        }
+        if let Some((datagram, _)) = self.pending.as_mut() {
+            wire::retag(datagram, &self.network_key);
+        }
     }
 
     /// Airs this signed revocation list (canonical bytes) from now on, after every heartbeat.
@@ -1378,6 +1402,11 @@ impl Broadcaster {
                 wire::write_revocation(&mut revocation_datagram, &self.network_key, revocation);
                 self.control.push_front((now, revocation_datagram, PacketType::Revocation));
             }
+            if let Some(announcement) = self.next_network_key.as_ref().filter(|_| regular) {
+                let mut datagram = Vec::new();
+                wire::write_network_key(&mut datagram, &self.network_key, announcement);
+                self.control.push_back((now, datagram, PacketType::NetworkKey));
+            }
             if regular {
                 for _ in 0..KEY_WRAPS_PER_HEARTBEAT.min(self.key_wraps.len()) {
                     let index = self.key_wrap_next % self.key_wraps.len();
@@ -1496,6 +1525,7 @@ impl Broadcaster {
             PacketType::Round => self.stats.round_datagrams += 1,
             PacketType::Revocation => self.stats.revocation_datagrams += 1,
             PacketType::KeyWrap => self.stats.key_wrap_datagrams += 1,
+            PacketType::NetworkKey => self.stats.network_key_datagrams += 1,
         }
         out.clear();
         out.extend_from_slice(&buf);

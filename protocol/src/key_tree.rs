@@ -343,6 +343,11 @@ pub enum Wrapped {
         /// The object.
         object_id: u64,
     },
+    /// The network key that the uplink tags datagrams with from `activates_unix_secs` on.
+    NetworkKey {
+        /// When it takes over, which also names the rotation.
+        activates_unix_secs: u64,
+    },
 }
 
 fn associated_data(what: Wrapped, under: Node, under_epoch: u64) -> Vec<u8> {
@@ -358,6 +363,10 @@ fn associated_data(what: Wrapped, under: Node, under_epoch: u64) -> Vec<u8> {
         Wrapped::Content { object_id } => {
             aad.push(1);
             aad.extend_from_slice(&object_id.to_be_bytes());
+        }
+        Wrapped::NetworkKey { activates_unix_secs } => {
+            aad.push(2);
+            aad.extend_from_slice(&activates_unix_secs.to_be_bytes());
         }
     }
     aad.push(under.level);
@@ -828,9 +837,15 @@ impl KeyRing {
     /// The content key of `object_id` from its wraps, if this county can open one; otherwise
     /// whether it is targeted but lacks a group key ([`Access::Pending`]) or not targeted.
     pub fn content_key(&self, object_id: u64, wraps: &[Sealed]) -> Access {
+        self.open(Wrapped::Content { object_id }, wraps)
+    }
+
+    /// The key bound to `what` from its wraps, if this county can open one; otherwise
+    /// whether it is targeted but lacks a group key ([`Access::Pending`]) or not targeted.
+    pub fn open(&self, what: Wrapped, wraps: &[Sealed]) -> Access {
         let mut pending = false;
         for sealed in wraps.iter().filter(|s| s.under.contains(&self.county)) {
-            if let Some(key) = self.unseal(Wrapped::Content { object_id }, sealed) {
+            if let Some(key) = self.unseal(what, sealed) {
                 return Access::Key(key);
             }
             // A group on its path at an epoch it does not hold yet: a newer one will come.

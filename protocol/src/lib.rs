@@ -13,6 +13,7 @@ pub mod fec;
 pub mod feedback;
 pub mod key_tree;
 pub mod manifest;
+pub mod network_key;
 pub mod object_id;
 pub mod pacer;
 pub mod receiver_node;

@@ -42,6 +42,7 @@ use crate::fec::{self, Block, FecError, Oti};
 use crate::feedback::{Feedback, FeedbackMessage, Refusal, RefusalCode};
 use crate::key_tree::{CountySecret, KeyRing, KeyTreeError, Node, SignedKeyWraps};
 use crate::manifest::{Kind, Manifest};
+use crate::network_key::{NextKeyAccess, SignedNextNetworkKey};
 use crate::storage::{DecodeOutcome, Held, NotKept, StoreCompletion, StoreRequest, VerifyOutcome};
 // Where they lived before storage became requests; the daemon's store and tests name them here.
 pub use crate::storage::{MemoryStore, ReceptionStore};
@@ -224,6 +225,22 @@ struct RefusalNote {
 /// What the reception machine reports to its driver.
 #[derive(Debug)]
 pub enum ReceptionEvent {
+    /// A next network key was learned from the air: the driver keeps it durably, so a
+    /// restart before or after its activation still hears the uplink.
+    NextNetworkKey {
+        /// When it activates.
+        activates_unix_secs: u64,
+        /// The key.
+        key: NetworkKey,
+    },
+    /// The next network key took over (a heartbeat tagged with it verified): the driver
+    /// keeps it durably as the current key.
+    NetworkKeyActivated {
+        /// When it activated.
+        activates_unix_secs: u64,
+        /// The key.
+        key: NetworkKey,
+    },
     /// A datagram was refused before its body was used.
     Dropped {
         /// Why.
@@ -370,6 +387,18 @@ pub struct ReceptionStats {
     pub key_wraps_refused: u64,
     /// Group keys of this county's path learned from them.
     pub group_keys_learned: u64,
+    /// NETWORK KEY datagrams (a rotation of the network key, docs/protocol.md 8.6).
+    pub network_key_announcements: u64,
+    /// Of those, dropped before any signature: a rotation already known or older, or this
+    /// county has no key of its own.
+    pub network_key_unwanted: u64,
+    /// Of those, refused: malformed, a revoked or unknown signer, a bad signature, or not
+    /// sealed for this county (revoked before the rotation).
+    pub network_key_refused: u64,
+    /// Next network keys learned.
+    pub network_keys_learned: u64,
+    /// Next network keys that took over (at the first verified heartbeat under them).
+    pub network_keys_activated: u64,
     /// Confidential objects whose targets include this county's code but whose content key
     /// is not sealed for it (revoked before the object was made, or enrolled after): dropped
     /// without a word to the uplink, once per manifest signature.
@@ -405,6 +434,13 @@ pub struct ReceptionConfig {
     pub root: RootPublicKey,
     /// The network key that tags every datagram.
     pub network_key: NetworkKey,
+    /// When `network_key` took over from an earlier one, seconds since the Unix epoch (0
+    /// for the bundle's): an announcement of a key activating no later is old news.
+    pub network_key_activates_unix_secs: u64,
+    /// A next network key learned from the air (docs/protocol.md 8.6), and when it
+    /// activates: tags under it are tried when the current key's fail, and the first
+    /// heartbeat under it that verifies makes it current.
+    pub next_network_key: Option<(u64, NetworkKey)>,
     /// The most objects received at once.
     pub partial_objects_max: usize,
     /// Progress reports go out at a random moment within this window after a ROUND marker.
@@ -429,6 +465,8 @@ impl ReceptionConfig {
             county_code,
             root,
             network_key,
+            network_key_activates_unix_secs: 0,
+            next_network_key: None,
             partial_objects_max: 8,
             report_window: Duration::from_secs(1),
             quiet_report_after: Duration::from_secs(5),
@@ -1026,9 +1064,86 @@ impl Reception {
     pub fn handle_datagram(&mut self, now: Instant, wall_unix_secs: u64, bytes: &[u8]) {
         match wire::parse(bytes, &self.config.network_key) {
             Ok(datagram) => self.handle_parsed(now, wall_unix_secs, &datagram),
+            Err(WireError::Tag) if self.config.next_network_key.is_some() => self.handle_under_next_key(now, wall_unix_secs, bytes),
             Err(reason) => {
                 self.stats.dropped += 1;
                 self.push(ReceptionEvent::Dropped { reason });
+            }
+        }
+    }
+
+    /// A datagram whose tag fails under the current network key, while a next one is held:
+    /// a heartbeat under the next key whose signature verifies means the uplink switched,
+    /// and the next key becomes current. Anything else under it waits for that heartbeat
+    /// (an insider who knows the next key cannot switch this county early).
+    fn handle_under_next_key(&mut self, now: Instant, wall_unix_secs: u64, bytes: &[u8]) {
+        let Some((activates_unix_secs, next)) = self.config.next_network_key.clone() else { return };
+        let heartbeat = match wire::parse(bytes, &next) {
+            Ok(wire::Datagram { body: Body::Heartbeat(signed), .. }) => signed,
+            _ => {
+                self.stats.dropped += 1;
+                return self.push(ReceptionEvent::Dropped { reason: WireError::Tag });
+            }
+        };
+        let before = self.last_heartbeat;
+        self.stats.datagrams += 1;
+        self.handle_heartbeat(now, wall_unix_secs, heartbeat);
+        if self.last_heartbeat != before {
+            self.config.network_key = next.clone();
+            self.config.network_key_activates_unix_secs = activates_unix_secs;
+            self.config.next_network_key = None;
+            self.stats.network_keys_activated += 1;
+            self.push(ReceptionEvent::NetworkKeyActivated { activates_unix_secs, key: next });
+        }
+    }
+
+    /// A NETWORK KEY datagram: cheap checks first (a rotation already known or older, the
+    /// same bytes refused before), then the signature, then the AEAD with this county's
+    /// keys. One not sealed for it (revoked) is remembered, so its repeats cost a hash.
+    fn handle_network_key(&mut self, wall_unix_secs: u64, bytes: &[u8]) {
+        self.stats.network_key_announcements += 1;
+        let Some(ring) = self.keys.as_ref() else {
+            self.stats.network_key_unwanted += 1;
+            return;
+        };
+        let Ok((signed, message)) = SignedNextNetworkKey::decode(bytes) else {
+            self.stats.network_key_refused += 1;
+            return;
+        };
+        let activates = message.activates_unix_secs;
+        let known = activates <= self.config.network_key_activates_unix_secs
+            || self.config.next_network_key.as_ref().is_some_and(|(held, _)| *held >= activates);
+        if known {
+            self.stats.network_key_unwanted += 1;
+            return;
+        }
+        let digest = *blake3::hash(bytes).as_bytes();
+        if self.refused_control.contains(&digest) {
+            self.stats.network_key_refused += 1;
+            return;
+        }
+        if self.revoked.1.contains(&signed.certificate.body.serial) {
+            self.stats.network_key_refused += 1;
+            return self.remember_refused_control(digest);
+        }
+        // The AEAD before the signature: a forgery not sealed for this county costs no
+        // signature check.
+        match message.open(ring) {
+            // Its group keys come with the carousel; a later repeat opens it.
+            NextKeyAccess::Pending => self.stats.network_key_unwanted += 1,
+            NextKeyAccess::NotTargeted => {
+                self.stats.network_key_refused += 1;
+                self.remember_refused_control(digest);
+            }
+            NextKeyAccess::Key(key) => {
+                self.stats.signatures_checked += 1;
+                if signed.verify(&self.config.root, wall_unix_secs).is_err() {
+                    self.stats.network_key_refused += 1;
+                    return self.remember_refused_control(digest);
+                }
+                self.config.next_network_key = Some((activates, key.clone()));
+                self.stats.network_keys_learned += 1;
+                self.push(ReceptionEvent::NextNetworkKey { activates_unix_secs: activates, key });
             }
         }
     }
@@ -1072,6 +1187,7 @@ impl Reception {
             Body::Round { round } => self.handle_round(now, datagram.object_id, round),
             Body::Revocation(signed) => self.handle_revocation(signed),
             Body::KeyWrap(signed) => self.handle_key_wrap(now, wall_unix_secs, signed),
+            Body::NetworkKey(signed) => self.handle_network_key(wall_unix_secs, signed),
         }
     }
 

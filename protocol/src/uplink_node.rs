@@ -537,6 +537,16 @@ impl UplinkNode {
         self.collect();
     }
 
+    /// Airs this signed next network key after every heartbeat, or stops (None).
+    pub fn set_next_network_key(&mut self, signed_next_network_key: Option<Vec<u8>>) {
+        self.broadcaster.set_next_network_key(signed_next_network_key);
+    }
+
+    /// Tags every datagram with `key` from now on (a rotation's activation).
+    pub fn set_network_key(&mut self, key: NetworkKey) {
+        self.broadcaster.set_network_key(key);
+    }
+
     /// Signs heartbeats with a new key from now on (after a rotation).
     pub fn set_signing_key(&mut self, signing_key: SigningKey) {
         self.broadcaster.set_signing_key(signing_key);

@@ -60,6 +60,9 @@ pub enum PacketType {
     Revocation = 5,
     /// Signed wraps of the confidential key tree's group keys (see `key_tree`).
     KeyWrap = 6,
+    /// The next network key, sealed for every enrolled county and signed (see
+    /// `network_key`). 7 is left to the symbol lists of source authentication.
+    NetworkKey = 8,
 }
 
 /// Bytes of a ROUND body: the round number.
@@ -136,6 +139,9 @@ pub enum Body<'a> {
     /// Canonical signed key wraps (see `key_tree`), at most
     /// [`crate::key_tree::SIGNED_KEY_WRAPS_BYTES_MAX`] bytes.
     KeyWrap(&'a [u8]),
+    /// A canonical signed next network key (see `network_key`), at most
+    /// [`crate::network_key::SIGNED_NEXT_NETWORK_KEY_BYTES_MAX`] bytes.
+    NetworkKey(&'a [u8]),
     /// The end of a round of symbols for the object: round 0 is the first pass.
     Round {
         /// The round that just ended.
@@ -206,6 +212,10 @@ pub fn parse<'a>(bytes: &'a [u8], key: &NetworkKey) -> Result<Datagram<'a>, Wire
         5 => return Err(WireError::Body { kind: "revocation", len: body.len() }),
         6 if object_id == 0 && !body.is_empty() && body.len() <= crate::key_tree::SIGNED_KEY_WRAPS_BYTES_MAX => Body::KeyWrap(body),
         6 => return Err(WireError::Body { kind: "key wrap", len: body.len() }),
+        8 if object_id == 0 && !body.is_empty() && body.len() <= crate::network_key::SIGNED_NEXT_NETWORK_KEY_BYTES_MAX => {
+            Body::NetworkKey(body)
+        }
+        8 => return Err(WireError::Body { kind: "network key", len: body.len() }),
         other => return Err(WireError::Type(other)),
     };
     Ok(Datagram { object_id, body })
@@ -285,6 +295,22 @@ pub fn write_revocation(out: &mut Vec<u8>, key: &NetworkKey, signed_revocation: 
 pub fn write_key_wrap(out: &mut Vec<u8>, key: &NetworkKey, signed_key_wraps: &[u8]) {
     begin(out, PacketType::KeyWrap, 0);
     out.extend_from_slice(signed_key_wraps);
+    seal(out, key);
+}
+
+/// Replaces the tag of a datagram written by this module with one under `key` (the uplink
+/// switching network keys with datagrams queued).
+pub fn retag(datagram: &mut Vec<u8>, key: &NetworkKey) {
+    if datagram.len() >= HEADER_LEN + TAG_LEN {
+        datagram.truncate(datagram.len() - TAG_LEN);
+        seal(datagram, key);
+    }
+}
+
+/// Writes a NETWORK KEY datagram carrying a canonical signed next network key.
+pub fn write_network_key(out: &mut Vec<u8>, key: &NetworkKey, signed_next_network_key: &[u8]) {
+    begin(out, PacketType::NetworkKey, 0);
+    out.extend_from_slice(signed_next_network_key);
     seal(out, key);
 }
 

@@ -614,3 +614,102 @@ fn a_sealed_manifest_heard_before_its_keys_opens_when_the_key_wraps_come() {
     }
     assert_eq!(appended, datagrams.len(), "the symbols heard before the keys count");
 }
+
+/// The network key rotated over the air (docs/protocol.md 8.6): the uplink airs the next key
+/// sealed for every enrolled county; enrolled counties learn it and switch at the first
+/// heartbeat tagged with it, a county revoked before the rotation cannot open it and hears
+/// nothing once the uplink switches, and an insider who knows the next key cannot switch a
+/// county early with a forged datagram.
+#[test]
+fn the_network_key_rotates_over_the_air_and_a_revoked_county_is_left_out() {
+    use satcast_protocol::broadcast::{BroadcastConfig, Broadcaster};
+    use satcast_protocol::network_key::NextNetworkKey;
+    use satcast_protocol::reception::{Reception, ReceptionConfig, ReceptionEvent};
+    use std::time::{Duration, Instant};
+    let mut rng = ChaCha20Rng::seed_from_u64(88);
+    let root_key = RootKey::generate(&mut rng);
+    let signing = SigningKey::generate(&mut rng, &root_key, 1, NOW - 10, NOW + 86_400);
+    let heartbeats = SigningKey::generate(&mut rng, &root_key, 2, NOW - 10, NOW + 86_400);
+    let mut tree = KeyTree::new(&mut rng);
+    let mut counties = Vec::new();
+    for code in ["410102", "410103", "420101"] {
+        let secret = CountySecret::generate(&mut rng);
+        tree.enroll(&mut rng, Node::county(code).expect("code"), secret.public()).expect("enrols");
+        let mut reception = Reception::new(ReceptionConfig::new(code.into(), root_key.public(), NETWORK));
+        reception.set_county_secret(secret).expect("a county code");
+        counties.push(reception);
+    }
+    let config = BroadcastConfig { datagram_bytes_max: DATAGRAM_BYTES_MAX, link_rate_bits_per_sec: 1 << 40, ..BroadcastConfig::default() };
+    let interval = config.heartbeat_interval;
+    let start = Instant::now();
+    let mut uplink = Broadcaster::new(start, config, NETWORK, heartbeats);
+    let air = |uplink: &mut Broadcaster, counties: &mut [Reception], beat: u32| {
+        let now = start + interval * beat + Duration::from_millis(1);
+        let mut out = Vec::new();
+        while uplink.poll_transmit(now, (NOW + u64::from(beat) * 5) * 1000, &mut out) {
+            for county in counties.iter_mut() {
+                county.handle_datagram(now, NOW + u64::from(beat) * 5, &out);
+            }
+        }
+    };
+    let carousel = |tree: &KeyTree, rng: &mut ChaCha20Rng| {
+        let wraps = tree.edge_wraps(rng).expect("wraps");
+        KeyWraps::sign_all(&signing, tree.sequence, NOW, &wraps, satcast_protocol::key_tree::wraps_per_datagram(DATAGRAM_BYTES_MAX))
+            .expect("signs")
+            .iter()
+            .map(|m| m.to_bytes())
+            .collect::<Vec<_>>()
+    };
+    uplink.set_key_wraps(carousel(&tree, &mut rng));
+    for beat in 0..3 {
+        air(&mut uplink, &mut counties, beat);
+    }
+    assert!(counties.iter().all(|c| c.stats().group_keys_learned == 3), "every county learns its path");
+
+    // 420101 is revoked (its bundle leaked), then the network key is rotated.
+    tree.revoke(&mut rng, Node::county("420101").expect("code")).expect("revokes");
+    uplink.set_key_wraps(carousel(&tree, &mut rng));
+    let next = NetworkKey([42; 32]);
+    let activates = NOW + 60;
+    let announcement = NextNetworkKey::seal(&mut rng, &tree, &next, activates, NOW).expect("seals").sign(&signing).expect("signs");
+    uplink.set_next_network_key(Some(announcement.to_bytes()));
+    for beat in 3..8 {
+        air(&mut uplink, &mut counties, beat);
+    }
+    let learned: Vec<u64> = counties.iter().map(|c| c.stats().network_keys_learned).collect();
+    assert_eq!(learned, [1, 1, 0], "the revoked county cannot open the next key");
+    let stats = counties[0].stats();
+    assert!(stats.network_key_announcements >= 4 && stats.network_key_unwanted >= 3, "repeats cost a counter: {stats:?}");
+    // It holds only the nation's old key: it waits for a newer one (that never comes) and
+    // tries each repeat with an AEAD, never a signature.
+    let revoked = counties[2].stats();
+    assert_eq!(revoked.network_key_unwanted, revoked.network_key_announcements, "{revoked:?}");
+    assert!(
+        counties
+            .iter_mut()
+            .all(|c| std::iter::from_fn(|| c.poll_event()).all(|e| !matches!(e, ReceptionEvent::NetworkKeyActivated { .. })))
+    );
+
+    // An insider who knows the next key forges a ROUND marker under it: nobody switches.
+    let mut forged = Vec::new();
+    wire::write_round(&mut forged, &next, 9, 1);
+    for county in counties.iter_mut() {
+        county.handle_datagram(start, NOW, &forged);
+    }
+    assert!(counties.iter().all(|c| c.stats().network_keys_activated == 0), "switched by a forged datagram");
+
+    // The uplink switches: the enrolled counties follow at the next heartbeat, and keep
+    // hearing it; the revoked county hears nothing more.
+    uplink.set_network_key(next.clone());
+    let before: Vec<u64> = counties.iter().map(|c| c.stats().datagrams).collect();
+    for beat in 8..10 {
+        air(&mut uplink, &mut counties, beat);
+    }
+    let activated: Vec<u64> = counties.iter().map(|c| c.stats().network_keys_activated).collect();
+    assert_eq!(activated, [1, 1, 0]);
+    for (county, before) in counties.iter().zip(&before).take(2) {
+        assert!(county.stats().datagrams > *before + 2, "an enrolled county hears the uplink under the new key: {:?}", county.stats());
+    }
+    assert_eq!(counties[2].stats().datagrams, before[2], "the revoked county hears nothing under the new key");
+    assert!(counties[0].heartbeat_age(start + interval * 9 + Duration::from_millis(2)).is_some_and(|age| age < interval));
+}

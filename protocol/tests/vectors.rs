@@ -832,11 +832,11 @@ fn round_fields() {
         retag(&mut datagram);
         assert_eq!(wire::parse(&datagram, &keys.network), Err(WireError::Body { kind: "round", len }));
     }
-    // Types other than 1 to 6 (7 is reserved) are refused after the tag.
+    // Types other than 1 to 6 and 8 (7 is reserved) are refused after the tag.
     let mut unknown = datagram.clone();
-    unknown[5] = 8;
+    unknown[5] = 9;
     retag(&mut unknown);
-    assert_eq!(wire::parse(&unknown, &keys.network), Err(WireError::Type(8)));
+    assert_eq!(wire::parse(&unknown, &keys.network), Err(WireError::Type(9)));
 }
 
 #[test]

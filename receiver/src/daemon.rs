@@ -30,6 +30,7 @@ use crate::config::ReceiverConfig;
 use crate::droplog::{DropLog, Refused, reason_key, record_datagram};
 use crate::heartbeat::HeartbeatWatch;
 use crate::hooks::{self, HookBook};
+use crate::network_keys::{NetworkKeys, NetworkKeysFile};
 use crate::status::{HeartbeatStatus, PartialStatus, ReceptionStatus, StuckState, StuckStatus};
 use crate::upgrade::Executable;
 use crate::worker::{self, Job, NodeView};
@@ -143,6 +144,8 @@ struct Datapath {
     /// has their names and blocks).
     receiving: HashMap<u64, (u64, u64)>,
     started_unix_ms: u64,
+    /// The network keys in force, and where they are kept.
+    network_keys: (NetworkKeysFile, NetworkKeys),
 }
 
 /// Why [`run`] returned.
@@ -163,8 +166,13 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<Stopped, Run
         .ok();
     let root = RootPublicKey::from_text(&read_key_text(&config.keys.root_public)?)
         .map_err(|e| RunError::Key { path: config.keys.root_public.clone(), why: e.to_string() })?;
-    let network_key = NetworkKey::from_text(&read_key_text(&config.keys.network_key)?)
+    let bundle_network_key = NetworkKey::from_text(&read_key_text(&config.keys.network_key)?)
         .map_err(|e| RunError::Key { path: config.keys.network_key.clone(), why: e.to_string() })?;
+    // A key learned over the air since the bundle was installed takes its place.
+    let network_keys_file = NetworkKeysFile::new(&config.state_dir, &bundle_network_key);
+    let network_keys = network_keys_file
+        .load(&bundle_network_key)
+        .map_err(|why| RunError::Key { path: config.state_dir.join(crate::network_keys::NETWORK_KEYS_FILE), why })?;
     let limits = ReceiverLimits { spool_bytes_max: config.limits.spool_bytes_max, cache_bytes_max: config.limits.cache_bytes_max };
     let (store, report) = ReceiverStore::open(&config.state_dir, &config.deliver_dir, limits, wall_unix_secs())?;
     if let IndexOpen::Quarantined { moved_to, why } = &report.index {
@@ -175,7 +183,12 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<Stopped, Run
     let _span = info_span!("receiver", county = %config.county_code).entered();
     info!(local = ?socket.local_addr().ok(), "receiver started");
 
-    let mut reception = ReceptionConfig::new(config.county_code.clone(), root, network_key);
+    let mut reception = ReceptionConfig::new(config.county_code.clone(), root, network_keys.current.1.clone());
+    reception.network_key_activates_unix_secs = network_keys.current.0;
+    reception.next_network_key = network_keys.next.clone();
+    if network_keys.current.0 > 0 {
+        info!(activated_unix_secs = network_keys.current.0, "using the network key learned over the air");
+    }
     reception.partial_objects_max = config.limits.partial_objects_max;
     reception.seed = rand::random();
     let hook_kinds = Kind::ALL.into_iter().filter(|kind| config.hooks.for_kind(*kind).is_some()).collect();
@@ -237,6 +250,7 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<Stopped, Run
         hello,
         receiving: HashMap::new(),
         started_unix_ms: wall_unix_ms(),
+        network_keys: (network_keys_file, network_keys),
         config,
     };
     datapath.pump();
@@ -424,8 +438,27 @@ impl Datapath {
         }
     }
 
+    /// Keeps the network keys durably; a failure is said, and the keys stay in use until
+    /// the next restart (which starts from the bundle's key or the last one kept).
+    fn save_network_keys(&mut self) {
+        let (file, keys) = &self.network_keys;
+        if let Err(error) = file.save(keys) {
+            warn!(%error, "cannot keep the network keys durably; a restart would start from the last ones kept");
+        }
+    }
+
     fn log_reception(&mut self, event: ReceptionEvent) {
         match event {
+            ReceptionEvent::NextNetworkKey { activates_unix_secs, key } => {
+                self.network_keys.1.next = Some((activates_unix_secs, key));
+                self.save_network_keys();
+                info!(activates_unix_secs, "learned the next network key; the uplink switches to it then");
+            }
+            ReceptionEvent::NetworkKeyActivated { activates_unix_secs, key } => {
+                self.network_keys.1 = NetworkKeys { current: (activates_unix_secs, key), next: None };
+                self.save_network_keys();
+                info!(activates_unix_secs, "the uplink switched to the next network key; using it from now on");
+            }
             ReceptionEvent::Dropped { reason } => record_datagram(&mut self.drops, &reason),
             // Forgeries can come at any rate: the first of each reason is logged, the rest
             // summarised (a genuine refusal for this county is Refused, said once per object).
@@ -539,6 +572,10 @@ impl Datapath {
                 key_wraps_unwanted: stats.key_wraps_unwanted,
                 key_wraps_refused: stats.key_wraps_refused,
                 group_keys_learned: stats.group_keys_learned,
+                network_key_announcements: stats.network_key_announcements,
+                network_key_refused: stats.network_key_refused,
+                network_keys_learned: stats.network_keys_learned,
+                network_keys_activated: stats.network_keys_activated,
                 sealed_not_targeted: stats.sealed_not_targeted,
                 sealed_pending: stats.sealed_pending,
                 sealed_opened: stats.sealed_opened,

@@ -10,6 +10,7 @@ pub mod droplog;
 pub mod heartbeat;
 pub mod hooks;
 pub mod metrics;
+pub mod network_keys;
 pub mod status;
 pub mod upgrade;
 pub mod worker;

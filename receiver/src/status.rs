@@ -169,6 +169,18 @@ pub struct ReceptionStatus {
     /// Group keys of this county's path learned from them.
     #[serde(default)]
     pub group_keys_learned: u64,
+    /// NETWORK KEY datagrams heard (a rotation of the network key).
+    #[serde(default)]
+    pub network_key_announcements: u64,
+    /// Of those, refused (malformed, bad signature, not sealed for this county).
+    #[serde(default)]
+    pub network_key_refused: u64,
+    /// Next network keys learned.
+    #[serde(default)]
+    pub network_keys_learned: u64,
+    /// Next network keys that took over.
+    #[serde(default)]
+    pub network_keys_activated: u64,
     /// Confidential objects aimed at this county's code but not sealed for it (revoked
     /// before they were made): dropped quietly.
     #[serde(default)]
@@ -767,6 +779,10 @@ mod tests {
                 key_wraps_unwanted: 0,
                 key_wraps_refused: 0,
                 group_keys_learned: 0,
+                network_key_announcements: 0,
+                network_key_refused: 0,
+                network_keys_learned: 0,
+                network_keys_activated: 0,
                 sealed_not_targeted: 0,
                 sealed_pending: 0,
                 sealed_opened: 0,

@@ -33,6 +33,9 @@ pub const SIGNING_SECRET_FILE: &str = "signing.secret";
 pub const SIGNING_CERT_FILE: &str = "signing.cert";
 /// Datagram tag key, `satcast-network-key-v1 <hex>`.
 pub const NETWORK_KEY_FILE: &str = "network.key";
+/// The next network key and when it activates, while a rotation is announced
+/// (`keys rotate-network-key`); the running daemon airs it and switches to it then.
+pub const NEXT_NETWORK_KEY_FILE: &str = "network.key.next";
 /// Private CA certificate for QUIC mutual TLS (PEM).
 pub const CA_CERT_FILE: &str = "ca.cert.pem";
 /// Private CA key (PEM).
@@ -738,6 +741,62 @@ pub fn load_signing_key(dir: &Path) -> Result<SigningKey, KeysError> {
     SigningKey::from_text(&secret, &cert).map_err(|source| KeysError::KeyText { path: secret_path, source })
 }
 
+/// Starts a rotation of the network key: a fresh key in `network.key.next`, taking over
+/// `activate_in_secs` from now. The running daemon airs it sealed for every county enrolled
+/// in the confidential key tree (a revoked county is not), and switches to it then. Returns
+/// when it activates. Refused while another rotation is announced, or with no county enrolled.
+pub fn rotate_network_key(dir: &Path, now_unix_secs: u64, activate_in_secs: u64) -> Result<u64, KeysError> {
+    let path = dir.join(NEXT_NETWORK_KEY_FILE);
+    if path.exists() {
+        return Err(KeysError::Exists { path });
+    }
+    let tree = load_key_tree(dir)?;
+    if tree.counties().next().is_none() {
+        let why =
+            "no county is enrolled in the key tree (bundles made by `keys receiver` enrol theirs), so none could learn the key".to_owned();
+        return Err(KeysError::KeyTree { path: dir.join(KEY_TREE_FILE), why });
+    }
+    let activates = now_unix_secs.saturating_add(activate_in_secs);
+    let key = NetworkKey::generate(&mut os_rng()?);
+    write_new(dir, NEXT_NETWORK_KEY_FILE, format!("activates {activates}\n{}\n", key.to_text().trim()).as_bytes(), Secrecy::Secret)?;
+    sync_dir(dir)?;
+    Ok(activates)
+}
+
+/// The announced next network key and when it activates, if a rotation is under way.
+pub fn load_next_network_key(dir: &Path) -> Result<Option<(u64, NetworkKey)>, KeysError> {
+    let path = dir.join(NEXT_NETWORK_KEY_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(KeysError::Io { path, source }),
+    };
+    let damaged = |why: &str| KeysError::KeyTree { path: path.clone(), why: why.to_owned() };
+    let mut lines = text.lines();
+    let activates = lines
+        .next()
+        .and_then(|l| l.strip_prefix("activates "))
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| damaged("the first line is not `activates <unix seconds>`"))?;
+    let key =
+        NetworkKey::from_text(lines.next().unwrap_or_default()).map_err(|source| KeysError::KeyText { path: path.clone(), source })?;
+    Ok(Some((activates, key)))
+}
+
+/// Makes the announced key the network key (`network.key` replaced whole), and ends the
+/// rotation. Done again after a crash between the two, it changes nothing.
+pub fn activate_next_network_key(dir: &Path, key: &NetworkKey) -> Result<(), KeysError> {
+    write_new(dir, NETWORK_KEY_FILE, key.to_text().as_bytes(), Secrecy::Secret)?;
+    sync_dir(dir)?;
+    let next = dir.join(NEXT_NETWORK_KEY_FILE);
+    match fs::remove_file(&next) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(KeysError::Io { path: next, source }),
+    }
+    sync_dir(dir)
+}
+
 /// Loads the network key (`network.key`) from `dir`.
 pub fn load_network_key(dir: &Path) -> Result<NetworkKey, KeysError> {
     let path = dir.join(NETWORK_KEY_FILE);
@@ -888,7 +947,8 @@ fn create_dir(dir: &Path) -> Result<(), KeysError> {
 }
 
 /// Writes `name` in `dir` whole: temporary file (created with its final mode), fsync,
-/// rename. The caller has checked that `name` does not exist and syncs `dir` afterwards.
+/// rename. The caller has checked that `name` does not exist (or means to replace it whole,
+/// as a rotation's activation replaces `network.key`) and syncs `dir` afterwards.
 fn write_new(dir: &Path, name: &str, contents: &[u8], secrecy: Secrecy) -> Result<(), KeysError> {
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));

@@ -254,6 +254,19 @@ enum KeysCommand {
         #[arg(long)]
         id: String,
     },
+    /// Rotate the network key over the air: a fresh key, sealed for every county enrolled in
+    /// the confidential key tree (a revoked county cannot open it), aired by the running
+    /// daemon after every heartbeat until it takes over. Counties keep it durably and switch
+    /// when the uplink does. Revoke a leaked bundle's county first, then rotate.
+    RotateNetworkKey {
+        /// The uplink's key directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// How long counties have to hear it before it takes over (counties off the air for
+        /// longer need a new bundle): 90s, 30m, 24h...
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_span)]
+        activate_in: u64,
+    },
     /// Revoke signing keys by serial: the root (which must be in DIR for this) signs a new
     /// revocation list; the running daemon airs it and counties refuse those keys from then on.
     /// The active key and serials never issued are refused without --force.
@@ -684,6 +697,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let count = keys::revoke_receiver(&dir, &id)?;
             outln!(
                 "revoked {count} client certificate(s) of county {id}; if it was in the confidential key tree, it is out and its path re-keyed"
+            )?;
+        }
+        Command::Keys { command: KeysCommand::RotateNetworkKey { dir, activate_in } } => {
+            let activates = keys::rotate_network_key(&dir, wall_unix_secs(), activate_in)?;
+            outln!(
+                "next network key written to {}; the running daemon airs it to every enrolled county and switches to it at {}",
+                dir.join(keys::NEXT_NETWORK_KEY_FILE).display(),
+                report::utc_text(activates)
             )?;
         }
         Command::Keys { command: KeysCommand::Revoke { dir, serials, force } } => {

@@ -24,8 +24,9 @@ use satcast_protocol::broadcast::{AirPlan, BroadcastConfig, BroadcastEvent, Chec
 use satcast_protocol::fec::Oti;
 use satcast_protocol::feedback::{AckReply, Feedback, FeedbackMessage};
 use satcast_protocol::manifest::Manifest;
+use satcast_protocol::network_key::NextNetworkKey;
 use satcast_protocol::sizing::SizingConfig;
-use satcast_protocol::trust::{SignedManifest, SigningKey};
+use satcast_protocol::trust::{NetworkKey, SignedManifest, SigningKey};
 use satcast_protocol::uplink_node::{
     CommandAnswer, CommandRefusal, Completion, KnownBroadcast, LedgerDecision, Outcome, PrepareFailure, Request, Resume, UplinkEvent,
     UplinkJob, UplinkNode, UplinkNodeConfig,
@@ -198,6 +199,10 @@ struct Uplink {
     /// When the issued and revoked receiver lists last changed, to stop waiting for counties
     /// revoked since.
     receivers_lists_modified: Option<(Option<SystemTime>, Option<SystemTime>)>,
+    /// When keys/network.key.next last changed, and the rotation it announces (activation,
+    /// key), aired until it takes over.
+    next_network_key_modified: Option<SystemTime>,
+    next_network_key: Option<(u64, NetworkKey)>,
     /// Each airing broadcast's class (an index of `metrics::CLASSES`), for the bytes on air.
     classes: HashMap<u64, usize>,
     /// Metrics, alarms and the dashboard's samples.
@@ -347,6 +352,8 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         revocations_modified: None,
         key_tree_modified: None,
         receivers_lists_modified: None,
+        next_network_key_modified: None,
+        next_network_key: None,
         live,
         symbol_size,
         rounds: HashMap::new(),
@@ -358,6 +365,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
     uplink.reload_revocations_if_changed();
     uplink.reload_key_tree_if_changed(false);
     uplink.reload_revoked_counties_if_changed(Instant::now());
+    uplink.reload_next_network_key_if_changed(false);
     uplink.key_modified = uplink.signing_cert_modified();
     let mut next_key_check = Instant::now() + KEY_CHECK_INTERVAL;
     let mut buf = Vec::with_capacity(65_536);
@@ -384,6 +392,8 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
             uplink.reload_revocations_if_changed();
             uplink.reload_key_tree_if_changed(false);
             uplink.reload_revoked_counties_if_changed(now);
+            uplink.reload_next_network_key_if_changed(false);
+            uplink.activate_network_key_if_due();
             if uplink.busy_feedback > 0 {
                 warn!(messages = std::mem::take(&mut uplink.busy_feedback), "feedback answered busy: too much waits for the index");
             }
@@ -799,6 +809,58 @@ impl Uplink {
         }
     }
 
+    /// Airs the next network key of keys/network.key.next (`keys rotate-network-key`) if it
+    /// changed, or `reseal` after the key tree or the signing key changed: sealed for every
+    /// county enrolled in the tree now, signed, after every heartbeat.
+    fn reload_next_network_key_if_changed(&mut self, reseal: bool) {
+        let modified = std::fs::metadata(self.config.keys_dir.join(keys::NEXT_NETWORK_KEY_FILE)).and_then(|m| m.modified()).ok();
+        if modified == self.next_network_key_modified && !reseal {
+            return;
+        }
+        let next = match keys::load_next_network_key(&self.config.keys_dir) {
+            Ok(next) => next,
+            Err(error) => return warn!(%error, "cannot read the next network key; the rotation is not aired"),
+        };
+        self.next_network_key_modified = modified;
+        let Some((activates, key)) = next else {
+            self.next_network_key = None;
+            return self.node.set_next_network_key(None);
+        };
+        let signed = keys::load_key_tree(&self.config.keys_dir).and_then(|tree| {
+            NextNetworkKey::seal(&mut rand::rng(), &tree, &key, activates, wall_unix_ms() / 1000)
+                .and_then(|next| next.sign(&self.signing_key))
+                .map_err(|e| keys::KeysError::KeyTree { path: self.config.keys_dir.join(keys::KEY_TREE_FILE), why: e.to_string() })
+        });
+        match signed {
+            Ok(signed) => {
+                if self.next_network_key.as_ref().is_none_or(|(a, _)| *a != activates) {
+                    info!(activates = %crate::report::utc_text(activates), "airing the next network key after every heartbeat until it takes over");
+                }
+                self.node.set_next_network_key(Some(signed.to_bytes()));
+                self.next_network_key = Some((activates, key));
+            }
+            Err(error) => warn!(%error, "cannot seal the next network key; the rotation is not aired"),
+        }
+    }
+
+    /// Switches to the next network key once its activation time has come: every datagram
+    /// is tagged with it from now on, and it replaces keys/network.key.
+    fn activate_network_key_if_due(&mut self) {
+        let Some((activates, key)) = self.next_network_key.clone() else { return };
+        if wall_unix_ms() / 1000 < activates {
+            return;
+        }
+        self.node.set_network_key(key.clone());
+        self.next_network_key = None;
+        match keys::activate_next_network_key(&self.config.keys_dir, &key) {
+            Ok(()) => info!("switched to the next network key; counties that heard it switch with the next heartbeat"),
+            Err(error) => {
+                warn!(%error, "switched to the next network key, but cannot record it in the key folder; a restart would air the old one")
+            }
+        }
+        self.next_network_key_modified = None;
+    }
+
     /// Stops targeting and waiting for counties whose every certificate is revoked, if the
     /// issued or revoked receiver lists changed (`keys receiver`, `keys revoke-receiver`).
     fn reload_revoked_counties_if_changed(&mut self, now: Instant) {
@@ -865,6 +927,8 @@ impl Uplink {
                     "airing the confidential key tree's wraps after every heartbeat"
                 );
                 self.node.set_key_wraps(messages.iter().map(|m| m.to_bytes()).collect());
+                // The next network key is sealed under the tree's keys: seal it afresh.
+                self.reload_next_network_key_if_changed(true);
             }
             Err(error) => warn!(%error, "cannot make the key tree's wraps; airing the wraps made before"),
         }
