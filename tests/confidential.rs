@@ -208,3 +208,60 @@ fn a_county_offline_through_two_rekeys_reads_a_broadcast_aired_before_it_heard_t
     assert!(wait_until(LEARN_WITHIN, || learned(&cluster, 0) == Some(3)), "its path, relearnt: {}", status_text(&cluster, 0));
     cluster.stop();
 }
+
+/// The network key rotated over the air with real daemons (docs/protocol.md 8.6): a county
+/// whose bundle leaked is revoked, the key is rotated, the two enrolled counties learn the
+/// next key (one of them restarts before the switch and keeps it durably), switch with the
+/// uplink and receive the next broadcast; the revoked county hears nothing after the switch.
+#[test]
+fn the_network_key_rotates_over_the_air_and_the_revoked_county_hears_nothing_after() {
+    let seed = seed("E2E_SEED");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cluster = start(tmp.path(), seed, &["410102", "410103", "420101"]);
+    assert!(wait_until(LEARN_WITHIN, || (0..3).all(|i| learned(&cluster, i) == Some(3))), "the first keys");
+    run("satcast-uplink", &["keys", "revoke-receiver", "--dir", "keys", "--id", "420101"], &cluster.dir).expect("revokes");
+    // The nation is re-keyed: the others learn its new key before the rotation is sealed
+    // under it (a later reseal would reach them too, only later).
+    assert!(wait_until(LEARN_WITHIN, || (0..2).all(|i| learned(&cluster, i) == Some(4))), "the re-key");
+    let said =
+        run("satcast-uplink", &["keys", "rotate-network-key", "--dir", "keys", "--activate-in", "25s"], &cluster.dir).expect("rotates");
+    assert!(said.contains("next network key written"), "{said}");
+    let knows_next = |cluster: &Cluster, i: usize| counter(cluster, i, "network_keys_learned") == Some(1);
+    assert!(wait_until(LEARN_WITHIN, || (0..2).all(|i| knows_next(&cluster, i))), "{}", status_text(&cluster, 0));
+    assert_eq!(counter(&cluster, 2, "network_keys_learned"), Some(0), "the revoked county cannot open it");
+
+    // 410103 restarts before the switch: it starts with the next key it kept.
+    if let Some(daemon) = cluster.counties[1].daemon.as_mut() {
+        daemon.stop();
+    }
+    cluster.counties[1].start().expect("410103 comes back");
+    let switched = |cluster: &Cluster, i: usize| counter(cluster, i, "network_keys_activated") == Some(1);
+    assert!(
+        wait_until(LEARN_WITHIN, || (0..2).all(|i| switched(&cluster, i))),
+        "the counties did not switch: {}\n{}",
+        status_text(&cluster, 0),
+        status_text(&cluster, 1)
+    );
+    // Its status is rewritten every second: what it heard before the switch is all in it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let heard_by_revoked = counter(&cluster, 2, "datagrams");
+
+    let plain: Vec<u8> = (0..2_000).flat_map(|i| format!("after the rotation, seed {seed}, row {i}\n").into_bytes()).collect();
+    let path = tmp.path().join("notice-after-rotation.txt");
+    std::fs::write(&path, &plain).expect("payload");
+    cluster.uplink_cli(&["send", path.to_str().expect("utf-8"), "--kind", "policy", "--to", "41", "--no-confidential"]).expect("sends");
+    for i in 0..2 {
+        let delivered = cluster.counties[i].delivered_path("policy", "notice-after-rotation.txt");
+        assert!(
+            wait_until(LEARN_WITHIN, || std::fs::read(&delivered).is_ok_and(|bytes| bytes == plain)),
+            "county {i} did not deliver after the switch: {}",
+            status_text(&cluster, i)
+        );
+    }
+    // The uplink's heartbeats went on all along: the revoked county counted none of them.
+    assert_eq!(counter(&cluster, 2, "datagrams"), heard_by_revoked, "the revoked county still hears the uplink");
+    assert!(counter(&cluster, 2, "dropped").is_some_and(|n| n > 0), "its datagrams fail their tag: {}", status_text(&cluster, 2));
+    run("satcast-uplink", &["keys", "rotate-network-key", "--dir", "keys"], &cluster.dir)
+        .expect("a second rotation may start once the first took over");
+    cluster.stop();
+}

@@ -358,3 +358,31 @@ fn revoke_refuses_the_active_key_and_unissued_serials_unless_forced() {
     assert!(line("1").contains("revoked") && !line("1").contains("active"), "{text}");
     assert!(line("9").contains("never issued"), "{text}");
 }
+
+/// `keys rotate-network-key`: refused with no county to tell or while one rotation is
+/// announced; the activation replaces `network.key` and ends the rotation, and doing it
+/// again after a crash changes nothing.
+#[test]
+fn a_network_key_rotation_is_announced_once_and_its_activation_replaces_the_key() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("keys");
+    keys::init(&dir, NOW, 30).expect("init");
+    let error = keys::rotate_network_key(&dir, NOW, 60).expect_err("nobody enrolled");
+    assert!(error.to_string().contains("no county is enrolled"), "{error}");
+    keys::receiver(&dir, "410102", &tmp.path().join("410102"), &keys::BundleSettings::default()).expect("bundle");
+    let old = keys::load_network_key(&dir).expect("key");
+    assert_eq!(keys::rotate_network_key(&dir, NOW, 60).expect("rotates"), NOW + 60);
+    let error = keys::rotate_network_key(&dir, NOW, 60).expect_err("one at a time");
+    assert!(error.to_string().contains("already exists"), "{error}");
+    let (activates, next) = keys::load_next_network_key(&dir).expect("reads").expect("announced");
+    assert_eq!(activates, NOW + 60);
+    assert_ne!(next, old);
+    keys::activate_next_network_key(&dir, &next).expect("activates");
+    assert_eq!(keys::load_network_key(&dir).expect("key"), next);
+    assert_eq!(keys::load_next_network_key(&dir).expect("reads"), None);
+    keys::activate_next_network_key(&dir, &next).expect("again");
+    assert_eq!(keys::load_network_key(&dir).expect("key"), next);
+    // Damage is an error, not a silent rotation.
+    std::fs::write(dir.join(keys::NEXT_NETWORK_KEY_FILE), "activates soon\n").expect("write");
+    assert!(keys::load_next_network_key(&dir).is_err());
+}
