@@ -111,6 +111,8 @@ fn main() {
         "manifest-datagram-2",
         "heartbeat-datagram",
         "round-datagram",
+        "key-wrap-datagram",
+        "network-key-datagram",
     ];
 
     // wire_parse: every vector datagram as is.
@@ -160,6 +162,8 @@ fn main() {
     wire::write_revocation(&mut datagram, &harness::keys().network, &revoke(1, vec![2, 3]));
     write("wire_parse", "revocation-datagram", &datagram);
     write("oti", "vector", &hex(&vectors, "oti"));
+    let announcement = hex(&vectors, "network-key-datagram");
+    write("network_key", "vector-12.15", &announcement[14..announcement.len() - 16]);
     for (name, f, t, b) in [("mtu-1500", 10_000_000, 1436, 16 << 20), ("largest", 255 * 56_403 * 8, 8, 56_403 * 8)] {
         let oti = Oti::new_for_object(f, t, b).expect("seed oti");
         write("oti", name, &oti.encode());

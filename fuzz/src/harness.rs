@@ -20,6 +20,7 @@ use satcast_protocol::fec::{self, BlockEncoder, FecError, Oti};
 use satcast_protocol::feedback::Feedback;
 use satcast_protocol::key_tree::{self, CountySecret, KeyRing, Node, SignedKeyWraps};
 use satcast_protocol::manifest::{self, Compression, Delivered, Kind, Manifest};
+use satcast_protocol::network_key::{self, SignedNextNetworkKey};
 use satcast_protocol::reception::{self, Fidelity, MemoryStore, Reception, ReceptionConfig, ReceptionEvent};
 use satcast_protocol::storage;
 use satcast_protocol::trust::{
@@ -41,6 +42,7 @@ pub const TARGETS: &[Target] = &[
     ("signed_manifest", signed_manifest),
     ("revocation", revocation),
     ("key_wraps", key_wraps),
+    ("network_key", network_key),
     ("certificate", certificate),
     ("heartbeat", heartbeat),
     ("key_text", key_text),
@@ -367,6 +369,22 @@ pub fn key_wraps(data: &[u8]) {
     let _ = signed.verify(&keys().root_public, NOW_UNIX_SECS);
     let resigned = message.sign(&keys().signing).expect("within bounds");
     resigned.verify(&keys().root_public, NOW_UNIX_SECS).expect("genuine key wraps");
+}
+
+/// A NETWORK KEY body (docs/protocol.md 8.6): decoding is canonical and bounded, opening it
+/// with a county's ring never panics whatever the wraps say, and the message, signed again
+/// with the fixed signing key, verifies. Seed: the vector of 12.15.
+pub fn network_key(data: &[u8]) {
+    let Ok((signed, message)) = SignedNextNetworkKey::decode(data) else { return };
+    assert_eq!(signed.to_bytes(), data, "an accepted next network key is not canonical");
+    assert!(message.wraps.len() <= network_key::NEXT_NETWORK_KEY_WRAPS_MAX);
+    let digits: String = pattern(0x80).iter().map(|b| format!("{b:02x}")).collect();
+    let secret = CountySecret::from_text(&format!("{} {digits}", key_tree::COUNTY_SECRET_LABEL)).expect("secret");
+    let ring = KeyRing::new(Node::county(COUNTY_CODE).expect("county"), secret);
+    let _ = message.open(&ring);
+    let _ = signed.verify(&keys().root_public, NOW_UNIX_SECS);
+    let resigned = message.sign(&keys().signing).expect("within bounds");
+    resigned.verify(&keys().root_public, NOW_UNIX_SECS).expect("genuine next network key");
 }
 
 pub fn revocation(data: &[u8]) {

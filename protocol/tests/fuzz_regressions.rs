@@ -123,6 +123,11 @@ fn key_wraps() {
 }
 
 #[test]
+fn network_key() {
+    replay("network_key");
+}
+
+#[test]
 fn certificate() {
     replay("certificate");
 }

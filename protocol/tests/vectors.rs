@@ -28,6 +28,7 @@ use satcast_protocol::feedback::{
 };
 use satcast_protocol::key_tree::{self, CountySecret, EdgeWrap, GroupKey, KeyRing, KeyWraps, Node, SecretKey, SignedKeyWraps, Wrapped};
 use satcast_protocol::manifest::{Compression, Delivered, Kind, Manifest};
+use satcast_protocol::network_key::{NextKeyAccess, NextNetworkKey, SignedNextNetworkKey};
 use satcast_protocol::reception::{MemoryStore, Reception, ReceptionConfig, ReceptionEvent};
 use satcast_protocol::trust::{
     self, CERTIFICATE_CONTEXT, HEARTBEAT_CONTEXT, Heartbeat, KeyCertificate, MANIFEST_CONTEXT, NetworkKey, REVOCATION_CONTEXT,
@@ -105,9 +106,14 @@ const KEY_WRAP_SEQUENCE: u64 = 5;
 const SEALED_NAME: &str = "relief-2025.csv";
 /// The uplink's pseudonym key of the sealed manifest's vector: bytes 0x30 ... 0x4f.
 const NAME_KEY: u8 = 0x30;
+/// The next network key of section 12.15 (bytes 0x50 ... 0x6f), when it activates, and the
+/// nonce of its wrap under province 41's key (bytes 0xb0 ... 0xc7).
+const NEXT_NETWORK_KEY: u8 = 0x50;
+const NEXT_NETWORK_KEY_ACTIVATES: u64 = 1_750_086_400;
+const NEXT_NETWORK_KEY_NONCE: u8 = 0xb0;
 
 /// Every vector block the document must contain, in document order.
-const EXPECTED_NAMES: [&str; 21] = [
+const EXPECTED_NAMES: [&str; 22] = [
     "key-files",
     "payload",
     "oti",
@@ -129,6 +135,7 @@ const EXPECTED_NAMES: [&str; 21] = [
     "confidential-section",
     "sealed-object",
     "manifest-sealed",
+    "network-key-datagram",
 ];
 
 fn pattern(first: u8) -> [u8; 32] {
@@ -322,7 +329,45 @@ fn generate() -> Vec<(String, Vector)> {
     let manifest = sealed_manifest(&section, &sealed);
     out.push(("sealed-object".to_owned(), Vector::Hex(sealed)));
     out.push(("manifest-sealed".to_owned(), Vector::Hex(manifest.to_bytes())));
+    out.push(("network-key-datagram".to_owned(), Vector::Hex(network_key_datagram(&keys))));
     out
+}
+
+/// The NETWORK KEY datagram of section 12.15: the next network key sealed under province
+/// 41's key at epoch 3 (the cover of every enrolled county if all were in 41), signed.
+fn network_key_datagram(keys: &Keys) -> Vec<u8> {
+    let province = Node::from_prefix("41").expect("province");
+    let province_key = GroupKey { epoch: PROVINCE_EPOCH, key: SecretKey(pattern(PROVINCE_KEY)) };
+    let wrap = key_tree::seal_under_group_with_nonce(
+        nonce24(NEXT_NETWORK_KEY_NONCE),
+        Wrapped::NetworkKey { activates_unix_secs: NEXT_NETWORK_KEY_ACTIVATES },
+        &SecretKey(pattern(NEXT_NETWORK_KEY)),
+        province,
+        &province_key,
+    );
+    let message = NextNetworkKey { activates_unix_secs: NEXT_NETWORK_KEY_ACTIVATES, created_unix_secs: NOW_UNIX_SECS, wraps: vec![wrap] };
+    let mut datagram = Vec::new();
+    wire::write_network_key(&mut datagram, &keys.network, &message.sign(&keys.signing).expect("signs").to_bytes());
+    datagram
+}
+
+#[test]
+fn the_county_of_the_vectors_opens_the_next_network_key() {
+    let keys = keys();
+    let secret =
+        CountySecret::from_text(&format!("{} {}", key_tree::COUNTY_SECRET_LABEL, hex::encode(pattern(COUNTY_SECRET)))).expect("secret");
+    let mut ring = KeyRing::new(Node::county(COUNTY_CODE).expect("county"), secret);
+    let key_wraps = document_bytes("key-wrap-datagram");
+    let Body::KeyWrap(body) = wire::parse(&key_wraps, &keys.network).expect("parses").body else { panic!("not KEY_WRAP") };
+    ring.learn(&SignedKeyWraps::decode(body).expect("decodes").1.wraps);
+    let datagram = document_bytes("network-key-datagram");
+    let Body::NetworkKey(body) = wire::parse(&datagram, &keys.network).expect("parses").body else { panic!("not NETWORK KEY") };
+    let (signed, message) = SignedNextNetworkKey::decode(body).expect("decodes");
+    signed.verify(&keys.root_public, NOW_UNIX_SECS).expect("verifies");
+    assert_eq!(message.activates_unix_secs, NEXT_NETWORK_KEY_ACTIVATES);
+    assert_eq!(message.open(&ring), NextKeyAccess::Key(NetworkKey(pattern(NEXT_NETWORK_KEY))));
+    let outside = CountySecret::from_text(&format!("{} {}", key_tree::COUNTY_SECRET_LABEL, hex::encode(pattern(0x82)))).expect("secret");
+    assert_eq!(message.open(&KeyRing::new(Node::county("420101").expect("county"), outside)), NextKeyAccess::NotTargeted);
 }
 
 /// The manifest of the sealed object (section 8.5): the vectors' manifest named by its
