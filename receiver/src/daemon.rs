@@ -4,7 +4,7 @@
 //! and hands completions back. All decisions are the node's; this module moves bytes,
 //! carries requests out and logs what happened.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +19,7 @@ use satcast_protocol::manifest::Kind;
 use satcast_protocol::receiver_node::{Completion, NodeEvent, NodeStuck, ReceiverNode, ReceiverNodeConfig, Request};
 use satcast_protocol::reception::{ReceptionConfig, ReceptionEvent, Stuck, StuckReason};
 use satcast_protocol::storage::{self, NotKept, StoreCompletion, StoreRequest};
-use satcast_protocol::trust::{Accepted, NetworkKey, RootPublicKey};
-use satcast_store::receiver::CacheEntry;
+use satcast_protocol::trust::{NetworkKey, RootPublicKey};
 use satcast_store::{IndexOpen, Outbox, ReceiverLimits, ReceiverStore, TrustState};
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
@@ -158,27 +157,6 @@ pub enum Stopped {
     NewBuildInstalled(Executable),
 }
 
-/// The versions of cached objects newer than what `trust` records for their (kind, name):
-/// every cached object was verified and accepted, so its version must be refused below.
-fn versions_not_recorded(cached: &[CacheEntry], trust: &TrustState) -> Vec<(Kind, String, Accepted)> {
-    let mut newest: BTreeMap<(Kind, String), Accepted> = BTreeMap::new();
-    for entry in cached {
-        let Ok(kind) = entry.kind.parse::<Kind>() else { continue };
-        let accepted = Accepted { version: entry.version, object_id: entry.object_id };
-        let slot = newest.entry((kind, entry.name.clone())).or_insert(accepted);
-        if accepted.version > slot.version {
-            *slot = accepted;
-        }
-    }
-    newest
-        .into_iter()
-        .filter(|((kind, name), accepted)| {
-            trust.delivered().find(|(k, n, _)| k == kind && n == name).is_none_or(|(_, _, recorded)| recorded.version < accepted.version)
-        })
-        .map(|((kind, name), accepted)| (kind, name, accepted))
-        .collect()
-}
-
 /// Runs the receiver until `stop` is set or a new build of it is installed. Returns an
 /// error only for conditions it cannot run through (keys, socket, unreadable trust state).
 pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<Stopped, RunError> {
@@ -200,14 +178,7 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<Stopped, Run
     if let IndexOpen::Quarantined { moved_to, why } = &report.index {
         warn!(moved_to = %moved_to.display(), %why, cache_entries_rebuilt = report.cache_entries_rebuilt, "index would not open: quarantined it and rebuilt it from the files");
     }
-    let mut trust_state = TrustState::load(&config.state_dir.join("trust.state"))?;
-    // A delivery whose version record failed (a full disk) and was not retried before the
-    // stop is in the cache but not in trust.state: recorded now, or that name's rollback
-    // protection would be lost (docs/security.md threat 6).
-    for (kind, name, accepted) in versions_not_recorded(&store.cached(), &trust_state) {
-        trust_state.record(kind, &name, accepted)?;
-        warn!(%kind, %name, version = accepted.version, "recorded a delivered version the last run could not record");
-    }
+    let trust_state = TrustState::load(&config.state_dir.join("trust.state"))?;
     let socket = open_downlink(&config).map_err(RunError::Socket)?;
     let _span = info_span!("receiver", county = %config.county_code).entered();
     info!(local = ?socket.local_addr().ok(), "receiver started");
@@ -653,40 +624,4 @@ fn load_county_secret(config: &ReceiverConfig, node: &mut ReceiverNode) -> Resul
     }
     let secret = CountySecret::from_text(&read_key_text(path)?).map_err(|e| RunError::Key { path: path.clone(), why: e.to_string() })?;
     node.set_county_secret(secret).map_err(|e| RunError::Key { path: path.clone(), why: e.to_string() })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(object_id: u64, kind: &str, name: &str, version: u64) -> CacheEntry {
-        CacheEntry { object_id, kind: kind.into(), name: name.into(), version, size_bytes: 1, hash: [object_id as u8; 32] }
-    }
-
-    /// A full disk failed the version record of a delivery and the daemon stopped before the
-    /// retry: at the next start the cache has version 5 of the code table and trust.state
-    /// version 3, so version 4 would have been accepted again.
-    #[test]
-    fn a_cached_version_missing_from_trust_state_is_recorded_at_start() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut trust = TrustState::load(&dir.path().join("trust.state")).expect("loads");
-        trust.record(Kind::CodeTable, "codes.csv", Accepted { version: 3, object_id: 30 }).expect("records");
-        trust.record(Kind::Policy, "notice.txt", Accepted { version: 9, object_id: 90 }).expect("records");
-        let cached = [
-            entry(30, "codetable", "codes.csv", 3),
-            entry(50, "codetable", "codes.csv", 5),
-            entry(40, "codetable", "codes.csv", 4),
-            entry(80, "policy", "notice.txt", 8),
-            entry(11, "software", "receiver.deb", 1),
-            entry(12, "no-such-kind", "x", 1),
-        ];
-        let missing = versions_not_recorded(&cached, &trust);
-        assert_eq!(
-            missing,
-            [
-                (Kind::Software, "receiver.deb".to_owned(), Accepted { version: 1, object_id: 11 }),
-                (Kind::CodeTable, "codes.csv".to_owned(), Accepted { version: 5, object_id: 50 }),
-            ]
-        );
-    }
 }
