@@ -649,7 +649,12 @@ impl Airing {
         self.round = round;
         self.round_counts = counts;
         self.window = 0;
-        self.encoders.clear();
+        // A round that follows at once (the next carousel pass, a repair predicted from
+        // reports) keeps the encoders its first window shares with the last round's: asking
+        // for them again left the carrier idle while they were rebuilt, 45 ms of a 16 MB
+        // carousel's pass boundary under load (docs/performance.md, the ackload section).
+        let (first, blocks, counts) = (self.windows[0].clone(), &self.blocks, &self.round_counts);
+        self.encoders.retain(|sbn, _| first.clone().any(|i| blocks[i].sbn == *sbn && counts[i] > 0));
         self.held = None;
         self.retry_at = None;
         self.phase = Phase::Sending;
@@ -690,7 +695,7 @@ impl Airing {
                 return Some(next);
             }
             if self.window + 1 >= self.windows.len() {
-                self.encoders.clear();
+                // The round's end decides what its encoders are kept for (start_round).
                 return None;
             }
             self.encoders.clear();
@@ -1361,6 +1366,8 @@ impl Broadcaster {
                 // Reports are counted from when the marker goes out.
                 let until = now + self.feedback_wait();
                 let Some(airing) = self.objects.get_mut(index) else { return };
+                // Nothing of it airs until the reports are in: its encoders' memory goes back.
+                airing.encoders.clear();
                 airing.phase = Phase::AwaitingFeedback { since: now, until };
                 self.push_event(BroadcastEvent::RoundEnded { object_id, round });
             }
