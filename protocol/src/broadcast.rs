@@ -651,7 +651,12 @@ impl Airing {
         self.round = round;
         self.round_counts = counts;
         self.window = 0;
-        self.encoders.clear();
+        // A round that follows at once (the next carousel pass, a repair predicted from
+        // reports) keeps the encoders its first window shares with the last round's: asking
+        // for them again left the carrier idle while they were rebuilt, 45 ms of a 16 MB
+        // carousel's pass boundary under load (docs/performance.md, the ackload section).
+        let (first, blocks, counts) = (self.windows[0].clone(), &self.blocks, &self.round_counts);
+        self.encoders.retain(|sbn, _| first.clone().any(|i| blocks[i].sbn == *sbn && counts[i] > 0));
         self.held = None;
         self.retry_at = None;
         self.phase = Phase::Sending;
@@ -692,7 +697,7 @@ impl Airing {
                 return Some(next);
             }
             if self.window + 1 >= self.windows.len() {
-                self.encoders.clear();
+                // The round's end decides what its encoders are kept for (start_round).
                 return None;
             }
             self.encoders.clear();
@@ -729,15 +734,21 @@ impl Airing {
     }
 
     /// The blocks this round still needs encoders for after `sbn`: the rest of the current
-    /// window, then the next window.
+    /// window, then the next window; in a carousel pass's last window, the next pass's
+    /// first (it starts at once, and its encoders are not the ones at hand).
     fn blocks_after(&self, sbn: u8) -> Vec<Block> {
         let needed = |index: &usize| self.round_counts[*index] > 0 && self.next_esi[*index] < wire::ESI_MAX;
         let current = self.windows[self.window].clone().filter(needed).filter(|i| {
             let block = self.blocks[*i].sbn;
             block != sbn && !self.encoders.contains_key(&block)
         });
-        let next = self.windows.get(self.window + 1).cloned().unwrap_or_default().filter(needed);
-        current.chain(next).map(|i| self.blocks[i]).collect()
+        let pass_follows = self.window > 0 && self.carousel.is_some_and(|plan| self.round + 1 < plan.passes);
+        let next = match self.windows.get(self.window + 1) {
+            Some(window) => window.clone(),
+            None if pass_follows => self.windows[0].clone(),
+            None => 0..0,
+        };
+        current.chain(next.filter(needed)).map(|i| self.blocks[i]).collect()
     }
 
     /// Symbols per block of the first pass: for a carousel, enough for its target loss;
@@ -1385,6 +1396,8 @@ impl Broadcaster {
                 // Reports are counted from when the marker goes out.
                 let until = now + self.feedback_wait();
                 let Some(airing) = self.objects.get_mut(index) else { return };
+                // Nothing of it airs until the reports are in: its encoders' memory goes back.
+                airing.encoders.clear();
                 airing.phase = Phase::AwaitingFeedback { since: now, until };
                 self.push_event(BroadcastEvent::RoundEnded { object_id, round });
             }
@@ -1804,6 +1817,25 @@ mod tests {
         // And each county catches one of the manifest's copies in the pass (0.05^5 * 2000
         // is 6e-4): else it would wait a carousel interval for the next.
         assert!(manifests_in_pass >= 5, "{manifests_in_pass} manifest copies in the pass");
+    }
+
+    #[test]
+    fn the_last_window_of_a_carousel_pass_names_the_next_pass_s_first_window_to_build_ahead() {
+        let start = Instant::now();
+        let mut carousel = object(1, 3 << 20, Priority::Normal, Vec::new());
+        carousel.delivery = Delivery::Carousel(AirPlan { target_loss: 0.05, passes: 2 });
+        let mut airing = Airing::new(start, carousel).expect("an airing");
+        // Three 1 MiB blocks in two windows (a real object needs over 64 MiB for a second).
+        airing.windows = vec![0..1, 1..3];
+        let counts = vec![800; 3];
+        airing.start_round(0, counts.clone());
+        assert_eq!(airing.blocks_after(0).iter().map(|b| b.sbn).collect::<Vec<_>>(), vec![1, 2], "the next window");
+        airing.window = 1;
+        let after = |airing: &Airing| airing.blocks_after(1).iter().map(|b| b.sbn).collect::<Vec<_>>();
+        assert_eq!(after(&airing), vec![2, 0], "the rest of the last window, then the next pass's first");
+        airing.start_round(1, counts);
+        airing.window = 1;
+        assert_eq!(after(&airing), vec![2], "no pass follows the last one");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, Runtime as _, TokioRuntime, UdpPoller};
@@ -914,6 +914,30 @@ pub struct AirReport {
     /// The largest deviation of a window once the time the pacing thread and the meter
     /// spent waiting for a CPU is forgiven ([`own_deviation`]): what the uplink itself lost.
     pub worst_own_deviation: f64,
+    /// When a carousel pass of the broadcast started during the load, in seconds from the
+    /// load's start (the uplink log's "round started"): the windows to look at for a
+    /// shortfall at a pass boundary.
+    pub pass_starts_secs: Vec<f64>,
+}
+
+/// Seconds since the Unix epoch of a log line's leading UTC time stamp
+/// (`2026-11-30T16:27:52.456304Z`, as the daemons' logs start), if it has one.
+pub fn log_line_unix_secs(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut ymd = date.splitn(3, '-').map(|f| f.parse::<i64>().ok());
+    let (year, month, day) = (ymd.next()??, ymd.next()??, ymd.next()??);
+    let mut hms = time.splitn(3, ':');
+    let (hour, minute) = (hms.next()?.parse::<i64>().ok()?, hms.next()?.parse::<i64>().ok()?);
+    let second: f64 = hms.next()?.parse().ok()?;
+    // Days from the civil date (H. Hinnant's algorithm), so no calendar crate is needed.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hour * 3600 + minute * 60) as f64 + second)
 }
 
 /// The deviation of `bits` aired in 1 s from `rate`, after forgiving what the machine, not
@@ -1024,6 +1048,8 @@ pub fn summary(report: &AckLoadReport) -> String {
     out.push_str(&format!("pacing thread's CPU time, ms per second: {}\n", runs.join(" ")));
     let meter: Vec<String> = report.air.meter_cpu_wait_ms.iter().map(u64::to_string).collect();
     out.push_str(&format!("air meter's CPU wait, ms per second: {}\n", meter.join(" ")));
+    let passes: Vec<String> = report.air.pass_starts_secs.iter().map(|s| format!("{s:.2}")).collect();
+    out.push_str(&format!("carousel passes started at, s into the load: {}\n", passes.join(" ")));
     let (low, high) = (report.air.windows_bits_per_sec.iter().min(), report.air.windows_bits_per_sec.iter().max());
     out.push_str(&format!(
         "airing: {} windows of 1 s, {} to {} bit/s against {} configured, worst deviation {:.3}%, {:.3}% once the pacing thread's and the meter's CPU waits are forgiven (bound {:.0}%)\n",
@@ -1109,6 +1135,7 @@ pub fn run(options: &AckLoadOptions) -> Result<AckLoadReport, AckLoadError> {
     let cpu_before = cpu_secs(pid).unwrap_or(0.0);
     let threads_before = thread_cpu_secs(pid);
     let started = Instant::now();
+    let started_unix_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     let rounds = drive(prepared)?;
     let ended = Instant::now();
     let uplink_cpu_secs = cpu_secs(pid).unwrap_or(0.0) - cpu_before;
@@ -1144,6 +1171,14 @@ pub fn run(options: &AckLoadOptions) -> Result<AckLoadReport, AckLoadError> {
         pacing_cpu_run_ms: waits.iter().map(|(_, r)| r.as_millis() as u64).collect(),
         meter_cpu_wait_ms: meter_waits.iter().map(|w| w.as_millis() as u64).collect(),
         worst_own_deviation,
+        pass_starts_secs: uplink
+            .log_text()
+            .lines()
+            .filter(|line| line.contains("round started"))
+            .filter_map(log_line_unix_secs)
+            .map(|at| at - started_unix_secs)
+            .filter(|at| (0.0..ended.duration_since(started).as_secs_f64()).contains(at))
+            .collect(),
     };
 
     let status = crate::cluster::run("satcast-uplink", &["status", &object_id_text, "--json", "--config", &config_arg], &dir)?;
@@ -1207,6 +1242,16 @@ mod tests {
         // An excess is the meter's late stamps at most; the pacer's wait never explains one.
         assert!((own_deviation(8_400_000, rate, ms(50), ms(0)) - 0.05).abs() < 1e-9);
         assert_eq!(own_deviation(8_400_000, rate, ms(0), ms(50)), 0.0);
+    }
+
+    #[test]
+    fn a_log_line_s_utc_stamp_is_read_as_unix_seconds() {
+        let at = log_line_unix_secs("2026-11-30T16:27:52.456304Z  INFO satcast_uplink::serve: round started").expect("a stamp");
+        assert!((at - 1_796_056_072.456_304).abs() < 1e-6, "{at}");
+        assert_eq!(log_line_unix_secs("1970-01-01T00:00:00Z x"), Some(0.0));
+        assert_eq!(log_line_unix_secs("2000-03-01T00:00:00Z"), Some(951_868_800.0));
+        assert_eq!(log_line_unix_secs("round started"), None);
+        assert_eq!(log_line_unix_secs(""), None);
     }
 
     #[test]
