@@ -1,4 +1,4 @@
-//! What source authentication (signed SYMBOL LISTs, docs/protocol.md 5.7) costs the uplink
+//! What source authentication (signed SYMBOL LISTs, docs/protocol.md 7.5) costs the uplink
 //! and a receiver, beside the whole machine on each side, in one run.
 //!
 //! Input, built once: one carousel pass of a 16 MiB object as the broadcast machine airs it

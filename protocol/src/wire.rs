@@ -72,7 +72,7 @@ pub const SYMBOL_LIST_HEADER_LEN: usize = 21;
 pub const SYMBOL_RANGE_HEADER_LEN: usize = 5;
 /// Bytes of the truncated BLAKE3 of one symbol in a SYMBOL LIST: 64 bits. A forger must find
 /// another symbol with a listed hash (a second preimage, about 2^64 hashes) while the list
-/// is current, which is seconds (docs/protocol.md, section 5.7).
+/// is current, which is seconds (docs/protocol.md, section 7.5).
 pub const SYMBOL_HASH_LEN: usize = 8;
 /// Bytes of the Ed25519 signature that closes a SYMBOL LIST body.
 pub const SYMBOL_LIST_SIGNATURE_LEN: usize = 64;

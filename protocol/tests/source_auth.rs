@@ -1,4 +1,4 @@
-//! Source authentication at the reception machine (docs/protocol.md 5.7): a symbol its
+//! Source authentication at the reception machine (docs/protocol.md 7.5): a symbol its
 //! signed SYMBOL LIST names is used only if it matches; a list costs one signature check and
 //! its copies and replays a counter; symbols of a lost list are kept unverified and used only
 //! when a block's verified symbols fall short, and dropped (the verified ones kept) if the
