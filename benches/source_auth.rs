@@ -95,7 +95,7 @@ fn main() {
             for (sbn, esi, symbol) in batch {
                 wire::add_to_ranges(&mut ranges, *sbn, *esi, wire::symbol_hash(symbol));
             }
-            let signed = wire::symbol_list_signed_part(signing.serial(), sequence, None, &ranges);
+            let signed = wire::symbol_list_signed_part(signing.serial(), sequence, None, None, &ranges);
             let signature = signing.sign_symbol_list(common::OBJECT_ID, &signed);
             wire::write_symbol_list(&mut out, &keys.network, common::OBJECT_ID, &signed, &signature);
             black_box(&out);

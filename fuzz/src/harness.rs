@@ -245,7 +245,8 @@ fn check_datagram(bytes: &[u8], datagram: &Datagram<'_>) {
             assert!(list.symbols > 0 || list.round.is_some(), "a list of nothing");
             assert_eq!(list.entries().count(), list.symbols, "entries and count differ");
             assert_eq!(list.signature.len(), wire::SYMBOL_LIST_SIGNATURE_LEN);
-            let signed = wire::symbol_list_signed_part(list.signer_serial, list.sequence, list.round, &list.symbol_ranges());
+            let signed =
+                wire::symbol_list_signed_part(list.signer_serial, list.sequence, list.round, list.certificate, &list.symbol_ranges());
             assert_eq!(signed, list.signed, "list does not re-encode");
             let mut signature = [0u8; 64];
             signature.copy_from_slice(list.signature);
@@ -767,7 +768,8 @@ impl Sim {
             for (id, symbol) in chunk {
                 wire::add_to_ranges(&mut ranges, (id >> 24) as u8, id & wire::ESI_MAX, wire::symbol_hash(symbol));
             }
-            let signed = wire::symbol_list_signed_part(keys().signing.serial(), self.list_sequence, round, &ranges);
+            let certificate = keys().signing.certificate().to_bytes();
+            let signed = wire::symbol_list_signed_part(keys().signing.serial(), self.list_sequence, round, Some(&certificate), &ranges);
             let signature = keys().signing.sign_symbol_list(object_id, &signed);
             wire::write_symbol_list(&mut self.buf, &keys().network, object_id, &signed, &signature);
             self.send_buf();

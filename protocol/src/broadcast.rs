@@ -70,6 +70,10 @@ pub const VERSION_NOTES_MAX: usize = 4096;
 pub const ROUND_MARKER_COPIES: u32 = 3;
 /// Spacing between copies of a ROUND marker.
 pub const ROUND_MARKER_SPACING: Duration = Duration::from_millis(50);
+/// Every this many SYMBOL LISTs of symbols, one carries the signing key's certificate (as
+/// every list naming a ROUND marker does): a county that missed the heartbeats of a new key
+/// keeps at most about this many lists' symbols unverified before it learns the key.
+pub const SYMBOL_LIST_CERTIFICATE_EVERY: u64 = 16;
 /// Extra copies of a new object's manifest, after its first, before the regular carousel
 /// interval takes over: a county that misses them all keeps the symbols it hears meanwhile
 /// (see `reception::EARLY_SYMBOL_BYTES_MAX`), but each copy it catches saves it a round.
@@ -893,6 +897,8 @@ pub struct Broadcaster {
     list_sequence: u64,
     /// The wall clock of the last call to [`Broadcaster::poll_transmit`], in milliseconds.
     wall_unix_ms: u64,
+    /// SYMBOL LISTs of symbols built so far (see [`SYMBOL_LIST_CERTIFICATE_EVERY`]).
+    lists_built: u64,
     /// Each county's loss rate, from its reports: sizes first passes.
     losses: LossBook,
     /// The round trip from a round's end to the first report answering it, smoothed over
@@ -931,6 +937,7 @@ impl Broadcaster {
             stats: AirStats::default(),
             list_sequence: 0,
             wall_unix_ms: 0,
+            lists_built: 0,
             losses: LossBook::new(config.sizing.prior_loss),
             report_delay: None,
             next_seq: 0,
@@ -1224,9 +1231,10 @@ impl Broadcaster {
     }
 
     /// Signs and seals one SYMBOL LIST of `object_id`.
-    fn symbol_list(&mut self, object_id: u64, round: Option<u32>, ranges: &[wire::SymbolRange]) -> Vec<u8> {
+    fn symbol_list(&mut self, object_id: u64, round: Option<u32>, with_certificate: bool, ranges: &[wire::SymbolRange]) -> Vec<u8> {
         let sequence = self.next_list_sequence();
-        let signed = wire::symbol_list_signed_part(self.signing_key.serial(), sequence, round, ranges);
+        let certificate = with_certificate.then(|| self.signing_key.certificate().to_bytes());
+        let signed = wire::symbol_list_signed_part(self.signing_key.serial(), sequence, round, certificate.as_deref(), ranges);
         let signature = self.signing_key.sign_symbol_list(object_id, &signed);
         let mut buf = Vec::new();
         wire::write_symbol_list(&mut buf, &self.network_key, object_id, &signed, &signature);
@@ -1237,7 +1245,7 @@ impl Broadcaster {
     /// that names it: receivers act on no marker the uplink did not sign. The list is small
     /// (no symbols) and its copies cost a receiver a counter each, not a signature check.
     fn queue_round_markers(&mut self, now: Instant, object_id: u64, round: u32) {
-        let list = self.symbol_list(object_id, Some(round), &[]);
+        let list = self.symbol_list(object_id, Some(round), true, &[]);
         if let Some(airing) = self.objects.iter_mut().find(|a| a.object_id() == object_id) {
             airing.list_bytes_sent += ((list.len() + wire::IP_UDP_HEADER_BYTES) as u32 * ROUND_MARKER_COPIES) as u64;
         }
@@ -1256,6 +1264,7 @@ impl Broadcaster {
     /// unverified symbols (see `reception`), which cost nothing unless an attacker is active.
     fn next_data(&mut self, now: Instant, index: usize) -> std::io::Result<DataStep> {
         let datagram_bytes_max = self.config.datagram_bytes_max;
+        let with_certificate = self.lists_built % SYMBOL_LIST_CERTIFICATE_EVERY == 0;
         let Some(airing) = self.objects.get_mut(index) else { return Ok(DataStep::EndOfRound) };
         let object_id = airing.object_id();
         if let Some((sbn, esi, symbol)) = airing.ready.pop_front() {
@@ -1265,7 +1274,7 @@ impl Broadcaster {
             return Ok(DataStep::Send(buf, PacketType::Data));
         }
         let mut ranges: Vec<wire::SymbolRange> = Vec::new();
-        let mut list_len = wire::SYMBOL_LIST_DATAGRAM_BASE_LEN;
+        let mut list_len = wire::SYMBOL_LIST_DATAGRAM_BASE_LEN + if with_certificate { wire::SYMBOL_LIST_CERTIFICATE_LEN } else { 0 };
         let mut waiting = false;
         if airing.retry_at.is_some_and(|t| now >= t) {
             airing.retry_at = None;
@@ -1273,7 +1282,7 @@ impl Broadcaster {
         while airing.ready.len() < wire::SYMBOL_LIST_SYMBOLS_MAX {
             let Some((sbn, esi)) = airing.next_symbol() else { break };
             let growth = wire::range_growth(&ranges, sbn, esi);
-            if list_len + growth > datagram_bytes_max.max(wire::SYMBOL_LIST_DATAGRAM_BASE_LEN + 13)
+            if list_len + growth > datagram_bytes_max.max(wire::SYMBOL_LIST_DATAGRAM_BASE_LEN + wire::SYMBOL_LIST_CERTIFICATE_LEN + 13)
                 || (growth > wire::SYMBOL_HASH_LEN && ranges.len() >= wire::SYMBOL_LIST_RANGES_MAX)
             {
                 airing.held = Some((sbn, esi));
@@ -1299,7 +1308,8 @@ impl Broadcaster {
         if airing.ready.is_empty() {
             return Ok(if waiting { DataStep::Waiting } else { DataStep::EndOfRound });
         }
-        let list = self.symbol_list(object_id, None, &ranges);
+        self.lists_built += 1;
+        let list = self.symbol_list(object_id, None, with_certificate, &ranges);
         if let Some(airing) = self.objects.get_mut(index) {
             airing.list_bytes_sent += (list.len() + wire::IP_UDP_HEADER_BYTES) as u64;
         }

@@ -1253,6 +1253,25 @@ impl Reception {
         (wall_unix_secs <= body.not_after_unix_secs).then_some(body.public_key)
     }
 
+    /// The public key of a list's certificate when its signer is not known yet: one check
+    /// of the certificate under the pinned root, then it is known (and costs a lookup).
+    fn learn_list_certificate(&mut self, list: &wire::SymbolList<'_>, wall_unix_secs: u64) -> Option<[u8; 32]> {
+        if self.revoked.1.contains(&list.signer_serial) {
+            return None;
+        }
+        let certificate = trust::KeyCertificate::from_bytes(list.certificate?).ok()?;
+        if certificate.body.serial != list.signer_serial {
+            return None;
+        }
+        // Counting receivers trust their simulator's uplink, as for the list's signature.
+        if self.config.fidelity == Fidelity::Full {
+            self.stats.signatures_checked += 1;
+            certificate.verify(&self.config.root, wall_unix_secs).ok()?;
+        }
+        self.learn_signer(&certificate);
+        Some(certificate.body.public_key)
+    }
+
     /// A SYMBOL LIST. Cheap checks first: an object completed or ended costs a counter; one
     /// not accepted yet is kept unverified (bounded) until its manifest is; a list seen
     /// already (by sequence) costs a counter, as does an unknown signer; only then one
@@ -1280,7 +1299,8 @@ impl Reception {
             self.stats.symbol_lists_replayed += 1;
             return;
         }
-        let Some(key) = self.list_signer(list.signer_serial, wall_unix_secs) else {
+        let known = self.list_signer(list.signer_serial, wall_unix_secs);
+        let Some(key) = known.or_else(|| self.learn_list_certificate(list, wall_unix_secs)) else {
             self.stats.symbol_lists_unknown_signer += 1;
             return;
         };

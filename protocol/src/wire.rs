@@ -66,8 +66,12 @@ pub enum PacketType {
     SymbolList = 7,
 }
 
-/// Bytes of a SYMBOL LIST body before its ranges: signer serial, sequence, round, range count.
-pub const SYMBOL_LIST_HEADER_LEN: usize = 21;
+/// Bytes of a SYMBOL LIST body before its ranges, without a certificate: signer serial,
+/// sequence, round, certificate flag, range count.
+pub const SYMBOL_LIST_HEADER_LEN: usize = 22;
+/// Bytes of the signer's certificate (canonical [`crate::trust::KeyCertificate`]) that some
+/// SYMBOL LISTs carry after the certificate flag.
+pub const SYMBOL_LIST_CERTIFICATE_LEN: usize = 120;
 /// Bytes that open one range of a SYMBOL LIST: SBN (1), first ESI (3), count (1).
 pub const SYMBOL_RANGE_HEADER_LEN: usize = 5;
 /// Bytes of the truncated BLAKE3 of one symbol in a SYMBOL LIST: 64 bits. A forger must find
@@ -202,6 +206,9 @@ pub struct SymbolList<'a> {
     pub sequence: u64,
     /// The ROUND marker of this object the list names, if any.
     pub round: Option<u32>,
+    /// The signer's certificate (canonical bytes), in some lists: a county that missed the
+    /// heartbeats of a new signing key learns it from the next list that carries it.
+    pub certificate: Option<&'a [u8]>,
     /// The ranges: each SBN (1), first ESI (3), count (1), then count hashes of
     /// [`SYMBOL_HASH_LEN`] bytes, one per consecutive ESI.
     pub ranges: &'a [u8],
@@ -401,8 +408,15 @@ pub fn parse_symbol_list(body: &[u8]) -> Result<SymbolList<'_>, WireError> {
     let sequence = u64::from_be_bytes(word);
     let round = be_u32(&signed[16..]);
     let round = (round != SYMBOL_LIST_NO_ROUND).then_some(round);
-    let range_count = usize::from(signed[20]);
-    let ranges = &signed[SYMBOL_LIST_HEADER_LEN..];
+    let (certificate, rest) = match signed[20] {
+        0 => (None, &signed[21..]),
+        1 if signed.len() >= SYMBOL_LIST_HEADER_LEN + SYMBOL_LIST_CERTIFICATE_LEN => {
+            (Some(&signed[21..21 + SYMBOL_LIST_CERTIFICATE_LEN]), &signed[21 + SYMBOL_LIST_CERTIFICATE_LEN..])
+        }
+        _ => return Err(malformed),
+    };
+    let range_count = usize::from(rest[0]);
+    let ranges = &rest[1..];
     // Walk the ranges: each complete, non-empty, within the ESI space, and nothing after.
     let (mut at, mut symbols) = (0usize, 0usize);
     for _ in 0..range_count {
@@ -418,7 +432,7 @@ pub fn parse_symbol_list(body: &[u8]) -> Result<SymbolList<'_>, WireError> {
     if at != ranges.len() || symbols > SYMBOL_LIST_SYMBOLS_MAX || (symbols == 0 && round.is_none()) {
         return Err(malformed);
     }
-    Ok(SymbolList { signer_serial, sequence, round, ranges, symbols, signed, signature })
+    Ok(SymbolList { signer_serial, sequence, round, certificate, ranges, symbols, signed, signature })
 }
 
 fn parse_fragment(body: &[u8]) -> Result<ManifestFragment<'_>, WireError> {
@@ -498,9 +512,17 @@ pub fn write_round(out: &mut Vec<u8>, key: &NetworkKey, object_id: u64, round: u
 }
 
 /// The signed part of a SYMBOL LIST body: signer serial, sequence, round (None:
-/// [`SYMBOL_LIST_NO_ROUND`]), range count and the ranges. At most [`SYMBOL_LIST_RANGES_MAX`]
-/// ranges and [`SYMBOL_LIST_SYMBOLS_MAX`] symbols are written; the caller keeps within them.
-pub fn symbol_list_signed_part(signer_serial: u64, sequence: u64, round: Option<u32>, ranges: &[SymbolRange]) -> Vec<u8> {
+/// [`SYMBOL_LIST_NO_ROUND`]), the certificate flag and certificate (canonical bytes,
+/// [`SYMBOL_LIST_CERTIFICATE_LEN`]), range count and the ranges. At most
+/// [`SYMBOL_LIST_RANGES_MAX`] ranges and [`SYMBOL_LIST_SYMBOLS_MAX`] symbols are written; the
+/// caller keeps within them.
+pub fn symbol_list_signed_part(
+    signer_serial: u64,
+    sequence: u64,
+    round: Option<u32>,
+    certificate: Option<&[u8]>,
+    ranges: &[SymbolRange],
+) -> Vec<u8> {
     let ranges = &ranges[..ranges.len().min(SYMBOL_LIST_RANGES_MAX)];
     let mut body = Vec::with_capacity(
         SYMBOL_LIST_HEADER_LEN + ranges.iter().map(|r| SYMBOL_RANGE_HEADER_LEN + r.hashes.len() * SYMBOL_HASH_LEN).sum::<usize>(),
@@ -508,6 +530,16 @@ pub fn symbol_list_signed_part(signer_serial: u64, sequence: u64, round: Option<
     body.extend_from_slice(&signer_serial.to_be_bytes());
     body.extend_from_slice(&sequence.to_be_bytes());
     body.extend_from_slice(&round.unwrap_or(SYMBOL_LIST_NO_ROUND).to_be_bytes());
+    match certificate {
+        Some(certificate) => {
+            body.push(1);
+            let mut fixed = [0u8; SYMBOL_LIST_CERTIFICATE_LEN];
+            let n = certificate.len().min(SYMBOL_LIST_CERTIFICATE_LEN);
+            fixed[..n].copy_from_slice(&certificate[..n]);
+            body.extend_from_slice(&fixed);
+        }
+        None => body.push(0),
+    }
     body.push(ranges.len() as u8);
     for range in ranges {
         let hashes = &range.hashes[..range.hashes.len().min(SYMBOL_RANGE_SYMBOLS_MAX)];
@@ -530,7 +562,8 @@ pub fn write_symbol_list(out: &mut Vec<u8>, key: &NetworkKey, object_id: u64, si
 }
 
 /// A whole SYMBOL LIST datagram of `object_id` naming `symbols` (sbn, esi, symbol) and
-/// `round`'s marker, signed by `signer`: what the uplink airs before them.
+/// `round`'s marker, signed by `signer`, with its certificate: what the uplink airs before
+/// them.
 pub fn symbol_list_datagram(
     key: &NetworkKey,
     signer: &crate::trust::SigningKey,
@@ -543,7 +576,8 @@ pub fn symbol_list_datagram(
     for (sbn, esi, symbol) in symbols {
         add_to_ranges(&mut ranges, *sbn, *esi, symbol_hash(symbol));
     }
-    let signed = symbol_list_signed_part(signer.serial(), sequence, round, &ranges);
+    let certificate = signer.certificate().to_bytes();
+    let signed = symbol_list_signed_part(signer.serial(), sequence, round, Some(&certificate), &ranges);
     let signature = signer.sign_symbol_list(object_id, &signed);
     let mut out = Vec::new();
     write_symbol_list(&mut out, key, object_id, &signed, &signature);

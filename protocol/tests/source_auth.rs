@@ -20,6 +20,8 @@ const NOW: u64 = 1_795_000_000;
 const OBJECT_ID: u64 = 60;
 
 struct World {
+    seed: u64,
+    root: RootKey,
     network_key: NetworkKey,
     signer: SigningKey,
     county: Reception,
@@ -63,7 +65,8 @@ fn world(seed: u64) -> World {
         })
         .collect();
     let county = Reception::new(ReceptionConfig::new("410102".into(), root.public(), network_key.clone()));
-    let mut world = World { network_key, signer, county, store: MemoryStore::default(), now: Instant::now(), symbols, source_symbols };
+    let mut world =
+        World { seed, root, network_key, signer, county, store: MemoryStore::default(), now: Instant::now(), symbols, source_symbols };
     let signed = world.signer.sign_manifest(&manifest).expect("sign").to_bytes();
     let mut buf = Vec::new();
     for fragment in wire::manifest_fragments(&signed, 1472) {
@@ -92,6 +95,20 @@ impl World {
     fn list(&self, signer: &SigningKey, sequence: u64, round: Option<u32>, esis: std::ops::Range<u32>) -> Vec<u8> {
         let symbols: Vec<(u8, u32, &[u8])> = esis.map(|esi| (0, esi, self.symbols[esi as usize].as_slice())).collect();
         wire::symbol_list_datagram(&self.network_key, signer, OBJECT_ID, sequence, round, &symbols)
+    }
+
+    /// Block 0's ESIs `esis` as the ranges of a list.
+    fn ranges(&self, esis: std::ops::Range<u32>) -> Vec<wire::SymbolRange> {
+        let mut ranges = Vec::new();
+        for esi in esis {
+            wire::add_to_ranges(&mut ranges, 0, esi, wire::symbol_hash(&self.symbols[esi as usize]));
+        }
+        ranges
+    }
+
+    /// The uplink's next signing key (serial 2), certified by the same root.
+    fn rotated_signer(&self) -> SigningKey {
+        SigningKey::generate(&mut ChaCha8Rng::seed_from_u64(self.seed ^ 2), &self.root, 2, NOW - 100, NOW + 86_400)
     }
 
     fn data(&self, esi: u32, symbol: &[u8]) -> Vec<u8> {
@@ -157,13 +174,24 @@ fn forged_lists_are_refused_and_lists_of_unknown_keys_cost_no_signature_check() 
     assert_eq!(w.stats().symbol_lists_refused, 1);
     assert_eq!(w.stats().signatures_checked, checked + 1);
     assert_eq!(dropped(&w.events(), SourceRefusal::BadListSignature), 1);
-    // A key this county never learned from a manifest or heartbeat: a counter, no check.
+    // A key certified by another root: its certificate costs one check and fails; the
+    // list's signature is never checked, and its symbols would stay unverified.
     let rogue_root = RootKey::generate(&mut ChaCha8Rng::seed_from_u64(99));
     let rogue = SigningKey::generate(&mut ChaCha8Rng::seed_from_u64(98), &rogue_root, 7, NOW - 100, NOW + 86_400);
     let list = w.list(&rogue, 201, None, 0..8);
     w.air(&list);
     assert_eq!(w.stats().symbol_lists_unknown_signer, 1);
-    assert_eq!(w.stats().signatures_checked, checked + 1);
+    assert_eq!(w.stats().signatures_checked, checked + 2);
+    // Without a certificate, an unknown signer costs a counter and no check at all.
+    let round_list = {
+        let signed = wire::symbol_list_signed_part(7, 202, Some(0), None, &[]);
+        let mut out = Vec::new();
+        wire::write_symbol_list(&mut out, &w.network_key, OBJECT_ID, &signed, &rogue.sign_symbol_list(OBJECT_ID, &signed));
+        out
+    };
+    w.air(&round_list);
+    assert_eq!(w.stats().symbol_lists_unknown_signer, 2);
+    assert_eq!(w.stats().signatures_checked, checked + 2);
     // The genuine list still takes its sequence: the forgery did not spend it.
     let genuine = w.list(&w.signer, 200, None, 0..8);
     w.air(&genuine);
@@ -271,4 +299,30 @@ fn a_round_marker_counts_only_when_a_signed_list_names_it() {
     assert!(quiet.is_some_and(|q| due < q), "the signed marker asks for a report");
     w.county.handle_timeout(due);
     assert!(w.county.poll_feedback().is_some(), "the report goes");
+}
+
+#[test]
+fn a_county_that_missed_a_new_keys_heartbeats_learns_it_from_a_list_that_carries_its_certificate() {
+    let mut w = world(8);
+    let k = w.source_symbols;
+    // The uplink's key rotated: the manifest was signed by serial 1, the lists by serial 2,
+    // whose heartbeats this county missed. A list without the certificate: its symbols wait
+    // unverified; the next, with it, costs one certificate check and teaches the key.
+    let rotated = w.rotated_signer();
+    let signed = wire::symbol_list_signed_part(rotated.serial(), 10, None, None, &w.ranges(0..k / 2));
+    let mut bare = Vec::new();
+    wire::write_symbol_list(&mut bare, &w.network_key, OBJECT_ID, &signed, &rotated.sign_symbol_list(OBJECT_ID, &signed));
+    w.air(&bare);
+    assert_eq!(w.stats().symbol_lists_unknown_signer, 1);
+    let checked = w.stats().signatures_checked;
+    let list = w.list(&rotated, 11, None, k / 2..k);
+    w.air(&list);
+    assert_eq!(w.stats().signatures_checked, checked + 2, "the certificate and the list");
+    assert_eq!(w.stats().symbol_lists_accepted, 1);
+    // Known now: the next list without a certificate is checked at once.
+    let signed = wire::symbol_list_signed_part(rotated.serial(), 12, None, None, &w.ranges(k..k + 1));
+    let mut bare = Vec::new();
+    wire::write_symbol_list(&mut bare, &w.network_key, OBJECT_ID, &signed, &rotated.sign_symbol_list(OBJECT_ID, &signed));
+    w.air(&bare);
+    assert_eq!(w.stats().symbol_lists_accepted, 2);
 }

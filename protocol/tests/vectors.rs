@@ -484,6 +484,14 @@ fn symbol_list_vector(keys: &Keys, oti: &Oti) -> Vec<u8> {
     wire::symbol_list_datagram(&keys.network, &keys.signing, OBJECT_ID, LIST_SEQUENCE, Some(ROUND), &listed)
 }
 
+/// The certificate a SYMBOL LIST datagram carries, if any.
+fn list_certificate(datagram: &[u8], keys: &Keys) -> Option<Vec<u8>> {
+    match wire::parse(datagram, &keys.network).ok()?.body {
+        Body::SymbolList(list) => list.certificate.map(<[u8]>::to_vec),
+        _ => None,
+    }
+}
+
 #[test]
 fn symbol_list_fields() {
     let keys = keys();
@@ -494,7 +502,8 @@ fn symbol_list_fields() {
         _ => None,
     });
     let ranges = ranges.expect("a SYMBOL LIST");
-    assert_eq!(datagram.len(), 14 + 21 + ranges * 5 + LISTED.len() * 8 + 64 + 16);
+    assert_eq!(datagram.len(), 14 + 22 + 120 + ranges * 5 + LISTED.len() * 8 + 64 + 16);
+    assert_eq!(list_certificate(&datagram, &keys), Some(document_bytes("certificate")), "the signer's certificate, 12.5");
     let parsed = wire::parse(&datagram, &keys.network).expect("symbol list parses");
     assert_eq!(parsed.object_id, OBJECT_ID);
     let Body::SymbolList(list) = parsed.body else { panic!("not a SYMBOL LIST: {parsed:?}") };
@@ -516,12 +525,12 @@ fn symbol_list_fields() {
         retag(&mut edited);
         assert!(matches!(wire::parse(&edited, &keys.network), Err(WireError::Body { kind: "symbol list", .. })), "cut {cut}");
     }
-    let empty = wire::symbol_list_signed_part(keys.signing.serial(), 1, None, &[]);
+    let empty = wire::symbol_list_signed_part(keys.signing.serial(), 1, None, None, &[]);
     let mut edited = Vec::new();
     wire::write_symbol_list(&mut edited, &keys.network, OBJECT_ID, &empty, &[0; 64]);
     assert!(matches!(wire::parse(&edited, &keys.network), Err(WireError::Body { kind: "symbol list", .. })));
-    let mut zero_count = wire::symbol_list_signed_part(keys.signing.serial(), 1, None, &[]);
-    zero_count[20] = 1;
+    let mut zero_count = wire::symbol_list_signed_part(keys.signing.serial(), 1, None, None, &[]);
+    zero_count[21] = 1;
     zero_count.extend_from_slice(&[0, 0, 0, 0, 0]);
     wire::write_symbol_list(&mut edited, &keys.network, OBJECT_ID, &zero_count, &[0; 64]);
     assert!(matches!(wire::parse(&edited, &keys.network), Err(WireError::Body { kind: "symbol list", .. })));
