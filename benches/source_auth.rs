@@ -23,12 +23,15 @@ mod common;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use satcast_protocol::broadcast::{BroadcastConfig, Broadcaster};
 use satcast_protocol::reception::{MemoryStore, Reception, ReceptionConfig};
 use satcast_protocol::storage;
 use satcast_protocol::wire::{self, Body, PacketType};
 
 /// Rounds per figure; the median is printed.
 const ROUNDS: usize = 7;
+/// The link rate the input is aired at (see [`datagrams_for`]).
+const FAST_LINK_BITS_PER_SEC: u64 = 10_000_000_000;
 /// The carrier rate the shares are given at.
 const CARRIER_BITS_PER_SEC: f64 = 80e6;
 
@@ -49,13 +52,30 @@ fn timed(mut work: impl FnMut()) -> Duration {
     )
 }
 
+/// Every datagram of one carousel pass over `payload` at 10 Gbit/s: faster than the machine
+/// builds them, so it is CPU bound, yet paced (unpaced, `common::datagrams_for`, the pass's
+/// manifest spacing falls to zero and manifests crowd out the symbols forever).
+fn datagrams_for(keys: &common::Keys, payload: &[u8]) -> Vec<Vec<u8>> {
+    let oti = common::oti_for(payload.len());
+    let manifest = common::manifest_for(payload, &oti);
+    let signed_manifest = keys.signing().sign_manifest(&manifest).expect("sign").to_bytes();
+    let config = BroadcastConfig { link_rate_bits_per_sec: FAST_LINK_BITS_PER_SEC, ..BroadcastConfig::default() };
+    let mut broadcaster = Broadcaster::new(Instant::now(), config, keys.network.clone(), keys.signing());
+    broadcaster
+        .add_object(Instant::now(), common::new_object(manifest, signed_manifest, Box::new(common::MemorySource(payload.to_vec()))))
+        .expect("add object");
+    let mut out = Vec::new();
+    common::air(&mut broadcaster, |d| out.push(d.to_vec()));
+    out
+}
+
 fn main() {
     if common::quick_run() {
         return;
     }
     let keys = common::Keys::new();
     let payload = common::payload(common::OBJECT_BYTES);
-    let datagrams = common::datagrams_for(&keys, &payload);
+    let datagrams = datagrams_for(&keys, &payload);
     let on_air = |d: &Vec<u8>| (d.len() + wire::IP_UDP_HEADER_BYTES) as u64;
     let bytes_on_air: u64 = datagrams.iter().map(on_air).sum();
     let lists: Vec<&Vec<u8>> = datagrams.iter().filter(|d| d[5] == PacketType::SymbolList as u8).collect();
@@ -86,7 +106,7 @@ fn main() {
     let signing = keys.signing();
 
     let uplink_machine = timed(|| {
-        black_box(common::datagrams_for(&keys, &payload));
+        black_box(datagrams_for(&keys, &payload));
     });
     let uplink_lists = timed(|| {
         let mut out = Vec::new();
@@ -116,7 +136,8 @@ fn main() {
         }
         let stats = reception.stats();
         assert_eq!(stats.symbols_forged + stats.symbols_unverified, 0, "every symbol was listed: {stats:?}");
-        assert_eq!(stats.symbol_lists_accepted, lists.len() as u64, "{stats:?}");
+        // Lists that come after the object completed are counted, not checked.
+        assert_eq!(stats.symbol_lists_accepted + stats.symbol_lists_replayed, lists.len() as u64, "{stats:?}");
         black_box(stats);
     });
     let public_key = signing.certificate().body.public_key;
