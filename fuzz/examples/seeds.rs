@@ -113,6 +113,7 @@ fn main() {
         "round-datagram",
         "key-wrap-datagram",
         "network-key-datagram",
+        "symbol-list-datagram",
     ];
 
     // wire_parse: every vector datagram as is.
@@ -132,7 +133,7 @@ fn main() {
         fragments.u8(1).chunk(&untagged(name));
     }
     write("wire_sealed", "manifest-fragments", &fragments.0);
-    for name in ["data-source-datagram", "heartbeat-datagram", "round-datagram"] {
+    for name in ["data-source-datagram", "heartbeat-datagram", "round-datagram", "symbol-list-datagram"] {
         let mut b = Bytes::default();
         b.u8(1).chunk(&untagged(name));
         write("wire_sealed", name, &b.0);
@@ -232,6 +233,7 @@ fn main() {
         "manifest-datagram-2",
         "data-repair-datagram",
         "heartbeat-datagram",
+        "symbol-list-datagram",
         "round-datagram",
     ] {
         received.u8(op::RAW).chunk(&hex(&vectors, name));

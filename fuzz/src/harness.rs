@@ -247,6 +247,18 @@ fn check_datagram(bytes: &[u8], datagram: &Datagram<'_>) {
             assert!(!signed.is_empty(), "empty network key");
             wire::write_network_key(&mut out, key, signed);
         }
+        Body::SymbolList(list) => {
+            assert!(list.symbols <= wire::SYMBOL_LIST_SYMBOLS_MAX, "too many symbols");
+            assert!(list.symbols > 0 || list.round.is_some(), "a list of nothing");
+            assert_eq!(list.entries().count(), list.symbols, "entries and count differ");
+            assert_eq!(list.signature.len(), wire::SYMBOL_LIST_SIGNATURE_LEN);
+            let signed =
+                wire::symbol_list_signed_part(list.signer_serial, list.sequence, list.round, list.certificate, &list.symbol_ranges());
+            assert_eq!(signed, list.signed, "list does not re-encode");
+            let mut signature = [0u8; 64];
+            signature.copy_from_slice(list.signature);
+            wire::write_symbol_list(&mut out, key, datagram.object_id, &signed, &signature);
+        }
     }
     assert_eq!(out, bytes, "parsed datagram does not write back to the same bytes");
 }
@@ -734,6 +746,8 @@ pub struct ReceptionCounts {
     pub blocks_verified: usize,
     /// Blocks or objects poisoned.
     pub poisoned: usize,
+    /// Symbols dropped because they did not match their signed list.
+    pub forged: usize,
     /// Objects completed.
     pub completed: usize,
     /// Heartbeats accepted.
@@ -761,9 +775,30 @@ struct Sim {
     durable_delivered: Vec<(Kind, String, Accepted)>,
     durable_revocations: (u64, Vec<u64>),
     buf: Vec<u8>,
+    /// The sequence of the last symbol list sent.
+    list_sequence: u64,
 }
 
 impl Sim {
+    /// Sends the uplink's signed list of `entries` (payload id, genuine symbol) and, with
+    /// `round`, the ROUND marker it authorises.
+    fn list(&mut self, object_id: u64, round: Option<u32>, symbols: &[(u32, Vec<u8>)]) {
+        let chunks: Vec<&[(u32, Vec<u8>)]> =
+            if symbols.is_empty() { vec![symbols] } else { symbols.chunks(wire::SYMBOL_RANGE_SYMBOLS_MAX).collect() };
+        for chunk in chunks {
+            self.list_sequence += 1;
+            let mut ranges = Vec::new();
+            for (id, symbol) in chunk {
+                wire::add_to_ranges(&mut ranges, (id >> 24) as u8, id & wire::ESI_MAX, wire::symbol_hash(symbol));
+            }
+            let certificate = keys().signing.certificate().to_bytes();
+            let signed = wire::symbol_list_signed_part(keys().signing.serial(), self.list_sequence, round, Some(&certificate), &ranges);
+            let signature = keys().signing.sign_symbol_list(object_id, &signed);
+            wire::write_symbol_list(&mut self.buf, &keys().network, object_id, &signed, &signature);
+            self.send_buf();
+        }
+    }
+
     fn deliver(&mut self, datagram: &[u8]) {
         self.rec.handle_datagram(self.now, self.wall, datagram);
         self.stores.drain(&mut self.rec);
@@ -921,6 +956,11 @@ impl Sim {
             _ => input.u32() & wire::ESI_MAX,
         };
         let mut symbol = self.objects[i].symbol(sbn, esi);
+        if !symbol.is_empty() {
+            // The uplink lists the genuine symbol; the forgeries below then fail the list.
+            let object_id = self.objects[i].manifest.object_id;
+            self.list(object_id, None, &[(wire::payload_id(sbn, esi), symbol.clone())]);
+        }
         match (mode >> 2) % 4 {
             0 | 1 => {}
             2 if !symbol.is_empty() => {
@@ -949,21 +989,29 @@ impl Sim {
         let lost = input.u64();
         let object_id = self.objects[i].manifest.object_id;
         let mut sent = 0;
-        for sbn in (first_block..z).chain(0..first_block) {
+        let mut symbols = Vec::new();
+        'blocks: for sbn in (first_block..z).chain(0..first_block) {
             for n in 0..count {
                 if sent >= BURST_SYMBOLS_MAX {
-                    return;
+                    break 'blocks;
                 }
                 sent += 1;
-                if lost & (1 << (n % 64)) != 0 {
-                    continue;
-                }
                 let esi = first_esi + n;
                 let symbol = self.objects[i].symbol(sbn as u8, esi);
-                if symbol.is_empty() {
-                    continue;
+                if !symbol.is_empty() {
+                    symbols.push((sbn as u8, esi, lost & (1 << (n % 64)) != 0, symbol));
                 }
-                wire::write_data(&mut self.buf, &keys().network, object_id, sbn as u8, esi, &symbol);
+            }
+        }
+        // The uplink's lists first (lost symbols are listed too), then the symbols.
+        let listed: Vec<(u32, Vec<u8>)> =
+            symbols.iter().map(|(sbn, esi, _, symbol)| (wire::payload_id(*sbn, *esi), symbol.clone())).collect();
+        if !listed.is_empty() {
+            self.list(object_id, None, &listed);
+        }
+        for (sbn, esi, lost, symbol) in symbols {
+            if !lost {
+                wire::write_data(&mut self.buf, &keys().network, object_id, sbn, esi, &symbol);
                 self.send_buf();
             }
         }
@@ -989,7 +1037,12 @@ impl Sim {
 
     fn round(&mut self, input: &mut Input<'_>) {
         let object_id = self.object_id(input);
-        let round = u32::from(input.u8() % 8);
+        let byte = input.u8();
+        let round = u32::from(byte % 8);
+        if byte & 8 == 0 {
+            // Signed by the uplink; with the bit set, a forgery no list authorises.
+            self.list(object_id, Some(round), &[]);
+        }
         wire::write_round(&mut self.buf, &keys().network, object_id, round);
         self.send_buf();
     }
@@ -1112,6 +1165,7 @@ impl Sim {
                     self.durable_revocations = (sequence, revoked_serials);
                 }
                 ReceptionEvent::BlockPoisoned { .. } | ReceptionEvent::ObjectPoisoned { .. } => self.counts.poisoned += 1,
+                ReceptionEvent::Dropped { reason: wire::WireError::Source(wire::SourceRefusal::ForgedSymbol) } => self.counts.forged += 1,
                 ReceptionEvent::Heartbeat { .. } => self.counts.heartbeats += 1,
                 _ => {}
             }
@@ -1161,6 +1215,7 @@ pub fn reception_with_memory(data: &[u8], live_bytes: &dyn Fn() -> Option<usize>
         durable_delivered: Vec::new(),
         durable_revocations: (0, Vec::new()),
         buf: Vec::new(),
+        list_sequence: 0,
     };
     for _ in 0..RECEPTION_OPS_MAX {
         if input.is_empty() {

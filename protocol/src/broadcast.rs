@@ -70,6 +70,10 @@ pub const VERSION_NOTES_MAX: usize = 4096;
 pub const ROUND_MARKER_COPIES: u32 = 3;
 /// Spacing between copies of a ROUND marker.
 pub const ROUND_MARKER_SPACING: Duration = Duration::from_millis(50);
+/// Every this many SYMBOL LISTs of symbols, one carries the signing key's certificate (as
+/// every list naming a ROUND marker does): a county that missed the heartbeats of a new key
+/// keeps at most about this many lists' symbols unverified before it learns the key.
+pub const SYMBOL_LIST_CERTIFICATE_EVERY: u64 = 16;
 /// Extra copies of a new object's manifest, after its first, before the regular carousel
 /// interval takes over: a county that misses them all keeps the symbols it hears meanwhile
 /// (see `reception::EARLY_SYMBOL_BYTES_MAX`), but each copy it catches saves it a round.
@@ -426,6 +430,11 @@ pub struct AirStats {
     pub key_wrap_datagrams: u64,
     /// NETWORK KEY datagrams sent (the next network key, during a rotation).
     pub network_key_datagrams: u64,
+    /// SYMBOL LIST datagrams sent.
+    pub symbol_list_datagrams: u64,
+    /// Bytes of SYMBOL LIST datagrams on the carrier, IP and UDP headers included (also
+    /// counted in `bytes_on_air`): what source authentication costs.
+    pub symbol_list_bytes: u64,
     /// Bytes on the carrier, IP and UDP headers included.
     pub bytes_on_air: u64,
 }
@@ -523,6 +532,10 @@ struct Airing {
     held: Option<(u8, u32)>,
     /// Set while the encoder for `held` is awaited: when to ask the source again.
     retry_at: Option<Instant>,
+    /// Symbols built ahead whose SYMBOL LIST went out: they are aired next, in order.
+    ready: VecDeque<(u8, u32, Vec<u8>)>,
+    /// Bytes of this object's SYMBOL LIST datagrams handed out so far (IP and UDP included).
+    list_bytes_sent: u64,
     symbols_sent: u64,
     /// Symbols planned for the current round, and `symbols_sent` when it started: what is
     /// left of it orders the objects of a class.
@@ -592,6 +605,8 @@ impl Airing {
             encoders: HashMap::new(),
             held: None,
             retry_at: None,
+            ready: VecDeque::new(),
+            list_bytes_sent: 0,
             symbols_sent: 0,
             round_symbols: 0,
             round_start_sent: 0,
@@ -659,6 +674,7 @@ impl Airing {
         self.encoders.retain(|sbn, _| first.clone().any(|i| blocks[i].sbn == *sbn && counts[i] > 0));
         self.held = None;
         self.retry_at = None;
+        self.ready.clear();
         self.phase = Phase::Sending;
         self.schedule = self.window_schedule();
         self.round_symbols = self.round_counts.iter().map(|c| u64::from(*c)).sum();
@@ -891,7 +907,13 @@ pub struct Broadcaster {
     key_wrap_next: usize,
     events: VecDeque<BroadcastEvent>,
     stats: AirStats,
-    symbol: Vec<u8>,
+    /// The sequence of the last SYMBOL LIST: the wall clock in milliseconds, or one more than
+    /// the last, so it keeps growing across restarts (receivers drop lists seen already).
+    list_sequence: u64,
+    /// The wall clock of the last call to [`Broadcaster::poll_transmit`], in milliseconds.
+    wall_unix_ms: u64,
+    /// SYMBOL LISTs of symbols built so far (see [`SYMBOL_LIST_CERTIFICATE_EVERY`]).
+    lists_built: u64,
     /// Each county's loss rate, from its reports: sizes first passes.
     losses: LossBook,
     /// The round trip from a round's end to the first report answering it, smoothed over
@@ -929,7 +951,9 @@ impl Broadcaster {
             key_wrap_next: 0,
             events: VecDeque::new(),
             stats: AirStats::default(),
-            symbol: Vec::new(),
+            list_sequence: 0,
+            wall_unix_ms: 0,
+            lists_built: 0,
             losses: LossBook::new(config.sizing.prior_loss),
             report_delay: None,
             next_seq: 0,
@@ -1068,6 +1092,14 @@ impl Broadcaster {
     /// keep the manifests they were signed with; they stay valid until that key expires.
     pub fn set_signing_key(&mut self, signing_key: SigningKey) {
         self.signing_key = signing_key;
+        // Receivers check symbol lists with a key they learned from a manifest or a
+        // heartbeat: a heartbeat under the new key goes at once, before its first list.
+        self.live_changed = true;
+    }
+
+    /// Bytes of SYMBOL LIST datagrams aired for one object so far, IP and UDP included.
+    pub fn list_bytes_sent(&self, object_id: u64) -> Option<u64> {
+        self.objects.iter().find(|a| a.object_id() == object_id).map(|a| a.list_bytes_sent)
     }
 
     /// Ids of the objects held now (airing, scheduled or idle).
@@ -1243,12 +1275,95 @@ impl Broadcaster {
         }
     }
 
+    fn next_list_sequence(&mut self) -> u64 {
+        self.list_sequence = self.wall_unix_ms.max(self.list_sequence + 1);
+        self.list_sequence
+    }
+
+    /// Signs and seals one SYMBOL LIST of `object_id`.
+    fn symbol_list(&mut self, object_id: u64, round: Option<u32>, with_certificate: bool, ranges: &[wire::SymbolRange]) -> Vec<u8> {
+        let sequence = self.next_list_sequence();
+        let certificate = with_certificate.then(|| self.signing_key.certificate().to_bytes());
+        let signed = wire::symbol_list_signed_part(self.signing_key.serial(), sequence, round, certificate.as_deref(), ranges);
+        let signature = self.signing_key.sign_symbol_list(object_id, &signed);
+        let mut buf = Vec::new();
+        wire::write_symbol_list(&mut buf, &self.network_key, object_id, &signed, &signature);
+        buf
+    }
+
+    /// Queues the ROUND markers of `round`, each copy right after a copy of the signed list
+    /// that names it: receivers act on no marker the uplink did not sign. The list is small
+    /// (no symbols) and its copies cost a receiver a counter each, not a signature check.
     fn queue_round_markers(&mut self, now: Instant, object_id: u64, round: u32) {
+        let list = self.symbol_list(object_id, Some(round), true, &[]);
+        if let Some(airing) = self.objects.iter_mut().find(|a| a.object_id() == object_id) {
+            airing.list_bytes_sent += ((list.len() + wire::IP_UDP_HEADER_BYTES) as u32 * ROUND_MARKER_COPIES) as u64;
+        }
         let mut buf = Vec::new();
         wire::write_round(&mut buf, &self.network_key, object_id, round);
         for copy in 0..ROUND_MARKER_COPIES {
+            self.control.push_back((now + ROUND_MARKER_SPACING * copy, list.clone(), PacketType::SymbolList));
             self.control.push_back((now + ROUND_MARKER_SPACING * copy, buf.clone(), PacketType::Round));
         }
+    }
+
+    /// The next DATA step of the object at `index`: a symbol whose list went out, or, when
+    /// none is left, the list of the next batch (built now: as many symbols ahead as one
+    /// list datagram names). So every symbol follows its list, and a county checks it on
+    /// arrival. One copy of each list: a county that loses it keeps the batch as
+    /// unverified symbols (see `reception`), which cost nothing unless an attacker is active.
+    fn next_data(&mut self, now: Instant, index: usize) -> std::io::Result<DataStep> {
+        let datagram_bytes_max = self.config.datagram_bytes_max;
+        let with_certificate = self.lists_built % SYMBOL_LIST_CERTIFICATE_EVERY == 0;
+        let Some(airing) = self.objects.get_mut(index) else { return Ok(DataStep::EndOfRound) };
+        let object_id = airing.object_id();
+        if let Some((sbn, esi, symbol)) = airing.ready.pop_front() {
+            airing.symbols_sent += 1;
+            let mut buf = Vec::new();
+            wire::write_data(&mut buf, &self.network_key, object_id, sbn, esi, &symbol);
+            return Ok(DataStep::Send(buf, PacketType::Data));
+        }
+        let mut ranges: Vec<wire::SymbolRange> = Vec::new();
+        let mut list_len = wire::SYMBOL_LIST_DATAGRAM_BASE_LEN + if with_certificate { wire::SYMBOL_LIST_CERTIFICATE_LEN } else { 0 };
+        let mut waiting = false;
+        if airing.retry_at.is_some_and(|t| now >= t) {
+            airing.retry_at = None;
+        }
+        while airing.ready.len() < wire::SYMBOL_LIST_SYMBOLS_MAX {
+            let Some((sbn, esi)) = airing.next_symbol() else { break };
+            let growth = wire::range_growth(&ranges, sbn, esi);
+            if list_len + growth > datagram_bytes_max.max(wire::SYMBOL_LIST_DATAGRAM_BASE_LEN + wire::SYMBOL_LIST_CERTIFICATE_LEN + 13)
+                || (growth > wire::SYMBOL_HASH_LEN && ranges.len() >= wire::SYMBOL_LIST_RANGES_MAX)
+            {
+                airing.held = Some((sbn, esi));
+                break;
+            }
+            let mut symbol = Vec::new();
+            // An encoder asked for and not ready is not asked again before its retry time.
+            let too_soon = airing.retry_at.is_some() && !airing.encoders.contains_key(&sbn);
+            match if too_soon { None } else { airing.encoder(sbn)? } {
+                Some(encoder) => encoder.symbol_into(esi, &mut symbol).map_err(std::io::Error::other)?,
+                None => {
+                    airing.held = Some((sbn, esi));
+                    if !too_soon {
+                        airing.retry_at = Some(now + ENCODER_RETRY_INTERVAL);
+                    }
+                    waiting = true;
+                    break;
+                }
+            }
+            list_len += wire::add_to_ranges(&mut ranges, sbn, esi, wire::symbol_hash(&symbol));
+            airing.ready.push_back((sbn, esi, symbol));
+        }
+        if airing.ready.is_empty() {
+            return Ok(if waiting { DataStep::Waiting } else { DataStep::EndOfRound });
+        }
+        self.lists_built += 1;
+        let list = self.symbol_list(object_id, None, with_certificate, &ranges);
+        if let Some(airing) = self.objects.get_mut(index) {
+            airing.list_bytes_sent += (list.len() + wire::IP_UDP_HEADER_BYTES) as u64;
+        }
+        Ok(DataStep::Send(list, PacketType::SymbolList))
     }
 
     /// Moves every object through its phases as time and feedback allow.
@@ -1407,6 +1522,7 @@ impl Broadcaster {
 
     /// Builds the next datagram to send, if any is due, without consulting the pacer.
     fn build_next(&mut self, now: Instant, wall_unix_ms: u64) -> Option<(Vec<u8>, PacketType)> {
+        self.wall_unix_ms = wall_unix_ms;
         if now >= self.next_heartbeat_at || self.live_changed {
             let regular = now >= self.next_heartbeat_at;
             self.next_heartbeat_at = now + self.config.heartbeat_interval;
@@ -1453,39 +1569,30 @@ impl Broadcaster {
         // round, then the first added (see the module documentation). An object waiting for
         // an encoder lets the next one send meanwhile.
         let mut candidates: Vec<usize> = (0..self.objects.len())
-            .filter(|i| self.objects[*i].phase == Phase::Sending && self.objects[*i].retry_at.is_none_or(|t| now >= t))
+            .filter(|i| {
+                let airing = &self.objects[*i];
+                airing.phase == Phase::Sending && (!airing.ready.is_empty() || airing.retry_at.is_none_or(|t| now >= t))
+            })
             .collect();
         candidates.sort_by_key(|i| {
             let airing = &self.objects[*i];
             (airing.priority, airing.round_left(), airing.seq)
         });
-        let mut chosen = None;
         for index in candidates {
-            let airing = &mut self.objects[index];
-            let object_id = airing.object_id();
-            let Some((sbn, esi)) = airing.next_symbol() else {
-                self.end_round(now, index);
-                return self.build_next(now, wall_unix_ms);
-            };
-            let mut symbol = std::mem::take(&mut self.symbol);
-            symbol.clear();
-            let built = match airing.encoder(sbn) {
-                Ok(Some(encoder)) => encoder.symbol_into(esi, &mut symbol).map(|()| true).map_err(std::io::Error::other),
-                Ok(None) => Ok(false),
-                Err(error) => Err(error),
-            };
-            self.symbol = symbol;
-            match built {
-                Ok(true) => {
-                    airing.retry_at = None;
-                    chosen = Some((index, object_id, sbn, esi));
-                    break;
+            match self.next_data(now, index) {
+                Ok(DataStep::Send(buf, kind)) => {
+                    if kind == PacketType::Data && self.objects[index].round_left() <= ENCODER_PREFETCH_SYMBOLS {
+                        self.prefetch_next_after(now, index);
+                    }
+                    return Some((buf, kind));
                 }
-                Ok(false) => {
-                    airing.held = Some((sbn, esi));
-                    airing.retry_at = Some(now + ENCODER_RETRY_INTERVAL);
+                Ok(DataStep::Waiting) => {}
+                Ok(DataStep::EndOfRound) => {
+                    self.end_round(now, index);
+                    return self.build_next(now, wall_unix_ms);
                 }
                 Err(error) => {
+                    let object_id = self.objects[index].object_id();
                     self.objects.remove(index);
                     self.live_changed = true;
                     self.push_event(BroadcastEvent::SourceFailed { object_id, error: error.to_string() });
@@ -1493,15 +1600,7 @@ impl Broadcaster {
                 }
             }
         }
-        let (index, object_id, sbn, esi) = chosen?;
-        if self.objects[index].round_left() <= ENCODER_PREFETCH_SYMBOLS {
-            self.prefetch_next_after(now, index);
-        }
-        let airing = &mut self.objects[index];
-        airing.symbols_sent += 1;
-        let mut buf = Vec::new();
-        wire::write_data(&mut buf, &self.network_key, object_id, sbn, esi, &self.symbol);
-        Some((buf, PacketType::Data))
+        None
     }
 
     /// Asks for the first encoder of the object that airs once the one at `index` ends its
@@ -1539,6 +1638,10 @@ impl Broadcaster {
             PacketType::Revocation => self.stats.revocation_datagrams += 1,
             PacketType::KeyWrap => self.stats.key_wrap_datagrams += 1,
             PacketType::NetworkKey => self.stats.network_key_datagrams += 1,
+            PacketType::SymbolList => {
+                self.stats.symbol_list_datagrams += 1;
+                self.stats.symbol_list_bytes += (buf.len() + wire::IP_UDP_HEADER_BYTES) as u64;
+            }
         }
         out.clear();
         out.extend_from_slice(&buf);
@@ -1551,7 +1654,7 @@ impl Broadcaster {
         if let Some((buf, _)) = &self.pending {
             return Some(self.pacer.ready_at(buf.len()).min(wake));
         }
-        if self.objects.iter().any(|a| a.phase == Phase::Sending && a.retry_at.is_none()) {
+        if self.objects.iter().any(|a| a.phase == Phase::Sending && (a.retry_at.is_none() || !a.ready.is_empty())) {
             return Some(self.pacer.ready_at(self.config.datagram_bytes_max).min(wake));
         }
         for (due, _, _) in &self.control {
@@ -1578,6 +1681,16 @@ impl Broadcaster {
     pub fn poll_event(&mut self) -> Option<BroadcastEvent> {
         self.events.pop_front()
     }
+}
+
+/// What the next DATA step of one object gives.
+enum DataStep {
+    /// A datagram to send (a symbol or a symbol list).
+    Send(Vec<u8>, PacketType),
+    /// Its encoder is not ready: ask again later.
+    Waiting,
+    /// Every symbol of the round went out.
+    EndOfRound,
 }
 
 /// A change to one county's feedback state, decided before the object is looked up.

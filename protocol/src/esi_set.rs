@@ -51,6 +51,15 @@ impl EsiSet {
         EsiSet { count, ..EsiSet::new(source_symbols) }
     }
 
+    /// Whether an ESI is held.
+    pub fn contains(&self, esi: u32) -> bool {
+        if esi < self.dense_limit {
+            self.words.get((esi / 64) as usize).is_some_and(|w| w & (1u64 << (esi % 64)) != 0)
+        } else {
+            self.sparse.contains(&esi)
+        }
+    }
+
     /// Adds an ESI.
     pub fn insert(&mut self, esi: u32) -> Inserted {
         if esi < self.dense_limit {

@@ -47,7 +47,7 @@ use crate::storage::{DecodeOutcome, Held, NotKept, StoreCompletion, StoreRequest
 // Where they lived before storage became requests; the daemon's store and tests name them here.
 pub use crate::storage::{MemoryStore, ReceptionStore};
 use crate::trust::{self, Accepted, Heartbeat, RootPublicKey, SignedHeartbeat, SignedRevocation, TrustError};
-use crate::wire::{self, Body, ManifestAssembler, NetworkKey, WireError};
+use crate::wire::{self, Body, ManifestAssembler, NetworkKey, SourceRefusal, WireError};
 
 /// The most events held for the driver; beyond it the oldest are dropped and counted.
 pub const EVENTS_MAX: usize = 4096;
@@ -73,6 +73,30 @@ pub const EARLY_SYMBOL_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// The most symbols kept for objects whose manifest has not arrived yet, whatever their
 /// size: tiny forged symbols must not turn the byte bound into millions of entries.
 pub const EARLY_SYMBOLS_MAX: usize = 16_384;
+/// Symbols kept unverified (their signed list was lost, or never came), over all objects:
+/// a block uses them only when its verified symbols fall short, and drops them if that
+/// attempt fails its hash. The oldest go first beyond this, or beyond
+/// [`UNVERIFIED_SYMBOL_BYTES_MAX`].
+pub const UNVERIFIED_SYMBOLS_MAX: usize = 16_384;
+/// Bytes of unverified symbols kept, over all objects.
+pub const UNVERIFIED_SYMBOL_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Failed decode attempts with unverified symbols per block of one object: after that the
+/// block uses only symbols a signed list vouches for (an attacker's forgeries cost each
+/// block at most this many attempts).
+pub const UNVERIFIED_ATTEMPTS_PER_BLOCK_MAX: u8 = 1;
+/// Listed symbol hashes remembered per object (those of symbols not received yet: lost
+/// ones linger until their block verifies or newer lists push them out).
+pub const LISTED_SYMBOLS_MAX: usize = 4096;
+/// Sequences of accepted symbol lists remembered per object: a list seen already (or older
+/// than all of these) costs a counter, not a signature check.
+pub const LIST_SEQUENCES_REMEMBERED: usize = 64;
+/// ROUND markers per object that signed lists named, remembered.
+pub const LISTED_ROUNDS_MAX: usize = 16;
+/// Symbol lists kept, unverified, for objects whose manifest has not been accepted yet.
+pub const EARLY_LISTS_MAX: usize = 64;
+/// Signing-key certificates remembered from verified manifests and heartbeats: symbol
+/// lists name their signer by serial and are checked against these.
+pub const LIST_SIGNERS_MAX: usize = 8;
 /// Bytes each early symbol is charged beyond its own: the entry and its allocation.
 const EARLY_ENTRY_OVERHEAD_BYTES: usize = 64;
 /// How many objects' refusals are remembered, so each (object, reason) is told to the
@@ -410,6 +434,156 @@ pub struct ReceptionStats {
     /// Manifests of confidential objects this county opened (it is among their readers):
     /// once per object, and again after a restart.
     pub sealed_opened: u64,
+    /// Signed symbol lists accepted (one signature check each).
+    pub symbol_lists_accepted: u64,
+    /// Symbol lists dropped before any signature check: seen already (replays, repeats
+    /// before ROUND markers), or for an object completed or ended.
+    pub symbol_lists_replayed: u64,
+    /// Symbol lists whose signature did not verify.
+    pub symbol_lists_refused: u64,
+    /// Symbol lists whose signer this county has not learned (from a manifest or
+    /// heartbeat), or revoked or expired: not checked; their symbols stay unverified.
+    pub symbol_lists_unknown_signer: u64,
+    /// DATA symbols that did not match their signed list: forgeries, never decoded.
+    pub symbols_forged: u64,
+    /// DATA symbols kept unverified (no signed list named them when they came).
+    pub symbols_unverified: u64,
+    /// Unverified symbols dropped: pushed out by the bounds, of a block that failed an
+    /// attempt with them, or refused because their block uses verified symbols only.
+    pub symbols_unverified_dropped: u64,
+    /// Blocks decoded with the help of unverified symbols.
+    pub unverified_decodes: u64,
+    /// Decode attempts with unverified symbols that failed the block's hash: a forged
+    /// symbol among them (at most [`UNVERIFIED_ATTEMPTS_PER_BLOCK_MAX`] per block).
+    pub unverified_decodes_failed: u64,
+    /// ROUND markers no signed list named (forgeries, or a marker whose lists were all lost).
+    pub round_markers_unlisted: u64,
+}
+
+/// What the uplink's signed lists vouch for, per object.
+#[derive(Debug, Default)]
+struct Listed {
+    /// Hash of each listed symbol not received yet, by payload id (SBN u8, ESI u24), in
+    /// payload-id order so a verified block's entries go at once.
+    hashes: BTreeMap<u32, [u8; wire::SYMBOL_HASH_LEN]>,
+    /// Payload ids in the order listed, to push out the oldest (may name ones gone already).
+    order: VecDeque<u32>,
+    /// Sequences of the lists accepted last (at most [`LIST_SEQUENCES_REMEMBERED`]).
+    sequences: std::collections::BTreeSet<u64>,
+    /// Rounds whose ROUND marker a list named (at most [`LISTED_ROUNDS_MAX`]).
+    rounds: VecDeque<u32>,
+    /// The last ROUND marker that came before a list naming it.
+    pending_round: Option<u32>,
+}
+
+impl Listed {
+    /// A list with this sequence was taken already, or is older than every one remembered.
+    fn seen(&self, sequence: u64) -> bool {
+        self.sequences.contains(&sequence)
+            || (self.sequences.len() >= LIST_SEQUENCES_REMEMBERED && self.sequences.first().is_some_and(|s| sequence < *s))
+    }
+
+    /// Takes a verified list.
+    fn take(&mut self, list: &wire::SymbolList<'_>) {
+        self.sequences.insert(list.sequence);
+        while self.sequences.len() > LIST_SEQUENCES_REMEMBERED {
+            self.sequences.pop_first();
+        }
+        for (payload_id, hash) in list.entries() {
+            self.hashes.insert(payload_id, hash);
+            self.order.push_back(payload_id);
+        }
+        while self.hashes.len() > LISTED_SYMBOLS_MAX || self.order.len() > 2 * LISTED_SYMBOLS_MAX {
+            let Some(oldest) = self.order.pop_front() else { break };
+            self.hashes.remove(&oldest);
+        }
+        if let Some(round) = list.round {
+            if !self.rounds.contains(&round) {
+                self.rounds.push_back(round);
+            }
+            while self.rounds.len() > LISTED_ROUNDS_MAX {
+                self.rounds.pop_front();
+            }
+        }
+    }
+
+    /// Forgets the entries of a verified block.
+    fn forget_block(&mut self, sbn: u8) {
+        let first = wire::payload_id(sbn, 0);
+        let last = wire::payload_id(sbn, wire::ESI_MAX);
+        let gone: Vec<u32> = self.hashes.range(first..=last).map(|(id, _)| *id).collect();
+        for id in gone {
+            self.hashes.remove(&id);
+        }
+    }
+}
+
+/// A symbol list kept before its object's manifest was accepted: its body, as received.
+#[derive(Debug)]
+struct EarlyList {
+    object_id: u64,
+    sequence: u64,
+    body: Vec<u8>,
+}
+
+/// Symbols no signed list vouched for when they came, over all objects, bounded by
+/// [`UNVERIFIED_SYMBOLS_MAX`] and [`UNVERIFIED_SYMBOL_BYTES_MAX`].
+#[derive(Debug, Default)]
+struct Unverified {
+    symbols: BTreeMap<(u64, u8, u32), Vec<u8>>,
+    /// Keys in arrival order, to push out the oldest (may name ones gone already).
+    order: VecDeque<(u64, u8, u32)>,
+    bytes: usize,
+}
+
+impl Unverified {
+    fn cost(symbol: &[u8]) -> usize {
+        symbol.len() + EARLY_ENTRY_OVERHEAD_BYTES
+    }
+
+    /// Keeps a symbol; returns whether it is new, and how many older ones were pushed out
+    /// (with the (object, block) each belonged to).
+    fn insert(&mut self, key: (u64, u8, u32), symbol: Vec<u8>) -> (bool, Vec<(u64, u8)>) {
+        if self.symbols.contains_key(&key) {
+            return (false, Vec::new());
+        }
+        let mut pushed_out = Vec::new();
+        let cost = Self::cost(&symbol);
+        while self.symbols.len() >= UNVERIFIED_SYMBOLS_MAX
+            || self.bytes + cost > UNVERIFIED_SYMBOL_BYTES_MAX
+            || self.order.len() > 2 * UNVERIFIED_SYMBOLS_MAX
+        {
+            let Some(oldest) = self.order.pop_front() else { break };
+            if let Some(gone) = self.symbols.remove(&oldest) {
+                self.bytes -= Self::cost(&gone);
+                pushed_out.push((oldest.0, oldest.1));
+            }
+        }
+        self.bytes += cost;
+        self.symbols.insert(key, symbol);
+        self.order.push_back(key);
+        (true, pushed_out)
+    }
+
+    fn remove(&mut self, key: &(u64, u8, u32)) -> Option<Vec<u8>> {
+        let symbol = self.symbols.remove(key)?;
+        self.bytes -= Self::cost(&symbol);
+        Some(symbol)
+    }
+
+    /// The unverified symbols of one block, as (ESI, bytes).
+    fn of_block(&self, object_id: u64, sbn: u8) -> Vec<(u32, Vec<u8>)> {
+        self.symbols.range((object_id, sbn, 0)..=(object_id, sbn, u32::MAX)).map(|((_, _, esi), s)| (*esi, s.clone())).collect()
+    }
+
+    /// Drops the unverified symbols of one block; returns how many.
+    fn drop_block(&mut self, object_id: u64, sbn: u8) -> u64 {
+        let keys: Vec<_> = self.symbols.range((object_id, sbn, 0)..=(object_id, sbn, u32::MAX)).map(|(k, _)| *k).collect();
+        for key in &keys {
+            self.remove(key);
+        }
+        keys.len() as u64
+    }
 }
 
 /// How faithfully symbols are processed. The simulator uses [`Fidelity::Counting`] to run
@@ -478,17 +652,22 @@ impl ReceptionConfig {
 }
 
 impl Incoming {
-    /// Fresh symbols still needed per block (0 = verified).
+    /// Fresh symbols still needed per block (0 = verified). Unverified symbols count: with
+    /// no attacker they are the uplink's, and a block whose attempt with them failed holds
+    /// none.
     fn needs(&self) -> Vec<u32> {
         self.blocks
             .iter()
             .zip(&self.verified)
-            .zip(&self.kept)
-            .map(|((block, verified), kept)| match (*verified, kept.count() >= block.source_symbols) {
-                (true, _) => 0,
-                // K symbols that did not decode yet: RaptorQ almost always needs one or two more.
-                (false, true) => 2,
-                (false, false) => block.source_symbols - kept.count(),
+            .zip(self.kept.iter().zip(&self.unverified))
+            .map(|((block, verified), (kept, unverified))| {
+                let held = kept.count() + unverified;
+                match (*verified, held >= block.source_symbols) {
+                    (true, _) => 0,
+                    // K symbols that did not decode yet: RaptorQ almost always needs one or two more.
+                    (false, true) => 2,
+                    (false, false) => block.source_symbols - held,
+                }
             })
             .collect()
     }
@@ -528,6 +707,15 @@ struct Incoming {
     signer_serial: u64,
     /// DATA symbols of this object received, useful or not: the uplink's loss estimate.
     symbols_received: u64,
+    /// What the uplink's signed lists vouch for.
+    listed: Listed,
+    /// Per block: unverified symbols held (see [`Unverified`]).
+    unverified: Vec<u32>,
+    /// Per block: the decode request out includes unverified symbols.
+    decoding_unverified: Vec<bool>,
+    /// Per block: failed decode attempts with unverified symbols (at most
+    /// [`UNVERIFIED_ATTEMPTS_PER_BLOCK_MAX`], then the block takes verified symbols only).
+    unverified_failures: Vec<u8>,
     /// The last ROUND marker seen.
     round: u32,
     /// When the manifest was accepted: a heartbeat that arrived later and does not list
@@ -646,6 +834,13 @@ pub struct Reception {
     /// Symbols that arrived before their object's manifest: (object id, sbn, esi, symbol).
     early: VecDeque<(u64, u8, u32, Vec<u8>)>,
     early_bytes: usize,
+    /// Symbol lists of objects not accepted yet, unverified, oldest first.
+    early_lists: VecDeque<EarlyList>,
+    /// Symbols of objects being received that no signed list named.
+    unverified: Unverified,
+    /// Certificates that verified under the pinned root (in manifests and heartbeats),
+    /// newest last: symbol lists name their signer by serial.
+    signers: VecDeque<trust::KeyCertificate>,
     /// Revoked signing-key serials, and the sequence of the list that named them.
     revoked: (u64, std::collections::BTreeSet<u64>),
     rng: ChaCha8Rng,
@@ -687,6 +882,9 @@ impl Reception {
             feedback: VecDeque::new(),
             early: VecDeque::new(),
             early_bytes: 0,
+            early_lists: VecDeque::new(),
+            unverified: Unverified::default(),
+            signers: VecDeque::new(),
             revoked: (0, std::collections::BTreeSet::new()),
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             delivered: HashMap::new(),
@@ -1188,6 +1386,141 @@ impl Reception {
             Body::Revocation(signed) => self.handle_revocation(signed),
             Body::KeyWrap(signed) => self.handle_key_wrap(now, wall_unix_secs, signed),
             Body::NetworkKey(signed) => self.handle_network_key(wall_unix_secs, signed),
+            Body::SymbolList(ref list) => self.handle_list(now, wall_unix_secs, datagram.object_id, list),
+        }
+    }
+
+    /// Remembers a certificate that verified under the pinned root (a manifest's or a
+    /// heartbeat's): symbol lists signed by its key are checked against it.
+    fn learn_signer(&mut self, certificate: &trust::KeyCertificate) {
+        if let Some(known) = self.signers.iter().position(|c| c == certificate) {
+            self.signers.remove(known);
+        }
+        self.signers.push_back(*certificate);
+        while self.signers.len() > LIST_SIGNERS_MAX {
+            self.signers.pop_front();
+        }
+    }
+
+    /// The public key of the signer `serial`, if learned, not revoked and not expired.
+    fn list_signer(&self, serial: u64, wall_unix_secs: u64) -> Option<[u8; 32]> {
+        if self.revoked.1.contains(&serial) {
+            return None;
+        }
+        let body = self.signers.iter().rev().find(|c| c.body.serial == serial)?.body;
+        (wall_unix_secs <= body.not_after_unix_secs).then_some(body.public_key)
+    }
+
+    /// The public key of a list's certificate when its signer is not known yet: one check
+    /// of the certificate under the pinned root, then it is known (and costs a lookup).
+    fn learn_list_certificate(&mut self, list: &wire::SymbolList<'_>, wall_unix_secs: u64) -> Option<[u8; 32]> {
+        if self.revoked.1.contains(&list.signer_serial) {
+            return None;
+        }
+        let certificate = trust::KeyCertificate::from_bytes(list.certificate?).ok()?;
+        if certificate.body.serial != list.signer_serial {
+            return None;
+        }
+        // Counting receivers trust their simulator's uplink, as for the list's signature.
+        if self.config.fidelity == Fidelity::Full {
+            self.stats.signatures_checked += 1;
+            certificate.verify(&self.config.root, wall_unix_secs).ok()?;
+        }
+        self.learn_signer(&certificate);
+        Some(certificate.body.public_key)
+    }
+
+    /// A SYMBOL LIST. Cheap checks first: an object completed or ended costs a counter; one
+    /// not accepted yet is kept unverified (bounded) until its manifest is; a list seen
+    /// already (by sequence) costs a counter, as does an unknown signer; only then one
+    /// signature check, after which its symbols, the unverified ones it names and a ROUND
+    /// marker that waited for it are used.
+    fn handle_list(&mut self, now: Instant, wall_unix_secs: u64, object_id: u64, list: &wire::SymbolList<'_>) {
+        if self.is_completed(object_id) || self.ended.contains(object_id) {
+            self.stats.symbol_lists_replayed += 1;
+            return;
+        }
+        let Some(inc) = self.incoming.get(&object_id) else {
+            if self.early_lists.iter().any(|e| e.object_id == object_id && e.sequence == list.sequence) {
+                self.stats.symbol_lists_replayed += 1;
+                return;
+            }
+            while self.early_lists.len() >= EARLY_LISTS_MAX {
+                self.early_lists.pop_front();
+            }
+            let mut body = list.signed.to_vec();
+            body.extend_from_slice(list.signature);
+            self.early_lists.push_back(EarlyList { object_id, sequence: list.sequence, body });
+            return;
+        };
+        if inc.listed.seen(list.sequence) {
+            self.stats.symbol_lists_replayed += 1;
+            return;
+        }
+        let known = self.list_signer(list.signer_serial, wall_unix_secs);
+        let Some(key) = known.or_else(|| self.learn_list_certificate(list, wall_unix_secs)) else {
+            self.stats.symbol_lists_unknown_signer += 1;
+            return;
+        };
+        // The simulator's counting receivers trust their uplink's lists: 2000 signature
+        // checks per list would be most of a run's time, and it forges none.
+        if self.config.fidelity == Fidelity::Full {
+            self.stats.signatures_checked += 1;
+            if !trust::verify_symbol_list(&key, object_id, list.signed, list.signature) {
+                self.stats.symbol_lists_refused += 1;
+                return self.push(ReceptionEvent::Dropped { reason: WireError::Source(SourceRefusal::BadListSignature) });
+            }
+        }
+        self.stats.symbol_lists_accepted += 1;
+        let Some(inc) = self.incoming.get_mut(&object_id) else { return };
+        inc.listed.take(list);
+        let waiting_round = inc.listed.pending_round.filter(|r| inc.listed.rounds.contains(r));
+        if waiting_round.is_some() {
+            inc.listed.pending_round = None;
+        }
+        // Symbols that came before their list (it was late, or they were early) are
+        // checked now: vouched for, or forged.
+        let mut named = Vec::new();
+        for (payload_id, hash) in list.entries() {
+            let (sbn, esi) = ((payload_id >> 24) as u8, payload_id & wire::ESI_MAX);
+            if let Some(symbol) = self.unverified.remove(&(object_id, sbn, esi)) {
+                named.push((sbn, esi, hash, symbol));
+            }
+        }
+        for (sbn, esi, hash, symbol) in named {
+            if let Some(count) = self.incoming.get_mut(&object_id).and_then(|inc| inc.unverified.get_mut(usize::from(sbn))) {
+                *count = count.saturating_sub(1);
+            }
+            self.handle_symbol_again(now, object_id, sbn, esi, hash, &symbol);
+        }
+        if let Some(round) = waiting_round {
+            self.handle_round(now, object_id, round);
+        }
+    }
+
+    /// An unverified symbol that a list named later: kept if it matches, dropped if not.
+    fn handle_symbol_again(&mut self, now: Instant, object_id: u64, sbn: u8, esi: u32, hash: [u8; wire::SYMBOL_HASH_LEN], symbol: &[u8]) {
+        if self.config.fidelity == Fidelity::Full && wire::symbol_hash(symbol) != hash {
+            self.stats.symbols_forged += 1;
+            return self.push(ReceptionEvent::Dropped { reason: WireError::Source(SourceRefusal::ForgedSymbol) });
+        }
+        let Some(inc) = self.incoming.get_mut(&object_id) else { return };
+        inc.listed.hashes.remove(&wire::payload_id(sbn, esi));
+        self.keep_symbol(now, object_id, sbn, esi, symbol);
+    }
+
+    /// Symbol lists kept before the manifest of `object_id` was accepted are checked now.
+    fn replay_early_lists(&mut self, now: Instant, wall_unix_secs: u64, object_id: u64) {
+        if !self.early_lists.iter().any(|e| e.object_id == object_id) {
+            return;
+        }
+        let (early, rest): (VecDeque<_>, VecDeque<_>) =
+            std::mem::take(&mut self.early_lists).into_iter().partition(|e| e.object_id == object_id);
+        self.early_lists = rest;
+        for list in early {
+            if let Ok(parsed) = wire::parse_symbol_list(&list.body) {
+                self.handle_list(now, wall_unix_secs, object_id, &parsed);
+            }
         }
     }
 
@@ -1197,6 +1530,13 @@ impl Reception {
         }
         let window_ms = self.config.report_window.as_millis() as u64;
         let Some(inc) = self.incoming.get_mut(&object_id) else { return };
+        if !inc.listed.rounds.contains(&round) {
+            // Not (yet) named by the uplink: it waits for its list, which normally came
+            // first; a forgery waits in vain and costs a counter.
+            inc.listed.pending_round = Some(round);
+            self.stats.round_markers_unlisted += 1;
+            return self.push(ReceptionEvent::Dropped { reason: WireError::Source(SourceRefusal::UnlistedRound) });
+        }
         if round < inc.round
             || (round == inc.round && (inc.report_due.is_some() || inc.last_report_at.is_some_and(|at| at >= inc.last_symbol_at)))
         {
@@ -1292,6 +1632,7 @@ impl Reception {
             Ok(heartbeat) => heartbeat,
             Err(error) => return self.refuse_heartbeat(digest, error),
         };
+        self.learn_signer(&parsed.certificate);
         // Its age counts from when the uplink signed it, not from when it arrived: a
         // heartbeat captured earlier and replayed after a reboot (when the receiver has
         // forgotten the last one) shows as old, as it is.
@@ -1423,6 +1764,9 @@ impl Reception {
             }
             Err(error) => return self.reject(now, object_id, digest, error.into()),
         };
+        if let Ok(parsed) = trust::SignedManifest::from_bytes(signed) {
+            self.learn_signer(&parsed.certificate);
+        }
         if manifest.object_id != object_id {
             // A genuine manifest replayed under another object id in the header.
             let reason = RejectReason::ObjectIdMismatch { manifest: manifest.object_id, header: object_id };
@@ -1546,6 +1890,10 @@ impl Reception {
             kept,
             signer_serial,
             symbols_received,
+            listed: Listed::default(),
+            unverified: vec![0; verified_len],
+            decoding_unverified: vec![false; verified_len],
+            unverified_failures: vec![0; verified_len],
             round: 0,
             accepted_at: now,
             last_symbol_at: now,
@@ -1555,6 +1903,7 @@ impl Reception {
             pass_report_due: None,
         };
         self.incoming.insert(object_id, incoming);
+        self.replay_early_lists(now, wall_unix_secs, object_id);
         if held.is_some_and(|h| h.in_cache) {
             return self.complete(object_id);
         }
@@ -1615,12 +1964,61 @@ impl Reception {
         }
         let usable =
             usize::from(sbn) < inc.blocks.len() && symbol.len() == usize::from(inc.oti.symbol_size) && !inc.verified[usize::from(sbn)];
-        if !usable {
+        let index = usize::from(sbn);
+        if !usable || inc.kept[index].contains(esi) {
             self.stats.symbols_ignored += 1;
             return;
         }
+        // Cheap checks first (block, size, held already); then the list; only then the hash.
+        // A symbol that does not match its list never reaches the decoder.
+        let payload_id = wire::payload_id(sbn, esi);
+        let Some(listed) = inc.listed.hashes.get(&payload_id) else {
+            return self.hold_unverified(object_id, sbn, esi, symbol);
+        };
+        // The simulator's counting receivers trust the lookup alone: their symbols are the
+        // uplink's own, and 2000 hashes per datagram would be the whole run's time.
+        if self.config.fidelity == Fidelity::Full && wire::symbol_hash(symbol) != *listed {
+            self.stats.symbols_forged += 1;
+            return self.push(ReceptionEvent::Dropped { reason: WireError::Source(SourceRefusal::ForgedSymbol) });
+        }
+        inc.listed.hashes.remove(&payload_id);
+        self.keep_symbol(now, object_id, sbn, esi, symbol);
+    }
+
+    /// Keeps a symbol no signed list named (its list was lost, or it is forged): a block
+    /// uses such symbols only when its verified ones fall short (see [`Reception::try_decode`]).
+    fn hold_unverified(&mut self, object_id: u64, sbn: u8, esi: u32, symbol: &[u8]) {
+        let Some(inc) = self.incoming.get_mut(&object_id) else { return };
         let index = usize::from(sbn);
-        if inc.kept[index].insert(esi) != Inserted::New {
+        if inc.unverified_failures[index] >= UNVERIFIED_ATTEMPTS_PER_BLOCK_MAX {
+            self.stats.symbols_unverified_dropped += 1;
+            return;
+        }
+        let bytes = match self.config.fidelity {
+            Fidelity::Full => symbol.to_vec(),
+            Fidelity::Counting => Vec::new(),
+        };
+        let (new, pushed_out) = self.unverified.insert((object_id, sbn, esi), bytes);
+        if !new {
+            self.stats.symbols_ignored += 1;
+            return;
+        }
+        self.stats.symbols_unverified += 1;
+        inc.unverified[index] += 1;
+        for (gone_object, gone_sbn) in pushed_out {
+            self.stats.symbols_unverified_dropped += 1;
+            if let Some(count) = self.incoming.get_mut(&gone_object).and_then(|i| i.unverified.get_mut(usize::from(gone_sbn))) {
+                *count = count.saturating_sub(1);
+            }
+        }
+        self.try_decode(object_id, sbn);
+    }
+
+    /// Keeps a symbol a signed list vouched for: to storage, and a decode if it is enough.
+    fn keep_symbol(&mut self, _now: Instant, object_id: u64, sbn: u8, esi: u32, symbol: &[u8]) {
+        let Some(inc) = self.incoming.get_mut(&object_id) else { return };
+        let index = usize::from(sbn);
+        if inc.verified.get(index).is_none_or(|v| *v) || inc.kept[index].insert(esi) != Inserted::New {
             self.stats.symbols_ignored += 1;
             return;
         }
@@ -1629,7 +2027,7 @@ impl Reception {
             Fidelity::Full => symbol.to_vec(),
             Fidelity::Counting => Vec::new(),
         };
-        let ready = inc.kept[index].count() >= inc.blocks[index].source_symbols;
+        let ready = inc.kept[index].count() + inc.unverified[index] >= inc.blocks[index].source_symbols;
         self.requests.push_back(StoreRequest::AppendSymbol { object_id, sbn, esi, symbol });
         if ready {
             self.try_decode(object_id, sbn);
@@ -1638,16 +2036,32 @@ impl Reception {
 
     /// Asks storage to decode a block that holds K symbols or more, unless a request for it
     /// is out already or the last attempt saw as many symbols as there are now.
+    ///
+    /// Verified symbols first: the unverified ones of the block join only when the verified
+    /// ones are fewer than K and both together reach it (a lost list then costs nothing).
     fn try_decode(&mut self, object_id: u64, sbn: u8) {
         let Some(inc) = self.incoming.get_mut(&object_id) else { return };
         let index = usize::from(sbn);
-        let counted = inc.kept[index].count();
-        if inc.verified[index] || inc.decoding[index] || counted <= inc.tried_at[index] {
+        let Some(block) = inc.blocks.get(index) else { return };
+        let verified_count = inc.kept[index].count();
+        let unverified_count = inc.unverified[index];
+        let with_unverified = verified_count < block.source_symbols && unverified_count > 0;
+        let counted = verified_count + if with_unverified { unverified_count } else { 0 };
+        if inc.verified[index] || inc.decoding[index] || counted < block.source_symbols || counted <= inc.tried_at[index] {
             return;
         }
         inc.decoding[index] = true;
+        inc.decoding_unverified[index] = with_unverified;
         let expected_hash = inc.manifest.block_hashes[index];
-        self.requests.push_back(StoreRequest::DecodeBlock { object_id, oti: inc.oti, sbn, expected_hash, symbols_counted: counted });
+        let unverified = if with_unverified { self.unverified.of_block(object_id, sbn) } else { Vec::new() };
+        self.requests.push_back(StoreRequest::DecodeBlock {
+            object_id,
+            oti: inc.oti,
+            sbn,
+            expected_hash,
+            symbols_counted: counted,
+            unverified,
+        });
     }
 
     /// Takes back the result of a storage request.
@@ -1713,11 +2127,26 @@ impl Reception {
         let index = usize::from(sbn);
         let Some(decoding) = inc.decoding.get_mut(index) else { return };
         *decoding = false;
+        let with_unverified = std::mem::take(&mut inc.decoding_unverified[index]);
         match outcome {
             DecodeOutcome::Verified => {
+                if with_unverified {
+                    self.stats.unverified_decodes += 1;
+                }
                 if self.mark_verified(object_id, sbn) {
                     self.finish(object_id);
                 }
+            }
+            DecodeOutcome::UnverifiedRejected => {
+                // A forged symbol among the unverified ones: they all go, the verified
+                // ones stay, and the block takes verified symbols only from now on.
+                inc.unverified_failures[index] = inc.unverified_failures[index].saturating_add(1);
+                inc.unverified[index] = 0;
+                inc.tried_at[index] = 0;
+                self.stats.unverified_decodes_failed += 1;
+                self.stats.symbols_unverified_dropped += self.unverified.drop_block(object_id, sbn);
+                self.push(ReceptionEvent::Dropped { reason: WireError::Source(SourceRefusal::UnverifiedBlock) });
+                self.try_decode(object_id, sbn);
             }
             DecodeOutcome::Poisoned => {
                 inc.kept[index].clear();
@@ -1729,7 +2158,8 @@ impl Reception {
                 // crash): count what it has, so the next report asks for the rest.
                 let kept = &mut inc.kept[index];
                 kept.set_count(symbols_readable.min(kept.count()));
-                inc.tried_at[index] = kept.count();
+                // The attempt counted the unverified symbols it used: the next waits for more.
+                inc.tried_at[index] = kept.count() + if with_unverified { inc.unverified[index] } else { 0 };
                 // Symbols that arrived while decoding may already be enough.
                 self.try_decode(object_id, sbn);
             }
@@ -1751,6 +2181,10 @@ impl Reception {
         inc.verified[index] = true;
         inc.store_error = None;
         inc.kept[index].clear();
+        inc.unverified[index] = 0;
+        inc.listed.forget_block(sbn);
+        self.unverified.drop_block(object_id, sbn);
+        let Some(inc) = self.incoming.get_mut(&object_id) else { return false };
         inc.remaining -= 1;
         let last = inc.remaining == 0;
         self.push(ReceptionEvent::BlockVerified { object_id, sbn });

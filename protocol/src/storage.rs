@@ -55,9 +55,13 @@ pub enum StoreRequest {
         sbn: u8,
         /// The block's signed BLAKE3.
         expected_hash: [u8; 32],
-        /// Distinct symbols the machine counts for the block (a counting executor decides
-        /// by it; a real one reads what it kept).
+        /// Distinct symbols the machine counts for the block, `unverified` included (a
+        /// counting executor decides by it; a real one reads what it kept).
         symbols_counted: u32,
+        /// Symbols no signed list vouched for (their list was lost), used in this attempt
+        /// only and never kept: if the block then fails its hash, storage keeps the symbols
+        /// it holds and answers [`DecodeOutcome::UnverifiedRejected`].
+        unverified: Vec<(u32, Vec<u8>)>,
     },
     /// Hash the object as kept and compare it with its signed hash; if it is coded, decode
     /// it (streaming, into a file beside it) and check the result against the signed
@@ -98,6 +102,9 @@ pub enum DecodeOutcome {
     Verified,
     /// Decoded but did not match its signed hash: its symbols were dropped.
     Poisoned,
+    /// Decoded with unverified symbols and did not match its signed hash: one of them was
+    /// forged. The symbols kept (all vouched for by signed lists) stay.
+    UnverifiedRejected,
     /// Not decodable from what was kept, of which this many symbols could be read back.
     NotYet {
         /// Distinct symbols read back: the machine's count is corrected to it.
@@ -320,8 +327,9 @@ pub fn execute(request: StoreRequest, store: &mut dyn ReceptionStore) -> Option<
             };
             Some(StoreCompletion::SymbolNotKept { object_id, sbn, esi, why })
         }
-        StoreRequest::DecodeBlock { object_id, oti, sbn, expected_hash, .. } => {
-            let outcome = decode_block(store, object_id, &oti, sbn, expected_hash).unwrap_or_else(|e| DecodeOutcome::Failed(e.to_string()));
+        StoreRequest::DecodeBlock { object_id, oti, sbn, expected_hash, unverified, .. } => {
+            let outcome = decode_block(store, object_id, &oti, sbn, expected_hash, unverified)
+                .unwrap_or_else(|e| DecodeOutcome::Failed(e.to_string()));
             Some(StoreCompletion::BlockDecoded { object_id, sbn, outcome })
         }
         StoreRequest::VerifyObject { object_id, size_bytes, expected_hash, compression, opened } => {
@@ -349,15 +357,27 @@ pub fn execute(request: StoreRequest, store: &mut dyn ReceptionStore) -> Option<
     }
 }
 
-fn decode_block(store: &mut dyn ReceptionStore, object_id: u64, oti: &Oti, sbn: u8, expected_hash: [u8; 32]) -> io::Result<DecodeOutcome> {
+fn decode_block(
+    store: &mut dyn ReceptionStore,
+    object_id: u64,
+    oti: &Oti,
+    sbn: u8,
+    expected_hash: [u8; 32],
+    unverified: Vec<(u32, Vec<u8>)>,
+) -> io::Result<DecodeOutcome> {
     let Some(block) = fec::blocks(oti).into_iter().find(|b| b.sbn == sbn) else {
         return Ok(DecodeOutcome::Failed(format!("block {sbn} is not in the object")));
     };
-    let symbols = store.symbols(object_id, sbn)?;
+    let mut symbols = store.symbols(object_id, sbn)?;
     let symbols_readable = symbols.len() as u32;
+    let with_unverified = !unverified.is_empty();
+    symbols.extend(unverified.into_iter().filter(|(esi, _)| !symbols.iter().any(|(kept, _)| kept == esi)).collect::<Vec<_>>());
     let Ok(data) = fec::decode_block(oti, sbn, symbols) else {
         return Ok(DecodeOutcome::NotYet { symbols_readable });
     };
+    if fec::block_hash(&data) != expected_hash && with_unverified {
+        return Ok(DecodeOutcome::UnverifiedRejected);
+    }
     if fec::block_hash(&data) != expected_hash {
         store.clear_block(object_id, sbn)?;
         return Ok(DecodeOutcome::Poisoned);

@@ -26,6 +26,9 @@ pub const MANIFEST_CONTEXT: &[u8] = b"satcast/v1/manifest\0";
 pub const HEARTBEAT_CONTEXT: &[u8] = b"satcast/v1/heartbeat\0";
 /// Signature context of a revocation list (signed by the root key).
 pub const REVOCATION_CONTEXT: &[u8] = b"satcast/v1/revocation\0";
+/// Signature context of a SYMBOL LIST (wire type 7): the context, the object id (8 bytes,
+/// big endian), then the list body before its signature.
+pub const SYMBOL_LIST_CONTEXT: &[u8] = b"satcast/v1/symbol-list\0";
 /// The most signing-key serials one revocation list names; it must fit one datagram.
 pub const REVOKED_SERIALS_MAX: usize = 128;
 /// The largest encoded signed revocation list.
@@ -503,6 +506,17 @@ impl SigningKey {
         self.key.sign(&signed_message(context, body)).to_bytes()
     }
 
+    /// Signs a symbol list of `object_id`: `signed_part` is its body before the signature
+    /// ([`crate::wire::symbol_list_signed_part`]).
+    pub fn sign_symbol_list(&self, object_id: u64, signed_part: &[u8]) -> [u8; 64] {
+        self.key.sign(&symbol_list_message(object_id, signed_part)).to_bytes()
+    }
+
+    /// This key's serial (from its certificate): symbol lists name their signer by it.
+    pub fn serial(&self) -> u64 {
+        self.certificate.body.serial
+    }
+
     /// Signs a heartbeat.
     pub fn sign_heartbeat(&self, heartbeat: Heartbeat) -> SignedHeartbeat {
         let message = signed_message(HEARTBEAT_CONTEXT, &heartbeat.to_bytes());
@@ -688,6 +702,23 @@ impl NetworkKey {
 /// call [`check_acceptance`].
 pub fn verify_signed(bytes: &[u8], root: &RootPublicKey, now_unix_secs: u64) -> Result<Manifest, TrustError> {
     SignedManifest::from_bytes(bytes)?.verify(root, now_unix_secs)
+}
+
+fn symbol_list_message(object_id: u64, signed_part: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(SYMBOL_LIST_CONTEXT.len() + 8 + signed_part.len());
+    message.extend_from_slice(SYMBOL_LIST_CONTEXT);
+    message.extend_from_slice(&object_id.to_be_bytes());
+    message.extend_from_slice(signed_part);
+    message
+}
+
+/// Whether `signature` is the signature of `public_key` over a symbol list of `object_id`
+/// whose body before the signature is `signed_part`. The caller took `public_key` from a
+/// certificate it verified under the pinned root (a manifest's or a heartbeat's) and checks
+/// revocation and validity itself.
+pub fn verify_symbol_list(public_key: &[u8; 32], object_id: u64, signed_part: &[u8], signature: &[u8]) -> bool {
+    let Ok(signature) = <[u8; 64]>::try_from(signature) else { return false };
+    verify(public_key, &symbol_list_message(object_id, signed_part), &signature)
 }
 
 /// Whether `bytes` are a manifest the pinned `root`'s chain signed, whatever the time and

@@ -7,7 +7,8 @@
 //! offset  size  field
 //! 0       4     magic "SCST"
 //! 4       1     version (1)
-//! 5       1     type (1 DATA, 2 MANIFEST, 3 HEARTBEAT, 4 ROUND, 5 REVOCATION, 6 KEY_WRAP)
+//! 5       1     type (1 DATA, 2 MANIFEST, 3 HEARTBEAT, 4 ROUND, 5 REVOCATION, 6 KEY_WRAP,
+//!               7 SYMBOL_LIST)
 //! 6       8     object id (0 in HEARTBEAT)
 //! 14      n     body
 //! 14+n    16    tag: first 16 bytes of BLAKE3 keyed by the network key over bytes 0..14+n
@@ -60,10 +61,36 @@ pub enum PacketType {
     Revocation = 5,
     /// Signed wraps of the confidential key tree's group keys (see `key_tree`).
     KeyWrap = 6,
+    /// The uplink's signed list of the hashes of the symbols it airs next (or of the ROUND
+    /// marker it airs next), so a county knows which symbols the uplink made.
+    SymbolList = 7,
     /// The next network key, sealed for every enrolled county and signed (see
-    /// `network_key`). 7 is left to the symbol lists of source authentication.
+    /// `network_key`).
     NetworkKey = 8,
 }
+
+/// Bytes of a SYMBOL LIST body before its ranges, without a certificate: signer serial,
+/// sequence, round, certificate flag, range count.
+pub const SYMBOL_LIST_HEADER_LEN: usize = 22;
+/// Bytes of the signer's certificate (canonical [`crate::trust::KeyCertificate`]) that some
+/// SYMBOL LISTs carry after the certificate flag.
+pub const SYMBOL_LIST_CERTIFICATE_LEN: usize = 120;
+/// Bytes that open one range of a SYMBOL LIST: SBN (1), first ESI (3), count (1).
+pub const SYMBOL_RANGE_HEADER_LEN: usize = 5;
+/// Bytes of the truncated BLAKE3 of one symbol in a SYMBOL LIST: 64 bits. A forger must find
+/// another symbol with a listed hash (a second preimage, about 2^64 hashes) while the list
+/// is current, which is seconds (docs/protocol.md, section 7.5).
+pub const SYMBOL_HASH_LEN: usize = 8;
+/// Bytes of the Ed25519 signature that closes a SYMBOL LIST body.
+pub const SYMBOL_LIST_SIGNATURE_LEN: usize = 64;
+/// The most symbols one SYMBOL LIST names (a 1472-byte datagram holds about 160).
+pub const SYMBOL_LIST_SYMBOLS_MAX: usize = 1024;
+/// The most ranges one SYMBOL LIST holds (its count is one byte).
+pub const SYMBOL_LIST_RANGES_MAX: usize = 255;
+/// The most symbols one range names (its count is one byte).
+pub const SYMBOL_RANGE_SYMBOLS_MAX: usize = 255;
+/// The `round` of a SYMBOL LIST that names no ROUND marker.
+pub const SYMBOL_LIST_NO_ROUND: u32 = u32::MAX;
 
 /// Bytes of a ROUND body: the round number.
 pub const ROUND_BODY_LEN: usize = 4;
@@ -107,6 +134,29 @@ pub enum WireError {
     /// A manifest fragment the assembler refused, or an assembly that failed its digest.
     #[error("manifest fragment refused: {0}")]
     Assembly(FragmentRefusal),
+    /// A symbol, symbol list or ROUND marker the uplink's signature does not vouch for.
+    #[error("{0}")]
+    Source(SourceRefusal),
+}
+
+/// Why a receiver refused a DATA symbol, a SYMBOL LIST or a ROUND marker that passed the
+/// tag: only a holder of the network key who is not the uplink sends these. The text is the
+/// same for every occurrence, so the drop log counts them under one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum SourceRefusal {
+    /// A symbol whose hash differs from the one its signed list gives.
+    #[error("symbol does not match its signed list")]
+    ForgedSymbol,
+    /// A symbol list whose signature does not verify.
+    #[error("symbol list signature does not verify")]
+    BadListSignature,
+    /// A ROUND marker no signed list names.
+    #[error("round marker not in a signed list")]
+    UnlistedRound,
+    /// A block decoded with symbols no signed list named failed its hash: those symbols
+    /// were dropped, and the block takes only listed symbols from now on.
+    #[error("unlisted symbols failed their block's hash")]
+    UnverifiedBlock,
 }
 
 /// A parsed datagram borrowing its body from the received bytes.
@@ -147,7 +197,130 @@ pub enum Body<'a> {
         /// The round that just ended.
         round: u32,
     },
+    /// The uplink's signed list of the symbols (or ROUND marker) it airs next.
+    SymbolList(SymbolList<'a>),
 }
+
+/// A SYMBOL LIST body, parsed (its ranges are well formed) but not verified:
+/// [`crate::trust::verify_symbol_list`] checks its signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymbolList<'a> {
+    /// The serial of the signing key (its certificate came in a manifest or heartbeat).
+    pub signer_serial: u64,
+    /// Increases with every list the uplink builds (its wall clock in milliseconds, or one
+    /// more than the last): receivers drop lists seen already before checking a signature.
+    pub sequence: u64,
+    /// The ROUND marker of this object the list names, if any.
+    pub round: Option<u32>,
+    /// The signer's certificate (canonical bytes), in some lists: a county that missed the
+    /// heartbeats of a new signing key learns it from the next list that carries it.
+    pub certificate: Option<&'a [u8]>,
+    /// The ranges: each SBN (1), first ESI (3), count (1), then count hashes of
+    /// [`SYMBOL_HASH_LEN`] bytes, one per consecutive ESI.
+    pub ranges: &'a [u8],
+    /// Symbols named in all.
+    pub symbols: usize,
+    /// The body bytes the signature covers (everything before it).
+    pub signed: &'a [u8],
+    /// The signature over [`crate::trust::SYMBOL_LIST_CONTEXT`], the object id (8 bytes, big
+    /// endian) and `signed`.
+    pub signature: &'a [u8],
+}
+
+impl SymbolList<'_> {
+    /// The named symbols as (payload id, hash), in list order.
+    pub fn entries(&self) -> impl Iterator<Item = (u32, [u8; SYMBOL_HASH_LEN])> + '_ {
+        let mut rest = self.ranges;
+        std::iter::from_fn(move || {
+            if rest.len() < SYMBOL_RANGE_HEADER_LEN {
+                return None;
+            }
+            let (sbn, first, count) = (rest[0], be_u32(rest) & ESI_MAX, usize::from(rest[4]));
+            let end = (SYMBOL_RANGE_HEADER_LEN + count * SYMBOL_HASH_LEN).min(rest.len());
+            let hashes = &rest[SYMBOL_RANGE_HEADER_LEN..end];
+            rest = &rest[end..];
+            Some(hashes.chunks_exact(SYMBOL_HASH_LEN).enumerate().map(move |(i, h)| {
+                let mut hash = [0u8; SYMBOL_HASH_LEN];
+                hash.copy_from_slice(h);
+                (payload_id(sbn, first + i as u32), hash)
+            }))
+        })
+        .flatten()
+    }
+}
+
+impl SymbolList<'_> {
+    /// The ranges as written (re-encoding them gives the same bytes).
+    pub fn symbol_ranges(&self) -> Vec<SymbolRange> {
+        let mut out: Vec<SymbolRange> = Vec::new();
+        let mut rest = self.ranges;
+        while rest.len() >= SYMBOL_RANGE_HEADER_LEN {
+            let (sbn, first_esi, count) = (rest[0], be_u32(rest) & ESI_MAX, usize::from(rest[4]));
+            let end = (SYMBOL_RANGE_HEADER_LEN + count * SYMBOL_HASH_LEN).min(rest.len());
+            let hashes = rest[SYMBOL_RANGE_HEADER_LEN..end]
+                .chunks_exact(SYMBOL_HASH_LEN)
+                .map(|h| {
+                    let mut hash = [0u8; SYMBOL_HASH_LEN];
+                    hash.copy_from_slice(h);
+                    hash
+                })
+                .collect();
+            out.push(SymbolRange { sbn, first_esi, hashes });
+            rest = &rest[end..];
+        }
+        out
+    }
+}
+
+/// One range of a SYMBOL LIST as the uplink builds it: consecutive ESIs of one block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymbolRange {
+    /// The block.
+    pub sbn: u8,
+    /// The ESI of the first hash.
+    pub first_esi: u32,
+    /// The hashes of ESIs first_esi, first_esi + 1, ... (at most [`SYMBOL_RANGE_SYMBOLS_MAX`]).
+    pub hashes: Vec<[u8; SYMBOL_HASH_LEN]>,
+}
+
+/// The hash a SYMBOL LIST names a symbol by: the first [`SYMBOL_HASH_LEN`] bytes of its BLAKE3.
+pub fn symbol_hash(symbol: &[u8]) -> [u8; SYMBOL_HASH_LEN] {
+    let mut hash = [0u8; SYMBOL_HASH_LEN];
+    hash.copy_from_slice(&blake3::hash(symbol).as_bytes()[..SYMBOL_HASH_LEN]);
+    hash
+}
+
+/// The FEC payload id (RFC 6330 section 3.2) of (sbn, esi), as DATA and SYMBOL LIST carry it.
+pub fn payload_id(sbn: u8, esi: u32) -> u32 {
+    (u32::from(sbn) << 24) | (esi & ESI_MAX)
+}
+
+/// The bytes adding (sbn, esi) to `ranges` would add to the list (see [`add_to_ranges`]).
+pub fn range_growth(ranges: &[SymbolRange], sbn: u8, esi: u32) -> usize {
+    let extends = ranges
+        .iter()
+        .rev()
+        .any(|r| r.sbn == sbn && r.hashes.len() < SYMBOL_RANGE_SYMBOLS_MAX && r.first_esi.checked_add(r.hashes.len() as u32) == Some(esi));
+    if extends { SYMBOL_HASH_LEN } else { SYMBOL_RANGE_HEADER_LEN + SYMBOL_HASH_LEN }
+}
+
+/// Adds one symbol's hash to `ranges`: to the range of its block that ends just before its
+/// ESI, or as a new range. Returns the bytes the list grew by.
+pub fn add_to_ranges(ranges: &mut Vec<SymbolRange>, sbn: u8, esi: u32, hash: [u8; SYMBOL_HASH_LEN]) -> usize {
+    let open = ranges
+        .iter_mut()
+        .rev()
+        .find(|r| r.sbn == sbn && r.hashes.len() < SYMBOL_RANGE_SYMBOLS_MAX && r.first_esi.checked_add(r.hashes.len() as u32) == Some(esi));
+    if let Some(range) = open {
+        range.hashes.push(hash);
+        return SYMBOL_HASH_LEN;
+    }
+    ranges.push(SymbolRange { sbn, first_esi: esi, hashes: vec![hash] });
+    SYMBOL_RANGE_HEADER_LEN + SYMBOL_HASH_LEN
+}
+
+/// Bytes of a whole SYMBOL LIST datagram with no ranges (header, list header, signature, tag).
+pub const SYMBOL_LIST_DATAGRAM_BASE_LEN: usize = HEADER_LEN + SYMBOL_LIST_HEADER_LEN + SYMBOL_LIST_SIGNATURE_LEN + TAG_LEN;
 
 /// One piece of a signed manifest that may span several datagrams.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +389,8 @@ pub fn parse<'a>(bytes: &'a [u8], key: &NetworkKey) -> Result<Datagram<'a>, Wire
             Body::NetworkKey(body)
         }
         8 => return Err(WireError::Body { kind: "network key", len: body.len() }),
+        7 if object_id != 0 => Body::SymbolList(parse_symbol_list(body)?),
+        7 => return Err(WireError::Body { kind: "symbol list", len: body.len() }),
         other => return Err(WireError::Type(other)),
     };
     Ok(Datagram { object_id, body })
@@ -227,6 +402,47 @@ fn parse_data(body: &[u8]) -> Result<Body<'_>, WireError> {
     }
     let payload_id = be_u32(body);
     Ok(Body::Data { sbn: (payload_id >> 24) as u8, esi: payload_id & ESI_MAX, symbol: &body[PAYLOAD_ID_LEN..] })
+}
+
+/// Parses a SYMBOL LIST body (the bytes between header and tag). Never panics.
+pub fn parse_symbol_list(body: &[u8]) -> Result<SymbolList<'_>, WireError> {
+    let malformed = WireError::Body { kind: "symbol list", len: body.len() };
+    if body.len() < SYMBOL_LIST_HEADER_LEN + SYMBOL_LIST_SIGNATURE_LEN {
+        return Err(malformed);
+    }
+    let (signed, signature) = body.split_at(body.len() - SYMBOL_LIST_SIGNATURE_LEN);
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&signed[..8]);
+    let signer_serial = u64::from_be_bytes(word);
+    word.copy_from_slice(&signed[8..16]);
+    let sequence = u64::from_be_bytes(word);
+    let round = be_u32(&signed[16..]);
+    let round = (round != SYMBOL_LIST_NO_ROUND).then_some(round);
+    let (certificate, rest) = match signed[20] {
+        0 => (None, &signed[21..]),
+        1 if signed.len() >= SYMBOL_LIST_HEADER_LEN + SYMBOL_LIST_CERTIFICATE_LEN => {
+            (Some(&signed[21..21 + SYMBOL_LIST_CERTIFICATE_LEN]), &signed[21 + SYMBOL_LIST_CERTIFICATE_LEN..])
+        }
+        _ => return Err(malformed),
+    };
+    let range_count = usize::from(rest[0]);
+    let ranges = &rest[1..];
+    // Walk the ranges: each complete, non-empty, within the ESI space, and nothing after.
+    let (mut at, mut symbols) = (0usize, 0usize);
+    for _ in 0..range_count {
+        let Some(header) = ranges.get(at..at + SYMBOL_RANGE_HEADER_LEN) else { return Err(malformed) };
+        let (first, count) = (be_u32(header) & ESI_MAX, usize::from(header[4]));
+        if count == 0 || u64::from(first) + count as u64 > u64::from(ESI_MAX) + 1 {
+            return Err(malformed);
+        }
+        at += SYMBOL_RANGE_HEADER_LEN + count * SYMBOL_HASH_LEN;
+        symbols += count;
+    }
+    // A list of nothing vouches for nothing.
+    if at != ranges.len() || symbols > SYMBOL_LIST_SYMBOLS_MAX || (symbols == 0 && round.is_none()) {
+        return Err(malformed);
+    }
+    Ok(SymbolList { signer_serial, sequence, round, certificate, ranges, symbols, signed, signature })
 }
 
 fn parse_fragment(body: &[u8]) -> Result<ManifestFragment<'_>, WireError> {
@@ -319,6 +535,79 @@ pub fn write_round(out: &mut Vec<u8>, key: &NetworkKey, object_id: u64, round: u
     begin(out, PacketType::Round, object_id);
     out.extend_from_slice(&round.to_be_bytes());
     seal(out, key);
+}
+
+/// The signed part of a SYMBOL LIST body: signer serial, sequence, round (None:
+/// [`SYMBOL_LIST_NO_ROUND`]), the certificate flag and certificate (canonical bytes,
+/// [`SYMBOL_LIST_CERTIFICATE_LEN`]), range count and the ranges. At most
+/// [`SYMBOL_LIST_RANGES_MAX`] ranges and [`SYMBOL_LIST_SYMBOLS_MAX`] symbols are written; the
+/// caller keeps within them.
+pub fn symbol_list_signed_part(
+    signer_serial: u64,
+    sequence: u64,
+    round: Option<u32>,
+    certificate: Option<&[u8]>,
+    ranges: &[SymbolRange],
+) -> Vec<u8> {
+    let ranges = &ranges[..ranges.len().min(SYMBOL_LIST_RANGES_MAX)];
+    let mut body = Vec::with_capacity(
+        SYMBOL_LIST_HEADER_LEN + ranges.iter().map(|r| SYMBOL_RANGE_HEADER_LEN + r.hashes.len() * SYMBOL_HASH_LEN).sum::<usize>(),
+    );
+    body.extend_from_slice(&signer_serial.to_be_bytes());
+    body.extend_from_slice(&sequence.to_be_bytes());
+    body.extend_from_slice(&round.unwrap_or(SYMBOL_LIST_NO_ROUND).to_be_bytes());
+    match certificate {
+        Some(certificate) => {
+            body.push(1);
+            let mut fixed = [0u8; SYMBOL_LIST_CERTIFICATE_LEN];
+            let n = certificate.len().min(SYMBOL_LIST_CERTIFICATE_LEN);
+            fixed[..n].copy_from_slice(&certificate[..n]);
+            body.extend_from_slice(&fixed);
+        }
+        None => body.push(0),
+    }
+    body.push(ranges.len() as u8);
+    for range in ranges {
+        let hashes = &range.hashes[..range.hashes.len().min(SYMBOL_RANGE_SYMBOLS_MAX)];
+        body.extend_from_slice(&payload_id(range.sbn, range.first_esi).to_be_bytes());
+        body.push(hashes.len() as u8);
+        for hash in hashes {
+            body.extend_from_slice(hash);
+        }
+    }
+    body
+}
+
+/// Writes a SYMBOL LIST datagram: `signed_part` from [`symbol_list_signed_part`] and its
+/// signature (see [`crate::trust::SigningKey::sign_symbol_list`]).
+pub fn write_symbol_list(out: &mut Vec<u8>, key: &NetworkKey, object_id: u64, signed_part: &[u8], signature: &[u8; 64]) {
+    begin(out, PacketType::SymbolList, object_id);
+    out.extend_from_slice(signed_part);
+    out.extend_from_slice(signature);
+    seal(out, key);
+}
+
+/// A whole SYMBOL LIST datagram of `object_id` naming `symbols` (sbn, esi, symbol) and
+/// `round`'s marker, signed by `signer`, with its certificate: what the uplink airs before
+/// them.
+pub fn symbol_list_datagram(
+    key: &NetworkKey,
+    signer: &crate::trust::SigningKey,
+    object_id: u64,
+    sequence: u64,
+    round: Option<u32>,
+    symbols: &[(u8, u32, &[u8])],
+) -> Vec<u8> {
+    let mut ranges = Vec::new();
+    for (sbn, esi, symbol) in symbols {
+        add_to_ranges(&mut ranges, *sbn, *esi, symbol_hash(symbol));
+    }
+    let certificate = signer.certificate().to_bytes();
+    let signed = symbol_list_signed_part(signer.serial(), sequence, round, Some(&certificate), &ranges);
+    let signature = signer.sign_symbol_list(object_id, &signed);
+    let mut out = Vec::new();
+    write_symbol_list(&mut out, key, object_id, &signed, &signature);
+    out
 }
 
 /// The digest that names one signed manifest in its fragments.

@@ -97,6 +97,14 @@ fn manifest(object_id: u64, version: u64, created: u64) -> Manifest {
 }
 
 impl World {
+    /// The uplink's signed list naming `round`'s marker, handed to the county: a county acts
+    /// on no marker the uplink did not sign.
+    fn air_round_list(&mut self, signer: &SigningKey, object_id: u64, round: u32) {
+        let sequence = 1_000_000 + u64::from(round);
+        let list = wire::symbol_list_datagram(&self.network_key, signer, object_id, sequence, Some(round), &[]);
+        self.county.handle_datagram(self.now, NOW, &list);
+    }
+
     fn air_manifest(&mut self, signer: &SigningKey, manifest: &Manifest, wall: u64) -> Vec<ReceptionEvent> {
         let signed = signer.sign_manifest(manifest).expect("sign").to_bytes();
         let mut buf = Vec::new();
@@ -414,6 +422,7 @@ fn passing_refusals_are_told_once_and_clear_when_the_county_takes_the_object() {
     );
     // No progress report while storage cannot take it: it would hide the refusal.
     let mut round = Vec::new();
+    w.air_round_list(&signer, 51, 1);
     wire::write_round(&mut round, &w.network_key, 51, 1);
     w.county.handle_datagram(w.now, NOW, &round);
     w.county.handle_timeout(w.now + Duration::from_secs(60));
@@ -425,6 +434,7 @@ fn passing_refusals_are_told_once_and_clear_when_the_county_takes_the_object() {
     satcast_protocol::storage::drain(&mut w.county, &mut w.store);
     assert!(matches!(&w.county.stuck(w.now)[0].reason, StuckReason::WaitingForSymbols { .. }));
     round.clear();
+    w.air_round_list(&signer, 51, 2);
     wire::write_round(&mut round, &w.network_key, 51, 2);
     w.county.handle_datagram(w.now, NOW, &round);
     w.county.handle_timeout(w.now + Duration::from_secs(60));

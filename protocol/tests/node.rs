@@ -27,6 +27,9 @@ struct Rig {
     payload: Vec<u8>,
     oti: Oti,
     now: Instant,
+    signer: SigningKey,
+    /// The sequence of the last symbol list aired.
+    sequence: u64,
 }
 
 fn rig(seed: u64, hooks: bool) -> Rig {
@@ -57,7 +60,7 @@ fn rig(seed: u64, hooks: bool) -> Rig {
     let config = ReceptionConfig::new("410102".into(), root.public(), network_key.clone());
     let hook_kinds = if hooks { vec![Kind::Policy] } else { Vec::new() };
     let node = ReceiverNode::new(ReceiverNodeConfig { reception: config, hook_kinds });
-    Rig { node, network_key, manifest, signed, payload, oti, now: Instant::now() }
+    Rig { node, network_key, manifest, signed, payload, oti, now: Instant::now(), signer, sequence: 0 }
 }
 
 impl Rig {
@@ -83,10 +86,20 @@ impl Rig {
         for block in fec::blocks(&self.oti) {
             let data = &self.payload[block.offset as usize..][..block.len as usize];
             let encoder = BlockEncoder::new(&self.oti, block.sbn, data).expect("encoder");
-            for esi in 0..encoder.source_symbols() {
-                let mut symbol = Vec::new();
-                encoder.symbol_into(esi, &mut symbol).expect("symbol");
-                wire::write_data(&mut buf, &self.network_key, self.manifest.object_id, block.sbn, esi, &symbol);
+            let symbols: Vec<Vec<u8>> = (0..encoder.source_symbols())
+                .map(|esi| {
+                    let mut symbol = Vec::new();
+                    encoder.symbol_into(esi, &mut symbol).expect("symbol");
+                    symbol
+                })
+                .collect();
+            // The uplink's signed list goes first (a block here has fewer symbols than a list holds).
+            let listed: Vec<(u8, u32, &[u8])> = symbols.iter().zip(0..).map(|(s, esi)| (block.sbn, esi, s.as_slice())).collect();
+            self.sequence += 1;
+            let list = wire::symbol_list_datagram(&self.network_key, &self.signer, self.manifest.object_id, self.sequence, None, &listed);
+            self.node.handle_datagram(self.now, NOW, &list);
+            for (esi, symbol) in (0..).zip(&symbols) {
+                wire::write_data(&mut buf, &self.network_key, self.manifest.object_id, block.sbn, esi, symbol);
                 self.node.handle_datagram(self.now, NOW, &buf);
             }
         }

@@ -80,6 +80,11 @@ const HEARTBEAT_LATEST_NAME: &str = "notice.txt";
 const HEARTBEAT_LATEST_VERSION: u64 = 3;
 /// The round ended by round-datagram.
 const ROUND: u32 = 1;
+/// The sequence of the SYMBOL LIST vector: the uplink's clock in milliseconds.
+const LIST_SEQUENCE: u64 = 1_750_000_000_100;
+/// The symbols the SYMBOL LIST vector names: every one the feedback test airs (two ranges
+/// of block 0 and ranges of the repair and source vectors' blocks).
+const LISTED: [(u8, u32); 5] = [(0, 0), (0, 1), (REPAIR_SBN, REPAIR_ESI), (SOURCE_SBN, SOURCE_ESI), (1, 0)];
 /// The revocation list of revocation-datagram: sequence 3, issued at `NOW_UNIX_SECS`,
 /// revoking serials 2 and 5 (not the vectors' signing key, serial 1).
 const REVOCATION_SEQUENCE: u64 = 3;
@@ -113,7 +118,7 @@ const NEXT_NETWORK_KEY_ACTIVATES: u64 = 1_750_086_400;
 const NEXT_NETWORK_KEY_NONCE: u8 = 0xb0;
 
 /// Every vector block the document must contain, in document order.
-const EXPECTED_NAMES: [&str; 22] = [
+const EXPECTED_NAMES: [&str; 23] = [
     "key-files",
     "payload",
     "oti",
@@ -128,6 +133,7 @@ const EXPECTED_NAMES: [&str; 22] = [
     "manifest-datagram-2",
     "heartbeat-datagram",
     "round-datagram",
+    "symbol-list-datagram",
     "revocation-datagram",
     "feedback-progress",
     "feedback-complete",
@@ -317,6 +323,7 @@ fn generate() -> Vec<(String, Vector)> {
     let mut datagram = Vec::new();
     wire::write_round(&mut datagram, &keys.network, OBJECT_ID, ROUND);
     out.push(("round-datagram".to_owned(), Vector::Hex(datagram)));
+    out.push(("symbol-list-datagram".to_owned(), Vector::Hex(symbol_list_vector(&keys, &oti))));
     let signed_revocation = keys.root.sign_revocation(revocation()).expect("sign revocation").to_bytes();
     let mut datagram = Vec::new();
     wire::write_revocation(&mut datagram, &keys.network, &signed_revocation);
@@ -512,6 +519,66 @@ fn the_county_of_the_vectors_reads_the_sealed_object_and_no_other_does() {
     let outside = CountySecret::from_text(&format!("{} {}", key_tree::COUNTY_SECRET_LABEL, hex::encode(pattern(0x82)))).expect("secret");
     let outside = KeyRing::new(Node::county("420101").expect("county"), outside);
     assert_eq!(confidential::open_section(&outside, OBJECT_ID, &section).expect("well formed"), Opened::NotTargeted);
+}
+
+/// The SYMBOL LIST vector: [`LISTED`] and round [`ROUND`]'s marker, signed by the vectors'
+/// signing key.
+fn symbol_list_vector(keys: &Keys, oti: &Oti) -> Vec<u8> {
+    let symbols: Vec<(u8, u32, Vec<u8>)> = LISTED.iter().map(|(sbn, esi)| (*sbn, *esi, symbol(oti, *sbn, *esi))).collect();
+    let listed: Vec<(u8, u32, &[u8])> = symbols.iter().map(|(sbn, esi, s)| (*sbn, *esi, s.as_slice())).collect();
+    wire::symbol_list_datagram(&keys.network, &keys.signing, OBJECT_ID, LIST_SEQUENCE, Some(ROUND), &listed)
+}
+
+/// The certificate a SYMBOL LIST datagram carries, if any.
+fn list_certificate(datagram: &[u8], keys: &Keys) -> Option<Vec<u8>> {
+    match wire::parse(datagram, &keys.network).ok()?.body {
+        Body::SymbolList(list) => list.certificate.map(<[u8]>::to_vec),
+        _ => None,
+    }
+}
+
+#[test]
+fn symbol_list_fields() {
+    let keys = keys();
+    let oti = oti();
+    let datagram = document_bytes("symbol-list-datagram");
+    let ranges = wire::parse(&datagram, &keys.network).ok().and_then(|d| match d.body {
+        Body::SymbolList(list) => Some(list.symbol_ranges().len()),
+        _ => None,
+    });
+    let ranges = ranges.expect("a SYMBOL LIST");
+    assert_eq!(datagram.len(), 14 + 22 + 120 + ranges * 5 + LISTED.len() * 8 + 64 + 16);
+    assert_eq!(list_certificate(&datagram, &keys), Some(document_bytes("certificate")), "the signer's certificate, 12.5");
+    let parsed = wire::parse(&datagram, &keys.network).expect("symbol list parses");
+    assert_eq!(parsed.object_id, OBJECT_ID);
+    let Body::SymbolList(list) = parsed.body else { panic!("not a SYMBOL LIST: {parsed:?}") };
+    assert_eq!((list.signer_serial, list.sequence, list.round, list.symbols), (CERT_SERIAL, LIST_SEQUENCE, Some(ROUND), LISTED.len()));
+    let mut entries: Vec<(u32, [u8; 8])> = list.entries().collect();
+    let mut expected: Vec<(u32, [u8; 8])> =
+        LISTED.iter().map(|(sbn, esi)| (wire::payload_id(*sbn, *esi), wire::symbol_hash(&symbol(&oti, *sbn, *esi)))).collect();
+    entries.sort();
+    expected.sort();
+    assert_eq!(entries, expected);
+    let public = keys.signing.certificate().body.public_key;
+    assert!(trust::verify_symbol_list(&public, OBJECT_ID, list.signed, list.signature));
+    assert!(!trust::verify_symbol_list(&public, OBJECT_ID + 1, list.signed, list.signature), "the object id is signed");
+    // Malformed bodies: a partial hash, a missing range, a list of nothing, a count of zero.
+    for cut in [1, 8, 13] {
+        let mut edited = datagram[..datagram.len() - 16 - 64 - cut].to_vec();
+        edited.extend_from_slice(&[0; 64]);
+        edited.extend_from_slice(&[0; 16]);
+        retag(&mut edited);
+        assert!(matches!(wire::parse(&edited, &keys.network), Err(WireError::Body { kind: "symbol list", .. })), "cut {cut}");
+    }
+    let empty = wire::symbol_list_signed_part(keys.signing.serial(), 1, None, None, &[]);
+    let mut edited = Vec::new();
+    wire::write_symbol_list(&mut edited, &keys.network, OBJECT_ID, &empty, &[0; 64]);
+    assert!(matches!(wire::parse(&edited, &keys.network), Err(WireError::Body { kind: "symbol list", .. })));
+    let mut zero_count = wire::symbol_list_signed_part(keys.signing.serial(), 1, None, None, &[]);
+    zero_count[21] = 1;
+    zero_count.extend_from_slice(&[0, 0, 0, 0, 0]);
+    wire::write_symbol_list(&mut edited, &keys.network, OBJECT_ID, &zero_count, &[0; 64]);
+    assert!(matches!(wire::parse(&edited, &keys.network), Err(WireError::Body { kind: "symbol list", .. })));
 }
 
 /// Every ```` ```hex NAME ```` and ```` ```text NAME ```` block of the document, by name,
@@ -1103,6 +1170,8 @@ fn a_receiver_sends_the_feedback_vectors() {
     let mut store = MemoryStore::default();
     let now = Instant::now();
     air_manifest(&mut county, &mut store, now);
+    // The manifest taught the signing key; the list names every symbol below and the marker.
+    air(&mut county, &mut store, now, &document_bytes("symbol-list-datagram"));
     let data = |sbn: u8, esi: u32| {
         let mut datagram = Vec::new();
         wire::write_data(&mut datagram, &keys.network, OBJECT_ID, sbn, esi, &symbol(&oti, sbn, esi));

@@ -130,7 +130,29 @@ pub fn render(status: &DaemonStatus) -> String {
         &mut registry,
         "symbols",
         "DATA symbols, by what became of them",
-        &[("verdict", "kept", r.symbols_kept), ("verdict", "ignored", r.symbols_ignored)],
+        &[
+            ("verdict", "kept", r.symbols_kept),
+            ("verdict", "ignored", r.symbols_ignored),
+            ("verdict", "forged", r.symbols_forged),
+            ("verdict", "unverified", r.symbols_unverified),
+            ("verdict", "unverified_dropped", r.symbols_unverified_dropped),
+        ],
+    );
+    counter(
+        &mut registry,
+        "symbol_lists",
+        "Signed symbol lists (source authentication), by verdict",
+        &[
+            ("verdict", "accepted", r.symbol_lists_accepted),
+            ("verdict", "refused", r.symbol_lists_refused),
+            ("verdict", "unknown_signer", r.symbol_lists_unknown_signer),
+        ],
+    );
+    counter(
+        &mut registry,
+        "unverified_decodes",
+        "Block decodes that used unverified symbols, by outcome",
+        &[("outcome", "verified", r.unverified_decodes), ("outcome", "failed", r.unverified_decodes_failed)],
     );
     counter(
         &mut registry,
@@ -142,6 +164,8 @@ pub fn render(status: &DaemonStatus) -> String {
             ("type", "round", r.round_markers_repeated),
             ("type", "complete", r.completes_repeated),
             ("type", "manifest_of_ended_broadcast", r.manifests_ended),
+            ("type", "symbol_list", r.symbol_lists_replayed),
+            ("type", "unlisted_round", r.round_markers_unlisted),
         ],
     );
     counter(

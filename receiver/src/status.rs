@@ -191,6 +191,36 @@ pub struct ReceptionStatus {
     /// Confidential objects this county opened (it is among their readers).
     #[serde(default)]
     pub sealed_opened: u64,
+    /// Signed symbol lists accepted (one signature check each).
+    #[serde(default)]
+    pub symbol_lists_accepted: u64,
+    /// Symbol lists dropped before any signature check: seen already, or of a completed or ended object.
+    #[serde(default)]
+    pub symbol_lists_replayed: u64,
+    /// Symbol lists whose signature did not verify.
+    #[serde(default)]
+    pub symbol_lists_refused: u64,
+    /// Symbol lists of a signer not learned, revoked or expired: not checked, their symbols stay unverified.
+    #[serde(default)]
+    pub symbol_lists_unknown_signer: u64,
+    /// DATA symbols that did not match their signed list: forgeries, never decoded.
+    #[serde(default)]
+    pub symbols_forged: u64,
+    /// DATA symbols kept unverified: no signed list named them (their list was lost).
+    #[serde(default)]
+    pub symbols_unverified: u64,
+    /// Unverified symbols dropped (bounds, a failed attempt with them, or their block takes listed symbols only).
+    #[serde(default)]
+    pub symbols_unverified_dropped: u64,
+    /// Blocks decoded with the help of unverified symbols.
+    #[serde(default)]
+    pub unverified_decodes: u64,
+    /// Decode attempts with unverified symbols that failed the block's hash (a forgery among them).
+    #[serde(default)]
+    pub unverified_decodes_failed: u64,
+    /// ROUND markers no signed list named.
+    #[serde(default)]
+    pub round_markers_unlisted: u64,
 }
 
 /// One object being received.
@@ -786,6 +816,16 @@ mod tests {
                 sealed_not_targeted: 0,
                 sealed_pending: 0,
                 sealed_opened: 0,
+                symbol_lists_accepted: 0,
+                symbol_lists_replayed: 0,
+                symbol_lists_refused: 0,
+                symbol_lists_unknown_signer: 0,
+                symbols_forged: 0,
+                symbols_unverified: 0,
+                symbols_unverified_dropped: 0,
+                unverified_decodes: 0,
+                unverified_decodes_failed: 0,
+                round_markers_unlisted: 0,
                 manifests_ended: 0,
                 partials_ended: 0,
             },

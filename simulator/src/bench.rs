@@ -70,8 +70,10 @@ pub struct BenchRow {
     pub model: String,
     /// "feedback" or "carousel, N passes for P%".
     pub delivery: String,
-    /// Symbols sent / lower bound.
+    /// (Symbols sent + symbol lists in DATA datagrams' worth) / lower bound.
     pub efficiency: f64,
+    /// Symbols sent / lower bound: DATA alone, as before source authentication.
+    pub efficiency_data: f64,
     /// Symbols aired until the last county completed / lower bound: what this loss
     /// realisation needed; efficiency minus this is the tail aired while the last
     /// completion travelled back.
@@ -159,6 +161,7 @@ pub fn bench_with_progress(options: &BenchOptions, progress: &mut dyn FnMut(&Ben
                 model: loss.describe(),
                 delivery: delivery_name(*delivery),
                 efficiency: report.efficiency,
+                efficiency_data: report.efficiency_data,
                 needed: report.symbols_until_last_completion.map(|n| (n as f64 / report.lower_bound_symbols.max(1.0) * 1e4).round() / 1e4),
                 repair_rounds: report.repair_rounds,
                 completed: report.completed,
@@ -214,11 +217,12 @@ pub fn table(report: &BenchReport) -> String {
     let _ = writeln!(out, "satcast-sim bench: {} bytes per object, fast fidelity, seed {}", report.size_bytes, report.seed);
     let _ = writeln!(
         out,
-        "{:>9}  {:<46} {:<20} {:>10} {:>7} {:>6} {:>11} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6}",
+        "{:>9}  {:<46} {:<20} {:>10} {:>7} {:>7} {:>6} {:>11} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6}",
         "receivers",
         "loss model",
         "delivery",
         "efficiency",
+        "data",
         "needed",
         "repair",
         "completed",
@@ -236,11 +240,12 @@ pub fn table(report: &BenchReport) -> String {
         let c = &row.completion_seconds;
         let _ = writeln!(
             out,
-            "{:>9}  {:<46} {:<20} {:>10.4} {:>7} {:>6} {:>11} {:>7} {:>7} {:>7} {:>7} {:>7.2} {:>6} {:>6.1}",
+            "{:>9}  {:<46} {:<20} {:>10.4} {:>7.4} {:>7} {:>6} {:>11} {:>7} {:>7} {:>7} {:>7} {:>7.2} {:>6} {:>6.1}",
             row.receivers,
             row.model,
             row.delivery,
             row.efficiency,
+            row.efficiency_data,
             needed,
             row.repair_rounds,
             format!("{}/{}", row.completed, row.receivers),

@@ -319,9 +319,12 @@ impl SimDisk {
                 };
                 Some(StoreCompletion::SymbolNotKept { object_id, sbn, esi, why })
             }
-            StoreRequest::DecodeBlock { object_id, oti, sbn, .. } => {
-                let outcome =
-                    if full { DecodeOutcome::Failed("No space left on device".into()) } else { self.decode(object_id, &oti, sbn) };
+            StoreRequest::DecodeBlock { object_id, oti, sbn, unverified, .. } => {
+                let outcome = if full {
+                    DecodeOutcome::Failed("No space left on device".into())
+                } else {
+                    self.decode(object_id, &oti, sbn, unverified.len() as u32)
+                };
                 Some(StoreCompletion::BlockDecoded { object_id, sbn, outcome })
             }
             StoreRequest::VerifyObject { object_id, .. } => {
@@ -346,13 +349,16 @@ impl SimDisk {
         }
     }
 
-    fn decode(&mut self, object_id: u64, oti: &Oti, sbn: u8) -> DecodeOutcome {
+    /// Decodes from what was kept and `unverified` symbols (the genuine ones of a lost list:
+    /// the simulator forges none).
+    fn decode(&mut self, object_id: u64, oti: &Oti, sbn: u8, unverified: u32) -> DecodeOutcome {
         let Some(partial) = self.partials.get_mut(&object_id) else {
             return DecodeOutcome::Failed(format!("no partial object {object_id}"));
         };
         let readable = partial.symbols.get(&sbn).map_or(0, |e| e.len() as u32);
         let source_symbols = fec::blocks(oti).get(usize::from(sbn)).map_or(u32::MAX, |b| b.source_symbols);
-        if readable < source_symbols || self.rng.random::<f64>() < storage::decode_failure_probability(readable - source_symbols) {
+        let usable = readable + unverified;
+        if usable < source_symbols || self.rng.random::<f64>() < storage::decode_failure_probability(usable - source_symbols) {
             return DecodeOutcome::NotYet { symbols_readable: readable };
         }
         partial.verified.insert(sbn);

@@ -304,6 +304,9 @@ pub struct SimObject {
     pub last_data_at: Option<Duration>,
     /// DATA symbols aired.
     pub symbols_sent: u64,
+    /// Bytes of its SYMBOL LIST datagrams aired (IP and UDP included): source
+    /// authentication's cost, counted in efficiency.
+    pub list_bytes: u64,
     /// Broadcast events about it, in order, with their time.
     pub events: Vec<(Duration, BroadcastEvent)>,
 }
@@ -614,6 +617,7 @@ impl Harness {
                 first_data_at: None,
                 last_data_at: None,
                 symbols_sent: 0,
+                list_bytes: 0,
                 events: Vec::new(),
             },
         );
@@ -670,6 +674,9 @@ impl Harness {
                         object.first_data_at.get_or_insert(at);
                         object.last_data_at = Some(at);
                         object.symbols_sent += 1;
+                    }
+                    if let Body::SymbolList(_) = datagram.body {
+                        object.list_bytes += (buf.len() + wire::IP_UDP_HEADER_BYTES) as u64;
                     }
                     aired = object.symbols_sent;
                 }

@@ -460,8 +460,14 @@ pub struct RunReport {
     /// The lower bound (docs/simulator.md): sum over blocks of K/q + e_N sqrt(K p)/q with
     /// p the counties' long-run loss and N the receivers.
     pub lower_bound_symbols: f64,
-    /// symbols_sent / lower_bound_symbols.
+    /// (symbols_sent + the SYMBOL LIST bytes in DATA datagrams' worth) / lower_bound_symbols:
+    /// what the object cost the carrier, source authentication included.
     pub efficiency: f64,
+    /// symbols_sent / lower_bound_symbols: DATA symbols alone (the efficiency before source
+    /// authentication aired lists).
+    pub efficiency_data: f64,
+    /// Bytes of the object's SYMBOL LIST datagrams on the air (IP and UDP included).
+    pub symbol_list_bytes: u64,
     /// Rounds after the first pass (extra passes in carousel mode).
     pub repair_rounds: usize,
     /// DATA symbols the uplink planned for each round, the first pass first.
@@ -618,6 +624,8 @@ pub fn run_with_progress(options: &RunOptions, progress: &mut dyn FnMut(&Sample)
     completion_times.sort_by(f64::total_cmp);
     let source_symbols_per_block = object.source_symbols.clone();
     let bound = lower_bound_symbols(&source_symbols_per_block, options.loss.mean_loss(), object.targets.len());
+    // Lists in DATA datagrams' worth of the carrier, so efficiency counts what they cost.
+    let list_symbols = object.list_bytes as f64 / wire::data_bytes_on_air(usize::from(options.symbol_size)) as f64;
     let (round_starts, round_symbols): (Vec<f64>, Vec<u64>) = object
         .events
         .iter()
@@ -655,7 +663,9 @@ pub fn run_with_progress(options: &RunOptions, progress: &mut dyn FnMut(&Sample)
         source_symbols: source_symbols_per_block.iter().map(|k| u64::from(*k)).sum(),
         source_symbols_per_block,
         lower_bound_symbols: (bound * 10.0).round() / 10.0,
-        efficiency: (object.symbols_sent as f64 / bound * 1e4).round() / 1e4,
+        efficiency: ((object.symbols_sent as f64 + list_symbols) / bound * 1e4).round() / 1e4,
+        efficiency_data: (object.symbols_sent as f64 / bound * 1e4).round() / 1e4,
+        symbol_list_bytes: object.list_bytes,
         repair_rounds: round_starts.len().saturating_sub(1),
         round_symbols,
         completion_seconds: Percentiles::of(&completion_times),
@@ -690,8 +700,8 @@ pub fn summary(report: &RunReport) -> String {
     let _ = writeln!(out, "completed       {}/{} ({} corrupt)", report.completed, report.receivers, report.corrupt);
     let _ = writeln!(
         out,
-        "symbols sent    {} DATA symbols, lower bound {:.0}: efficiency {:.4}",
-        report.symbols_sent, report.lower_bound_symbols, report.efficiency
+        "symbols sent    {} DATA symbols, lower bound {:.0}: efficiency {:.4} ({:.4} DATA alone; symbol lists {} bytes)",
+        report.symbols_sent, report.lower_bound_symbols, report.efficiency, report.efficiency_data, report.symbol_list_bytes
     );
     let rounds: Vec<String> = report.round_symbols.iter().map(u64::to_string).collect();
     if let Some(needed) = report.symbols_until_last_completion {

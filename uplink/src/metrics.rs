@@ -18,9 +18,9 @@ pub type Labels = Vec<(&'static str, String)>;
 /// The priority classes on the carrier, in the dashboard's order; `control` is what belongs
 /// to no broadcast (heartbeats, revocation lists).
 pub const CLASSES: [&str; 5] = ["emergency", "high", "normal", "bulk", "control"];
-/// Datagram types by their wire code (1..=5, see `satcast_protocol::wire::PacketType`);
+/// Datagram types by their wire code (1..=7, see `satcast_protocol::wire::PacketType`);
 /// `other` for anything else.
-pub const DATAGRAM_TYPES: [&str; 6] = ["other", "data", "manifest", "heartbeat", "round", "revocation"];
+pub const DATAGRAM_TYPES: [&str; 8] = ["other", "data", "manifest", "heartbeat", "round", "revocation", "key_wrap", "symbol_list"];
 
 /// The class index of a priority in [`CLASSES`].
 pub fn class_of(priority: Priority) -> usize {
@@ -38,7 +38,7 @@ pub fn class_of(priority: Priority) -> usize {
 pub struct UplinkMetrics {
     registry: Registry,
     /// Datagrams aired, per type ([`DATAGRAM_TYPES`]).
-    pub datagrams: [Counter; 6],
+    pub datagrams: [Counter; 8],
     /// Bytes on the carrier (IP and UDP headers included), per class ([`CLASSES`]).
     pub air_bytes: [Counter; 5],
     /// DATA symbols aired (source and repair).

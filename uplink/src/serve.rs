@@ -735,7 +735,7 @@ impl Uplink {
     /// under its broadcast's class.
     fn count_aired(&mut self, datagram: &[u8]) {
         let counters = &self.shared.metrics;
-        let kind = datagram.get(5).map_or(0, |&t| usize::from(t)).min(metrics::DATAGRAM_TYPES.len() - 1);
+        let kind = datagram.get(5).map(|&t| usize::from(t)).filter(|t| *t < metrics::DATAGRAM_TYPES.len()).unwrap_or(0);
         counters.datagrams[kind].inc();
         if kind == 1 {
             counters.symbols.inc();
