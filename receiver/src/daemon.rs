@@ -171,7 +171,7 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<Stopped, Run
     // A key learned over the air since the bundle was installed takes its place.
     let network_keys_file = NetworkKeysFile::new(&config.state_dir, &bundle_network_key);
     let network_keys = network_keys_file
-        .load(&bundle_network_key)
+        .load()
         .map_err(|why| RunError::Key { path: config.state_dir.join(crate::network_keys::NETWORK_KEYS_FILE), why })?;
     let limits = ReceiverLimits { spool_bytes_max: config.limits.spool_bytes_max, cache_bytes_max: config.limits.cache_bytes_max };
     let (store, report) = ReceiverStore::open(&config.state_dir, &config.deliver_dir, limits, wall_unix_secs())?;

@@ -37,19 +37,22 @@ pub struct NetworkKeys {
 #[derive(Debug)]
 pub struct NetworkKeysFile {
     path: PathBuf,
+    /// The bundle's key, and its BLAKE3 as the file names it.
+    bundle_key: NetworkKey,
     bundle: String,
 }
 
 impl NetworkKeysFile {
     /// The file in `state_dir`, for the bundle key `bundle_key`.
     pub fn new(state_dir: &Path, bundle_key: &NetworkKey) -> NetworkKeysFile {
-        NetworkKeysFile { path: state_dir.join(NETWORK_KEYS_FILE), bundle: blake3::hash(&bundle_key.0).to_hex().to_string() }
+        let bundle = blake3::hash(&bundle_key.0).to_hex().to_string();
+        NetworkKeysFile { path: state_dir.join(NETWORK_KEYS_FILE), bundle_key: bundle_key.clone(), bundle }
     }
 
     /// The keys to start with: the file's, if it was written under this bundle, else the
     /// bundle's key. An unreadable or damaged file is an error (one line); a missing one is not.
-    pub fn load(&self, bundle_key: &NetworkKey) -> Result<NetworkKeys, String> {
-        let from_bundle = NetworkKeys { current: (0, bundle_key.clone()), next: None };
+    pub fn load(&self) -> Result<NetworkKeys, String> {
+        let from_bundle = NetworkKeys { current: (0, self.bundle_key.clone()), next: None };
         let text = match std::fs::metadata(&self.path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(from_bundle),
             Err(e) => return Err(format!("{}: {e}", self.path.display())),
@@ -104,20 +107,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let bundle = NetworkKey([1; 32]);
         let file = NetworkKeysFile::new(dir.path(), &bundle);
-        assert_eq!(file.load(&bundle), Ok(NetworkKeys { current: (0, bundle.clone()), next: None }), "nothing learned yet");
+        assert_eq!(file.load(), Ok(NetworkKeys { current: (0, bundle.clone()), next: None }), "nothing learned yet");
         let learned = NetworkKeys { current: (0, bundle.clone()), next: Some((1_800_000_000, NetworkKey([2; 32]))) };
         file.save(&learned).expect("saves");
-        assert_eq!(file.load(&bundle), Ok(learned));
+        assert_eq!(file.load(), Ok(learned));
         let activated = NetworkKeys { current: (1_800_000_000, NetworkKey([2; 32])), next: None };
         file.save(&activated).expect("saves");
-        assert_eq!(file.load(&bundle), Ok(activated));
+        assert_eq!(file.load(), Ok(activated));
         // A new bundle, with the newest key: the file learned under the old one is ignored.
         let newer = NetworkKey([3; 32]);
-        assert_eq!(NetworkKeysFile::new(dir.path(), &newer).load(&newer), Ok(NetworkKeys { current: (0, newer), next: None }));
+        assert_eq!(NetworkKeysFile::new(dir.path(), &newer).load(), Ok(NetworkKeys { current: (0, newer), next: None }));
         // Damage is one line, never a panic.
         std::fs::write(dir.path().join(NETWORK_KEYS_FILE), "satcast-network-keys-v1\ncurrent x y\n").expect("write");
-        assert!(file.load(&bundle).expect_err("damaged").contains("bad activation time"));
+        assert!(file.load().expect_err("damaged").contains("bad activation time"));
         std::fs::write(dir.path().join(NETWORK_KEYS_FILE), [0xff, 0xfe]).expect("write");
-        assert!(file.load(&bundle).is_err());
+        assert!(file.load().is_err());
     }
 }

@@ -151,6 +151,12 @@ pub enum KeysError {
     /// The operating system could not provide randomness.
     #[error("no operating system randomness: {0}")]
     Random(String),
+    /// `network.key.next` does not start with its activation time.
+    #[error("{}: the first line is not `activates <unix seconds>`", path.display())]
+    NextNetworkKey {
+        /// The file.
+        path: PathBuf,
+    },
     /// The key tree file is damaged, or the tree refused an operation.
     #[error("{}: {why}", path.display())]
     KeyTree {
@@ -766,18 +772,16 @@ pub fn rotate_network_key(dir: &Path, now_unix_secs: u64, activate_in_secs: u64)
 /// The announced next network key and when it activates, if a rotation is under way.
 pub fn load_next_network_key(dir: &Path) -> Result<Option<(u64, NetworkKey)>, KeysError> {
     let path = dir.join(NEXT_NETWORK_KEY_FILE);
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(KeysError::Io { path, source }),
-    };
-    let damaged = |why: &str| KeysError::KeyTree { path: path.clone(), why: why.to_owned() };
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = read_key_file(&path)?;
     let mut lines = text.lines();
     let activates = lines
         .next()
         .and_then(|l| l.strip_prefix("activates "))
         .and_then(|t| t.parse().ok())
-        .ok_or_else(|| damaged("the first line is not `activates <unix seconds>`"))?;
+        .ok_or_else(|| KeysError::NextNetworkKey { path: path.clone() })?;
     let key =
         NetworkKey::from_text(lines.next().unwrap_or_default()).map_err(|source| KeysError::KeyText { path: path.clone(), source })?;
     Ok(Some((activates, key)))

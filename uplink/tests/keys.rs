@@ -384,5 +384,6 @@ fn a_network_key_rotation_is_announced_once_and_its_activation_replaces_the_key(
     assert_eq!(keys::load_network_key(&dir).expect("key"), next);
     // Damage is an error, not a silent rotation.
     std::fs::write(dir.join(keys::NEXT_NETWORK_KEY_FILE), "activates soon\n").expect("write");
-    assert!(keys::load_next_network_key(&dir).is_err());
+    let error = keys::load_next_network_key(&dir).expect_err("damaged");
+    assert!(error.to_string().contains("the first line is not `activates <unix seconds>`"), "{error}");
 }
