@@ -5,7 +5,8 @@
 //!
 //! Call order, for an executor:
 //! 1. [`ReceiverNode::set_delivered`] and [`ReceiverNode::set_revocations`] from durable
-//!    trust state, then [`ReceiverNode::resume`] for every partial object storage kept;
+//!    trust state, [`ReceiverNode::set_cached`] for every object in the cache, then
+//!    [`ReceiverNode::resume`] for every partial object storage kept;
 //! 2. [`ReceiverNode::handle_datagram`] for each datagram, [`ReceiverNode::handle_timeout`]
 //!    when [`ReceiverNode::poll_timeout`] comes due, [`ReceiverNode::handle_tick`] about
 //!    once a second;
@@ -271,6 +272,13 @@ impl ReceiverNode {
     /// The last version delivered for a (kind, name), from durable trust state.
     pub fn set_delivered(&mut self, kind: Kind, name: &str, accepted: Accepted) {
         self.reception.set_delivered(kind, name, accepted);
+    }
+
+    /// An object in the cache, at start: a version committed there is never rolled back,
+    /// even if its delivery record was lost (a stop between the commit and the record, or
+    /// a trust-state write that failed).
+    pub fn set_cached(&mut self, kind: Kind, name: &str, accepted: Accepted) {
+        self.reception.set_cached(kind, name, accepted);
     }
 
     /// This county's own key for confidential broadcasts, from its bundle.

@@ -10,7 +10,8 @@
 //!
 //! Call order, for a driver:
 //! 1. [`Reception::set_delivered`] for every (kind, name) already delivered (from durable
-//!    trust state), before the first datagram;
+//!    trust state) and [`Reception::set_cached`] for every object in the cache, before the
+//!    first datagram;
 //!    [`Reception::resume`] for every partial object storage kept;
 //! 2. [`Reception::handle_datagram`] for each datagram received;
 //! 3. [`Reception::poll_request`] until `None`, handing each request to the executor in
@@ -849,6 +850,11 @@ pub struct Reception {
     /// node's delivery transaction): for rollback, they count as accepted already, so an
     /// older version heard meanwhile is refused as it will be once the delivery is recorded.
     delivering: HashMap<(Kind, String), Accepted>,
+    /// Versions an earlier run committed to the cache whose delivery record was never
+    /// written (stopped between the commit and the record, or the record failed): for
+    /// rollback they count as accepted, though the object is not delivered until it is
+    /// aired again (and then comes from the cache).
+    committed: HashMap<(Kind, String), Accepted>,
     last_heartbeat: Option<(u64, Instant)>,
     /// What the last fresh heartbeat said is live and latest.
     statement: Option<Statement>,
@@ -889,6 +895,7 @@ impl Reception {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             delivered: HashMap::new(),
             delivering: HashMap::new(),
+            committed: HashMap::new(),
             last_heartbeat: None,
             statement: None,
             ended: RecentIds::default(),
@@ -979,6 +986,18 @@ impl Reception {
         self.delivered.insert((kind, name.to_owned()), accepted);
     }
 
+    /// An object found in the cache at start. Only what the cache holds above the recorded
+    /// delivery is kept: the cache takes an object only after every check a delivery
+    /// passes, so an older version must be refused even when the record of the newer one
+    /// was lost.
+    pub fn set_cached(&mut self, kind: Kind, name: &str, accepted: Accepted) {
+        let key = (kind, name.to_owned());
+        let above = |held: Option<&Accepted>| held.is_none_or(|h| accepted.version > h.version);
+        if above(self.delivered.get(&key)) && above(self.committed.get(&key)) {
+            self.committed.insert(key, accepted);
+        }
+    }
+
     /// Restores the revocation list kept in durable trust state, at start.
     pub fn set_revocations(&mut self, sequence: u64, revoked_serials: &[u64]) {
         self.revoked = (sequence, revoked_serials.iter().copied().collect());
@@ -1041,6 +1060,9 @@ impl Reception {
         let key = (manifest.kind, manifest.name.clone());
         if self.delivering.get(&key).is_some_and(|d| d.object_id == manifest.object_id) {
             self.delivering.remove(&key);
+        }
+        if self.committed.get(&key).is_some_and(|c| c.version <= accepted.version) {
+            self.committed.remove(&key);
         }
         self.delivered.insert(key, accepted);
         self.remember_completed(manifest.object_id, manifest.delivered_hash(), true);
@@ -1818,7 +1840,7 @@ impl Reception {
         if let Some(reason) = stated {
             return self.reject_genuine(now, &manifest, digest, reason);
         }
-        if accepted.is_some_and(|a| a.object_id == object_id) {
+        if self.delivered_or_delivering(manifest.kind, &manifest.name).is_some_and(|a| a.object_id == object_id) {
             // Already delivered (it is not in the completed list, so this receiver restarted
             // since): say so once. The Complete it queued before may have been lost with its
             // outbox, and an uplink that went idle waiting for it airs no more round markers.
@@ -2229,8 +2251,15 @@ impl Reception {
         self.refuse(inc.last_symbol_at, &inc.manifest, &reason);
     }
 
-    /// The newest version of (kind, name) delivered or on its way to delivery.
+    /// The newest version of (kind, name) delivered, on its way to delivery, or committed
+    /// by an earlier run: what an offered version must not be older than.
     fn accepted(&self, kind: Kind, name: &str) -> Option<Accepted> {
+        let committed = self.committed.get(&(kind, name.to_owned())).copied();
+        self.delivered_or_delivering(kind, name).into_iter().chain(committed).max_by_key(|a| a.version)
+    }
+
+    /// The newest version of (kind, name) delivered or on its way to delivery.
+    fn delivered_or_delivering(&self, kind: Kind, name: &str) -> Option<Accepted> {
         let key = (kind, name.to_owned());
         [self.delivered.get(&key), self.delivering.get(&key)].into_iter().flatten().copied().max_by_key(|a| a.version)
     }

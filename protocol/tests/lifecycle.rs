@@ -12,7 +12,7 @@ use satcast_protocol::manifest::{Compression, Kind, Manifest};
 use satcast_protocol::reception::{
     MemoryStore, REJECTED_REMEMBER_FOR, Reception, ReceptionConfig, ReceptionEvent, ReceptionStore, StuckReason,
 };
-use satcast_protocol::trust::{Heartbeat, NetworkKey, Revocation, RootKey, SigningKey};
+use satcast_protocol::trust::{Accepted, Heartbeat, NetworkKey, Revocation, RootKey, SigningKey};
 use satcast_protocol::wire;
 
 const NOW: u64 = 1_795_000_000;
@@ -293,6 +293,34 @@ fn an_older_version_finishing_after_a_newer_one_is_refused() {
             if refusal.code == RefusalCode::Rollback && refusal.detail == "offered version 1, version 2 delivered")),
         "{events:?}"
     );
+}
+
+/// A county stopped between committing version 2 to its cache and recording it in its
+/// trust state (or whose trust-state write failed) restarts knowing only version 1. What
+/// the cache holds is a rollback floor: version 1 aired again is refused, another object
+/// claiming version 2 is refused, and version 2 itself is taken (to be delivered from the
+/// cache), not answered with a bare Complete as a recorded delivery would be.
+#[test]
+fn a_version_committed_to_the_cache_but_never_recorded_is_not_rolled_back() {
+    let mut w = world(7);
+    let signer = key(&w, 1, NOW - DAY, NOW + 300 * DAY);
+    let (v1, v2, forged_v2) = (manifest(40, 1, NOW), manifest(41, 2, NOW), manifest(42, 2, NOW));
+    w.county.set_delivered(Kind::Software, "agent.bin", Accepted { version: 1, object_id: 40 });
+    w.county.set_cached(Kind::Software, "agent.bin", Accepted { version: 1, object_id: 40 });
+    w.county.set_cached(Kind::Software, "agent.bin", Accepted { version: 2, object_id: 41 });
+    // Another name's older cached version floors nothing of this one.
+    w.county.set_cached(Kind::Software, "other.bin", Accepted { version: 9, object_id: 43 });
+
+    let events = w.air_manifest(&signer, &v1, NOW);
+    assert!(
+        events.iter().any(|e| matches!(e, ReceptionEvent::Refused { refusal, .. }
+            if refusal.code == RefusalCode::Rollback && refusal.detail == "offered version 1, version 2 delivered")),
+        "version 1 must be refused as a rollback: {events:?}"
+    );
+    let events = w.air_manifest(&signer, &forged_v2, NOW);
+    assert!(refused_with(&events, RefusalCode::Rollback), "a second object as version 2 is equivocation: {events:?}");
+    let events = w.air_manifest(&signer, &v2, NOW);
+    assert!(accepted(&events), "version 2 is taken again, to be delivered from the cache: {events:?}");
 }
 
 /// Between the newer version's completion and the driver's confirmation that it is

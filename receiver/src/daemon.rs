@@ -19,7 +19,7 @@ use satcast_protocol::manifest::Kind;
 use satcast_protocol::receiver_node::{Completion, NodeEvent, NodeStuck, ReceiverNode, ReceiverNodeConfig, Request};
 use satcast_protocol::reception::{ReceptionConfig, ReceptionEvent, Stuck, StuckReason};
 use satcast_protocol::storage::{self, NotKept, StoreCompletion, StoreRequest};
-use satcast_protocol::trust::{NetworkKey, RootPublicKey};
+use satcast_protocol::trust::{Accepted, NetworkKey, RootPublicKey};
 use satcast_store::{IndexOpen, Outbox, ReceiverLimits, ReceiverStore, TrustState};
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
@@ -195,6 +195,12 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<Stopped, Run
     let mut node = ReceiverNode::new(ReceiverNodeConfig { reception, hook_kinds });
     for (kind, name, accepted) in trust_state.delivered() {
         node.set_delivered(kind, name, accepted);
+    }
+    for entry in store.cached() {
+        match entry.kind.parse::<Kind>() {
+            Ok(kind) => node.set_cached(kind, &entry.name, Accepted { version: entry.version, object_id: entry.object_id }),
+            Err(error) => warn!(object = %ObjectId(entry.object_id), %error, "a cache entry names an unknown kind: it is not a rollback floor"),
+        }
     }
     let (revocation_sequence, revoked_serials) = trust_state.revocations();
     node.set_revocations(revocation_sequence, revoked_serials);

@@ -125,6 +125,11 @@ impl SimDisk {
         self.versions.iter().map(|((k, n), a)| (*k, n.as_str(), *a))
     }
 
+    /// The objects in the cache, to start a node from (their versions are rollback floors).
+    pub fn cached(&self) -> impl Iterator<Item = (Kind, &str, Accepted)> {
+        self.cache.values().map(|m| (m.kind, m.name.as_str(), Accepted { version: m.version, object_id: m.object_id }))
+    }
+
     /// The partial objects and what they hold, to resume a node from.
     pub fn resumable(&self) -> Vec<(u64, Vec<u8>, Held)> {
         self.partials

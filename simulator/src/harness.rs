@@ -233,7 +233,7 @@ impl SimReceiver {
     }
 
     /// The daemon starts again on what its disk kept: a new node, told the delivered
-    /// versions, resuming every partial object (a node without a disk model was only
+    /// versions and what the cache holds, resuming every partial object (a node without a disk model was only
     /// suspended, as before).
     fn restart(&mut self, now: Instant, wall_unix_secs: u64) {
         let SimStore::Disk(disk) = &mut self.store else { return };
@@ -242,6 +242,9 @@ impl SimReceiver {
         let mut node = ReceiverNode::new(self.node_config.clone());
         for (kind, name, accepted) in disk.versions() {
             node.set_delivered(kind, name, accepted);
+        }
+        for (kind, name, accepted) in disk.cached() {
+            node.set_cached(kind, name, accepted);
         }
         for (object_id, signed, held) in disk.resumable() {
             node.resume(now, wall_unix_secs, object_id, &signed, &held);
