@@ -944,6 +944,54 @@ fn a_replayed_older_session_is_refused() {
     assert!(!rig.log().contains(&format!("object={:016x} kind=codetable name=divisions.csv version=1", older.id)), "{}", rig.log());
 }
 
+/// docs/security.md threat 6: a county whose trust state lost the records of its deliveries
+/// (every write failed, as on a full disk, then the power went) restarts with the versions
+/// still in its cache. Before any heartbeat can state the latest version again (the uplink
+/// is down), an outsider replays the older version's captured manifest: the older version
+/// is in the cache too, so a county that trusted only its trust state would deliver it over
+/// the newer one at once. The cache's newest version is its floor.
+#[test]
+fn a_delivery_whose_version_record_was_lost_is_not_rolled_back_after_a_restart() {
+    let mut rig = Rig::start("a_delivery_whose_version_record_was_lost_is_not_rolled_back_after_a_restart", true, 8_000_000, 3);
+    let trust_path = rig.county().dir.join("state/trust.state");
+    let trust_before = std::fs::read(&trust_path).ok();
+    let older = rig.air("codetable", "divisions.csv", 200_000, 1, None);
+    rig.wait_delivered(&older, Duration::from_secs(20));
+    let key = rig.key.clone();
+    let mut captured = None;
+    let heard = wait_until(Duration::from_secs(10), || {
+        captured = reassemble(&rig.tap().of(TYPE_MANIFEST, Some(older.id)), &key, older.id).map(|(_, datagrams)| datagrams);
+        captured.is_some()
+    });
+    assert!(heard, "no manifest of version 1 captured:\n{}", rig.uplink_log());
+    let old_manifest = captured.expect("captured");
+    let newer = rig.air("codetable", "divisions.csv", 300_000, 2, None);
+    rig.wait_delivered(&newer, Duration::from_secs(20));
+    let recorded = wait_until(Duration::from_secs(5), || rig.log().contains(&format!("object={:016x} kind=codetable", newer.id)));
+    assert!(recorded, "version 2 was never recorded as delivered:\n{}", rig.log());
+
+    // No heartbeat from now on: the county learns nothing of the latest version over the air.
+    if let Some(uplink) = rig.cluster.uplink.as_mut() {
+        uplink.stop();
+    }
+    if let Some(daemon) = rig.cluster.counties[0].daemon.as_mut() {
+        daemon.stop();
+    }
+    match &trust_before {
+        Some(bytes) => std::fs::write(&trust_path, bytes).expect("restore trust state"),
+        None => std::fs::remove_file(&trust_path).expect("remove trust state (there was none before)"),
+    }
+    rig.restart_receiver();
+    for _ in 0..10 {
+        rig.send_paced(&old_manifest);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    rig.assert_log(&["rollback (offered version 1, version 2 delivered)"]);
+    assert_eq!(std::fs::read(&newer.delivered).expect("delivered"), newer.payload, "the older version came back");
+    let delivered_again = format!("object={:016x} kind=codetable name=divisions.csv version=1", older.id);
+    assert!(!rig.log().contains(&delivered_again), "version 1 was delivered again after the restart:\n{}", rig.log());
+}
+
 /// One field of a genuine manifest changed by a forger.
 type ManifestChange = fn(&mut Manifest);
 

@@ -196,11 +196,26 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<Stopped, Run
     for (kind, name, accepted) in trust_state.delivered() {
         node.set_delivered(kind, name, accepted);
     }
+    // The cache takes an object only after every check a delivery passes: its versions are
+    // rollback floors even when their record in trust state was lost.
+    let mut unrecorded = 0usize;
     for entry in store.cached() {
         match entry.kind.parse::<Kind>() {
-            Ok(kind) => node.set_cached(kind, &entry.name, Accepted { version: entry.version, object_id: entry.object_id }),
-            Err(error) => warn!(object = %ObjectId(entry.object_id), %error, "a cache entry names an unknown kind: it is not a rollback floor"),
+            Ok(kind) => {
+                let recorded = trust_state.delivered().find(|(k, n, _)| *k == kind && *n == entry.name).map(|(_, _, a)| a.version);
+                unrecorded += usize::from(recorded.is_none_or(|v| v < entry.version));
+                node.set_cached(kind, &entry.name, Accepted { version: entry.version, object_id: entry.object_id });
+            }
+            Err(error) => {
+                warn!(object = %ObjectId(entry.object_id), %error, "a cache entry names an unknown kind: it is not a rollback floor")
+            }
         }
+    }
+    if unrecorded > 0 {
+        warn!(
+            unrecorded,
+            "the cache holds versions trust state does not record as delivered (stopped during a delivery, or trust state could not be written): older versions of them are refused, and each is delivered from the cache when it is aired again"
+        );
     }
     let (revocation_sequence, revoked_serials) = trust_state.revocations();
     node.set_revocations(revocation_sequence, revoked_serials);
