@@ -52,9 +52,8 @@ fn timed(mut work: impl FnMut()) -> Duration {
     )
 }
 
-/// Every datagram of one carousel pass over `payload` at 10 Gbit/s: faster than the machine
-/// builds them, so it is CPU bound, yet paced (unpaced, `common::datagrams_for`, the pass's
-/// manifest spacing falls to zero and manifests crowd out the symbols forever).
+/// Every datagram of one carousel pass over `payload` at 10 Gbit/s (on the virtual clock of
+/// [`common::air`]).
 fn datagrams_for(keys: &common::Keys, payload: &[u8]) -> Vec<Vec<u8>> {
     let oti = common::oti_for(payload.len());
     let manifest = common::manifest_for(payload, &oti);

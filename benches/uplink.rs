@@ -111,7 +111,7 @@ fn uplink(c: &mut Criterion) {
 
     let pipeline = || {
         let object = common::prepare_file(&path, &keys.signing());
-        let mut broadcaster = common::unpaced_broadcaster(&keys);
+        let mut broadcaster = common::bench_broadcaster(&keys);
         broadcaster.add_object(Instant::now(), object).expect("add object");
         let mut data = 0u64;
         let mut failed = 0u64;
@@ -137,7 +137,7 @@ fn uplink(c: &mut Criterion) {
         b.iter(|| {
             let source = Box::new(common::MemorySource(payload.clone()));
             let object = common::new_object(manifest.clone(), signed_manifest.clone(), source);
-            let mut broadcaster = common::unpaced_broadcaster(&keys);
+            let mut broadcaster = common::bench_broadcaster(&keys);
             broadcaster.add_object(Instant::now(), object).expect("add object");
             let mut bytes = 0u64;
             common::air(&mut broadcaster, |datagram| bytes += datagram.len() as u64);

@@ -549,10 +549,22 @@ struct Airing {
     /// In carousel mode, the manifest's spacing during the current pass (shorter than the
     /// configured interval for a short pass; see [`carousel_manifest_copies`]).
     pass_manifest_spacing: Option<Duration>,
+    /// `symbols_sent` when the last manifest copy was queued: during a carousel pass a copy
+    /// waits for at least one DATA datagram after the last, so a spacing shorter than the
+    /// host can send (a carrier rate the machine cannot reach) cannot air manifests only.
+    symbols_sent_at_manifest: u64,
     resume: Option<Checkpoint>,
 }
 
 impl Airing {
+    /// When the next manifest copy is due: never before the object is scheduled, and during
+    /// a carousel pass not before one of its DATA datagrams followed the last copy.
+    fn manifest_due_at(&self) -> Option<Instant> {
+        let spaced_over_pass = self.phase == Phase::Sending && self.pass_manifest_spacing.is_some();
+        let data_since = self.symbols_sent > self.symbols_sent_at_manifest;
+        (self.phase != Phase::Scheduled && (data_since || !spaced_over_pass)).then_some(self.next_manifest_at)
+    }
+
     fn new(now: Instant, object: NewObject) -> Result<Self, BroadcastError> {
         let oti = Oti::decode(&object.manifest.oti)?;
         let blocks = fec::blocks(&oti);
@@ -614,6 +626,7 @@ impl Airing {
             report_delay: None,
             next_manifest_at: now,
             pass_manifest_spacing: None,
+            symbols_sent_at_manifest: 0,
             resume: object.resume,
         })
     }
@@ -1550,13 +1563,14 @@ impl Broadcaster {
         self.advance(now);
         for index in 0..self.objects.len() {
             let airing = &mut self.objects[index];
-            if airing.phase != Phase::Scheduled && now >= airing.next_manifest_at {
+            if airing.manifest_due_at().is_some_and(|due| now >= due) {
                 let interval = match (airing.phase, airing.pass_manifest_spacing) {
                     (Phase::Idle, _) => self.config.manifest_interval * IDLE_MANIFEST_SLOWDOWN,
                     (Phase::Sending, Some(spacing)) => spacing.min(self.config.manifest_interval),
                     _ => self.config.manifest_interval,
                 };
                 airing.next_manifest_at = now + interval;
+                airing.symbols_sent_at_manifest = airing.symbols_sent;
                 self.queue_manifest(now, index);
             }
         }
@@ -1661,8 +1675,8 @@ impl Broadcaster {
             wake = wake.min(*due);
         }
         for airing in &self.objects {
-            if airing.phase != Phase::Scheduled {
-                wake = wake.min(airing.next_manifest_at);
+            if let Some(due) = airing.manifest_due_at() {
+                wake = wake.min(due);
             }
             match airing.phase {
                 Phase::Scheduled => wake = wake.min(airing.not_before.unwrap_or(wake)),
