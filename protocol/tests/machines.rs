@@ -523,7 +523,8 @@ fn a_carrier_rate_beyond_the_host_still_airs_the_pass_not_only_manifests() {
     let start = Instant::now();
     let config = BroadcastConfig { link_rate_bits_per_sec: 1_000_000_000_000_000, ..BroadcastConfig::default() };
     let mut uplink = Broadcaster::new(start, config, NetworkKey::generate(&mut rng), signing);
-    let object = NewObject { delivery: Delivery::Carousel(AirPlan { target_loss: 0.05, passes: 1 }), ..feedback_object(1, 300_000, "410102") };
+    let object =
+        NewObject { delivery: Delivery::Carousel(AirPlan { target_loss: 0.05, passes: 1 }), ..feedback_object(1, 300_000, "410102") };
     uplink.add_object(start, object).expect("add");
     let (mut data, mut manifests, mut finished) = (0u64, 0u64, false);
     let mut buf = Vec::new();
