@@ -154,6 +154,10 @@ fn both_daemons_metrics_parse_and_agree_with_their_status() {
         assert_eq!(delivered, 1, "{}: {status:#}", county.code);
         assert_eq!(value(&samples, "satcast_receiver_cache_bytes"), number(&["disk", "cache_bytes"]));
         assert_eq!(value(&samples, "satcast_receiver_symbols_total{verdict=kept}"), number(&["reception", "symbols_kept"]));
+        for (event, field) in [("announced", "network_key_announcements"), ("learned", "network_keys_learned")] {
+            let sample = format!("satcast_receiver_network_key_rotations_total{{event={event}}}");
+            assert_eq!(value(&samples, &sample), number(&["reception", field]), "{sample}");
+        }
         let datagrams = value(&samples, "satcast_receiver_datagrams_total{verdict=accepted}")
             + value(&samples, "satcast_receiver_datagrams_total{verdict=dropped}");
         assert!(datagrams >= number(&["reception", "datagrams"]), "{datagrams} datagrams in /metrics, fewer than status");

@@ -174,6 +174,17 @@ pub fn render(status: &DaemonStatus) -> String {
         "Partial objects of broadcasts the uplink no longer airs, dropped to make room",
         &[("reason", "not_live", r.partials_ended)],
     );
+    counter(
+        &mut registry,
+        "network_key_rotations",
+        "Over-the-air network-key rotations (NETWORK KEY datagrams), by what became of them",
+        &[
+            ("event", "announced", r.network_key_announcements),
+            ("event", "refused", r.network_key_refused),
+            ("event", "learned", r.network_keys_learned),
+            ("event", "activated", r.network_keys_activated),
+        ],
+    );
     let signatures = Counter::<u64>::default();
     signatures.inc_by(r.signatures_checked);
     registry.register("signatures_checked", "Signed messages whose signatures were checked", signatures);
