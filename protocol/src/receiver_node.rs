@@ -407,6 +407,11 @@ impl ReceiverNode {
         self.reception.held(object_id)
     }
 
+    /// The network keys as they stand (see [`Reception::network_keys`]).
+    pub fn network_keys(&self) -> ((u64, &crate::trust::NetworkKey), Option<&(u64, crate::trust::NetworkKey)>) {
+        self.reception.network_keys()
+    }
+
     /// How long since the last valid heartbeat.
     pub fn heartbeat_age(&self, now: Instant) -> Option<std::time::Duration> {
         self.reception.heartbeat_age(now)

@@ -907,6 +907,14 @@ impl Reception {
         }
     }
 
+    /// The network keys as they stand: the current one with the time it took over (0: the
+    /// bundle's) and the next one announced, if any. A driver keeps them durably from
+    /// this, not from the events that announce changes: a flood can push those out of the
+    /// bounded event queue.
+    pub fn network_keys(&self) -> ((u64, &NetworkKey), Option<&(u64, NetworkKey)>) {
+        ((self.config.network_key_activates_unix_secs, &self.config.network_key), self.config.next_network_key.as_ref())
+    }
+
     /// Gives the receiver its county's own X25519 key (from its bundle), so it learns the
     /// group keys of its path from the carousel's KEY_WRAP datagrams.
     pub fn set_county_secret(&mut self, secret: CountySecret) -> Result<(), KeyTreeError> {

@@ -694,6 +694,12 @@ fn the_network_key_rotates_over_the_air_and_a_revoked_county_is_left_out() {
             .all(|c| std::iter::from_fn(|| c.poll_event()).all(|e| !matches!(e, ReceptionEvent::NetworkKeyActivated { .. })))
     );
 
+    // What a daemon keeps durably is read from the machine's state, not from its events
+    // (drained above unread, as a flood could push them out of the bounded queue).
+    let held = |county: &Reception| county.network_keys().1.map(|(at, key)| (*at, key.0));
+    assert_eq!(held(&counties[0]), Some((activates, next.0)));
+    assert_eq!(held(&counties[2]), None);
+
     // An insider who knows the next key forges a ROUND marker under it: nobody switches.
     let mut forged = Vec::new();
     wire::write_round(&mut forged, &next, 9, 1);
@@ -715,5 +721,7 @@ fn the_network_key_rotates_over_the_air_and_a_revoked_county_is_left_out() {
         assert!(county.stats().datagrams > *before + 2, "an enrolled county hears the uplink under the new key: {:?}", county.stats());
     }
     assert_eq!(counties[2].stats().datagrams, before[2], "the revoked county hears nothing under the new key");
+    let ((at, current), upcoming) = counties[1].network_keys();
+    assert_eq!((at, current.0, upcoming.is_none()), (activates, next.0, true), "the switch shows in the machine's state");
     assert!(counties[0].heartbeat_age(start + interval * 9 + Duration::from_millis(2)).is_some_and(|age| age < interval));
 }

@@ -385,6 +385,21 @@ impl Datapath {
                 break;
             }
         }
+        self.keep_network_keys();
+    }
+
+    /// Keeps the node's network keys durably when they change (a next key learned, or the
+    /// switch to it). Read from the node, not from its events: a flood of refusals can push
+    /// an event out of the bounded queue, and a county that lost the next key before the
+    /// switch would hear nothing after it.
+    fn keep_network_keys(&mut self) {
+        let ((activated, current), next) = self.node.network_keys();
+        let held = &self.network_keys.1;
+        if held.current.0 == activated && held.next.as_ref().map(|n| n.0) == next.map(|n| n.0) {
+            return;
+        }
+        self.network_keys.1 = NetworkKeys { current: (activated, current.clone()), next: next.cloned() };
+        self.save_network_keys();
     }
 
     fn submit(&mut self, request: Request) {
@@ -470,14 +485,11 @@ impl Datapath {
 
     fn log_reception(&mut self, event: ReceptionEvent) {
         match event {
-            ReceptionEvent::NextNetworkKey { activates_unix_secs, key } => {
-                self.network_keys.1.next = Some((activates_unix_secs, key));
-                self.save_network_keys();
+            // Kept durably by `keep_network_keys`; the events are for the log.
+            ReceptionEvent::NextNetworkKey { activates_unix_secs, .. } => {
                 info!(activates_unix_secs, "learned the next network key; the uplink switches to it then");
             }
-            ReceptionEvent::NetworkKeyActivated { activates_unix_secs, key } => {
-                self.network_keys.1 = NetworkKeys { current: (activates_unix_secs, key), next: None };
-                self.save_network_keys();
+            ReceptionEvent::NetworkKeyActivated { activates_unix_secs, .. } => {
                 info!(activates_unix_secs, "the uplink switched to the next network key; using it from now on");
             }
             ReceptionEvent::Dropped { reason } => record_datagram(&mut self.drops, &reason),
