@@ -217,8 +217,13 @@ fn a_county_offline_through_two_rekeys_reads_a_broadcast_aired_before_it_heard_t
 fn the_network_key_rotates_over_the_air_and_the_revoked_county_hears_nothing_after() {
     let seed = seed("E2E_SEED");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut cluster = start(tmp.path(), seed, &["410102", "410103", "420101"]);
-    assert!(wait_until(LEARN_WITHIN, || (0..3).all(|i| learned(&cluster, i) == Some(3))), "the first keys");
+    let mut cluster = start(tmp.path(), seed, &["410102", "410103", "420101", "410104"]);
+    assert!(wait_until(LEARN_WITHIN, || (0..4).all(|i| learned(&cluster, i) == Some(3))), "the first keys");
+    // 410104 is off the air from here until after the switch: it hears neither the re-key
+    // nor the announcement, and must follow during the handover.
+    if let Some(daemon) = cluster.counties[3].daemon.as_mut() {
+        daemon.stop();
+    }
     run("satcast-uplink", &["keys", "revoke-receiver", "--dir", "keys", "--id", "420101"], &cluster.dir).expect("revokes");
     // The nation is re-keyed: the others learn its new key before the rotation is sealed
     // under it (a later reseal would reach them too, only later).
@@ -244,13 +249,26 @@ fn the_network_key_rotates_over_the_air_and_the_revoked_county_hears_nothing_aft
     );
     // Its status is rewritten every second: what it heard before the switch is all in it.
     std::thread::sleep(Duration::from_millis(1500));
-    let heard_by_revoked = counter(&cluster, 2, "datagrams");
+    // After the switch the revoked county hears only the handover (the announcement and the
+    // key wraps aired under the old key for late counties), none of which it can open.
+    let heard_outside_handover = |cluster: &Cluster| {
+        let of = |key| counter(cluster, 2, key).unwrap_or(0);
+        of("datagrams") - of("network_key_announcements") - of("key_wraps")
+    };
+    let heard_by_revoked = heard_outside_handover(&cluster);
+
+    cluster.counties[3].start().expect("410104 comes back");
+    assert!(
+        wait_until(LEARN_WITHIN, || switched(&cluster, 3)),
+        "the county off the air through the announcement did not follow: {}",
+        status_text(&cluster, 3)
+    );
 
     let plain: Vec<u8> = (0..2_000).flat_map(|i| format!("after the rotation, seed {seed}, row {i}\n").into_bytes()).collect();
     let path = tmp.path().join("notice-after-rotation.txt");
     std::fs::write(&path, &plain).expect("payload");
     cluster.uplink_cli(&["send", path.to_str().expect("utf-8"), "--kind", "policy", "--to", "41", "--no-confidential"]).expect("sends");
-    for i in 0..2 {
+    for i in [0, 1, 3] {
         let delivered = cluster.counties[i].delivered_path("policy", "notice-after-rotation.txt");
         assert!(
             wait_until(LEARN_WITHIN, || std::fs::read(&delivered).is_ok_and(|bytes| bytes == plain)),
@@ -259,7 +277,8 @@ fn the_network_key_rotates_over_the_air_and_the_revoked_county_hears_nothing_aft
         );
     }
     // The uplink's heartbeats went on all along: the revoked county counted none of them.
-    assert_eq!(counter(&cluster, 2, "datagrams"), heard_by_revoked, "the revoked county still hears the uplink");
+    assert_eq!(heard_outside_handover(&cluster), heard_by_revoked, "the revoked county still hears the uplink");
+    assert_eq!(counter(&cluster, 2, "network_keys_learned"), Some(0), "the revoked county opened the handover");
     assert!(counter(&cluster, 2, "dropped").is_some_and(|n| n > 0), "its datagrams fail their tag: {}", status_text(&cluster, 2));
     run("satcast-uplink", &["keys", "rotate-network-key", "--dir", "keys"], &cluster.dir)
         .expect("a second rotation may start once the first took over");

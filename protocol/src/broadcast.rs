@@ -913,6 +913,11 @@ pub struct Broadcaster {
     revocation: Option<Vec<u8>>,
     /// The signed next network key, aired after every regular heartbeat until it takes over.
     next_network_key: Option<Vec<u8>>,
+    /// After a switch, for a while: the previous network key and the signed announcement of
+    /// the current one. Both, with the key-wrap carousel, are aired under the previous key
+    /// too, so a county that was off the air through the whole announcement learns the key
+    /// (and the group keys to open it) and follows (docs/protocol.md 8.6).
+    handover: Option<(NetworkKey, Vec<u8>)>,
     /// The key tree's signed key-wrap messages, aired in turn, [`KEY_WRAPS_PER_HEARTBEAT`]
     /// after every heartbeat (docs/protocol.md 7.4).
     key_wraps: Vec<Vec<u8>>,
@@ -960,6 +965,7 @@ impl Broadcaster {
             versions: BTreeMap::new(),
             revocation: None,
             next_network_key: None,
+            handover: None,
             key_wraps: Vec::new(),
             key_wrap_next: 0,
             events: VecDeque::new(),
@@ -1081,6 +1087,13 @@ impl Broadcaster {
     /// heartbeat, or stops (None).
     pub fn set_next_network_key(&mut self, signed_next_network_key: Option<Vec<u8>>) {
         self.next_network_key = signed_next_network_key;
+    }
+
+    /// Also airs `announcement` (the signed announcement of the current key) and the key
+    /// wraps under `previous` after every regular heartbeat, for the counties still on it;
+    /// or stops (None).
+    pub fn set_network_key_handover(&mut self, handover: Option<(NetworkKey, Vec<u8>)>) {
+        self.handover = handover;
     }
 
     /// Tags every datagram with `key` from now on (a rotation's activation), those already
@@ -1550,12 +1563,22 @@ impl Broadcaster {
                 self.control.push_back((now, datagram, PacketType::NetworkKey));
             }
             if regular {
+                if let Some((previous, announcement)) = &self.handover {
+                    let mut datagram = Vec::new();
+                    wire::write_network_key(&mut datagram, previous, announcement);
+                    self.control.push_back((now, datagram, PacketType::NetworkKey));
+                }
                 for _ in 0..KEY_WRAPS_PER_HEARTBEAT.min(self.key_wraps.len()) {
                     let index = self.key_wrap_next % self.key_wraps.len();
                     self.key_wrap_next = index + 1;
                     let mut datagram = Vec::new();
                     wire::write_key_wrap(&mut datagram, &self.network_key, &self.key_wraps[index]);
                     self.control.push_back((now, datagram, PacketType::KeyWrap));
+                    if let Some((previous, _)) = &self.handover {
+                        let mut datagram = Vec::new();
+                        wire::write_key_wrap(&mut datagram, previous, &self.key_wraps[index]);
+                        self.control.push_back((now, datagram, PacketType::KeyWrap));
+                    }
                 }
             }
             return Some((self.heartbeat_datagram(wall_unix_ms), PacketType::Heartbeat));

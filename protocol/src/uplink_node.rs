@@ -547,6 +547,13 @@ impl UplinkNode {
         self.broadcaster.set_network_key(key);
     }
 
+    /// After a switch: also airs the current key's announcement and the key wraps under the
+    /// previous key, for counties that missed the switch (see
+    /// [`Broadcaster::set_network_key_handover`]); or stops (None).
+    pub fn set_network_key_handover(&mut self, handover: Option<(NetworkKey, Vec<u8>)>) {
+        self.broadcaster.set_network_key_handover(handover);
+    }
+
     /// Signs heartbeats with a new key from now on (after a rotation).
     pub fn set_signing_key(&mut self, signing_key: SigningKey) {
         self.broadcaster.set_signing_key(signing_key);

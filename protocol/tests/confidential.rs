@@ -636,7 +636,8 @@ fn the_network_key_rotates_over_the_air_and_a_revoked_county_is_left_out() {
     let heartbeats = SigningKey::generate(&mut rng, &root_key, 2, NOW - 10, NOW + 86_400);
     let mut tree = KeyTree::new(&mut rng);
     let mut counties = Vec::new();
-    for code in ["410102", "410103", "420101"] {
+    // 410104 is off the air from the re-key until after the switch.
+    for code in ["410102", "410103", "420101", "410104"] {
         let secret = CountySecret::generate(&mut rng);
         tree.enroll(&mut rng, Node::county(code).expect("code"), secret.public()).expect("enrols");
         let mut reception = Reception::new(ReceptionConfig::new(code.into(), root_key.public(), NETWORK));
@@ -678,10 +679,10 @@ fn the_network_key_rotates_over_the_air_and_a_revoked_county_is_left_out() {
     let announcement = NextNetworkKey::seal(&mut rng, &tree, &next, activates, NOW).expect("seals").sign(&signing).expect("signs");
     uplink.set_next_network_key(Some(announcement.to_bytes()));
     for beat in 3..8 {
-        air(&mut uplink, &mut counties, beat);
+        air(&mut uplink, &mut counties[..3], beat);
     }
     let learned: Vec<u64> = counties.iter().map(|c| c.stats().network_keys_learned).collect();
-    assert_eq!(learned, [1, 1, 0], "the revoked county cannot open the next key");
+    assert_eq!(learned, [1, 1, 0, 0], "the revoked county cannot open the next key");
     let stats = counties[0].stats();
     assert!(stats.network_key_announcements >= 4 && stats.network_key_unwanted >= 3, "repeats cost a counter: {stats:?}");
     // It holds only the nation's old key: it waits for a newer one (that never comes) and
@@ -713,10 +714,10 @@ fn the_network_key_rotates_over_the_air_and_a_revoked_county_is_left_out() {
     uplink.set_network_key(next.clone());
     let before: Vec<u64> = counties.iter().map(|c| c.stats().datagrams).collect();
     for beat in 8..10 {
-        air(&mut uplink, &mut counties, beat);
+        air(&mut uplink, &mut counties[..3], beat);
     }
     let activated: Vec<u64> = counties.iter().map(|c| c.stats().network_keys_activated).collect();
-    assert_eq!(activated, [1, 1, 0]);
+    assert_eq!(activated, [1, 1, 0, 0]);
     for (county, before) in counties.iter().zip(&before).take(2) {
         assert!(county.stats().datagrams > *before + 2, "an enrolled county hears the uplink under the new key: {:?}", county.stats());
     }
@@ -724,4 +725,19 @@ fn the_network_key_rotates_over_the_air_and_a_revoked_county_is_left_out() {
     let ((at, current), upcoming) = counties[1].network_keys();
     assert_eq!((at, current.0, upcoming.is_none()), (activates, next.0, true), "the switch shows in the machine's state");
     assert!(counties[0].heartbeat_age(start + interval * 9 + Duration::from_millis(2)).is_some_and(|age| age < interval));
+
+    // The handover: the announcement and the key wraps go under the previous key too. The
+    // county that was off the air learns its new group keys, then the key, and switches at
+    // the next heartbeat; the revoked county opens nothing of it.
+    uplink.set_network_key_handover(Some((NETWORK, announcement.to_bytes())));
+    for beat in 10..14 {
+        air(&mut uplink, &mut counties, beat);
+    }
+    let late = counties[3].stats();
+    assert_eq!((late.network_keys_learned, late.network_keys_activated), (1, 1), "the late county follows: {late:?}");
+    assert_eq!(counties[3].network_keys().0.1.0, next.0);
+    let revoked = counties[2].stats();
+    assert_eq!((revoked.network_keys_learned, revoked.network_keys_activated), (0, 0), "{revoked:?}");
+    // Counties on the new key drop the old key's datagrams at the tag, as any forgery.
+    assert!(counties[0].stats().dropped > 0);
 }

@@ -36,6 +36,14 @@ pub const NETWORK_KEY_FILE: &str = "network.key";
 /// The next network key and when it activates, while a rotation is announced
 /// (`keys rotate-network-key`); the running daemon airs it and switches to it then.
 pub const NEXT_NETWORK_KEY_FILE: &str = "network.key.next";
+/// The network key a rotation replaced and when the switch was, for the handover
+/// (`activated <unix seconds>`, then the key): until [`NETWORK_KEY_HANDOVER_SECS`] after
+/// the switch the daemon also airs the new key's announcement under it.
+pub const PREVIOUS_NETWORK_KEY_FILE: &str = "network.key.previous";
+/// How long after a switch the announcement of the new key is also aired under the old
+/// one: a county off the air through the whole announcement (a long power cut, a dish
+/// out of service) still follows if it comes back within this time.
+pub const NETWORK_KEY_HANDOVER_SECS: u64 = 30 * 86_400;
 /// Private CA certificate for QUIC mutual TLS (PEM).
 pub const CA_CERT_FILE: &str = "ca.cert.pem";
 /// Private CA key (PEM).
@@ -151,11 +159,14 @@ pub enum KeysError {
     /// The operating system could not provide randomness.
     #[error("no operating system randomness: {0}")]
     Random(String),
-    /// `network.key.next` does not start with its activation time.
-    #[error("{}: the first line is not `activates <unix seconds>`", path.display())]
+    /// `network.key.next` does not start with its activation time, or
+    /// `network.key.previous` with the time of the switch.
+    #[error("{}: the first line is not `{field} <unix seconds>`", path.display())]
     NextNetworkKey {
         /// The file.
         path: PathBuf,
+        /// The word the first line must start with.
+        field: &'static str,
     },
     /// The key tree file is damaged, or the tree refused an operation.
     #[error("{}: {why}", path.display())]
@@ -775,30 +786,62 @@ pub fn load_next_network_key(dir: &Path) -> Result<Option<(u64, NetworkKey)>, Ke
     if !path.exists() {
         return Ok(None);
     }
-    let text = read_key_file(&path)?;
-    let mut lines = text.lines();
-    let activates = lines
-        .next()
-        .and_then(|l| l.strip_prefix("activates "))
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| KeysError::NextNetworkKey { path: path.clone() })?;
-    let key =
-        NetworkKey::from_text(lines.next().unwrap_or_default()).map_err(|source| KeysError::KeyText { path: path.clone(), source })?;
-    Ok(Some((activates, key)))
+    dated_network_key(&path, "activates")
 }
 
-/// Makes the announced key the network key (`network.key` replaced whole), and ends the
-/// rotation. Done again after a crash between the two, it changes nothing.
-pub fn activate_next_network_key(dir: &Path, key: &NetworkKey) -> Result<(), KeysError> {
+/// The network key a rotation replaced and when the switch was, while its handover lasts
+/// (see [`PREVIOUS_NETWORK_KEY_FILE`]).
+pub fn load_previous_network_key(dir: &Path) -> Result<Option<(u64, NetworkKey)>, KeysError> {
+    let path = dir.join(PREVIOUS_NETWORK_KEY_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    dated_network_key(&path, "activated")
+}
+
+/// A key file whose first line is `<field> <unix seconds>` and whose second is the key.
+fn dated_network_key(path: &Path, field: &'static str) -> Result<Option<(u64, NetworkKey)>, KeysError> {
+    let text = read_key_file(path)?;
+    let mut lines = text.lines();
+    let at = lines
+        .next()
+        .and_then(|l| l.strip_prefix(field))
+        .and_then(|t| t.strip_prefix(' '))
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| KeysError::NextNetworkKey { path: path.to_owned(), field })?;
+    let key =
+        NetworkKey::from_text(lines.next().unwrap_or_default()).map_err(|source| KeysError::KeyText { path: path.to_owned(), source })?;
+    Ok(Some((at, key)))
+}
+
+/// Makes the announced key the network key (`network.key` replaced whole), keeps the key
+/// it replaces for the handover (`network.key.previous`), and ends the rotation. Done again
+/// after a crash part-way, it changes nothing.
+pub fn activate_next_network_key(dir: &Path, key: &NetworkKey, activates: u64) -> Result<(), KeysError> {
+    let current = load_network_key(dir)?;
+    if current.0 != key.0 {
+        let previous = format!("activated {activates}\n{}\n", current.to_text().trim());
+        write_new(dir, PREVIOUS_NETWORK_KEY_FILE, previous.as_bytes(), Secrecy::Secret)?;
+        sync_dir(dir)?;
+    }
     write_new(dir, NETWORK_KEY_FILE, key.to_text().as_bytes(), Secrecy::Secret)?;
     sync_dir(dir)?;
-    let next = dir.join(NEXT_NETWORK_KEY_FILE);
-    match fs::remove_file(&next) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(KeysError::Io { path: next, source }),
-    }
+    remove_if_present(&dir.join(NEXT_NETWORK_KEY_FILE))?;
     sync_dir(dir)
+}
+
+/// Ends a rotation's handover: the previous key is forgotten.
+pub fn end_network_key_handover(dir: &Path) -> Result<(), KeysError> {
+    remove_if_present(&dir.join(PREVIOUS_NETWORK_KEY_FILE))?;
+    sync_dir(dir)
+}
+
+fn remove_if_present(path: &Path) -> Result<(), KeysError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(KeysError::Io { path: path.to_owned(), source }),
+    }
 }
 
 /// Loads the network key (`network.key`) from `dir`.

@@ -203,6 +203,8 @@ struct Uplink {
     /// key), aired until it takes over.
     next_network_key_modified: Option<SystemTime>,
     next_network_key: Option<(u64, NetworkKey)>,
+    /// While a switch's handover lasts (`keys::NETWORK_KEY_HANDOVER_SECS`): when it ends.
+    handover_until: Option<u64>,
     /// Each airing broadcast's class (an index of `metrics::CLASSES`), for the bytes on air.
     classes: HashMap<u64, usize>,
     /// Metrics, alarms and the dashboard's samples.
@@ -354,6 +356,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
         receivers_lists_modified: None,
         next_network_key_modified: None,
         next_network_key: None,
+        handover_until: None,
         live,
         symbol_size,
         rounds: HashMap::new(),
@@ -366,6 +369,7 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
     uplink.reload_key_tree_if_changed(false);
     uplink.reload_revoked_counties_if_changed(Instant::now());
     uplink.reload_next_network_key_if_changed(false);
+    uplink.reload_network_key_handover();
     uplink.key_modified = uplink.signing_cert_modified();
     let mut next_key_check = Instant::now() + KEY_CHECK_INTERVAL;
     let mut buf = Vec::with_capacity(65_536);
@@ -394,6 +398,9 @@ pub fn serve(config: UplinkConfig, stop: Arc<AtomicBool>) -> Result<(), ServeErr
             uplink.reload_revoked_counties_if_changed(now);
             uplink.reload_next_network_key_if_changed(false);
             uplink.activate_network_key_if_due();
+            if uplink.handover_until.is_some_and(|until| wall_unix_ms() / 1000 >= until) {
+                uplink.reload_network_key_handover();
+            }
             if uplink.busy_feedback > 0 {
                 warn!(messages = std::mem::take(&mut uplink.busy_feedback), "feedback answered busy: too much waits for the index");
             }
@@ -852,13 +859,58 @@ impl Uplink {
         }
         self.node.set_network_key(key.clone());
         self.next_network_key = None;
-        match keys::activate_next_network_key(&self.config.keys_dir, &key) {
+        match keys::activate_next_network_key(&self.config.keys_dir, &key, activates) {
             Ok(()) => info!("switched to the next network key; counties that heard it switch with the next heartbeat"),
             Err(error) => {
                 warn!(%error, "switched to the next network key, but cannot record it in the key folder; a restart would air the old one")
             }
         }
         self.next_network_key_modified = None;
+        self.reload_network_key_handover();
+    }
+
+    /// During a switch's handover (keys/network.key.previous, until
+    /// `keys::NETWORK_KEY_HANDOVER_SECS` after it): airs the current key's announcement,
+    /// sealed for every county enrolled now, and the key wraps under the previous key too,
+    /// so a county that missed the whole announcement follows. Ends it when the time is up.
+    /// Called at start, at a switch, when the key tree or signing key changes (to seal
+    /// afresh) and when the handover ends.
+    fn reload_network_key_handover(&mut self) {
+        let dir = self.config.keys_dir.clone();
+        let previous = match keys::load_previous_network_key(&dir) {
+            Ok(previous) => previous,
+            Err(error) => return warn!(%error, "cannot read the previous network key; counties that missed the switch are not helped"),
+        };
+        let now_secs = wall_unix_ms() / 1000;
+        let Some((activated, previous)) = previous else {
+            self.handover_until = None;
+            return self.node.set_network_key_handover(None);
+        };
+        let until = activated.saturating_add(keys::NETWORK_KEY_HANDOVER_SECS);
+        if now_secs >= until {
+            self.handover_until = None;
+            self.node.set_network_key_handover(None);
+            return match keys::end_network_key_handover(&dir) {
+                Ok(()) => info!("the network key's handover ended: a county still on the previous key needs a new bundle"),
+                Err(error) => warn!(%error, "the network key's handover ended, but the previous key cannot be removed"),
+            };
+        }
+        let signed = keys::load_network_key(&dir).and_then(|current| {
+            let tree = keys::load_key_tree(&dir)?;
+            NextNetworkKey::seal(&mut rand::rng(), &tree, &current, activated, now_secs)
+                .and_then(|next| next.sign(&self.signing_key))
+                .map_err(|e| keys::KeysError::KeyTree { path: dir.join(keys::KEY_TREE_FILE), why: e.to_string() })
+        });
+        match signed {
+            Ok(signed) => {
+                if self.handover_until.is_none() {
+                    info!(until = %crate::report::utc_text(until), "airing the network key's announcement under the previous key too, for counties that missed the switch");
+                }
+                self.handover_until = Some(until);
+                self.node.set_network_key_handover(Some((previous, signed.to_bytes())));
+            }
+            Err(error) => warn!(%error, "cannot seal the network key for the handover; counties that missed the switch are not helped"),
+        }
     }
 
     /// Stops targeting and waiting for counties whose every certificate is revoked, if the
@@ -929,6 +981,7 @@ impl Uplink {
                 self.node.set_key_wraps(messages.iter().map(|m| m.to_bytes()).collect());
                 // The next network key is sealed under the tree's keys: seal it afresh.
                 self.reload_next_network_key_if_changed(true);
+                self.reload_network_key_handover();
             }
             Err(error) => warn!(%error, "cannot make the key tree's wraps; airing the wraps made before"),
         }

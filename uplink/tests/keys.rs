@@ -377,11 +377,17 @@ fn a_network_key_rotation_is_announced_once_and_its_activation_replaces_the_key(
     let (activates, next) = keys::load_next_network_key(&dir).expect("reads").expect("announced");
     assert_eq!(activates, NOW + 60);
     assert_ne!(next, old);
-    keys::activate_next_network_key(&dir, &next).expect("activates");
+    keys::activate_next_network_key(&dir, &next, activates).expect("activates");
     assert_eq!(keys::load_network_key(&dir).expect("key"), next);
     assert_eq!(keys::load_next_network_key(&dir).expect("reads"), None);
-    keys::activate_next_network_key(&dir, &next).expect("again");
+    // The key it replaced stays for the handover, and a repeat (after a crash) keeps it.
+    let handover = Some((activates, old.clone()));
+    assert_eq!(keys::load_previous_network_key(&dir).expect("reads"), handover);
+    keys::activate_next_network_key(&dir, &next, activates).expect("again");
     assert_eq!(keys::load_network_key(&dir).expect("key"), next);
+    assert_eq!(keys::load_previous_network_key(&dir).expect("reads"), handover, "a repeat must not make the new key previous");
+    keys::end_network_key_handover(&dir).expect("ends");
+    assert_eq!(keys::load_previous_network_key(&dir).expect("reads"), None);
     // Damage is an error, not a silent rotation.
     std::fs::write(dir.join(keys::NEXT_NETWORK_KEY_FILE), "activates soon\n").expect("write");
     let error = keys::load_next_network_key(&dir).expect_err("damaged");
