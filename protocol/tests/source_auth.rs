@@ -11,7 +11,9 @@ use rand_chacha::ChaCha8Rng;
 use satcast_protocol::fec::{self, BlockEncoder, Oti};
 use satcast_protocol::manifest::{Compression, Kind, Manifest};
 use satcast_protocol::reception::{
-    MemoryStore, Reception, ReceptionConfig, ReceptionEvent, ReceptionStats, UNVERIFIED_ATTEMPTS_PER_BLOCK_MAX,
+    LIST_CHECKS_FAILED_BURST_MAX, LIST_CHECKS_FAILED_PER_SEC_MAX, LIST_EVIDENCE_CHECKS_FAILED_BURST_MAX,
+    LIST_EVIDENCE_CHECKS_FAILED_PER_SEC_MAX, MemoryStore, Reception, ReceptionConfig, ReceptionEvent, ReceptionStats,
+    UNVERIFIED_ATTEMPTS_PER_BLOCK_MAX,
 };
 use satcast_protocol::trust::{NetworkKey, RootKey, SigningKey};
 use satcast_protocol::wire::{self, SourceRefusal, WireError};
@@ -325,4 +327,140 @@ fn a_county_that_missed_a_new_keys_heartbeats_learns_it_from_a_list_that_carries
     wire::write_symbol_list(&mut bare, &w.network_key, OBJECT_ID, &signed, &rotated.sign_symbol_list(OBJECT_ID, &signed));
     w.air(&bare);
     assert_eq!(w.stats().symbol_lists_accepted, 2);
+}
+
+/// A forged list naming block 0's (ESI, hash) `named`, by the genuine signer's serial (the
+/// insider learned it from a heartbeat), under a signature of random bytes.
+fn forged_list(w: &World, rng: &mut ChaCha8Rng, sequence: u64, named: &[(u32, [u8; 8])]) -> Vec<u8> {
+    let mut ranges = Vec::new();
+    for (esi, hash) in named {
+        wire::add_to_ranges(&mut ranges, 0, *esi, *hash);
+    }
+    let signed = wire::symbol_list_signed_part(w.signer.serial(), sequence, None, None, &ranges);
+    let mut signature = [0u8; 64];
+    rng.fill_bytes(&mut signature);
+    let mut out = Vec::new();
+    wire::write_symbol_list(&mut out, &w.network_key, OBJECT_ID, &signed, &signature);
+    out
+}
+
+/// The most signature checks forged lists may cost in `secs` whole seconds: the
+/// budget of failed checks and the budget of failed checks on evidence, each a burst and
+/// a rate.
+fn failed_checks_bound(secs: u64) -> u64 {
+    u64::from(LIST_CHECKS_FAILED_BURST_MAX + LIST_EVIDENCE_CHECKS_FAILED_BURST_MAX)
+        + secs * u64::from(LIST_CHECKS_FAILED_PER_SEC_MAX + LIST_EVIDENCE_CHECKS_FAILED_PER_SEC_MAX)
+}
+
+#[test]
+fn a_flood_of_forged_lists_costs_a_bounded_number_of_checks_and_the_genuine_list_is_still_used() {
+    let seed = rand::random();
+    println!("seed {seed}; replay: change `rand::random()` to {seed} in this test");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut w = world(seed);
+    let k = w.source_symbols;
+    let checked = w.stats().signatures_checked;
+    // 20k forged lists a second for 3 s, fresh sequences, random hashes of the real ESIs;
+    // the genuine list comes in the middle of the last second, then its symbols, as the
+    // uplink airs them at 80 Mbit/s (7000 a second: three forged lists between two).
+    let start = w.now;
+    let mut sequence = 1_000;
+    let mut next_symbol = None;
+    for second in 0..3u32 {
+        w.now = start + std::time::Duration::from_secs(u64::from(second));
+        for i in 0..20_000u32 {
+            sequence += 1;
+            let named: Vec<_> = (0..k).map(|esi| (esi, rng.next_u64().to_be_bytes())).collect();
+            let forged = forged_list(&w, &mut rng, sequence, &named);
+            w.air(&forged);
+            if second == 2 && i == 10_000 {
+                let genuine = w.list(&w.signer, 100_000, None, 0..k);
+                w.air(&genuine);
+                next_symbol = Some(0);
+            }
+            if let Some(esi) = next_symbol.filter(|esi| i % 3 == 0 && *esi < k) {
+                let datagram = w.genuine(esi);
+                w.air(&datagram);
+                next_symbol = Some(esi + 1);
+            }
+        }
+    }
+    let stats = w.stats();
+    let spent = stats.signatures_checked - checked;
+    println!("60000 forged lists cost {spent} signature checks; {stats:?}");
+    assert!(spent <= failed_checks_bound(2) + 1, "{spent} checks, bound {} and the genuine list's", failed_checks_bound(2));
+    assert!(w.verified(), "the block decodes");
+    assert_eq!(stats.symbol_lists_accepted, 1, "the genuine list was checked when its first symbol came");
+    assert_eq!((stats.symbols_unverified, stats.unverified_decodes), (0, 0), "every symbol was verified by its list");
+}
+
+#[test]
+fn forged_copies_of_genuine_entries_cost_a_bounded_number_of_checks_and_the_object_completes() {
+    let seed = rand::random();
+    println!("seed {seed}; replay: change `rand::random()` to {seed} in this test");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut w = world(seed);
+    let k = w.source_symbols;
+    let checked = w.stats().signatures_checked;
+    // The insider names the genuine hashes (it can compute the symbols) under bad
+    // signatures: fresh sequences before and after the genuine list, and the genuine
+    // list's own sequence, at the same instant.
+    let named: Vec<_> = (0..k).map(|esi| (esi, wire::symbol_hash(&w.symbols[esi as usize]))).collect();
+    for sequence in 1_000..6_000 {
+        let forged = forged_list(&w, &mut rng, sequence, &named);
+        w.air(&forged);
+    }
+    let genuine = w.list(&w.signer, 50_000, None, 0..k);
+    w.air(&genuine);
+    for copy in 0..5_000 {
+        let sequence = if copy % 2 == 0 { 50_000 } else { 60_000 + copy };
+        let forged = forged_list(&w, &mut rng, sequence, &named);
+        w.air(&forged);
+    }
+    for esi in 0..k {
+        let datagram = w.genuine(esi);
+        w.air(&datagram);
+    }
+    let stats = w.stats();
+    let spent = stats.signatures_checked - checked;
+    println!("10000 forged copies cost {spent} signature checks; {stats:?}");
+    assert!(spent <= failed_checks_bound(0) + 1, "{spent} checks, bound {} and the genuine list's", failed_checks_bound(0));
+    assert!(w.verified(), "the block decodes, from its listed symbols or as a lost list's");
+}
+
+#[test]
+fn under_a_flood_a_held_list_is_checked_when_the_marker_or_a_symbol_it_names_arrives() {
+    let mut w = world(10);
+    let k = w.source_symbols;
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    // Forged lists spend the budget of failed checks: later lists are held.
+    let named: Vec<_> = (0..k).map(|esi| (esi, rng.next_u64().to_be_bytes())).collect();
+    for sequence in 1_000..1_000 + u64::from(LIST_CHECKS_FAILED_BURST_MAX) + 10 {
+        let forged = forged_list(&w, &mut rng, sequence, &named);
+        w.air(&forged);
+    }
+    assert_eq!(w.stats().symbol_lists_held, 10);
+    // The list naming round 0 is held; the marker is its evidence, and the report is due.
+    let quiet = w.county.poll_timeout();
+    let list = w.list(&w.signer, 5_000, Some(0), 0..0);
+    w.air(&list);
+    assert_eq!(w.stats().symbol_lists_accepted, 0, "held, not checked");
+    let mut marker = Vec::new();
+    wire::write_round(&mut marker, &w.network_key, OBJECT_ID, 0);
+    w.air(&marker);
+    assert_eq!(w.stats().symbol_lists_held_accepted, 1);
+    let due = w.county.poll_timeout().expect("a report is due");
+    assert!(quiet.is_some_and(|q| due < q), "the signed marker asks for a report");
+    // A list arriving after its first symbol: that symbol is its evidence at once.
+    let first = w.genuine(0);
+    w.air(&first);
+    let list = w.list(&w.signer, 5_001, None, 0..k);
+    w.air(&list);
+    assert_eq!(w.stats().symbol_lists_held_accepted, 2);
+    for esi in 1..k {
+        let datagram = w.genuine(esi);
+        w.air(&datagram);
+    }
+    assert!(w.verified());
+    assert_eq!(w.stats().unverified_decodes, 0, "every symbol was verified by its list");
 }

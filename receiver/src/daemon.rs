@@ -199,7 +199,9 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<Stopped, Run
     for entry in store.cached() {
         match entry.kind.parse::<Kind>() {
             Ok(kind) => node.set_cached(kind, &entry.name, Accepted { version: entry.version, object_id: entry.object_id }),
-            Err(error) => warn!(object = %ObjectId(entry.object_id), %error, "a cache entry names an unknown kind: it is not a rollback floor"),
+            Err(error) => {
+                warn!(object = %ObjectId(entry.object_id), %error, "a cache entry names an unknown kind: it is not a rollback floor")
+            }
         }
     }
     let (revocation_sequence, revoked_serials) = trust_state.revocations();
@@ -589,6 +591,9 @@ impl Datapath {
                 symbol_lists_replayed: stats.symbol_lists_replayed,
                 symbol_lists_refused: stats.symbol_lists_refused,
                 symbol_lists_unknown_signer: stats.symbol_lists_unknown_signer,
+                symbol_lists_held: stats.symbol_lists_held,
+                symbol_lists_held_accepted: stats.symbol_lists_held_accepted,
+                symbol_lists_unchecked: stats.symbol_lists_unchecked,
                 symbols_forged: stats.symbols_forged,
                 symbols_unverified: stats.symbols_unverified,
                 symbols_unverified_dropped: stats.symbols_unverified_dropped,
