@@ -1629,14 +1629,19 @@ impl Reception {
     }
 
     /// Checks the held lists of `object_id` that `named` picks (a symbol or ROUND marker
-    /// that arrived names them), newest first, until one verifies or the budget of failed
+    /// that arrived names them), oldest first, until one verifies or the budget of failed
     /// checks on evidence is spent. Returns whether one verified (and was taken).
+    ///
+    /// Oldest first because an insider who copies a genuine list's entries under another
+    /// sequence or signature sees the genuine list on the air before it can send the copy:
+    /// the copy is newer, and the genuine list verifies before it is ever checked. Only an
+    /// insider who computes symbols before they are aired (those of blocks it decoded
+    /// already) can place a copy ahead of the genuine list.
     fn check_held_lists(&mut self, now: Instant, object_id: u64, named: impl Fn(&HeldList) -> bool) -> bool {
-        let mut index = self.held_lists.len();
-        while index > 0 {
-            index -= 1;
-            let Some(held) = self.held_lists.get(index) else { break };
+        let mut index = 0;
+        while let Some(held) = self.held_lists.get(index) {
             if held.object_id != object_id || !named(held) {
+                index += 1;
                 continue;
             }
             if !self.evidence_failures.available(now) {

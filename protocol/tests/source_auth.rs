@@ -475,3 +475,42 @@ fn under_a_flood_a_held_list_is_checked_when_the_marker_or_a_symbol_it_names_arr
     assert!(w.verified());
     assert_eq!(w.stats().unverified_decodes, 0, "every symbol was verified by its list");
 }
+
+#[test]
+fn copies_of_a_genuine_list_sent_after_it_are_never_checked_before_it() {
+    let seed = rand::random();
+    println!("seed {seed}; replay: change `rand::random()` to {seed} in this test");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut w = world(seed);
+    let k = w.source_symbols;
+    let checked = w.stats().signatures_checked;
+    // Forged lists spend the budget of failed checks.
+    for sequence in 1_000..1_000 + u64::from(LIST_CHECKS_FAILED_BURST_MAX) {
+        let named: Vec<_> = (0..k).map(|esi| (esi, rng.next_u64().to_be_bytes())).collect();
+        let forged = forged_list(&w, sequence, &named);
+        w.air(&forged);
+    }
+    // The insider sees the genuine list on the air and races copies of its entries to the
+    // county (its sequence and fresh ones, other signatures), among the symbols.
+    let genuine = w.list(&w.signer, 50_000, None, 0..k);
+    w.air(&genuine);
+    let named: Vec<_> = (0..k).map(|esi| (esi, wire::symbol_hash(&w.symbols[esi as usize]))).collect();
+    let mut copies = 0;
+    for esi in 0..k {
+        for _ in 0..3 {
+            let sequence = if copies % 2 == 0 { 50_000 } else { 50_001 + copies };
+            let copy = forged_list(&w, sequence, &named);
+            w.air(&copy);
+            copies += 1;
+        }
+        let datagram = w.genuine(esi);
+        w.air(&datagram);
+    }
+    let stats = w.stats();
+    let spent = stats.signatures_checked - checked;
+    println!("{copies} copies raced after the genuine list; {spent} signature checks; {stats:?}");
+    assert_eq!(spent, u64::from(LIST_CHECKS_FAILED_BURST_MAX) + 1, "the first budget and the genuine list, no copy");
+    assert_eq!(stats.symbol_lists_held_accepted, 1, "the genuine list was checked on its first symbol");
+    assert!(w.verified());
+    assert_eq!((stats.symbols_unverified, stats.unverified_decodes), (0, 0), "every symbol was verified by its list");
+}
