@@ -514,3 +514,42 @@ fn copies_of_a_genuine_list_sent_after_it_are_never_checked_before_it() {
     assert!(w.verified());
     assert_eq!((stats.symbols_unverified, stats.unverified_decodes), (0, 0), "every symbol was verified by its list");
 }
+
+#[test]
+fn forged_lists_and_forged_symbols_together_do_not_keep_the_genuine_list_from_being_used() {
+    let seed = rand::random();
+    println!("seed {seed}; replay: change `rand::random()` to {seed} in this test");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut w = world(seed);
+    let k = w.source_symbols;
+    let checked = w.stats().signatures_checked;
+    let flood = |w: &mut World, rng: &mut ChaCha8Rng, from: u64, count: u64| {
+        for sequence in from..from + count {
+            let named: Vec<_> = (0..k).map(|esi| (esi, rng.next_u64().to_be_bytes())).collect();
+            let forged = forged_list(w, sequence, &named);
+            w.air(&forged);
+        }
+    };
+    flood(&mut w, &mut rng, 1_000, 1_000);
+    let genuine = w.list(&w.signer, 50_000, None, 0..k);
+    w.air(&genuine);
+    // Forged symbols of every ESI the genuine list names, before the genuine ones: they
+    // are no evidence for it (their hashes differ), and fail their block's one attempt.
+    for esi in 0..k {
+        flood(&mut w, &mut rng, 2_000 + u64::from(esi) * 3, 3);
+        let forged = w.forged(esi);
+        w.air(&forged);
+    }
+    assert_eq!(w.stats().unverified_decodes_failed, 1);
+    for esi in 0..k {
+        flood(&mut w, &mut rng, 3_000 + u64::from(esi) * 3, 3);
+        let datagram = w.genuine(esi);
+        w.air(&datagram);
+    }
+    let stats = w.stats();
+    let spent = stats.signatures_checked - checked;
+    println!("{spent} signature checks; {stats:?}");
+    assert!(spent <= failed_checks_bound(0) + 1, "{spent} checks, bound {} and the genuine list's", failed_checks_bound(0));
+    assert_eq!(stats.symbol_lists_held_accepted, 1, "the genuine list was checked on its first genuine symbol");
+    assert!(w.verified(), "the block decodes from the genuine list's symbols");
+}
