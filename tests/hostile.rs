@@ -1573,7 +1573,7 @@ fn forged_symbol_lists_at_20k_per_sec_cost_a_bounded_number_of_checks_and_do_not
     assert!(refused <= bound && failed <= bound, "forged lists cost {failed} signature checks ({refused} refused), more than {bound}");
     assert!(held > sent / 2, "the forged lists were not held: {held} of {sent}");
     assert!(held_accepted > 0, "no genuine list was checked on evidence under the flood");
-    rig.finish(&[], delivered_after);
+    rig.finish(&["symbol list signature does not verify"], delivered_after);
 }
 
 /// An insider (it holds the network key) forges ROUND markers for an object the county
