@@ -530,6 +530,7 @@ struct HeldList {
 }
 
 impl HeldList {
+    /// Whether the list names this symbol with this hash: evidence worth its check.
     fn names(&self, payload_id: u32, hash: &[u8; wire::SYMBOL_HASH_LEN]) -> bool {
         self.entries.binary_search_by_key(&payload_id, |(id, _)| *id).is_ok_and(|at| self.entries[at].1 == *hash)
     }
