@@ -100,6 +100,24 @@ pub const EARLY_LISTS_MAX: usize = 64;
 pub const LIST_SIGNERS_MAX: usize = 8;
 /// Bytes each early symbol is charged beyond its own: the entry and its allocation.
 const EARLY_ENTRY_OVERHEAD_BYTES: usize = 64;
+/// SYMBOL LIST checks that may fail per second (a bad signature, or a certificate in a list
+/// that does not verify under the root), and at once: genuine lists never fail, so this
+/// budget costs them nothing until someone forges. An insider (it holds the network key)
+/// can otherwise make a county spend an Ed25519 verification (about 50 µs) per forged list.
+/// Once it is spent, lists are held unchecked (docs/protocol.md 7.5).
+pub const LIST_CHECKS_FAILED_PER_SEC_MAX: u32 = 16;
+/// See [`LIST_CHECKS_FAILED_PER_SEC_MAX`].
+pub const LIST_CHECKS_FAILED_BURST_MAX: u32 = 16;
+/// Checks of held lists, made because a symbol or ROUND marker arrived that one names,
+/// that may fail per second, and at once: a separate budget, so a flood of forged lists
+/// that spends the first one cannot also keep the genuine held lists from being checked.
+pub const LIST_EVIDENCE_CHECKS_FAILED_PER_SEC_MAX: u32 = 16;
+/// See [`LIST_EVIDENCE_CHECKS_FAILED_PER_SEC_MAX`].
+pub const LIST_EVIDENCE_CHECKS_FAILED_BURST_MAX: u32 = 16;
+/// Lists held unchecked while the budget of failed checks is spent, over all objects,
+/// oldest out: a genuine list's first symbol follows it within a fraction of a
+/// millisecond, so a flood must send this many lists in that gap to push it out.
+pub const HELD_LISTS_MAX: usize = 256;
 /// How many objects' refusals are remembered, so each (object, reason) is told to the
 /// uplink once, and again only when the reason changes: a manifest repeated on the carousel
 /// (or replayed by an insider) buys no more feedback. Beyond it the oldest is forgotten
@@ -459,6 +477,63 @@ pub struct ReceptionStats {
     pub unverified_decodes_failed: u64,
     /// ROUND markers no signed list named (forgeries, or a marker whose lists were all lost).
     pub round_markers_unlisted: u64,
+    /// Symbol lists held unchecked because the budget of failed checks was spent (someone
+    /// is forging lists): each is checked only if a symbol or ROUND marker it names arrives.
+    pub symbol_lists_held: u64,
+    /// Of those, checked when such a symbol or marker arrived, and accepted.
+    pub symbol_lists_held_accepted: u64,
+    /// Held lists pushed out unchecked ([`HELD_LISTS_MAX`]): their symbols stay unverified,
+    /// as a lost list's.
+    pub symbol_lists_unchecked: u64,
+}
+
+/// A budget of failed checks: tokens refilled at `per_sec` up to `burst`, one spent per
+/// failure (success costs nothing).
+#[derive(Debug, Clone, Copy)]
+struct FailureBudget {
+    per_sec: u32,
+    burst: u32,
+    tokens: f64,
+    refilled_at: Option<Instant>,
+}
+
+impl FailureBudget {
+    fn new(per_sec: u32, burst: u32) -> Self {
+        FailureBudget { per_sec, burst, tokens: f64::from(burst), refilled_at: None }
+    }
+
+    /// Whether a check may fail now.
+    fn available(&mut self, now: Instant) -> bool {
+        let elapsed = self.refilled_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * f64::from(self.per_sec)).min(f64::from(self.burst));
+        self.refilled_at = Some(now);
+        self.tokens >= 1.0
+    }
+
+    fn spend(&mut self) {
+        self.tokens = (self.tokens - 1.0).max(0.0);
+    }
+}
+
+/// A SYMBOL LIST held unchecked while the budget of failed checks is spent: its cheap
+/// checks passed (sequence, signer), its signature waits for evidence.
+#[derive(Debug)]
+struct HeldList {
+    object_id: u64,
+    /// The signer's public key, found by the cheap checks.
+    key: [u8; 32],
+    /// The body, as received (the signed part, then the signature).
+    body: Vec<u8>,
+    round: Option<u32>,
+    /// The named (payload id, hash), sorted by payload id.
+    entries: Vec<(u32, [u8; wire::SYMBOL_HASH_LEN])>,
+}
+
+impl HeldList {
+    /// Whether the list names this symbol with this hash: evidence worth its check.
+    fn names(&self, payload_id: u32, hash: &[u8; wire::SYMBOL_HASH_LEN]) -> bool {
+        self.entries.binary_search_by_key(&payload_id, |(id, _)| *id).is_ok_and(|at| self.entries[at].1 == *hash)
+    }
 }
 
 /// What the uplink's signed lists vouch for, per object.
@@ -839,6 +914,12 @@ pub struct Reception {
     early_lists: VecDeque<EarlyList>,
     /// Symbols of objects being received that no signed list named.
     unverified: Unverified,
+    /// Failed list checks ([`LIST_CHECKS_FAILED_PER_SEC_MAX`]), and failed checks of held
+    /// lists on evidence ([`LIST_EVIDENCE_CHECKS_FAILED_PER_SEC_MAX`]).
+    list_failures: FailureBudget,
+    evidence_failures: FailureBudget,
+    /// Lists held unchecked, oldest first (at most [`HELD_LISTS_MAX`]).
+    held_lists: VecDeque<HeldList>,
     /// Certificates that verified under the pinned root (in manifests and heartbeats),
     /// newest last: symbol lists name their signer by serial.
     signers: VecDeque<trust::KeyCertificate>,
@@ -890,6 +971,9 @@ impl Reception {
             early_bytes: 0,
             early_lists: VecDeque::new(),
             unverified: Unverified::default(),
+            list_failures: FailureBudget::new(LIST_CHECKS_FAILED_PER_SEC_MAX, LIST_CHECKS_FAILED_BURST_MAX),
+            evidence_failures: FailureBudget::new(LIST_EVIDENCE_CHECKS_FAILED_PER_SEC_MAX, LIST_EVIDENCE_CHECKS_FAILED_BURST_MAX),
+            held_lists: VecDeque::new(),
             signers: VecDeque::new(),
             revoked: (0, std::collections::BTreeSet::new()),
             rng: ChaCha8Rng::seed_from_u64(config.seed),
@@ -1443,7 +1527,9 @@ impl Reception {
 
     /// The public key of a list's certificate when its signer is not known yet: one check
     /// of the certificate under the pinned root, then it is known (and costs a lookup).
-    fn learn_list_certificate(&mut self, list: &wire::SymbolList<'_>, wall_unix_secs: u64) -> Option<[u8; 32]> {
+    /// A certificate that fails spends the budget of failed list checks, and none is
+    /// checked while it is spent (the list then counts as of an unknown signer).
+    fn learn_list_certificate(&mut self, now: Instant, list: &wire::SymbolList<'_>, wall_unix_secs: u64) -> Option<[u8; 32]> {
         if self.revoked.1.contains(&list.signer_serial) {
             return None;
         }
@@ -1453,8 +1539,14 @@ impl Reception {
         }
         // Counting receivers trust their simulator's uplink, as for the list's signature.
         if self.config.fidelity == Fidelity::Full {
+            if !self.list_failures.available(now) {
+                return None;
+            }
             self.stats.signatures_checked += 1;
-            certificate.verify(&self.config.root, wall_unix_secs).ok()?;
+            if certificate.verify(&self.config.root, wall_unix_secs).is_err() {
+                self.list_failures.spend();
+                return None;
+            }
         }
         self.learn_signer(&certificate);
         Some(certificate.body.public_key)
@@ -1464,7 +1556,10 @@ impl Reception {
     /// not accepted yet is kept unverified (bounded) until its manifest is; a list seen
     /// already (by sequence) costs a counter, as does an unknown signer; only then one
     /// signature check, after which its symbols, the unverified ones it names and a ROUND
-    /// marker that waited for it are used.
+    /// marker that waited for it are used. A check that fails spends the budget of failed
+    /// checks; while it is spent, lists are held and checked only on evidence (see
+    /// [`Reception::check_held_lists`]): a flood of forgeries costs a bounded number of
+    /// checks, and a genuine list among them is checked when its first symbol arrives.
     fn handle_list(&mut self, now: Instant, wall_unix_secs: u64, object_id: u64, list: &wire::SymbolList<'_>) {
         if self.is_completed(object_id) || self.ended.contains(object_id) {
             self.stats.symbol_lists_replayed += 1;
@@ -1488,19 +1583,104 @@ impl Reception {
             return;
         }
         let known = self.list_signer(list.signer_serial, wall_unix_secs);
-        let Some(key) = known.or_else(|| self.learn_list_certificate(list, wall_unix_secs)) else {
+        let Some(key) = known.or_else(|| self.learn_list_certificate(now, list, wall_unix_secs)) else {
             self.stats.symbol_lists_unknown_signer += 1;
             return;
         };
         // The simulator's counting receivers trust their uplink's lists: 2000 signature
         // checks per list would be most of a run's time, and it forges none.
         if self.config.fidelity == Fidelity::Full {
+            if !self.list_failures.available(now) {
+                return self.hold_list(now, object_id, key, list);
+            }
             self.stats.signatures_checked += 1;
             if !trust::verify_symbol_list(&key, object_id, list.signed, list.signature) {
+                self.list_failures.spend();
                 self.stats.symbol_lists_refused += 1;
                 return self.push(ReceptionEvent::Dropped { reason: WireError::Source(SourceRefusal::BadListSignature) });
             }
         }
+        self.accept_list(now, object_id, list);
+    }
+
+    /// Holds a list whose cheap checks passed while the budget of failed checks is spent;
+    /// if symbols it names came already (unverified), they are its evidence at once.
+    fn hold_list(&mut self, now: Instant, object_id: u64, key: [u8; 32], list: &wire::SymbolList<'_>) {
+        let mut body = Vec::with_capacity(list.signed.len() + list.signature.len());
+        body.extend_from_slice(list.signed);
+        body.extend_from_slice(list.signature);
+        if self.held_lists.iter().any(|held| held.object_id == object_id && held.body == body) {
+            self.stats.symbol_lists_replayed += 1;
+            return;
+        }
+        let mut entries: Vec<_> = list.entries().collect();
+        entries.sort_unstable_by_key(|(id, _)| *id);
+        // Only blocks that hold unverified symbols are looked up: a flood of forged lists
+        // costs an array index per entry, not a map lookup, while no list is lost.
+        let unverified_blocks = self.incoming.get(&object_id).map_or(&[][..], |inc| inc.unverified.as_slice());
+        let evidence = entries
+            .iter()
+            .find(|(id, hash)| {
+                let (sbn, esi) = ((id >> 24) as u8, id & wire::ESI_MAX);
+                unverified_blocks.get(usize::from(sbn)).is_some_and(|count| *count > 0)
+                    && self.unverified.symbols.get(&(object_id, sbn, esi)).is_some_and(|symbol| wire::symbol_hash(symbol) == *hash)
+            })
+            .copied();
+        while self.held_lists.len() >= HELD_LISTS_MAX {
+            self.held_lists.pop_front();
+            self.stats.symbol_lists_unchecked += 1;
+        }
+        self.stats.symbol_lists_held += 1;
+        self.held_lists.push_back(HeldList { object_id, key, body, round: list.round, entries });
+        if let Some((payload_id, hash)) = evidence {
+            self.check_held_lists(now, object_id, |held| held.names(payload_id, &hash));
+        }
+    }
+
+    /// Checks the held lists of `object_id` that `named` picks (a symbol or ROUND marker
+    /// that arrived names them), oldest first, until one verifies or the budget of failed
+    /// checks on evidence is spent. Returns whether one verified (and was taken).
+    ///
+    /// Oldest first because an insider who copies a genuine list's entries under another
+    /// sequence or signature sees the genuine list on the air before it can send the copy:
+    /// the copy is newer, and the genuine list verifies before it is ever checked. Only an
+    /// insider who computes symbols before they are aired (those of blocks it decoded
+    /// already) can place a copy ahead of the genuine list.
+    fn check_held_lists(&mut self, now: Instant, object_id: u64, named: impl Fn(&HeldList) -> bool) -> bool {
+        let mut index = 0;
+        while let Some(held) = self.held_lists.get(index) {
+            if held.object_id != object_id || !named(held) {
+                index += 1;
+                continue;
+            }
+            if !self.evidence_failures.available(now) {
+                // Left held: later evidence may find the budget refilled.
+                return false;
+            }
+            let Some(held) = self.held_lists.remove(index) else { break };
+            let Ok(list) = wire::parse_symbol_list(&held.body) else { continue };
+            if self.incoming.get(&object_id).is_none_or(|inc| inc.listed.seen(list.sequence)) {
+                // A list of this sequence was taken meanwhile: this one is a copy or a forgery.
+                self.stats.symbol_lists_replayed += 1;
+                continue;
+            }
+            self.stats.signatures_checked += 1;
+            if !trust::verify_symbol_list(&held.key, object_id, list.signed, list.signature) {
+                self.evidence_failures.spend();
+                self.stats.symbol_lists_refused += 1;
+                self.push(ReceptionEvent::Dropped { reason: WireError::Source(SourceRefusal::BadListSignature) });
+                continue;
+            }
+            self.stats.symbol_lists_held_accepted += 1;
+            self.accept_list(now, object_id, &list);
+            return true;
+        }
+        false
+    }
+
+    /// Takes a list whose signature verified: its hashes, its round, the unverified symbols
+    /// it names and a ROUND marker that waited for it.
+    fn accept_list(&mut self, now: Instant, object_id: u64, list: &wire::SymbolList<'_>) {
         self.stats.symbol_lists_accepted += 1;
         let Some(inc) = self.incoming.get_mut(&object_id) else { return };
         inc.listed.take(list);
@@ -1562,10 +1742,15 @@ impl Reception {
         let Some(inc) = self.incoming.get_mut(&object_id) else { return };
         if !inc.listed.rounds.contains(&round) {
             // Not (yet) named by the uplink: it waits for its list, which normally came
-            // first; a forgery waits in vain and costs a counter.
+            // first; a forgery waits in vain and costs a counter. A held list naming it is
+            // checked now, and takes the marker if it verifies.
             inc.listed.pending_round = Some(round);
             self.stats.round_markers_unlisted += 1;
-            return self.push(ReceptionEvent::Dropped { reason: WireError::Source(SourceRefusal::UnlistedRound) });
+            self.push(ReceptionEvent::Dropped { reason: WireError::Source(SourceRefusal::UnlistedRound) });
+            if !self.held_lists.is_empty() {
+                self.check_held_lists(now, object_id, |held| held.round == Some(round));
+            }
+            return;
         }
         if round < inc.round
             || (round == inc.round && (inc.report_due.is_some() || inc.last_report_at.is_some_and(|at| at >= inc.last_symbol_at)))
@@ -2002,6 +2187,13 @@ impl Reception {
         // Cheap checks first (block, size, held already); then the list; only then the hash.
         // A symbol that does not match its list never reaches the decoder.
         let payload_id = wire::payload_id(sbn, esi);
+        if !inc.listed.hashes.contains_key(&payload_id) && !self.held_lists.is_empty() && self.config.fidelity == Fidelity::Full {
+            // Lists held unchecked (someone forges lists): one naming this symbol as it is
+            // is worth its signature check now.
+            let hash = wire::symbol_hash(symbol);
+            self.check_held_lists(now, object_id, |held| held.names(payload_id, &hash));
+        }
+        let Some(inc) = self.incoming.get_mut(&object_id) else { return };
         let Some(listed) = inc.listed.hashes.get(&payload_id) else {
             return self.hold_unverified(object_id, sbn, esi, symbol);
         };

@@ -11,7 +11,9 @@ use rand_chacha::ChaCha8Rng;
 use satcast_protocol::fec::{self, BlockEncoder, Oti};
 use satcast_protocol::manifest::{Compression, Kind, Manifest};
 use satcast_protocol::reception::{
-    MemoryStore, Reception, ReceptionConfig, ReceptionEvent, ReceptionStats, UNVERIFIED_ATTEMPTS_PER_BLOCK_MAX,
+    LIST_CHECKS_FAILED_BURST_MAX, LIST_CHECKS_FAILED_PER_SEC_MAX, LIST_EVIDENCE_CHECKS_FAILED_BURST_MAX,
+    LIST_EVIDENCE_CHECKS_FAILED_PER_SEC_MAX, MemoryStore, Reception, ReceptionConfig, ReceptionEvent, ReceptionStats,
+    UNVERIFIED_ATTEMPTS_PER_BLOCK_MAX,
 };
 use satcast_protocol::trust::{NetworkKey, RootKey, SigningKey};
 use satcast_protocol::wire::{self, SourceRefusal, WireError};
@@ -30,6 +32,8 @@ struct World {
     /// Block 0's symbols, ESI 0 .. K + 8.
     symbols: Vec<Vec<u8>>,
     source_symbols: u32,
+    /// The genuine signer's signature of another object's list, for forgeries.
+    other_signature: [u8; 64],
 }
 
 /// A county that accepted a one-block object of 20 kB (K = 14) signed by the genuine key.
@@ -65,8 +69,19 @@ fn world(seed: u64) -> World {
         })
         .collect();
     let county = Reception::new(ReceptionConfig::new("410102".into(), root.public(), network_key.clone()));
-    let mut world =
-        World { seed, root, network_key, signer, county, store: MemoryStore::default(), now: Instant::now(), symbols, source_symbols };
+    let other_signature = signer.sign_symbol_list(OBJECT_ID + 1, b"another list");
+    let mut world = World {
+        seed,
+        root,
+        network_key,
+        signer,
+        county,
+        store: MemoryStore::default(),
+        now: Instant::now(),
+        symbols,
+        source_symbols,
+        other_signature,
+    };
     let signed = world.signer.sign_manifest(&manifest).expect("sign").to_bytes();
     let mut buf = Vec::new();
     for fragment in wire::manifest_fragments(&signed, 1472) {
@@ -325,4 +340,216 @@ fn a_county_that_missed_a_new_keys_heartbeats_learns_it_from_a_list_that_carries
     wire::write_symbol_list(&mut bare, &w.network_key, OBJECT_ID, &signed, &rotated.sign_symbol_list(OBJECT_ID, &signed));
     w.air(&bare);
     assert_eq!(w.stats().symbol_lists_accepted, 2);
+}
+
+/// A forged list naming block 0's (ESI, hash) `named`, by the genuine signer's serial (the
+/// insider learned it from a heartbeat), under a genuine signature of another list (each
+/// check is then a full verification: random bytes are refused at once as non-canonical).
+fn forged_list(w: &World, sequence: u64, named: &[(u32, [u8; 8])]) -> Vec<u8> {
+    let mut ranges = Vec::new();
+    for (esi, hash) in named {
+        wire::add_to_ranges(&mut ranges, 0, *esi, *hash);
+    }
+    let signed = wire::symbol_list_signed_part(w.signer.serial(), sequence, None, None, &ranges);
+    let mut out = Vec::new();
+    wire::write_symbol_list(&mut out, &w.network_key, OBJECT_ID, &signed, &w.other_signature);
+    out
+}
+
+/// The most signature checks forged lists may cost in `secs` whole seconds: the
+/// budget of failed checks and the budget of failed checks on evidence, each a burst and
+/// a rate.
+fn failed_checks_bound(secs: u64) -> u64 {
+    u64::from(LIST_CHECKS_FAILED_BURST_MAX + LIST_EVIDENCE_CHECKS_FAILED_BURST_MAX)
+        + secs * u64::from(LIST_CHECKS_FAILED_PER_SEC_MAX + LIST_EVIDENCE_CHECKS_FAILED_PER_SEC_MAX)
+}
+
+#[test]
+fn a_flood_of_forged_lists_costs_a_bounded_number_of_checks_and_the_genuine_list_is_still_used() {
+    let seed = rand::random();
+    println!("seed {seed}; replay: change `rand::random()` to {seed} in this test");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut w = world(seed);
+    let k = w.source_symbols;
+    let checked = w.stats().signatures_checked;
+    // 20k forged lists a second for 3 s, fresh sequences, random hashes of the real ESIs;
+    // the genuine list comes in the middle of the last second, then its symbols, as the
+    // uplink airs them at 80 Mbit/s (7000 a second: three forged lists between two).
+    let start = w.now;
+    let mut sequence = 1_000;
+    let mut next_symbol = None;
+    for second in 0..3u32 {
+        w.now = start + std::time::Duration::from_secs(u64::from(second));
+        for i in 0..20_000u32 {
+            sequence += 1;
+            let named: Vec<_> = (0..k).map(|esi| (esi, rng.next_u64().to_be_bytes())).collect();
+            let forged = forged_list(&w, sequence, &named);
+            w.air(&forged);
+            if second == 2 && i == 10_000 {
+                let genuine = w.list(&w.signer, 100_000, None, 0..k);
+                w.air(&genuine);
+                next_symbol = Some(0);
+            }
+            if let Some(esi) = next_symbol.filter(|esi| i % 3 == 0 && *esi < k) {
+                let datagram = w.genuine(esi);
+                w.air(&datagram);
+                next_symbol = Some(esi + 1);
+            }
+        }
+    }
+    let stats = w.stats();
+    let spent = stats.signatures_checked - checked;
+    println!("60000 forged lists cost {spent} signature checks; {stats:?}");
+    assert!(spent <= failed_checks_bound(2) + 1, "{spent} checks, bound {} and the genuine list's", failed_checks_bound(2));
+    assert!(w.verified(), "the block decodes");
+    assert_eq!(stats.symbol_lists_accepted, 1, "the genuine list was checked when its first symbol came");
+    assert_eq!((stats.symbols_unverified, stats.unverified_decodes), (0, 0), "every symbol was verified by its list");
+}
+
+#[test]
+fn forged_copies_of_genuine_entries_cost_a_bounded_number_of_checks_and_the_object_completes() {
+    let seed = rand::random();
+    println!("seed {seed}; replay: change `rand::random()` to {seed} in this test");
+    let mut w = world(seed);
+    let k = w.source_symbols;
+    let checked = w.stats().signatures_checked;
+    // The insider names the genuine hashes (it can compute the symbols) under bad
+    // signatures: fresh sequences before and after the genuine list, and the genuine
+    // list's own sequence, at the same instant.
+    let named: Vec<_> = (0..k).map(|esi| (esi, wire::symbol_hash(&w.symbols[esi as usize]))).collect();
+    for sequence in 1_000..6_000 {
+        let forged = forged_list(&w, sequence, &named);
+        w.air(&forged);
+    }
+    let genuine = w.list(&w.signer, 50_000, None, 0..k);
+    w.air(&genuine);
+    for copy in 0..5_000 {
+        let sequence = if copy % 2 == 0 { 50_000 } else { 60_000 + copy };
+        let forged = forged_list(&w, sequence, &named);
+        w.air(&forged);
+    }
+    for esi in 0..k {
+        let datagram = w.genuine(esi);
+        w.air(&datagram);
+    }
+    let stats = w.stats();
+    let spent = stats.signatures_checked - checked;
+    println!("10000 forged copies cost {spent} signature checks; {stats:?}");
+    assert!(spent <= failed_checks_bound(0) + 1, "{spent} checks, bound {} and the genuine list's", failed_checks_bound(0));
+    assert!(w.verified(), "the block decodes, from its listed symbols or as a lost list's");
+}
+
+#[test]
+fn under_a_flood_a_held_list_is_checked_when_the_marker_or_a_symbol_it_names_arrives() {
+    let mut w = world(10);
+    let k = w.source_symbols;
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    // Forged lists spend the budget of failed checks: later lists are held.
+    let named: Vec<_> = (0..k).map(|esi| (esi, rng.next_u64().to_be_bytes())).collect();
+    for sequence in 1_000..1_000 + u64::from(LIST_CHECKS_FAILED_BURST_MAX) + 10 {
+        let forged = forged_list(&w, sequence, &named);
+        w.air(&forged);
+    }
+    assert_eq!(w.stats().symbol_lists_held, 10);
+    // The list naming round 0 is held; the marker is its evidence, and the report is due.
+    let quiet = w.county.poll_timeout();
+    let list = w.list(&w.signer, 5_000, Some(0), 0..0);
+    w.air(&list);
+    assert_eq!(w.stats().symbol_lists_accepted, 0, "held, not checked");
+    let mut marker = Vec::new();
+    wire::write_round(&mut marker, &w.network_key, OBJECT_ID, 0);
+    w.air(&marker);
+    assert_eq!(w.stats().symbol_lists_held_accepted, 1);
+    let due = w.county.poll_timeout().expect("a report is due");
+    assert!(quiet.is_some_and(|q| due < q), "the signed marker asks for a report");
+    // A list arriving after its first symbol: that symbol is its evidence at once.
+    let first = w.genuine(0);
+    w.air(&first);
+    let list = w.list(&w.signer, 5_001, None, 0..k);
+    w.air(&list);
+    assert_eq!(w.stats().symbol_lists_held_accepted, 2);
+    for esi in 1..k {
+        let datagram = w.genuine(esi);
+        w.air(&datagram);
+    }
+    assert!(w.verified());
+    assert_eq!(w.stats().unverified_decodes, 0, "every symbol was verified by its list");
+}
+
+#[test]
+fn copies_of_a_genuine_list_sent_after_it_are_never_checked_before_it() {
+    let seed = rand::random();
+    println!("seed {seed}; replay: change `rand::random()` to {seed} in this test");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut w = world(seed);
+    let k = w.source_symbols;
+    let checked = w.stats().signatures_checked;
+    // Forged lists spend the budget of failed checks.
+    for sequence in 1_000..1_000 + u64::from(LIST_CHECKS_FAILED_BURST_MAX) {
+        let named: Vec<_> = (0..k).map(|esi| (esi, rng.next_u64().to_be_bytes())).collect();
+        let forged = forged_list(&w, sequence, &named);
+        w.air(&forged);
+    }
+    // The insider sees the genuine list on the air and races copies of its entries to the
+    // county (its sequence and fresh ones, other signatures), among the symbols.
+    let genuine = w.list(&w.signer, 50_000, None, 0..k);
+    w.air(&genuine);
+    let named: Vec<_> = (0..k).map(|esi| (esi, wire::symbol_hash(&w.symbols[esi as usize]))).collect();
+    let mut copies = 0;
+    for esi in 0..k {
+        for _ in 0..3 {
+            let sequence = if copies % 2 == 0 { 50_000 } else { 50_001 + copies };
+            let copy = forged_list(&w, sequence, &named);
+            w.air(&copy);
+            copies += 1;
+        }
+        let datagram = w.genuine(esi);
+        w.air(&datagram);
+    }
+    let stats = w.stats();
+    let spent = stats.signatures_checked - checked;
+    println!("{copies} copies raced after the genuine list; {spent} signature checks; {stats:?}");
+    assert_eq!(spent, u64::from(LIST_CHECKS_FAILED_BURST_MAX) + 1, "the first budget and the genuine list, no copy");
+    assert_eq!(stats.symbol_lists_held_accepted, 1, "the genuine list was checked on its first symbol");
+    assert!(w.verified());
+    assert_eq!((stats.symbols_unverified, stats.unverified_decodes), (0, 0), "every symbol was verified by its list");
+}
+
+#[test]
+fn forged_lists_and_forged_symbols_together_do_not_keep_the_genuine_list_from_being_used() {
+    let seed = rand::random();
+    println!("seed {seed}; replay: change `rand::random()` to {seed} in this test");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut w = world(seed);
+    let k = w.source_symbols;
+    let checked = w.stats().signatures_checked;
+    let flood = |w: &mut World, rng: &mut ChaCha8Rng, from: u64, count: u64| {
+        for sequence in from..from + count {
+            let named: Vec<_> = (0..k).map(|esi| (esi, rng.next_u64().to_be_bytes())).collect();
+            let forged = forged_list(w, sequence, &named);
+            w.air(&forged);
+        }
+    };
+    flood(&mut w, &mut rng, 1_000, 1_000);
+    let genuine = w.list(&w.signer, 50_000, None, 0..k);
+    w.air(&genuine);
+    // Forged symbols of every ESI the genuine list names, before the genuine ones: they
+    // are no evidence for it (their hashes differ), and fail their block's one attempt.
+    for esi in 0..k {
+        flood(&mut w, &mut rng, 2_000 + u64::from(esi) * 3, 3);
+        let forged = w.forged(esi);
+        w.air(&forged);
+    }
+    assert_eq!(w.stats().unverified_decodes_failed, 1);
+    for esi in 0..k {
+        flood(&mut w, &mut rng, 3_000 + u64::from(esi) * 3, 3);
+        let datagram = w.genuine(esi);
+        w.air(&datagram);
+    }
+    let stats = w.stats();
+    let spent = stats.signatures_checked - checked;
+    println!("{spent} signature checks; {stats:?}");
+    assert!(spent <= failed_checks_bound(0) + 1, "{spent} checks, bound {} and the genuine list's", failed_checks_bound(0));
+    assert_eq!(stats.symbol_lists_held_accepted, 1, "the genuine list was checked on its first genuine symbol");
+    assert!(w.verified(), "the block decodes from the genuine list's symbols");
 }

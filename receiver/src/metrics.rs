@@ -146,6 +146,9 @@ pub fn render(status: &DaemonStatus) -> String {
             ("verdict", "accepted", r.symbol_lists_accepted),
             ("verdict", "refused", r.symbol_lists_refused),
             ("verdict", "unknown_signer", r.symbol_lists_unknown_signer),
+            ("verdict", "held", r.symbol_lists_held),
+            ("verdict", "held_accepted", r.symbol_lists_held_accepted),
+            ("verdict", "unchecked", r.symbol_lists_unchecked),
         ],
     );
     counter(

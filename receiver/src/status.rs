@@ -203,6 +203,15 @@ pub struct ReceptionStatus {
     /// Symbol lists of a signer not learned, revoked or expired: not checked, their symbols stay unverified.
     #[serde(default)]
     pub symbol_lists_unknown_signer: u64,
+    /// Symbol lists held unchecked because the budget of failed list checks was spent (someone forges lists).
+    #[serde(default)]
+    pub symbol_lists_held: u64,
+    /// Of those, checked and accepted when a symbol or ROUND marker they name arrived.
+    #[serde(default)]
+    pub symbol_lists_held_accepted: u64,
+    /// Held lists pushed out never checked: their symbols stay unverified, as a lost list's.
+    #[serde(default)]
+    pub symbol_lists_unchecked: u64,
     /// DATA symbols that did not match their signed list: forgeries, never decoded.
     #[serde(default)]
     pub symbols_forged: u64,
@@ -820,6 +829,9 @@ mod tests {
                 symbol_lists_replayed: 0,
                 symbol_lists_refused: 0,
                 symbol_lists_unknown_signer: 0,
+                symbol_lists_held: 0,
+                symbol_lists_held_accepted: 0,
+                symbol_lists_unchecked: 0,
                 symbols_forged: 0,
                 symbols_unverified: 0,
                 symbols_unverified_dropped: 0,
