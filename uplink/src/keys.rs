@@ -588,7 +588,8 @@ pub struct SigningKeyEntry {
     pub expired: bool,
 }
 
-/// The signing keys of a key directory and its revocation list.
+/// The signing keys of a key directory, its revocation list and where a rotation of the
+/// network key stands.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SigningKeyList {
     /// The active key's serial.
@@ -599,6 +600,10 @@ pub struct SigningKeyList {
     pub revocation_issued_unix_secs: Option<u64>,
     /// Every kept certificate and every revoked serial, by serial.
     pub keys: Vec<SigningKeyEntry>,
+    /// While a network-key rotation is announced: when it switches.
+    pub network_key_switches_unix_secs: Option<u64>,
+    /// While a switch's handover lasts: when it ends (see [`NETWORK_KEY_HANDOVER_SECS`]).
+    pub network_key_handover_until_unix_secs: Option<u64>,
 }
 
 /// Lists the signing keys in `dir`: the active one (`signing.cert`), those kept by
@@ -657,6 +662,8 @@ pub fn list(dir: &Path, now_unix_secs: u64) -> Result<SigningKeyList, KeysError>
         revocation_sequence: revocation.as_ref().map(|r| r.sequence),
         revocation_issued_unix_secs: revocation.as_ref().map(|r| r.issued_unix_secs),
         keys,
+        network_key_switches_unix_secs: load_next_network_key(dir)?.map(|(at, _)| at),
+        network_key_handover_until_unix_secs: load_previous_network_key(dir)?.map(|(at, _)| at.saturating_add(NETWORK_KEY_HANDOVER_SECS)),
     })
 }
 
@@ -692,6 +699,12 @@ pub fn format_list(list: &SigningKeyList) -> String {
     match (list.revocation_sequence, list.revocation_issued_unix_secs) {
         (Some(sequence), Some(issued)) => out.push_str(&format!("revocation list {sequence}, signed {}\n", utc_text(issued))),
         _ => out.push_str("no revocation list\n"),
+    }
+    if let Some(at) = list.network_key_switches_unix_secs {
+        out.push_str(&format!("network key: the next one is announced and takes over at {}\n", utc_text(at)));
+    }
+    if let Some(until) = list.network_key_handover_until_unix_secs {
+        out.push_str(&format!("network key: the previous one is aired for counties that missed the switch until {}\n", utc_text(until)));
     }
     out
 }

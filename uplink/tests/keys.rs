@@ -376,6 +376,9 @@ fn a_network_key_rotation_is_announced_once_and_its_activation_replaces_the_key(
     assert!(error.to_string().contains("already exists"), "{error}");
     let (activates, next) = keys::load_next_network_key(&dir).expect("reads").expect("announced");
     assert_eq!(activates, NOW + 60);
+    let listed = keys::list(&dir, NOW).expect("lists");
+    assert_eq!((listed.network_key_switches_unix_secs, listed.network_key_handover_until_unix_secs), (Some(NOW + 60), None));
+    assert!(keys::format_list(&listed).contains("the next one is announced and takes over at"), "{}", keys::format_list(&listed));
     assert_ne!(next, old);
     keys::activate_next_network_key(&dir, &next, activates).expect("activates");
     assert_eq!(keys::load_network_key(&dir).expect("key"), next);
@@ -386,6 +389,10 @@ fn a_network_key_rotation_is_announced_once_and_its_activation_replaces_the_key(
     keys::activate_next_network_key(&dir, &next, activates).expect("again");
     assert_eq!(keys::load_network_key(&dir).expect("key"), next);
     assert_eq!(keys::load_previous_network_key(&dir).expect("reads"), handover, "a repeat must not make the new key previous");
+    let listed = keys::list(&dir, NOW + 60).expect("lists");
+    let until = NOW + 60 + keys::NETWORK_KEY_HANDOVER_SECS;
+    assert_eq!((listed.network_key_switches_unix_secs, listed.network_key_handover_until_unix_secs), (None, Some(until)));
+    assert!(keys::format_list(&listed).contains("aired for counties that missed the switch until"), "{}", keys::format_list(&listed));
     keys::end_network_key_handover(&dir).expect("ends");
     assert_eq!(keys::load_previous_network_key(&dir).expect("reads"), None);
     // Damage is an error, not a silent rotation.
