@@ -162,7 +162,7 @@ pub enum KeysError {
     /// `network.key.next` does not start with its activation time, or
     /// `network.key.previous` with the time of the switch.
     #[error("{}: the first line is not `{field} <unix seconds>`", path.display())]
-    NextNetworkKey {
+    DatedNetworkKey {
         /// The file.
         path: PathBuf,
         /// The word the first line must start with.
@@ -821,7 +821,7 @@ fn dated_network_key(path: &Path, field: &'static str) -> Result<Option<(u64, Ne
         .and_then(|l| l.strip_prefix(field))
         .and_then(|t| t.strip_prefix(' '))
         .and_then(|t| t.parse().ok())
-        .ok_or_else(|| KeysError::NextNetworkKey { path: path.to_owned(), field })?;
+        .ok_or_else(|| KeysError::DatedNetworkKey { path: path.to_owned(), field })?;
     let key =
         NetworkKey::from_text(lines.next().unwrap_or_default()).map_err(|source| KeysError::KeyText { path: path.to_owned(), source })?;
     Ok(Some((at, key)))
