@@ -281,6 +281,11 @@ impl ReceiverNode {
         self.reception.set_cached(kind, name, accepted);
     }
 
+    /// How many (kind, name) have a cached version above their recorded delivery.
+    pub fn unrecorded_versions(&self) -> usize {
+        self.reception.unrecorded_versions()
+    }
+
     /// This county's own key for confidential broadcasts, from its bundle.
     pub fn set_county_secret(&mut self, secret: crate::key_tree::CountySecret) -> Result<(), crate::key_tree::KeyTreeError> {
         self.reception.set_county_secret(secret)

@@ -1090,6 +1090,12 @@ impl Reception {
         }
     }
 
+    /// How many (kind, name) have a cached version above their recorded delivery (set by
+    /// [`Reception::set_cached`], until that version is delivered).
+    pub fn unrecorded_versions(&self) -> usize {
+        self.committed.len()
+    }
+
     /// Restores the revocation list kept in durable trust state, at start.
     pub fn set_revocations(&mut self, sequence: u64, revoked_serials: &[u64]) {
         self.revoked = (sequence, revoked_serials.iter().copied().collect());

@@ -310,6 +310,7 @@ fn a_version_committed_to_the_cache_but_never_recorded_is_not_rolled_back() {
     w.county.set_cached(Kind::Software, "agent.bin", Accepted { version: 2, object_id: 41 });
     // Another name's older cached version floors nothing of this one.
     w.county.set_cached(Kind::Software, "other.bin", Accepted { version: 9, object_id: 43 });
+    assert_eq!(w.county.unrecorded_versions(), 2, "agent.bin version 2 and other.bin version 9");
 
     let events = w.air_manifest(&signer, &v1, NOW);
     assert!(

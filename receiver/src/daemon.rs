@@ -198,19 +198,15 @@ pub fn run(config: ReceiverConfig, stop: Arc<AtomicBool>) -> Result<Stopped, Run
     }
     // The cache takes an object only after every check a delivery passes: its versions are
     // rollback floors even when their record in trust state was lost.
-    let mut unrecorded = 0usize;
     for entry in store.cached() {
         match entry.kind.parse::<Kind>() {
-            Ok(kind) => {
-                let recorded = trust_state.delivered().find(|(k, n, _)| *k == kind && *n == entry.name).map(|(_, _, a)| a.version);
-                unrecorded += usize::from(recorded.is_none_or(|v| v < entry.version));
-                node.set_cached(kind, &entry.name, Accepted { version: entry.version, object_id: entry.object_id });
-            }
+            Ok(kind) => node.set_cached(kind, &entry.name, Accepted { version: entry.version, object_id: entry.object_id }),
             Err(error) => {
                 warn!(object = %ObjectId(entry.object_id), %error, "a cache entry names an unknown kind: it is not a rollback floor")
             }
         }
     }
+    let unrecorded = node.unrecorded_versions();
     if unrecorded > 0 {
         warn!(
             unrecorded,
